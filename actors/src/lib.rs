@@ -1,0 +1,24 @@
+//! dron's actors, on ractor and tokio.
+//!
+//! ```text
+//!  SchedulerClient ──► Router ──(ring: job → shard)──► Coordinator ×N ──► OfferBroker ──► LocalAgent
+//!                        ▲  supervises coordinators        │ owns a ShardStore    │           │
+//!                        └──────── status updates ─────────┴──────────────────────┴───────────┘
+//! ```
+//!
+//! - [`router`]: the thin router, supervisor of the coordinators, and resharding.
+//! - [`coordinator`]: one per shard: timers, instances, retries, dependencies, recovery.
+//! - [`broker`]: places tasks on agents and routes their status back.
+//! - [`agent`]: runs tasks as processes through a shim that outlives the server.
+//! - [`store`]: the storage trait a coordinator writes through (RocksDB lives in the server).
+//! - [`client`]: the async handle the HTTP API and CLI use.
+//! - [`clock`]: wall clock, or tokio's for paused-time tests.
+
+pub mod agent;
+pub mod broker;
+pub mod client;
+pub mod clock;
+pub mod coordinator;
+pub mod error;
+pub mod router;
+pub mod store;

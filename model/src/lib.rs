@@ -1,0 +1,19 @@
+//! dron's domain model: pure data and maths, no I/O.
+//!
+//! - [`schedule`]: when a job runs (ISO 8601 repeating intervals and cron, in a time zone).
+//! - [`job`]: the Chronos job definition and the state dron keeps beside it.
+//! - [`instance`]: runs of a job, their states, and the history of finished and skipped ones.
+//! - [`name`]: job-name validation (names reach file paths).
+//! - [`ids`]: instance and task ids derived from (job, target, attempt).
+//! - [`ring`]: the consistent-hash ring placing jobs on shards.
+//! - [`codec`]: how records are encoded for storage.
+//! - [`error`]: the client error every validation returns.
+
+pub mod codec;
+pub mod error;
+pub mod ids;
+pub mod instance;
+pub mod job;
+pub mod name;
+pub mod ring;
+pub mod schedule;

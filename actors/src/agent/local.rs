@@ -1,0 +1,173 @@
+//! The local agent: runs tasks as processes on this machine, through the task shim, and
+//! reports their status to the broker.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use dron_model::ids::parse_task_id;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::process::{Adopted, RunningTask, TaskEnd, TaskKiller, TaskSpec, adopt, launch};
+use crate::broker::{BrokerMsg, TaskEvent, TaskUpdate};
+
+pub enum AgentMsg {
+    Launch(TaskSpec),
+    Kill {
+        task_id: String,
+    },
+    Adopt {
+        task_id: String,
+        timeout_deadline_ms: Option<i64>,
+    },
+    /// A task ended: forget its killer.
+    Finished {
+        task_id: String,
+    },
+}
+
+pub struct LocalAgent;
+
+pub struct LocalAgentArgs {
+    /// The program started as `<shim_program> task-shim <run_dir>` (the dron binary itself).
+    pub shim_program: PathBuf,
+    /// Run directories live under `<runs_root>/<job>/<target_ms>-<attempt>`.
+    pub runs_root: PathBuf,
+    pub broker: ActorRef<BrokerMsg>,
+}
+
+pub struct LocalAgentState {
+    args: LocalAgentArgs,
+    killers: HashMap<String, TaskKiller>,
+}
+
+/// Where the run of `task_id` keeps its spec, output and exit status. Task ids come from
+/// coordinators, which build them from validated job names.
+pub fn run_dir(runs_root: &Path, task_id: &str) -> Option<PathBuf> {
+    let task = parse_task_id(task_id)?;
+    Some(
+        runs_root
+            .join(&task.job)
+            .join(format!("{}-{}", task.target_ms, task.attempt)),
+    )
+}
+
+impl Actor for LocalAgent {
+    type Msg = AgentMsg;
+    type State = LocalAgentState;
+    type Arguments = LocalAgentArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        args: LocalAgentArgs,
+    ) -> Result<LocalAgentState, ActorProcessingErr> {
+        std::fs::create_dir_all(&args.runs_root)?;
+        Ok(LocalAgentState {
+            args,
+            killers: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        message: AgentMsg,
+        state: &mut LocalAgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AgentMsg::Launch(spec) => state.launch(myself, spec).await,
+            AgentMsg::Kill { task_id } => {
+                if let Some(killer) = state.killers.get(&task_id) {
+                    killer.kill();
+                }
+            }
+            AgentMsg::Adopt {
+                task_id,
+                timeout_deadline_ms,
+            } => state.adopt(myself, task_id, timeout_deadline_ms),
+            AgentMsg::Finished { task_id } => {
+                state.killers.remove(&task_id);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LocalAgentState {
+    async fn launch(&mut self, myself: ActorRef<AgentMsg>, spec: TaskSpec) {
+        let task_id = spec.task_id.clone();
+        let Some(dir) = run_dir(&self.args.runs_root, &task_id) else {
+            let end = TaskEnd::FailedToStart(format!("malformed task id '{task_id}'"));
+            return self.report(&task_id, ended(end));
+        };
+        // Launches are idempotent per task id: after a coordinator restart the same attempt
+        // may be asked for twice (once by the old coordinator's last commit, once on recovery).
+        if self.killers.contains_key(&task_id) || dir.join("task.json").exists() {
+            return tracing::info!(task_id, "launch of a task already launched ignored");
+        }
+        match launch(&self.args.shim_program, &dir, &spec).await {
+            Ok(running) => {
+                self.report(&task_id, TaskEvent::Started { at_ms: now_ms() });
+                self.watch(myself, task_id, running);
+            }
+            Err(error) => self.report(&task_id, ended(TaskEnd::FailedToStart(error.to_string()))),
+        }
+    }
+
+    fn adopt(&mut self, myself: ActorRef<AgentMsg>, task_id: String, deadline_ms: Option<i64>) {
+        let Some(dir) = run_dir(&self.args.runs_root, &task_id) else {
+            return self.report(&task_id, TaskEvent::NeverLaunched);
+        };
+        if !dir.join("task.json").exists() {
+            return self.report(&task_id, TaskEvent::NeverLaunched);
+        }
+        match adopt(&dir, deadline_ms) {
+            Adopted::Finished(end) => self.report(&task_id, ended(end)),
+            Adopted::Running(running) => {
+                tracing::info!(task_id, "adopted a task still running");
+                self.watch(myself, task_id, running)
+            }
+        }
+    }
+
+    /// Waits for the task's end in a task of its own, then reports it.
+    fn watch(&mut self, myself: ActorRef<AgentMsg>, task_id: String, running: RunningTask) {
+        self.killers.insert(task_id.clone(), running.killer());
+        let broker = self.args.broker.clone();
+        tokio::spawn(async move {
+            let end = running.wait().await;
+            let update = TaskUpdate {
+                task_id: task_id.clone(),
+                event: ended(end),
+            };
+            let _ = broker.send_message(BrokerMsg::Update(update));
+            let _ = myself.send_message(AgentMsg::Finished { task_id });
+        });
+    }
+
+    fn report(&self, task_id: &str, event: TaskEvent) {
+        let update = TaskUpdate {
+            task_id: task_id.to_string(),
+            event,
+        };
+        if self
+            .args
+            .broker
+            .send_message(BrokerMsg::Update(update))
+            .is_err()
+        {
+            tracing::warn!(task_id, "broker gone: status update dropped");
+        }
+    }
+}
+
+fn ended(end: TaskEnd) -> TaskEvent {
+    TaskEvent::Ended {
+        end,
+        at_ms: now_ms(),
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

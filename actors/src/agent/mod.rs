@@ -1,0 +1,13 @@
+//! Agents run tasks. Today: the local agent inside the server. A task runs under a small shim
+//! process (`dron task-shim`) that outlives the server and leaves the task's exit status in
+//! the run's directory, so a restarted server learns how a task ended instead of guessing.
+//!
+//! - [`local`]: the local agent actor.
+//! - [`process`]: launching, waiting for, killing and adopting a task through the shim.
+//! - [`shim`]: the shim itself.
+
+mod local;
+pub mod process;
+pub mod shim;
+
+pub use local::{AgentMsg, LocalAgent, LocalAgentArgs, run_dir};

@@ -1,0 +1,727 @@
+//! Launching and supervising tasks from the server, through the shim (`shim.rs`).
+//!
+//! Every task runs under its own shim process, which survives a server crash and
+//! records the task's end in the run directory. The server side here starts the
+//! shim ([`launch`]), waits for the end while enforcing the timeout and kill
+//! requests ([`RunningTask::wait`]), and after a restart picks up the runs it
+//! left behind ([`adopt`]).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+use tracing::warn;
+
+use super::shim;
+
+/// The task to run, written by the server for the shim.
+pub const TASK_FILE: &str = "task.json";
+/// The task's end, written by the shim.
+pub const STATUS_FILE: &str = "status.json";
+/// The task's pid, which is also its process group id.
+pub const CHILD_PID_FILE: &str = "child.pid";
+/// `"<pid> <starttime>"` of the shim.
+pub const SHIM_PID_FILE: &str = "shim.pid";
+/// The task's standard output, capped.
+pub const STDOUT_FILE: &str = "stdout";
+/// The task's standard error, capped.
+pub const STDERR_FILE: &str = "stderr";
+/// The dron subcommand that runs the shim: `dron task-shim <run_dir>`.
+pub const SHIM_SUBCOMMAND: &str = "task-shim";
+
+/// How often an adopted run (not our child: no exit notification) is checked.
+const ADOPTED_POLL: Duration = Duration::from_millis(50);
+/// How often a pending kill looks again for `child.pid` (the shim may be starting).
+const KILL_RETRY: Duration = Duration::from_millis(10);
+/// A delivered kill is sent again at this pace until the shim reports the end, in
+/// case a process of the group was being forked while the first one landed.
+const KILL_RESEND: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum TaskCommand {
+    /// Run through `/bin/sh -c`.
+    Shell(String),
+    /// Program and arguments, run directly.
+    Argv(Vec<String>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskSpec {
+    pub task_id: String,
+    pub command: TaskCommand,
+    /// Added to the environment the shim inherited from the server.
+    pub env: Vec<(String, String)>,
+    /// Defaults to the run directory.
+    pub work_dir: Option<PathBuf>,
+    pub timeout_ms: Option<u64>,
+    /// Cap on each of stdout and stderr.
+    pub output_cap_bytes: u64,
+}
+
+/// What the shim records in `status.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskStatus {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    /// Set when the task could not be started, saying why.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TaskEnd {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut,
+    Killed,
+    FailedToStart(String),
+    /// The shim ended without recording the task's end: its fate is unknown.
+    Lost(String),
+}
+
+impl TaskEnd {
+    pub fn is_success(&self) -> bool {
+        *self == TaskEnd::Exited(0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("run directory {0} already holds a run (shim.pid or status.json exists)")]
+    RunDirInUse(PathBuf),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot encode the task spec: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ProcessError {
+    let context = context.into();
+    move |source| ProcessError::Io { context, source }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Starts `shim_program task-shim <run_dir>` for `spec`.
+pub async fn launch(
+    shim_program: &Path,
+    run_dir: &Path,
+    spec: &TaskSpec,
+) -> Result<RunningTask, ProcessError> {
+    launch_with(shim_program, &[SHIM_SUBCOMMAND], run_dir, spec).await
+}
+
+/// Writes `task.json` into `run_dir` (creating it) and starts
+/// `shim_program <shim_args_prefix...> <run_dir>` in its own process group, with
+/// stdin, stdout and stderr null. The prefix exists for tests, whose shim is the
+/// test binary itself.
+pub async fn launch_with(
+    shim_program: &Path,
+    shim_args_prefix: &[&str],
+    run_dir: &Path,
+    spec: &TaskSpec,
+) -> Result<RunningTask, ProcessError> {
+    prepare_run_dir(run_dir, spec).await?;
+    let child = Command::new(shim_program)
+        .args(shim_args_prefix)
+        .arg(run_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own group: signals aimed at the server's group (a terminal's ^C)
+        // must not reach the shim, which has to outlive the server.
+        .process_group(0)
+        .spawn()
+        .map_err(io_err(format!(
+            "cannot start shim {}",
+            shim_program.display()
+        )))?;
+    let deadline = spec
+        .timeout_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
+    Ok(RunningTask::new(
+        run_dir,
+        Shim::Child(Box::new(child)),
+        deadline,
+    ))
+}
+
+async fn prepare_run_dir(run_dir: &Path, spec: &TaskSpec) -> Result<(), ProcessError> {
+    tokio::fs::create_dir_all(run_dir)
+        .await
+        .map_err(io_err(format!("cannot create {}", run_dir.display())))?;
+    // A second shim in the same directory would mix two runs' files.
+    for name in [SHIM_PID_FILE, STATUS_FILE] {
+        if tokio::fs::try_exists(run_dir.join(name))
+            .await
+            .unwrap_or(true)
+        {
+            return Err(ProcessError::RunDirInUse(run_dir.to_path_buf()));
+        }
+    }
+    let bytes = serde_json::to_vec(spec)?;
+    let path = run_dir.join(TASK_FILE);
+    let tmp = run_dir.join(format!("{TASK_FILE}.tmp"));
+    tokio::fs::write(&tmp, bytes)
+        .await
+        .map_err(io_err(format!("cannot write {}", tmp.display())))?;
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(io_err(format!("cannot write {}", path.display())))
+}
+
+/// After a server restart, a run whose directory exists.
+#[derive(Debug)]
+pub enum Adopted {
+    Finished(TaskEnd),
+    Running(RunningTask),
+}
+
+/// Picks up a run left behind by a previous server: finished if `status.json` exists,
+/// running if its shim (same pid and start time) is alive, else lost.
+/// `timeout_deadline_ms` is the absolute deadline (epoch ms), i.e. the launch time
+/// plus the task's timeout.
+pub fn adopt(run_dir: &Path, timeout_deadline_ms: Option<i64>) -> Adopted {
+    if let Some(end) = recorded_end(run_dir) {
+        return Adopted::Finished(end);
+    }
+    match read_shim_pid(run_dir) {
+        Some((pid, starttime)) if shim_alive(pid, starttime) => {
+            let deadline = timeout_deadline_ms.map(instant_of_epoch_ms);
+            let shim = Shim::Adopted { pid, starttime };
+            Adopted::Running(RunningTask::new(run_dir, shim, deadline))
+        }
+        // Look again: the shim may have recorded the end and exited between our looks.
+        _ => Adopted::Finished(
+            recorded_end(run_dir)
+                .unwrap_or_else(|| TaskEnd::Lost("shim gone without a status".into())),
+        ),
+    }
+}
+
+/// The end recorded in `status.json`, if there is one.
+fn recorded_end(run_dir: &Path) -> Option<TaskEnd> {
+    match read_status(run_dir) {
+        Ok(Some(status)) => Some(end_of_status(&status, None)),
+        Ok(None) => None,
+        Err(why) => Some(TaskEnd::Lost(why)),
+    }
+}
+
+fn instant_of_epoch_ms(deadline_ms: i64) -> Instant {
+    let left_ms = deadline_ms.saturating_sub(now_ms()).max(0);
+    Instant::now() + Duration::from_millis(left_ms as u64)
+}
+
+/// A task whose shim runs; [`RunningTask::wait`] yields its end.
+#[derive(Debug)]
+pub struct RunningTask {
+    run_dir: PathBuf,
+    shim: Shim,
+    deadline: Option<Instant>,
+    stop: Arc<StopControl>,
+}
+
+/// The shim, as we know it.
+#[derive(Debug)]
+enum Shim {
+    /// Started by this server: its exit is awaited, and it is reaped. Boxed to keep
+    /// `Adopted` small.
+    Child(Box<Child>),
+    /// Started by a previous server: only polled.
+    Adopted { pid: i32, starttime: u64 },
+}
+
+impl RunningTask {
+    fn new(run_dir: &Path, shim: Shim, deadline: Option<Instant>) -> Self {
+        RunningTask {
+            run_dir: run_dir.to_path_buf(),
+            shim,
+            deadline,
+            stop: Arc::new(StopControl::new(run_dir)),
+        }
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// A handle to kill the task while `wait` runs elsewhere.
+    pub fn killer(&self) -> TaskKiller {
+        TaskKiller(self.stop.clone())
+    }
+
+    /// Waits for the task's end, killing its process group at the timeout or on a
+    /// kill request. Dropping the future (or never calling it) leaves the task and
+    /// its shim running; [`adopt`] can pick them up again.
+    pub async fn wait(mut self) -> TaskEnd {
+        let mut last_signal = None;
+        let shim_end = loop {
+            self.stop.deliver(&mut last_signal);
+            let stopping = self.stop.reason().is_some();
+            tokio::select! {
+                shim_end = self.shim.finished(&self.run_dir) => break shim_end,
+                _ = self.stop.wake.notified() => {}
+                _ = sleep_until(self.deadline), if !stopping => {
+                    self.stop.request(StopReason::TimedOut);
+                }
+                _ = tokio::time::sleep(KILL_RETRY), if stopping => {}
+            }
+        };
+        let reason = self.stop.reason();
+        match read_status(&self.run_dir) {
+            Ok(Some(status)) => end_of_status(&status, reason),
+            Ok(None) => TaskEnd::Lost(shim_end),
+            Err(why) => TaskEnd::Lost(why),
+        }
+    }
+}
+
+impl Shim {
+    /// Resolves when the shim is done, with a description of how it ended, used
+    /// when it left no status. Cancel-safe: `wait` calls it in a loop.
+    async fn finished(&mut self, run_dir: &Path) -> String {
+        match self {
+            Shim::Child(child) => match child.wait().await {
+                Ok(status) => format!("shim ended ({status}) without a status"),
+                Err(e) => format!("cannot wait for the shim: {e}"),
+            },
+            Shim::Adopted { pid, starttime } => loop {
+                if run_dir.join(STATUS_FILE).exists() {
+                    return "status.json appeared, then vanished".into();
+                }
+                if !shim_alive(*pid, *starttime) {
+                    // Recorded just before exiting? The caller reads status.json.
+                    return "shim gone without a status".into();
+                }
+                tokio::time::sleep(ADOPTED_POLL).await;
+            },
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Maps a recorded status to the task's end. A stop we requested explains a death
+/// by signal; an exit code means the task finished on its own before the signal.
+fn end_of_status(status: &TaskStatus, stop: Option<StopReason>) -> TaskEnd {
+    if let Some(why) = &status.error {
+        return TaskEnd::FailedToStart(why.clone());
+    }
+    match (status.exit_code, status.signal, stop) {
+        (Some(code), _, _) => TaskEnd::Exited(code),
+        (None, Some(_), Some(StopReason::TimedOut)) => TaskEnd::TimedOut,
+        (None, Some(_), Some(StopReason::Killed)) => TaskEnd::Killed,
+        (None, Some(sig), None) => TaskEnd::Signaled(sig),
+        (None, None, _) => TaskEnd::Lost("status.json records neither exit code nor signal".into()),
+    }
+}
+
+/// `Ok(None)` when the shim has not recorded an end (yet).
+fn read_status(run_dir: &Path) -> Result<Option<TaskStatus>, String> {
+    let path = run_dir.join(STATUS_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("invalid {}: {e}", path.display()))
+}
+
+fn read_shim_pid(run_dir: &Path) -> Option<(i32, u64)> {
+    let text = std::fs::read_to_string(run_dir.join(SHIM_PID_FILE)).ok()?;
+    let mut fields = text.split_whitespace();
+    let pid = fields.next()?.parse().ok()?;
+    let starttime = fields.next()?.parse().ok()?;
+    Some((pid, starttime))
+}
+
+/// Whether the process `pid` is still the shim that wrote shim.pid: same start time
+/// (a reused pid has another) and not a zombie (exited, awaiting its reaper).
+fn shim_alive(pid: i32, starttime: u64) -> bool {
+    match shim::proc_stat(pid) {
+        Ok((state, start)) => start == starttime && !matches!(state, 'Z' | 'X'),
+        Err(_) => false,
+    }
+}
+
+fn read_child_pid(run_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(run_dir.join(CHILD_PID_FILE)).ok()?;
+    text.trim().parse().ok()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum StopReason {
+    TimedOut,
+    Killed,
+}
+
+/// A stop request shared by a [`RunningTask`] and its [`TaskKiller`]s.
+#[derive(Debug)]
+struct StopControl {
+    run_dir: PathBuf,
+    /// 0: none; else a `StopReason` (the first request wins).
+    reason: AtomicU8,
+    wake: Notify,
+}
+
+impl StopControl {
+    fn new(run_dir: &Path) -> Self {
+        StopControl {
+            run_dir: run_dir.to_path_buf(),
+            reason: AtomicU8::new(0),
+            wake: Notify::new(),
+        }
+    }
+
+    fn request(&self, reason: StopReason) {
+        let code = match reason {
+            StopReason::TimedOut => 1,
+            StopReason::Killed => 2,
+        };
+        let _ = self
+            .reason
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn reason(&self) -> Option<StopReason> {
+        match self.reason.load(Ordering::SeqCst) {
+            1 => Some(StopReason::TimedOut),
+            2 => Some(StopReason::Killed),
+            _ => None,
+        }
+    }
+
+    /// Signals the task's group if a stop is requested and due: not yet sent (the
+    /// shim may not have written child.pid yet), or last sent long ago.
+    fn deliver(&self, last_signal: &mut Option<Instant>) {
+        if self.reason().is_none() {
+            return;
+        }
+        if last_signal.is_some_and(|at| at.elapsed() < KILL_RESEND) {
+            return;
+        }
+        if signal_task_group(&self.run_dir) {
+            *last_signal = Some(Instant::now());
+        }
+    }
+}
+
+/// SIGKILLs the task's process group; false if its pid is not known yet.
+fn signal_task_group(run_dir: &Path) -> bool {
+    // Once the end is recorded the shim may have reaped the task, and its pid may
+    // be reused: never signal then. Before, the shim keeps the task's pid reserved.
+    if run_dir.join(STATUS_FILE).exists() {
+        return true;
+    }
+    let Some(pgid) = read_child_pid(run_dir) else {
+        return false;
+    };
+    if !shim::kill_group(pgid) {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            warn!(run_dir = %run_dir.display(), pgid, %err, "cannot kill task group");
+        }
+    }
+    true
+}
+
+/// Kills a running task: its whole process group gets SIGKILL, and `wait` reports
+/// [`TaskEnd::Killed`] (unless the task had already ended on its own).
+#[derive(Debug, Clone)]
+pub struct TaskKiller(Arc<StopControl>);
+
+impl TaskKiller {
+    pub fn kill(&self) {
+        self.0.request(StopReason::Killed);
+        // Immediately, in case nobody is waiting; `wait` retries until it lands.
+        signal_task_group(&self.0.run_dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shim of these tests is the test binary itself, run with the libtest
+    /// arguments that select only [`shim_entry`], followed by `task-shim <run_dir>` as
+    /// in production (libtest takes those two as extra name filters matching nothing).
+    /// In a normal test run the arguments do not look so, and `shim_entry` does nothing.
+    const SHIM_TEST: &str = "agent::process::tests::shim_entry";
+    const SHIM_PREFIX: &[&str] = &["--exact", SHIM_TEST, SHIM_SUBCOMMAND];
+
+    #[test]
+    fn shim_entry() {
+        let args: Vec<String> = std::env::args().collect();
+        if let [.., sub, run_dir] = args.as_slice()
+            && sub == SHIM_SUBCOMMAND
+            && args.iter().any(|arg| arg == SHIM_TEST)
+        {
+            std::process::exit(shim::run_shim_main(Path::new(run_dir)));
+        }
+    }
+
+    fn spec(command: TaskCommand) -> TaskSpec {
+        TaskSpec {
+            task_id: "t1".into(),
+            command,
+            env: vec![],
+            work_dir: None,
+            timeout_ms: None,
+            output_cap_bytes: 1 << 20,
+        }
+    }
+
+    fn sh(script: &str) -> TaskSpec {
+        spec(TaskCommand::Shell(script.into()))
+    }
+
+    async fn start(dir: &Path, spec: &TaskSpec) -> RunningTask {
+        let exe = std::env::current_exe().expect("current_exe");
+        launch_with(&exe, SHIM_PREFIX, dir, spec)
+            .await
+            .expect("launch")
+    }
+
+    async fn run(spec: TaskSpec) -> (TaskEnd, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let end = start(dir.path(), &spec).await.wait().await;
+        (end, dir)
+    }
+
+    fn output(dir: &Path, name: &str) -> String {
+        std::fs::read_to_string(dir.join(name)).expect("output file")
+    }
+
+    async fn wait_for_file(path: &Path) {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(
+                Instant::now() < give_up,
+                "{} never appeared",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn group_gone(pgid: i32) -> bool {
+        // SAFETY: signal 0 only checks for existence; pgid > 1 is asserted below.
+        assert!(pgid > 1);
+        let rc = unsafe { libc::kill(-pgid, 0) };
+        rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+
+    #[tokio::test]
+    async fn success_captures_stdout_and_stderr() {
+        let (end, dir) = run(sh("echo hello; echo oops >&2")).await;
+        assert_eq!(end, TaskEnd::Exited(0));
+        assert!(end.is_success());
+        assert_eq!(output(dir.path(), STDOUT_FILE), "hello\n");
+        assert_eq!(output(dir.path(), STDERR_FILE), "oops\n");
+        let status = read_status(dir.path()).unwrap().unwrap();
+        assert!(status.started_at_ms <= status.ended_at_ms);
+    }
+
+    #[tokio::test]
+    async fn exit_code_is_reported() {
+        let (end, _dir) = run(sh("exit 3")).await;
+        assert_eq!(end, TaskEnd::Exited(3));
+        assert!(!end.is_success());
+    }
+
+    #[tokio::test]
+    async fn death_by_signal_is_reported() {
+        let (end, _dir) = run(sh("kill -TERM $$")).await;
+        assert_eq!(end, TaskEnd::Signaled(libc::SIGTERM));
+    }
+
+    #[tokio::test]
+    async fn env_and_default_work_dir() {
+        let mut spec = sh("echo \"$DRON_TEST_FOO\"; pwd");
+        spec.env = vec![("DRON_TEST_FOO".into(), "bar baz".into())];
+        let (end, dir) = run(spec).await;
+        assert_eq!(end, TaskEnd::Exited(0));
+        let cwd = dir.path().canonicalize().unwrap();
+        let expected = format!("bar baz\n{}\n", cwd.display());
+        assert_eq!(output(dir.path(), STDOUT_FILE), expected);
+    }
+
+    #[tokio::test]
+    async fn argv_command_runs_without_shell() {
+        let argv = ["echo", "hello", "$HOME"].map(String::from).to_vec();
+        let (end, dir) = run(spec(TaskCommand::Argv(argv))).await;
+        assert_eq!(end, TaskEnd::Exited(0));
+        assert_eq!(output(dir.path(), STDOUT_FILE), "hello $HOME\n");
+    }
+
+    #[tokio::test]
+    async fn output_is_capped_and_drained() {
+        let mut spec = sh("head -c 200000 /dev/zero | tr '\\0' a; echo end >&2");
+        spec.output_cap_bytes = 1000;
+        let (end, dir) = run(spec).await;
+        assert_eq!(end, TaskEnd::Exited(0));
+        let expected = format!(
+            "{}\n[dron: output truncated after 1000 bytes]\n",
+            "a".repeat(1000)
+        );
+        assert_eq!(output(dir.path(), STDOUT_FILE), expected);
+        assert_eq!(output(dir.path(), STDERR_FILE), "end\n");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group() {
+        let mut spec = sh("sleep 30 & sleep 30");
+        spec.timeout_ms = Some(300);
+        let began = Instant::now();
+        let (end, dir) = run(spec).await;
+        assert_eq!(end, TaskEnd::TimedOut);
+        assert!(began.elapsed() < Duration::from_secs(5));
+        let pgid = read_child_pid(dir.path()).unwrap();
+        assert!(group_gone(pgid), "processes of group {pgid} remain");
+    }
+
+    #[tokio::test]
+    async fn leftover_background_processes_do_not_hold_the_end() {
+        let began = Instant::now();
+        let (end, dir) = run(sh("sleep 30 & echo started")).await;
+        assert_eq!(end, TaskEnd::Exited(0));
+        assert!(began.elapsed() < Duration::from_secs(5));
+        assert_eq!(output(dir.path(), STDOUT_FILE), "started\n");
+        assert!(group_gone(read_child_pid(dir.path()).unwrap()));
+    }
+
+    #[tokio::test]
+    async fn kill_ends_the_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = start(dir.path(), &sh("sleep 30 & sleep 30")).await;
+        let killer = task.killer();
+        let waiting = tokio::spawn(task.wait());
+        wait_for_file(&dir.path().join(CHILD_PID_FILE)).await;
+        killer.kill();
+        assert_eq!(waiting.await.unwrap(), TaskEnd::Killed);
+        assert!(group_gone(read_child_pid(dir.path()).unwrap()));
+    }
+
+    #[tokio::test]
+    async fn kill_before_the_task_started_still_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = start(dir.path(), &sh("sleep 30")).await;
+        // Most likely before the shim has even read task.json.
+        task.killer().kill();
+        assert_eq!(task.wait().await, TaskEnd::Killed);
+    }
+
+    #[tokio::test]
+    async fn nonexistent_program_fails_to_start() {
+        let argv = vec!["/bin/nonexistent".to_string()];
+        let (end, _dir) = run(spec(TaskCommand::Argv(argv))).await;
+        assert_eq!(
+            end,
+            TaskEnd::FailedToStart("no such file: /bin/nonexistent".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_work_dir_fails_to_start() {
+        let mut spec = sh("true");
+        spec.work_dir = Some("/nonexistent/dron".into());
+        let (end, _dir) = run(spec).await;
+        assert_eq!(
+            end,
+            TaskEnd::FailedToStart("working directory not found: /nonexistent/dron".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn run_dir_cannot_be_reused() {
+        let (_, dir) = run(sh("true")).await;
+        let exe = std::env::current_exe().unwrap();
+        let again = launch_with(&exe, SHIM_PREFIX, dir.path(), &sh("true")).await;
+        assert!(matches!(again, Err(ProcessError::RunDirInUse(_))));
+    }
+
+    #[tokio::test]
+    async fn adopt_finished_run() {
+        let (end, dir) = run(sh("exit 7")).await;
+        assert_eq!(end, TaskEnd::Exited(7));
+        match adopt(dir.path(), None) {
+            Adopted::Finished(end) => assert_eq!(end, TaskEnd::Exited(7)),
+            Adopted::Running(_) => panic!("a finished run was adopted as running"),
+        }
+    }
+
+    #[tokio::test]
+    async fn adopt_of_a_dir_without_live_shim_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pid that cannot be ours: pid 1 never has this start time.
+        std::fs::write(dir.path().join(SHIM_PID_FILE), "1 0\n").unwrap();
+        match adopt(dir.path(), None) {
+            Adopted::Finished(TaskEnd::Lost(_)) => {}
+            other => panic!("expected lost, got {other:?}"),
+        }
+    }
+
+    /// Launches a task that blocks until the file `go` appears, then forgets it
+    /// (as a crashing server would): the shim and the task must carry on.
+    async fn launch_and_forget(dir: &Path, mut spec: TaskSpec) {
+        if let TaskCommand::Shell(script) = &mut spec.command {
+            *script = format!("while [ ! -f go ]; do sleep 0.02; done; {script}");
+        }
+        let task = start(dir, &spec).await;
+        wait_for_file(&dir.join(CHILD_PID_FILE)).await;
+        drop(task);
+    }
+
+    #[tokio::test]
+    async fn adopt_running_run_and_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        launch_and_forget(dir.path(), sh("echo adopted; exit 5")).await;
+        let Adopted::Running(task) = adopt(dir.path(), None) else {
+            panic!("the forgotten run is not running");
+        };
+        std::fs::write(dir.path().join("go"), "").unwrap();
+        assert_eq!(task.wait().await, TaskEnd::Exited(5));
+        assert_eq!(output(dir.path(), STDOUT_FILE), "adopted\n");
+    }
+
+    #[tokio::test]
+    async fn adopted_run_can_be_killed_and_timed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        launch_and_forget(dir.path(), sh("true")).await;
+        let Adopted::Running(task) = adopt(dir.path(), None) else {
+            panic!("the forgotten run is not running");
+        };
+        task.killer().kill();
+        assert_eq!(task.wait().await, TaskEnd::Killed);
+
+        let dir = tempfile::tempdir().unwrap();
+        launch_and_forget(dir.path(), sh("true")).await;
+        let Adopted::Running(task) = adopt(dir.path(), Some(now_ms() + 100)) else {
+            panic!("the forgotten run is not running");
+        };
+        assert_eq!(task.wait().await, TaskEnd::TimedOut);
+    }
+}

@@ -1,0 +1,320 @@
+//! The scheduler as the HTTP API and the CLI see it: one handle with an async method per
+//! operation. Questions that span shards (does a parent exist, would a new edge close a
+//! cycle, which jobs depend on this one) are answered here by asking the owning shards, so
+//! the router stays a forwarder.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::time::Duration;
+
+use dron_model::error::Invalid;
+use dron_model::ids::TaskRef;
+use dron_model::instance::HistoryEntry;
+use dron_model::job::{JobRecord, JobSpec};
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+
+use crate::coordinator::{CoordinatorMsg, JobView, PutOutcome, Reply, ShardStats};
+use crate::error::CommandError;
+use crate::router::RouterMsg;
+
+/// How long an API call waits for a shard. A durable write takes milliseconds; this bounds
+/// a call that reached a shard just as it failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct SchedulerClient {
+    router: ActorRef<RouterMsg>,
+}
+
+impl SchedulerClient {
+    pub fn new(router: ActorRef<RouterMsg>) -> Self {
+        SchedulerClient { router }
+    }
+
+    /// Creates or replaces a job, after checking its parents exist and that it closes no cycle.
+    pub async fn put_job(
+        &self,
+        spec: JobSpec,
+        received_ms: i64,
+    ) -> Result<PutOutcome, CommandError> {
+        self.check_parents(&spec).await?;
+        let job = spec.name.clone();
+        self.ask_job(&job, |reply| CoordinatorMsg::PutJob {
+            spec,
+            received_ms,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn delete_job(&self, name: &str) -> Result<(), CommandError> {
+        let children = self.children_of(name).await?;
+        if !children.is_empty() {
+            let message = format!(
+                "job '{name}' is a parent of {}: delete or re-parent them first",
+                children.into_iter().collect::<Vec<_>>().join(", ")
+            );
+            return Err(CommandError::Conflict(message));
+        }
+        let name = name.to_string();
+        self.ask_job(&name.clone(), |reply| CoordinatorMsg::DeleteJob {
+            name,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn job(&self, name: &str) -> Result<JobView, CommandError> {
+        let name = name.to_string();
+        self.ask_job(&name.clone(), |reply| CoordinatorMsg::GetJob {
+            name,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn run_now(&self, name: &str) -> Result<String, CommandError> {
+        let name = name.to_string();
+        self.ask_job(&name.clone(), |reply| CoordinatorMsg::RunNow {
+            name,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn kill_tasks(&self, name: &str) -> Result<usize, CommandError> {
+        let name = name.to_string();
+        self.ask_job(&name.clone(), |reply| CoordinatorMsg::KillTasks {
+            name,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn complete_async(
+        &self,
+        task: TaskRef,
+        status_code: i32,
+    ) -> Result<(), CommandError> {
+        let job = task.job.clone();
+        self.ask_job(&job, |reply| CoordinatorMsg::CompleteAsync {
+            task,
+            status_code,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn history(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, CommandError> {
+        let name = name.to_string();
+        self.ask_job(&name.clone(), |reply| CoordinatorMsg::History {
+            name,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Every job, sorted by name.
+    pub async fn jobs(&self) -> Result<Vec<JobRecord>, CommandError> {
+        let mut jobs: Vec<JobRecord> = self
+            .ask_all(|reply| CoordinatorMsg::ListJobs { reply })
+            .await?
+            .concat();
+        jobs.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        Ok(jobs)
+    }
+
+    pub async fn shard_stats(&self) -> Result<Vec<ShardStats>, CommandError> {
+        self.ask_all(|reply| CoordinatorMsg::Stats { reply }).await
+    }
+
+    pub async fn shard_count(&self) -> Result<u32, CommandError> {
+        answer(
+            self.router
+                .call(|reply| RouterMsg::ShardCount { reply }, Some(CALL_TIMEOUT))
+                .await,
+        )
+    }
+
+    pub async fn reshard(&self, count: u32) -> Result<u32, CommandError> {
+        // Moving a million jobs takes a while: no timeout shorter than the move itself.
+        answer(
+            self.router
+                .call(|reply| RouterMsg::Reshard { count, reply }, None)
+                .await,
+        )?
+    }
+
+    pub async fn inject_panic(&self, shard: u32) -> Result<(), CommandError> {
+        answer(
+            self.router
+                .call(
+                    |reply| RouterMsg::InjectPanic { shard, reply },
+                    Some(CALL_TIMEOUT),
+                )
+                .await,
+        )?
+    }
+
+    /// Rejects unknown parents, and parents that (transitively) depend on the job itself.
+    async fn check_parents(&self, spec: &JobSpec) -> Result<(), CommandError> {
+        let parents = spec.parents();
+        if parents.is_empty() {
+            return Ok(());
+        }
+        let known = self.parents_of(parents.to_vec()).await?;
+        let missing: Vec<&String> = parents
+            .iter()
+            .filter(|p| !known.iter().any(|(n, _)| n == *p))
+            .collect();
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            let message = format!("parent job(s) {} do not exist", names.join(", "));
+            return Err(Invalid::new("parents", message).into());
+        }
+        if let Some(cycle) = self.find_cycle(&spec.name, known).await? {
+            let message = format!(
+                "parents would close a dependency cycle: {}",
+                cycle.join(" -> ")
+            );
+            return Err(Invalid::new("parents", message).into());
+        }
+        Ok(())
+    }
+
+    /// Walks up from the new job's parents; reaching the job itself means a cycle. Answers
+    /// the cycle as `job -> parent -> ... -> job`.
+    async fn find_cycle(
+        &self,
+        job: &str,
+        start: Vec<(String, Vec<String>)>,
+    ) -> Result<Option<Vec<String>>, CommandError> {
+        let mut came_from: std::collections::HashMap<String, String> = Default::default();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut frontier: VecDeque<(String, Vec<String>)> = start.into();
+        for (name, _) in &frontier {
+            came_from.insert(name.clone(), job.to_string());
+            seen.insert(name.clone());
+        }
+        while let Some((name, parents)) = frontier.pop_front() {
+            let mut next = Vec::new();
+            for parent in parents {
+                if parent == job {
+                    return Ok(Some(cycle_path(job, &name, &came_from)));
+                }
+                if seen.insert(parent.clone()) {
+                    came_from.insert(parent.clone(), name.clone());
+                    next.push(parent);
+                }
+            }
+            if !next.is_empty() {
+                frontier.extend(self.parents_of(next).await?);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The parents of each of `names` that exists.
+    async fn parents_of(
+        &self,
+        names: Vec<String>,
+    ) -> Result<Vec<(String, Vec<String>)>, CommandError> {
+        let mut found = Vec::new();
+        for name in names {
+            let asked = vec![name.clone()];
+            let reply = self
+                .ask_job_plain(&name, |reply| CoordinatorMsg::ParentsOf {
+                    names: asked,
+                    reply,
+                })
+                .await?;
+            found.extend(reply);
+        }
+        Ok(found)
+    }
+
+    async fn children_of(&self, name: &str) -> Result<BTreeSet<String>, CommandError> {
+        let name = name.to_string();
+        let answers = self
+            .ask_all(|reply| CoordinatorMsg::ChildrenOf {
+                name: name.clone(),
+                reply,
+            })
+            .await?;
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// Sends a message to the shard owning `job` and waits for its answer.
+    async fn ask_job<T: Send + 'static>(
+        &self,
+        job: &str,
+        message: impl FnOnce(Reply<T>) -> CoordinatorMsg,
+    ) -> Result<T, CommandError> {
+        self.ask_job_plain(job, message).await?
+    }
+
+    async fn ask_job_plain<T: Send + 'static>(
+        &self,
+        job: &str,
+        message: impl FnOnce(RpcReplyPort<T>) -> CoordinatorMsg,
+    ) -> Result<T, CommandError> {
+        let job = job.to_string();
+        let routed = |reply| RouterMsg::Route {
+            job,
+            message: message(reply),
+        };
+        answer(self.router.call(routed, Some(CALL_TIMEOUT)).await)
+    }
+
+    /// Asks every shard the same question.
+    async fn ask_all<T: Send + 'static>(
+        &self,
+        message: impl Fn(RpcReplyPort<T>) -> CoordinatorMsg,
+    ) -> Result<Vec<T>, CommandError> {
+        let shards: Vec<ActorRef<CoordinatorMsg>> = answer(
+            self.router
+                .call(|reply| RouterMsg::Shards { reply }, Some(CALL_TIMEOUT))
+                .await,
+        )?;
+        let mut answers = Vec::with_capacity(shards.len());
+        for shard in shards {
+            answers.push(answer(shard.call(&message, Some(CALL_TIMEOUT)).await)?);
+        }
+        Ok(answers)
+    }
+}
+
+fn cycle_path(
+    job: &str,
+    last: &str,
+    came_from: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    let mut path = vec![job.to_string()];
+    let mut chain = vec![last.to_string()];
+    let mut at = last;
+    while let Some(previous) = came_from.get(at).filter(|p| p.as_str() != job) {
+        chain.push(previous.clone());
+        at = previous;
+    }
+    chain.reverse();
+    path.extend(chain);
+    path.push(job.to_string());
+    path
+}
+
+fn answer<T, E: std::fmt::Display>(result: Result<CallResult<T>, E>) -> Result<T, CommandError> {
+    match result {
+        Ok(CallResult::Success(value)) => Ok(value),
+        Ok(CallResult::Timeout) => Err(CommandError::Unavailable(
+            "the shard did not answer in time".into(),
+        )),
+        Ok(CallResult::SenderError) | Err(_) => Err(CommandError::Unavailable(
+            "the shard is restarting; retry shortly".into(),
+        )),
+    }
+}

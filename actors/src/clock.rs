@@ -1,0 +1,54 @@
+//! Where "now" comes from. Production reads the wall clock; unit tests use tokio's clock, which
+//! `start_paused` tests advance instantly and deterministically.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+
+    fn now_ms(&self) -> i64 {
+        self.now().timestamp_millis()
+    }
+
+    /// The tokio instant at which the wall clock will read `at_ms`.
+    fn instant_at(&self, at_ms: i64) -> Instant {
+        let wait_ms = (at_ms - self.now_ms()).max(0) as u64;
+        Instant::now() + std::time::Duration::from_millis(wait_ms)
+    }
+}
+
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The system's wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Wall-clock time that advances with tokio's clock from a fixed start (for paused-time tests).
+pub struct TokioClock {
+    start_wall: DateTime<Utc>,
+    start_instant: Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(start_wall: DateTime<Utc>) -> Self {
+        TokioClock {
+            start_wall,
+            start_instant: Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = Instant::now() - self.start_instant;
+        self.start_wall + chrono::Duration::from_std(elapsed).unwrap_or_default()
+    }
+}

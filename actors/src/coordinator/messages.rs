@@ -1,0 +1,125 @@
+use dron_model::ids::TaskRef;
+use dron_model::instance::{HistoryEntry, InstanceRecord};
+use dron_model::job::{JobRecord, JobSpec};
+use dron_model::ring::Ring;
+use ractor::RpcReplyPort;
+
+use crate::broker::TaskUpdate;
+use crate::error::CommandError;
+use crate::store::StoreError;
+
+pub type Reply<T> = RpcReplyPort<Result<T, CommandError>>;
+
+pub enum CoordinatorMsg {
+    /// Create a job, or replace the one of the same name. `received_ms` is when the request
+    /// arrived: a schedule whose start was "now" fires its first target then.
+    PutJob {
+        spec: JobSpec,
+        received_ms: i64,
+        reply: Reply<PutOutcome>,
+    },
+    DeleteJob {
+        name: String,
+        reply: Reply<()>,
+    },
+    GetJob {
+        name: String,
+        reply: Reply<JobView>,
+    },
+    ListJobs {
+        reply: RpcReplyPort<Vec<JobRecord>>,
+    },
+    /// Start an instance now (Chronos `PUT /scheduler/job/{name}`); answers its task id.
+    RunNow {
+        name: String,
+        reply: Reply<String>,
+    },
+    /// Kill every live instance of the job; answers how many.
+    KillTasks {
+        name: String,
+        reply: Reply<usize>,
+    },
+    /// An async job's task reports its end (`PUT /scheduler/task/{taskId}`).
+    CompleteAsync {
+        task: TaskRef,
+        status_code: i32,
+        reply: Reply<()>,
+    },
+    History {
+        name: String,
+        limit: usize,
+        reply: Reply<Vec<HistoryEntry>>,
+    },
+    /// Jobs of this shard that list `name` among their parents.
+    ChildrenOf {
+        name: String,
+        reply: RpcReplyPort<Vec<String>>,
+    },
+    /// The parents of those of `names` this shard owns.
+    ParentsOf {
+        names: Vec<String>,
+        reply: RpcReplyPort<Vec<(String, Vec<String>)>>,
+    },
+    /// Broadcast to every shard when an instance of `parent` succeeds.
+    ParentSucceeded {
+        parent: String,
+    },
+    /// `forwarded` is set when another coordinator passed the update on (see `handle_update`).
+    TaskUpdate {
+        update: TaskUpdate,
+        forwarded: bool,
+    },
+    /// Sent by the shard's ticker when the earliest timer is due.
+    Tick,
+    StoreFailed(StoreError),
+    /// Resharding: hand over the jobs that `ring` places on another shard, and stop
+    /// scheduling them. They stay in this shard's storage until `Forget`.
+    Release {
+        ring: Ring,
+        reply: RpcReplyPort<Vec<MovedJob>>,
+    },
+    /// Resharding: take over jobs released by another shard (a job already here wins).
+    Adopt {
+        jobs: Vec<MovedJob>,
+        reply: Reply<()>,
+    },
+    /// Resharding: delete released jobs from this shard's storage.
+    Forget {
+        names: Vec<String>,
+        reply: Reply<()>,
+    },
+    Stats {
+        reply: RpcReplyPort<ShardStats>,
+    },
+    /// Fault injection for tests: panic inside the handler.
+    InjectPanic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    Replaced,
+}
+
+/// A job with its live instances.
+#[derive(Debug, Clone)]
+pub struct JobView {
+    pub record: JobRecord,
+    pub live: Vec<InstanceRecord>,
+}
+
+/// A job on its way from one shard to another, with everything it owns.
+#[derive(Debug, Clone)]
+pub struct MovedJob {
+    pub record: JobRecord,
+    pub live: Vec<InstanceRecord>,
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ShardStats {
+    pub shard: u32,
+    pub jobs: usize,
+    pub live_instances: usize,
+    pub timers: usize,
+}

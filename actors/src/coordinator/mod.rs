@@ -1,0 +1,329 @@
+//! The coordinator: one per shard. It owns the shard's storage, keeps the shard's jobs,
+//! timers and live instances in memory, fires targets, asks the broker to launch, and applies
+//! status updates. On (re)start it rebuilds everything from storage.
+//!
+//! Every change is applied in memory, submitted to the store, and only once durable are its
+//! effects released (the API's acknowledgement, launches, kills, announcements), in order, by
+//! the shard's committer task. So nothing is acknowledged or run that a crash could forget.
+
+mod messages;
+mod shard;
+mod ticker;
+
+pub use messages::{CoordinatorMsg, JobView, MovedJob, PutOutcome, Reply, ShardStats};
+pub use shard::{Outbox, Shard, ShardConfig};
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{mpsc, watch};
+
+use crate::broker::BrokerMsg;
+use crate::clock::SharedClock;
+use crate::router::RouterMsg;
+use crate::store::{Durable, ShardStore};
+
+pub struct Coordinator;
+
+pub struct CoordinatorArgs {
+    pub index: u32,
+    pub store: Arc<dyn ShardStore>,
+    pub clock: SharedClock,
+    pub broker: ActorRef<BrokerMsg>,
+    pub router: ActorRef<RouterMsg>,
+    pub config: ShardConfig,
+}
+
+pub struct CoordinatorState {
+    shard: Shard,
+    store: Arc<dyn ShardStore>,
+    clock: SharedClock,
+    router: ActorRef<RouterMsg>,
+    deadline: watch::Sender<Option<i64>>,
+    committer: mpsc::UnboundedSender<Commit>,
+}
+
+/// A submitted batch and what to do once it is durable.
+struct Commit {
+    durable: Durable,
+    effects: Effects,
+}
+
+struct Effects {
+    launches: Vec<crate::agent::process::TaskSpec>,
+    kills: Vec<String>,
+    adopts: Vec<(String, Option<i64>)>,
+    succeeded: Vec<String>,
+    then: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Actor for Coordinator {
+    type Msg = CoordinatorMsg;
+    type State = CoordinatorState;
+    type Arguments = CoordinatorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        args: CoordinatorArgs,
+    ) -> Result<CoordinatorState, ActorProcessingErr> {
+        let snapshot = args.store.load()?;
+        let now_ms = args.clock.now_ms();
+        let (shard, recovered) = Shard::recover(args.index, args.config, snapshot, now_ms);
+        tracing::info!(
+            shard = args.index,
+            jobs = shard.stats().jobs,
+            "shard recovered"
+        );
+        let (deadline, deadline_rx) = watch::channel(None);
+        ticker::spawn(myself.clone(), args.clock.clone(), deadline_rx);
+        let committer = spawn_committer(myself.clone(), args.broker, args.router.clone());
+        let mut state = CoordinatorState {
+            shard,
+            store: args.store,
+            clock: args.clock,
+            router: args.router,
+            deadline,
+            committer,
+        };
+        state.commit(&myself, recovered, None);
+        // Catch up at once: targets that fell due while the shard was down.
+        myself.send_message(CoordinatorMsg::Tick)?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        message: CoordinatorMsg,
+        state: &mut CoordinatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.handle(&myself, message)
+    }
+}
+
+impl CoordinatorState {
+    fn handle(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        message: CoordinatorMsg,
+    ) -> Result<(), ActorProcessingErr> {
+        let now_ms = self.clock.now_ms();
+        let mut out = Outbox::default();
+        match message {
+            CoordinatorMsg::PutJob {
+                spec,
+                received_ms,
+                reply,
+            } => {
+                let outcome = self.shard.put_job(spec, received_ms, &mut out);
+                self.commit(myself, out, reply_later(reply, Ok(outcome)));
+            }
+            CoordinatorMsg::DeleteJob { name, reply } => {
+                let result = self.shard.delete_job(&name, now_ms, &mut out);
+                self.commit(myself, out, reply_later(reply, result));
+            }
+            CoordinatorMsg::RunNow { name, reply } => {
+                let result = self.shard.run_now(&name, now_ms, &mut out);
+                self.commit(myself, out, reply_later(reply, result));
+            }
+            CoordinatorMsg::KillTasks { name, reply } => {
+                let result = self.shard.kill_tasks(&name, now_ms, &mut out);
+                self.commit(myself, out, reply_later(reply, result));
+            }
+            CoordinatorMsg::CompleteAsync {
+                task,
+                status_code,
+                reply,
+            } => {
+                let result = self
+                    .shard
+                    .complete_async(&task, status_code, now_ms, &mut out);
+                self.commit(myself, out, reply_later(reply, result));
+            }
+            CoordinatorMsg::GetJob { name, reply } => {
+                let _ = reply.send(self.shard.job_view(&name));
+            }
+            CoordinatorMsg::ListJobs { reply } => {
+                let _ = reply.send(self.shard.job_records());
+            }
+            CoordinatorMsg::History { name, limit, reply } => {
+                let result = match self.shard.has_job(&name) {
+                    true => self
+                        .store
+                        .history(&name, limit)
+                        .map_err(|e| crate::error::CommandError::Unavailable(e.to_string())),
+                    false => Err(crate::error::CommandError::JobNotFound(name)),
+                };
+                let _ = reply.send(result);
+            }
+            CoordinatorMsg::ChildrenOf { name, reply } => {
+                let _ = reply.send(self.shard.children_of(&name));
+            }
+            CoordinatorMsg::ParentsOf { names, reply } => {
+                let _ = reply.send(self.shard.parents_of(&names));
+            }
+            CoordinatorMsg::ParentSucceeded { parent } => {
+                self.shard.parent_succeeded(&parent, now_ms, &mut out);
+                self.commit(myself, out, None);
+            }
+            CoordinatorMsg::TaskUpdate { update, forwarded } => {
+                let known = self.shard.task_update(update.clone(), now_ms, &mut out);
+                if !known && !forwarded {
+                    // Sent here before its job moved to another shard: pass it on to the owner.
+                    let _ = self
+                        .router
+                        .send_message(RouterMsg::ForwardTaskUpdate(update));
+                }
+                self.commit(myself, out, None);
+            }
+            CoordinatorMsg::Tick => {
+                self.shard.tick(now_ms, &mut out);
+                if out.more_due {
+                    myself.send_message(CoordinatorMsg::Tick)?;
+                }
+                self.commit(myself, out, None);
+                // The ticker waits for a new deadline after each tick: always publish one,
+                // even an unchanged one (a tick that woke a millisecond early).
+                self.deadline.send_modify(|_| ());
+            }
+            CoordinatorMsg::StoreFailed(error) => {
+                // Memory is now ahead of storage: fail, and let the supervisor rebuild this
+                // shard from what is durable. Callers were not acknowledged.
+                return Err(Box::new(error));
+            }
+            CoordinatorMsg::Release { ring, reply } => {
+                let mut moved = self.shard.release(&ring);
+                for job in &mut moved {
+                    job.history = self.store.history(&job.record.spec.name, usize::MAX)?;
+                }
+                self.publish_deadline();
+                let _ = reply.send(moved);
+            }
+            CoordinatorMsg::Adopt { jobs, reply } => {
+                self.shard.adopt(jobs, now_ms, &mut out);
+                self.commit(myself, out, reply_later(reply, Ok(())));
+            }
+            CoordinatorMsg::Forget { names, reply } => {
+                self.shard.forget(&names, &mut out);
+                self.commit(myself, out, reply_later(reply, Ok(())));
+            }
+            CoordinatorMsg::Stats { reply } => {
+                let _ = reply.send(self.shard.stats());
+            }
+            CoordinatorMsg::InjectPanic => {
+                panic!("fault injection: shard {} panics", self.shard.index)
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the outbox's writes to the store and its effects to the committer.
+    fn commit(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        out: Outbox,
+        then: Option<Box<dyn FnOnce() + Send>>,
+    ) {
+        self.publish_deadline();
+        let Outbox {
+            ops,
+            launches,
+            kills,
+            adopts,
+            succeeded,
+            ..
+        } = out;
+        let durable = if ops.is_empty() {
+            already_durable()
+        } else {
+            self.store.submit(ops)
+        };
+        let effects = Effects {
+            launches,
+            kills,
+            adopts,
+            succeeded,
+            then,
+        };
+        if self.committer.send(Commit { durable, effects }).is_err() {
+            tracing::error!(shard = self.shard.index, "committer gone");
+            let _ = myself.send_message(CoordinatorMsg::StoreFailed(crate::store::StoreError(
+                "committer stopped".into(),
+            )));
+        }
+    }
+
+    fn publish_deadline(&self) {
+        let next = self.shard.next_deadline();
+        self.deadline.send_if_modified(|current| {
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
+    }
+}
+
+/// For effects with nothing to write.
+fn already_durable() -> Durable {
+    let (done, durable) = tokio::sync::oneshot::channel();
+    let _ = done.send(Ok(()));
+    durable
+}
+
+/// Wraps an RPC reply so that it is sent only once the change is durable.
+fn reply_later<T: Send + 'static>(
+    reply: Reply<T>,
+    result: Result<T, crate::error::CommandError>,
+) -> Option<Box<dyn FnOnce() + Send>> {
+    Some(Box::new(move || {
+        let _ = reply.send(result);
+    }))
+}
+
+/// The task that releases each commit's effects once its batch is durable, in commit order.
+fn spawn_committer(
+    coordinator: ActorRef<CoordinatorMsg>,
+    broker: ActorRef<BrokerMsg>,
+    router: ActorRef<RouterMsg>,
+) -> mpsc::UnboundedSender<Commit> {
+    let (sender, mut commits) = mpsc::unbounded_channel::<Commit>();
+    tokio::spawn(async move {
+        while let Some(Commit { durable, effects }) = commits.recv().await {
+            match durable.await {
+                Ok(Ok(())) => release(effects, &broker, &router),
+                Ok(Err(error)) => {
+                    let _ = coordinator.send_message(CoordinatorMsg::StoreFailed(error));
+                    return;
+                }
+                Err(_) => {
+                    let error = crate::store::StoreError("store dropped a write".into());
+                    let _ = coordinator.send_message(CoordinatorMsg::StoreFailed(error));
+                    return;
+                }
+            }
+        }
+    });
+    sender
+}
+
+fn release(effects: Effects, broker: &ActorRef<BrokerMsg>, router: &ActorRef<RouterMsg>) {
+    for spec in effects.launches {
+        let _ = broker.send_message(BrokerMsg::Launch(spec));
+    }
+    for task_id in effects.kills {
+        let _ = broker.send_message(BrokerMsg::Kill { task_id });
+    }
+    for (task_id, timeout_deadline_ms) in effects.adopts {
+        let _ = broker.send_message(BrokerMsg::Adopt {
+            task_id,
+            timeout_deadline_ms,
+        });
+    }
+    for parent in effects.succeeded {
+        let _ = router.send_message(RouterMsg::ParentSucceeded { parent });
+    }
+    if let Some(then) = effects.then {
+        then();
+    }
+}

@@ -1,0 +1,847 @@
+//! A shard's scheduling state and rules, apart from the actor that drives it: every method
+//! changes memory and records in an [`Outbox`] what must be written and what must happen once
+//! the write is durable. Nothing here does I/O, so it reads (and tests) as plain logic.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use chrono::DateTime;
+use dron_model::ids::{TaskRef, instance_id, parse_task_id};
+use dron_model::instance::{HistoryEntry, InstanceRecord, InstanceState, RunCause, SkippedTargets};
+use dron_model::job::{JobRecord, JobSpec, JobState, Trigger};
+use dron_model::ring::Ring;
+use dron_model::schedule::Schedule;
+
+use super::messages::{JobView, MovedJob, PutOutcome, ShardStats};
+use crate::agent::process::{TaskCommand, TaskEnd, TaskSpec};
+use crate::broker::{TaskEvent, TaskUpdate};
+use crate::error::CommandError;
+use crate::store::{ShardSnapshot, StoreOp};
+
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Cap on each of a run's stdout and stderr files.
+    pub output_cap_bytes: u64,
+    /// History entries kept per job.
+    pub history_keep: usize,
+    /// First retry delay; doubles per attempt up to `retry_backoff_max_ms`.
+    pub retry_backoff_ms: i64,
+    pub retry_backoff_max_ms: i64,
+    /// Instances one job may create in one tick (a PT0.001S job after downtime must not
+    /// stall its shard); the rest follow on the next tick.
+    pub max_instances_per_tick: usize,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            output_cap_bytes: 10 * 1024 * 1024,
+            history_keep: 1000,
+            retry_backoff_ms: 1000,
+            retry_backoff_max_ms: 60_000,
+            max_instances_per_tick: 1000,
+        }
+    }
+}
+
+/// What a change needs written, and what to do once it is durable.
+#[derive(Default)]
+pub struct Outbox {
+    pub ops: Vec<StoreOp>,
+    pub launches: Vec<TaskSpec>,
+    pub kills: Vec<String>,
+    /// (task id, deadline for its timeout) of tasks to adopt after a restart.
+    pub adopts: Vec<(String, Option<i64>)>,
+    /// Jobs that just succeeded, announced to every shard for their dependants.
+    pub succeeded: Vec<String>,
+    /// Set when a tick stopped at `max_instances_per_tick`: tick again at once.
+    pub more_due: bool,
+}
+
+struct JobEntry {
+    record: JobRecord,
+    schedule: Option<Schedule>,
+}
+
+pub struct Shard {
+    pub index: u32,
+    config: ShardConfig,
+    jobs: HashMap<String, JobEntry>,
+    /// (next target, job) of every enabled scheduled job: the timer index.
+    timers: BTreeSet<(i64, String)>,
+    /// (retry time, instance id).
+    retries: BTreeSet<(i64, String)>,
+    /// Live instances by id.
+    live: HashMap<String, InstanceRecord>,
+    /// Targets of each job's live instances, oldest first.
+    live_by_job: HashMap<String, BTreeSet<i64>>,
+    /// Instances an operator asked to kill: however their process ends, they end killed.
+    kill_requested: HashSet<String>,
+    /// parent → its children on this shard.
+    children: HashMap<String, BTreeSet<String>>,
+    /// History appends per job since its last trim.
+    appends_since_trim: HashMap<String, usize>,
+    /// Jobs handed to another shard and not yet forgotten, with their instance ids.
+    released: HashMap<String, Vec<String>>,
+}
+
+fn ms_to_time(ms: i64) -> DateTime<chrono::Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Shard {
+    /// Rebuilds a shard from storage: indexes, timers, and the adoption of tasks that were
+    /// running when the server stopped.
+    pub fn recover(
+        index: u32,
+        config: ShardConfig,
+        snapshot: ShardSnapshot,
+        now_ms: i64,
+    ) -> (Shard, Outbox) {
+        let mut shard = Shard {
+            index,
+            config,
+            jobs: HashMap::new(),
+            timers: BTreeSet::new(),
+            retries: BTreeSet::new(),
+            live: HashMap::new(),
+            live_by_job: HashMap::new(),
+            kill_requested: HashSet::new(),
+            children: HashMap::new(),
+            appends_since_trim: HashMap::new(),
+            released: HashMap::new(),
+        };
+        for record in snapshot.jobs {
+            shard.insert_job(record);
+        }
+        let mut out = Outbox::default();
+        for instance in snapshot.instances {
+            shard.recover_instance(instance, &mut out);
+        }
+        let jobs: Vec<String> = shard.live_by_job.keys().cloned().collect();
+        for job in jobs {
+            shard.try_start(&job, now_ms, &mut out);
+        }
+        (shard, out)
+    }
+
+    fn recover_instance(&mut self, instance: InstanceRecord, out: &mut Outbox) {
+        if !self.jobs.contains_key(&instance.job) {
+            out.ops.push(StoreOp::DeleteInstance(instance.id()));
+            return;
+        }
+        match instance.state {
+            InstanceState::Running => {
+                let timeout = self.jobs[&instance.job].record.spec.timeout_ms;
+                let deadline = timeout.zip(instance.started_ms).map(|(t, s)| s + t as i64);
+                out.adopts.push((instance.task_id(), deadline));
+            }
+            InstanceState::RetryWait => {
+                let at = instance.retry_at_ms.unwrap_or_default();
+                self.retries.insert((at, instance.id()));
+            }
+            _ => {}
+        }
+        self.add_live(instance);
+    }
+
+    fn insert_job(&mut self, record: JobRecord) {
+        let name = record.spec.name.clone();
+        for parent in record.spec.parents() {
+            self.children
+                .entry(parent.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        if let (Some(next), false) = (record.state.next_target_ms, record.spec.disabled) {
+            self.timers.insert((next, name.clone()));
+        }
+        let schedule = record.spec.schedule();
+        self.jobs.insert(name, JobEntry { record, schedule });
+    }
+
+    /// Removes a job from every index; answers its record.
+    fn remove_job(&mut self, name: &str) -> Option<JobRecord> {
+        let entry = self.jobs.remove(name)?;
+        if let Some(next) = entry.record.state.next_target_ms {
+            self.timers.remove(&(next, name.to_string()));
+        }
+        for parent in entry.record.spec.parents() {
+            if let Some(children) = self.children.get_mut(parent) {
+                children.remove(name);
+            }
+        }
+        self.appends_since_trim.remove(name);
+        Some(entry.record)
+    }
+
+    /// When the shard next needs a tick.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let timer = self.timers.first().map(|(at, _)| *at);
+        let retry = self.retries.first().map(|(at, _)| *at);
+        timer.into_iter().chain(retry).min()
+    }
+
+    // ----- jobs -------------------------------------------------------------------------
+
+    pub fn put_job(&mut self, spec: JobSpec, received_ms: i64, out: &mut Outbox) -> PutOutcome {
+        let name = spec.name.clone();
+        let (outcome, state, reschedule) = match self.remove_job(&name) {
+            Some(old) => {
+                let enabled_again = old.spec.disabled && !spec.disabled;
+                let reschedule = old.spec.trigger != spec.trigger || enabled_again;
+                (PutOutcome::Replaced, old.state, reschedule)
+            }
+            None => (PutOutcome::Created, JobState::default(), true),
+        };
+        let mut record = JobRecord { spec, state };
+        if reschedule {
+            record.state.next_target_ms = record
+                .spec
+                .schedule()
+                .and_then(|s| s.first_at_or_after(ms_to_time(received_ms)))
+                .map(|t| t.timestamp_millis());
+        }
+        if !matches!(record.spec.trigger, Trigger::Parents(_)) {
+            record.state.parents_succeeded.clear();
+        }
+        out.ops.push(StoreOp::PutJob(record.clone()));
+        self.insert_job(record);
+        outcome
+    }
+
+    pub fn delete_job(
+        &mut self,
+        name: &str,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) -> Result<(), CommandError> {
+        if !self.jobs.contains_key(name) {
+            return Err(CommandError::JobNotFound(name.to_string()));
+        }
+        for id in self.live_ids(name) {
+            if let Some(instance) = self.remove_live(&id) {
+                if instance.state == InstanceState::Running {
+                    out.kills.push(instance.task_id());
+                }
+                out.ops.push(StoreOp::DeleteInstance(id));
+            }
+        }
+        self.remove_job(name);
+        let _ = now_ms;
+        out.ops.push(StoreOp::DeleteJob(name.to_string()));
+        out.ops.push(StoreOp::DeleteHistory {
+            job: name.to_string(),
+        });
+        Ok(())
+    }
+
+    pub fn job_view(&self, name: &str) -> Result<JobView, CommandError> {
+        let entry = self
+            .jobs
+            .get(name)
+            .ok_or_else(|| CommandError::JobNotFound(name.to_string()))?;
+        let live = self
+            .live_ids(name)
+            .iter()
+            .filter_map(|id| self.live.get(id))
+            .cloned()
+            .collect();
+        Ok(JobView {
+            record: entry.record.clone(),
+            live,
+        })
+    }
+
+    pub fn job_records(&self) -> Vec<JobRecord> {
+        self.jobs
+            .values()
+            .map(|entry| entry.record.clone())
+            .collect()
+    }
+
+    pub fn has_job(&self, name: &str) -> bool {
+        self.jobs.contains_key(name)
+    }
+
+    pub fn children_of(&self, name: &str) -> Vec<String> {
+        let children = self.children.get(name).into_iter().flatten();
+        children
+            .filter(|child| self.jobs.contains_key(*child))
+            .cloned()
+            .collect()
+    }
+
+    pub fn parents_of(&self, names: &[String]) -> Vec<(String, Vec<String>)> {
+        let owned = names.iter().filter_map(|name| self.jobs.get(name));
+        owned
+            .map(|entry| {
+                (
+                    entry.record.spec.name.clone(),
+                    entry.record.spec.parents().to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            shard: self.index,
+            jobs: self.jobs.len(),
+            live_instances: self.live.len(),
+            timers: self.timers.len(),
+        }
+    }
+
+    // ----- firing -----------------------------------------------------------------------
+
+    /// Fires every due target and retry.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Outbox) {
+        while let Some((at, name)) = self.timers.first().cloned() {
+            if at > now_ms {
+                break;
+            }
+            self.timers.remove(&(at, name.clone()));
+            self.fire_due_targets(&name, now_ms, out);
+        }
+        while let Some((at, id)) = self.retries.first().cloned() {
+            if at > now_ms {
+                break;
+            }
+            self.retries.remove(&(at, id.clone()));
+            self.start_retry(&id, now_ms, out);
+        }
+    }
+
+    /// Turns a job's due targets into instances. Targets whose epsilon window has closed are
+    /// recorded as one skipped range; those still open run, late.
+    fn fire_due_targets(&mut self, name: &str, now_ms: i64, out: &mut Outbox) {
+        let cap = self.config.max_instances_per_tick;
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return;
+        };
+        let Some(schedule) = entry.schedule.clone() else {
+            return;
+        };
+        let epsilon = entry.record.spec.epsilon_ms;
+        let mut next = entry.record.state.next_target_ms;
+        if let Some(first_due) = next.filter(|t| t + epsilon < now_ms) {
+            let open_from = now_ms - epsilon;
+            let count =
+                schedule.count_between(ms_to_time(first_due), ms_to_time(open_from), u64::MAX);
+            next = schedule
+                .first_at_or_after(ms_to_time(open_from))
+                .map(|t| t.timestamp_millis());
+            if count > 0 {
+                let reason = "could not start within epsilon (server down or busy)".to_string();
+                let skipped = SkippedTargets {
+                    job: name.to_string(),
+                    first_target_ms: first_due,
+                    until_ms: open_from,
+                    count,
+                    recorded_ms: now_ms,
+                    reason,
+                };
+                tracing::warn!(job = name, count, "targets skipped");
+                self.append_history(HistoryEntry::Skipped(skipped), out);
+            }
+        }
+        let mut created = 0;
+        while let Some(target) = next.filter(|t| *t <= now_ms) {
+            if created == cap {
+                out.more_due = true;
+                break;
+            }
+            let instance = InstanceRecord::new(name, target, RunCause::Schedule, now_ms);
+            if !self.live.contains_key(&instance.id()) {
+                out.ops.push(StoreOp::PutInstance(instance.clone()));
+                self.add_live(instance);
+            }
+            created += 1;
+            next = schedule
+                .next_after(ms_to_time(target))
+                .map(|t| t.timestamp_millis());
+        }
+        let entry = self.jobs.get_mut(name).expect("job present");
+        entry.record.state.next_target_ms = next;
+        if let Some(next) = next {
+            self.timers.insert((next, name.to_string()));
+        }
+        out.ops.push(StoreOp::PutJob(entry.record.clone()));
+        self.try_start(name, now_ms, out);
+    }
+
+    pub fn run_now(
+        &mut self,
+        name: &str,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) -> Result<String, CommandError> {
+        if !self.jobs.contains_key(name) {
+            return Err(CommandError::JobNotFound(name.to_string()));
+        }
+        let id = self.create_instance(name, RunCause::Manual, now_ms, out);
+        self.try_start(name, now_ms, out);
+        Ok(self.live.get(&id).map(|i| i.task_id()).unwrap_or(id))
+    }
+
+    /// Creates an instance for "now" (a manual run or a dependency trigger); answers its id.
+    fn create_instance(
+        &mut self,
+        name: &str,
+        cause: RunCause,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) -> String {
+        // Two triggers in the same millisecond still make two instances.
+        let mut target = now_ms;
+        while self.live.contains_key(&instance_id(name, target)) {
+            target += 1;
+        }
+        let instance = InstanceRecord::new(name, target, cause, now_ms);
+        let id = instance.id();
+        out.ops.push(StoreOp::PutInstance(instance.clone()));
+        self.add_live(instance);
+        id
+    }
+
+    /// Starts what may start of a job's queued instances: the oldest one, or all of them for
+    /// a concurrent job. A queued target past its epsilon is skipped instead.
+    fn try_start(&mut self, name: &str, now_ms: i64, out: &mut Outbox) {
+        let Some(entry) = self.jobs.get(name) else {
+            return;
+        };
+        let (concurrent, epsilon) = (entry.record.spec.concurrent, entry.record.spec.epsilon_ms);
+        for id in self.live_ids(name) {
+            let Some(instance) = self.live.get(&id) else {
+                continue;
+            };
+            match instance.state {
+                InstanceState::Running | InstanceState::RetryWait if !concurrent => return,
+                InstanceState::Queued => {}
+                _ => continue,
+            }
+            let late = instance.cause != RunCause::Manual && instance.target_ms + epsilon < now_ms;
+            if late {
+                let message = "could not start within epsilon: the previous run was still running";
+                self.finish(
+                    &id,
+                    InstanceState::Skipped,
+                    None,
+                    Some(message.into()),
+                    now_ms,
+                    out,
+                );
+                continue;
+            }
+            self.start(&id, now_ms, out);
+            if !concurrent {
+                return;
+            }
+        }
+    }
+
+    fn start(&mut self, id: &str, now_ms: i64, out: &mut Outbox) {
+        let Some(instance) = self.live.get_mut(id) else {
+            return;
+        };
+        instance.state = InstanceState::Running;
+        instance.started_ms = Some(now_ms);
+        instance.retry_at_ms = None;
+        let instance = instance.clone();
+        out.ops.push(StoreOp::PutInstance(instance.clone()));
+        out.launches.push(self.task_spec(&instance));
+    }
+
+    fn start_retry(&mut self, id: &str, now_ms: i64, out: &mut Outbox) {
+        let Some(instance) = self.live.get_mut(id) else {
+            return;
+        };
+        if instance.state != InstanceState::RetryWait {
+            return;
+        }
+        instance.attempt += 1;
+        self.start(id, now_ms, out);
+    }
+
+    fn task_spec(&self, instance: &InstanceRecord) -> TaskSpec {
+        let spec = &self.jobs[&instance.job].record.spec;
+        let task_id = instance.task_id();
+        let command = if spec.shell {
+            TaskCommand::Shell(spec.command.clone())
+        } else {
+            TaskCommand::Argv(
+                std::iter::once(spec.command.clone())
+                    .chain(spec.arguments.clone())
+                    .collect(),
+            )
+        };
+        let mut env: Vec<(String, String)> = spec
+            .environment
+            .iter()
+            .map(|v| (v.name.clone(), v.value.clone()))
+            .collect();
+        let target =
+            ms_to_time(instance.target_ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        env.extend([
+            ("DRON_JOB".to_string(), spec.name.clone()),
+            ("DRON_TASK_ID".to_string(), task_id.clone()),
+            ("DRON_TARGET".to_string(), target),
+            ("DRON_ATTEMPT".to_string(), instance.attempt.to_string()),
+            ("mesos_task_id".to_string(), task_id.clone()),
+        ]);
+        TaskSpec {
+            task_id,
+            command,
+            env,
+            work_dir: None,
+            timeout_ms: spec.timeout_ms,
+            output_cap_bytes: self.config.output_cap_bytes,
+        }
+    }
+
+    // ----- task status ------------------------------------------------------------------
+
+    /// Applies an agent's report. Answers false when no live instance of this shard has that
+    /// task (the job moved shard, or was deleted).
+    pub fn task_update(&mut self, update: TaskUpdate, now_ms: i64, out: &mut Outbox) -> bool {
+        let Some((id, attempt)) = self.running_instance(&update.task_id) else {
+            return false;
+        };
+        if attempt.is_none() {
+            return true; // a report about an earlier attempt: already handled
+        }
+        match update.event {
+            TaskEvent::Started { .. } => {}
+            TaskEvent::NeverLaunched => {
+                let instance = self.live[&id].clone();
+                out.launches.push(self.task_spec(&instance));
+            }
+            TaskEvent::Ended { end, .. } => self.task_ended(&id, end, now_ms, out),
+        }
+        true
+    }
+
+    /// Finds the live instance a task id names: (instance id, Some(attempt)) when that
+    /// attempt is the one running, (id, None) for a stale attempt.
+    fn running_instance(&self, task_id: &str) -> Option<(String, Option<u32>)> {
+        let TaskRef {
+            job,
+            target_ms,
+            attempt,
+        } = parse_task_id(task_id)?;
+        let id = instance_id(&job, target_ms);
+        let instance = self.live.get(&id)?;
+        let current = instance.attempt == attempt && instance.state == InstanceState::Running;
+        Some((id, current.then_some(attempt)))
+    }
+
+    fn task_ended(&mut self, id: &str, end: TaskEnd, now_ms: i64, out: &mut Outbox) {
+        let is_async = self
+            .live
+            .get(id)
+            .map(|i| self.jobs[&i.job].record.spec.is_async)
+            .unwrap_or(false);
+        if self.kill_requested.contains(id) {
+            return self.finish(
+                id,
+                InstanceState::Killed,
+                None,
+                Some("killed on request".into()),
+                now_ms,
+                out,
+            );
+        }
+        match end {
+            // An async job's process only starts the work; PUT /scheduler/task/{id} ends it.
+            TaskEnd::Exited(0) if is_async => {}
+            TaskEnd::Exited(0) => {
+                self.finish(id, InstanceState::Succeeded, Some(0), None, now_ms, out)
+            }
+            TaskEnd::Killed => self.finish(
+                id,
+                InstanceState::Killed,
+                None,
+                Some("killed on request".into()),
+                now_ms,
+                out,
+            ),
+            other => self.attempt_failed(id, &other, now_ms, out),
+        }
+    }
+
+    pub fn complete_async(
+        &mut self,
+        task: &TaskRef,
+        status_code: i32,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) -> Result<(), CommandError> {
+        let task_id = dron_model::ids::task_id(&task.job, task.target_ms, task.attempt);
+        let Some((id, Some(_))) = self.running_instance(&task_id) else {
+            return Err(CommandError::TaskNotFound(task_id));
+        };
+        if status_code == 0 {
+            self.finish(&id, InstanceState::Succeeded, Some(0), None, now_ms, out);
+        } else {
+            self.attempt_failed(&id, &TaskEnd::Exited(status_code), now_ms, out);
+        }
+        Ok(())
+    }
+
+    /// A failed attempt: retry with backoff while retries remain, else fail for good.
+    fn attempt_failed(&mut self, id: &str, end: &TaskEnd, now_ms: i64, out: &mut Outbox) {
+        let instance = &self.live[id];
+        let retries = self.jobs[&instance.job].record.spec.retries;
+        let exit_code = match end {
+            TaskEnd::Exited(code) => Some(*code),
+            _ => None,
+        };
+        let message = describe(end);
+        if instance.attempt < retries {
+            let backoff = self
+                .config
+                .retry_backoff_ms
+                .saturating_mul(1 << instance.attempt.min(20));
+            let retry_at = now_ms + backoff.min(self.config.retry_backoff_max_ms);
+            let instance = self.live.get_mut(id).expect("live instance");
+            instance.state = InstanceState::RetryWait;
+            instance.retry_at_ms = Some(retry_at);
+            instance.exit_code = exit_code;
+            instance.message = Some(format!("attempt {} {message}; retrying", instance.attempt));
+            out.ops.push(StoreOp::PutInstance(instance.clone()));
+            self.retries.insert((retry_at, id.to_string()));
+            return;
+        }
+        let state = if *end == TaskEnd::TimedOut {
+            InstanceState::TimedOut
+        } else {
+            InstanceState::Failed
+        };
+        self.finish(id, state, exit_code, Some(message), now_ms, out);
+    }
+
+    /// Ends an instance for good: counters, history, dependants, and the job's next queued run.
+    fn finish(
+        &mut self,
+        id: &str,
+        state: InstanceState,
+        exit_code: Option<i32>,
+        message: Option<String>,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) {
+        let Some(mut instance) = self.remove_live(id) else {
+            return;
+        };
+        instance.state = state;
+        instance.ended_ms = Some(now_ms);
+        instance.exit_code = exit_code.or(instance.exit_code);
+        instance.message = message;
+        let name = instance.job.clone();
+        if let Some(entry) = self.jobs.get_mut(&name) {
+            let counters = &mut entry.record.state;
+            match state {
+                InstanceState::Succeeded => {
+                    counters.success_count += 1;
+                    counters.last_success_ms = Some(now_ms);
+                    out.succeeded.push(name.clone());
+                }
+                InstanceState::Failed | InstanceState::TimedOut | InstanceState::Killed => {
+                    counters.error_count += 1;
+                    counters.last_error_ms = Some(now_ms);
+                }
+                _ => {}
+            }
+            out.ops.push(StoreOp::PutJob(entry.record.clone()));
+        }
+        out.ops.push(StoreOp::DeleteInstance(id.to_string()));
+        self.append_history(HistoryEntry::Run(instance), out);
+        self.try_start(&name, now_ms, out);
+    }
+
+    fn append_history(&mut self, entry: HistoryEntry, out: &mut Outbox) {
+        let job = entry.job().to_string();
+        out.ops.push(StoreOp::AppendHistory(entry));
+        let appends = self.appends_since_trim.entry(job.clone()).or_default();
+        *appends += 1;
+        // Trimming scans the job's history, so do it once per 10% of the kept length.
+        if *appends > self.config.history_keep / 10 {
+            *appends = 0;
+            out.ops.push(StoreOp::TrimHistory {
+                job,
+                keep: self.config.history_keep,
+            });
+        }
+    }
+
+    pub fn kill_tasks(
+        &mut self,
+        name: &str,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) -> Result<usize, CommandError> {
+        if !self.jobs.contains_key(name) {
+            return Err(CommandError::JobNotFound(name.to_string()));
+        }
+        let ids = self.live_ids(name);
+        for id in &ids {
+            let instance = &self.live[id];
+            if instance.state == InstanceState::Running {
+                // The end arrives as a status update; it is recorded as killed then.
+                out.kills.push(instance.task_id());
+                self.kill_requested.insert(id.clone());
+            } else {
+                let message = Some("killed on request before it started".to_string());
+                self.finish(id, InstanceState::Killed, None, message, now_ms, out);
+            }
+        }
+        Ok(ids.len())
+    }
+
+    // ----- dependencies -----------------------------------------------------------------
+
+    /// Records a parent's success with each of its children here; a child whose parents have
+    /// all succeeded since its last run gets an instance.
+    pub fn parent_succeeded(&mut self, parent: &str, now_ms: i64, out: &mut Outbox) {
+        let children: Vec<String> = self
+            .children
+            .get(parent)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for child in children {
+            let Some(entry) = self.jobs.get_mut(&child) else {
+                continue;
+            };
+            let state = &mut entry.record.state;
+            state.parents_succeeded.insert(parent.to_string());
+            let ready = entry
+                .record
+                .spec
+                .parents()
+                .iter()
+                .all(|p| state.parents_succeeded.contains(p));
+            if ready && !entry.record.spec.disabled {
+                state.parents_succeeded.clear();
+            }
+            out.ops.push(StoreOp::PutJob(entry.record.clone()));
+            if ready && !entry.record.spec.disabled {
+                self.create_instance(&child, RunCause::Parents, now_ms, out);
+                self.try_start(&child, now_ms, out);
+            }
+        }
+    }
+
+    // ----- resharding -------------------------------------------------------------------
+
+    /// Takes out of this shard every job `ring` places elsewhere (history is read by the
+    /// caller, which has the store).
+    pub fn release(&mut self, ring: &Ring) -> Vec<MovedJob> {
+        let leaving: Vec<String> = self
+            .jobs
+            .keys()
+            .filter(|name| ring.owner(name) != self.index)
+            .cloned()
+            .collect();
+        let mut moved = Vec::with_capacity(leaving.len());
+        for name in leaving {
+            let ids = self.live_ids(&name);
+            let live: Vec<InstanceRecord> =
+                ids.iter().filter_map(|id| self.remove_live(id)).collect();
+            for id in &ids {
+                self.retries.retain(|(_, retry)| retry != id);
+            }
+            let record = self.remove_job(&name).expect("job present");
+            self.released.insert(name, ids);
+            moved.push(MovedJob {
+                record,
+                live,
+                history: Vec::new(),
+            });
+        }
+        moved
+    }
+
+    pub fn adopt(&mut self, jobs: Vec<MovedJob>, now_ms: i64, out: &mut Outbox) {
+        for moved in jobs {
+            let name = moved.record.spec.name.clone();
+            if self.jobs.contains_key(&name) {
+                continue; // an earlier, interrupted move already brought it: ours is newer
+            }
+            out.ops.push(StoreOp::PutJob(moved.record.clone()));
+            self.insert_job(moved.record);
+            for instance in moved.live {
+                out.ops.push(StoreOp::PutInstance(instance.clone()));
+                if instance.state == InstanceState::RetryWait {
+                    self.retries
+                        .insert((instance.retry_at_ms.unwrap_or(now_ms), instance.id()));
+                }
+                self.add_live(instance);
+            }
+            out.ops
+                .extend(moved.history.into_iter().map(StoreOp::AppendHistory));
+            self.try_start(&name, now_ms, out);
+        }
+    }
+
+    pub fn forget(&mut self, names: &[String], out: &mut Outbox) {
+        for name in names {
+            let Some(ids) = self.released.remove(name) else {
+                continue;
+            };
+            if self.jobs.contains_key(name) {
+                continue; // moved back in the meantime
+            }
+            out.ops.extend(ids.into_iter().map(StoreOp::DeleteInstance));
+            out.ops.push(StoreOp::DeleteJob(name.clone()));
+            out.ops.push(StoreOp::DeleteHistory { job: name.clone() });
+        }
+    }
+
+    // ----- live-instance index ----------------------------------------------------------
+
+    fn add_live(&mut self, instance: InstanceRecord) {
+        self.live_by_job
+            .entry(instance.job.clone())
+            .or_default()
+            .insert(instance.target_ms);
+        self.live.insert(instance.id(), instance);
+    }
+
+    fn remove_live(&mut self, id: &str) -> Option<InstanceRecord> {
+        let instance = self.live.remove(id)?;
+        self.kill_requested.remove(id);
+        if let Some(targets) = self.live_by_job.get_mut(&instance.job) {
+            targets.remove(&instance.target_ms);
+            if targets.is_empty() {
+                self.live_by_job.remove(&instance.job);
+            }
+        }
+        if let Some(at) = instance.retry_at_ms {
+            self.retries.remove(&(at, id.to_string()));
+        }
+        Some(instance)
+    }
+
+    /// A job's live instance ids, oldest target first.
+    fn live_ids(&self, name: &str) -> Vec<String> {
+        let targets = self.live_by_job.get(name).into_iter().flatten();
+        targets.map(|target| instance_id(name, *target)).collect()
+    }
+}
+
+fn describe(end: &TaskEnd) -> String {
+    match end {
+        TaskEnd::Exited(code) => format!("exited with code {code}"),
+        TaskEnd::Signaled(signal) => format!("killed by signal {signal}"),
+        TaskEnd::TimedOut => "ran past maxCompletionTime and was killed".to_string(),
+        TaskEnd::Killed => "killed on request".to_string(),
+        TaskEnd::FailedToStart(why) => format!("failed to start: {why}"),
+        TaskEnd::Lost(why) => format!("lost: {why}"),
+    }
+}
+
+#[cfg(test)]
+#[path = "shard_tests.rs"]
+mod tests;

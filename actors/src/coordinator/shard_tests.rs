@@ -1,0 +1,236 @@
+//! The shard's scheduling rules, without actors, storage or processes.
+
+use super::*;
+use dron_model::job::{JobKind, JobRequest};
+
+const T0: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z
+
+fn spec(json: serde_json::Value, kind: JobKind) -> JobSpec {
+    let request: JobRequest = serde_json::from_value(json).unwrap();
+    request.validate(kind, ms_to_time(T0)).unwrap()
+}
+
+fn every_second(name: &str) -> JobSpec {
+    spec(
+        serde_json::json!({"name": name, "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1S"}),
+        JobKind::Scheduled,
+    )
+}
+
+fn empty_shard() -> Shard {
+    Shard::recover(0, ShardConfig::default(), ShardSnapshot::default(), T0).0
+}
+
+fn ended(task_id: &str, end: TaskEnd) -> TaskUpdate {
+    TaskUpdate {
+        task_id: task_id.to_string(),
+        event: TaskEvent::Ended { end, at_ms: 0 },
+    }
+}
+
+fn tick(shard: &mut Shard, now_ms: i64) -> Outbox {
+    let mut out = Outbox::default();
+    shard.tick(now_ms, &mut out);
+    out
+}
+
+#[test]
+fn a_job_fires_each_target_once_at_its_time() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    assert_eq!(shard.next_deadline(), Some(T0));
+    let out = tick(&mut shard, T0);
+    assert_eq!(out.launches.len(), 1);
+    assert_eq!(out.launches[0].task_id, format!("ct:{T0}:0:a:"));
+    assert_eq!(shard.next_deadline(), Some(T0 + 1000));
+    // Ticking again at the same time fires nothing new.
+    assert!(tick(&mut shard, T0).launches.is_empty());
+}
+
+#[test]
+fn a_non_concurrent_job_waits_for_its_previous_run() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let first = tick(&mut shard, T0).launches.remove(0).task_id;
+    assert!(
+        tick(&mut shard, T0 + 1000).launches.is_empty(),
+        "previous run still running"
+    );
+    let mut out = Outbox::default();
+    shard.task_update(ended(&first, TaskEnd::Exited(0)), T0 + 1500, &mut out);
+    assert_eq!(
+        out.launches.len(),
+        1,
+        "the queued target starts when the previous ends"
+    );
+    assert_eq!(out.launches[0].task_id, format!("ct:{}:0:a:", T0 + 1000));
+    assert_eq!(out.succeeded, vec!["a".to_string()]);
+}
+
+#[test]
+fn targets_missed_beyond_epsilon_are_recorded_as_one_skipped_range() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    // Nothing ticked for 10 minutes (the server was down); epsilon is 60 s.
+    let now = T0 + 600_000;
+    let out = tick(&mut shard, now);
+    let skipped: Vec<&SkippedTargets> = out
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::AppendHistory(HistoryEntry::Skipped(s)) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].count, 540, "targets T0 .. now-60s");
+    // The 61 targets whose window is still open become instances; the oldest starts.
+    assert_eq!(shard.stats().live_instances, 61);
+    assert_eq!(out.launches[0].task_id, format!("ct:{}:0:a:", now - 60_000));
+}
+
+#[test]
+fn failed_attempts_retry_with_backoff_then_fail() {
+    let mut shard = empty_shard();
+    let job = spec(
+        serde_json::json!({"name": "f", "command": "false", "schedule": "R1/2026-11-23T10:00:00Z/PT1S", "retries": 1}),
+        JobKind::Scheduled,
+    );
+    shard.put_job(job, T0, &mut Outbox::default());
+    let first = tick(&mut shard, T0).launches.remove(0).task_id;
+    let mut out = Outbox::default();
+    shard.task_update(ended(&first, TaskEnd::Exited(1)), T0 + 10, &mut out);
+    assert!(out.launches.is_empty());
+    assert_eq!(
+        shard.next_deadline(),
+        Some(T0 + 10 + 1000),
+        "retry after the backoff"
+    );
+    let retry = tick(&mut shard, T0 + 1010).launches.remove(0).task_id;
+    assert_eq!(retry, format!("ct:{T0}:1:f:"));
+    let mut out = Outbox::default();
+    shard.task_update(ended(&retry, TaskEnd::Exited(1)), T0 + 1020, &mut out);
+    assert_eq!(shard.stats().live_instances, 0);
+    let view = shard.job_view("f").unwrap();
+    assert_eq!(view.record.state.error_count, 1);
+    assert_eq!(
+        shard.next_deadline(),
+        None,
+        "R1 is exhausted and nothing is retrying"
+    );
+}
+
+#[test]
+fn a_stale_attempts_report_changes_nothing() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    tick(&mut shard, T0);
+    let mut out = Outbox::default();
+    assert!(shard.task_update(
+        ended(&format!("ct:{T0}:7:a:"), TaskEnd::Exited(0)),
+        T0,
+        &mut out
+    ));
+    assert!(out.ops.is_empty());
+    assert!(!shard.task_update(ended("ct:1:0:other:", TaskEnd::Exited(0)), T0, &mut out));
+}
+
+#[test]
+fn a_child_runs_once_all_parents_succeeded_since_its_last_run() {
+    let mut shard = empty_shard();
+    let mut out = Outbox::default();
+    shard.put_job(every_second("p1"), T0, &mut out);
+    shard.put_job(every_second("p2"), T0, &mut out);
+    let child = spec(
+        serde_json::json!({"name": "c", "command": "true", "parents": ["p1", "p2"]}),
+        JobKind::Dependent,
+    );
+    shard.put_job(child, T0, &mut out);
+    let mut out = Outbox::default();
+    shard.parent_succeeded("p1", T0, &mut out);
+    shard.parent_succeeded("p1", T0, &mut out);
+    assert!(out.launches.is_empty(), "p2 has not succeeded yet");
+    shard.parent_succeeded("p2", T0 + 5, &mut out);
+    assert_eq!(out.launches.len(), 1);
+    assert!(out.launches[0].task_id.ends_with(":c:"));
+    assert!(
+        shard
+            .job_view("c")
+            .unwrap()
+            .record
+            .state
+            .parents_succeeded
+            .is_empty()
+    );
+}
+
+#[test]
+fn kill_ends_queued_runs_and_signals_running_ones() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let running = tick(&mut shard, T0).launches.remove(0).task_id;
+    tick(&mut shard, T0 + 1000); // queued behind the running one
+    let mut out = Outbox::default();
+    assert_eq!(shard.kill_tasks("a", T0 + 1100, &mut out).unwrap(), 2);
+    assert_eq!(out.kills, vec![running.clone()]);
+    assert!(out.launches.is_empty(), "a killed queue does not start");
+    let mut out = Outbox::default();
+    shard.task_update(ended(&running, TaskEnd::Signaled(9)), T0 + 1200, &mut out);
+    assert_eq!(shard.stats().live_instances, 0);
+    assert_eq!(shard.job_view("a").unwrap().record.state.error_count, 2);
+}
+
+#[test]
+fn recovery_adopts_running_tasks_and_keeps_timers() {
+    let mut shard = empty_shard();
+    let mut out = Outbox::default();
+    shard.put_job(every_second("a"), T0, &mut out);
+    let fired = tick(&mut shard, T0);
+    let store = crate::store::MemoryStore::default();
+    use crate::store::ShardStore;
+    drop(store.submit(out.ops));
+    drop(store.submit(fired.ops));
+    let (recovered, out) =
+        Shard::recover(0, ShardConfig::default(), store.load().unwrap(), T0 + 500);
+    assert_eq!(
+        out.adopts.len(),
+        1,
+        "the running task is adopted, not relaunched"
+    );
+    assert!(out.launches.is_empty());
+    assert_eq!(recovered.next_deadline(), Some(T0 + 1000));
+}
+
+#[test]
+fn release_and_adopt_move_a_job_with_its_live_instances() {
+    let mut source = empty_shard();
+    for i in 0..50 {
+        source.put_job(
+            every_second(&format!("job-{i}")),
+            T0,
+            &mut Outbox::default(),
+        );
+    }
+    tick(&mut source, T0);
+    let ring = Ring::new(2);
+    let moved = source.release(&ring);
+    assert!(!moved.is_empty() && moved.len() < 50);
+    assert!(
+        moved
+            .iter()
+            .all(|m| ring.owner(&m.record.spec.name) == 1 && m.live.len() == 1)
+    );
+    let mut destination = Shard::recover(1, ShardConfig::default(), ShardSnapshot::default(), T0).0;
+    let mut out = Outbox::default();
+    destination.adopt(moved.clone(), T0 + 100, &mut out);
+    assert!(
+        out.launches.is_empty(),
+        "running instances keep running where they are"
+    );
+    assert_eq!(destination.stats().jobs, moved.len());
+    assert_eq!(source.stats().jobs + destination.stats().jobs, 50);
+    // Adopting the same jobs again (an interrupted move redone) changes nothing.
+    let mut again = Outbox::default();
+    destination.adopt(moved, T0 + 200, &mut again);
+    assert!(again.ops.is_empty());
+}

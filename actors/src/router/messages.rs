@@ -1,0 +1,37 @@
+use ractor::{ActorRef, RpcReplyPort};
+
+use crate::broker::TaskUpdate;
+use crate::coordinator::{CoordinatorMsg, Reply};
+
+pub enum RouterMsg {
+    /// Forward `message` to the coordinator owning job `job`.
+    Route {
+        job: String,
+        message: CoordinatorMsg,
+    },
+    /// The current coordinators, for questions every shard must answer (listings).
+    Shards {
+        reply: RpcReplyPort<Vec<ActorRef<CoordinatorMsg>>>,
+    },
+    /// A status update from the broker, routed by the job named in its task id.
+    TaskUpdate(TaskUpdate),
+    /// An update a coordinator received for a job it no longer owns.
+    ForwardTaskUpdate(TaskUpdate),
+    /// Broadcast to every shard: an instance of `parent` succeeded.
+    ParentSucceeded {
+        parent: String,
+    },
+    /// Change the number of shards online; answers the new count.
+    Reshard {
+        count: u32,
+        reply: Reply<u32>,
+    },
+    ShardCount {
+        reply: RpcReplyPort<u32>,
+    },
+    /// Fault injection for tests: make shard `shard` panic.
+    InjectPanic {
+        shard: u32,
+        reply: Reply<()>,
+    },
+}

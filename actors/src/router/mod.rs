@@ -1,0 +1,260 @@
+//! The router: thin. It maps a job name to its shard on the consistent-hash ring and forwards;
+//! it owns no job state. It is also the supervisor of the coordinators: a coordinator that
+//! panics or fails is rebuilt from its shard's storage (one-for-one, with a restart cap), and
+//! the router alone knows the current coordinator of each shard, so nobody holds a stale one.
+//! Resharding runs here too, since it changes the ring.
+
+mod messages;
+mod reshard;
+
+pub use messages::RouterMsg;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dron_model::ids::parse_task_id;
+use dron_model::ring::Ring;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use crate::broker::{BrokerMsg, TaskUpdate};
+use crate::clock::SharedClock;
+use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg, ShardConfig};
+use crate::error::CommandError;
+use crate::store::{ShardStore, StoreError};
+
+/// Restarts allowed per shard within [`RESTART_WINDOW`] before the router gives up (and so
+/// stops the server loudly rather than crash-looping).
+const MAX_RESTARTS: usize = 10;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// The most shards a server may have.
+pub const MAX_SHARDS: u32 = 1024;
+
+/// Opens shard storage; implemented over RocksDB by the server, in memory by tests.
+pub trait StoreFactory: Send + Sync + 'static {
+    fn open(&self, index: u32) -> Result<Arc<dyn ShardStore>, StoreError>;
+    /// Indexes of shards that exist in storage (they may hold jobs to move after a crash).
+    fn existing(&self) -> Result<Vec<u32>, StoreError>;
+    /// Deletes a drained shard's storage (its store has been dropped).
+    fn remove(&self, index: u32) -> Result<(), StoreError>;
+    fn load_shard_count(&self) -> Result<Option<u32>, StoreError>;
+    fn save_shard_count(&self, count: u32) -> Result<(), StoreError>;
+}
+
+pub struct Router;
+
+pub struct RouterArgs {
+    pub factory: Arc<dyn StoreFactory>,
+    /// Used when storage does not record a shard count yet (a new data directory).
+    pub default_shard_count: u32,
+    pub clock: SharedClock,
+    pub broker: ActorRef<BrokerMsg>,
+    pub config: ShardConfig,
+}
+
+struct ShardSlot {
+    coordinator: ActorRef<CoordinatorMsg>,
+    store: Arc<dyn ShardStore>,
+    restarts: VecDeque<Instant>,
+}
+
+pub struct RouterState {
+    args: RouterArgs,
+    ring: Ring,
+    slots: Vec<ShardSlot>,
+}
+
+impl Actor for Router {
+    type Msg = RouterMsg;
+    type State = RouterState;
+    type Arguments = RouterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RouterMsg>,
+        args: RouterArgs,
+    ) -> Result<RouterState, ActorProcessingErr> {
+        let stored = args.factory.load_shard_count()?;
+        let count = stored.unwrap_or(args.default_shard_count);
+        if stored.is_some_and(|stored| stored != args.default_shard_count) {
+            tracing::warn!(
+                stored = count,
+                configured = args.default_shard_count,
+                "the data directory records its own shard count; change it with `dron shards set`"
+            );
+        }
+        // Open every shard that exists, not only the first `count`: after a crash in the
+        // middle of a move, jobs may still sit on a shard beyond the count.
+        let existing = args.factory.existing()?;
+        let opened = existing.iter().map(|i| i + 1).max().unwrap_or(0).max(count);
+        let mut state = RouterState {
+            ring: Ring::new(count),
+            slots: Vec::new(),
+            args,
+        };
+        for index in 0..opened {
+            state.spawn_shard(&myself, index).await?;
+        }
+        // Move any job that is not on its owner (an interrupted reshard) and drop extra shards.
+        state.reshard(&myself, count).await?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RouterMsg>,
+        message: RouterMsg,
+        state: &mut RouterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RouterMsg::Route { job, message } => state.route(&job, message),
+            RouterMsg::Shards { reply } => {
+                let _ = reply.send(state.slots.iter().map(|s| s.coordinator.clone()).collect());
+            }
+            RouterMsg::TaskUpdate(update) => state.route_update(update, false),
+            RouterMsg::ForwardTaskUpdate(update) => state.route_update(update, true),
+            RouterMsg::ParentSucceeded { parent } => {
+                for slot in &state.slots {
+                    let _ = slot
+                        .coordinator
+                        .send_message(CoordinatorMsg::ParentSucceeded {
+                            parent: parent.clone(),
+                        });
+                }
+            }
+            RouterMsg::Reshard { count, reply } => {
+                let result = state.reshard(&myself, count).await.map(|_| count);
+                let _ = reply.send(result);
+            }
+            RouterMsg::ShardCount { reply } => {
+                let _ = reply.send(state.ring.shard_count());
+            }
+            RouterMsg::InjectPanic { shard, reply } => {
+                let result = match state.slots.get(shard as usize) {
+                    Some(slot) => {
+                        let _ = slot.coordinator.send_message(CoordinatorMsg::InjectPanic);
+                        Ok(())
+                    }
+                    None => Err(CommandError::Conflict(format!("there is no shard {shard}"))),
+                };
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RouterMsg>,
+        event: SupervisionEvent,
+        state: &mut RouterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                tracing::error!(actor = ?cell.get_id(), %error, "coordinator failed");
+                state.restart(&myself, cell.get_id()).await?;
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                // Coordinators stop only when the router stops them (a shard removed); any
+                // other stop is a failure.
+                if state.slot_of(cell.get_id()).is_some() {
+                    tracing::error!(actor = ?cell.get_id(), ?reason, "coordinator stopped unexpectedly");
+                    state.restart(&myself, cell.get_id()).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl RouterState {
+    fn owner(&self, job: &str) -> &ShardSlot {
+        &self.slots[self.ring.owner(job) as usize]
+    }
+
+    fn route(&self, job: &str, message: CoordinatorMsg) {
+        if self.owner(job).coordinator.send_message(message).is_err() {
+            // The coordinator is restarting; the caller's reply port is dropped with the
+            // message, so it sees an error and was not acknowledged.
+            tracing::warn!(job, "shard unavailable, message dropped");
+        }
+    }
+
+    fn route_update(&self, update: TaskUpdate, forwarded: bool) {
+        let Some(task) = parse_task_id(&update.task_id) else {
+            return tracing::warn!(
+                task_id = update.task_id,
+                "status update for a foreign task id"
+            );
+        };
+        self.route(&task.job, CoordinatorMsg::TaskUpdate { update, forwarded });
+    }
+
+    fn slot_of(&self, id: ractor::ActorId) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|slot| slot.coordinator.get_id() == id)
+    }
+
+    async fn spawn_shard(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        index: u32,
+    ) -> Result<(), ActorProcessingErr> {
+        let store = self.args.factory.open(index)?;
+        let coordinator = self.spawn_coordinator(myself, index, store.clone()).await?;
+        self.slots.push(ShardSlot {
+            coordinator,
+            store,
+            restarts: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    async fn spawn_coordinator(
+        &self,
+        myself: &ActorRef<RouterMsg>,
+        index: u32,
+        store: Arc<dyn ShardStore>,
+    ) -> Result<ActorRef<CoordinatorMsg>, ActorProcessingErr> {
+        let args = CoordinatorArgs {
+            index,
+            store,
+            clock: self.args.clock.clone(),
+            broker: self.args.broker.clone(),
+            router: myself.clone(),
+            config: self.args.config.clone(),
+        };
+        let (coordinator, _) =
+            Actor::spawn_linked(None, Coordinator, args, myself.get_cell()).await?;
+        Ok(coordinator)
+    }
+
+    /// Rebuilds a failed coordinator from its shard's storage.
+    async fn restart(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        id: ractor::ActorId,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(index) = self.slot_of(id) else {
+            return Ok(());
+        };
+        let slot = &mut self.slots[index];
+        let now = Instant::now();
+        slot.restarts
+            .retain(|at| now.duration_since(*at) < RESTART_WINDOW);
+        if slot.restarts.len() >= MAX_RESTARTS {
+            return Err(format!(
+                "shard {index} failed {MAX_RESTARTS} times within a minute; giving up"
+            )
+            .into());
+        }
+        slot.restarts.push_back(now);
+        let store = slot.store.clone();
+        let coordinator = self.spawn_coordinator(myself, index as u32, store).await?;
+        tracing::info!(shard = index, "coordinator restarted from storage");
+        self.slots[index].coordinator = coordinator;
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! Instances: one run of a job for one target, through its attempts, and the history kept of
+//! finished runs and skipped targets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{instance_id, task_id};
+
+/// Where an instance is in its life. The first four are live; the rest are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InstanceState {
+    /// Created, not launched yet (e.g. the job's previous run is still going).
+    Queued,
+    /// Handed to an agent; the current attempt is running.
+    Running,
+    /// An attempt failed; the next one starts at `retry_at_ms`.
+    RetryWait,
+    Succeeded,
+    /// Failed on its last attempt.
+    Failed,
+    /// Killed by an operator.
+    Killed,
+    /// Killed because it ran longer than the job's maxCompletionTime.
+    TimedOut,
+    /// Could not start within the job's epsilon.
+    Skipped,
+}
+
+impl InstanceState {
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running | Self::RetryWait)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::RetryWait => "retry_wait",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Killed => "killed",
+            Self::TimedOut => "timed_out",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// Why an instance exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunCause {
+    Schedule,
+    /// `PUT /scheduler/job/{name}`.
+    Manual,
+    /// All of a dependent job's parents succeeded.
+    Parents,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub job: String,
+    /// The logical time this run is for (Unix ms).
+    pub target_ms: i64,
+    /// The current attempt, from 0.
+    pub attempt: u32,
+    pub state: InstanceState,
+    pub cause: RunCause,
+    pub created_ms: i64,
+    /// When the current attempt was launched.
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    /// A human reason for the state (why it failed, was skipped...).
+    pub message: Option<String>,
+    pub retry_at_ms: Option<i64>,
+}
+
+impl InstanceRecord {
+    pub fn new(job: &str, target_ms: i64, cause: RunCause, now_ms: i64) -> Self {
+        InstanceRecord {
+            job: job.to_string(),
+            target_ms,
+            attempt: 0,
+            state: InstanceState::Queued,
+            cause,
+            created_ms: now_ms,
+            started_ms: None,
+            ended_ms: None,
+            exit_code: None,
+            message: None,
+            retry_at_ms: None,
+        }
+    }
+
+    pub fn id(&self) -> String {
+        instance_id(&self.job, self.target_ms)
+    }
+
+    pub fn task_id(&self) -> String {
+        task_id(&self.job, self.target_ms, self.attempt)
+    }
+}
+
+/// Targets of one job that could not start within epsilon, recorded as one range so that a
+/// PT1S job down for a day costs one record, not 86,400.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedTargets {
+    pub job: String,
+    pub first_target_ms: i64,
+    /// Every target in `[first_target_ms, until_ms)` was skipped.
+    pub until_ms: i64,
+    pub count: u64,
+    pub recorded_ms: i64,
+    pub reason: String,
+}
+
+/// One entry of a job's history, keyed by (job, first target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryEntry {
+    Run(InstanceRecord),
+    Skipped(SkippedTargets),
+}
+
+impl HistoryEntry {
+    pub fn job(&self) -> &str {
+        match self {
+            HistoryEntry::Run(run) => &run.job,
+            HistoryEntry::Skipped(skipped) => &skipped.job,
+        }
+    }
+
+    pub fn target_ms(&self) -> i64 {
+        match self {
+            HistoryEntry::Run(run) => run.target_ms,
+            HistoryEntry::Skipped(skipped) => skipped.first_target_ms,
+        }
+    }
+}

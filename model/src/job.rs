@@ -1,0 +1,493 @@
+//! Jobs: the Chronos job JSON as clients send it, the validated definition dron stores, and
+//! the counters and scheduling state kept beside it.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::Invalid;
+use crate::name::{truncate, validate_job_name};
+use crate::schedule::Schedule;
+
+/// Chronos's default epsilon: a target may start up to a minute late.
+pub const DEFAULT_EPSILON_MS: i64 = 60_000;
+/// Chronos's default number of retries after a failed attempt.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Fields that are read-only counters in answers; ignored when a client sends them back.
+const OUTPUT_ONLY_FIELDS: [&str; 4] = ["successCount", "errorCount", "lastSuccess", "lastError"];
+
+/// A job as a Chronos client submits it (`POST /scheduler/iso8601` or `/dependency`).
+/// Fields dron does not act on are kept in `extra` and returned unchanged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRequest {
+    pub name: String,
+    #[serde(default)]
+    pub command: String,
+    #[serde(default = "yes")]
+    pub shell: bool,
+    #[serde(default)]
+    pub arguments: Vec<String>,
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub schedule_time_zone: Option<String>,
+    #[serde(default)]
+    pub parents: Option<Vec<String>>,
+    #[serde(default)]
+    pub epsilon: Option<String>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default, rename = "async")]
+    pub is_async: bool,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub concurrent: bool,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub environment_variables: Vec<EnvironmentVariable>,
+    /// Chronos 3: the longest a run may take, in milliseconds; dron kills it after that.
+    #[serde(default)]
+    pub max_completion_time: Option<u64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentVariable {
+    pub name: String,
+    pub value: String,
+}
+
+/// Which endpoint a job arrived on: Chronos keeps scheduled and dependent jobs apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Scheduled,
+    Dependent,
+}
+
+/// What makes a job run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Trigger {
+    /// A schedule in its canonical text (start made explicit) and its IANA time zone.
+    Schedule { schedule: String, time_zone: String },
+    /// Chronos parents: runs once every parent has succeeded since this job's last run.
+    Parents(Vec<String>),
+}
+
+/// A validated job definition: what dron stores and acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    pub command: String,
+    pub shell: bool,
+    pub arguments: Vec<String>,
+    pub trigger: Trigger,
+    pub epsilon_ms: i64,
+    pub retries: u32,
+    pub is_async: bool,
+    pub disabled: bool,
+    pub concurrent: bool,
+    pub owner: String,
+    pub environment: Vec<EnvironmentVariable>,
+    pub timeout_ms: Option<u64>,
+    /// The Chronos fields dron stores without acting on them, as a JSON object.
+    pub extra_json: String,
+}
+
+/// What dron keeps about a job beside its definition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobState {
+    pub success_count: u64,
+    pub error_count: u64,
+    pub last_success_ms: Option<i64>,
+    pub last_error_ms: Option<i64>,
+    /// The next target not yet turned into an instance (scheduled jobs only).
+    pub next_target_ms: Option<i64>,
+    /// Parents that have succeeded since this job last ran (dependent jobs only). Persisted:
+    /// Chronos kept this in memory and forgot it on fail-over.
+    pub parents_succeeded: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub spec: JobSpec,
+    pub state: JobState,
+}
+
+impl JobRequest {
+    /// Validates the request into a job definition. `now` resolves an empty schedule start.
+    pub fn validate(self, kind: JobKind, now: DateTime<Utc>) -> Result<JobSpec, Invalid> {
+        validate_job_name("name", &self.name)?;
+        let trigger = self.trigger(kind, now)?;
+        if self.command.trim().is_empty() {
+            return Err(Invalid::new("command", "command must not be empty"));
+        }
+        let epsilon_ms = match &self.epsilon {
+            None => DEFAULT_EPSILON_MS,
+            Some(text) => parse_duration_ms(text).map_err(|m| Invalid::new("epsilon", m))?,
+        };
+        if self.max_completion_time == Some(0) {
+            return Err(Invalid::new(
+                "maxCompletionTime",
+                "maxCompletionTime must be positive (milliseconds)",
+            ));
+        }
+        validate_environment(&self.environment_variables)?;
+        let owner = self.owner.unwrap_or_default();
+        Ok(JobSpec {
+            name: self.name,
+            command: self.command,
+            shell: self.shell,
+            arguments: self.arguments,
+            trigger,
+            epsilon_ms,
+            retries: self.retries.unwrap_or(DEFAULT_RETRIES),
+            is_async: self.is_async,
+            disabled: self.disabled,
+            concurrent: self.concurrent,
+            owner,
+            environment: self.environment_variables,
+            timeout_ms: self.max_completion_time,
+            extra_json: extra_fields_json(self.extra),
+        })
+    }
+
+    fn trigger(&self, kind: JobKind, now: DateTime<Utc>) -> Result<Trigger, Invalid> {
+        match kind {
+            JobKind::Scheduled => {
+                let text = self.schedule.as_deref().unwrap_or_default();
+                if text.trim().is_empty() {
+                    return Err(Invalid::new(
+                        "schedule",
+                        "a scheduled job needs a schedule, e.g. \"R/2026-11-23T05:00:00Z/PT1H\"",
+                    ));
+                }
+                let zone = self.schedule_time_zone.as_deref();
+                let schedule = Schedule::parse(text, zone, now)
+                    .map_err(|e| Invalid::new(e.field(), e.to_string()))?;
+                Ok(Trigger::Schedule {
+                    schedule: schedule.canonical(),
+                    time_zone: schedule.time_zone().name().to_string(),
+                })
+            }
+            JobKind::Dependent => self.parents_trigger(),
+        }
+    }
+
+    fn parents_trigger(&self) -> Result<Trigger, Invalid> {
+        let parents = self.parents.clone().unwrap_or_default();
+        if parents.is_empty() {
+            return Err(Invalid::new(
+                "parents",
+                "a dependent job needs at least one parent",
+            ));
+        }
+        for parent in &parents {
+            validate_job_name("parents", parent)?;
+            if parent == &self.name {
+                return Err(Invalid::new(
+                    "parents",
+                    format!("job '{parent}' cannot be its own parent"),
+                ));
+            }
+        }
+        let unique: BTreeSet<&String> = parents.iter().collect();
+        if unique.len() != parents.len() {
+            return Err(Invalid::new("parents", "parents lists a job twice"));
+        }
+        Ok(Trigger::Parents(parents))
+    }
+}
+
+fn validate_environment(variables: &[EnvironmentVariable]) -> Result<(), Invalid> {
+    for variable in variables {
+        let name_ok = !variable.name.is_empty()
+            && !variable.name.contains(['=', '\0'])
+            && !variable.value.contains('\0');
+        if !name_ok {
+            let shown = truncate(&variable.name);
+            return Err(Invalid::new(
+                "environmentVariables",
+                format!("environment variable '{shown}' is not a valid name=value pair"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn extra_fields_json(mut extra: Map<String, Value>) -> String {
+    for field in OUTPUT_ONLY_FIELDS {
+        extra.remove(field);
+    }
+    Value::Object(extra).to_string()
+}
+
+impl JobSpec {
+    pub fn parents(&self) -> &[String] {
+        match &self.trigger {
+            Trigger::Parents(parents) => parents,
+            Trigger::Schedule { .. } => &[],
+        }
+    }
+
+    /// The parsed schedule, for scheduled jobs. The stored text was validated on submission,
+    /// so a parse failure here means a corrupt record.
+    pub fn schedule(&self) -> Option<Schedule> {
+        match &self.trigger {
+            Trigger::Schedule {
+                schedule,
+                time_zone,
+            } => {
+                // The canonical text carries an explicit start, so `now` is not used.
+                Schedule::parse(schedule, Some(time_zone), DateTime::UNIX_EPOCH).ok()
+            }
+            Trigger::Parents(_) => None,
+        }
+    }
+}
+
+impl JobRecord {
+    /// The job in Chronos's JSON shape, counters included.
+    pub fn to_chronos_json(&self) -> Value {
+        let spec = &self.spec;
+        let mut json: Map<String, Value> =
+            serde_json::from_str(&spec.extra_json).unwrap_or_default();
+        let mut set = |key: &str, value: Value| {
+            json.insert(key.to_string(), value);
+        };
+        set("name", spec.name.clone().into());
+        set("command", spec.command.clone().into());
+        set("shell", spec.shell.into());
+        set("arguments", spec.arguments.clone().into());
+        match &spec.trigger {
+            Trigger::Schedule {
+                schedule,
+                time_zone,
+            } => {
+                set("schedule", schedule.clone().into());
+                set("scheduleTimeZone", time_zone.clone().into());
+                set("parents", Value::Array(vec![]));
+            }
+            Trigger::Parents(parents) => set("parents", parents.clone().into()),
+        }
+        set("epsilon", format_duration_ms(spec.epsilon_ms).into());
+        set("retries", spec.retries.into());
+        set("async", spec.is_async.into());
+        set("disabled", spec.disabled.into());
+        set("concurrent", spec.concurrent.into());
+        set("owner", spec.owner.clone().into());
+        set(
+            "environmentVariables",
+            serde_json::to_value(&spec.environment).unwrap_or_default(),
+        );
+        if let Some(timeout) = spec.timeout_ms {
+            set("maxCompletionTime", timeout.into());
+        }
+        set("successCount", self.state.success_count.into());
+        set("errorCount", self.state.error_count.into());
+        set(
+            "lastSuccess",
+            chronos_time(self.state.last_success_ms).into(),
+        );
+        set("lastError", chronos_time(self.state.last_error_ms).into());
+        Value::Object(json)
+    }
+}
+
+/// Chronos answers an absent time as "".
+fn chronos_time(ms: Option<i64>) -> String {
+    ms.and_then(DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// Parses an ISO 8601 duration of fixed length (`PT60S`, `PT1M30S`, `P1DT2H`, `PT0.5S`) into
+/// milliseconds. Years and months are refused: their length depends on the calendar.
+pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "'{}' is not an ISO 8601 duration such as PT60S",
+            truncate(text)
+        )
+    };
+    let body = text.trim().strip_prefix('P').ok_or_else(bad)?;
+    let (date_part, time_part) = match body.split_once('T') {
+        Some((date, time)) => (date, Some(time)),
+        None => (body, None),
+    };
+    let mut total_ms = 0f64;
+    total_ms +=
+        sum_units(date_part, &[('W', 604_800_000.0), ('D', 86_400_000.0)]).ok_or_else(bad)?;
+    if let Some(time) = time_part {
+        if time.is_empty() {
+            return Err(bad());
+        }
+        let units = [('H', 3_600_000.0), ('M', 60_000.0), ('S', 1_000.0)];
+        total_ms += sum_units(time, &units).ok_or_else(bad)?;
+    }
+    if body.is_empty() || !(1.0..=(i64::MAX / 2) as f64).contains(&total_ms) {
+        return Err(format!(
+            "'{}' must be a positive duration of at least 1 ms",
+            truncate(text)
+        ));
+    }
+    Ok(total_ms.round() as i64)
+}
+
+/// Adds up `<number><unit>` pairs, units in the given order; None on anything else.
+fn sum_units(text: &str, units: &[(char, f64)]) -> Option<f64> {
+    let mut rest = text;
+    let mut total = 0.0;
+    let mut allowed = units;
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))?;
+        let number: f64 = rest[..end].replace(',', ".").parse().ok()?;
+        let unit = rest[end..].chars().next()?;
+        let position = allowed.iter().position(|(u, _)| *u == unit)?;
+        total += number * allowed[position].1;
+        allowed = &allowed[position + 1..];
+        rest = &rest[end + unit.len_utf8()..];
+    }
+    Some(total)
+}
+
+/// Formats milliseconds as an ISO 8601 duration (`PT60S`, `PT0.5S`).
+pub fn format_duration_ms(ms: i64) -> String {
+    if ms % 1000 == 0 {
+        format!("PT{}S", ms / 1000)
+    } else {
+        format!("PT{}S", ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: Value) -> JobRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-23T10:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_ms("PT60S"), Ok(60_000));
+        assert_eq!(parse_duration_ms("PT1M30S"), Ok(90_000));
+        assert_eq!(parse_duration_ms("P1DT1H"), Ok(90_000_000));
+        assert_eq!(parse_duration_ms("PT0.5S"), Ok(500));
+        assert_eq!(parse_duration_ms("P1W"), Ok(604_800_000));
+        for bad in [
+            "", "P", "PT", "60", "PT-1S", "PT0S", "PT1X", "P1M", "PT1S1M", "PTS",
+        ] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_scheduled_job_validates_with_chronos_defaults() {
+        let spec = request(serde_json::json!({
+            "name": "export", "command": "echo hi", "schedule": "R/2026-11-23T10:00:00Z/PT1H",
+            "cpus": 0.5, "successCount": 9
+        }))
+        .validate(JobKind::Scheduled, now())
+        .unwrap();
+        assert_eq!(spec.epsilon_ms, DEFAULT_EPSILON_MS);
+        assert_eq!(spec.retries, DEFAULT_RETRIES);
+        assert!(spec.shell);
+        // Unknown Chronos fields round-trip; output-only counters are dropped.
+        assert_eq!(spec.extra_json, r#"{"cpus":0.5}"#);
+    }
+
+    #[test]
+    fn errors_name_their_field() {
+        let cases = [
+            (
+                serde_json::json!({"name": "a b", "command": "x", "schedule": "R//PT1S"}),
+                JobKind::Scheduled,
+                "name",
+            ),
+            (
+                serde_json::json!({"name": "a", "command": "", "schedule": "R//PT1S"}),
+                JobKind::Scheduled,
+                "command",
+            ),
+            (
+                serde_json::json!({"name": "a", "command": "x"}),
+                JobKind::Scheduled,
+                "schedule",
+            ),
+            (
+                serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1S", "epsilon": "soon"}),
+                JobKind::Scheduled,
+                "epsilon",
+            ),
+            (
+                serde_json::json!({"name": "a", "command": "x", "parents": []}),
+                JobKind::Dependent,
+                "parents",
+            ),
+            (
+                serde_json::json!({"name": "a", "command": "x", "parents": ["a"]}),
+                JobKind::Dependent,
+                "parents",
+            ),
+            (
+                serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1S", "scheduleTimeZone": "Mars/Base"}),
+                JobKind::Scheduled,
+                "scheduleTimeZone",
+            ),
+        ];
+        for (json, kind, field) in cases {
+            let err = request(json.clone()).validate(kind, now()).unwrap_err();
+            assert_eq!(err.field, field, "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn chronos_json_round_trips_extra_fields() {
+        let spec = request(serde_json::json!({
+            "name": "child", "command": "true", "parents": ["a", "b"], "mem": 256, "description": "d"
+        }))
+        .validate(JobKind::Dependent, now())
+        .unwrap();
+        let record = JobRecord {
+            spec,
+            state: JobState::default(),
+        };
+        let json = record.to_chronos_json();
+        assert_eq!(json["mem"], 256);
+        assert_eq!(json["description"], "d");
+        assert_eq!(json["parents"], serde_json::json!(["a", "b"]));
+        assert_eq!(json["lastSuccess"], "");
+        assert_eq!(json["epsilon"], "PT60S");
+    }
+
+    #[test]
+    fn records_survive_the_codec() {
+        let spec =
+            request(serde_json::json!({"name": "a", "command": "x", "schedule": "R5//PT2S"}))
+                .validate(JobKind::Scheduled, now())
+                .unwrap();
+        let record = JobRecord {
+            spec,
+            state: JobState {
+                success_count: 3,
+                ..Default::default()
+            },
+        };
+        let bytes = crate::codec::encode(&record);
+        assert_eq!(crate::codec::decode::<JobRecord>(&bytes).unwrap(), record);
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what dron needs to build on a fresh Debian machine (run as root), idempotently.
+set -euo pipefail
+
+need_apt=()
+# RocksDB's Rust bindings are generated with libclang; its C++ needs a C++ compiler.
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is missing; install the Rust toolchain (rustup, Rust >= 1.88) first" >&2
+  exit 1
+fi
+
+# One target directory outside the clone, so a fresh clone (CI) reuses the RocksDB build
+# (its C++ takes about 45 minutes cold on two cores).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dron-target}"
+mkdir -p "$CARGO_TARGET_DIR"

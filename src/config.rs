@@ -1,0 +1,105 @@
+//! Server configuration: `config/dron.toml` (or `--config FILE`), then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where shards, run directories and the shard count live.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Shards of a new data directory. An existing one keeps its own count, changed online
+    /// with `dron shards set N`.
+    pub shards: u32,
+    pub scheduler: SchedulerConfig,
+    /// Enables `POST /api/debug/shards/{n}/panic`. For tests only.
+    pub fault_injection: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Cap on each of a run's stdout and stderr files, in bytes.
+    pub output_cap_bytes: u64,
+    /// Finished runs and skipped ranges kept per job.
+    pub history_keep: usize,
+    /// First retry delay in milliseconds; doubles per attempt.
+    pub retry_backoff_ms: i64,
+    pub retry_backoff_max_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 4400)),
+            shards: 8,
+            scheduler: SchedulerConfig::default(),
+            fault_injection: false,
+        }
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        let defaults = dron_actors::coordinator::ShardConfig::default();
+        SchedulerConfig {
+            output_cap_bytes: defaults.output_cap_bytes,
+            history_keep: defaults.history_keep,
+            retry_backoff_ms: defaults.retry_backoff_ms,
+            retry_backoff_max_ms: defaults.retry_backoff_max_ms,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn shard_config(&self) -> dron_actors::coordinator::ShardConfig {
+        dron_actors::coordinator::ShardConfig {
+            output_cap_bytes: self.output_cap_bytes,
+            history_keep: self.history_keep.max(1),
+            retry_backoff_ms: self.retry_backoff_ms.max(0),
+            retry_backoff_max_ms: self.retry_backoff_max_ms.max(0),
+            ..Default::default()
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file is an error only when the path was given explicitly.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let config: Config =
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        anyhow::ensure!(config.shards >= 1, "shards must be at least 1");
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_parses_and_matches_the_defaults() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dron.toml");
+        let config = Config::load(Some(&shipped)).unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.listen, defaults.listen);
+        assert_eq!(config.shards, defaults.shards);
+        assert_eq!(config.data_dir, defaults.data_dir);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let error = toml::from_str::<Config>("shard = 3").unwrap_err();
+        assert!(error.to_string().contains("shard"));
+    }
+}

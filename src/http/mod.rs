@@ -1,0 +1,56 @@
+//! The HTTP API: Chronos's (under `/scheduler` and `/v1/scheduler`) and dron's own (`/api`).
+
+mod chronos;
+pub mod error;
+mod json;
+mod native;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, Uri};
+use dron_actors::client::SchedulerClient;
+
+use error::ApiError;
+pub use json::MAX_BODY_BYTES;
+
+/// Shared by every handler. The scheduler handle is set once recovery has finished; until
+/// then every endpoint answers 503, `/health` included.
+#[derive(Clone, Default)]
+pub struct AppState {
+    scheduler: Arc<OnceLock<SchedulerClient>>,
+}
+
+impl AppState {
+    pub fn set_ready(&self, client: SchedulerClient) {
+        let _ = self.scheduler.set(client);
+    }
+
+    fn client(&self) -> Result<&SchedulerClient, ApiError> {
+        self.scheduler
+            .get()
+            .ok_or_else(|| ApiError::unavailable("dron is recovering its shards; retry shortly"))
+    }
+}
+
+pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
+    axum::Router::new()
+        .merge(chronos::routes())
+        .nest("/v1", chronos::routes())
+        .merge(native::routes(fault_injection))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no endpoint at {}", uri.path()))
+}
+
+async fn method_not_allowed(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not accept this method", uri.path()),
+    )
+}

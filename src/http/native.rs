@@ -1,0 +1,138 @@
+//! dron's own API, for what Chronos lacks: health, run history (skipped targets included),
+//! shards and resharding.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use dron_model::instance::{HistoryEntry, InstanceRecord};
+use dron_model::name::validate_job_name;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::json::ApiJson;
+
+pub fn routes(fault_injection: bool) -> axum::Router<AppState> {
+    let routes = axum::Router::new()
+        .route("/health", get(health))
+        .route("/api/jobs/{name}", get(job))
+        .route("/api/jobs/{name}/runs", get(runs))
+        .route("/api/shards", get(shards).put(set_shards));
+    if fault_injection {
+        routes.route("/api/debug/shards/{shard}/panic", post(inject_panic))
+    } else {
+        routes
+    }
+}
+
+/// 200 once recovery has finished and every shard answers; 503 before.
+async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let client = state.client()?;
+    let shards = client.shard_count().await?;
+    Ok(Json(json!({ "status": "ok", "shards": shards })))
+}
+
+async fn job(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    validate_job_name("name", &name)?;
+    let view = state.client()?.job(&name).await?;
+    let live: Vec<Value> = view.live.iter().map(run_json).collect();
+    Ok(Json(
+        json!({ "job": view.record.to_chronos_json(), "live": live }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    limit: Option<usize>,
+}
+
+/// Live instances, then finished runs and skipped-target ranges, newest first.
+async fn runs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Option<Query<RunsQuery>>,
+) -> ApiResult<Json<Value>> {
+    validate_job_name("name", &name)?;
+    let limit = query.and_then(|q| q.limit).unwrap_or(100).clamp(1, 10_000);
+    let client = state.client()?;
+    let view = client.job(&name).await?;
+    let history = client.history(&name, limit).await?;
+    let mut runs: Vec<Value> = view.live.iter().rev().map(run_json).collect();
+    runs.extend(history.iter().map(history_json));
+    runs.truncate(limit);
+    Ok(Json(json!({ "job": name, "runs": runs })))
+}
+
+fn run_json(run: &InstanceRecord) -> Value {
+    json!({
+        "kind": "run",
+        "instance": run.id(),
+        "taskId": run.task_id(),
+        "target": time(Some(run.target_ms)),
+        "state": run.state.as_str(),
+        "attempt": run.attempt,
+        "cause": format!("{:?}", run.cause).to_lowercase(),
+        "started": time(run.started_ms),
+        "ended": time(run.ended_ms),
+        "exitCode": run.exit_code,
+        "message": run.message,
+    })
+}
+
+fn history_json(entry: &HistoryEntry) -> Value {
+    match entry {
+        HistoryEntry::Run(run) => run_json(run),
+        HistoryEntry::Skipped(skipped) => json!({
+            "kind": "skipped",
+            "state": "skipped",
+            "firstTarget": time(Some(skipped.first_target_ms)),
+            "until": time(Some(skipped.until_ms)),
+            "count": skipped.count,
+            "recorded": time(Some(skipped.recorded_ms)),
+            "message": skipped.reason,
+        }),
+    }
+}
+
+fn time(ms: Option<i64>) -> Value {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+async fn shards(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let client = state.client()?;
+    let count = client.shard_count().await?;
+    let stats = client.shard_stats().await?;
+    Ok(Json(json!({ "count": count, "shards": stats })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetShards {
+    count: u32,
+}
+
+/// Changes the shard count online; answers when every job is on its new shard.
+async fn set_shards(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SetShards>,
+) -> ApiResult<Json<Value>> {
+    let count = state.client()?.reshard(body.count).await?;
+    Ok(Json(json!({ "count": count })))
+}
+
+async fn inject_panic(
+    State(state): State<AppState>,
+    Path(shard): Path<u32>,
+) -> ApiResult<StatusCode> {
+    state
+        .client()?
+        .inject_panic(shard)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(StatusCode::ACCEPTED)
+}

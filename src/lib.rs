@@ -1,0 +1,14 @@
+//! The dron server and command line. The scheduling itself lives in the `dron-actors` crate
+//! and the domain model in `dron-model`; this package adds what needs the outside world:
+//!
+//! - [`cli`]: argument parsing and the subcommands.
+//! - [`server`]: `dron serve`, wiring storage, actors and HTTP.
+//! - [`http`]: the Chronos-compatible and native HTTP API.
+//! - [`storage`]: the RocksDB shard store.
+//! - [`config`]: `dron.toml`.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod server;
+pub mod storage;

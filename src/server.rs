@@ -1,0 +1,77 @@
+//! `dron serve`: wires storage, actors and the HTTP API together, and runs until a signal.
+//!
+//! Order matters: the HTTP listener binds first (so a taken port fails at once and /health
+//! can answer 503 while shards recover), then the broker and its local agent, then the
+//! router, which recovers every shard before it answers anything; only then is the API
+//! marked ready.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use dron_actors::broker::{BrokerMsg, OfferBroker, OfferBrokerArgs};
+use dron_actors::client::SchedulerClient;
+use dron_actors::clock::SystemClock;
+use dron_actors::router::{Router, RouterArgs};
+use ractor::Actor;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::storage::rocks::RocksStoreFactory;
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let state = AppState::default();
+    let app = http::router(state.clone(), config.fault_injection);
+    let http_server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "dron starting");
+
+    let broker_args = OfferBrokerArgs {
+        shim_program: std::env::current_exe()
+            .context("locating the dron binary for the task shim")?,
+        runs_root: config.data_dir.join("runs"),
+    };
+    let (broker, broker_handle) =
+        Actor::spawn(Some("broker".into()), OfferBroker, broker_args).await?;
+    let router_args = RouterArgs {
+        factory: Arc::new(RocksStoreFactory::new(config.data_dir.join("shards"))?),
+        default_shard_count: config.shards,
+        clock: Arc::new(SystemClock),
+        broker: broker.clone(),
+        config: config.scheduler.shard_config(),
+    };
+    let (router, router_handle) = Actor::spawn(Some("router".into()), Router, router_args)
+        .await
+        .context("recovering shards")?;
+    broker.send_message(BrokerMsg::SetRouter(router.clone()))?;
+    state.set_ready(SchedulerClient::new(router.clone()));
+    tracing::info!("recovery finished; dron is ready");
+
+    tokio::select! {
+        served = http_server => served??,
+        _ = router_handle => anyhow::bail!("the router stopped (a shard kept failing); see the log above"),
+        _ = broker_handle => anyhow::bail!("the offer broker stopped; see the log above"),
+    }
+    // Running tasks keep running under their shims; the next start adopts them.
+    router.stop(Some("shutdown".into()));
+    broker.stop(Some("shutdown".into()));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

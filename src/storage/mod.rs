@@ -1,0 +1,3 @@
+//! Storage implementations of the actors' store traits.
+
+pub mod rocks;

@@ -1,0 +1,420 @@
+//! A shard's storage on RocksDB: one database per shard, three column families.
+//!
+//! | family      | key                                   | value                      |
+//! |-------------|---------------------------------------|----------------------------|
+//! | `jobs`      | job name                              | `JobRecord`                |
+//! | `instances` | instance id (`job@target_ms`)         | live `InstanceRecord`      |
+//! | `history`   | job name, 0x00, target (8 bytes, BE)  | `HistoryEntry`             |
+//!
+//! Values are postcard behind a version byte (`dron_model::codec`). There is no timer family:
+//! each job's next fire time is in its record, and the coordinator rebuilds its timer index
+//! from the jobs on start-up, so timers can never disagree with jobs.
+//!
+//! One writer thread per shard applies batches in submission order. It takes every batch
+//! waiting in its queue and writes them as one `WriteBatch` with one WAL sync (group commit):
+//! under load many API calls share a sync, and none is acknowledged before its sync.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use dron_actors::store::{Durable, ShardSnapshot, ShardStore, StoreError, StoreOp};
+use dron_model::codec;
+use dron_model::instance::HistoryEntry;
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+use tokio::sync::oneshot;
+
+const JOBS: &str = "jobs";
+const INSTANCES: &str = "instances";
+const HISTORY: &str = "history";
+/// Batches merged into one synced write at most.
+const MAX_GROUP: usize = 4096;
+
+enum Request {
+    Write(Vec<StoreOp>, oneshot::Sender<Result<(), StoreError>>),
+    /// Answered once every earlier write is applied.
+    Barrier(mpsc::Sender<()>),
+}
+
+pub struct RocksShardStore {
+    db: Arc<DB>,
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError(error.to_string())
+}
+
+impl RocksShardStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let families = [JOBS, INSTANCES, HISTORY]
+            .map(|name| ColumnFamilyDescriptor::new(name, options.clone()));
+        let db = Arc::new(DB::open_cf_descriptors(&options, path, families).map_err(backend)?);
+        let (requests, queue) = mpsc::channel();
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name(format!(
+                "shard-writer-{}",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+            ))
+            .spawn(move || write_loop(&writer_db, queue))
+            .map_err(backend)?;
+        Ok(RocksShardStore {
+            db,
+            requests: Some(requests),
+            writer: Some(writer),
+        })
+    }
+
+    fn barrier(&self) -> Result<(), StoreError> {
+        let (done, wait) = mpsc::channel();
+        let requests = self
+            .requests
+            .as_ref()
+            .ok_or_else(|| backend("store closed"))?;
+        requests
+            .send(Request::Barrier(done))
+            .map_err(|_| backend("shard writer stopped"))?;
+        wait.recv().map_err(|_| backend("shard writer stopped"))
+    }
+
+    fn decode_family<T: serde::de::DeserializeOwned>(
+        &self,
+        family: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let cf = self
+            .db
+            .cf_handle(family)
+            .ok_or_else(|| backend("missing column family"))?;
+        let mut values = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (key, value) = item.map_err(backend)?;
+            let record = codec::decode(&value)
+                .map_err(|e| backend(format!("{family}/{}: {e}", String::from_utf8_lossy(&key))))?;
+            values.push(record);
+        }
+        Ok(values)
+    }
+}
+
+impl Drop for RocksShardStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after it has applied what was queued.
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl ShardStore for RocksShardStore {
+    fn submit(&self, ops: Vec<StoreOp>) -> Durable {
+        let (done, durable) = oneshot::channel();
+        if let Some(requests) = &self.requests {
+            // If the writer is gone the sender is dropped and the waiter sees an error.
+            let _ = requests.send(Request::Write(ops, done));
+        }
+        durable
+    }
+
+    fn load(&self) -> Result<ShardSnapshot, StoreError> {
+        self.barrier()?;
+        Ok(ShardSnapshot {
+            jobs: self.decode_family(JOBS)?,
+            instances: self.decode_family(INSTANCES)?,
+        })
+    }
+
+    fn history(&self, job: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        let cf = self
+            .db
+            .cf_handle(HISTORY)
+            .ok_or_else(|| backend("missing column family"))?;
+        let prefix = history_prefix(job);
+        let end = history_prefix_end(job);
+        let mut entries = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse))
+        {
+            let (key, value) = item.map_err(backend)?;
+            if !key.starts_with(&prefix) || entries.len() == limit {
+                break;
+            }
+            entries.push(codec::decode(&value).map_err(backend)?);
+        }
+        Ok(entries)
+    }
+}
+
+fn write_loop(db: &DB, queue: mpsc::Receiver<Request>) {
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    while let Ok(first) = queue.recv() {
+        let mut group = Vec::new();
+        let mut barriers = Vec::new();
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Write(ops, done) => group.push((ops, done)),
+                Request::Barrier(done) => {
+                    barriers.push(done);
+                    break; // a barrier waits for what came before it only
+                }
+            }
+            if group.len() < MAX_GROUP {
+                next = queue.try_recv().ok();
+            }
+        }
+        let result = write_group(db, &group, &sync);
+        for (_, done) in group {
+            let _ = done.send(result.clone());
+        }
+        for done in barriers {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn write_group(
+    db: &DB,
+    group: &[(Vec<StoreOp>, oneshot::Sender<Result<(), StoreError>>)],
+    sync: &WriteOptions,
+) -> Result<(), StoreError> {
+    if group.is_empty() {
+        return Ok(());
+    }
+    let mut batch = WriteBatch::default();
+    for (ops, _) in group {
+        for op in ops {
+            add_op(db, &mut batch, op)?;
+        }
+    }
+    db.write_opt(batch, sync).map_err(backend)
+}
+
+fn add_op(db: &DB, batch: &mut WriteBatch, op: &StoreOp) -> Result<(), StoreError> {
+    let cf = |name: &str| {
+        db.cf_handle(name)
+            .ok_or_else(|| backend("missing column family"))
+    };
+    match op {
+        StoreOp::PutJob(job) => {
+            batch.put_cf(cf(JOBS)?, job.spec.name.as_bytes(), codec::encode(job))
+        }
+        StoreOp::DeleteJob(name) => batch.delete_cf(cf(JOBS)?, name.as_bytes()),
+        StoreOp::PutInstance(instance) => batch.put_cf(
+            cf(INSTANCES)?,
+            instance.id().as_bytes(),
+            codec::encode(instance),
+        ),
+        StoreOp::DeleteInstance(id) => batch.delete_cf(cf(INSTANCES)?, id.as_bytes()),
+        StoreOp::AppendHistory(entry) => {
+            let key = history_key(entry.job(), entry.target_ms());
+            batch.put_cf(cf(HISTORY)?, key, codec::encode(entry))
+        }
+        StoreOp::DeleteHistory { job } => {
+            batch.delete_range_cf(cf(HISTORY)?, history_prefix(job), history_prefix_end(job))
+        }
+        StoreOp::TrimHistory { job, keep } => trim_history(db, batch, job, *keep)?,
+    }
+    Ok(())
+}
+
+/// Deletes all but the newest `keep` history entries of `job`.
+fn trim_history(db: &DB, batch: &mut WriteBatch, job: &str, keep: usize) -> Result<(), StoreError> {
+    let cf = db
+        .cf_handle(HISTORY)
+        .ok_or_else(|| backend("missing column family"))?;
+    let prefix = history_prefix(job);
+    let end = history_prefix_end(job);
+    let newest_first = db.iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse));
+    let mut kept = 0;
+    for item in newest_first {
+        let (key, _) = item.map_err(backend)?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        kept += 1;
+        if kept > keep {
+            // Everything from this key down is older than what is kept.
+            batch.delete_range_cf(cf, &prefix, key.as_ref());
+            batch.delete_cf(cf, key.as_ref());
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn history_prefix(job: &str) -> Vec<u8> {
+    let mut key = job.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// The first key after every history key of `job` (names contain no 0x00 or 0x01).
+fn history_prefix_end(job: &str) -> Vec<u8> {
+    let mut key = job.as_bytes().to_vec();
+    key.push(1);
+    key
+}
+
+fn history_key(job: &str, target_ms: i64) -> Vec<u8> {
+    let mut key = history_prefix(job);
+    // Flipping the sign bit makes big-endian bytes sort like the signed numbers.
+    key.extend_from_slice(&((target_ms as u64) ^ (1 << 63)).to_be_bytes());
+    key
+}
+
+/// Opens shards as `<root>/shard-NNN` and keeps the shard count in `<root>/shards.json`.
+pub struct RocksStoreFactory {
+    root: PathBuf,
+}
+
+impl RocksStoreFactory {
+    pub fn new(root: PathBuf) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&root).map_err(backend)?;
+        Ok(RocksStoreFactory { root })
+    }
+
+    fn shard_dir(&self, index: u32) -> PathBuf {
+        self.root.join(format!("shard-{index:03}"))
+    }
+
+    fn count_file(&self) -> PathBuf {
+        self.root.join("shards.json")
+    }
+}
+
+impl dron_actors::router::StoreFactory for RocksStoreFactory {
+    fn open(&self, index: u32) -> Result<Arc<dyn ShardStore>, StoreError> {
+        Ok(Arc::new(RocksShardStore::open(&self.shard_dir(index))?))
+    }
+
+    fn existing(&self) -> Result<Vec<u32>, StoreError> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(backend)? {
+            let name = entry.map_err(backend)?.file_name();
+            let index = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("shard-"))
+                .and_then(|n| n.parse().ok());
+            found.extend(index);
+        }
+        found.sort_unstable();
+        Ok(found)
+    }
+
+    fn remove(&self, index: u32) -> Result<(), StoreError> {
+        std::fs::remove_dir_all(self.shard_dir(index)).map_err(backend)
+    }
+
+    fn load_shard_count(&self) -> Result<Option<u32>, StoreError> {
+        match std::fs::read_to_string(self.count_file()) {
+            Ok(text) => Ok(Some(
+                serde_json::from_str::<ShardCount>(&text)
+                    .map_err(backend)?
+                    .shards,
+            )),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    fn save_shard_count(&self, count: u32) -> Result<(), StoreError> {
+        let temporary = self.root.join("shards.json.tmp");
+        let text = serde_json::to_string(&ShardCount { shards: count }).map_err(backend)?;
+        write_durably(&temporary, text.as_bytes()).map_err(backend)?;
+        std::fs::rename(&temporary, self.count_file()).map_err(backend)?;
+        std::fs::File::open(&self.root)
+            .and_then(|dir| dir.sync_all())
+            .map_err(backend)
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ShardCount {
+    shards: u32,
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dron_model::instance::{InstanceRecord, RunCause};
+
+    fn run(job: &str, target_ms: i64) -> HistoryEntry {
+        HistoryEntry::Run(InstanceRecord::new(
+            job,
+            target_ms,
+            RunCause::Schedule,
+            target_ms,
+        ))
+    }
+
+    #[tokio::test]
+    async fn history_is_newest_first_per_job_and_trims() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksShardStore::open(dir.path()).unwrap();
+        let mut ops: Vec<StoreOp> = (0..20)
+            .map(|t| StoreOp::AppendHistory(run("a", t * 1000 - 5000)))
+            .collect();
+        ops.push(StoreOp::AppendHistory(run("ab", 1)));
+        store.submit(ops).await.unwrap().unwrap();
+        let history = store.history("a", 3).unwrap();
+        let targets: Vec<i64> = history.iter().map(|h| h.target_ms()).collect();
+        assert_eq!(targets, vec![14_000, 13_000, 12_000]);
+        store
+            .submit(vec![StoreOp::TrimHistory {
+                job: "a".into(),
+                keep: 5,
+            }])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.history("a", 100).unwrap().len(), 5);
+        assert_eq!(
+            store.history("ab", 100).unwrap().len(),
+            1,
+            "a prefix of another job's name is untouched"
+        );
+        store
+            .submit(vec![StoreOp::DeleteHistory { job: "a".into() }])
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store.history("a", 100).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_was_acknowledged_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RocksShardStore::open(dir.path()).unwrap();
+            let instance = InstanceRecord::new("job", 7, RunCause::Manual, 7);
+            store
+                .submit(vec![StoreOp::PutInstance(instance)])
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let store = RocksShardStore::open(dir.path()).unwrap();
+        let snapshot = store.load().unwrap();
+        assert_eq!(snapshot.instances.len(), 1);
+        assert_eq!(snapshot.instances[0].id(), "job@7");
+    }
+}

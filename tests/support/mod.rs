@@ -1,0 +1,268 @@
+//! End-to-end test support: the real `dron` binary on a temporary data directory, driven
+//! over real HTTP, killed with a real SIGKILL.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Server {
+    pub data: tempfile::TempDir,
+    pub port: u16,
+    pub shards: u32,
+    child: Option<Child>,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts a server with `shards` shards and fault injection on, and waits for /health.
+    pub async fn start(shards: u32) -> Server {
+        let data = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut server = Server {
+            data,
+            port,
+            shards,
+            child: None,
+            http: reqwest::Client::new(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// A scratch directory for the test's own files (job outputs), inside the data dir.
+    pub fn scratch(&self) -> PathBuf {
+        let dir = self.data.path().join("scratch");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let config = self.data.path().join("dron.toml");
+        std::fs::write(
+            &config,
+            "fault_injection = true\n[scheduler]\nretry_backoff_ms = 200\n",
+        )
+        .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_dron"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(self.data.path().join("data"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--shards",
+                &self.shards.to_string(),
+            ])
+            .env("DRON_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting dron");
+        self.child = Some(child);
+        let health = self.url("/health");
+        let http = self.http.clone();
+        wait_for(
+            "the server to become healthy",
+            Duration::from_secs(60),
+            || {
+                let (http, health) = (http.clone(), health.clone());
+                async move { matches!(http.get(&health).send().await, Ok(r) if r.status() == 200) }
+            },
+        )
+        .await;
+    }
+
+    /// SIGKILL, as a crash would: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reaping the killed server");
+        }
+    }
+
+    /// Starts the server again on the same data directory and port.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub async fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, answer) = self.request(method, path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path} answered {status}: {answer}\n{}",
+            self.log()
+        );
+        answer
+    }
+
+    pub async fn create(&self, job: Value) {
+        let endpoint = if job.get("parents").is_some() {
+            "/scheduler/dependency"
+        } else {
+            "/scheduler/iso8601"
+        };
+        let (status, body) = self.request("POST", endpoint, Some(job)).await;
+        assert_eq!(status, 204, "create answered {status}: {body}");
+    }
+
+    pub async fn job(&self, name: &str) -> Value {
+        self.ok("GET", &format!("/scheduler/job/{name}"), None)
+            .await
+    }
+
+    /// The job's runs, newest first (live, finished and skipped ranges).
+    pub async fn runs(&self, name: &str) -> Vec<Value> {
+        let body = self
+            .ok("GET", &format!("/api/jobs/{name}/runs?limit=1000"), None)
+            .await;
+        body["runs"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until the job has a run in `state`; answers it.
+    pub async fn wait_for_run(&self, name: &str, state: &str) -> Value {
+        let mut found = Value::Null;
+        let what = format!("a run of {name} in state {state}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(run) = self
+                .runs(name)
+                .await
+                .into_iter()
+                .find(|r| r["state"] == state)
+            {
+                found = run;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            !found.is_null(),
+            "timed out waiting for {what}; runs: {:?}\n{}",
+            self.runs(name).await,
+            self.log()
+        );
+        found
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        // Tasks still running under their shims belong to this test: end their groups.
+        for child_pid in find_files(&self.data.path().join("data/runs"), "child.pid") {
+            if child_pid.with_file_name("status.json").exists() {
+                continue;
+            }
+            let pid: i32 = std::fs::read_to_string(&child_pid)
+                .unwrap_or_default()
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            if pid > 1 {
+                // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// Every file called `name` below `dir`.
+pub fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(find_files(&path, name));
+        } else if path.file_name().is_some_and(|n| n == name) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `condition` every 50 ms until it holds; fails the test after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Lines of a file the jobs append to (missing file: none).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The targets (ms) in task ids `ct:<target>:<attempt>:<job>:` logged one per line.
+pub fn targets(path: &Path) -> Vec<i64> {
+    lines(path)
+        .iter()
+        .filter_map(|line| line.split(':').nth(1)?.parse().ok())
+        .collect()
+}
+
+/// A command that appends the task id to `<dir>/<job>.log`.
+pub fn log_task_command(dir: &Path) -> String {
+    format!(
+        "echo \"$DRON_TASK_ID\" >> {}/\"$DRON_JOB\".log",
+        dir.display()
+    )
+}
