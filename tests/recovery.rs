@@ -57,7 +57,12 @@ async fn a_task_running_across_a_kill9_is_adopted_not_rerun() {
         )
         .await;
     server.ok("PUT", "/scheduler/job/long", None).await;
-    server.wait_for_run("long", "running").await;
+    // "running" means handed to the agent: wait until the process has really started.
+    let log = dir.join("long.log");
+    wait_for("the task to start", Duration::from_secs(10), || async {
+        targets(&log).len() == 1
+    })
+    .await;
     server.kill9();
     // The task outlives the server and finishes while it is down.
     wait_for(

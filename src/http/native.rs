@@ -2,6 +2,7 @@
 //! shards and resharding.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -53,10 +54,11 @@ struct RunsQuery {
 async fn runs(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    query: Option<Query<RunsQuery>>,
+    query: Result<Query<RunsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     validate_job_name("name", &name)?;
-    let limit = query.and_then(|q| q.limit).unwrap_or(100).clamp(1, 10_000);
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
     let client = state.client()?;
     let view = client.job(&name).await?;
     let history = client.history(&name, limit).await?;

@@ -246,7 +246,7 @@ fn trim_history(db: &DB, batch: &mut WriteBatch, job: &str, keep: usize) -> Resu
         kept += 1;
         if kept > keep {
             // Everything from this key down is older than what is kept.
-            batch.delete_range_cf(cf, &prefix, key.as_ref());
+            batch.delete_range_cf(cf, prefix.as_slice(), key.as_ref());
             batch.delete_cf(cf, key.as_ref());
             break;
         }
@@ -306,7 +306,7 @@ impl dron_actors::router::StoreFactory for RocksStoreFactory {
             let index = name
                 .to_str()
                 .and_then(|n| n.strip_prefix("shard-"))
-                .and_then(|n| n.parse().ok());
+                .and_then(|n| n.parse::<u32>().ok());
             found.extend(index);
         }
         found.sort_unstable();
