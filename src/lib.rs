@@ -5,7 +5,7 @@
 //! - [`server`]: `dron serve`, wiring storage, actors and HTTP.
 //! - [`http`]: the Chronos-compatible and native HTTP API.
 //! - [`storage`]: the RocksDB shard store.
-//! - [`config`]: `dron.toml`.
+//! - [`config`]: the `dron.toml` settings.
 
 pub mod cli;
 pub mod config;

@@ -5,6 +5,15 @@ mod support;
 use serde_json::{Value, json};
 use support::Server;
 
+/// (method, path, body, expected status, expected field)
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [u8],
+    u16,
+    Option<&'static str>,
+);
+
 async fn raw(server: &Server, method: &str, path: &str, body: &'static [u8]) -> (u16, Value) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let response = server
@@ -25,7 +34,7 @@ async fn raw(server: &Server, method: &str, path: &str, body: &'static [u8]) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_error_is_a_json_4xx_naming_the_problem() {
     let server = Server::start(2).await;
-    let cases: Vec<(&str, &str, &[u8], u16, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", "/scheduler/iso8601", b"{not json", 400, None),
         ("POST", "/scheduler/iso8601", b"", 400, None),
         ("POST", "/scheduler/iso8601", b"[]", 400, None),

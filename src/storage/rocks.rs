@@ -33,8 +33,11 @@ const HISTORY: &str = "history";
 /// Batches merged into one synced write at most.
 const MAX_GROUP: usize = 4096;
 
+/// Told when a write is durable.
+type Acknowledge = oneshot::Sender<Result<(), StoreError>>;
+
 enum Request {
-    Write(Vec<StoreOp>, oneshot::Sender<Result<(), StoreError>>),
+    Write(Vec<StoreOp>, Acknowledge),
     /// Answered once every earlier write is applied.
     Barrier(mpsc::Sender<()>),
 }
@@ -186,7 +189,7 @@ fn write_loop(db: &DB, queue: mpsc::Receiver<Request>) {
 
 fn write_group(
     db: &DB,
-    group: &[(Vec<StoreOp>, oneshot::Sender<Result<(), StoreError>>)],
+    group: &[(Vec<StoreOp>, Acknowledge)],
     sync: &WriteOptions,
 ) -> Result<(), StoreError> {
     if group.is_empty() {

@@ -3,6 +3,9 @@ use ractor::{ActorRef, RpcReplyPort};
 use crate::broker::TaskUpdate;
 use crate::coordinator::{CoordinatorMsg, Reply};
 
+// Routed messages are moved into the mailbox once; boxing them would add an allocation per
+// API call and status update for no gain.
+#[allow(clippy::large_enum_variant)]
 pub enum RouterMsg {
     /// Forward `message` to the coordinator owning job `job`.
     Route {

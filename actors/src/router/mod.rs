@@ -154,13 +154,13 @@ impl Actor for Router {
                 tracing::error!(actor = ?cell.get_id(), %error, "coordinator failed");
                 state.restart(&myself, cell.get_id()).await?;
             }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                // Coordinators stop only when the router stops them (a shard removed); any
-                // other stop is a failure.
-                if state.slot_of(cell.get_id()).is_some() {
-                    tracing::error!(actor = ?cell.get_id(), ?reason, "coordinator stopped unexpectedly");
-                    state.restart(&myself, cell.get_id()).await?;
-                }
+            // Coordinators stop only when the router stops them (a shard removed, and then
+            // no longer in a slot); any other stop is a failure.
+            SupervisionEvent::ActorTerminated(cell, _, reason)
+                if state.slot_of(cell.get_id()).is_some() =>
+            {
+                tracing::error!(actor = ?cell.get_id(), ?reason, "coordinator stopped unexpectedly");
+                state.restart(&myself, cell.get_id()).await?;
             }
             _ => {}
         }
