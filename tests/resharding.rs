@@ -74,3 +74,17 @@ async fn resharding_under_a_running_schedule_misses_and_repeats_nothing() {
         }
     }
 }
+
+#[test]
+fn the_shards_cli_explains_an_unreachable_server() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dron"))
+        .args(["shards", "show", "--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach the dron server at http://127.0.0.1:9"),
+        "{stderr}"
+    );
+}
