@@ -160,3 +160,31 @@ async fn a_panicking_shard_is_rebuilt_and_the_others_never_notice() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parents_success_is_remembered_across_a_kill9() {
+    let mut server = Server::start(3).await;
+    let dir = server.scratch();
+    for parent in ["left", "right"] {
+        server.create(json!({"name": parent, "command": "true", "schedule": "R/2099-01-01T00:00:00Z/P1D"})).await;
+    }
+    server.create(json!({"name": "joined", "command": log_task_command(&dir), "parents": ["left", "right"]})).await;
+    server.ok("PUT", "/scheduler/job/left", None).await;
+    server.wait_for_run("left", "succeeded").await;
+    wait_for(
+        "the child to record its parent's success",
+        Duration::from_secs(10),
+        || async {
+            server.ok("GET", "/api/jobs/joined", None).await["parentsSucceeded"] == json!(["left"])
+        },
+    )
+    .await;
+    // Chronos kept "left has succeeded" in memory and forgot it on fail-over; dron persists it.
+    server.restart().await;
+    server.ok("PUT", "/scheduler/job/right", None).await;
+    let log = dir.join("joined.log");
+    wait_for("the child to run", Duration::from_secs(20), || async {
+        targets(&log).len() == 1
+    })
+    .await;
+}

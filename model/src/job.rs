@@ -310,54 +310,9 @@ fn chronos_time(ms: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
-/// Parses an ISO 8601 duration of fixed length (`PT60S`, `PT1M30S`, `P1DT2H`, `PT0.5S`) into
-/// milliseconds. Years and months are refused: their length depends on the calendar.
+/// A fixed-length ISO 8601 duration in milliseconds, with the error worded for a job field.
 pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
-    let bad = || {
-        format!(
-            "'{}' is not an ISO 8601 duration such as PT60S",
-            truncate(text)
-        )
-    };
-    let body = text.trim().strip_prefix('P').ok_or_else(bad)?;
-    let (date_part, time_part) = match body.split_once('T') {
-        Some((date, time)) => (date, Some(time)),
-        None => (body, None),
-    };
-    let mut total_ms = 0f64;
-    total_ms +=
-        sum_units(date_part, &[('W', 604_800_000.0), ('D', 86_400_000.0)]).ok_or_else(bad)?;
-    if let Some(time) = time_part {
-        if time.is_empty() {
-            return Err(bad());
-        }
-        let units = [('H', 3_600_000.0), ('M', 60_000.0), ('S', 1_000.0)];
-        total_ms += sum_units(time, &units).ok_or_else(bad)?;
-    }
-    if body.is_empty() || !(1.0..=(i64::MAX / 2) as f64).contains(&total_ms) {
-        return Err(format!(
-            "'{}' must be a positive duration of at least 1 ms",
-            truncate(text)
-        ));
-    }
-    Ok(total_ms.round() as i64)
-}
-
-/// Adds up `<number><unit>` pairs, units in the given order; None on anything else.
-fn sum_units(text: &str, units: &[(char, f64)]) -> Option<f64> {
-    let mut rest = text;
-    let mut total = 0.0;
-    let mut allowed = units;
-    while !rest.is_empty() {
-        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))?;
-        let number: f64 = rest[..end].replace(',', ".").parse().ok()?;
-        let unit = rest[end..].chars().next()?;
-        let position = allowed.iter().position(|(u, _)| *u == unit)?;
-        total += number * allowed[position].1;
-        allowed = &allowed[position + 1..];
-        rest = &rest[end + unit.len_utf8()..];
-    }
-    Some(total)
+    crate::schedule::parse_fixed_duration_ms(text).map_err(|error| error.to_string())
 }
 
 /// Formats milliseconds as an ISO 8601 duration (`PT60S`, `PT0.5S`).

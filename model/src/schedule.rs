@@ -483,6 +483,21 @@ fn format_wall_clock(wall_clock: NaiveDateTime) -> String {
     text
 }
 
+/// Parses an ISO 8601 duration of fixed length (`PT60S`, `P1DT2H`, `PT0.5S`) into
+/// milliseconds, for settings such as a job's epsilon. Days count as 24 hours; years and
+/// months are refused, since their length depends on the calendar.
+pub fn parse_fixed_duration_ms(text: &str) -> Result<i64, ScheduleError> {
+    let period = Period::parse(text.trim())?;
+    if period.months != 0 {
+        let reason = "years and months have no fixed length here".to_owned();
+        return Err(ScheduleError::UnsupportedPeriod {
+            period: quote(text),
+            reason,
+        });
+    }
+    Ok(i64::from(period.days) * 86_400_000 + period.time_millis)
+}
+
 /// An ISO 8601 duration, split the way targets use it.
 #[derive(Debug, Clone, PartialEq)]
 struct Period {

@@ -39,9 +39,13 @@ async fn job(State(state): State<AppState>, Path(name): Path<String>) -> ApiResu
     validate_job_name("name", &name)?;
     let view = state.client()?.job(&name).await?;
     let live: Vec<Value> = view.live.iter().map(run_json).collect();
-    Ok(Json(
-        json!({ "job": view.record.to_chronos_json(), "live": live }),
-    ))
+    // For a dependent job: which parents have succeeded since its last run.
+    let parents_succeeded: Vec<&String> = view.record.state.parents_succeeded.iter().collect();
+    Ok(Json(json!({
+        "job": view.record.to_chronos_json(),
+        "live": live,
+        "parentsSucceeded": parents_succeeded,
+    })))
 }
 
 #[derive(Deserialize)]

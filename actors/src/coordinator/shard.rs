@@ -215,9 +215,7 @@ impl Shard {
         now_ms: i64,
         out: &mut Outbox,
     ) -> Result<(), CommandError> {
-        if !self.jobs.contains_key(name) {
-            return Err(CommandError::JobNotFound(name.to_string()));
-        }
+        self.ensure_job(name)?;
         for id in self.live_ids(name) {
             if let Some(instance) = self.remove_live(&id) {
                 if instance.state == InstanceState::Running {
@@ -257,6 +255,13 @@ impl Shard {
             .values()
             .map(|entry| entry.record.clone())
             .collect()
+    }
+
+    fn ensure_job(&self, name: &str) -> Result<(), CommandError> {
+        match self.jobs.contains_key(name) {
+            true => Ok(()),
+            false => Err(CommandError::JobNotFound(name.to_string())),
+        }
     }
 
     pub fn has_job(&self, name: &str) -> bool {
@@ -376,9 +381,7 @@ impl Shard {
         now_ms: i64,
         out: &mut Outbox,
     ) -> Result<String, CommandError> {
-        if !self.jobs.contains_key(name) {
-            return Err(CommandError::JobNotFound(name.to_string()));
-        }
+        self.ensure_job(name)?;
         let id = self.create_instance(name, RunCause::Manual, now_ms, out);
         self.try_start(name, now_ms, out);
         Ok(self.live.get(&id).map(|i| i.task_id()).unwrap_or(id))
@@ -680,9 +683,7 @@ impl Shard {
         now_ms: i64,
         out: &mut Outbox,
     ) -> Result<usize, CommandError> {
-        if !self.jobs.contains_key(name) {
-            return Err(CommandError::JobNotFound(name.to_string()));
-        }
+        self.ensure_job(name)?;
         let ids = self.live_ids(name);
         for id in &ids {
             let instance = &self.live[id];
