@@ -1,4 +1,6 @@
-//! Server configuration: `config/dron.toml` (or `--config FILE`), then command-line flags.
+//! Server configuration: the file given with `--config FILE` (`scripts/serve.sh` passes
+//! `config/dron.toml`, which lists every key with its default), then command-line flags.
+//! Without `--config`, the defaults below apply.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -25,7 +25,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    let state = AppState::default();
+    // The bound address, not the configured one: `--listen 127.0.0.1:0` picks the port.
+    let address = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    let state = AppState::new(address.to_string());
     let app = http::router(state.clone(), config.fault_injection);
     let http_server = tokio::spawn(async move {
         axum::serve(listener, app)

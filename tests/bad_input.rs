@@ -55,7 +55,7 @@ async fn every_client_error_is_a_json_4xx_naming_the_problem() {
         ("PUT", "/scheduler/task/ct:1:0:x:", br#"{"status": 0}"#, 400, None),
         ("GET", "/no/such/endpoint", b"", 404, None),
         ("PATCH", "/scheduler/jobs", b"", 405, None),
-        ("PUT", "/api/shards", br#"{"count": 0}"#, 400, Some("shards")),
+        ("PUT", "/api/shards", br#"{"count": 0}"#, 400, Some("count")),
     ];
     for (method, path, body, status, field) in cases {
         let (got, answer) = raw(&server, method, path, body).await;

@@ -13,9 +13,10 @@ use dron_model::job::{JobRecord, JobSpec};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 
-use crate::coordinator::{CoordinatorMsg, JobView, PutOutcome, Reply, ShardStats};
+use crate::coordinator::{CoordinatorMsg, JobSummary, JobView, PutOutcome, Reply, ShardStats};
 use crate::error::CommandError;
 use crate::router::RouterMsg;
+use crate::search::JobSearch;
 
 /// How long an API call waits for a shard. A durable write takes milliseconds; this bounds
 /// a call that reached a shard just as it failed.
@@ -82,6 +83,16 @@ impl SchedulerClient {
         .await
     }
 
+    /// Counts a success of the job now and announces it to its children, on every shard.
+    pub async fn mark_success(&self, name: &str) -> Result<(), CommandError> {
+        let name = name.to_string();
+        self.ask_job(&name.clone(), |reply| CoordinatorMsg::MarkSuccess {
+            name,
+            reply,
+        })
+        .await
+    }
+
     pub async fn kill_tasks(&self, name: &str) -> Result<usize, CommandError> {
         let name = name.to_string();
         self.ask_job(&name.clone(), |reply| CoordinatorMsg::KillTasks {
@@ -127,6 +138,39 @@ impl SchedulerClient {
             .concat();
         jobs.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         Ok(jobs)
+    }
+
+    /// The page `search.offset .. + search.limit` of the jobs matching `search`, by name.
+    pub async fn search_jobs(&self, search: &JobSearch) -> Result<Vec<JobRecord>, CommandError> {
+        let jobs = self.jobs().await?.into_iter();
+        let matching = jobs.filter(|job| search.matches(&job.spec));
+        Ok(matching.skip(search.offset).take(search.limit).collect())
+    }
+
+    /// Every job with what its live instances are doing, sorted by name.
+    pub async fn job_summaries(&self) -> Result<Vec<JobSummary>, CommandError> {
+        let mut jobs: Vec<JobSummary> = self
+            .ask_all(|reply| CoordinatorMsg::Summaries { reply })
+            .await?
+            .concat();
+        jobs.sort_by(|a, b| a.record.spec.name.cmp(&b.record.spec.name));
+        Ok(jobs)
+    }
+
+    /// Run durations (ms) of each job's newest `limit` history entries, sorted by job name.
+    pub async fn run_durations(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<i64>)>, CommandError> {
+        let answers = self
+            .ask_all(|reply| CoordinatorMsg::RunDurations { limit, reply })
+            .await?;
+        let mut durations = Vec::new();
+        for answer in answers {
+            durations.extend(answer?);
+        }
+        durations.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(durations)
     }
 
     pub async fn shard_stats(&self) -> Result<Vec<ShardStats>, CommandError> {

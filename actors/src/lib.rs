@@ -13,6 +13,7 @@
 //! - [`store`]: the storage trait a coordinator writes through (RocksDB lives in the server).
 //! - [`client`]: the async handle the HTTP API and CLI use.
 //! - [`clock`]: wall clock, or tokio's for paused-time tests.
+//! - [`search`], [`stats`]: Chronos's job search and run-time statistics, as plain logic.
 
 pub mod agent;
 pub mod broker;
@@ -21,4 +22,6 @@ pub mod clock;
 pub mod coordinator;
 pub mod error;
 pub mod router;
+pub mod search;
+pub mod stats;
 pub mod store;

@@ -32,6 +32,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/scheduler/task/kill/{name}", delete(kill_tasks))
         .route("/scheduler/task/{task_id}", put(complete_task))
         .route("/scheduler/graph/dot", get(graph_dot))
+        .merge(super::chronos_extra::routes())
 }
 
 async fn put_scheduled(

@@ -1,6 +1,7 @@
 //! The HTTP API: Chronos's (under `/scheduler` and `/v1/scheduler`) and dron's own (`/api`).
 
 mod chronos;
+mod chronos_extra;
 pub mod error;
 mod json;
 mod native;
@@ -15,13 +16,23 @@ use error::ApiError;
 pub use json::MAX_BODY_BYTES;
 
 /// Shared by every handler. The scheduler handle is set once recovery has finished; until
-/// then every endpoint answers 503, `/health` included.
-#[derive(Clone, Default)]
+/// then every endpoint answers 503, `/health` included (`/ping` aside: it only says the
+/// process is up).
+#[derive(Clone)]
 pub struct AppState {
     scheduler: Arc<OnceLock<SchedulerClient>>,
+    /// The address this server listens on, answered as Chronos's leader.
+    leader: Arc<str>,
 }
 
 impl AppState {
+    pub fn new(leader: impl Into<Arc<str>>) -> Self {
+        AppState {
+            scheduler: Arc::default(),
+            leader: leader.into(),
+        }
+    }
+
     pub fn set_ready(&self, client: SchedulerClient) {
         let _ = self.scheduler.set(client);
     }
@@ -38,10 +49,17 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .merge(chronos::routes())
         .nest("/v1", chronos::routes())
         .merge(native::routes(fault_injection))
+        .route("/ping", axum::routing::get(ping))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Chronos's liveness probe (Dropwizard's ping): answers while shards still recover, since
+/// it says only that the process serves HTTP; `/health` says whether it is ready.
+async fn ping() -> impl axum::response::IntoResponse {
+    chronos_extra::plain_text("pong\n".to_string())
 }
 
 async fn not_found(uri: Uri) -> ApiError {

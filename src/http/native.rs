@@ -28,7 +28,8 @@ pub fn routes(fault_injection: bool) -> axum::Router<AppState> {
     }
 }
 
-/// 200 once recovery has finished and every shard answers; 503 before.
+/// 200 once recovery has finished (the router answers only after every shard has loaded);
+/// 503 before.
 async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let client = state.client()?;
     let shards = client.shard_count().await?;

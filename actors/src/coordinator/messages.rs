@@ -34,6 +34,13 @@ pub enum CoordinatorMsg {
         name: String,
         reply: Reply<String>,
     },
+    /// Record a success of the job now without running it (Chronos
+    /// `PUT /scheduler/job/success/{name}`, used to satisfy a dependency by hand): its
+    /// counters move and its children hear of it as of any success.
+    MarkSuccess {
+        name: String,
+        reply: Reply<()>,
+    },
     /// Kill every live instance of the job; answers how many.
     KillTasks {
         name: String,
@@ -49,6 +56,15 @@ pub enum CoordinatorMsg {
         name: String,
         limit: usize,
         reply: Reply<Vec<HistoryEntry>>,
+    },
+    /// Every job of this shard with what its live instances are doing.
+    Summaries {
+        reply: RpcReplyPort<Vec<JobSummary>>,
+    },
+    /// Run durations (ms) of the newest `limit` history entries of each job of this shard.
+    RunDurations {
+        limit: usize,
+        reply: Reply<Vec<(String, Vec<i64>)>>,
     },
     /// Jobs of this shard that list `name` among their parents.
     ChildrenOf {
@@ -106,6 +122,32 @@ pub enum PutOutcome {
 pub struct JobView {
     pub record: JobRecord,
     pub live: Vec<InstanceRecord>,
+}
+
+/// What a job's live instances are doing, as Chronos reports it (`state` in its summary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Idle,
+    /// Instances wait (for their previous run, or to retry) and none is running.
+    Queued,
+    Running,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Idle => "idle",
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+        }
+    }
+}
+
+/// A job and what its live instances are doing.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    pub record: JobRecord,
+    pub run_state: RunState,
 }
 
 /// A job on its way from one shard to another, with everything it owns.

@@ -10,7 +10,9 @@ mod messages;
 mod shard;
 mod ticker;
 
-pub use messages::{CoordinatorMsg, JobView, MovedJob, PutOutcome, Reply, ShardStats};
+pub use messages::{
+    CoordinatorMsg, JobSummary, JobView, MovedJob, PutOutcome, Reply, RunState, ShardStats,
+};
 pub use shard::{Outbox, Shard, ShardConfig};
 
 use std::sync::Arc;
@@ -127,6 +129,10 @@ impl CoordinatorState {
                 let result = self.shard.run_now(&name, now_ms, &mut out);
                 self.commit(myself, out, reply_later(reply, result));
             }
+            CoordinatorMsg::MarkSuccess { name, reply } => {
+                let result = self.shard.mark_success(&name, now_ms, &mut out);
+                self.commit(myself, out, reply_later(reply, result));
+            }
             CoordinatorMsg::KillTasks { name, reply } => {
                 let result = self.shard.kill_tasks(&name, now_ms, &mut out);
                 self.commit(myself, out, reply_later(reply, result));
@@ -156,6 +162,12 @@ impl CoordinatorState {
                     false => Err(crate::error::CommandError::JobNotFound(name)),
                 };
                 let _ = reply.send(result);
+            }
+            CoordinatorMsg::Summaries { reply } => {
+                let _ = reply.send(self.shard.summaries());
+            }
+            CoordinatorMsg::RunDurations { limit, reply } => {
+                let _ = reply.send(self.run_durations(limit));
             }
             CoordinatorMsg::ChildrenOf { name, reply } => {
                 let _ = reply.send(self.shard.children_of(&name));
@@ -216,6 +228,24 @@ impl CoordinatorState {
             }
         }
         Ok(())
+    }
+
+    /// Reads each job's recent history here, beside the store, so that statistics over every
+    /// job cost one call per shard rather than one per job.
+    fn run_durations(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<i64>)>, crate::error::CommandError> {
+        let mut durations = Vec::new();
+        for name in self.shard.job_names() {
+            let history = self
+                .store
+                .history(&name, limit)
+                .map_err(|e| crate::error::CommandError::Unavailable(e.to_string()))?;
+            let runs = history.iter().filter_map(crate::stats::run_duration_ms);
+            durations.push((name, runs.collect()));
+        }
+        Ok(durations)
     }
 
     /// Hands the outbox's writes to the store and its effects to the committer.

@@ -11,7 +11,7 @@ use dron_model::job::{JobRecord, JobSpec, JobState, Trigger};
 use dron_model::ring::Ring;
 use dron_model::schedule::Schedule;
 
-use super::messages::{JobView, MovedJob, PutOutcome, ShardStats};
+use super::messages::{JobSummary, JobView, MovedJob, PutOutcome, RunState, ShardStats};
 use crate::agent::process::{TaskCommand, TaskEnd, TaskSpec};
 use crate::broker::{TaskEvent, TaskUpdate};
 use crate::error::CommandError;
@@ -257,6 +257,31 @@ impl Shard {
             .collect()
     }
 
+    pub fn job_names(&self) -> Vec<String> {
+        self.jobs.keys().cloned().collect()
+    }
+
+    /// Every job with what its live instances are doing: running if one is, queued if some
+    /// wait (for their turn or a retry), idle otherwise.
+    pub fn summaries(&self) -> Vec<JobSummary> {
+        let summary = |entry: &JobEntry| {
+            let name = &entry.record.spec.name;
+            let states = self.live_ids(name);
+            let states = states.iter().filter_map(|id| self.live.get(id));
+            let run_state = states.fold(RunState::Idle, |so_far, instance| {
+                match (so_far, instance.state) {
+                    (RunState::Running, _) | (_, InstanceState::Running) => RunState::Running,
+                    _ => RunState::Queued,
+                }
+            });
+            JobSummary {
+                record: entry.record.clone(),
+                run_state,
+            }
+        };
+        self.jobs.values().map(summary).collect()
+    }
+
     fn ensure_job(&self, name: &str) -> Result<(), CommandError> {
         match self.jobs.contains_key(name) {
             true => Ok(()),
@@ -414,31 +439,29 @@ impl Shard {
             return;
         };
         let (concurrent, epsilon) = (entry.record.spec.concurrent, entry.record.spec.epsilon_ms);
+        // A non-concurrent job runs one instance at a time; queued ones past their epsilon are
+        // skipped now, even while the slot is taken, so the queue stays bounded by epsilon.
+        let mut slot_taken = false;
         for id in self.live_ids(name) {
             let Some(instance) = self.live.get(&id) else {
                 continue;
             };
             match instance.state {
-                InstanceState::Running | InstanceState::RetryWait if !concurrent => return,
+                InstanceState::Running | InstanceState::RetryWait => {
+                    slot_taken = true;
+                    continue;
+                }
                 InstanceState::Queued => {}
                 _ => continue,
             }
             let late = instance.cause != RunCause::Manual && instance.target_ms + epsilon < now_ms;
             if late {
                 let message = "could not start within epsilon: the previous run was still running";
-                self.finish(
-                    &id,
-                    InstanceState::Skipped,
-                    None,
-                    Some(message.into()),
-                    now_ms,
-                    out,
-                );
-                continue;
-            }
-            self.start(&id, now_ms, out);
-            if !concurrent {
-                return;
+                let skipped = InstanceState::Skipped;
+                self.record_end(&id, skipped, None, Some(message.into()), now_ms, out);
+            } else if concurrent || !slot_taken {
+                self.start(&id, now_ms, out);
+                slot_taken = true;
             }
         }
     }
@@ -583,6 +606,13 @@ impl Shard {
         let Some((id, Some(_))) = self.running_instance(&task_id) else {
             return Err(CommandError::TaskNotFound(task_id));
         };
+        if !self.jobs[&task.job].record.spec.is_async {
+            let message = format!(
+                "job '{}' is not async: its tasks end when their process ends",
+                task.job
+            );
+            return Err(CommandError::Conflict(message));
+        }
         if status_code == 0 {
             self.finish(&id, InstanceState::Succeeded, Some(0), None, now_ms, out);
         } else {
@@ -623,8 +653,25 @@ impl Shard {
         self.finish(id, state, exit_code, Some(message), now_ms, out);
     }
 
-    /// Ends an instance for good: counters, history, dependants, and the job's next queued run.
+    /// Ends an instance for good, then starts the job's next queued run.
     fn finish(
+        &mut self,
+        id: &str,
+        state: InstanceState,
+        exit_code: Option<i32>,
+        message: Option<String>,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) {
+        let job = self.live.get(id).map(|instance| instance.job.clone());
+        self.record_end(id, state, exit_code, message, now_ms, out);
+        if let Some(job) = job {
+            self.try_start(&job, now_ms, out);
+        }
+    }
+
+    /// Ends an instance for good: counters, history, and the announcement of a success.
+    fn record_end(
         &mut self,
         id: &str,
         state: InstanceState,
@@ -659,7 +706,6 @@ impl Shard {
         }
         out.ops.push(StoreOp::DeleteInstance(id.to_string()));
         self.append_history(HistoryEntry::Run(instance), out);
-        self.try_start(&name, now_ms, out);
     }
 
     fn append_history(&mut self, entry: HistoryEntry, out: &mut Outbox) {
@@ -684,22 +730,49 @@ impl Shard {
         out: &mut Outbox,
     ) -> Result<usize, CommandError> {
         self.ensure_job(name)?;
+        let is_async = self.jobs[name].record.spec.is_async;
         let ids = self.live_ids(name);
         for id in &ids {
             let instance = &self.live[id];
             if instance.state == InstanceState::Running {
-                // The end arrives as a status update; it is recorded as killed then.
                 out.kills.push(instance.task_id());
-                self.kill_requested.insert(id.clone());
+                if is_async {
+                    // An async job's process may have exited already, leaving nothing to
+                    // report the kill: record it now.
+                    let message = Some("killed on request".to_string());
+                    self.record_end(id, InstanceState::Killed, None, message, now_ms, out);
+                } else {
+                    // The end arrives as a status update; it is recorded as killed then.
+                    self.kill_requested.insert(id.clone());
+                }
             } else {
                 let message = Some("killed on request before it started".to_string());
-                self.finish(id, InstanceState::Killed, None, message, now_ms, out);
+                self.record_end(id, InstanceState::Killed, None, message, now_ms, out);
             }
         }
         Ok(ids.len())
     }
 
     // ----- dependencies -----------------------------------------------------------------
+
+    /// Counts a success of the job now, without a run, and announces it to its children as
+    /// any success is: an operator satisfies a dependency whose parent's work was done by hand.
+    pub fn mark_success(
+        &mut self,
+        name: &str,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) -> Result<(), CommandError> {
+        let entry = self
+            .jobs
+            .get_mut(name)
+            .ok_or_else(|| CommandError::JobNotFound(name.to_string()))?;
+        entry.record.state.success_count += 1;
+        entry.record.state.last_success_ms = Some(now_ms);
+        out.ops.push(StoreOp::PutJob(entry.record.clone()));
+        out.succeeded.push(name.to_string());
+        Ok(())
+    }
 
     /// Records a parent's success with each of its children here; a child whose parents have
     /// all succeeded since its last run gets an instance.

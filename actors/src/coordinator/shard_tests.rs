@@ -234,3 +234,117 @@ fn release_and_adopt_move_a_job_with_its_live_instances() {
     destination.adopt(moved, T0 + 200, &mut again);
     assert!(again.ops.is_empty());
 }
+
+#[test]
+fn marking_a_job_successful_counts_a_success_and_announces_it_without_a_run() {
+    let mut shard = empty_shard();
+    let mut out = Outbox::default();
+    shard.put_job(every_second("p"), T0, &mut out);
+    let child = spec(
+        serde_json::json!({"name": "c", "command": "true", "parents": ["p"]}),
+        JobKind::Dependent,
+    );
+    shard.put_job(child, T0, &mut out);
+    let mut out = Outbox::default();
+    shard.mark_success("p", T0 + 7, &mut out).unwrap();
+    assert!(out.launches.is_empty(), "marking runs nothing itself");
+    assert_eq!(
+        out.succeeded,
+        vec!["p".to_string()],
+        "announced to every shard"
+    );
+    assert!(
+        matches!(&out.ops[..], [StoreOp::PutJob(record)] if record.state.success_count == 1),
+        "the new counters are written"
+    );
+    let state = shard.job_view("p").unwrap().record.state;
+    assert_eq!(
+        (state.success_count, state.last_success_ms),
+        (1, Some(T0 + 7))
+    );
+    // The announcement reaches the child as a real success would, and it runs.
+    shard.parent_succeeded("p", T0 + 8, &mut out);
+    assert_eq!(out.launches.len(), 1);
+    assert!(out.launches[0].task_id.ends_with(":c:"));
+    let missing = shard.mark_success("nope", T0, &mut Outbox::default());
+    assert!(matches!(missing, Err(CommandError::JobNotFound(name)) if name == "nope"));
+}
+
+#[test]
+fn summaries_say_whether_a_job_is_idle_queued_or_running() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let state_of = |shard: &Shard| shard.summaries()[0].run_state;
+    assert_eq!(state_of(&shard), RunState::Idle);
+    tick(&mut shard, T0);
+    assert_eq!(state_of(&shard), RunState::Running);
+    tick(&mut shard, T0 + 1000);
+    assert_eq!(
+        state_of(&shard),
+        RunState::Running,
+        "one running, one queued behind it"
+    );
+    let mut out = Outbox::default();
+    shard.kill_tasks("a", T0 + 1001, &mut out).unwrap();
+    // The running one is asked to die; the queued one ended at once.
+    let task = out.kills[0].clone();
+    shard.task_update(ended(&task, TaskEnd::Killed), T0 + 1002, &mut out);
+    assert_eq!(state_of(&shard), RunState::Idle);
+    let next = tick(&mut shard, T0 + 2000).launches.remove(0).task_id;
+    shard.task_update(ended(&next, TaskEnd::Exited(1)), T0 + 2001, &mut out);
+    assert_eq!(state_of(&shard), RunState::Queued, "waiting to retry");
+}
+
+#[test]
+fn queued_targets_past_epsilon_are_skipped_while_the_previous_run_goes_on() {
+    let mut shard = empty_shard();
+    let job = spec(
+        serde_json::json!({"name": "a", "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1S", "epsilon": "PT2S"}),
+        JobKind::Scheduled,
+    );
+    shard.put_job(job, T0, &mut Outbox::default());
+    tick(&mut shard, T0); // starts and keeps running
+    for second in 1..=10 {
+        tick(&mut shard, T0 + second * 1000);
+    }
+    // Only the targets still inside their 2 s window wait; the rest were skipped on the way.
+    assert_eq!(shard.stats().live_instances, 1 + 3);
+}
+
+#[test]
+fn killing_an_async_run_ends_it_even_after_its_process_exited() {
+    let mut shard = empty_shard();
+    let job = spec(
+        serde_json::json!({"name": "a", "command": "true", "async": true, "schedule": "R1/2026-11-23T10:00:00Z/PT1S"}),
+        JobKind::Scheduled,
+    );
+    shard.put_job(job, T0, &mut Outbox::default());
+    let task = tick(&mut shard, T0).launches.remove(0).task_id;
+    let mut out = Outbox::default();
+    shard.task_update(ended(&task, TaskEnd::Exited(0)), T0 + 10, &mut out);
+    assert_eq!(
+        shard.stats().live_instances,
+        1,
+        "async: waiting for its report"
+    );
+    shard.kill_tasks("a", T0 + 20, &mut out).unwrap();
+    assert_eq!(shard.stats().live_instances, 0);
+    let reference = parse_task_id(&task).unwrap();
+    let late_report = shard.complete_async(&reference, 0, T0 + 30, &mut Outbox::default());
+    assert!(matches!(late_report, Err(CommandError::TaskNotFound(_))));
+}
+
+#[test]
+fn only_async_jobs_take_completion_reports() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let task = tick(&mut shard, T0).launches.remove(0).task_id;
+    let reference = parse_task_id(&task).unwrap();
+    let report = shard.complete_async(&reference, 0, T0 + 30, &mut Outbox::default());
+    assert!(matches!(report, Err(CommandError::Conflict(_))));
+    assert_eq!(
+        shard.stats().live_instances,
+        1,
+        "still running until its process ends"
+    );
+}

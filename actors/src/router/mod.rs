@@ -20,7 +20,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use crate::broker::{BrokerMsg, TaskUpdate};
 use crate::clock::SharedClock;
 use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg, ShardConfig};
-use crate::error::CommandError;
 use crate::store::{ShardStore, StoreError};
 
 /// Restarts allowed per shard within [`RESTART_WINDOW`] before the router gives up (and so
@@ -135,7 +134,11 @@ impl Actor for Router {
                         let _ = slot.coordinator.send_message(CoordinatorMsg::InjectPanic);
                         Ok(())
                     }
-                    None => Err(CommandError::Conflict(format!("there is no shard {shard}"))),
+                    None => Err(dron_model::error::Invalid::new(
+                        "shard",
+                        format!("there is no shard {shard}"),
+                    )
+                    .into()),
                 };
                 let _ = reply.send(result);
             }

@@ -3,16 +3,16 @@
 //! message routed to it before the move, then `Release`. Scheduling goes on in every shard
 //! throughout; a moving job's targets wait at most for the move itself, well inside epsilon.
 //!
-//! 1. grow: open and start the new shards;
+//! 1. grow: open and start the new shards; save the new count;
 //! 2. every shard releases the jobs the new ring places elsewhere (with live instances and
 //!    history) and stops scheduling them, but keeps them in storage;
 //! 3. the ring switches; each job's new owner adopts it and writes it durably;
-//! 4. the old owners forget (delete) what they released; the count is saved;
+//! 4. the old owners forget (delete) what they released;
 //! 5. shrink: the drained shards stop and their storage is removed.
 //!
-//! A crash between 3 and 4 leaves a job on two shards: on start-up the router runs the same
-//! move, the owner's copy wins and the other is deleted. A crash before 3 leaves jobs only on
-//! their old shard, which start-up opens and drains.
+//! Start-up runs the same move with the saved count, so a crash anywhere finishes it: a job
+//! still only on its old shard is moved; a job on both (crash between 3 and 4) keeps the new
+//! owner's copy, which is the newer one, and the old copy is deleted.
 
 use std::collections::HashMap;
 
@@ -32,7 +32,7 @@ impl RouterState {
     ) -> Result<(), CommandError> {
         if count == 0 || count > MAX_SHARDS {
             let message = format!("shard count must be between 1 and {MAX_SHARDS}, got {count}");
-            return Err(Invalid::new("shards", message).into());
+            return Err(Invalid::new("count", message).into());
         }
         let unavailable =
             |e: ActorProcessingErr| CommandError::Unavailable(format!("resharding failed: {e}"));
@@ -41,6 +41,12 @@ impl RouterState {
                 .await
                 .map_err(unavailable)?;
         }
+        // The new count is saved before anything moves: a crash from here on restarts with the
+        // new ring, and start-up finishes the move (the new owner's copy wins).
+        self.args
+            .factory
+            .save_shard_count(count)
+            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
         let ring = Ring::new(count);
         let released = self.release_all(&ring).await?;
         self.ring = ring;
@@ -55,10 +61,6 @@ impl RouterState {
             let coordinator = &self.slots[*source].coordinator;
             ask(coordinator, |reply| CoordinatorMsg::Forget { names, reply }).await??;
         }
-        self.args
-            .factory
-            .save_shard_count(count)
-            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
         self.drop_extra_shards(count).await;
         if moved > 0 {
             tracing::info!(count, moved, "resharded");
