@@ -1,13 +1,21 @@
-//! Command-line interface: `dron serve`, `dron shards`, and the hidden `dron task-shim`.
+//! Command-line interface: `dron serve`, the client commands (`dron job ...`, `dron runs`,
+//! `dron shards ...`) talking to a running server over HTTP, and the hidden `dron task-shim`.
+
+mod client;
+mod job;
+mod runs;
+mod shards;
+mod table;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use serde_json::Value;
 
 use crate::config::Config;
+use client::{Client, Remote, finish};
+use job::JobAction;
+use shards::ShardsAction;
 
 #[derive(Parser)]
 #[command(
@@ -35,30 +43,35 @@ enum Command {
         #[arg(long)]
         shards: Option<u32>,
     },
+    /// Add, list, show, run, kill or delete jobs on a running server.
+    Job {
+        #[command(subcommand)]
+        action: JobAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a job's runs, newest first, skipped targets included.
+    Runs {
+        name: String,
+        /// At most this many entries (the server's default is 100, its maximum 10,000).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Show or change the shard count of a running server.
     Shards {
         #[command(subcommand)]
         action: ShardsAction,
-        /// The server's URL.
-        #[arg(
-            long,
-            env = "DRON_URL",
-            default_value = "http://127.0.0.1:4400",
-            global = true
-        )]
-        url: String,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Run one task and record its end (started by the server for each task).
     #[command(hide = true)]
     TaskShim { run_dir: PathBuf },
-}
-
-#[derive(Subcommand)]
-enum ShardsAction {
-    /// Print the shards and their load.
-    Show,
-    /// Change the shard count online; only jobs whose owner changes move.
-    Set { count: u32 },
 }
 
 /// Runs the command line; answers the process exit code.
@@ -80,7 +93,23 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             runtime()?.block_on(crate::server::serve(config))?;
             Ok(0)
         }
-        Command::Shards { action, url } => runtime()?.block_on(shards(action, &url)),
+        Command::Job { action, remote } => {
+            remote_command(
+                &remote,
+                |client| async move { job::job(&client, action).await },
+            )
+        }
+        Command::Runs {
+            name,
+            limit,
+            json,
+            remote,
+        } => remote_command(&remote, |client| async move {
+            runs::runs(&client, &name, limit, json).await
+        }),
+        Command::Shards { action, remote } => remote_command(&remote, |client| async move {
+            shards::shards(&client, action).await
+        }),
     }
 }
 
@@ -99,26 +128,12 @@ fn init_tracing() {
         .init();
 }
 
-async fn shards(action: ShardsAction, url: &str) -> anyhow::Result<i32> {
-    let client = reqwest::Client::new();
-    let endpoint = format!("{}/api/shards", url.trim_end_matches('/'));
-    let request = match action {
-        ShardsAction::Show => client.get(&endpoint),
-        ShardsAction::Set { count } => client
-            .put(&endpoint)
-            .json(&serde_json::json!({ "count": count })),
-    };
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the dron server at {url}"))?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let message = body["error"].as_str().unwrap_or("no error message");
-        eprintln!("error: {status}: {message}");
-        return Ok(1);
-    }
-    println!("{}", serde_json::to_string_pretty(&body)?);
-    Ok(0)
+/// Runs a client command on a fresh runtime; prints its failure; answers the exit code.
+fn remote_command<F, Fut>(remote: &Remote, command: F) -> anyhow::Result<i32>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = client::Outcome>,
+{
+    let client = Client::new(remote);
+    Ok(finish(runtime()?.block_on(command(client))))
 }

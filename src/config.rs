@@ -20,6 +20,23 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// Enables `POST /api/debug/shards/{n}/panic`. For tests only.
     pub fault_injection: bool,
+    pub auth: AuthConfig,
+}
+
+/// Optional API authentication. With no user and no token, every endpoint is open; with
+/// any, all but `/health` and `/ping` need `Authorization: Basic ..` or `Bearer <token>`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub basic: Vec<BasicUser>,
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicUser {
+    pub user: String,
+    pub password: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +59,7 @@ impl Default for Config {
             shards: 8,
             scheduler: SchedulerConfig::default(),
             fault_injection: false,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -81,6 +99,10 @@ impl Config {
         let config: Config =
             toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
         anyhow::ensure!(config.shards >= 1, "shards must be at least 1");
+        anyhow::ensure!(
+            config.auth.tokens.iter().all(|t| !t.is_empty()),
+            "auth tokens must not be empty"
+        );
         Ok(config)
     }
 }
@@ -97,6 +119,19 @@ mod tests {
         assert_eq!(config.listen, defaults.listen);
         assert_eq!(config.shards, defaults.shards);
         assert_eq!(config.data_dir, defaults.data_dir);
+        assert!(config.auth.basic.is_empty() && config.auth.tokens.is_empty());
+    }
+
+    #[test]
+    fn auth_parses() {
+        let config: Config = toml::from_str(
+            "[auth]\nbasic = [{ user = \"ops\", password = \"pw\" }]\ntokens = [\"t1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.auth.basic[0].user, "ops");
+        assert_eq!(config.auth.basic[0].password, "pw");
+        assert_eq!(config.auth.tokens, ["t1"]);
+        assert!(toml::from_str::<Config>("[auth]\nbasic = [{ user = \"ops\" }]").is_err());
     }
 
     #[test]

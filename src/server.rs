@@ -29,8 +29,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let address = listener
         .local_addr()
         .context("reading the listening address")?;
-    let state = AppState::new(address.to_string());
-    let app = http::router(state.clone(), config.fault_injection);
+    let state = AppState::new(address.to_string())
+        .with_metrics(http::metrics::install().context("installing the metrics recorder")?)
+        .with_auth(&config.auth);
+    let app = http::router(state.clone(), config.fault_injection).layer(axum::Extension(Arc::<
+        std::path::Path,
+    >::from(
+        config.data_dir.join("runs"),
+    )));
     let http_server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())

@@ -1,9 +1,11 @@
 //! The HTTP API: Chronos's (under `/scheduler` and `/v1/scheduler`) and dron's own (`/api`).
 
+pub mod auth;
 mod chronos;
 mod chronos_extra;
 pub mod error;
 mod json;
+pub mod metrics;
 mod native;
 
 use std::sync::{Arc, OnceLock};
@@ -11,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
 use dron_actors::client::SchedulerClient;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use error::ApiError;
 pub use json::MAX_BODY_BYTES;
@@ -23,6 +26,10 @@ pub struct AppState {
     scheduler: Arc<OnceLock<SchedulerClient>>,
     /// The address this server listens on, answered as Chronos's leader.
     leader: Arc<str>,
+    /// Renders `GET /metrics`; None: the endpoint answers an empty page.
+    metrics: Option<PrometheusHandle>,
+    /// None: authentication is off.
+    auth: Option<Arc<auth::Credentials>>,
 }
 
 impl AppState {
@@ -30,7 +37,19 @@ impl AppState {
         AppState {
             scheduler: Arc::default(),
             leader: leader.into(),
+            metrics: None,
+            auth: None,
         }
+    }
+
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    pub fn with_auth(mut self, config: &crate::config::AuthConfig) -> Self {
+        self.auth = auth::Credentials::from_config(config);
+        self
     }
 
     pub fn set_ready(&self, client: SchedulerClient) {
@@ -50,9 +69,16 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .nest("/v1", chronos::routes())
         .merge(native::routes(fault_injection))
         .route("/ping", axum::routing::get(ping))
+        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost last: every request is timed, refused ones included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ))
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

@@ -1,5 +1,8 @@
 //! dron's own API, for what Chronos lacks: health, run history (skipped targets included),
-//! shards and resharding.
+//! shards and resharding, task output, schedule previews.
+
+mod output;
+mod preview;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -20,6 +23,16 @@ pub fn routes(fault_injection: bool) -> axum::Router<AppState> {
         .route("/health", get(health))
         .route("/api/jobs/{name}", get(job))
         .route("/api/jobs/{name}/runs", get(runs))
+        .route(
+            "/api/jobs/{name}/runs/{task_id}/stdout",
+            get(output::stdout),
+        )
+        .route(
+            "/api/jobs/{name}/runs/{task_id}/stderr",
+            get(output::stderr),
+        )
+        .route("/api/jobs/{name}/next", get(preview::next))
+        .route("/api/schedule/preview", get(preview::preview))
         .route("/api/shards", get(shards).put(set_shards));
     if fault_injection {
         routes.route("/api/debug/shards/{shard}/panic", post(inject_panic))

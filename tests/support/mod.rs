@@ -17,11 +17,18 @@ pub struct Server {
     pub shards: u32,
     child: Option<Child>,
     pub http: reqwest::Client,
+    /// TOML appended to the config file the server starts with.
+    extra_config: String,
 }
 
 impl Server {
     /// Starts a server with `shards` shards and fault injection on, and waits for /health.
     pub async fn start(shards: u32) -> Server {
+        Server::start_with_config(shards, "").await
+    }
+
+    /// As `start`, with `extra_toml` appended to the config file (new sections, e.g. `[auth]`).
+    pub async fn start_with_config(shards: u32, extra_toml: &str) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut server = Server {
@@ -30,6 +37,7 @@ impl Server {
             shards,
             child: None,
             http: reqwest::Client::new(),
+            extra_config: extra_toml.to_string(),
         };
         server.spawn().await;
         server
@@ -50,7 +58,10 @@ impl Server {
         let config = self.data.path().join("dron.toml");
         std::fs::write(
             &config,
-            "fault_injection = true\n[scheduler]\nretry_backoff_ms = 200\n",
+            format!(
+                "fault_injection = true\n[scheduler]\nretry_backoff_ms = 200\n{}\n",
+                self.extra_config
+            ),
         )
         .unwrap();
         let log = std::fs::OpenOptions::new()

@@ -372,6 +372,7 @@ impl Shard {
                     reason,
                 };
                 tracing::warn!(job = name, count, "targets skipped");
+                metrics::counter!("dron_skipped_targets_total").increment(count);
                 self.append_history(HistoryEntry::Skipped(skipped), out);
             }
         }
@@ -458,6 +459,7 @@ impl Shard {
             if late {
                 let message = "could not start within epsilon: the previous run was still running";
                 let skipped = InstanceState::Skipped;
+                metrics::counter!("dron_skipped_targets_total").increment(1);
                 self.record_end(&id, skipped, None, Some(message.into()), now_ms, out);
             } else if concurrent || !slot_taken {
                 self.start(&id, now_ms, out);
@@ -474,6 +476,11 @@ impl Shard {
         instance.started_ms = Some(now_ms);
         instance.retry_at_ms = None;
         let instance = instance.clone();
+        metrics::counter!("dron_launches_total").increment(1);
+        if instance.cause == RunCause::Schedule && instance.attempt == 0 {
+            let lateness = (now_ms - instance.target_ms).max(0) as f64 / 1000.0;
+            metrics::histogram!("dron_start_lateness_seconds").record(lateness);
+        }
         out.ops.push(StoreOp::PutInstance(instance.clone()));
         out.launches.push(self.task_spec(&instance));
     }
@@ -486,6 +493,7 @@ impl Shard {
             return;
         }
         instance.attempt += 1;
+        metrics::counter!("dron_retries_total").increment(1);
         self.start(id, now_ms, out);
     }
 
@@ -685,6 +693,7 @@ impl Shard {
         };
         instance.state = state;
         instance.ended_ms = Some(now_ms);
+        metrics::counter!("dron_runs_finished_total", "state" => state.as_str()).increment(1);
         instance.exit_code = exit_code.or(instance.exit_code);
         instance.message = message;
         let name = instance.job.clone();

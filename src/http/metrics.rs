@@ -1,0 +1,78 @@
+//! Prometheus metrics: the recorder (installed once per process by `dron serve`), the
+//! `GET /metrics` endpoint, and the middleware timing every API request.
+//!
+//! The scheduler's counters (`dron_launches_total`, `dron_runs_finished_total{state}`,
+//! `dron_retries_total`, `dron_skipped_targets_total`, `dron_start_lateness_seconds`) are
+//! recorded by the shards; the per-shard gauges are read from the shards at scrape time, so
+//! the scheduling path does no extra work for them.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::AppState;
+
+/// Histogram buckets in seconds: from a millisecond to several minutes.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// How often histogram samples are folded in (the exporter needs a periodic upkeep).
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Installs the process-wide Prometheus recorder and starts its upkeep task. Call once,
+/// inside the Tokio runtime.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), SECONDS_BUCKETS)?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            interval.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// `GET /metrics`: the Prometheus text format. Per-shard gauges are refreshed first; while
+/// shards recover they are simply left out.
+pub async fn render(State(state): State<AppState>) -> Response {
+    if let Some(client) = state.scheduler.get()
+        && let Ok(stats) = client.shard_stats().await
+    {
+        for shard in stats {
+            let label = shard.shard.to_string();
+            metrics::gauge!("dron_jobs", "shard" => label.clone()).set(shard.jobs as f64);
+            metrics::gauge!("dron_live_instances", "shard" => label)
+                .set(shard.live_instances as f64);
+        }
+    }
+    let body = state
+        .metrics
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Records `dron_api_request_duration_seconds{method, status}` for every request.
+pub async fn track(request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(
+        "dron_api_request_duration_seconds",
+        "method" => method,
+        "status" => status
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
