@@ -1,10 +1,14 @@
 //! Command-line interface: `dron serve`, the client commands (`dron job ...`, `dron runs`,
-//! `dron shards ...`) talking to a running server over HTTP, and the hidden `dron task-shim`.
+//! `dron shards ...`, `dron logs`, `dron next`, `dron sync`) talking to a running server over
+//! HTTP, and the hidden `dron task-shim`.
 
 mod client;
 mod job;
+mod logs;
+mod next;
 mod runs;
 mod shards;
+mod sync;
 mod table;
 
 use std::net::SocketAddr;
@@ -62,6 +66,42 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Print the output of a job's newest run (or of one task).
+    Logs {
+        name: String,
+        /// The task id of the attempt (a `taskId` of `dron runs NAME --json`); default: the newest run.
+        #[arg(long)]
+        task: Option<String>,
+        /// Print the task's stderr instead of its stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// Keep printing output as it comes until the task ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a job's next targets, in UTC and in its time zone.
+    Next {
+        name: String,
+        /// How many targets (the server's default is 10, its maximum 1,000).
+        #[arg(short = 'n', long = "count")]
+        n: Option<u32>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Make the server's jobs match a directory of Chronos job files (`*.json`, one job each).
+    Sync {
+        dir: PathBuf,
+        /// Also delete the server's jobs that have no file in DIR.
+        #[arg(long)]
+        prune: bool,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Show or change the shard count of a running server.
     Shards {
         #[command(subcommand)]
@@ -106,6 +146,26 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             remote,
         } => remote_command(&remote, |client| async move {
             runs::runs(&client, &name, limit, json).await
+        }),
+        Command::Logs {
+            name,
+            task,
+            stderr,
+            follow,
+            remote,
+        } => remote_command(&remote, |client| async move {
+            logs::logs(&client, &name, task, stderr, follow).await
+        }),
+        Command::Next { name, n, remote } => remote_command(&remote, |client| async move {
+            next::next(&client, &name, n).await
+        }),
+        Command::Sync {
+            dir,
+            prune,
+            dry_run,
+            remote,
+        } => remote_command(&remote, |client| async move {
+            sync::sync(&client, &dir, prune, dry_run).await
         }),
         Command::Shards { action, remote } => remote_command(&remote, |client| async move {
             shards::shards(&client, action).await

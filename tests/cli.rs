@@ -79,10 +79,10 @@ async fn jobs_are_added_listed_shown_run_and_deleted() {
         "{out}"
     );
 
-    // A parent cannot be deleted before its child: the server's 409 is passed on.
-    let (code, _, err) = dron(&url, &["job", "delete", "hello"]).await;
-    assert_eq!((code, err.starts_with("error: ")), (1, true), "{err}");
-    for name in ["after-hello", "hello"] {
+    // Deleting a parent re-wires its child (Chronos): the child is kept.
+    let (code, out, err) = dron(&url, &["job", "delete", "hello"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    for name in ["after-hello"] {
         let (code, out, err) = dron(&url, &["job", "delete", name]).await;
         assert_eq!(code, 0, "{out}{err}");
     }
@@ -167,4 +167,216 @@ async fn a_token_is_sent_as_a_bearer() {
     let (code, out, err) = dron(&url, &["job", "list", "--token", "s3cret"]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "no jobs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_print_a_finished_runs_output() {
+    let server = Server::start(1).await;
+    let url = server.url("");
+    let file = write(
+        &server.scratch(),
+        "talker.json",
+        &manual_job("talker", "echo to-out; echo to-err >&2"),
+    );
+    assert_eq!(
+        dron(&url, &["job", "add", file.to_str().unwrap()]).await.0,
+        0
+    );
+    let (code, _, err) = dron(&url, &["logs", "talker"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("has no runs yet"), "{err}");
+    assert_eq!(dron(&url, &["job", "run", "talker"]).await.0, 0);
+    let run = server.wait_for_run("talker", "succeeded").await;
+    let (code, out, err) = dron(&url, &["logs", "talker"]).await;
+    assert_eq!((code, out.as_str()), (0, "to-out\n"), "{err}");
+    let (code, out, err) = dron(&url, &["logs", "talker", "--stderr"]).await;
+    assert_eq!((code, out.as_str()), (0, "to-err\n"), "{err}");
+    let task = run["taskId"].as_str().unwrap();
+    let (code, out, err) = dron(&url, &["logs", "talker", "--task", task]).await;
+    assert_eq!((code, out.as_str()), (0, "to-out\n"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_a_running_task_to_its_end() {
+    let server = Server::start(1).await;
+    let url = server.url("");
+    let file = write(
+        &server.scratch(),
+        "counter.json",
+        &manual_job("counter", "for i in 1 2 3; do echo $i; sleep 0.3; done"),
+    );
+    assert_eq!(
+        dron(&url, &["job", "add", file.to_str().unwrap()]).await.0,
+        0
+    );
+    assert_eq!(dron(&url, &["job", "run", "counter"]).await.0, 0);
+    server.wait_for_run("counter", "running").await;
+    let (code, out, err) = dron(&url, &["logs", "counter", "--follow"]).await;
+    assert_eq!((code, out.as_str()), (0, "1\n2\n3\n"), "{err}");
+    let runs = server.runs("counter").await;
+    assert_eq!(
+        runs[0]["state"], "succeeded",
+        "follow ends with the task: {runs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_prints_n_targets() {
+    let server = Server::start(1).await;
+    let url = server.url("");
+    // Crosses Berlin's spring-forward on 2027-03-28 (02:30 does not exist: 03:00 CEST).
+    server
+        .create(json!({"name": "daily", "command": "true",
+            "schedule": "R/2027-03-26T02:30:00/P1D", "scheduleTimeZone": "Europe/Berlin"}))
+        .await;
+    let (code, out, err) = dron(&url, &["next", "daily", "-n", "4"]).await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("2027-03-")).collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    assert!(
+        rows[0].starts_with("2027-03-26 01:30:00  2027-03-26 02:30:00+01:00  CET"),
+        "{out}"
+    );
+    assert!(!rows[1].contains("offset changed"), "{out}");
+    assert!(
+        rows[2].contains("2027-03-28 03:00:00+02:00") && rows[2].contains("offset changed"),
+        "{out}"
+    );
+    assert!(out.contains("UTC") && out.contains("LOCAL"), "{out}");
+}
+
+/// Jobs on the server, by name.
+async fn server_jobs(server: &Server) -> Vec<String> {
+    let jobs = server.ok("GET", "/scheduler/jobs", None).await;
+    let mut names: Vec<String> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_creates_updates_prunes_and_dry_runs() {
+    let server = Server::start(2).await;
+    let url = server.url("");
+    let dir = server.scratch().join("jobs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sync = |extra: &'static [&'static str]| {
+        let mut args = vec!["sync", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let url = url.clone();
+        async move {
+            let args: Vec<&str> = args;
+            dron(&url, &args).await
+        }
+    };
+    // The child sorts before its parent by name: it must still be sent after it.
+    let parent = json!({"name": "b-parent", "command": "true", "schedule": "R//P1D"});
+    let child = json!({"name": "a-child", "command": "true", "parents": ["b-parent"]});
+    write(&dir, "parent.json", &parent.to_string());
+    write(&dir, "child.json", &child.to_string());
+    write(&dir, "notes.txt", "not a job");
+    let (code, out, err) = sync(&[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let out_lines: Vec<&str> = out.lines().collect();
+    assert_eq!(out_lines, ["+ b-parent", "+ a-child"], "{out}");
+    assert_eq!(server_jobs(&server).await, ["a-child", "b-parent"]);
+
+    let (code, out, err) = sync(&[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let out_lines: Vec<&str> = out.lines().collect();
+    assert_eq!(out_lines, ["= b-parent", "= a-child"], "idempotent: {out}");
+
+    let changed = json!({"name": "b-parent", "command": "echo v2", "schedule": "R//P1D"});
+    write(&dir, "parent.json", &changed.to_string());
+    let (code, out, err) = sync(&["--dry-run"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("~ b-parent: command \"true\" -> \"echo v2\""),
+        "{out}"
+    );
+    assert_eq!(server.job("b-parent").await["command"], "true");
+    let (code, out, err) = sync(&[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("~ b-parent: command"), "{out}");
+    assert!(out.contains("= a-child"), "{out}");
+    assert_eq!(server.job("b-parent").await["command"], "echo v2");
+
+    // Jobs only on the server stay without --prune; --prune deletes them, children first.
+    server
+        .create(
+            json!({"name": "extra", "command": "true", "schedule": "R/2099-01-01T00:00:00Z/P1D"}),
+        )
+        .await;
+    server
+        .create(json!({"name": "extra-child", "command": "true", "parents": ["extra"]}))
+        .await;
+    let (code, out, _) = sync(&[]).await;
+    assert_eq!(code, 0);
+    assert!(!out.contains("- extra"), "{out}");
+    let (code, out, _) = sync(&["--prune", "--dry-run"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("- extra-child\n- extra\n"), "{out}");
+    assert_eq!(server_jobs(&server).await.len(), 4);
+    let (code, out, err) = sync(&["--prune"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("- extra-child\n- extra\n"), "{out}");
+    assert_eq!(server_jobs(&server).await, ["a-child", "b-parent"]);
+
+    // A job the server refuses is reported; the others are still applied; exit 1.
+    write(
+        &dir,
+        "refused.json",
+        &json!({"name": "refused", "command": "true", "schedule": "R//PXYZ"}).to_string(),
+    );
+    write(&dir, "fine.json", &manual_job("fine", "true"));
+    let (code, out, err) = sync(&[]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("+ refused") && out.contains("+ fine"), "{out}");
+    assert!(err.contains("error: refused: schedule: "), "{err}");
+    assert!(err.contains("1 request(s) failed"), "{err}");
+    assert_eq!(server_jobs(&server).await, ["a-child", "b-parent", "fine"]);
+    std::fs::remove_file(dir.join("refused.json")).unwrap();
+    std::fs::remove_file(dir.join("fine.json")).unwrap();
+    let (code, out, err) = sync(&["--prune"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(server_jobs(&server).await, ["a-child", "b-parent"]);
+
+    // A malformed file stops the sync before anything is sent.
+    write(&dir, "new.json", &manual_job("new", "true"));
+    write(&dir, "zz-broken.json", "{\"name\": ");
+    let (code, out, err) = sync(&["--prune"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("zz-broken.json"), "{err}");
+    assert_eq!(out, "");
+    assert_eq!(server_jobs(&server).await, ["a-child", "b-parent"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_of_many_jobs_shows_progress() {
+    let server = Server::start(1).await;
+    let url = server.url("");
+    let dir = server.scratch().join("many");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..21 {
+        let name = format!("job-{i:02}");
+        write(&dir, &format!("{name}.json"), &manual_job(&name, "true"));
+    }
+    let (code, out, err) = dron(&url, &["sync", dir.to_str().unwrap(), "--dry-run"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("+ job-")).count(), 21);
+    assert!(
+        err.contains("synced 1/21") && err.contains("synced 21/21"),
+        "{err}"
+    );
+    assert!(
+        server_jobs(&server).await.is_empty(),
+        "--dry-run sends nothing"
+    );
+    let (code, _, err) = dron(&url, &["sync", dir.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server_jobs(&server).await.len(), 21);
 }

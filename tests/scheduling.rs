@@ -206,10 +206,59 @@ async fn cycles_and_unknown_parents_are_refused_naming_them() {
         .await;
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("ghost"), "{body}");
-    // A parent cannot be deleted from under its children.
+    // Deleting a parent re-wires its children to its own parents, as Chronos does.
     let (status, body) = server.request("DELETE", "/scheduler/job/b", None).await;
-    assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains('c'));
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(server.job("c").await["parents"], json!(["a"]));
     // Nothing changed: a is still a scheduled job.
     assert_eq!(server.job("a").await["parents"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_parent_rewires_its_children_as_chronos_does() {
+    let server = Server::start(3).await;
+    let schedule = "R/2099-01-01T00:00:00Z/P1D";
+    for name in ["root", "other"] {
+        server
+            .create(json!({"name": name, "command": "true", "schedule": schedule}))
+            .await;
+    }
+    server
+        .create(json!({"name": "mid", "command": "true", "parents": ["root", "other"]}))
+        .await;
+    server
+        .create(json!({"name": "leaf", "command": "true", "parents": ["other", "mid"], "disabled": true}))
+        .await;
+    server
+        .create(json!({"name": "only", "command": "true", "parents": ["mid"]}))
+        .await;
+    server.ok("PUT", "/scheduler/job/success/only", None).await;
+
+    // A dependent parent: its children take its parents, deduplicated, keeping the others.
+    let (status, body) = server.request("DELETE", "/scheduler/job/mid", None).await;
+    assert_eq!(status, 204, "{body}");
+    let leaf = server.job("leaf").await;
+    assert_eq!(leaf["parents"], json!(["other", "root"]));
+    assert_eq!(leaf["disabled"], true, "the rest of the child is kept");
+    let only = server.job("only").await;
+    assert_eq!(only["parents"], json!(["root", "other"]));
+    assert_eq!(only["successCount"], 1, "counters are kept");
+    let (status, _) = server.request("GET", "/scheduler/job/mid", None).await;
+    assert_eq!(status, 404);
+
+    // A scheduled parent: a child keeping other parents just loses it; a child left with
+    // none takes its schedule.
+    let (status, body) = server.request("DELETE", "/scheduler/job/root", None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(server.job("only").await["parents"], json!(["other"]));
+    assert_eq!(server.job("leaf").await["parents"], json!(["other"]));
+    let (status, body) = server.request("DELETE", "/scheduler/job/other", None).await;
+    assert_eq!(status, 204, "{body}");
+    for name in ["only", "leaf"] {
+        let job = server.job(name).await;
+        assert_eq!(job["parents"], json!([]), "{job}");
+        assert!(job["schedule"].as_str().unwrap().ends_with("/P1D"), "{job}");
+    }
+    assert_eq!(server.job("leaf").await["disabled"], true);
+    assert_eq!(server.job("only").await["successCount"], 1);
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use dron_model::error::Invalid;
 use dron_model::ids::TaskRef;
 use dron_model::instance::HistoryEntry;
-use dron_model::job::{JobRecord, JobSpec};
+use dron_model::job::{JobRecord, JobSpec, Trigger};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 
@@ -48,14 +48,18 @@ impl SchedulerClient {
         .await
     }
 
-    pub async fn delete_job(&self, name: &str) -> Result<(), CommandError> {
-        let children = self.children_of(name).await?;
-        if !children.is_empty() {
-            let message = format!(
-                "job '{name}' is a parent of {}: delete or re-parent them first",
-                children.into_iter().collect::<Vec<_>>().join(", ")
-            );
-            return Err(CommandError::Conflict(message));
+    /// Deletes a job as Chronos does, re-wiring its children first: each child takes the
+    /// deleted job's parents in its place (keeping its other parents, without duplicates).
+    /// A child left with no parent at all (the deleted job was scheduled) takes the deleted
+    /// job's schedule and time zone, as Chronos turns it into a scheduled job. Counters,
+    /// `disabled` and everything else of each child are kept. `received_ms` is when the
+    /// request arrived (the first target of a child that becomes scheduled).
+    pub async fn delete_job(&self, name: &str, received_ms: i64) -> Result<(), CommandError> {
+        let deleted = self.job(name).await?.record.spec;
+        for child in self.children_of(name).await? {
+            let spec = self.job(&child).await?.record.spec;
+            let spec = rewired(spec, &deleted);
+            self.put_job(spec, received_ms).await?;
         }
         let name = name.to_string();
         self.ask_job(&name.clone(), |reply| CoordinatorMsg::DeleteJob {
@@ -331,6 +335,28 @@ impl SchedulerClient {
         }
         Ok(answers)
     }
+}
+
+/// `child` with `deleted` taken out of its parents and replaced by `deleted`'s own trigger:
+/// its parents (deduplicated), or its schedule when the child is left with no parent.
+fn rewired(mut child: JobSpec, deleted: &JobSpec) -> JobSpec {
+    let mut parents: Vec<String> = child
+        .parents()
+        .iter()
+        .filter(|p| p.as_str() != deleted.name)
+        .cloned()
+        .collect();
+    for parent in deleted.parents() {
+        if !parents.contains(parent) && parent != &child.name {
+            parents.push(parent.clone());
+        }
+    }
+    child.trigger = if parents.is_empty() {
+        deleted.trigger.clone()
+    } else {
+        Trigger::Parents(parents)
+    };
+    child
 }
 
 fn cycle_path(

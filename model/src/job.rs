@@ -445,4 +445,115 @@ mod tests {
         let bytes = crate::codec::encode(&record);
         assert_eq!(crate::codec::decode::<JobRecord>(&bytes).unwrap(), record);
     }
+
+    mod arbitrary_json {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The fields a validation error may name.
+        const FIELDS: [&str; 15] = [
+            "name",
+            "command",
+            "shell",
+            "arguments",
+            "schedule",
+            "scheduleTimeZone",
+            "parents",
+            "epsilon",
+            "retries",
+            "async",
+            "disabled",
+            "concurrent",
+            "owner",
+            "environmentVariables",
+            "maxCompletionTime",
+        ];
+        /// Chronos fields dron keeps without acting on them.
+        const MORE_FIELDS: [&str; 3] = ["mem", "cpus", "successCount"];
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[a-z.\\-_ ]{0,12}",
+                Just("R/2026-11-23T10:00:00Z/PT1H".to_string()),
+                Just("R//PT1S".to_string()),
+                Just("R0/2026-11-23T10:00:00Z/P1M".to_string()),
+                Just("*/5 * * * *".to_string()),
+                Just("Europe/Paris".to_string()),
+                Just("PT30S".to_string()),
+                "R[0-9]{0,3}/[0-9T:Z-]{0,22}/P[0-9TDHMSW.]{0,8}",
+            ]
+        }
+
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u32>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                text().prop_map(Value::from),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            leaf().prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::vec(text(), 0..4).prop_map(Value::from),
+                    prop::collection::vec((text(), text()), 0..3).prop_map(|pairs| {
+                        let vars = pairs
+                            .into_iter()
+                            .map(|(name, value)| serde_json::json!({"name": name, "value": value}));
+                        Value::Array(vars.collect())
+                    }),
+                    prop::collection::btree_map(text(), inner, 0..3)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => prop::sample::select(FIELDS.to_vec()).prop_map(str::to_string),
+                1 => prop::sample::select(MORE_FIELDS.to_vec()).prop_map(str::to_string),
+                1 => text(),
+            ]
+        }
+
+        fn job_json() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                4 => prop::collection::btree_map(key(), value(), 0..10)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+                // Mostly well-typed name and command, so validation gets past them.
+                8 => (text(), text(), prop::collection::btree_map(key(), value(), 0..8))
+                    .prop_map(|(name, command, mut map)| {
+                        map.insert("name".to_string(), Value::from(name));
+                        map.entry("command".to_string()).or_insert(Value::from(command));
+                        Value::Object(map.into_iter().collect())
+                    }),
+                1 => value(),
+                1 => text().prop_map(Value::from),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            #[test]
+            fn arbitrary_json_never_panics_and_errors_name_a_known_field(json in job_json()) {
+                let Ok(request) = serde_json::from_value::<JobRequest>(json.clone()) else {
+                    return Ok(());
+                };
+                for kind in [JobKind::Scheduled, JobKind::Dependent] {
+                    if let Err(err) = request.clone().validate(kind, now()) {
+                        prop_assert!(
+                            FIELDS.contains(&err.field),
+                            "{json}: {err} names {}", err.field
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -96,6 +96,27 @@ impl Client {
         }
     }
 
+    /// Sends one GET; answers the raw body and headers of a success.
+    pub async fn get_raw(
+        &self,
+        path: &str,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), Failure> {
+        let mut request = self.http.get(format!("{}{path}", self.url));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        if status.is_success() {
+            Ok((headers, bytes.to_vec()))
+        } else {
+            let body = parse_body(&String::from_utf8_lossy(&bytes));
+            Err(server_error(status, &body))
+        }
+    }
+
     fn unreachable(&self, error: &reqwest::Error) -> Failure {
         Failure {
             code: 2,

@@ -63,6 +63,14 @@ pub async fn job(client: &Client, action: JobAction) -> Outcome {
 
 async fn add(client: &Client, file: &Path) -> Outcome {
     let job = read_job(file)?;
+    let dependent = save(client, &job).await?;
+    let kind = if dependent { "dependent" } else { "scheduled" };
+    println!("saved {kind} job '{}'", cell(&job["name"]));
+    Ok(())
+}
+
+/// Creates or replaces one job; answers whether it is dependent.
+pub(super) async fn save(client: &Client, job: &Value) -> Result<bool, Failure> {
     let dependent = match &job["parents"] {
         Value::Null => false,
         Value::Array(parents) => !parents.is_empty(),
@@ -73,14 +81,12 @@ async fn add(client: &Client, file: &Path) -> Outcome {
     } else {
         "/scheduler/iso8601"
     };
-    client.call(Method::POST, endpoint, Some(&job)).await?;
-    let kind = if dependent { "dependent" } else { "scheduled" };
-    println!("saved {kind} job '{}'", cell(&job["name"]));
-    Ok(())
+    client.call(Method::POST, endpoint, Some(job)).await?;
+    Ok(dependent)
 }
 
 /// Reads and parses a job file; every failure names the file.
-fn read_job(file: &Path) -> Result<Value, Failure> {
+pub(super) fn read_job(file: &Path) -> Result<Value, Failure> {
     let shown = file.display();
     let text = if file == Path::new("-") {
         std::io::read_to_string(std::io::stdin())

@@ -89,7 +89,10 @@ async fn delete_job(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     validate_job_name("name", &name)?;
-    state.client()?.delete_job(&name).await?;
+    state
+        .client()?
+        .delete_job(&name, Utc::now().timestamp_millis())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

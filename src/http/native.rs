@@ -33,12 +33,23 @@ pub fn routes(fault_injection: bool) -> axum::Router<AppState> {
         )
         .route("/api/jobs/{name}/next", get(preview::next))
         .route("/api/schedule/preview", get(preview::preview))
-        .route("/api/shards", get(shards).put(set_shards));
+        .route("/api/shards", get(shards).put(set_shards))
+        .route("/api/openapi.json", get(openapi));
     if fault_injection {
         routes.route("/api/debug/shards/{shard}/panic", post(inject_panic))
     } else {
         routes
     }
+}
+
+/// The hand-written OpenAPI 3.0 document of this API (`docs/openapi.json`).
+const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 /// 200 once recovery has finished (the router answers only after every shard has loaded);

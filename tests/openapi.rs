@@ -1,0 +1,77 @@
+//! The OpenAPI document served at `/api/openapi.json` parses, and every native endpoint it
+//! must describe is in it and routed on the real server for its documented method.
+
+mod support;
+
+use serde_json::json;
+use support::Server;
+
+const ENDPOINTS: [(&str, &str); 12] = [
+    ("/health", "get"),
+    ("/ping", "get"),
+    ("/metrics", "get"),
+    ("/api/openapi.json", "get"),
+    ("/api/jobs/{name}", "get"),
+    ("/api/jobs/{name}/runs", "get"),
+    ("/api/jobs/{name}/runs/{taskId}/stdout", "get"),
+    ("/api/jobs/{name}/runs/{taskId}/stderr", "get"),
+    ("/api/jobs/{name}/next", "get"),
+    ("/api/schedule/preview", "get"),
+    ("/api/shards", "get"),
+    ("/api/shards", "put"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_matches_the_routes() {
+    let server = Server::start(2).await;
+    server
+        .create(json!({"name": "hello", "command": "echo hi", "schedule": "R/2099-01-01T00:00:00Z/P1D"}))
+        .await;
+    server.ok("PUT", "/scheduler/job/hello", None).await;
+    let run = server.wait_for_run("hello", "succeeded").await;
+    let task_id = run["taskId"].as_str().unwrap().to_string();
+
+    let doc = server.ok("GET", "/api/openapi.json", None).await;
+    assert!(doc.is_object(), "the document is JSON: {doc}");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.0"), "{doc}");
+    let on_disk: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+    assert_eq!(doc, on_disk, "the server serves docs/openapi.json");
+
+    for (path, method) in ENDPOINTS {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is documented");
+        assert!(
+            operation["responses"].is_object(),
+            "{method} {path} has responses"
+        );
+        let concrete = path
+            .replace("{name}", "hello")
+            .replace("{taskId}", &task_id);
+        let (concrete, body) = match (path, method) {
+            ("/api/schedule/preview", _) => (format!("{concrete}?schedule=R//PT1H&n=2"), None),
+            // An out-of-range count is refused (400) without moving any job.
+            ("/api/shards", "put") => (concrete, Some(json!({"count": 0}))),
+            _ => (concrete, None),
+        };
+        let (status, answer) = server
+            .request(&method.to_uppercase(), &concrete, body)
+            .await;
+        assert!(
+            status != 404 && status != 405,
+            "{method} {concrete} answered {status}: {answer}"
+        );
+        assert!(
+            operation["responses"][status.to_string()].is_object(),
+            "{method} {path}: {status} is documented"
+        );
+    }
+    // Every documented path is one of these.
+    let documented: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    for path in documented {
+        assert!(
+            ENDPOINTS.iter().any(|(p, _)| p == path),
+            "{path} is documented but not tested"
+        );
+    }
+}
