@@ -357,3 +357,99 @@ async fn bad_input_gets_json_client_errors() {
     assert_eq!((status, pong.as_str().map(str::trim)), (200, Some("pong")));
     assert_client_error(&server, "GET", "/scheduler/ping", 404, None).await;
 }
+
+/// Chronos 2.x clients use `/scheduler/...`, 3.x clients `/v1/scheduler/...`: every endpoint
+/// answers the same under both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_the_same_under_both_prefixes() {
+    let server = Server::start(2).await;
+    let dir = server.scratch();
+    let parent = json!({"name": "v1-parent", "command": support::log_task_command(&dir), "schedule": "R/2099-01-01T00:00:00Z/P1D"});
+    let child = json!({"name": "v1-child", "command": "sleep 60", "parents": ["v1-parent"]});
+    assert_eq!(
+        server
+            .request("POST", "/v1/scheduler/iso8601", Some(parent.clone()))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        server
+            .request("PUT", "/v1/scheduler/iso8601", Some(parent))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        server
+            .request("PUT", "/v1/scheduler/dependency", Some(child))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        server
+            .request("PUT", "/v1/scheduler/job/v1-parent", None)
+            .await
+            .0,
+        204
+    );
+    server.wait_for_run("v1-parent", "succeeded").await;
+    server.wait_for_run("v1-child", "running").await;
+    for path in [
+        "jobs",
+        "jobs/search?name=v1",
+        "jobs/summary",
+        "job/v1-parent",
+        "job/stat/v1-parent",
+        "graph/dot",
+        "graph/csv",
+        "stats/median",
+        "leader",
+    ] {
+        let old = server
+            .request("GET", &format!("/scheduler/{path}"), None)
+            .await;
+        let new = server
+            .request("GET", &format!("/v1/scheduler/{path}"), None)
+            .await;
+        assert_eq!(old.0, 200, "{path}: {}", old.1);
+        assert_eq!(old, new, "{path} differs between prefixes");
+    }
+    assert_eq!(
+        server
+            .request("DELETE", "/v1/scheduler/task/kill/v1-child", None)
+            .await
+            .0,
+        204
+    );
+    let killed = server.wait_for_run("v1-child", "killed").await;
+    assert_eq!(killed["agent"], "local");
+    let succeeded = server.wait_for_run("v1-parent", "succeeded").await;
+    assert!(succeeded["lateMs"].as_i64().unwrap() >= 0, "{succeeded}");
+    assert_eq!(
+        server
+            .request("PUT", "/v1/scheduler/job/success/v1-parent", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        server
+            .request("DELETE", "/v1/scheduler/job/v1-child", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        server
+            .request("DELETE", "/v1/scheduler/job/v1-parent", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        server.ok("GET", "/v1/scheduler/jobs", None).await,
+        json!([])
+    );
+}

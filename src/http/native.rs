@@ -107,7 +107,11 @@ fn run_json(run: &InstanceRecord) -> Value {
         "attempt": run.attempt,
         "cause": format!("{:?}", run.cause).to_lowercase(),
         "started": time(run.started_ms),
+        // How late the attempt started after its target (scheduled runs; null until started).
+        "lateMs": run.started_ms.map(|started| started - run.target_ms),
         "ended": time(run.ended_ms),
+        // Every task runs on the server's local agent until remote agents exist.
+        "agent": "local",
         "exitCode": run.exit_code,
         "message": run.message,
     })
