@@ -15,6 +15,24 @@ use crate::schedule::Schedule;
 pub const DEFAULT_EPSILON_MS: i64 = 60_000;
 /// Chronos's default number of retries after a failed attempt.
 pub const DEFAULT_RETRIES: u32 = 2;
+/// The job fields dron acts on: what a validation error's `field` can name.
+pub const JOB_FIELDS: [&str; 15] = [
+    "name",
+    "command",
+    "shell",
+    "arguments",
+    "schedule",
+    "scheduleTimeZone",
+    "parents",
+    "epsilon",
+    "retries",
+    "async",
+    "disabled",
+    "concurrent",
+    "owner",
+    "environmentVariables",
+    "maxCompletionTime",
+];
 /// Fields that are read-only counters in answers; ignored when a client sends them back.
 const OUTPUT_ONLY_FIELDS: [&str; 4] = ["successCount", "errorCount", "lastSuccess", "lastError"];
 
@@ -451,23 +469,7 @@ mod tests {
         use proptest::prelude::*;
 
         /// The fields a validation error may name.
-        const FIELDS: [&str; 15] = [
-            "name",
-            "command",
-            "shell",
-            "arguments",
-            "schedule",
-            "scheduleTimeZone",
-            "parents",
-            "epsilon",
-            "retries",
-            "async",
-            "disabled",
-            "concurrent",
-            "owner",
-            "environmentVariables",
-            "maxCompletionTime",
-        ];
+        const FIELDS: [&str; 15] = JOB_FIELDS;
         /// Chronos fields dron keeps without acting on them.
         const MORE_FIELDS: [&str; 3] = ["mem", "cpus", "successCount"];
 

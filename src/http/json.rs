@@ -62,24 +62,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// The top-level field of a serde path, as a static name when it is one of the job fields.
 fn field_name(path: &str) -> Option<&'static str> {
-    const FIELDS: [&str; 16] = [
-        "name",
-        "command",
-        "shell",
-        "arguments",
-        "schedule",
-        "scheduleTimeZone",
-        "parents",
-        "epsilon",
-        "retries",
-        "async",
-        "disabled",
-        "concurrent",
-        "owner",
-        "environmentVariables",
-        "maxCompletionTime",
-        "statusCode",
-    ];
     let top = path.split(['.', '[']).next()?;
-    FIELDS.iter().find(|field| **field == top).copied()
+    let known = dron_model::job::JOB_FIELDS.iter().chain(&["statusCode"]);
+    known.copied().find(|field| *field == top)
 }
