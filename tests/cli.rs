@@ -380,3 +380,23 @@ async fn sync_of_many_jobs_shows_progress() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(server_jobs(&server).await.len(), 21);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yaml_job_files_are_accepted() {
+    let server = Server::start(1).await;
+    let url = server.url("");
+    let dir = server.scratch();
+    let yaml = "name: from-yaml\ncommand: echo hi\nschedule: R/2099-01-01T00:00:00Z/P1D\nowner: me@example.com\n";
+    let file = write(&dir, "job.yaml", yaml);
+    let (code, _, err) = dron(&url, &["job", "add", file.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server.job("from-yaml").await["owner"], "me@example.com");
+
+    let broken = write(&dir, "broken.yml", "name: [unclosed\n");
+    let (code, _, err) = dron(&url, &["job", "add", broken.to_str().unwrap()]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("broken.yml") && err.contains("not valid YAML"),
+        "{err}"
+    );
+}

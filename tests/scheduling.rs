@@ -31,6 +31,15 @@ async fn a_pt1s_job_fires_every_second_once_per_target() {
         server.job("tick").await["successCount"].as_u64() >= Some(5)
     })
     .await;
+    // Runs page newest first.
+    let first = server.ok("GET", "/api/jobs/tick/runs?limit=2", None).await;
+    let second = server
+        .ok("GET", "/api/jobs/tick/runs?limit=2&offset=2", None)
+        .await;
+    let target = |page: &serde_json::Value, i: usize| {
+        page["runs"][i]["target"].as_str().unwrap().to_string()
+    };
+    assert!(target(&first, 0) > target(&first, 1) && target(&first, 1) > target(&second, 0));
     let listed = server.ok("GET", "/scheduler/jobs", None).await;
     assert_eq!(listed[0]["name"], "tick");
     assert_eq!(

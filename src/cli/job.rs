@@ -14,7 +14,7 @@ pub enum JobAction {
     /// Create or replace a job from a Chronos job JSON file ('-' reads stdin).
     ///
     /// A job with a non-empty "parents" list is posted to /scheduler/dependency, any other to
-    /// /scheduler/iso8601. Job files are JSON only (YAML is not supported).
+    /// /scheduler/iso8601. Job files are JSON, or YAML when named *.yaml or *.yml.
     Add {
         /// The job file: one Chronos job as a JSON object.
         file: PathBuf,
@@ -94,16 +94,20 @@ pub(super) fn read_job(file: &Path) -> Result<Value, Failure> {
         std::fs::read_to_string(file)
     }
     .map_err(|e| Failure::local(format!("cannot read job file {shown}: {e}")))?;
-    let job: Value = serde_json::from_str(&text).map_err(|e| {
-        let hint = match file.extension().and_then(|e| e.to_str()) {
-            Some("yaml" | "yml") => " (job files are JSON; YAML is not supported)",
-            _ => "",
-        };
-        Failure::local(format!("job file {shown} is not valid JSON: {e}{hint}"))
-    })?;
+    let is_yaml = matches!(
+        file.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    let job: Value = if is_yaml {
+        serde_norway::from_str(&text)
+            .map_err(|e| Failure::local(format!("job file {shown} is not valid YAML: {e}")))?
+    } else {
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::local(format!("job file {shown} is not valid JSON: {e}")))?
+    };
     if !job.is_object() {
         return Err(Failure::local(format!(
-            "job file {shown} must hold one JSON object (a Chronos job)"
+            "job file {shown} must hold one object (a Chronos job)"
         )));
     }
     Ok(job)

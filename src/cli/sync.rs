@@ -96,14 +96,14 @@ pub async fn sync(client: &Client, dir: &Path, prune: bool, dry_run: bool) -> Ou
     Ok(())
 }
 
-/// Every `*.json` file of `dir`, parsed, by job name; any bad file fails before anything is sent.
+/// Every `*.json`, `*.yaml` and `*.yml` file of `dir`, parsed, by job name; any bad file fails before anything is sent.
 fn load(dir: &Path) -> Result<BTreeMap<String, Value>, Failure> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| Failure::local(format!("cannot read directory {}: {e}", dir.display())))?;
     let mut paths: Vec<PathBuf> = entries
         .flatten()
         .map(|entry| entry.path())
-        .filter(|path| path.is_file() && path.extension().is_some_and(|e| e == "json"))
+        .filter(|path| path.is_file() && is_job_file(path))
         .collect();
     paths.sort();
     let mut jobs: BTreeMap<String, Value> = BTreeMap::new();
@@ -299,4 +299,11 @@ impl Progress {
             eprintln!();
         }
     }
+}
+
+fn is_job_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("json" | "yaml" | "yml")
+    )
 }

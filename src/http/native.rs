@@ -77,6 +77,8 @@ async fn job(State(state): State<AppState>, Path(name): Path<String>) -> ApiResu
 #[serde(deny_unknown_fields)]
 struct RunsQuery {
     limit: Option<usize>,
+    /// Entries to skip from the newest: the next page starts at `offset + limit`.
+    offset: Option<usize>,
 }
 
 /// Live instances, then finished runs and skipped-target ranges, newest first.
@@ -88,13 +90,20 @@ async fn runs(
     validate_job_name("name", &name)?;
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    // History keeps at most `history_keep` entries per job, so the offset is bounded too.
+    let offset = query.offset.unwrap_or(0).min(100_000);
     let client = state.client()?;
     let view = client.job(&name).await?;
-    let history = client.history(&name, limit).await?;
-    let mut runs: Vec<Value> = view.live.iter().rev().map(run_json).collect();
-    runs.extend(history.iter().map(history_json));
-    runs.truncate(limit);
-    Ok(Json(json!({ "job": name, "runs": runs })))
+    let history = client.history(&name, offset + limit).await?;
+    let live = view.live.iter().rev().map(run_json);
+    let runs: Vec<Value> = live
+        .chain(history.iter().map(history_json))
+        .skip(offset)
+        .take(limit)
+        .collect();
+    Ok(Json(
+        json!({ "job": name, "offset": offset, "limit": limit, "runs": runs }),
+    ))
 }
 
 fn run_json(run: &InstanceRecord) -> Value {
