@@ -122,7 +122,7 @@ impl CoordinatorState {
                 self.commit(myself, out, reply_later(reply, Ok(outcome)));
             }
             CoordinatorMsg::DeleteJob { name, reply } => {
-                let result = self.shard.delete_job(&name, now_ms, &mut out);
+                let result = self.shard.delete_job(&name, &mut out);
                 self.commit(myself, out, reply_later(reply, result));
             }
             CoordinatorMsg::RunNow { name, reply } => {

@@ -57,6 +57,32 @@ pub struct Outbox {
     pub more_due: bool,
 }
 
+/// How an instance ended for good.
+struct Ending {
+    state: InstanceState,
+    exit_code: Option<i32>,
+    /// Why, for the run's history.
+    message: Option<String>,
+}
+
+impl Ending {
+    fn succeeded() -> Self {
+        Ending {
+            state: InstanceState::Succeeded,
+            exit_code: Some(0),
+            message: None,
+        }
+    }
+
+    fn killed(why: &str) -> Self {
+        Ending {
+            state: InstanceState::Killed,
+            exit_code: None,
+            message: Some(why.to_string()),
+        }
+    }
+}
+
 struct JobEntry {
     record: JobRecord,
     schedule: Option<Schedule>,
@@ -209,12 +235,7 @@ impl Shard {
         outcome
     }
 
-    pub fn delete_job(
-        &mut self,
-        name: &str,
-        now_ms: i64,
-        out: &mut Outbox,
-    ) -> Result<(), CommandError> {
+    pub fn delete_job(&mut self, name: &str, out: &mut Outbox) -> Result<(), CommandError> {
         self.ensure_job(name)?;
         for id in self.live_ids(name) {
             if let Some(instance) = self.remove_live(&id) {
@@ -225,7 +246,6 @@ impl Shard {
             }
         }
         self.remove_job(name);
-        let _ = now_ms;
         out.ops.push(StoreOp::DeleteJob(name.to_string()));
         out.ops.push(StoreOp::DeleteHistory {
             job: name.to_string(),
@@ -458,9 +478,13 @@ impl Shard {
             let late = instance.cause != RunCause::Manual && instance.target_ms + epsilon < now_ms;
             if late {
                 let message = "could not start within epsilon: the previous run was still running";
-                let skipped = InstanceState::Skipped;
+                let skipped = Ending {
+                    state: InstanceState::Skipped,
+                    exit_code: None,
+                    message: Some(message.into()),
+                };
                 metrics::counter!("dron_skipped_targets_total").increment(1);
-                self.record_end(&id, skipped, None, Some(message.into()), now_ms, out);
+                self.record_end(&id, skipped, now_ms, out);
             } else if concurrent || !slot_taken {
                 self.start(&id, now_ms, out);
                 slot_taken = true;
@@ -576,29 +600,13 @@ impl Shard {
             .map(|i| self.jobs[&i.job].record.spec.is_async)
             .unwrap_or(false);
         if self.kill_requested.contains(id) {
-            return self.finish(
-                id,
-                InstanceState::Killed,
-                None,
-                Some("killed on request".into()),
-                now_ms,
-                out,
-            );
+            return self.finish(id, Ending::killed("killed on request"), now_ms, out);
         }
         match end {
             // An async job's process only starts the work; PUT /scheduler/task/{id} ends it.
             TaskEnd::Exited(0) if is_async => {}
-            TaskEnd::Exited(0) => {
-                self.finish(id, InstanceState::Succeeded, Some(0), None, now_ms, out)
-            }
-            TaskEnd::Killed => self.finish(
-                id,
-                InstanceState::Killed,
-                None,
-                Some("killed on request".into()),
-                now_ms,
-                out,
-            ),
+            TaskEnd::Exited(0) => self.finish(id, Ending::succeeded(), now_ms, out),
+            TaskEnd::Killed => self.finish(id, Ending::killed("killed on request"), now_ms, out),
             other => self.attempt_failed(id, &other, now_ms, out),
         }
     }
@@ -622,7 +630,7 @@ impl Shard {
             return Err(CommandError::Conflict(message));
         }
         if status_code == 0 {
-            self.finish(&id, InstanceState::Succeeded, Some(0), None, now_ms, out);
+            self.finish(&id, Ending::succeeded(), now_ms, out);
         } else {
             self.attempt_failed(&id, &TaskEnd::Exited(status_code), now_ms, out);
         }
@@ -658,39 +666,33 @@ impl Shard {
         } else {
             InstanceState::Failed
         };
-        self.finish(id, state, exit_code, Some(message), now_ms, out);
+        let ending = Ending {
+            state,
+            exit_code,
+            message: Some(message),
+        };
+        self.finish(id, ending, now_ms, out);
     }
 
     /// Ends an instance for good, then starts the job's next queued run.
-    fn finish(
-        &mut self,
-        id: &str,
-        state: InstanceState,
-        exit_code: Option<i32>,
-        message: Option<String>,
-        now_ms: i64,
-        out: &mut Outbox,
-    ) {
+    fn finish(&mut self, id: &str, ending: Ending, now_ms: i64, out: &mut Outbox) {
         let job = self.live.get(id).map(|instance| instance.job.clone());
-        self.record_end(id, state, exit_code, message, now_ms, out);
+        self.record_end(id, ending, now_ms, out);
         if let Some(job) = job {
             self.try_start(&job, now_ms, out);
         }
     }
 
     /// Ends an instance for good: counters, history, and the announcement of a success.
-    fn record_end(
-        &mut self,
-        id: &str,
-        state: InstanceState,
-        exit_code: Option<i32>,
-        message: Option<String>,
-        now_ms: i64,
-        out: &mut Outbox,
-    ) {
+    fn record_end(&mut self, id: &str, ending: Ending, now_ms: i64, out: &mut Outbox) {
         let Some(mut instance) = self.remove_live(id) else {
             return;
         };
+        let Ending {
+            state,
+            exit_code,
+            message,
+        } = ending;
         instance.state = state;
         instance.ended_ms = Some(now_ms);
         metrics::counter!("dron_runs_finished_total", "state" => state.as_str()).increment(1);
@@ -748,15 +750,14 @@ impl Shard {
                 if is_async {
                     // An async job's process may have exited already, leaving nothing to
                     // report the kill: record it now.
-                    let message = Some("killed on request".to_string());
-                    self.record_end(id, InstanceState::Killed, None, message, now_ms, out);
+                    self.record_end(id, Ending::killed("killed on request"), now_ms, out);
                 } else {
                     // The end arrives as a status update; it is recorded as killed then.
                     self.kill_requested.insert(id.clone());
                 }
             } else {
-                let message = Some("killed on request before it started".to_string());
-                self.record_end(id, InstanceState::Killed, None, message, now_ms, out);
+                let ending = Ending::killed("killed on request before it started");
+                self.record_end(id, ending, now_ms, out);
             }
         }
         Ok(ids.len())
