@@ -5,10 +5,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
-# RabbitMQ on this machine is what the event-bus tests will use; start it if it stopped.
-if command -v rabbitmq-server >/dev/null 2>&1 && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+# The event tests use the real RabbitMQ on this machine: install it if missing, start it if
+# stopped, and stop here with a clear message if it does not come up.
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  echo "test: installing rabbitmq-server"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq rabbitmq-server
+fi
+amqp_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+if ! amqp_up; then
   echo "test: starting RabbitMQ"
   rabbitmq-server -detached || true
+  for _ in $(seq 1 60); do amqp_up && break; sleep 1; done
+fi
+if ! amqp_up || ! rabbitmqctl await_startup >/dev/null 2>&1; then
+  echo "test: RabbitMQ is not answering on 127.0.0.1:5672; the event tests need it (rabbitmq-server -detached)" >&2
+  exit 1
 fi
 
 cargo fmt --all -- --check

@@ -1,11 +1,12 @@
 //! Command-line interface: `dron serve`, the client commands (`dron job ...`, `dron runs`,
-//! `dron shards ...`, `dron logs`, `dron next`, `dron sync`) talking to a running server over
+//! `dron shards ...`, `dron logs`, `dron next`, `dron sync`, `dron why`, `dron resource`) talking to a running server over
 //! HTTP, and the hidden `dron task-shim`.
 
 mod client;
 mod job;
 mod logs;
 mod next;
+mod resources;
 mod runs;
 mod shards;
 mod sync;
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use client::{Client, Remote, finish};
 use job::JobAction;
+use resources::ResourceAction;
 use shards::ShardsAction;
 
 #[derive(Parser)]
@@ -46,6 +48,10 @@ enum Command {
         /// Shards of a new data directory.
         #[arg(long)]
         shards: Option<u32>,
+        /// Consume and publish resource events through RabbitMQ at this URL
+        /// (e.g. amqp://guest:guest@127.0.0.1:5672/%2f).
+        #[arg(long)]
+        amqp: Option<String>,
     },
     /// Add, list, show, run, kill or delete jobs on a running server.
     Job {
@@ -90,6 +96,19 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Show what a job's live instances still wait for (resources, parents).
+    Why {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a resource's lineage, or announce that it is ready.
+    Resource {
+        #[command(subcommand)]
+        action: ResourceAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Make the server's jobs match a directory of Chronos job files (`*.json`, one job each).
     Sync {
         dir: PathBuf,
@@ -123,12 +142,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             data_dir,
             listen,
             shards,
+            amqp,
         } => {
             init_tracing();
             let mut config = Config::load(config.as_deref())?;
             config.data_dir = data_dir.unwrap_or(config.data_dir);
             config.listen = listen.unwrap_or(config.listen);
             config.shards = shards.unwrap_or(config.shards);
+            config.events.amqp_url = amqp.or(config.events.amqp_url);
             anyhow::ensure!(config.shards >= 1, "--shards must be at least 1");
             runtime()?.block_on(crate::server::serve(config))?;
             Ok(0)
@@ -158,6 +179,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }),
         Command::Next { name, n, remote } => remote_command(&remote, |client| async move {
             next::next(&client, &name, n).await
+        }),
+        Command::Why { name, remote } => remote_command(&remote, |client| async move {
+            resources::why(&client, &name).await
+        }),
+        Command::Resource { action, remote } => remote_command(&remote, |client| async move {
+            resources::resource(&client, action).await
         }),
         Command::Sync {
             dir,

@@ -21,6 +21,30 @@ pub struct Config {
     /// Enables `POST /api/debug/shards/{n}/panic`. For tests only.
     pub fault_injection: bool,
     pub auth: AuthConfig,
+    pub events: EventsConfig,
+}
+
+/// Resource events. Without `amqp_url` they travel in process only (and over HTTP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub amqp_url: Option<String>,
+    /// The durable topic exchange frameworks publish to.
+    pub exchange: String,
+    /// This server's durable queue; default `dron.<server id>` (the id is kept in the data
+    /// directory, so a restarted server finds the events that waited for it).
+    pub queue: Option<String>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            amqp_url: None,
+            exchange: "dron.resources".to_string(),
+            queue: None,
+        }
+    }
 }
 
 /// Optional API authentication. With no user and no token, every endpoint is open; with
@@ -60,6 +84,7 @@ impl Default for Config {
             scheduler: SchedulerConfig::default(),
             fault_injection: false,
             auth: AuthConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }

@@ -4,11 +4,13 @@
 //! - [`cli`]: argument parsing and the subcommands.
 //! - [`server`]: `dron serve`, wiring storage, actors and HTTP.
 //! - [`http`]: the Chronos-compatible and native HTTP API.
-//! - [`storage`]: the RocksDB shard store.
+//! - [`events`]: the AMQP link carrying resource events to and from RabbitMQ.
+//! - [`storage`]: the RocksDB shard and resource stores.
 //! - [`config`]: the `dron.toml` settings.
 
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod server;
 pub mod storage;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use dron_actors::broker::{BrokerMsg, OfferBroker, OfferBrokerArgs};
+use dron_actors::bus::{BusMsg, EventBus, EventBusArgs};
 use dron_actors::client::SchedulerClient;
 use dron_actors::clock::SystemClock;
 use dron_actors::router::{Router, RouterArgs};
@@ -16,7 +17,9 @@ use ractor::Actor;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::events::amqp::{self, AmqpSettings};
 use crate::http::{self, AppState};
+use crate::storage::resources::RocksResourceStore;
 use crate::storage::rocks::RocksStoreFactory;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -51,29 +54,81 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let (broker, broker_handle) =
         Actor::spawn(Some("broker".into()), OfferBroker, broker_args).await?;
+    let resources = Arc::new(
+        RocksResourceStore::open(&config.data_dir.join("resources"))
+            .context("opening the resource store")?,
+    );
+    let bus_args = EventBusArgs {
+        store: resources.clone(),
+        clock: Arc::new(SystemClock),
+        publishing: config.events.amqp_url.is_some(),
+    };
+    let (bus, bus_handle) = Actor::spawn(Some("bus".into()), EventBus, bus_args)
+        .await
+        .context("starting the event bus")?;
     let router_args = RouterArgs {
         factory: Arc::new(RocksStoreFactory::new(config.data_dir.join("shards"))?),
         default_shard_count: config.shards,
         clock: Arc::new(SystemClock),
         broker: broker.clone(),
+        bus: bus.clone(),
+        resources,
         config: config.scheduler.shard_config(),
     };
     let (router, router_handle) = Actor::spawn(Some("router".into()), Router, router_args)
         .await
         .context("recovering shards")?;
     broker.send_message(BrokerMsg::SetRouter(router.clone()))?;
-    state.set_ready(SchedulerClient::new(router.clone()));
+    bus.send_message(BusMsg::SetRouter(router.clone()))?;
+    let client = SchedulerClient::new(router.clone(), bus.clone());
+    if let Some(url) = &config.events.amqp_url {
+        let settings = AmqpSettings {
+            url: url.clone(),
+            exchange: config.events.exchange.clone(),
+            queue: queue_name(&config)?,
+        };
+        state.set_amqp(amqp::spawn(settings, client.clone(), bus.clone()));
+    }
+    state.set_ready(client);
     tracing::info!("recovery finished; dron is ready");
 
     tokio::select! {
         served = http_server => served??,
         _ = router_handle => anyhow::bail!("the router stopped (a shard kept failing); see the log above"),
         _ = broker_handle => anyhow::bail!("the offer broker stopped; see the log above"),
+        _ = bus_handle => anyhow::bail!("the event bus stopped; see the log above"),
     }
     // Running tasks keep running under their shims; the next start adopts them.
     router.stop(Some("shutdown".into()));
     broker.stop(Some("shutdown".into()));
+    bus.stop(Some("shutdown".into()));
     Ok(())
+}
+
+/// This server's AMQP queue: configured, or `dron.<id>` with an id made once and kept in the
+/// data directory, so that a restarted server consumes the events that waited for it.
+fn queue_name(config: &Config) -> anyhow::Result<String> {
+    if let Some(queue) = &config.events.queue {
+        return Ok(queue.clone());
+    }
+    let path = config.data_dir.join("server-id");
+    let id = match std::fs::read_to_string(&path) {
+        Ok(id) => id.trim().to_string(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            let id = format!(
+                "{:x}",
+                xxhash_rust::xxh3::xxh3_64(&nanos.to_le_bytes()) ^ u64::from(std::process::id())
+            );
+            std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+            id
+        }
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(format!("dron.{id}"))
 }
 
 async fn shutdown_signal() {

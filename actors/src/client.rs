@@ -13,7 +13,12 @@ use dron_model::job::{JobRecord, JobSpec, Trigger};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 
-use crate::coordinator::{CoordinatorMsg, JobSummary, JobView, PutOutcome, Reply, ShardStats};
+use dron_model::resource::{ResourceEvent, ResourceRecord};
+
+use crate::bus::{BusMsg, Ingested, Origin};
+use crate::coordinator::{
+    CoordinatorMsg, JobSummary, JobView, PutOutcome, Reply, ShardLineage, ShardStats,
+};
 use crate::error::CommandError;
 use crate::router::RouterMsg;
 use crate::search::JobSearch;
@@ -25,11 +30,72 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct SchedulerClient {
     router: ActorRef<RouterMsg>,
+    bus: ActorRef<BusMsg>,
+}
+
+/// Everything known of one resource, across shards.
+#[derive(Debug, Clone, Default)]
+pub struct Lineage {
+    /// Set when the resource is satisfied.
+    pub record: Option<ResourceRecord>,
+    pub shards: ShardLineage,
 }
 
 impl SchedulerClient {
-    pub fn new(router: ActorRef<RouterMsg>) -> Self {
-        SchedulerClient { router }
+    pub fn new(router: ActorRef<RouterMsg>, bus: ActorRef<BusMsg>) -> Self {
+        SchedulerClient { router, bus }
+    }
+
+    /// Hands an event to the bus; answers once it is recorded and applied (or a duplicate).
+    pub async fn ingest(
+        &self,
+        event: ResourceEvent,
+        origin: Origin,
+    ) -> Result<Ingested, CommandError> {
+        let asked = self.bus.call(
+            |reply| BusMsg::Ingest {
+                event,
+                origin,
+                reply,
+            },
+            Some(CALL_TIMEOUT),
+        );
+        answer(asked.await)?
+    }
+
+    /// Whether a resource is satisfied, who produces it, who waits for it.
+    pub async fn lineage(&self, resource: &str) -> Result<Lineage, CommandError> {
+        let id = resource.to_string();
+        let asked = self.bus.call(
+            |reply| BusMsg::Lookup {
+                resource: id,
+                reply,
+            },
+            Some(CALL_TIMEOUT),
+        );
+        let record = answer(asked.await)??;
+        let answers = self
+            .ask_all(|reply| CoordinatorMsg::Lineage {
+                resource: resource.to_string(),
+                reply,
+            })
+            .await?;
+        let mut shards = ShardLineage::default();
+        for answer in answers {
+            shards.producers.extend(answer.producers);
+            shards.consumers.extend(answer.consumers);
+            shards.triggered.extend(answer.triggered);
+            shards.waiting.extend(answer.waiting);
+        }
+        for names in [
+            &mut shards.producers,
+            &mut shards.consumers,
+            &mut shards.triggered,
+            &mut shards.waiting,
+        ] {
+            names.sort();
+        }
+        Ok(Lineage { record, shards })
     }
 
     /// Creates or replaces a job, after checking its parents exist and that it closes no cycle.
@@ -209,13 +275,22 @@ impl SchedulerClient {
         )?
     }
 
-    /// Rejects unknown parents, and parents that (transitively) depend on the job itself.
+    /// Rejects unknown parents, and jobs upstream (parents, or jobs whose runs a `job:`
+    /// resource waits for) that (transitively) wait on the job itself.
     async fn check_parents(&self, spec: &JobSpec) -> Result<(), CommandError> {
         let parents = spec.parents();
-        if parents.is_empty() {
+        let upstream = spec.upstream_jobs();
+        if upstream.is_empty() {
             return Ok(());
         }
-        let known = self.parents_of(parents.to_vec()).await?;
+        if upstream.contains(&spec.name) {
+            let message = format!(
+                "job '{0}' would wait for its own run of the same time: job:{0}@... with an earlier time ({{TODAY-1}}, {{LAST_RUN}}) is allowed",
+                spec.name
+            );
+            return Err(Invalid::new(cycle_field(spec, &spec.name), message).into());
+        }
+        let known = self.parents_of(upstream.clone()).await?;
         let missing: Vec<&String> = parents
             .iter()
             .filter(|p| !known.iter().any(|(n, _)| n == *p))
@@ -226,11 +301,12 @@ impl SchedulerClient {
             return Err(Invalid::new("parents", message).into());
         }
         if let Some(cycle) = self.find_cycle(&spec.name, known).await? {
+            let field = cycle_field(spec, &cycle[1]);
             let message = format!(
-                "parents would close a dependency cycle: {}",
+                "{field} would close a dependency cycle: {}",
                 cycle.join(" -> ")
             );
-            return Err(Invalid::new("parents", message).into());
+            return Err(Invalid::new(field, message).into());
         }
         Ok(())
     }
@@ -334,6 +410,20 @@ impl SchedulerClient {
             answers.push(answer(shard.call(&message, Some(CALL_TIMEOUT)).await)?);
         }
         Ok(answers)
+    }
+}
+
+/// The field that brought `upstream` into the job's dependencies.
+fn cycle_field(spec: &JobSpec, upstream: &str) -> &'static str {
+    if spec.parents().iter().any(|p| p == upstream) {
+        "parents"
+    } else if spec
+        .trigger_pattern()
+        .is_some_and(|p| p.contains(&format!(":{upstream}@")))
+    {
+        "triggeredBy"
+    } else {
+        "dependsOn"
     }
 }
 

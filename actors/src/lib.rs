@@ -9,6 +9,7 @@
 //! - [`router`]: the thin router, supervisor of the coordinators, and resharding.
 //! - [`coordinator`]: one per shard: timers, instances, retries, dependencies, recovery.
 //! - [`broker`]: places tasks on agents and routes their status back.
+//! - [`bus`]: resource events: recorded once, applied on every shard, published to a broker.
 //! - [`agent`]: runs tasks as processes through a shim that outlives the server.
 //! - [`store`]: the storage trait a coordinator writes through (RocksDB lives in the server).
 //! - [`client`]: the async handle the HTTP API and CLI use.
@@ -17,6 +18,7 @@
 
 pub mod agent;
 pub mod broker;
+pub mod bus;
 pub mod client;
 pub mod clock;
 pub mod coordinator;

@@ -11,9 +11,13 @@ use std::sync::Mutex;
 
 use dron_model::instance::{HistoryEntry, InstanceRecord};
 use dron_model::job::JobRecord;
+use dron_model::resource::{PendingEvent, ResourceEvent, ResourceRecord};
 use tokio::sync::oneshot;
 
 /// One change to a shard. A `Vec<StoreOp>` is applied atomically.
+// Batches are short-lived (until the writer applies them): boxing job records would cost an
+// allocation per job write to save memory only while a batch waits.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum StoreOp {
     PutJob(JobRecord),
@@ -30,6 +34,11 @@ pub enum StoreOp {
     DeleteHistory {
         job: String,
     },
+    /// An event this shard must hand to the event bus (a job run ended), kept until the bus
+    /// has recorded it: the shard's outbox.
+    PutAnnouncement(ResourceEvent),
+    /// By [`ResourceEvent::key`].
+    DeleteAnnouncement(String),
 }
 
 /// Everything a coordinator rebuilds its memory from.
@@ -38,6 +47,8 @@ pub struct ShardSnapshot {
     pub jobs: Vec<JobRecord>,
     /// Live (not final) instances.
     pub instances: Vec<InstanceRecord>,
+    /// Announcements the bus has not confirmed yet.
+    pub announcements: Vec<ResourceEvent>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,6 +67,28 @@ pub trait ShardStore: Send + Sync + 'static {
     fn history(&self, job: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError>;
 }
 
+/// One change to the resource store.
+#[derive(Debug, Clone)]
+pub enum ResourceOp {
+    /// The resource is ready.
+    Satisfy(ResourceRecord),
+    /// An event still to apply to the coordinators or to publish.
+    PutPending(PendingEvent),
+    /// By [`ResourceEvent::key`].
+    DeletePending(String),
+}
+
+/// Where satisfied resources live: one store for the server, written by the event bus before
+/// it answers, read by coordinators when an instance is created or recovered (so an instance
+/// created after its resource was announced sees it satisfied). It also keeps the events not
+/// yet applied everywhere or not yet published, so that a restart finishes them.
+pub trait ResourceStore: Send + Sync + 'static {
+    fn submit(&self, ops: Vec<ResourceOp>) -> Durable;
+    /// Sees every write whose [`Durable`] has resolved.
+    fn get(&self, resource: &str) -> Result<Option<ResourceRecord>, StoreError>;
+    fn pending(&self) -> Result<Vec<PendingEvent>, StoreError>;
+}
+
 /// A store in memory, for unit tests of actor logic.
 #[derive(Default)]
 pub struct MemoryStore {
@@ -67,6 +100,7 @@ struct MemoryShard {
     jobs: BTreeMap<String, JobRecord>,
     instances: BTreeMap<String, InstanceRecord>,
     history: HashMap<String, BTreeMap<i64, HistoryEntry>>,
+    announcements: BTreeMap<String, ResourceEvent>,
 }
 
 impl ShardStore for MemoryStore {
@@ -85,6 +119,7 @@ impl ShardStore for MemoryStore {
         Ok(ShardSnapshot {
             jobs: shard.jobs.values().cloned().collect(),
             instances: shard.instances.values().cloned().collect(),
+            announcements: shard.announcements.values().cloned().collect(),
         })
     }
 
@@ -128,6 +163,53 @@ impl MemoryShard {
             StoreOp::DeleteHistory { job } => {
                 self.history.remove(&job);
             }
+            StoreOp::PutAnnouncement(event) => {
+                self.announcements.insert(event.key(), event);
+            }
+            StoreOp::DeleteAnnouncement(key) => {
+                self.announcements.remove(&key);
+            }
         }
+    }
+}
+
+/// A resource store in memory, for unit tests.
+#[derive(Default)]
+pub struct MemoryResourceStore {
+    inner: Mutex<(
+        BTreeMap<String, ResourceRecord>,
+        BTreeMap<String, PendingEvent>,
+    )>,
+}
+
+impl ResourceStore for MemoryResourceStore {
+    fn submit(&self, ops: Vec<ResourceOp>) -> Durable {
+        let mut inner = self.inner.lock().expect("memory store lock");
+        for op in ops {
+            match op {
+                ResourceOp::Satisfy(record) => {
+                    inner.0.insert(record.resource.clone(), record);
+                }
+                ResourceOp::PutPending(pending) => {
+                    inner.1.insert(pending.event.key(), pending);
+                }
+                ResourceOp::DeletePending(key) => {
+                    inner.1.remove(&key);
+                }
+            }
+        }
+        let (done, durable) = oneshot::channel();
+        let _ = done.send(Ok(()));
+        durable
+    }
+
+    fn get(&self, resource: &str) -> Result<Option<ResourceRecord>, StoreError> {
+        let inner = self.inner.lock().expect("memory store lock");
+        Ok(inner.0.get(resource).cloned())
+    }
+
+    fn pending(&self) -> Result<Vec<PendingEvent>, StoreError> {
+        let inner = self.inner.lock().expect("memory store lock");
+        Ok(inner.1.values().cloned().collect())
     }
 }

@@ -1,17 +1,29 @@
-//! `dron-loadtest`: drives a running dron server through its public API and reports figures.
-//! This first version measures job creation (`api`) and firing (`fire`); the checker and the
-//! Dron/Facebook workloads are the load-test issue's work.
+//! `dron-loadtest`: drives a running dron server through its public API, reports figures, and
+//! checks what actually ran. Workloads: job creation (`api`), firing (`fire`), the whole
+//! record-and-check loop (`smoke`); `check` judges the runs recorded in a runs directory (see
+//! `checker` for the rules and `recorder` for the runs-file format). The Dron/Facebook
+//! workloads are the load-test issue's remaining work.
 
-use std::time::{Duration, Instant};
+mod check;
+mod checker;
+mod recorder;
+mod stats;
+mod workloads;
 
-use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
+
+use check::CheckOptions;
+use workloads::Outcome;
+use workloads::fire::FireOptions;
+use workloads::smoke::SmokeOptions;
 
 #[derive(Parser)]
 #[command(
     name = "dron-loadtest",
-    about = "Load generator for a running dron server"
+    about = "Load generator and schedule checker for a running dron server"
 )]
 struct Cli {
     /// The server's URL.
@@ -30,146 +42,124 @@ enum Workload {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
-    /// Jobs firing every second running `true`: completed runs per second.
+    /// Jobs firing every second running `true`: completed runs per second. With --runs, the jobs
+    /// record their runs there and the checker judges them at the end.
     Fire {
         #[arg(long, default_value_t = 200)]
         jobs: usize,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Record runs in this directory and check them at the end (exit 1 if the check fails).
+        #[arg(long)]
+        runs: Option<PathBuf>,
+        /// The jobs' epsilon in ms (default: the server's, 60 s).
+        #[arg(long)]
+        epsilon_ms: Option<i64>,
+        /// How long a run may take to finish before its target is judged.
+        #[arg(long, default_value_t = 5_000)]
+        allowance_ms: i64,
+    },
+    /// A few recorded jobs of every kind, then the checker: the whole loop in one command.
+    Smoke {
+        /// Where the jobs record their runs (created if missing).
+        #[arg(long)]
+        runs: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 5_000)]
+        epsilon_ms: i64,
+        #[arg(long, default_value_t = 5_000)]
+        allowance_ms: i64,
+        /// Leave the jobs on the server.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Checks the runs recorded in a runs directory against the jobs the server lists: every
+    /// target run once inside its epsilon window, dependent jobs after their parents. Exits 1
+    /// when a target was missed or run twice (or a dependency or an acknowledged job was lost).
+    Check {
+        #[arg(long)]
+        runs: PathBuf,
+        /// Only jobs whose name starts with this.
+        #[arg(long)]
+        jobs_prefix: Option<String>,
+        /// How long a run may take to finish before its target is judged.
+        #[arg(long, default_value_t = 5_000)]
+        allowance_ms: i64,
+        /// Creation time (RFC 3339) for jobs without a `created` line in the runs directory;
+        /// default: the earliest time recorded there.
+        #[arg(long, value_parser = parse_rfc3339_ms)]
+        since: Option<i64>,
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(async {
-        match cli.workload {
-            Workload::Api { jobs, concurrency } => api(&cli.url, jobs, concurrency).await,
-            Workload::Fire { jobs, seconds } => fire(&cli.url, jobs, seconds).await,
+    let outcome = runtime.block_on(run(&cli.url, cli.workload))?;
+    // The last line: one JSON object, for scripts.
+    println!("{}", outcome.json);
+    Ok(if outcome.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn run(url: &str, workload: Workload) -> anyhow::Result<Outcome> {
+    match workload {
+        Workload::Api { jobs, concurrency } => workloads::api::run(url, jobs, concurrency).await,
+        Workload::Fire {
+            jobs,
+            seconds,
+            runs,
+            epsilon_ms,
+            allowance_ms,
+        } => {
+            let options = FireOptions {
+                jobs,
+                seconds,
+                runs,
+                epsilon_ms,
+                allowance_ms,
+            };
+            workloads::fire::run(url, options).await
         }
-    })?;
-    println!("{report}");
-    Ok(())
-}
-
-async fn api(url: &str, jobs: usize, concurrency: usize) -> anyhow::Result<Value> {
-    let client = reqwest::Client::new();
-    let run = chrono::Utc::now().timestamp_millis();
-    let started = Instant::now();
-    let names: Vec<String> = (0..jobs).map(|i| format!("lt-api-{run}-{i}")).collect();
-    let mut latencies = create_all(
-        &client,
-        url,
-        &names,
-        concurrency,
-        |name| json!({"name": name, "command": "true", "schedule": "R/2099-01-01T00:00:00Z/P1D"}),
-    )
-    .await?;
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    let rate = jobs as f64 / elapsed.as_secs_f64();
-    eprintln!("created {jobs} jobs in {elapsed:?}: {rate:.0} jobs/s");
-    delete_all(&client, url, &names, concurrency).await?;
-    Ok(json!({
-        "workload": "api", "jobs": jobs, "concurrency": concurrency,
-        "creates_per_s": rate.round(),
-        "p50_ms": percentile(&latencies, 0.50), "p99_ms": percentile(&latencies, 0.99),
-        "max_ms": latencies.last().copied().unwrap_or_default(),
-    }))
-}
-
-async fn fire(url: &str, jobs: usize, seconds: u64) -> anyhow::Result<Value> {
-    let client = reqwest::Client::new();
-    let run = chrono::Utc::now().timestamp_millis();
-    let names: Vec<String> = (0..jobs).map(|i| format!("lt-fire-{run}-{i}")).collect();
-    create_all(
-        &client,
-        url,
-        &names,
-        32,
-        |name| json!({"name": name, "command": "true", "schedule": "R//PT1S"}),
-    )
-    .await?;
-    let before = successes(&client, url, &names).await?;
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let after = successes(&client, url, &names).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    delete_all(&client, url, &names, 32).await?;
-    let rate = (after - before) as f64 / elapsed;
-    eprintln!("{jobs} PT1S jobs: {rate:.0} successful runs/s (offered {jobs}/s)");
-    Ok(
-        json!({"workload": "fire", "jobs": jobs, "offered_per_s": jobs, "runs_per_s": rate.round(), "seconds": seconds}),
-    )
-}
-
-async fn successes(client: &reqwest::Client, url: &str, names: &[String]) -> anyhow::Result<u64> {
-    let jobs: Vec<Value> = client
-        .get(format!("{url}/scheduler/jobs"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
-    Ok(jobs
-        .iter()
-        .filter(|job| job["name"].as_str().is_some_and(|n| wanted.contains(n)))
-        .filter_map(|job| job["successCount"].as_u64())
-        .sum())
-}
-
-/// Creates jobs with `concurrency` requests in flight; answers each request's latency in ms.
-async fn create_all(
-    client: &reqwest::Client,
-    url: &str,
-    names: &[String],
-    concurrency: usize,
-    job: impl Fn(&str) -> Value,
-) -> anyhow::Result<Vec<u64>> {
-    let endpoint = format!("{url}/scheduler/iso8601");
-    let mut latencies = Vec::with_capacity(names.len());
-    for chunk in names.chunks(concurrency.max(1)) {
-        let mut in_flight = tokio::task::JoinSet::new();
-        for name in chunk {
-            let request = client.post(&endpoint).json(&job(name));
-            in_flight.spawn(async move {
-                let started = Instant::now();
-                let response = request.send().await.context("server unreachable")?;
-                anyhow::Ok((response.status(), started.elapsed().as_millis() as u64))
-            });
+        Workload::Smoke {
+            runs,
+            seconds,
+            epsilon_ms,
+            allowance_ms,
+            keep,
+        } => {
+            let options = SmokeOptions {
+                runs,
+                seconds,
+                epsilon_ms,
+                allowance_ms,
+                keep,
+            };
+            workloads::smoke::run(url, options).await
         }
-        while let Some(result) = in_flight.join_next().await {
-            let (status, latency) = result??;
-            if status != 204 {
-                bail!("create answered {status}");
-            }
-            latencies.push(latency);
+        Workload::Check {
+            runs,
+            jobs_prefix,
+            allowance_ms,
+            since,
+        } => {
+            let options = CheckOptions {
+                runs_dir: runs,
+                jobs_prefix,
+                allowance_ms,
+                since_ms: since,
+            };
+            check::run(&reqwest::Client::new(), url, &options).await
         }
     }
-    Ok(latencies)
 }
 
-async fn delete_all(
-    client: &reqwest::Client,
-    url: &str,
-    names: &[String],
-    concurrency: usize,
-) -> anyhow::Result<()> {
-    for chunk in names.chunks(concurrency.max(1)) {
-        let mut in_flight = tokio::task::JoinSet::new();
-        for name in chunk {
-            in_flight.spawn(client.delete(format!("{url}/scheduler/job/{name}")).send());
-        }
-        while let Some(result) = in_flight.join_next().await {
-            result??;
-        }
-    }
-    Ok(())
-}
-
-fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.timestamp_millis())
+        .map_err(|error| format!("expected an RFC 3339 time such as 2026-11-23T10:00:00Z: {error}"))
 }

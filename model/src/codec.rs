@@ -5,7 +5,9 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
-pub const FORMAT_VERSION: u8 = 1;
+/// 2: jobs gained `dependsOn`, `waitTimeout`, `triggeredBy` and a time zone; instances the
+/// resources they wait for. Version 1 came only from development builds before any release.
+pub const FORMAT_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

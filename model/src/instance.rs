@@ -8,6 +8,8 @@ use crate::ids::{instance_id, task_id};
 /// Where an instance is in its life. The first four are live; the rest are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InstanceState {
+    /// Waits for resources (`dependsOn`) that are not all satisfied yet.
+    Waiting,
     /// Created, not launched yet (e.g. the job's previous run is still going).
     Queued,
     /// Handed to an agent; the current attempt is running.
@@ -23,15 +25,21 @@ pub enum InstanceState {
     TimedOut,
     /// Could not start within the job's epsilon.
     Skipped,
+    /// Its resources were not all satisfied within the job's waitTimeout.
+    Expired,
 }
 
 impl InstanceState {
     pub fn is_final(self) -> bool {
-        !matches!(self, Self::Queued | Self::Running | Self::RetryWait)
+        !matches!(
+            self,
+            Self::Waiting | Self::Queued | Self::Running | Self::RetryWait
+        )
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Waiting => "waiting",
             Self::Queued => "queued",
             Self::Running => "running",
             Self::RetryWait => "retry_wait",
@@ -40,6 +48,7 @@ impl InstanceState {
             Self::Killed => "killed",
             Self::TimedOut => "timed_out",
             Self::Skipped => "skipped",
+            Self::Expired => "expired",
         }
     }
 }
@@ -52,6 +61,8 @@ pub enum RunCause {
     Manual,
     /// All of a dependent job's parents succeeded.
     Parents,
+    /// An event matched the job's `triggeredBy`.
+    Event,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +82,11 @@ pub struct InstanceRecord {
     /// A human reason for the state (why it failed, was skipped...).
     pub message: Option<String>,
     pub retry_at_ms: Option<i64>,
+    /// The resources it waits for (`dependsOn` expanded for its logical time).
+    pub resources: Vec<String>,
+    /// When its resources were all satisfied: epsilon counts from here for an instance that
+    /// had to wait (its target may be hours before its data landed).
+    pub ready_ms: Option<i64>,
 }
 
 impl InstanceRecord {
@@ -87,6 +103,8 @@ impl InstanceRecord {
             exit_code: None,
             message: None,
             retry_at_ms: None,
+            resources: Vec::new(),
+            ready_ms: None,
         }
     }
 

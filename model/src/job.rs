@@ -9,14 +9,17 @@ use serde_json::{Map, Value};
 
 use crate::error::Invalid;
 use crate::name::{truncate, validate_job_name};
+use crate::resource::{Granularity, MAX_EXPANSION, Template, validate_resource_id};
 use crate::schedule::Schedule;
 
 /// Chronos's default epsilon: a target may start up to a minute late.
 pub const DEFAULT_EPSILON_MS: i64 = 60_000;
 /// Chronos's default number of retries after a failed attempt.
 pub const DEFAULT_RETRIES: u32 = 2;
+/// How long an instance of a job without a schedule period waits for its resources.
+pub const DEFAULT_WAIT_TIMEOUT_MS: i64 = 24 * 3_600_000;
 /// The job fields dron acts on: what a validation error's `field` can name.
-pub const JOB_FIELDS: [&str; 15] = [
+pub const JOB_FIELDS: [&str; 18] = [
     "name",
     "command",
     "shell",
@@ -32,6 +35,9 @@ pub const JOB_FIELDS: [&str; 15] = [
     "owner",
     "environmentVariables",
     "maxCompletionTime",
+    "dependsOn",
+    "waitTimeout",
+    "triggeredBy",
 ];
 /// Fields that are read-only counters in answers; ignored when a client sends them back.
 const OUTPUT_ONLY_FIELDS: [&str; 4] = ["successCount", "errorCount", "lastSuccess", "lastError"];
@@ -71,6 +77,15 @@ pub struct JobRequest {
     /// Chronos 3: the longest a run may take, in milliseconds; dron kills it after that.
     #[serde(default)]
     pub max_completion_time: Option<u64>,
+    /// Resource templates each instance waits for (Dron's dependency language).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// How long an instance may wait for its resources (ISO 8601 duration).
+    #[serde(default)]
+    pub wait_timeout: Option<String>,
+    /// A resource pattern (`*` wildcards): each matching event runs the job.
+    #[serde(default)]
+    pub triggered_by: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -99,6 +114,9 @@ pub enum Trigger {
     Schedule { schedule: String, time_zone: String },
     /// Chronos parents: runs once every parent has succeeded since this job's last run.
     Parents(Vec<String>),
+    /// `triggeredBy`: each event for a resource matching the pattern (`*` wildcards) makes an
+    /// instance whose logical time is the event's.
+    Resource { pattern: String },
 }
 
 /// A validated job definition: what dron stores and acts on.
@@ -117,6 +135,13 @@ pub struct JobSpec {
     pub owner: String,
     pub environment: Vec<EnvironmentVariable>,
     pub timeout_ms: Option<u64>,
+    /// `dependsOn` templates, validated.
+    pub depends_on: Vec<String>,
+    /// `waitTimeout`; None: the schedule's period, or [`DEFAULT_WAIT_TIMEOUT_MS`].
+    pub wait_timeout_ms: Option<i64>,
+    /// The IANA zone templates expand in: the schedule's, or `scheduleTimeZone` for jobs
+    /// without a schedule (UTC by default).
+    pub time_zone: String,
     /// The Chronos fields dron stores without acting on them, as a JSON object.
     pub extra_json: String,
 }
@@ -133,6 +158,11 @@ pub struct JobState {
     /// Parents that have succeeded since this job last ran (dependent jobs only). Persisted:
     /// Chronos kept this in memory and forgot it on fail-over.
     pub parents_succeeded: BTreeSet<String>,
+    /// The logical time of the newest successful run (`{LAST_RUN}` in templates).
+    pub last_success_target_ms: Option<i64>,
+    /// Event times that already triggered an instance (`triggeredBy` jobs; the newest few
+    /// hundred), so that a replayed event runs nothing twice.
+    pub triggered_targets: BTreeSet<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +190,17 @@ impl JobRequest {
             ));
         }
         validate_environment(&self.environment_variables)?;
+        validate_templates(&self.depends_on)?;
+        let wait_timeout_ms = match &self.wait_timeout {
+            None => None,
+            Some(text) => {
+                Some(parse_duration_ms(text).map_err(|m| Invalid::new("waitTimeout", m))?)
+            }
+        };
+        let time_zone = match &trigger {
+            Trigger::Schedule { time_zone, .. } => time_zone.clone(),
+            _ => parse_zone(self.schedule_time_zone.as_deref())?,
+        };
         let owner = self.owner.unwrap_or_default();
         Ok(JobSpec {
             name: self.name,
@@ -175,11 +216,17 @@ impl JobRequest {
             owner,
             environment: self.environment_variables,
             timeout_ms: self.max_completion_time,
+            depends_on: self.depends_on,
+            wait_timeout_ms,
+            time_zone,
             extra_json: extra_fields_json(self.extra),
         })
     }
 
     fn trigger(&self, kind: JobKind, now: DateTime<Utc>) -> Result<Trigger, Invalid> {
+        if let Some(pattern) = &self.triggered_by {
+            return self.resource_trigger(pattern);
+        }
         match kind {
             JobKind::Scheduled => {
                 let text = self.schedule.as_deref().unwrap_or_default();
@@ -199,6 +246,25 @@ impl JobRequest {
             }
             JobKind::Dependent => self.parents_trigger(),
         }
+    }
+
+    /// `triggeredBy` replaces a schedule or parents, on either Chronos endpoint.
+    fn resource_trigger(&self, pattern: &str) -> Result<Trigger, Invalid> {
+        let has_schedule = self
+            .schedule
+            .as_deref()
+            .is_some_and(|s| !s.trim().is_empty());
+        let has_parents = self.parents.as_ref().is_some_and(|p| !p.is_empty());
+        if has_schedule || has_parents {
+            return Err(Invalid::new(
+                "triggeredBy",
+                "a job runs on a schedule, after parents, or on triggeredBy events: give only one",
+            ));
+        }
+        validate_resource_id("triggeredBy", pattern)?;
+        Ok(Trigger::Resource {
+            pattern: pattern.to_string(),
+        })
     }
 
     fn parents_trigger(&self) -> Result<Trigger, Invalid> {
@@ -224,6 +290,36 @@ impl JobRequest {
         }
         Ok(Trigger::Parents(parents))
     }
+}
+
+fn validate_templates(templates: &[String]) -> Result<(), Invalid> {
+    let mut total = 0usize;
+    for template in templates {
+        let parsed = Template::parse("dependsOn", template)?;
+        total += parsed.expansion_count();
+    }
+    if total > MAX_EXPANSION {
+        return Err(Invalid::new(
+            "dependsOn",
+            format!("dependsOn expands to more than {MAX_EXPANSION} resources per instance"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_zone(zone: Option<&str>) -> Result<String, Invalid> {
+    let zone = zone
+        .map(str::trim)
+        .filter(|z| !z.is_empty())
+        .unwrap_or("UTC");
+    zone.parse::<chrono_tz::Tz>()
+        .map(|tz| tz.name().to_string())
+        .map_err(|_| {
+            Invalid::new(
+                "scheduleTimeZone",
+                format!("'{}' is not an IANA time zone", truncate(zone)),
+            )
+        })
 }
 
 fn validate_environment(variables: &[EnvironmentVariable]) -> Result<(), Invalid> {
@@ -253,8 +349,63 @@ impl JobSpec {
     pub fn parents(&self) -> &[String] {
         match &self.trigger {
             Trigger::Parents(parents) => parents,
-            Trigger::Schedule { .. } => &[],
+            _ => &[],
         }
+    }
+
+    /// The `triggeredBy` pattern, for event-triggered jobs.
+    pub fn trigger_pattern(&self) -> Option<&str> {
+        match &self.trigger {
+            Trigger::Resource { pattern } => Some(pattern),
+            _ => None,
+        }
+    }
+
+    /// The parsed `dependsOn` templates (validated on submission).
+    pub fn templates(&self) -> Vec<Template> {
+        let parsed = self.depends_on.iter();
+        parsed
+            .filter_map(|t| Template::parse("dependsOn", t).ok())
+            .collect()
+    }
+
+    pub fn zone(&self) -> chrono_tz::Tz {
+        self.time_zone.parse().unwrap_or(chrono_tz::UTC)
+    }
+
+    /// How finely this job's logical times are written in resources.
+    pub fn granularity(&self) -> Granularity {
+        Granularity::of_period(self.schedule().and_then(|s| s.nominal_period()))
+    }
+
+    /// How long an instance may wait for its resources before it expires.
+    pub fn wait_timeout_ms(&self) -> i64 {
+        let period = self.schedule().and_then(|s| s.nominal_period());
+        let period_ms = period.map(|p| p.num_milliseconds()).filter(|ms| *ms > 0);
+        self.wait_timeout_ms
+            .or(period_ms)
+            .unwrap_or(DEFAULT_WAIT_TIMEOUT_MS)
+    }
+
+    /// Jobs this one waits on for the same logical time: its parents, the jobs named by its
+    /// `job:` templates (see [`Template::upstream_job`]) and by a literal `job:NAME@` trigger.
+    /// A cycle through these edges could never run.
+    pub fn upstream_jobs(&self) -> Vec<String> {
+        let mut upstream: Vec<String> = self.parents().to_vec();
+        let templates = self.templates();
+        let from_templates = templates.iter().filter_map(|t| t.upstream_job());
+        let from_trigger = self.trigger_pattern().and_then(|pattern| {
+            let (name, _) = pattern
+                .strip_prefix(crate::resource::JOB_PREFIX)?
+                .split_once('@')?;
+            (!name.contains('*') && !name.is_empty()).then_some(name)
+        });
+        for name in from_templates.chain(from_trigger) {
+            if !upstream.iter().any(|u| u == name) {
+                upstream.push(name.to_string());
+            }
+        }
+        upstream
     }
 
     /// The parsed schedule, for scheduled jobs. The stored text was validated on submission,
@@ -268,7 +419,7 @@ impl JobSpec {
                 // The canonical text carries an explicit start, so `now` is not used.
                 Schedule::parse(schedule, Some(time_zone), DateTime::UNIX_EPOCH).ok()
             }
-            Trigger::Parents(_) => None,
+            _ => None,
         }
     }
 }
@@ -296,6 +447,19 @@ impl JobRecord {
                 set("parents", Value::Array(vec![]));
             }
             Trigger::Parents(parents) => set("parents", parents.clone().into()),
+            Trigger::Resource { pattern } => {
+                set("triggeredBy", pattern.clone().into());
+                set("parents", Value::Array(vec![]));
+            }
+        }
+        if !matches!(spec.trigger, Trigger::Schedule { .. }) && spec.time_zone != "UTC" {
+            set("scheduleTimeZone", spec.time_zone.clone().into());
+        }
+        if !spec.depends_on.is_empty() {
+            set("dependsOn", spec.depends_on.clone().into());
+        }
+        if let Some(wait) = spec.wait_timeout_ms {
+            set("waitTimeout", format_duration_ms(wait).into());
         }
         set("epsilon", format_duration_ms(spec.epsilon_ms).into());
         set("retries", spec.retries.into());
@@ -421,11 +585,64 @@ mod tests {
                 JobKind::Scheduled,
                 "scheduleTimeZone",
             ),
+            (
+                serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1S", "dependsOn": ["t/{YESTERDAY}"]}),
+                JobKind::Scheduled,
+                "dependsOn",
+            ),
+            (
+                serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1S", "waitTimeout": "long"}),
+                JobKind::Scheduled,
+                "waitTimeout",
+            ),
+            (
+                serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1S", "triggeredBy": "p:*"}),
+                JobKind::Scheduled,
+                "triggeredBy",
+            ),
+            (
+                serde_json::json!({"name": "a", "command": "x", "triggeredBy": ""}),
+                JobKind::Dependent,
+                "triggeredBy",
+            ),
         ];
         for (json, kind, field) in cases {
             let err = request(json.clone()).validate(kind, now()).unwrap_err();
             assert_eq!(err.field, field, "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn resource_fields_validate_and_round_trip() {
+        let spec = request(serde_json::json!({
+            "name": "rebuild", "command": "true", "triggeredBy": "products:*",
+            "dependsOn": ["job:daily@{TODAY}", "hive:t/ds={TODAY-1}"], "waitTimeout": "PT2H",
+            "scheduleTimeZone": "Europe/Paris"
+        }))
+        .validate(JobKind::Dependent, now())
+        .unwrap();
+        assert_eq!(spec.trigger_pattern(), Some("products:*"));
+        assert_eq!(spec.wait_timeout_ms(), 7_200_000);
+        assert_eq!(spec.time_zone, "Europe/Paris");
+        assert_eq!(spec.upstream_jobs(), ["daily"]);
+        let json = JobRecord {
+            spec,
+            state: JobState::default(),
+        }
+        .to_chronos_json();
+        assert_eq!(json["triggeredBy"], "products:*");
+        assert_eq!(json["waitTimeout"], "PT7200S");
+        assert_eq!(json["scheduleTimeZone"], "Europe/Paris");
+        assert_eq!(json["dependsOn"][1], "hive:t/ds={TODAY-1}");
+        // The default wait is the schedule's period.
+        let daily = request(serde_json::json!({
+            "name": "d", "command": "true", "schedule": "R/2026-11-23T00:00:00Z/P1D",
+            "dependsOn": ["x/{TODAY}"]
+        }))
+        .validate(JobKind::Scheduled, now())
+        .unwrap();
+        assert_eq!(daily.wait_timeout_ms(), 86_400_000);
+        assert_eq!(daily.granularity(), Granularity::Day);
     }
 
     #[test]
@@ -469,7 +686,7 @@ mod tests {
         use proptest::prelude::*;
 
         /// The fields a validation error may name.
-        const FIELDS: [&str; 15] = JOB_FIELDS;
+        const FIELDS: [&str; 18] = JOB_FIELDS;
         /// Chronos fields dron keeps without acting on them.
         const MORE_FIELDS: [&str; 3] = ["mem", "cpus", "successCount"];
 

@@ -4,6 +4,7 @@
 //! - [`job`]: the Chronos job definition and the state dron keeps beside it.
 //! - [`instance`]: runs of a job, their states, and the history of finished and skipped ones.
 //! - [`name`]: job-name validation (names reach file paths).
+//! - [`resource`]: resources, events and Dron's dependency language (`dependsOn` templates).
 //! - [`ids`]: instance and task ids derived from (job, target, attempt).
 //! - [`ring`]: the consistent-hash ring placing jobs on shards.
 //! - [`codec`]: how records are encoded for storage.
@@ -15,5 +16,6 @@ pub mod ids;
 pub mod instance;
 pub mod job;
 pub mod name;
+pub mod resource;
 pub mod ring;
 pub mod schedule;

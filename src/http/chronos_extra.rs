@@ -85,7 +85,7 @@ async fn summary(State(state): State<AppState>) -> ApiResult<Json<Value>> {
             let spec = &job.record.spec;
             let schedule = match &spec.trigger {
                 Trigger::Schedule { schedule, .. } => schedule.as_str(),
-                Trigger::Parents(_) => "",
+                _ => "",
             };
             json!({
                 "name": spec.name,

@@ -30,6 +30,8 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     /// None: authentication is off.
     auth: Option<Arc<auth::Credentials>>,
+    /// Set when the AMQP link runs: whether it is connected.
+    amqp: Arc<OnceLock<crate::events::amqp::Connected>>,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
             leader: leader.into(),
             metrics: None,
             auth: None,
+            amqp: Arc::default(),
         }
     }
 
@@ -50,6 +53,19 @@ impl AppState {
     pub fn with_auth(mut self, config: &crate::config::AuthConfig) -> Self {
         self.auth = auth::Credentials::from_config(config);
         self
+    }
+
+    pub fn set_amqp(&self, connected: crate::events::amqp::Connected) {
+        let _ = self.amqp.set(connected);
+    }
+
+    /// "off" without AMQP, else "connected" or "disconnected" (dron keeps scheduling).
+    fn amqp_status(&self) -> &'static str {
+        match self.amqp.get() {
+            None => "off",
+            Some(up) if up.load(std::sync::atomic::Ordering::Relaxed) => "connected",
+            Some(_) => "disconnected",
+        }
     }
 
     pub fn set_ready(&self, client: SchedulerClient) {

@@ -3,6 +3,7 @@
 
 mod output;
 mod preview;
+mod resources;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -32,6 +33,12 @@ pub fn routes(fault_injection: bool) -> axum::Router<AppState> {
             get(output::stderr),
         )
         .route("/api/jobs/{name}/next", get(preview::next))
+        .route("/api/jobs/{name}/waiting", get(resources::waiting))
+        .route("/resources", post(resources::announce))
+        .route(
+            "/api/resources",
+            post(resources::announce).get(resources::lineage),
+        )
         .route("/api/schedule/preview", get(preview::preview))
         .route("/api/shards", get(shards).put(set_shards))
         .route("/api/openapi.json", get(openapi));
@@ -57,7 +64,9 @@ async fn openapi() -> impl axum::response::IntoResponse {
 async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let client = state.client()?;
     let shards = client.shard_count().await?;
-    Ok(Json(json!({ "status": "ok", "shards": shards })))
+    Ok(Json(
+        json!({ "status": "ok", "shards": shards, "amqp": state.amqp_status() }),
+    ))
 }
 
 async fn job(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
@@ -123,6 +132,7 @@ fn run_json(run: &InstanceRecord) -> Value {
         "agent": "local",
         "exitCode": run.exit_code,
         "message": run.message,
+        "resources": run.resources,
     })
 }
 
@@ -141,7 +151,7 @@ fn history_json(entry: &HistoryEntry) -> Value {
     }
 }
 
-fn time(ms: Option<i64>) -> Value {
+pub(crate) fn time(ms: Option<i64>) -> Value {
     ms.and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
         .unwrap_or(Value::Null)

@@ -5,134 +5,87 @@
 //! | `jobs`      | job name                              | `JobRecord`                |
 //! | `instances` | instance id (`job@target_ms`)         | live `InstanceRecord`      |
 //! | `history`   | job name, 0x00, target (8 bytes, BE)  | `HistoryEntry`             |
+//! | `outbox`    | event key (`ResourceEvent::key`)      | `ResourceEvent` for the bus |
 //!
 //! Values are postcard behind a version byte (`dron_model::codec`). There is no timer family:
 //! each job's next fire time is in its record, and the coordinator rebuilds its timer index
 //! from the jobs on start-up, so timers can never disagree with jobs.
 //!
-//! One writer thread per shard applies batches in submission order. It takes every batch
-//! waiting in its queue and writes them as one `WriteBatch` with one WAL sync (group commit):
-//! under load many API calls share a sync, and none is acknowledged before its sync.
+//! One writer thread per shard applies batches in submission order with group commit (see
+//! [`super::writer`]): under load many API calls share a sync, and none is acknowledged
+//! before its sync.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use dron_actors::store::{Durable, ShardSnapshot, ShardStore, StoreError, StoreOp};
 use dron_model::codec;
 use dron_model::instance::HistoryEntry;
-use rocksdb::{
-    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
-};
-use tokio::sync::oneshot;
+use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
+
+use super::writer::{Writer, backend};
 
 const JOBS: &str = "jobs";
 const INSTANCES: &str = "instances";
 const HISTORY: &str = "history";
-/// Batches merged into one synced write at most.
-const MAX_GROUP: usize = 4096;
-
-/// Told when a write is durable.
-type Acknowledge = oneshot::Sender<Result<(), StoreError>>;
-
-enum Request {
-    Write(Vec<StoreOp>, Acknowledge),
-    /// Answered once every earlier write is applied.
-    Barrier(mpsc::Sender<()>),
-}
+const OUTBOX: &str = "outbox";
 
 pub struct RocksShardStore {
+    // Dropped first: the writer finishes its queue while the database is still open.
+    writer: Writer<StoreOp>,
     db: Arc<DB>,
-    requests: Option<mpsc::Sender<Request>>,
-    writer: Option<JoinHandle<()>>,
-}
-
-fn backend(error: impl std::fmt::Display) -> StoreError {
-    StoreError(error.to_string())
 }
 
 impl RocksShardStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut options = Options::default();
-        options.create_if_missing(true);
-        options.create_missing_column_families(true);
-        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let families = [JOBS, INSTANCES, HISTORY]
-            .map(|name| ColumnFamilyDescriptor::new(name, options.clone()));
-        let db = Arc::new(DB::open_cf_descriptors(&options, path, families).map_err(backend)?);
-        let (requests, queue) = mpsc::channel();
-        let writer_db = db.clone();
-        let writer = std::thread::Builder::new()
-            .name(format!(
-                "shard-writer-{}",
-                path.file_name().and_then(|n| n.to_str()).unwrap_or("?")
-            ))
-            .spawn(move || write_loop(&writer_db, queue))
-            .map_err(backend)?;
-        Ok(RocksShardStore {
-            db,
-            requests: Some(requests),
-            writer: Some(writer),
-        })
-    }
-
-    fn barrier(&self) -> Result<(), StoreError> {
-        let (done, wait) = mpsc::channel();
-        let requests = self
-            .requests
-            .as_ref()
-            .ok_or_else(|| backend("store closed"))?;
-        requests
-            .send(Request::Barrier(done))
-            .map_err(|_| backend("shard writer stopped"))?;
-        wait.recv().map_err(|_| backend("shard writer stopped"))
-    }
-
-    fn decode_family<T: serde::de::DeserializeOwned>(
-        &self,
-        family: &str,
-    ) -> Result<Vec<T>, StoreError> {
-        let cf = self
-            .db
-            .cf_handle(family)
-            .ok_or_else(|| backend("missing column family"))?;
-        let mut values = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
-            let (key, value) = item.map_err(backend)?;
-            let record = codec::decode(&value)
-                .map_err(|e| backend(format!("{family}/{}: {e}", String::from_utf8_lossy(&key))))?;
-            values.push(record);
-        }
-        Ok(values)
+        let db = Arc::new(open_db(path, &[JOBS, INSTANCES, HISTORY, OUTBOX])?);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        let writer = Writer::spawn(format!("shard-writer-{name}"), db.clone(), add_op)?;
+        Ok(RocksShardStore { writer, db })
     }
 }
 
-impl Drop for RocksShardStore {
-    fn drop(&mut self) {
-        // Closing the queue ends the writer after it has applied what was queued.
-        self.requests.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+/// Opens (or creates) a database with these column families, LZ4-compressed.
+pub fn open_db(path: &Path, families: &[&str]) -> Result<DB, StoreError> {
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let families = families
+        .iter()
+        .map(|name| rocksdb::ColumnFamilyDescriptor::new(*name, options.clone()));
+    DB::open_cf_descriptors(&options, path, families).map_err(backend)
+}
+
+/// Every value of a column family, decoded.
+pub fn decode_family<T: serde::de::DeserializeOwned>(
+    db: &DB,
+    family: &str,
+) -> Result<Vec<T>, StoreError> {
+    let cf = db
+        .cf_handle(family)
+        .ok_or_else(|| backend("missing column family"))?;
+    let mut values = Vec::new();
+    for item in db.iterator_cf(cf, IteratorMode::Start) {
+        let (key, value) = item.map_err(backend)?;
+        let record = codec::decode(&value)
+            .map_err(|e| backend(format!("{family}/{}: {e}", String::from_utf8_lossy(&key))))?;
+        values.push(record);
     }
+    Ok(values)
 }
 
 impl ShardStore for RocksShardStore {
     fn submit(&self, ops: Vec<StoreOp>) -> Durable {
-        let (done, durable) = oneshot::channel();
-        if let Some(requests) = &self.requests {
-            // If the writer is gone the sender is dropped and the waiter sees an error.
-            let _ = requests.send(Request::Write(ops, done));
-        }
-        durable
+        self.writer.submit(ops)
     }
 
     fn load(&self) -> Result<ShardSnapshot, StoreError> {
-        self.barrier()?;
+        self.writer.barrier()?;
         Ok(ShardSnapshot {
-            jobs: self.decode_family(JOBS)?,
-            instances: self.decode_family(INSTANCES)?,
+            jobs: decode_family(&self.db, JOBS)?,
+            instances: decode_family(&self.db, INSTANCES)?,
+            announcements: decode_family(&self.db, OUTBOX)?,
         })
     }
 
@@ -156,52 +109,6 @@ impl ShardStore for RocksShardStore {
         }
         Ok(entries)
     }
-}
-
-fn write_loop(db: &DB, queue: mpsc::Receiver<Request>) {
-    let mut sync = WriteOptions::default();
-    sync.set_sync(true);
-    while let Ok(first) = queue.recv() {
-        let mut group = Vec::new();
-        let mut barriers = Vec::new();
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            match request {
-                Request::Write(ops, done) => group.push((ops, done)),
-                Request::Barrier(done) => {
-                    barriers.push(done);
-                    break; // a barrier waits for what came before it only
-                }
-            }
-            if group.len() < MAX_GROUP {
-                next = queue.try_recv().ok();
-            }
-        }
-        let result = write_group(db, &group, &sync);
-        for (_, done) in group {
-            let _ = done.send(result.clone());
-        }
-        for done in barriers {
-            let _ = done.send(());
-        }
-    }
-}
-
-fn write_group(
-    db: &DB,
-    group: &[(Vec<StoreOp>, Acknowledge)],
-    sync: &WriteOptions,
-) -> Result<(), StoreError> {
-    if group.is_empty() {
-        return Ok(());
-    }
-    let mut batch = WriteBatch::default();
-    for (ops, _) in group {
-        for op in ops {
-            add_op(db, &mut batch, op)?;
-        }
-    }
-    db.write_opt(batch, sync).map_err(backend)
 }
 
 fn add_op(db: &DB, batch: &mut WriteBatch, op: &StoreOp) -> Result<(), StoreError> {
@@ -228,6 +135,10 @@ fn add_op(db: &DB, batch: &mut WriteBatch, op: &StoreOp) -> Result<(), StoreErro
             batch.delete_range_cf(cf(HISTORY)?, history_prefix(job), history_prefix_end(job))
         }
         StoreOp::TrimHistory { job, keep } => trim_history(db, batch, job, *keep)?,
+        StoreOp::PutAnnouncement(event) => {
+            batch.put_cf(cf(OUTBOX)?, event.key().as_bytes(), codec::encode(event))
+        }
+        StoreOp::DeleteAnnouncement(key) => batch.delete_cf(cf(OUTBOX)?, key.as_bytes()),
     }
     Ok(())
 }

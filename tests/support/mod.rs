@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod amqp;
+
 pub struct Server {
     pub data: tempfile::TempDir,
     pub port: u16,

@@ -1,6 +1,7 @@
 use dron_model::ids::TaskRef;
 use dron_model::instance::{HistoryEntry, InstanceRecord};
 use dron_model::job::{JobRecord, JobSpec};
+use dron_model::resource::ResourceEvent;
 use dron_model::ring::Ring;
 use ractor::RpcReplyPort;
 
@@ -10,6 +11,9 @@ use crate::store::StoreError;
 
 pub type Reply<T> = RpcReplyPort<Result<T, CommandError>>;
 
+// Messages are moved into the mailbox once; boxing the job spec would add an allocation per
+// API call for no gain.
+#[allow(clippy::large_enum_variant)]
 pub enum CoordinatorMsg {
     /// Create a job, or replace the one of the same name. `received_ms` is when the request
     /// arrived: a schedule whose start was "now" fires its first target then.
@@ -71,7 +75,7 @@ pub enum CoordinatorMsg {
         name: String,
         reply: RpcReplyPort<Vec<String>>,
     },
-    /// The parents of those of `names` this shard owns.
+    /// The upstream jobs (parents, `job:` dependencies) of those of `names` this shard owns.
     ParentsOf {
         names: Vec<String>,
         reply: RpcReplyPort<Vec<(String, Vec<String>)>>,
@@ -79,6 +83,21 @@ pub enum CoordinatorMsg {
     /// Broadcast to every shard when an instance of `parent` succeeds.
     ParentSucceeded {
         parent: String,
+    },
+    /// A resource is ready (recorded by the bus first). Answers once the instances it
+    /// released or triggered are durable.
+    ResourceReady {
+        event: ResourceEvent,
+        reply: Reply<()>,
+    },
+    /// The bus has recorded these announcements (by key): drop them from the outbox.
+    AnnouncementsDone {
+        keys: Vec<String>,
+    },
+    /// What this shard knows of a resource (lineage queries).
+    Lineage {
+        resource: String,
+        reply: RpcReplyPort<ShardLineage>,
     },
     /// `forwarded` is set when another coordinator passed the update on (see `handle_update`).
     TaskUpdate {
@@ -122,6 +141,21 @@ pub enum PutOutcome {
 pub struct JobView {
     pub record: JobRecord,
     pub live: Vec<InstanceRecord>,
+    /// (instance id, resources it still waits for) of its waiting instances.
+    pub waiting_for: Vec<(String, Vec<String>)>,
+}
+
+/// What one shard knows of a resource.
+#[derive(Debug, Clone, Default)]
+pub struct ShardLineage {
+    /// Jobs whose runs announce it (`job:NAME@...`).
+    pub producers: Vec<String>,
+    /// Jobs with a `dependsOn` template that can name it.
+    pub consumers: Vec<String>,
+    /// Jobs whose `triggeredBy` pattern matches it.
+    pub triggered: Vec<String>,
+    /// Live instances waiting for it now.
+    pub waiting: Vec<String>,
 }
 
 /// What a job's live instances are doing, as Chronos reports it (`state` in its summary).

@@ -11,7 +11,8 @@ mod shard;
 mod ticker;
 
 pub use messages::{
-    CoordinatorMsg, JobSummary, JobView, MovedJob, PutOutcome, Reply, RunState, ShardStats,
+    CoordinatorMsg, JobSummary, JobView, MovedJob, PutOutcome, Reply, RunState, ShardLineage,
+    ShardStats,
 };
 pub use shard::{Outbox, Shard, ShardConfig};
 
@@ -20,10 +21,13 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
 
+use dron_model::resource::ResourceEvent;
+
 use crate::broker::BrokerMsg;
+use crate::bus::BusMsg;
 use crate::clock::SharedClock;
 use crate::router::RouterMsg;
-use crate::store::{Durable, ShardStore};
+use crate::store::{Durable, ResourceStore, ShardStore, StoreOp};
 
 pub struct Coordinator;
 
@@ -33,6 +37,8 @@ pub struct CoordinatorArgs {
     pub clock: SharedClock,
     pub broker: ActorRef<BrokerMsg>,
     pub router: ActorRef<RouterMsg>,
+    pub bus: ActorRef<BusMsg>,
+    pub resources: Arc<dyn ResourceStore>,
     pub config: ShardConfig,
 }
 
@@ -56,6 +62,7 @@ struct Effects {
     kills: Vec<String>,
     adopts: Vec<(String, Option<i64>)>,
     succeeded: Vec<String>,
+    announcements: Vec<ResourceEvent>,
     then: Option<Box<dyn FnOnce() + Send>>,
 }
 
@@ -71,7 +78,8 @@ impl Actor for Coordinator {
     ) -> Result<CoordinatorState, ActorProcessingErr> {
         let snapshot = args.store.load()?;
         let now_ms = args.clock.now_ms();
-        let (shard, recovered) = Shard::recover(args.index, args.config, snapshot, now_ms);
+        let (shard, recovered) =
+            Shard::recover(args.index, args.config, args.resources, snapshot, now_ms);
         tracing::info!(
             shard = args.index,
             jobs = shard.stats().jobs,
@@ -79,7 +87,7 @@ impl Actor for Coordinator {
         );
         let (deadline, deadline_rx) = watch::channel(None);
         ticker::spawn(myself.clone(), args.clock.clone(), deadline_rx);
-        let committer = spawn_committer(myself.clone(), args.broker, args.router.clone());
+        let committer = spawn_committer(myself.clone(), args.broker, args.router.clone(), args.bus);
         let mut state = CoordinatorState {
             shard,
             store: args.store,
@@ -179,6 +187,18 @@ impl CoordinatorState {
                 self.shard.parent_succeeded(&parent, now_ms, &mut out);
                 self.commit(myself, out, None);
             }
+            CoordinatorMsg::ResourceReady { event, reply } => {
+                self.shard.resource_ready(&event, now_ms, &mut out);
+                self.commit(myself, out, reply_later(reply, Ok(())));
+            }
+            CoordinatorMsg::AnnouncementsDone { keys } => {
+                out.ops
+                    .extend(keys.into_iter().map(StoreOp::DeleteAnnouncement));
+                self.commit(myself, out, None);
+            }
+            CoordinatorMsg::Lineage { resource, reply } => {
+                let _ = reply.send(self.shard.lineage(&resource));
+            }
             CoordinatorMsg::TaskUpdate { update, forwarded } => {
                 let known = self.shard.task_update(update.clone(), now_ms, &mut out);
                 if !known && !forwarded {
@@ -262,8 +282,15 @@ impl CoordinatorState {
             kills,
             adopts,
             succeeded,
+            announcements,
+            read_failed,
             ..
         } = out;
+        if let Some(error) = read_failed {
+            // A waiting instance could not be checked against the resource store: rebuild
+            // this shard from storage rather than run on a guess.
+            let _ = myself.send_message(CoordinatorMsg::StoreFailed(error));
+        }
         let durable = if ops.is_empty() {
             already_durable()
         } else {
@@ -274,6 +301,7 @@ impl CoordinatorState {
             kills,
             adopts,
             succeeded,
+            announcements,
             then,
         };
         if self.committer.send(Commit { durable, effects }).is_err() {
@@ -316,12 +344,13 @@ fn spawn_committer(
     coordinator: ActorRef<CoordinatorMsg>,
     broker: ActorRef<BrokerMsg>,
     router: ActorRef<RouterMsg>,
+    bus: ActorRef<BusMsg>,
 ) -> mpsc::UnboundedSender<Commit> {
     let (sender, mut commits) = mpsc::unbounded_channel::<Commit>();
     tokio::spawn(async move {
         while let Some(Commit { durable, effects }) = commits.recv().await {
             match durable.await {
-                Ok(Ok(())) => release(effects, &broker, &router),
+                Ok(Ok(())) => release(effects, &broker, &router, &bus, &coordinator),
                 Ok(Err(error)) => {
                     let _ = coordinator.send_message(CoordinatorMsg::StoreFailed(error));
                     return;
@@ -337,7 +366,13 @@ fn spawn_committer(
     sender
 }
 
-fn release(effects: Effects, broker: &ActorRef<BrokerMsg>, router: &ActorRef<RouterMsg>) {
+fn release(
+    effects: Effects,
+    broker: &ActorRef<BrokerMsg>,
+    router: &ActorRef<RouterMsg>,
+    bus: &ActorRef<BusMsg>,
+    coordinator: &ActorRef<CoordinatorMsg>,
+) {
     for spec in effects.launches {
         let _ = broker.send_message(BrokerMsg::Launch(spec));
     }
@@ -352,6 +387,9 @@ fn release(effects: Effects, broker: &ActorRef<BrokerMsg>, router: &ActorRef<Rou
     }
     for parent in effects.succeeded {
         let _ = router.send_message(RouterMsg::ParentSucceeded { parent });
+    }
+    if !effects.announcements.is_empty() {
+        crate::bus::announce(bus.clone(), coordinator.clone(), effects.announcements);
     }
     if let Some(then) = effects.then {
         then();

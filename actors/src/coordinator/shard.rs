@@ -2,20 +2,27 @@
 //! changes memory and records in an [`Outbox`] what must be written and what must happen once
 //! the write is durable. Nothing here does I/O, so it reads (and tests) as plain logic.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::DateTime;
 use dron_model::ids::{TaskRef, instance_id, parse_task_id};
 use dron_model::instance::{HistoryEntry, InstanceRecord, InstanceState, RunCause, SkippedTargets};
 use dron_model::job::{JobRecord, JobSpec, JobState, Trigger};
+use dron_model::resource::{EventStatus, Expansion, ResourceEvent, job_resource, pattern_matches};
 use dron_model::ring::Ring;
 use dron_model::schedule::Schedule;
 
-use super::messages::{JobSummary, JobView, MovedJob, PutOutcome, RunState, ShardStats};
+use super::messages::{
+    JobSummary, JobView, MovedJob, PutOutcome, RunState, ShardLineage, ShardStats,
+};
 use crate::agent::process::{TaskCommand, TaskEnd, TaskSpec};
 use crate::broker::{TaskEvent, TaskUpdate};
 use crate::error::CommandError;
-use crate::store::{ShardSnapshot, StoreOp};
+use crate::store::{ResourceStore, ShardSnapshot, StoreOp};
+
+/// Event times remembered per `triggeredBy` job, so a replayed event triggers no second run.
+const TRIGGERS_REMEMBERED: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
@@ -53,8 +60,13 @@ pub struct Outbox {
     pub adopts: Vec<(String, Option<i64>)>,
     /// Jobs that just succeeded, announced to every shard for their dependants.
     pub succeeded: Vec<String>,
+    /// Events for the bus (`job:NAME@TIME` of runs that ended), also written to the shard's
+    /// outbox in `ops` so none is lost to a crash.
+    pub announcements: Vec<ResourceEvent>,
     /// Set when a tick stopped at `max_instances_per_tick`: tick again at once.
     pub more_due: bool,
+    /// A read of the resource store failed: the shard must be rebuilt.
+    pub read_failed: Option<crate::store::StoreError>,
 }
 
 /// How an instance ended for good.
@@ -83,6 +95,12 @@ impl Ending {
     }
 }
 
+/// What a waiting instance still misses, and until when it may wait.
+struct Wait {
+    deadline_ms: i64,
+    missing: BTreeSet<String>,
+}
+
 struct JobEntry {
     record: JobRecord,
     schedule: Option<Schedule>,
@@ -108,6 +126,16 @@ pub struct Shard {
     appends_since_trim: HashMap<String, usize>,
     /// Jobs handed to another shard and not yet forgotten, with their instance ids.
     released: HashMap<String, Vec<String>>,
+    /// Where satisfied resources are looked up.
+    resources: Arc<dyn ResourceStore>,
+    /// Waiting instances: resource → the instances waiting for it...
+    waiting: HashMap<String, HashSet<String>>,
+    /// ...and instance → what it still misses, and until when it may wait.
+    unsatisfied: HashMap<String, Wait>,
+    /// (wait deadline, instance id) of waiting instances.
+    expiries: BTreeSet<(i64, String)>,
+    /// `triggeredBy` jobs: name → pattern.
+    triggered: BTreeMap<String, String>,
 }
 
 fn ms_to_time(ms: i64) -> DateTime<chrono::Utc> {
@@ -120,6 +148,7 @@ impl Shard {
     pub fn recover(
         index: u32,
         config: ShardConfig,
+        resources: Arc<dyn ResourceStore>,
         snapshot: ShardSnapshot,
         now_ms: i64,
     ) -> (Shard, Outbox) {
@@ -135,13 +164,21 @@ impl Shard {
             children: HashMap::new(),
             appends_since_trim: HashMap::new(),
             released: HashMap::new(),
+            resources,
+            waiting: HashMap::new(),
+            unsatisfied: HashMap::new(),
+            expiries: BTreeSet::new(),
+            triggered: BTreeMap::new(),
         };
         for record in snapshot.jobs {
             shard.insert_job(record);
         }
-        let mut out = Outbox::default();
+        let mut out = Outbox {
+            announcements: snapshot.announcements,
+            ..Outbox::default()
+        };
         for instance in snapshot.instances {
-            shard.recover_instance(instance, &mut out);
+            shard.recover_instance(instance, now_ms, &mut out);
         }
         let jobs: Vec<String> = shard.live_by_job.keys().cloned().collect();
         for job in jobs {
@@ -150,7 +187,7 @@ impl Shard {
         (shard, out)
     }
 
-    fn recover_instance(&mut self, instance: InstanceRecord, out: &mut Outbox) {
+    fn recover_instance(&mut self, instance: InstanceRecord, now_ms: i64, out: &mut Outbox) {
         if !self.jobs.contains_key(&instance.job) {
             out.ops.push(StoreOp::DeleteInstance(instance.id()));
             return;
@@ -167,7 +204,7 @@ impl Shard {
             }
             _ => {}
         }
-        self.add_live(instance);
+        self.add_live(instance, now_ms, out);
     }
 
     fn insert_job(&mut self, record: JobRecord) {
@@ -180,6 +217,9 @@ impl Shard {
         }
         if let (Some(next), false) = (record.state.next_target_ms, record.spec.disabled) {
             self.timers.insert((next, name.clone()));
+        }
+        if let Some(pattern) = record.spec.trigger_pattern() {
+            self.triggered.insert(name.clone(), pattern.to_string());
         }
         let schedule = record.spec.schedule();
         self.jobs.insert(name, JobEntry { record, schedule });
@@ -197,6 +237,7 @@ impl Shard {
             }
         }
         self.appends_since_trim.remove(name);
+        self.triggered.remove(name);
         Some(entry.record)
     }
 
@@ -204,7 +245,8 @@ impl Shard {
     pub fn next_deadline(&self) -> Option<i64> {
         let timer = self.timers.first().map(|(at, _)| *at);
         let retry = self.retries.first().map(|(at, _)| *at);
-        timer.into_iter().chain(retry).min()
+        let expiry = self.expiries.first().map(|(at, _)| *at);
+        timer.into_iter().chain(retry).chain(expiry).min()
     }
 
     // ----- jobs -------------------------------------------------------------------------
@@ -264,9 +306,18 @@ impl Shard {
             .filter_map(|id| self.live.get(id))
             .cloned()
             .collect();
+        let waiting_for = self
+            .live_ids(name)
+            .into_iter()
+            .filter_map(|id| {
+                let wait = self.unsatisfied.get(&id)?;
+                Some((id, wait.missing.iter().cloned().collect()))
+            })
+            .collect();
         Ok(JobView {
             record: entry.record.clone(),
             live,
+            waiting_for,
         })
     }
 
@@ -327,7 +378,7 @@ impl Shard {
             .map(|entry| {
                 (
                     entry.record.spec.name.clone(),
-                    entry.record.spec.parents().to_vec(),
+                    entry.record.spec.upstream_jobs(),
                 )
             })
             .collect()
@@ -359,6 +410,12 @@ impl Shard {
             }
             self.retries.remove(&(at, id.clone()));
             self.start_retry(&id, now_ms, out);
+        }
+        while let Some((at, id)) = self.expiries.first().cloned() {
+            if at > now_ms {
+                break;
+            }
+            self.expire(&id, now_ms, out);
         }
     }
 
@@ -404,8 +461,7 @@ impl Shard {
             }
             let instance = InstanceRecord::new(name, target, RunCause::Schedule, now_ms);
             if !self.live.contains_key(&instance.id()) {
-                out.ops.push(StoreOp::PutInstance(instance.clone()));
-                self.add_live(instance);
+                self.admit(instance, now_ms, out);
             }
             created += 1;
             next = schedule
@@ -446,11 +502,41 @@ impl Shard {
         while self.live.contains_key(&instance_id(name, target)) {
             target += 1;
         }
-        let instance = InstanceRecord::new(name, target, cause, now_ms);
+        let mut instance = InstanceRecord::new(name, target, cause, now_ms);
+        // Its logical time is now: epsilon counts from now too.
+        instance.ready_ms = Some(now_ms);
         let id = instance.id();
-        out.ops.push(StoreOp::PutInstance(instance.clone()));
-        self.add_live(instance);
+        self.admit(instance, now_ms, out);
         id
+    }
+
+    /// Records a new instance. One with `dependsOn` (a manual run aside: an operator's "run
+    /// now" does not wait) expands its templates for its logical time and waits for those
+    /// of its resources that are not satisfied yet.
+    fn admit(&mut self, mut instance: InstanceRecord, now_ms: i64, out: &mut Outbox) {
+        let spec = &self.jobs[&instance.job].record;
+        if instance.cause != RunCause::Manual && !spec.spec.depends_on.is_empty() {
+            let expansion = Expansion {
+                logical: ms_to_time(instance.target_ms),
+                zone: spec.spec.zone(),
+                granularity: spec.spec.granularity(),
+                last_run: spec.state.last_success_target_ms.map(ms_to_time),
+            };
+            let mut resources: Vec<String> = spec
+                .spec
+                .templates()
+                .iter()
+                .flat_map(|t| t.expand(&expansion))
+                .collect();
+            resources.sort();
+            resources.dedup();
+            instance.resources = resources;
+            instance.state = InstanceState::Waiting;
+        }
+        self.add_live(instance.clone(), now_ms, out);
+        if let Some(current) = self.live.get(&instance.id()) {
+            out.ops.push(StoreOp::PutInstance(current.clone()));
+        }
     }
 
     /// Starts what may start of a job's queued instances: the oldest one, or all of them for
@@ -475,7 +561,8 @@ impl Shard {
                 InstanceState::Queued => {}
                 _ => continue,
             }
-            let late = instance.cause != RunCause::Manual && instance.target_ms + epsilon < now_ms;
+            let due = instance.ready_ms.unwrap_or(instance.target_ms);
+            let late = instance.cause != RunCause::Manual && due + epsilon < now_ms;
             if late {
                 let message = "could not start within epsilon: the previous run was still running";
                 let skipped = Ending {
@@ -705,15 +792,40 @@ impl Shard {
                 InstanceState::Succeeded => {
                     counters.success_count += 1;
                     counters.last_success_ms = Some(now_ms);
+                    let newest = counters
+                        .last_success_target_ms
+                        .max(Some(instance.target_ms));
+                    counters.last_success_target_ms = newest;
                     out.succeeded.push(name.clone());
                 }
-                InstanceState::Failed | InstanceState::TimedOut | InstanceState::Killed => {
+                InstanceState::Failed
+                | InstanceState::TimedOut
+                | InstanceState::Killed
+                | InstanceState::Expired => {
                     counters.error_count += 1;
                     counters.last_error_ms = Some(now_ms);
                 }
                 _ => {}
             }
             out.ops.push(StoreOp::PutJob(entry.record.clone()));
+            let status = match state {
+                InstanceState::Succeeded => Some(EventStatus::Ready),
+                InstanceState::Failed | InstanceState::TimedOut | InstanceState::Expired => {
+                    Some(EventStatus::Failed)
+                }
+                _ => None,
+            };
+            if let Some(status) = status {
+                let spec = &entry.record.spec;
+                let logical = ms_to_time(instance.target_ms);
+                let resource = job_resource(&name, logical, spec.zone(), spec.granularity());
+                let event = ResourceEvent {
+                    status,
+                    ..ResourceEvent::ready(resource, Some(instance.target_ms))
+                };
+                out.ops.push(StoreOp::PutAnnouncement(event.clone()));
+                out.announcements.push(event);
+            }
         }
         out.ops.push(StoreOp::DeleteInstance(id.to_string()));
         self.append_history(HistoryEntry::Run(instance), out);
@@ -817,6 +929,132 @@ impl Shard {
         }
     }
 
+    // ----- resources ----------------------------------------------------------------------
+
+    /// A resource is ready (the bus recorded it before sending it here): instances waiting
+    /// for it move on, and `triggeredBy` jobs whose pattern matches get an instance for the
+    /// event's time. Applying the same event twice changes nothing the second time.
+    pub fn resource_ready(&mut self, event: &ResourceEvent, now_ms: i64, out: &mut Outbox) {
+        if event.status != EventStatus::Ready {
+            return;
+        }
+        let mut to_start = BTreeSet::new();
+        for id in self.waiting.remove(&event.resource).unwrap_or_default() {
+            let Some(wait) = self.unsatisfied.get_mut(&id) else {
+                continue;
+            };
+            wait.missing.remove(&event.resource);
+            if wait.missing.is_empty() {
+                self.stop_waiting(&id);
+                if let Some(instance) = self.live.get_mut(&id) {
+                    instance.state = InstanceState::Queued;
+                    instance.ready_ms = Some(now_ms);
+                    out.ops.push(StoreOp::PutInstance(instance.clone()));
+                    to_start.insert(instance.job.clone());
+                }
+            }
+        }
+        let matching: Vec<String> = self
+            .triggered
+            .iter()
+            .filter(|(_, pattern)| pattern_matches(pattern, &event.resource))
+            .map(|(job, _)| job.clone())
+            .collect();
+        for job in matching {
+            if self.trigger_instance(&job, event.at_ms.unwrap_or(now_ms), now_ms, out) {
+                to_start.insert(job);
+            }
+        }
+        for job in to_start {
+            self.try_start(&job, now_ms, out);
+        }
+    }
+
+    /// Creates the instance of an event-triggered job for logical time `at_ms`, unless that
+    /// event time already triggered one (a replayed event). Answers whether it created one.
+    fn trigger_instance(&mut self, job: &str, at_ms: i64, now_ms: i64, out: &mut Outbox) -> bool {
+        let Some(entry) = self.jobs.get_mut(job) else {
+            return false;
+        };
+        let seen = &mut entry.record.state.triggered_targets;
+        if entry.record.spec.disabled || !seen.insert(at_ms) {
+            return false;
+        }
+        while seen.len() > TRIGGERS_REMEMBERED {
+            seen.pop_first();
+        }
+        out.ops.push(StoreOp::PutJob(entry.record.clone()));
+        let mut instance = InstanceRecord::new(job, at_ms, RunCause::Event, now_ms);
+        if self.live.contains_key(&instance.id()) {
+            return false;
+        }
+        // The event's time may be long past (data for yesterday): epsilon counts from now.
+        instance.ready_ms = Some(now_ms);
+        self.admit(instance, now_ms, out);
+        true
+    }
+
+    /// A waiting instance ran out of time: it ends expired, and its failure is announced.
+    fn expire(&mut self, id: &str, now_ms: i64, out: &mut Outbox) {
+        let missing: Vec<String> = match self.unsatisfied.get(id) {
+            Some(wait) => wait.missing.iter().cloned().collect(),
+            None => return,
+        };
+        self.stop_waiting(id);
+        metrics::counter!("dron_instances_expired_total").increment(1);
+        let shown = missing
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = missing.len().saturating_sub(5);
+        let message = match more {
+            0 => format!("waitTimeout passed while waiting for {shown}"),
+            n => format!("waitTimeout passed while waiting for {shown} and {n} more"),
+        };
+        tracing::warn!(instance = id, %message, "instance expired");
+        let ending = Ending {
+            state: InstanceState::Expired,
+            exit_code: None,
+            message: Some(message),
+        };
+        self.finish(id, ending, now_ms, out);
+    }
+
+    /// What this shard knows of `resource`: which of its jobs produce it, wait for it (by
+    /// template) or are triggered by it, and which live instances wait for it now.
+    pub fn lineage(&self, resource: &str) -> ShardLineage {
+        let mut lineage = ShardLineage::default();
+        let produced_by = resource
+            .strip_prefix(dron_model::resource::JOB_PREFIX)
+            .and_then(|rest| rest.split_once('@'))
+            .map(|(job, _)| job);
+        for (name, entry) in &self.jobs {
+            let spec = &entry.record.spec;
+            if produced_by == Some(name.as_str()) {
+                lineage.producers.push(name.clone());
+            }
+            let templates = spec.templates();
+            if templates
+                .iter()
+                .any(|t| pattern_matches(&t.as_pattern(), resource))
+            {
+                lineage.consumers.push(name.clone());
+            }
+            if spec
+                .trigger_pattern()
+                .is_some_and(|p| pattern_matches(p, resource))
+            {
+                lineage.triggered.push(name.clone());
+            }
+        }
+        let waiting = self.waiting.get(resource).into_iter().flatten();
+        lineage.waiting = waiting.cloned().collect();
+        lineage.waiting.sort();
+        lineage
+    }
+
     // ----- resharding -------------------------------------------------------------------
 
     /// Takes out of this shard every job `ring` places elsewhere (history is read by the
@@ -861,7 +1099,7 @@ impl Shard {
                     self.retries
                         .insert((instance.retry_at_ms.unwrap_or(now_ms), instance.id()));
                 }
-                self.add_live(instance);
+                self.add_live(instance, now_ms, out);
             }
             out.ops
                 .extend(moved.history.into_iter().map(StoreOp::AppendHistory));
@@ -885,17 +1123,61 @@ impl Shard {
 
     // ----- live-instance index ----------------------------------------------------------
 
-    fn add_live(&mut self, instance: InstanceRecord) {
+    /// Indexes a live instance. A waiting one is checked against the resource store: what
+    /// it still misses is indexed, and once nothing is missing it is ready to start.
+    fn add_live(&mut self, mut instance: InstanceRecord, now_ms: i64, out: &mut Outbox) {
+        let id = instance.id();
+        if instance.state == InstanceState::Waiting {
+            let missing = self.missing_resources(&instance.resources, out);
+            if missing.is_empty() {
+                instance.state = InstanceState::Queued;
+                instance.ready_ms = Some(now_ms);
+                out.ops.push(StoreOp::PutInstance(instance.clone()));
+            } else {
+                for resource in &missing {
+                    let waiters = self.waiting.entry(resource.clone()).or_default();
+                    waiters.insert(id.clone());
+                }
+                let timeout = self.jobs[&instance.job].record.spec.wait_timeout_ms();
+                let deadline_ms = instance.created_ms.saturating_add(timeout);
+                self.expiries.insert((deadline_ms, id.clone()));
+                let wait = Wait {
+                    deadline_ms,
+                    missing,
+                };
+                self.unsatisfied.insert(id.clone(), wait);
+            }
+        }
         self.live_by_job
             .entry(instance.job.clone())
             .or_default()
             .insert(instance.target_ms);
-        self.live.insert(instance.id(), instance);
+        self.live.insert(id, instance);
+    }
+
+    /// The resources of `wanted` the store does not hold. A store that cannot answer fails the
+    /// shard (its supervisor rebuilds it), as a failed write does.
+    fn missing_resources(&self, wanted: &[String], out: &mut Outbox) -> BTreeSet<String> {
+        let mut missing = BTreeSet::new();
+        for resource in wanted {
+            match self.resources.get(resource) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    missing.insert(resource.clone());
+                }
+                Err(error) => {
+                    out.read_failed = Some(error);
+                    missing.insert(resource.clone());
+                }
+            }
+        }
+        missing
     }
 
     fn remove_live(&mut self, id: &str) -> Option<InstanceRecord> {
         let instance = self.live.remove(id)?;
         self.kill_requested.remove(id);
+        self.stop_waiting(id);
         if let Some(targets) = self.live_by_job.get_mut(&instance.job) {
             targets.remove(&instance.target_ms);
             if targets.is_empty() {
@@ -906,6 +1188,22 @@ impl Shard {
             self.retries.remove(&(at, id.to_string()));
         }
         Some(instance)
+    }
+
+    /// Takes a waiting instance out of the waiting indexes.
+    fn stop_waiting(&mut self, id: &str) {
+        let Some(wait) = self.unsatisfied.remove(id) else {
+            return;
+        };
+        for resource in wait.missing {
+            if let Some(waiters) = self.waiting.get_mut(&resource) {
+                waiters.remove(id);
+                if waiters.is_empty() {
+                    self.waiting.remove(&resource);
+                }
+            }
+        }
+        self.expiries.remove(&(wait.deadline_ms, id.to_string()));
     }
 
     /// A job's live instance ids, oldest target first.

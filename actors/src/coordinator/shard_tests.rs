@@ -1,7 +1,13 @@
 //! The shard's scheduling rules, without actors, storage or processes.
 
 use super::*;
+use crate::store::{MemoryResourceStore, MemoryStore, ResourceOp, ShardStore};
 use dron_model::job::{JobKind, JobRequest};
+use dron_model::resource::ResourceRecord;
+
+fn no_resources() -> Arc<MemoryResourceStore> {
+    Arc::new(MemoryResourceStore::default())
+}
 
 const T0: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z
 
@@ -18,7 +24,18 @@ fn every_second(name: &str) -> JobSpec {
 }
 
 fn empty_shard() -> Shard {
-    Shard::recover(0, ShardConfig::default(), ShardSnapshot::default(), T0).0
+    shard_over(Arc::new(MemoryResourceStore::default()))
+}
+
+fn shard_over(resources: Arc<MemoryResourceStore>) -> Shard {
+    Shard::recover(
+        0,
+        ShardConfig::default(),
+        resources,
+        ShardSnapshot::default(),
+        T0,
+    )
+    .0
 }
 
 fn ended(task_id: &str, end: TaskEnd) -> TaskUpdate {
@@ -186,12 +203,16 @@ fn recovery_adopts_running_tasks_and_keeps_timers() {
     let mut out = Outbox::default();
     shard.put_job(every_second("a"), T0, &mut out);
     let fired = tick(&mut shard, T0);
-    let store = crate::store::MemoryStore::default();
-    use crate::store::ShardStore;
+    let store = MemoryStore::default();
     drop(store.submit(out.ops));
     drop(store.submit(fired.ops));
-    let (recovered, out) =
-        Shard::recover(0, ShardConfig::default(), store.load().unwrap(), T0 + 500);
+    let (recovered, out) = Shard::recover(
+        0,
+        ShardConfig::default(),
+        no_resources(),
+        store.load().unwrap(),
+        T0 + 500,
+    );
     assert_eq!(
         out.adopts.len(),
         1,
@@ -220,7 +241,14 @@ fn release_and_adopt_move_a_job_with_its_live_instances() {
             .iter()
             .all(|m| ring.owner(&m.record.spec.name) == 1 && m.live.len() == 1)
     );
-    let mut destination = Shard::recover(1, ShardConfig::default(), ShardSnapshot::default(), T0).0;
+    let mut destination = Shard::recover(
+        1,
+        ShardConfig::default(),
+        no_resources(),
+        ShardSnapshot::default(),
+        T0,
+    )
+    .0;
     let mut out = Outbox::default();
     destination.adopt(moved.clone(), T0 + 100, &mut out);
     assert!(
@@ -347,4 +375,184 @@ fn only_async_jobs_take_completion_reports() {
         1,
         "still running until its process ends"
     );
+}
+
+// ----- resources ----------------------------------------------------------------------------
+
+fn satisfy(store: &MemoryResourceStore, resource: &str) -> ResourceEvent {
+    let record = ResourceRecord {
+        resource: resource.to_string(),
+        at_ms: T0,
+        recorded_ms: T0,
+        meta_json: String::new(),
+    };
+    drop(store.submit(vec![ResourceOp::Satisfy(record)]));
+    ResourceEvent::ready(resource, Some(T0))
+}
+
+fn hourly_waiting_for(templates: &[&str]) -> JobSpec {
+    spec(
+        serde_json::json!({
+            "name": "load", "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1H",
+            "dependsOn": templates, "waitTimeout": "PT30M"
+        }),
+        JobKind::Scheduled,
+    )
+}
+
+#[test]
+fn an_instance_waits_for_its_resources_and_starts_when_the_last_lands() {
+    let store = no_resources();
+    let mut shard = shard_over(store.clone());
+    let job = hourly_waiting_for(&["hive:a/{HOUR}", "hive:b/{TODAY}"]);
+    shard.put_job(job, T0, &mut Outbox::default());
+    let out = tick(&mut shard, T0);
+    assert!(out.launches.is_empty(), "resources are missing");
+    let view = shard.job_view("load").unwrap();
+    assert_eq!(view.live[0].state, InstanceState::Waiting);
+    assert_eq!(
+        view.waiting_for[0].1,
+        ["hive:a/2026-11-23T10", "hive:b/2026-11-23"]
+    );
+    let mut out = Outbox::default();
+    let event = satisfy(&store, "hive:a/2026-11-23T10");
+    shard.resource_ready(&event, T0 + 10, &mut out);
+    assert!(out.launches.is_empty(), "one resource still missing");
+    let event = satisfy(&store, "hive:b/2026-11-23");
+    // Hours after the target: epsilon counts from when the data landed.
+    let later = T0 + 20 * 60_000;
+    let mut out = Outbox::default();
+    shard.resource_ready(&event, later, &mut out);
+    assert_eq!(out.launches.len(), 1);
+    // Applying the same event again changes nothing.
+    let mut again = Outbox::default();
+    shard.resource_ready(&event, later, &mut again);
+    assert!(again.launches.is_empty() && again.ops.is_empty());
+}
+
+#[test]
+fn an_instance_created_after_its_resource_landed_runs_at_once() {
+    let store = no_resources();
+    satisfy(&store, "hive:a/2026-11-23T10");
+    let mut shard = shard_over(store);
+    shard.put_job(
+        hourly_waiting_for(&["hive:a/{HOUR}"]),
+        T0,
+        &mut Outbox::default(),
+    );
+    assert_eq!(tick(&mut shard, T0).launches.len(), 1);
+}
+
+#[test]
+fn a_waiting_instance_expires_and_its_failure_is_announced() {
+    let mut shard = empty_shard();
+    shard.put_job(
+        hourly_waiting_for(&["never/{HOUR}"]),
+        T0,
+        &mut Outbox::default(),
+    );
+    tick(&mut shard, T0);
+    assert_eq!(
+        shard.next_deadline(),
+        Some(T0 + 30 * 60_000),
+        "the wait timeout"
+    );
+    let out = tick(&mut shard, T0 + 30 * 60_000);
+    let ended = out.ops.iter().find_map(|op| match op {
+        StoreOp::AppendHistory(HistoryEntry::Run(run)) => Some(run.clone()),
+        _ => None,
+    });
+    let ended = ended.expect("the instance ended");
+    assert_eq!(ended.state, InstanceState::Expired);
+    assert!(ended.message.unwrap().contains("never/2026-11-23T10"));
+    assert_eq!(out.announcements.len(), 1);
+    assert_eq!(out.announcements[0].resource, "job:load@2026-11-23T10");
+    assert_eq!(out.announcements[0].status, EventStatus::Failed);
+}
+
+#[test]
+fn a_success_announces_the_job_resource_at_its_granularity() {
+    let mut shard = empty_shard();
+    let daily = spec(
+        serde_json::json!({"name": "daily", "command": "true",
+            "schedule": "R/2026-11-23T19:00:00/P1D", "scheduleTimeZone": "Asia/Tokyo"}),
+        JobKind::Scheduled,
+    );
+    shard.put_job(daily, T0, &mut Outbox::default());
+    let task = tick(&mut shard, T0).launches.remove(0).task_id;
+    let mut out = Outbox::default();
+    shard.task_update(ended(&task, TaskEnd::Exited(0)), T0 + 5, &mut out);
+    // 19:00 in Tokyo is 10:00Z (T0): the run is for the 23rd there.
+    assert_eq!(out.announcements[0].resource, "job:daily@2026-11-23");
+    assert_eq!(out.announcements[0].status, EventStatus::Ready);
+    assert!(
+        out.ops
+            .iter()
+            .any(|op| matches!(op, StoreOp::PutAnnouncement(_))),
+        "announcements go to the outbox in the same batch"
+    );
+}
+
+#[test]
+fn triggered_by_runs_once_per_matching_event() {
+    let mut shard = empty_shard();
+    let rebuild = spec(
+        serde_json::json!({"name": "rebuild", "command": "true", "triggeredBy": "products:*"}),
+        JobKind::Dependent,
+    );
+    shard.put_job(rebuild, T0, &mut Outbox::default());
+    let mut out = Outbox::default();
+    shard.resource_ready(
+        &ResourceEvent::ready("products:1", Some(T0 - 3_600_000)),
+        T0,
+        &mut out,
+    );
+    assert_eq!(out.launches.len(), 1, "an old event time still runs now");
+    let mut out = Outbox::default();
+    shard.resource_ready(&ResourceEvent::ready("orders:1", Some(T0)), T0, &mut out);
+    assert!(out.launches.is_empty(), "no match");
+    // The same event replayed (after a crash) triggers nothing more.
+    let mut out = Outbox::default();
+    shard.resource_ready(
+        &ResourceEvent::ready("products:1", Some(T0 - 3_600_000)),
+        T0,
+        &mut out,
+    );
+    assert!(out.ops.is_empty() && out.launches.is_empty());
+    let view = shard.job_view("rebuild").unwrap();
+    assert_eq!(view.live.len(), 1);
+    assert_eq!(view.live[0].cause, RunCause::Event);
+}
+
+#[test]
+fn waiting_instances_are_rebuilt_from_storage() {
+    let store = MemoryStore::default();
+    let resources = no_resources();
+    let (mut shard, _) = Shard::recover(
+        0,
+        ShardConfig::default(),
+        resources.clone(),
+        ShardSnapshot::default(),
+        T0,
+    );
+    let mut out = Outbox::default();
+    shard.put_job(hourly_waiting_for(&["a/{HOUR}", "b/{HOUR}"]), T0, &mut out);
+    shard.tick(T0, &mut out);
+    drop(store.submit(out.ops));
+    // One resource landed while the shard was down.
+    satisfy(&resources, "a/2026-11-23T10");
+    let (mut shard, _) = Shard::recover(
+        0,
+        ShardConfig::default(),
+        resources.clone(),
+        store.load().unwrap(),
+        T0 + 1000,
+    );
+    let view = shard.job_view("load").unwrap();
+    assert_eq!(view.waiting_for[0].1, ["b/2026-11-23T10"]);
+    let event = satisfy(&resources, "b/2026-11-23T10");
+    let mut out = Outbox::default();
+    shard.resource_ready(&event, T0 + 2000, &mut out);
+    assert_eq!(out.launches.len(), 1);
+    assert_eq!(shard.lineage("b/2026-11-23T10").consumers, ["load"]);
 }

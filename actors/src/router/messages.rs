@@ -1,5 +1,7 @@
 use ractor::{ActorRef, RpcReplyPort};
 
+use dron_model::resource::ResourceEvent;
+
 use crate::broker::TaskUpdate;
 use crate::coordinator::{CoordinatorMsg, Reply};
 
@@ -23,6 +25,13 @@ pub enum RouterMsg {
     /// Broadcast to every shard: an instance of `parent` succeeded.
     ParentSucceeded {
         parent: String,
+    },
+    /// From the event bus, after recording the event: hand it to every shard; answers true
+    /// once all have applied it durably. Going through the router orders it with resharding,
+    /// so a job on the move sees it on one side or the other.
+    ResourceReady {
+        event: ResourceEvent,
+        reply: RpcReplyPort<bool>,
     },
     /// Change the number of shards online; answers the new count.
     Reshard {

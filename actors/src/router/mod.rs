@@ -18,9 +18,10 @@ use dron_model::ring::Ring;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::broker::{BrokerMsg, TaskUpdate};
+use crate::bus::BusMsg;
 use crate::clock::SharedClock;
 use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg, ShardConfig};
-use crate::store::{ShardStore, StoreError};
+use crate::store::{ResourceStore, ShardStore, StoreError};
 
 /// Restarts allowed per shard within [`RESTART_WINDOW`] before the router gives up (and so
 /// stops the server loudly rather than crash-looping).
@@ -48,6 +49,9 @@ pub struct RouterArgs {
     pub default_shard_count: u32,
     pub clock: SharedClock,
     pub broker: ActorRef<BrokerMsg>,
+    pub bus: ActorRef<BusMsg>,
+    /// Where coordinators look up satisfied resources.
+    pub resources: Arc<dyn ResourceStore>,
     pub config: ShardConfig,
 }
 
@@ -120,6 +124,12 @@ impl Actor for Router {
                             parent: parent.clone(),
                         });
                 }
+            }
+            RouterMsg::ResourceReady { event, reply } => {
+                let shards = state.slots.iter().map(|s| s.coordinator.clone()).collect();
+                tokio::spawn(async move {
+                    let _ = reply.send(crate::bus::apply_to_shards(shards, event).await);
+                });
             }
             RouterMsg::Reshard { count, reply } => {
                 let result = state.reshard(&myself, count).await.map(|_| count);
@@ -227,6 +237,8 @@ impl RouterState {
             clock: self.args.clock.clone(),
             broker: self.args.broker.clone(),
             router: myself.clone(),
+            bus: self.args.bus.clone(),
+            resources: self.args.resources.clone(),
             config: self.args.config.clone(),
         };
         let (coordinator, _) =

@@ -1,0 +1,72 @@
+use dron_model::resource::{PendingEvent, ResourceEvent, ResourceRecord};
+use ractor::{ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+
+use crate::error::CommandError;
+use crate::router::RouterMsg;
+
+pub enum BusMsg {
+    /// Set once the router runs (it is spawned after the bus): pending events are applied
+    /// from then on.
+    SetRouter(ActorRef<RouterMsg>),
+    /// The link to the message broker: events to publish go down this channel, and the link
+    /// answers [`BusMsg::Published`] once the broker has confirmed one.
+    SetPublisher(mpsc::UnboundedSender<ResourceEvent>),
+    /// An event from outside (HTTP, or the message broker). Answers once the event is
+    /// recorded and applied to every coordinator (or was a duplicate).
+    Ingest {
+        event: ResourceEvent,
+        origin: Origin,
+        reply: RpcReplyPort<Result<Ingested, CommandError>>,
+    },
+    /// Events a coordinator announces (its job runs ended). Answers once they are recorded:
+    /// the coordinator may then drop them from its outbox.
+    Announce {
+        events: Vec<ResourceEvent>,
+        reply: RpcReplyPort<Result<(), CommandError>>,
+    },
+    /// Sent by the bus's own tasks: an event was applied to every coordinator, or not.
+    Applied {
+        pending: PendingEvent,
+        applied: bool,
+    },
+    /// Sent by the broker link: the broker confirmed this event (by key).
+    Published { key: String },
+    /// Try again to apply the events that could not be applied everywhere.
+    RetryPending,
+    /// A satisfied resource, if it is.
+    Lookup {
+        resource: String,
+        reply: RpcReplyPort<Result<Option<ResourceRecord>, CommandError>>,
+    },
+}
+
+/// Where an event came from. Events from the message broker are not published back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Api,
+    Broker,
+    /// Announced by dron itself (`job:NAME@TIME`).
+    Internal,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Api => "api",
+            Origin::Broker => "amqp",
+            Origin::Internal => "internal",
+        }
+    }
+}
+
+/// What became of an ingested event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    /// The resource was already satisfied by an event of the same time: nothing changed.
+    pub duplicate: bool,
+    /// Every coordinator applied it (else it is retried until they have).
+    pub applied: bool,
+    /// The event's time (given, or when it was recorded).
+    pub at_ms: i64,
+}

@@ -1,0 +1,157 @@
+//! The workloads, and the HTTP calls they share. Every workload answers one JSON object (the
+//! last line printed) and whether it passed.
+
+pub mod api;
+pub mod fire;
+pub mod smoke;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// What a workload reports: its figures, and whether the checks it ran passed.
+pub struct Outcome {
+    pub json: Value,
+    pub passed: bool,
+}
+
+/// One acknowledged creation.
+pub struct Ack {
+    pub name: String,
+    pub latency_ms: u64,
+    /// When the acknowledgement arrived (Unix ms): no target before it is owed a run.
+    pub acked_ms: i64,
+}
+
+/// Creates jobs with `concurrency` requests in flight, in order of `jobs` chunk by chunk (so a
+/// dependent job may follow its parents in a later call). Fails on the first refusal.
+pub async fn create_all(
+    client: &reqwest::Client,
+    url: &str,
+    jobs: &[Value],
+    concurrency: usize,
+) -> anyhow::Result<Vec<Ack>> {
+    let mut acks = Vec::with_capacity(jobs.len());
+    for chunk in jobs.chunks(concurrency.max(1)) {
+        let mut in_flight = tokio::task::JoinSet::new();
+        for job in chunk {
+            let request = client.post(create_endpoint(url, job)).json(job);
+            let name = job["name"].as_str().unwrap_or_default().to_string();
+            in_flight.spawn(async move {
+                let started = Instant::now();
+                let response = request.send().await.context("server unreachable")?;
+                let status = response.status();
+                if status != 204 {
+                    let body = response.text().await.unwrap_or_default();
+                    bail!("create of {name} answered {status}: {body}");
+                }
+                anyhow::Ok(Ack {
+                    name,
+                    latency_ms: started.elapsed().as_millis() as u64,
+                    acked_ms: chrono::Utc::now().timestamp_millis(),
+                })
+            });
+        }
+        while let Some(result) = in_flight.join_next().await {
+            acks.push(result??);
+        }
+    }
+    Ok(acks)
+}
+
+/// Chronos has one endpoint for scheduled jobs and one for dependent jobs.
+fn create_endpoint(url: &str, job: &Value) -> String {
+    let dependent = job["parents"].as_array().is_some_and(|p| !p.is_empty());
+    let kind = if dependent { "dependency" } else { "iso8601" };
+    format!("{url}/scheduler/{kind}")
+}
+
+pub async fn delete_all(
+    client: &reqwest::Client,
+    url: &str,
+    names: &[String],
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    for chunk in names.chunks(concurrency.max(1)) {
+        let mut in_flight = tokio::task::JoinSet::new();
+        for name in chunk {
+            in_flight.spawn(client.delete(format!("{url}/scheduler/job/{name}")).send());
+        }
+        while let Some(result) = in_flight.join_next().await {
+            result??;
+        }
+    }
+    Ok(())
+}
+
+/// The jobs as the server lists them (Chronos JSON).
+pub async fn list_jobs(client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<Value>> {
+    let response = client
+        .get(format!("{url}/scheduler/jobs"))
+        .send()
+        .await
+        .context("server unreachable")?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("GET /scheduler/jobs answered {status}");
+    }
+    response
+        .json()
+        .await
+        .context("GET /scheduler/jobs: not a JSON array")
+}
+
+/// The sum of the `successCount` of the named jobs.
+pub async fn successes(
+    client: &reqwest::Client,
+    url: &str,
+    names: &[String],
+) -> anyhow::Result<u64> {
+    let jobs = list_jobs(client, url).await?;
+    let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    Ok(jobs
+        .iter()
+        .filter(|job| job["name"].as_str().is_some_and(|n| wanted.contains(n)))
+        .filter_map(|job| job["successCount"].as_u64())
+        .sum())
+}
+
+/// Makes the runs directory and answers its absolute path: the recorded commands run with
+/// their run directory as working directory.
+pub fn prepare_runs_dir(runs_dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(runs_dir)
+        .with_context(|| format!("cannot create {}", runs_dir.display()))?;
+    runs_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", runs_dir.display()))
+}
+
+/// Writes each acknowledged job's `created` line.
+pub fn record_acks(runs_dir: &Path, acks: &[Ack]) -> anyhow::Result<()> {
+    for ack in acks {
+        crate::recorder::record_created(runs_dir, &ack.name, ack.acked_ms)?;
+    }
+    Ok(())
+}
+
+/// A schedule start a few seconds ahead, on a whole second: every target then falls after the
+/// job's acknowledgement, so none is ambiguous.
+pub fn start_soon(seconds_ahead: i64) -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now().timestamp();
+    chrono::DateTime::from_timestamp(now + seconds_ahead, 0).expect("a time in range")
+}
+
+/// Sleeps until `at` (returns at once if it has passed).
+pub async fn sleep_until(at: chrono::DateTime<chrono::Utc>) {
+    let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+}
+
+/// Adds the keys of `from` (the checker's report) to a workload's report.
+pub fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
+}

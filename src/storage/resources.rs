@@ -1,0 +1,117 @@
+//! The server's resource store on RocksDB (`data/resources`): satisfied resources, and the
+//! events the bus has not finished applying or publishing.
+//!
+//! | family      | key                           | value            |
+//! |-------------|-------------------------------|------------------|
+//! | `resources` | resource id                   | `ResourceRecord` |
+//! | `pending`   | event key (`ResourceEvent::key`) | `PendingEvent` |
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dron_actors::store::{Durable, ResourceOp, ResourceStore, StoreError};
+use dron_model::codec;
+use dron_model::resource::{PendingEvent, ResourceRecord};
+use rocksdb::{DB, WriteBatch};
+
+use super::rocks::{decode_family, open_db};
+use super::writer::{Writer, backend};
+
+const RESOURCES: &str = "resources";
+const PENDING: &str = "pending";
+
+pub struct RocksResourceStore {
+    writer: Writer<ResourceOp>,
+    db: Arc<DB>,
+}
+
+impl RocksResourceStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Arc::new(open_db(path, &[RESOURCES, PENDING])?);
+        let writer = Writer::spawn("resource-writer".into(), db.clone(), add_op)?;
+        Ok(RocksResourceStore { writer, db })
+    }
+}
+
+impl ResourceStore for RocksResourceStore {
+    fn submit(&self, ops: Vec<ResourceOp>) -> Durable {
+        self.writer.submit(ops)
+    }
+
+    fn get(&self, resource: &str) -> Result<Option<ResourceRecord>, StoreError> {
+        let cf = self
+            .db
+            .cf_handle(RESOURCES)
+            .ok_or_else(|| backend("missing column family"))?;
+        let Some(bytes) = self
+            .db
+            .get_pinned_cf(cf, resource.as_bytes())
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        codec::decode(&bytes).map(Some).map_err(backend)
+    }
+
+    fn pending(&self) -> Result<Vec<PendingEvent>, StoreError> {
+        self.writer.barrier()?;
+        decode_family(&self.db, PENDING)
+    }
+}
+
+fn add_op(db: &DB, batch: &mut WriteBatch, op: &ResourceOp) -> Result<(), StoreError> {
+    let cf = |name: &str| {
+        db.cf_handle(name)
+            .ok_or_else(|| backend("missing column family"))
+    };
+    match op {
+        ResourceOp::Satisfy(record) => batch.put_cf(
+            cf(RESOURCES)?,
+            record.resource.as_bytes(),
+            codec::encode(record),
+        ),
+        ResourceOp::PutPending(pending) => batch.put_cf(
+            cf(PENDING)?,
+            pending.event.key().as_bytes(),
+            codec::encode(pending),
+        ),
+        ResourceOp::DeletePending(key) => batch.delete_cf(cf(PENDING)?, key.as_bytes()),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dron_model::resource::ResourceEvent;
+
+    #[tokio::test]
+    async fn satisfied_resources_and_pending_events_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = ResourceEvent::ready("hive:t/ds=2026-11-23", Some(5));
+        {
+            let store = RocksResourceStore::open(dir.path()).unwrap();
+            let record = ResourceRecord {
+                resource: event.resource.clone(),
+                at_ms: 5,
+                recorded_ms: 6,
+                meta_json: "{\"rows\":1}".into(),
+            };
+            let pending = PendingEvent {
+                event: event.clone(),
+                apply: true,
+                publish: false,
+            };
+            let ops = vec![ResourceOp::Satisfy(record), ResourceOp::PutPending(pending)];
+            store.submit(ops).await.unwrap().unwrap();
+        }
+        let store = RocksResourceStore::open(dir.path()).unwrap();
+        let record = store.get("hive:t/ds=2026-11-23").unwrap().unwrap();
+        assert_eq!(record.meta_json, "{\"rows\":1}");
+        assert!(store.get("hive:t/ds=2026-11-24").unwrap().is_none());
+        assert_eq!(store.pending().unwrap()[0].event, event);
+        let delete = vec![ResourceOp::DeletePending(event.key())];
+        store.submit(delete).await.unwrap().unwrap();
+        assert!(store.pending().unwrap().is_empty());
+    }
+}
