@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use support::Server;
 
-const ENDPOINTS: [(&str, &str); 12] = [
+const ENDPOINTS: [(&str, &str); 16] = [
     ("/health", "get"),
     ("/ping", "get"),
     ("/metrics", "get"),
@@ -16,6 +16,10 @@ const ENDPOINTS: [(&str, &str); 12] = [
     ("/api/jobs/{name}/runs/{taskId}/stdout", "get"),
     ("/api/jobs/{name}/runs/{taskId}/stderr", "get"),
     ("/api/jobs/{name}/next", "get"),
+    ("/api/jobs/{name}/waiting", "get"),
+    ("/resources", "post"),
+    ("/api/resources", "get"),
+    ("/api/resources", "post"),
     ("/api/schedule/preview", "get"),
     ("/api/shards", "get"),
     ("/api/shards", "put"),
@@ -50,6 +54,14 @@ async fn the_served_openapi_document_matches_the_routes() {
             .replace("{taskId}", &task_id);
         let (concrete, body) = match (path, method) {
             ("/api/schedule/preview", _) => (format!("{concrete}?schedule=R//PT1H&n=2"), None),
+            ("/api/resources", "get") => (
+                format!("{concrete}?id=hive%3Ausers%2Fds%3D2026-11-23"),
+                None,
+            ),
+            ("/resources" | "/api/resources", "post") => (
+                concrete,
+                Some(json!({"resource": "openapi:test", "at": "2026-11-23T00:00:00Z"})),
+            ),
             // An out-of-range count is refused (400) without moving any job.
             ("/api/shards", "put") => (concrete, Some(json!({"count": 0}))),
             _ => (concrete, None),

@@ -151,8 +151,12 @@ fn job_row(job: &Value) -> Vec<String> {
     ]
 }
 
-/// The schedule of a scheduled job, `after a, b` for a dependent one.
+/// The schedule of a scheduled job, `after a, b` for a dependent one, `on PATTERN` for one
+/// triggered by events.
 fn trigger(job: &Value) -> String {
+    if let Some(pattern) = job["triggeredBy"].as_str() {
+        return format!("on {pattern}");
+    }
     let parents: Vec<String> = job["parents"]
         .as_array()
         .map(|p| p.iter().map(cell).collect())

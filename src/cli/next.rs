@@ -12,6 +12,10 @@ pub async fn next(client: &Client, name: &str, n: Option<u32>) -> Outcome {
     }
     let answer = client.call(Method::GET, &path, None).await?;
     let targets = answer["targets"].as_array().cloned().unwrap_or_default();
+    if let Some(pattern) = answer["triggeredBy"].as_str() {
+        println!("job '{name}' runs on each event for a resource matching {pattern}");
+        return Ok(());
+    }
     if let Some(parents) = answer["parents"].as_array() {
         let parents: Vec<String> = parents.iter().map(cell).collect();
         println!(

@@ -39,6 +39,14 @@ pub async fn next(
     let view = state.client()?.job(&name).await?;
     let spec = &view.record.spec;
     let now = Utc::now();
+    if let Some(pattern) = spec.trigger_pattern() {
+        return Ok(Json(json!({
+            "job": name,
+            "triggeredBy": pattern,
+            "message": "an event-triggered job has no schedule: it runs on each matching event",
+            "targets": [],
+        })));
+    }
     let Some(schedule) = spec.schedule() else {
         return Ok(Json(json!({
             "job": name,
