@@ -1,12 +1,18 @@
-//! `dron-loadtest`: drives a running dron server through its public API, reports figures, and
-//! checks what actually ran. Workloads: job creation (`api`), firing (`fire`), the whole
-//! record-and-check loop (`smoke`); `check` judges the runs recorded in a runs directory (see
-//! `checker` for the rules and `recorder` for the runs-file format). The Dron/Facebook
-//! workloads are the load-test issue's remaining work.
+//! `dron-loadtest`: drives a dron server through its public API, reports figures, and checks
+//! what actually ran. Workloads: job creation (`api`), firing (`fire`), the record-and-check
+//! loop (`smoke`), Dron's benchmarks (`saturate`, `highload`), the Facebook-style load
+//! (`facebook`) and a million jobs (`million`); `check` judges the runs recorded in a runs
+//! directory (see `checker` for the rules and `recorder` for the runs-file format).
+//!
+//! The server is one already running at `--url`, or one the tool starts itself with
+//! `--dron-bin` (needed by `million`, which kills it with -9 and restarts it).
 
 mod check;
 mod checker;
+mod progress;
 mod recorder;
+mod scrape;
+mod server;
 mod stats;
 mod workloads;
 
@@ -16,8 +22,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use check::CheckOptions;
+use server::ManagedServer;
 use workloads::Outcome;
+use workloads::facebook::FacebookOptions;
 use workloads::fire::FireOptions;
+use workloads::highload::HighloadOptions;
+use workloads::million::MillionOptions;
+use workloads::saturate::SaturateOptions;
 use workloads::smoke::SmokeOptions;
 
 #[derive(Parser)]
@@ -26,9 +37,21 @@ use workloads::smoke::SmokeOptions;
     about = "Load generator and schedule checker for a running dron server"
 )]
 struct Cli {
-    /// The server's URL.
+    /// The server's URL (ignored with --dron-bin).
     #[arg(long, global = true, default_value = "http://127.0.0.1:4400")]
     url: String,
+    /// Start this dron binary as the server under test (on a free port), instead of --url.
+    #[arg(long, global = true)]
+    dron_bin: Option<PathBuf>,
+    /// The managed server's directory (its data and log); default a new one under /tmp.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// The managed server's shards.
+    #[arg(long, global = true, default_value_t = 8)]
+    shards: u32,
+    /// The server's pid, for RSS and CPU figures (default: found from the port of --url).
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -74,6 +97,63 @@ enum Workload {
         #[arg(long)]
         keep: bool,
     },
+    /// Dron's scheduling-delay benchmark: add periodic jobs step by step until the p99 start
+    /// delay passes the limit or targets are skipped; report the highest rate held.
+    Saturate {
+        /// The built-in task (no process) instead of `true` through the task shim.
+        #[arg(long)]
+        builtin: bool,
+        #[arg(long, default_value_t = 500)]
+        step: usize,
+        #[arg(long, default_value_t = 30)]
+        step_secs: u64,
+        #[arg(long, default_value_t = 10_000)]
+        period_ms: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        max_jobs: usize,
+        #[arg(long, default_value_t = 1000.0)]
+        limit_ms: f64,
+        #[arg(long, default_value_t = 60_000)]
+        epsilon_ms: i64,
+    },
+    /// Dron's high-load benchmark: long-running jobs added step by step up to a number running
+    /// at once; server CPU and RSS over time.
+    Highload {
+        #[arg(long)]
+        builtin: bool,
+        #[arg(long, default_value_t = 25_000)]
+        step: usize,
+        #[arg(long, default_value_t = 150)]
+        step_secs: u64,
+        #[arg(long, default_value_t = 150_000)]
+        max_running: usize,
+        #[arg(long, default_value_t = 600)]
+        run_secs: u64,
+    },
+    /// The Facebook-style load: long-running instances kept live, minute jobs bringing new
+    /// instances at a steady rate, all real processes; then the checker.
+    Facebook {
+        #[arg(long, default_value_t = 5_000)]
+        long_jobs: usize,
+        #[arg(long, default_value_t = 30)]
+        per_second: usize,
+        #[arg(long, default_value_t = 600)]
+        duration_secs: u64,
+        #[arg(long)]
+        runs: PathBuf,
+        #[arg(long, default_value_t = 60_000)]
+        epsilon_ms: i64,
+        #[arg(long, default_value_t = 5_000)]
+        allowance_ms: i64,
+    },
+    /// A million jobs: creation rate, RSS per job, data size, restart to health and to the
+    /// first on-time fire after a kill -9. Needs --dron-bin.
+    Million {
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 128)]
+        concurrency: usize,
+    },
     /// Checks the runs recorded in a runs directory against the jobs the server lists: every
     /// target run once inside its epsilon window, dependent jobs after their parents. Exits 1
     /// when a target was missed or run twice (or a dependency or an acknowledged job was lost).
@@ -96,7 +176,7 @@ enum Workload {
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
-    let outcome = runtime.block_on(run(&cli.url, cli.workload))?;
+    let outcome = runtime.block_on(start(cli))?;
     // The last line: one JSON object, for scripts.
     println!("{}", outcome.json);
     Ok(if outcome.passed {
@@ -106,8 +186,93 @@ fn main() -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn run(url: &str, workload: Workload) -> anyhow::Result<Outcome> {
+/// Starts the managed server if asked for, then the workload.
+async fn start(cli: Cli) -> anyhow::Result<Outcome> {
+    let mut managed = match &cli.dron_bin {
+        Some(binary) => {
+            let stamp = chrono::Utc::now().timestamp_millis();
+            let dir = cli
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join(format!("dron-loadtest-{stamp}")));
+            Some(ManagedServer::start(binary, &dir, cli.shards).await?)
+        }
+        None => None,
+    };
+    let url = managed.as_ref().map_or(cli.url.clone(), ManagedServer::url);
+    let pid = cli
+        .server_pid
+        .or_else(|| managed.as_ref().and_then(ManagedServer::pid))
+        .or_else(|| server::find_pid(&url));
+    if let Workload::Million { jobs, concurrency } = cli.workload {
+        let Some(server) = managed.as_mut() else {
+            anyhow::bail!("million kills and restarts the server: give --dron-bin");
+        };
+        return workloads::million::run(server, MillionOptions { jobs, concurrency }).await;
+    }
+    run(&url, pid, cli.workload).await
+}
+
+async fn run(url: &str, server_pid: Option<u32>, workload: Workload) -> anyhow::Result<Outcome> {
     match workload {
+        Workload::Saturate {
+            builtin,
+            step,
+            step_secs,
+            period_ms,
+            max_jobs,
+            limit_ms,
+            epsilon_ms,
+        } => {
+            let options = SaturateOptions {
+                builtin,
+                step,
+                step_secs,
+                period_ms,
+                max_jobs,
+                limit_ms,
+                epsilon_ms,
+                server_pid,
+            };
+            workloads::saturate::run(url, options).await
+        }
+        Workload::Highload {
+            builtin,
+            step,
+            step_secs,
+            max_running,
+            run_secs,
+        } => {
+            let options = HighloadOptions {
+                builtin,
+                step,
+                step_secs,
+                max_running,
+                run_secs,
+                server_pid,
+            };
+            workloads::highload::run(url, options).await
+        }
+        Workload::Facebook {
+            long_jobs,
+            per_second,
+            duration_secs,
+            runs,
+            epsilon_ms,
+            allowance_ms,
+        } => {
+            let options = FacebookOptions {
+                long_jobs,
+                per_second,
+                duration_secs,
+                runs,
+                epsilon_ms,
+                allowance_ms,
+                server_pid,
+            };
+            workloads::facebook::run(url, options).await
+        }
+        Workload::Million { .. } => anyhow::bail!("million needs --dron-bin"),
         Workload::Api { jobs, concurrency } => workloads::api::run(url, jobs, concurrency).await,
         Workload::Fire {
             jobs,

@@ -19,7 +19,7 @@ pub const DEFAULT_RETRIES: u32 = 2;
 /// How long an instance of a job without a schedule period waits for its resources.
 pub const DEFAULT_WAIT_TIMEOUT_MS: i64 = 24 * 3_600_000;
 /// The job fields dron acts on: what a validation error's `field` can name.
-pub const JOB_FIELDS: [&str; 18] = [
+pub const JOB_FIELDS: [&str; 19] = [
     "name",
     "command",
     "shell",
@@ -38,6 +38,7 @@ pub const JOB_FIELDS: [&str; 18] = [
     "dependsOn",
     "waitTimeout",
     "triggeredBy",
+    "builtinSleepMs",
 ];
 /// Fields that are read-only counters in answers; ignored when a client sends them back.
 const OUTPUT_ONLY_FIELDS: [&str; 4] = ["successCount", "errorCount", "lastSuccess", "lastError"];
@@ -86,6 +87,10 @@ pub struct JobRequest {
     /// A resource pattern (`*` wildcards): each matching event runs the job.
     #[serde(default)]
     pub triggered_by: Option<String>,
+    /// Instead of a command, a built-in task the agent completes after this many
+    /// milliseconds without starting a process (load tests measure the scheduler with it).
+    #[serde(default)]
+    pub builtin_sleep_ms: Option<u64>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -135,6 +140,8 @@ pub struct JobSpec {
     pub owner: String,
     pub environment: Vec<EnvironmentVariable>,
     pub timeout_ms: Option<u64>,
+    /// `builtinSleepMs`: run the built-in sleep task instead of `command`.
+    pub builtin_sleep_ms: Option<u64>,
     /// `dependsOn` templates, validated.
     pub depends_on: Vec<String>,
     /// `waitTimeout`; None: the schedule's period, or [`DEFAULT_WAIT_TIMEOUT_MS`].
@@ -176,8 +183,11 @@ impl JobRequest {
     pub fn validate(self, kind: JobKind, now: DateTime<Utc>) -> Result<JobSpec, Invalid> {
         validate_job_name("name", &self.name)?;
         let trigger = self.trigger(kind, now)?;
-        if self.command.trim().is_empty() {
-            return Err(Invalid::new("command", "command must not be empty"));
+        if self.command.trim().is_empty() && self.builtin_sleep_ms.is_none() {
+            return Err(Invalid::new(
+                "command",
+                "command must not be empty (or give builtinSleepMs for the built-in task)",
+            ));
         }
         let epsilon_ms = match &self.epsilon {
             None => DEFAULT_EPSILON_MS,
@@ -216,6 +226,7 @@ impl JobRequest {
             owner,
             environment: self.environment_variables,
             timeout_ms: self.max_completion_time,
+            builtin_sleep_ms: self.builtin_sleep_ms,
             depends_on: self.depends_on,
             wait_timeout_ms,
             time_zone,
@@ -461,6 +472,9 @@ impl JobRecord {
         if let Some(wait) = spec.wait_timeout_ms {
             set("waitTimeout", format_duration_ms(wait).into());
         }
+        if let Some(sleep) = spec.builtin_sleep_ms {
+            set("builtinSleepMs", sleep.into());
+        }
         set("epsilon", format_duration_ms(spec.epsilon_ms).into());
         set("retries", spec.retries.into());
         set("async", spec.is_async.into());
@@ -686,7 +700,7 @@ mod tests {
         use proptest::prelude::*;
 
         /// The fields a validation error may name.
-        const FIELDS: [&str; 18] = JOB_FIELDS;
+        const FIELDS: [&str; 19] = JOB_FIELDS;
         /// Chronos fields dron keeps without acting on them.
         const MORE_FIELDS: [&str; 3] = ["mem", "cpus", "successCount"];
 

@@ -3,11 +3,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use dron_model::ids::parse_task_id;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use super::process::{Adopted, RunningTask, TaskEnd, TaskKiller, TaskSpec, adopt, launch};
+use super::process::{
+    Adopted, RunningTask, TaskCommand, TaskEnd, TaskKiller, TaskSpec, adopt, launch,
+};
 use crate::broker::{BrokerMsg, TaskEvent, TaskUpdate};
 
 pub enum AgentMsg {
@@ -38,6 +41,8 @@ pub struct LocalAgentArgs {
 pub struct LocalAgentState {
     args: LocalAgentArgs,
     killers: HashMap<String, TaskKiller>,
+    /// Built-in sleep tasks running, by task id.
+    sleepers: HashMap<String, tokio::task::AbortHandle>,
 }
 
 /// Where the run of `task_id` keeps its spec, output and exit status. Task ids come from
@@ -65,6 +70,7 @@ impl Actor for LocalAgent {
         Ok(LocalAgentState {
             args,
             killers: HashMap::new(),
+            sleepers: HashMap::new(),
         })
     }
 
@@ -80,6 +86,10 @@ impl Actor for LocalAgent {
                 if let Some(killer) = state.killers.get(&task_id) {
                     killer.kill();
                 }
+                if let Some(sleeper) = state.sleepers.remove(&task_id) {
+                    sleeper.abort();
+                    state.report(&task_id, ended(TaskEnd::Killed));
+                }
             }
             AgentMsg::Adopt {
                 task_id,
@@ -87,6 +97,7 @@ impl Actor for LocalAgent {
             } => state.adopt(myself, task_id, timeout_deadline_ms),
             AgentMsg::Finished { task_id } => {
                 state.killers.remove(&task_id);
+                state.sleepers.remove(&task_id);
             }
         }
         Ok(())
@@ -96,6 +107,9 @@ impl Actor for LocalAgent {
 impl LocalAgentState {
     async fn launch(&mut self, myself: ActorRef<AgentMsg>, spec: TaskSpec) {
         let task_id = spec.task_id.clone();
+        if let TaskCommand::Sleep { ms } = spec.command {
+            return self.sleep(myself, task_id, ms);
+        }
         let Some(dir) = run_dir(&self.args.runs_root, &task_id) else {
             let end = TaskEnd::FailedToStart(format!("malformed task id '{task_id}'"));
             return self.report(&task_id, ended(end));
@@ -112,6 +126,28 @@ impl LocalAgentState {
             }
             Err(error) => self.report(&task_id, ended(TaskEnd::FailedToStart(error.to_string()))),
         }
+    }
+
+    /// A built-in task: started now, succeeded after `ms`, no process and no run directory.
+    fn sleep(&mut self, myself: ActorRef<AgentMsg>, task_id: String, ms: u64) {
+        if self.sleepers.contains_key(&task_id) {
+            return; // launches are idempotent per task id
+        }
+        self.report(&task_id, TaskEvent::Started { at_ms: now_ms() });
+        let broker = self.args.broker.clone();
+        let id = task_id.clone();
+        let sleeping = tokio::spawn(async move {
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let update = TaskUpdate {
+                task_id: id.clone(),
+                event: ended(TaskEnd::Exited(0)),
+            };
+            let _ = broker.send_message(BrokerMsg::Update(update));
+            let _ = myself.send_message(AgentMsg::Finished { task_id: id });
+        });
+        self.sleepers.insert(task_id, sleeping.abort_handle());
     }
 
     fn adopt(&mut self, myself: ActorRef<AgentMsg>, task_id: String, deadline_ms: Option<i64>) {

@@ -49,6 +49,11 @@ pub enum TaskCommand {
     Shell(String),
     /// Program and arguments, run directly.
     Argv(Vec<String>),
+    /// A built-in task the agent completes itself after this many milliseconds, without a
+    /// process (`builtinSleepMs`): the cheapest task there is, for measuring the scheduler
+    /// apart from fork/exec. It has no output and does not survive a server restart (it is
+    /// then launched again: it has no effects).
+    Sleep { ms: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -173,6 +173,7 @@ fn build_command(run_dir: &Path, spec: &TaskSpec) -> Result<Command, String> {
             cmd.args(args);
             cmd
         }
+        TaskCommand::Sleep { .. } => return Err("a built-in task has no process".into()),
     };
     let work_dir = spec.work_dir.as_deref().unwrap_or(run_dir);
     // Checked here because a failed chdir in the child is reported as the same
@@ -198,6 +199,7 @@ fn spawn_error(command: &TaskCommand, e: io::Error) -> String {
     let program = match command {
         TaskCommand::Shell(_) => "/bin/sh",
         TaskCommand::Argv(argv) => argv.first().map(String::as_str).unwrap_or(""),
+        TaskCommand::Sleep { .. } => "(built-in)",
     };
     match e.kind() {
         io::ErrorKind::NotFound if program.contains('/') => format!("no such file: {program}"),

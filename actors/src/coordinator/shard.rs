@@ -611,7 +611,9 @@ impl Shard {
     fn task_spec(&self, instance: &InstanceRecord) -> TaskSpec {
         let spec = &self.jobs[&instance.job].record.spec;
         let task_id = instance.task_id();
-        let command = if spec.shell {
+        let command = if let Some(ms) = spec.builtin_sleep_ms {
+            TaskCommand::Sleep { ms }
+        } else if spec.shell {
             TaskCommand::Shell(spec.command.clone())
         } else {
             TaskCommand::Argv(

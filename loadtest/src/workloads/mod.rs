@@ -2,7 +2,11 @@
 //! last line printed) and whether it passed.
 
 pub mod api;
+pub mod facebook;
 pub mod fire;
+pub mod highload;
+pub mod million;
+pub mod saturate;
 pub mod smoke;
 
 use std::path::{Path, PathBuf};
