@@ -1,5 +1,9 @@
 use clap::Parser;
 
+// See Cargo.toml: the allocator is part of the scheduler's speed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     match dron::cli::run(dron::cli::Cli::parse()) {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),

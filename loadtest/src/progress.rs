@@ -22,9 +22,13 @@ impl Progress {
         self.bar.set_message(message.to_string());
     }
 
-    /// A line printed above the bar (a step's figures).
+    /// A line printed above the bar (a step's figures); plain stderr when there is no
+    /// terminal to draw the bar on.
     pub fn note(&mut self, line: &str) {
-        self.bar.println(line);
+        match self.bar.is_hidden() {
+            true => eprintln!("{line}"),
+            false => self.bar.println(line),
+        }
     }
 
     pub fn finish(self) {

@@ -25,9 +25,9 @@ pub enum BusMsg {
         events: Vec<ResourceEvent>,
         reply: RpcReplyPort<Result<(), CommandError>>,
     },
-    /// Sent by the bus's own tasks: an event was applied to every coordinator, or not.
+    /// Sent by the bus's own tasks: a batch of events was applied to every coordinator, or not.
     Applied {
-        pending: PendingEvent,
+        batch: Vec<PendingEvent>,
         applied: bool,
     },
     /// Sent by the broker link: the broker confirmed this event (by key).

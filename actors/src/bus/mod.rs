@@ -39,6 +39,8 @@ use crate::store::{ResourceOp, ResourceStore};
 
 /// How long applying one event to every coordinator may take before it is retried.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pending events applied together after a restart or a failed attempt.
+const APPLY_BATCH: usize = 1000;
 /// Pause before events that could not be applied everywhere are tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -124,7 +126,7 @@ impl Actor for EventBus {
                 reply,
             } => state.ingest(&myself, event, origin, reply),
             BusMsg::Announce { events, reply } => state.announce(&myself, events, reply),
-            BusMsg::Applied { pending, applied } => state.applied(&myself, pending, applied),
+            BusMsg::Applied { batch, applied } => state.applied(&myself, batch, applied),
             BusMsg::Published { key } => {
                 metrics::counter!("dron_events_published_total").increment(1);
                 state.to_publish.remove(&key);
@@ -186,29 +188,31 @@ impl BusState {
             }
             Ok(None) => {
                 let publish = origin != Origin::Broker;
-                self.record_and_apply(myself, event, publish, Some(reply), None);
+                self.record_and_apply(myself, vec![event], publish, Some(reply), None);
             }
         }
     }
 
-    /// Events announced by a coordinator: recorded, then applied and published like others;
-    /// the coordinator hears back once they are recorded.
+    /// Events announced by a coordinator (those of one commit): recorded together, then
+    /// applied and published like others; the coordinator hears back once they are recorded.
     fn announce(
         &mut self,
         myself: &ActorRef<BusMsg>,
         events: Vec<ResourceEvent>,
         reply: RpcReplyPort<Result<(), CommandError>>,
     ) {
-        let mut recorded = Vec::new();
+        let mut waits = Vec::new();
+        let mut batch: Vec<ResourceEvent> = Vec::new();
+        let mut batched = std::collections::HashSet::new();
         for event in events {
             metrics::counter!("dron_events_received_total", "origin" => "internal").increment(1);
             if event.status == EventStatus::Failed {
                 if self.publishing {
-                    recorded.push(self.record_for_publishing(event));
+                    waits.push(self.record_for_publishing(event));
                 }
                 continue;
             }
-            if self.in_flight.contains_key(&event.resource) {
+            if batched.contains(&event.resource) || self.in_flight.contains_key(&event.resource) {
                 continue;
             }
             match self.duplicate_of(&event) {
@@ -218,15 +222,19 @@ impl BusState {
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) => {
-                    let (done, wait) = tokio::sync::oneshot::channel();
-                    self.record_and_apply(myself, event, true, None, Some(done));
-                    recorded.push(wait);
+                    batched.insert(event.resource.clone());
+                    batch.push(event);
                 }
             }
         }
+        if !batch.is_empty() {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            self.record_and_apply(myself, batch, true, None, Some(done));
+            waits.push(wait);
+        }
         tokio::spawn(async move {
             let mut result = Ok(());
-            for wait in recorded {
+            for wait in waits {
                 match wait.await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => result = Err(unavailable(error)),
@@ -258,37 +266,41 @@ impl BusState {
         durable
     }
 
-    /// Steps 2 to 4 of the module docs, in a task of their own so the bus goes on.
+    /// Steps 2 to 4 of the module docs for a batch of events (distinct resources), in a task
+    /// of its own so the bus goes on: one synced write and one round of the shards for all.
     fn record_and_apply(
         &mut self,
         myself: &ActorRef<BusMsg>,
-        event: ResourceEvent,
+        events: Vec<ResourceEvent>,
         publish: bool,
         reply: Option<IngestReply>,
         recorded: Option<tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>>,
     ) {
         let now_ms = self.clock.now_ms();
-        let at_ms = event.at_ms.unwrap_or(now_ms);
-        let record = ResourceRecord {
-            resource: event.resource.clone(),
-            at_ms,
-            recorded_ms: now_ms,
-            meta_json: event.meta_json.clone(),
-        };
-        let pending = PendingEvent {
-            event: ResourceEvent {
-                at_ms: Some(at_ms),
-                ..event
-            },
-            apply: true,
-            publish: publish && self.publishing,
-        };
-        let durable = self.store.submit(vec![
-            ResourceOp::Satisfy(record),
-            ResourceOp::PutPending(pending.clone()),
-        ]);
-        self.in_flight
-            .insert(pending.event.resource.clone(), Vec::new());
+        let mut ops = Vec::with_capacity(events.len() * 2);
+        let mut batch = Vec::with_capacity(events.len());
+        for event in events {
+            let at_ms = event.at_ms.unwrap_or(now_ms);
+            ops.push(ResourceOp::Satisfy(ResourceRecord {
+                resource: event.resource.clone(),
+                at_ms,
+                recorded_ms: now_ms,
+                meta_json: event.meta_json.clone(),
+            }));
+            let pending = PendingEvent {
+                event: ResourceEvent {
+                    at_ms: Some(at_ms),
+                    ..event
+                },
+                apply: true,
+                publish: publish && self.publishing,
+            };
+            ops.push(ResourceOp::PutPending(pending.clone()));
+            self.in_flight
+                .insert(pending.event.resource.clone(), Vec::new());
+            batch.push(pending);
+        }
+        let durable = self.store.submit(ops);
         let (router, myself) = (self.router.clone(), myself.clone());
         tokio::spawn(async move {
             let written = durable
@@ -297,23 +309,24 @@ impl BusState {
             if let Some(recorded) = recorded {
                 let _ = recorded.send(written.clone());
             }
+            let at_ms = batch[0].event.at_ms.unwrap_or_default();
             if let Err(error) = written {
-                tracing::error!(%error, "recording a resource event failed");
+                tracing::error!(%error, "recording resource events failed");
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(unavailable(error)));
                 }
                 // Not recorded: nothing to apply, and the sender may try again.
+                for pending in &mut batch {
+                    pending.apply = false;
+                }
                 let _ = myself.send_message(BusMsg::Applied {
-                    pending: PendingEvent {
-                        apply: false,
-                        publish: false,
-                        ..pending
-                    },
+                    batch,
                     applied: false,
                 });
                 return;
             }
-            let applied = apply_everywhere(router.as_ref(), &pending.event).await;
+            let events = batch.iter().map(|p| p.event.clone()).collect();
+            let applied = apply_everywhere(router.as_ref(), events).await;
             if let Some(reply) = reply {
                 let ingested = Ingested {
                     duplicate: false,
@@ -322,44 +335,51 @@ impl BusState {
                 };
                 let _ = reply.send(Ok(ingested));
             }
-            let _ = myself.send_message(BusMsg::Applied { pending, applied });
+            let _ = myself.send_message(BusMsg::Applied { batch, applied });
         });
     }
 
-    fn applied(&mut self, myself: &ActorRef<BusMsg>, pending: PendingEvent, applied: bool) {
-        let key = pending.event.key();
-        if let Some(waiters) = self.in_flight.remove(&pending.event.resource) {
-            let at_ms = pending.event.at_ms.unwrap_or_default();
-            for waiter in waiters {
-                let ingested = Ingested {
-                    duplicate: true,
-                    applied,
-                    at_ms,
-                };
-                let _ = waiter.send(Ok(ingested));
+    fn applied(&mut self, myself: &ActorRef<BusMsg>, batch: Vec<PendingEvent>, applied: bool) {
+        let mut ops = Vec::new();
+        for pending in batch {
+            let key = pending.event.key();
+            if let Some(waiters) = self.in_flight.remove(&pending.event.resource) {
+                let at_ms = pending.event.at_ms.unwrap_or_default();
+                for waiter in waiters {
+                    let ingested = Ingested {
+                        duplicate: true,
+                        applied,
+                        at_ms,
+                    };
+                    let _ = waiter.send(Ok(ingested));
+                }
             }
+            if !pending.apply {
+                continue; // the write failed: nothing was recorded
+            }
+            if !applied {
+                self.to_apply.insert(key, pending);
+                continue;
+            }
+            self.to_apply.remove(&key);
+            ops.push(if pending.publish {
+                self.publish(pending.event.clone());
+                ResourceOp::PutPending(PendingEvent {
+                    apply: false,
+                    ..pending
+                })
+            } else {
+                ResourceOp::DeletePending(key)
+            });
         }
-        if !pending.apply {
-            return; // the write failed: nothing was recorded
-        }
-        if !applied {
-            self.to_apply.insert(key, pending);
+        if !self.to_apply.is_empty() {
             self.schedule_retry(myself);
-            return;
         }
-        self.to_apply.remove(&key);
-        let op = if pending.publish {
-            self.publish(pending.event.clone());
-            ResourceOp::PutPending(PendingEvent {
-                apply: false,
-                ..pending
-            })
-        } else {
-            ResourceOp::DeletePending(key)
-        };
-        // Not awaited: if this write is lost, the event is applied once more after a restart,
-        // which changes nothing.
-        drop(self.store.submit(vec![op]));
+        // Not awaited: if this write is lost, the events are applied once more after a
+        // restart, which changes nothing.
+        if !ops.is_empty() {
+            drop(self.store.submit(ops));
+        }
     }
 
     fn publish(&mut self, event: ResourceEvent) {
@@ -374,6 +394,7 @@ impl BusState {
             return;
         }
         let pending: Vec<PendingEvent> = std::mem::take(&mut self.to_apply).into_values().collect();
+        let mut batch = Vec::new();
         for event in pending {
             if self.in_flight.contains_key(&event.event.resource) {
                 self.to_apply.insert(event.event.key(), event);
@@ -381,11 +402,15 @@ impl BusState {
             }
             self.in_flight
                 .insert(event.event.resource.clone(), Vec::new());
-            let (router, myself) = (self.router.clone(), myself.clone());
+            batch.push(event);
+        }
+        for chunk in batch.chunks(APPLY_BATCH) {
+            let (router, myself, chunk) = (self.router.clone(), myself.clone(), chunk.to_vec());
             tokio::spawn(async move {
-                let applied = apply_everywhere(router.as_ref(), &event.event).await;
+                let events = chunk.iter().map(|p| p.event.clone()).collect();
+                let applied = apply_everywhere(router.as_ref(), events).await;
                 let _ = myself.send_message(BusMsg::Applied {
-                    pending: event,
+                    batch: chunk,
                     applied,
                 });
             });
@@ -403,29 +428,31 @@ impl BusState {
     }
 }
 
-/// Hands an event to every coordinator through the router; true once all have applied it.
-async fn apply_everywhere(router: Option<&ActorRef<RouterMsg>>, event: &ResourceEvent) -> bool {
+/// Hands events to every coordinator through the router; true once all have applied them.
+async fn apply_everywhere(router: Option<&ActorRef<RouterMsg>>, events: Vec<ResourceEvent>) -> bool {
     let Some(router) = router else {
         return false;
     };
-    let event = event.clone();
     let asked = router
         .call(
-            |reply| RouterMsg::ResourceReady { event, reply },
+            |reply| RouterMsg::ResourceReady { events, reply },
             Some(APPLY_TIMEOUT),
         )
         .await;
     matches!(asked, Ok(CallResult::Success(true)))
 }
 
-/// Asks every coordinator in `shards` to apply `event`; true once all have, durably.
-pub async fn apply_to_shards(shards: Vec<ActorRef<CoordinatorMsg>>, event: ResourceEvent) -> bool {
+/// Asks every coordinator in `shards` to apply `events`; true once all have, durably.
+pub async fn apply_to_shards(
+    shards: Vec<ActorRef<CoordinatorMsg>>,
+    events: Vec<ResourceEvent>,
+) -> bool {
     let mut all = true;
     for shard in shards {
-        let event = event.clone();
+        let events = events.clone();
         let asked = shard
             .call(
-                |reply| CoordinatorMsg::ResourceReady { event, reply },
+                |reply| CoordinatorMsg::ResourceReady { events, reply },
                 Some(APPLY_TIMEOUT),
             )
             .await;

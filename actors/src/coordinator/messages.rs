@@ -84,10 +84,10 @@ pub enum CoordinatorMsg {
     ParentSucceeded {
         parent: String,
     },
-    /// A resource is ready (recorded by the bus first). Answers once the instances it
+    /// Resources are ready (recorded by the bus first). Answers once the instances they
     /// released or triggered are durable.
     ResourceReady {
-        event: ResourceEvent,
+        events: Vec<ResourceEvent>,
         reply: Reply<()>,
     },
     /// The bus has recorded these announcements (by key): drop them from the outbox.

@@ -187,8 +187,10 @@ impl CoordinatorState {
                 self.shard.parent_succeeded(&parent, now_ms, &mut out);
                 self.commit(myself, out, None);
             }
-            CoordinatorMsg::ResourceReady { event, reply } => {
-                self.shard.resource_ready(&event, now_ms, &mut out);
+            CoordinatorMsg::ResourceReady { events, reply } => {
+                for event in &events {
+                    self.shard.resource_ready(event, now_ms, &mut out);
+                }
                 self.commit(myself, out, reply_later(reply, Ok(())));
             }
             CoordinatorMsg::AnnouncementsDone { keys } => {

@@ -26,11 +26,11 @@ pub enum RouterMsg {
     ParentSucceeded {
         parent: String,
     },
-    /// From the event bus, after recording the event: hand it to every shard; answers true
-    /// once all have applied it durably. Going through the router orders it with resharding,
+    /// From the event bus, after recording the events: hand them to every shard; answers true
+    /// once all have applied them durably. Going through the router orders it with resharding,
     /// so a job on the move sees it on one side or the other.
     ResourceReady {
-        event: ResourceEvent,
+        events: Vec<ResourceEvent>,
         reply: RpcReplyPort<bool>,
     },
     /// Change the number of shards online; answers the new count.

@@ -125,10 +125,10 @@ impl Actor for Router {
                         });
                 }
             }
-            RouterMsg::ResourceReady { event, reply } => {
+            RouterMsg::ResourceReady { events, reply } => {
                 let shards = state.slots.iter().map(|s| s.coordinator.clone()).collect();
                 tokio::spawn(async move {
-                    let _ = reply.send(crate::bus::apply_to_shards(shards, event).await);
+                    let _ = reply.send(crate::bus::apply_to_shards(shards, events).await);
                 });
             }
             RouterMsg::Reshard { count, reply } => {

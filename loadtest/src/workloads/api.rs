@@ -8,7 +8,7 @@ use super::{Outcome, create_all, delete_all};
 use crate::stats::percentile;
 
 pub async fn run(url: &str, jobs: usize, concurrency: usize) -> anyhow::Result<Outcome> {
-    let client = reqwest::Client::new();
+    let client = super::http_client();
     let run = chrono::Utc::now().timestamp_millis();
     let names: Vec<String> = (0..jobs).map(|i| format!("lt-api-{run}-{i}")).collect();
     // Far in the future: this measures creation, nothing fires.

@@ -27,7 +27,7 @@ pub struct FacebookOptions {
 }
 
 pub async fn run(url: &str, options: FacebookOptions) -> anyhow::Result<Outcome> {
-    let client = reqwest::Client::new();
+    let client = super::http_client();
     let prefix = format!("lt-fb-{}-", chrono::Utc::now().timestamp_millis());
     let dir = super::prepare_runs_dir(&options.runs)?;
     let start = super::start_soon(5);

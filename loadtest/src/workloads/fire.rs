@@ -21,7 +21,7 @@ pub struct FireOptions {
 }
 
 pub async fn run(url: &str, options: FireOptions) -> anyhow::Result<Outcome> {
-    let client = reqwest::Client::new();
+    let client = super::http_client();
     let run = chrono::Utc::now().timestamp_millis();
     let prefix = format!("lt-fire-{run}-");
     let names: Vec<String> = (0..options.jobs).map(|i| format!("{prefix}{i}")).collect();

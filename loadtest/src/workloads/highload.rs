@@ -24,7 +24,7 @@ pub struct HighloadOptions {
 }
 
 pub async fn run(url: &str, options: HighloadOptions) -> anyhow::Result<Outcome> {
-    let client = reqwest::Client::new();
+    let client = super::http_client();
     let prefix = format!("lt-high-{}-", chrono::Utc::now().timestamp_millis());
     let mut names: Vec<String> = Vec::new();
     let mut samples: Vec<Value> = Vec::new();

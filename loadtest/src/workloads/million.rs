@@ -19,7 +19,7 @@ pub struct MillionOptions {
 const PROBE: &str = "lt-million-probe";
 
 pub async fn run(server: &mut ManagedServer, options: MillionOptions) -> anyhow::Result<Outcome> {
-    let client = reqwest::Client::new();
+    let client = super::http_client();
     let url = server.url();
     let pid = server.pid().unwrap_or_default();
     let baseline = ProcessStats::read(pid).unwrap_or_default();

@@ -159,3 +159,12 @@ pub fn merge(into: &mut Value, from: Value) {
         into.extend(from);
     }
 }
+
+/// The HTTP client every workload uses: a request to an overloaded server fails after a minute
+/// instead of hanging the run.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap_or_default()
+}

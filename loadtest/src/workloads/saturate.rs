@@ -61,7 +61,7 @@ impl Step {
 }
 
 pub async fn run(url: &str, options: SaturateOptions) -> anyhow::Result<Outcome> {
-    let client = reqwest::Client::new();
+    let client = super::http_client();
     let prefix = format!("lt-sat-{}-", chrono::Utc::now().timestamp_millis());
     let fork_rate = match options.builtin {
         true => None,

@@ -27,7 +27,7 @@ pub struct SmokeOptions {
 const ZONE: &str = "Europe/Paris";
 
 pub async fn run(url: &str, options: SmokeOptions) -> anyhow::Result<Outcome> {
-    let client = reqwest::Client::new();
+    let client = super::http_client();
     let prefix = format!("lt-smoke-{}-", Utc::now().timestamp_millis());
     let dir = super::prepare_runs_dir(&options.runs)?;
     // Ahead of the creations, so every target falls after its job's acknowledgement.
