@@ -301,6 +301,18 @@ mod tests {
         assert_eq!(config.shards, defaults.shards);
         assert_eq!(config.data_dir, defaults.data_dir);
         assert!(config.auth.basic.is_empty() && config.auth.tokens.is_empty());
+        let (notify, default_notify) = (&config.notify, &defaults.notify);
+        assert_eq!(notify.digest_window_secs, default_notify.digest_window_secs);
+        assert_eq!(notify.keep, default_notify.keep);
+        assert_eq!(notify.max_attempts, default_notify.max_attempts);
+        assert_eq!(notify.retry_backoff_ms, default_notify.retry_backoff_ms);
+        assert_eq!(
+            notify.retry_backoff_max_ms,
+            default_notify.retry_backoff_max_ms
+        );
+        assert_eq!(notify.stderr_tail_lines, default_notify.stderr_tail_lines);
+        assert_eq!(notify.mail_on_recovery, default_notify.mail_on_recovery);
+        assert!(notify.smtp.is_none() && notify.webhooks.is_empty());
     }
 
     #[test]

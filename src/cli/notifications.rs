@@ -76,7 +76,7 @@ async fn list(client: &Client, limit: Option<u32>, as_json: bool) -> Outcome {
     Ok(())
 }
 
-/// `email sent, webhook queued (2 attempts: connection refused)`; `-` for none.
+/// `email sent, webhook queued (after 2 attempts: connection refused)`.
 fn deliveries(value: &Value) -> String {
     let listed = value.as_array().cloned().unwrap_or_default();
     if listed.is_empty() {
@@ -87,18 +87,21 @@ fn deliveries(value: &Value) -> String {
 }
 
 fn delivery(delivery: &Value) -> String {
-    let mut text = format!(
-        "{} {}",
-        cell(&delivery["channel"]),
-        cell(&delivery["state"])
-    );
+    format!("{} {}", cell(&delivery["channel"]), state(delivery))
+}
+
+/// `sent`, `sent (in a digest of 4)`, `queued (after 2 attempts: connection refused)`.
+fn state(delivery: &Value) -> String {
+    let mut text = cell(&delivery["state"]);
     if delivery["sentWith"].as_u64().is_some_and(|n| n > 1) {
         text.push_str(&format!(" (in a digest of {})", delivery["sentWith"]));
     }
     if delivery["state"] != "sent"
         && let Some(error) = delivery["lastError"].as_str()
     {
-        text.push_str(&format!(" ({} attempts: {error})", delivery["attempts"]));
+        let attempts = delivery["attempts"].as_u64().unwrap_or(0);
+        let plural = if attempts == 1 { "" } else { "s" };
+        text.push_str(&format!(" (after {attempts} attempt{plural}: {error})"));
     }
     text
 }
@@ -118,7 +121,7 @@ async fn test(client: &Client, email: Option<String>, webhook: Option<String>) -
             Some("email") => list_of(&each["to"]),
             _ => cell(&each["url"]),
         };
-        println!("{} {target}: {}", cell(&each["channel"]), delivery(each));
+        println!("{} {target}: {}", cell(&each["channel"]), state(each));
     }
     match answer["delivered"] == true {
         true => Ok(()),

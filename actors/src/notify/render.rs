@@ -61,7 +61,10 @@ pub fn time(ms: i64) -> String {
 /// What happened, in words.
 fn what(notice: &Notice) -> String {
     match notice.kind {
-        NoticeKind::Failed => format!("failed for good (attempt {})", notice.attempt + 1),
+        NoticeKind::Failed => match notice.attempt + 1 {
+            1 => "failed".to_string(),
+            n => format!("failed for good after {n} attempts"),
+        },
         NoticeKind::TimedOut => "timed out (ran past maxCompletionTime)".to_string(),
         NoticeKind::Expired => "expired waiting for its resources".to_string(),
         NoticeKind::Skipped if notice.count > 1 => {
@@ -176,22 +179,44 @@ fn digest_text(notices: &[&Notice], ui_url: &str, window_secs: i64) -> String {
     let job = &notices[0].job;
     let mut text = format!(
         "dron: {} notices about job '{job}', gathered into one message \
-         (at most one message per job every {window_secs} s).\n",
-        notices.len()
+         (flood control: at most one message per job every {window_secs} s).\n\n\
+         Runs: {}\n\n",
+        notices.len(),
+        runs_url(ui_url, job),
     );
     for notice in notices.iter().take(DIGEST_LISTED) {
-        text.push_str(&format!("\n{}\n", facts(notice, ui_url)));
+        text.push_str(&digest_line(notice));
     }
     if notices.len() > DIGEST_LISTED {
         let more = notices.len() - DIGEST_LISTED;
-        text.push_str(&format!("\n... and {more} more (see the runs page).\n"));
+        text.push_str(&format!("... and {more} more (see the runs page).\n"));
     }
     if let Some(newest) = notices.iter().rev().find(|n| !n.stderr_tail.is_empty()) {
-        text.push_str(&format!("\nNewest stderr ({})", time(newest.target_ms)));
-        text.push_str(&stderr_block(newest)[1..]);
-        text.push('\n');
+        let task = newest.task_id.as_deref().unwrap_or("-");
+        text.push_str(&format!(
+            "\nThe newest stderr (target {}, task {task}):{}\n",
+            time(newest.target_ms),
+            &stderr_block(newest)["\n\nLast lines of stderr:".len()..]
+        ));
     }
     text
+}
+
+/// One notice of a digest: `- <target>  <what>  exit <code>  <message>`.
+fn digest_line(notice: &Notice) -> String {
+    let exit = notice
+        .exit_code
+        .map(|code| format!("  exit {code}"))
+        .unwrap_or_default();
+    let message = match notice.message.is_empty() {
+        true => String::new(),
+        false => format!("  {}", notice.message),
+    };
+    format!(
+        "- {}  {}{exit}{message}\n",
+        time(notice.target_ms),
+        what(notice)
+    )
 }
 
 fn notice_json(notice: &Notice, ui_url: &str) -> Value {
@@ -274,6 +299,15 @@ mod tests {
             rendered.subject
         );
         assert!(rendered.text.contains("and 10 more"), "{}", rendered.text);
+        let line = "- 1970-01-01T00:00:01.000Z  failed for good after 3 attempts  exit 3  exited with code 3";
+        assert!(rendered.text.contains(line), "{}", rendered.text);
+        assert!(
+            rendered
+                .text
+                .contains("task ct:59000:2:export:):\n  line one\n  boom"),
+            "{}",
+            rendered.text
+        );
         assert_eq!(rendered.json["count"], 60);
         assert_eq!(rendered.json["notices"].as_array().unwrap().len(), 60);
     }
