@@ -23,6 +23,18 @@ if ! amqp_up || ! rabbitmqctl await_startup >/dev/null 2>&1; then
   exit 1
 fi
 
+# The notification tests mail a real SMTP server on loopback: Python's aiosmtpd, from PyPI.
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+  echo "test: installing python3 and pip"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq python3 python3-pip
+fi
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  echo "test: installing aiosmtpd"
+  python3 -m pip install --quiet aiosmtpd 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages aiosmtpd
+fi
+
 cargo fmt --all -- --check
 # One profile (release) for build, lint and tests: RocksDB's C++ is compiled once.
 cargo clippy --release --locked --workspace --all-targets -- -D warnings

@@ -1,11 +1,13 @@
 //! Command-line interface: `dron serve`, the client commands (`dron job ...`, `dron runs`,
-//! `dron shards ...`, `dron logs`, `dron next`, `dron sync`, `dron why`, `dron resource`) talking to a running server over
+//! `dron shards ...`, `dron logs`, `dron next`, `dron sync`, `dron why`, `dron resource`,
+//! `dron notifications`) talking to a running server over
 //! HTTP, and the hidden `dron task-shim`.
 
 mod client;
 mod job;
 mod logs;
 mod next;
+mod notifications;
 mod resources;
 mod runs;
 mod shards;
@@ -20,6 +22,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use client::{Client, Remote, finish};
 use job::JobAction;
+use notifications::NotificationsAction;
 use resources::ResourceAction;
 use shards::ShardsAction;
 
@@ -109,6 +112,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// List recent failure notices and how their mails and webhooks fared, or send a test.
+    Notifications {
+        #[command(subcommand)]
+        action: NotificationsAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Make the server's jobs match a directory of Chronos job files (`*.json`, one job each).
     Sync {
         dir: PathBuf,
@@ -185,6 +195,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }),
         Command::Resource { action, remote } => remote_command(&remote, |client| async move {
             resources::resource(&client, action).await
+        }),
+        Command::Notifications { action, remote } => remote_command(&remote, |client| async move {
+            notifications::notifications(&client, action).await
         }),
         Command::Sync {
             dir,

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use dron_actors::notify::WebhookTarget;
+use dron_model::notice::{NoticeKind, validate_webhook_url};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -22,6 +24,158 @@ pub struct Config {
     pub fault_injection: bool,
     pub auth: AuthConfig,
     pub events: EventsConfig,
+    pub notify: NotifyConfig,
+}
+
+/// Failure notifications: mail to each job's owner, and webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Where links in messages point; default `http://<listen address>` (the API).
+    pub ui_url: Option<String>,
+    /// Flood control: per job and channel, at most one message at once and one digest per
+    /// window. 0 sends every notice alone.
+    pub digest_window_secs: u64,
+    /// Also mail the owner when a job succeeds after failures.
+    pub mail_on_recovery: bool,
+    /// Signs the jobs' own webhooks (`notifyWebhooks`).
+    pub job_webhook_secret: Option<String>,
+    /// Notices kept for `GET /api/notifications` (undelivered ones are always kept).
+    pub keep: usize,
+    /// Attempts per message before giving up, and the delay between them (doubling).
+    pub max_attempts: u32,
+    pub retry_backoff_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    /// Lines of a failed run's stderr quoted in its message.
+    pub stderr_tail_lines: usize,
+    pub smtp: Option<SmtpConfig>,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "smtp_port")]
+    pub port: u16,
+    /// Upgrade the connection with STARTTLS (required when set).
+    #[serde(default)]
+    pub starttls: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The sender, e.g. `dron <dron@example.com>`.
+    pub from: String,
+    /// How long one SMTP exchange may take.
+    #[serde(default = "smtp_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn smtp_port() -> u16 {
+    25
+}
+
+fn smtp_timeout_secs() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Of `failed`, `timed_out`, `expired`, `skipped`, `recovered`; default all.
+    #[serde(default = "all_events")]
+    pub events: Vec<String>,
+    /// Signs each body: `X-Dron-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    pub secret: Option<String>,
+}
+
+fn all_events() -> Vec<String> {
+    NoticeKind::EVENTS
+        .iter()
+        .map(|kind| kind.as_str().to_string())
+        .collect()
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        let defaults = dron_actors::notify::NotifyConfig::default();
+        NotifyConfig {
+            ui_url: None,
+            digest_window_secs: (defaults.digest_window_ms / 1000) as u64,
+            mail_on_recovery: defaults.mail_on_recovery,
+            job_webhook_secret: None,
+            keep: defaults.keep,
+            max_attempts: defaults.max_attempts,
+            retry_backoff_ms: defaults.retry_backoff_ms,
+            retry_backoff_max_ms: defaults.retry_backoff_max_ms,
+            stderr_tail_lines: defaults.stderr_tail_lines,
+            smtp: None,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// Checks what the types do not: webhook URLs and event names, the SMTP sender.
+    fn validate(&self) -> anyhow::Result<()> {
+        for hook in &self.webhooks {
+            validate_webhook_url("url", &hook.url)
+                .map_err(|e| anyhow::anyhow!("[[notify.webhooks]] {e}"))?;
+            for event in &hook.events {
+                anyhow::ensure!(
+                    NoticeKind::parse(event).is_some_and(|k| k != NoticeKind::Test),
+                    "[[notify.webhooks]] {}: unknown event '{event}' (known: {})",
+                    hook.url,
+                    all_events().join(", ")
+                );
+            }
+        }
+        if let Some(smtp) = &self.smtp {
+            anyhow::ensure!(
+                !smtp.host.is_empty(),
+                "[notify.smtp] host must not be empty"
+            );
+            anyhow::ensure!(
+                smtp.username.is_some() == smtp.password.is_some(),
+                "[notify.smtp] give both username and password, or neither"
+            );
+        }
+        anyhow::ensure!(
+            self.max_attempts >= 1,
+            "[notify] max_attempts must be at least 1"
+        );
+        Ok(())
+    }
+
+    /// The notifier's settings; `listen` is the API's bound address (for default links).
+    pub fn actor_config(&self, listen: &str) -> dron_actors::notify::NotifyConfig {
+        let webhooks = self.webhooks.iter().map(|hook| WebhookTarget {
+            url: hook.url.clone(),
+            events: hook
+                .events
+                .iter()
+                .filter_map(|e| NoticeKind::parse(e))
+                .collect(),
+            secret: hook.secret.clone(),
+        });
+        dron_actors::notify::NotifyConfig {
+            ui_url: self
+                .ui_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{listen}")),
+            digest_window_ms: (self.digest_window_secs.min(86_400 * 7) * 1000) as i64,
+            mail_on_recovery: self.mail_on_recovery,
+            email: self.smtp.is_some(),
+            test_recipient: self.smtp.as_ref().map(|smtp| smtp.from.clone()),
+            webhooks: webhooks.collect(),
+            job_webhook_secret: self.job_webhook_secret.clone(),
+            keep: self.keep.max(1),
+            retry_backoff_ms: self.retry_backoff_ms.max(1),
+            retry_backoff_max_ms: self.retry_backoff_max_ms.max(1),
+            max_attempts: self.max_attempts.max(1),
+            stderr_tail_lines: self.stderr_tail_lines,
+        }
+    }
 }
 
 /// Resource events. Without `amqp_url` they travel in process only (and over HTTP).
@@ -85,6 +239,7 @@ impl Default for Config {
             fault_injection: false,
             auth: AuthConfig::default(),
             events: EventsConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -128,6 +283,7 @@ impl Config {
             config.auth.tokens.iter().all(|t| !t.is_empty()),
             "auth tokens must not be empty"
         );
+        config.notify.validate()?;
         Ok(config)
     }
 }
@@ -145,6 +301,18 @@ mod tests {
         assert_eq!(config.shards, defaults.shards);
         assert_eq!(config.data_dir, defaults.data_dir);
         assert!(config.auth.basic.is_empty() && config.auth.tokens.is_empty());
+        let (notify, default_notify) = (&config.notify, &defaults.notify);
+        assert_eq!(notify.digest_window_secs, default_notify.digest_window_secs);
+        assert_eq!(notify.keep, default_notify.keep);
+        assert_eq!(notify.max_attempts, default_notify.max_attempts);
+        assert_eq!(notify.retry_backoff_ms, default_notify.retry_backoff_ms);
+        assert_eq!(
+            notify.retry_backoff_max_ms,
+            default_notify.retry_backoff_max_ms
+        );
+        assert_eq!(notify.stderr_tail_lines, default_notify.stderr_tail_lines);
+        assert_eq!(notify.mail_on_recovery, default_notify.mail_on_recovery);
+        assert!(notify.smtp.is_none() && notify.webhooks.is_empty());
     }
 
     #[test]
@@ -157,6 +325,49 @@ mod tests {
         assert_eq!(config.auth.basic[0].password, "pw");
         assert_eq!(config.auth.tokens, ["t1"]);
         assert!(toml::from_str::<Config>("[auth]\nbasic = [{ user = \"ops\" }]").is_err());
+    }
+
+    #[test]
+    fn notifications_parse_and_validate() {
+        let text = r#"
+            [notify]
+            ui_url = "https://dron.example.com"
+            digest_window_secs = 60
+            [notify.smtp]
+            host = "smtp.example.com"
+            port = 587
+            starttls = true
+            username = "dron"
+            password = "pw"
+            from = "dron <dron@example.com>"
+            [[notify.webhooks]]
+            url = "https://hooks.example.com/T1"
+            events = ["failed", "recovered"]
+            secret = "s3cret"
+            [[notify.webhooks]]
+            url = "http://127.0.0.1:9000/page"
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        config.notify.validate().unwrap();
+        let actor = config.notify.actor_config("127.0.0.1:4400");
+        assert!(actor.email);
+        assert_eq!(actor.digest_window_ms, 60_000);
+        assert_eq!(actor.ui_url, "https://dron.example.com");
+        assert_eq!(
+            actor.webhooks[0].events,
+            [NoticeKind::Failed, NoticeKind::Recovered]
+        );
+        assert_eq!(actor.webhooks[1].events.len(), 5, "all events by default");
+        let bad_event = "[[notify.webhooks]]\nurl = \"http://h/\"\nevents = [\"exploded\"]";
+        let config: Config = toml::from_str(bad_event).unwrap();
+        assert!(config.notify.validate().is_err());
+        let bad_url = "[[notify.webhooks]]\nurl = \"hooks\"";
+        let config: Config = toml::from_str(bad_url).unwrap();
+        assert!(config.notify.validate().is_err());
+        assert!(
+            toml::from_str::<Config>("[notify.smtp]\nhost = \"h\"").is_err(),
+            "from is required"
+        );
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! - [`server`]: `dron serve`, wiring storage, actors and HTTP.
 //! - [`http`]: the Chronos-compatible and native HTTP API.
 //! - [`events`]: the AMQP link carrying resource events to and from RabbitMQ.
-//! - [`storage`]: the RocksDB shard and resource stores.
+//! - [`notify`]: how failure notices leave: SMTP mail and signed webhooks.
+//! - [`storage`]: the RocksDB shard, resource and notice stores.
 //! - [`config`]: the `dron.toml` settings.
 
 pub mod cli;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod notify;
 pub mod server;
 pub mod storage;

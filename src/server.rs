@@ -12,6 +12,7 @@ use dron_actors::broker::{BrokerMsg, OfferBroker, OfferBrokerArgs};
 use dron_actors::bus::{BusMsg, EventBus, EventBusArgs};
 use dron_actors::client::SchedulerClient;
 use dron_actors::clock::SystemClock;
+use dron_actors::notify::{Notifier, NotifierArgs};
 use dron_actors::router::{Router, RouterArgs};
 use ractor::Actor;
 use tokio::net::TcpListener;
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::events::amqp::{self, AmqpSettings};
 use crate::http::{self, AppState};
+use crate::storage::notices::RocksNoticeStore;
 use crate::storage::resources::RocksResourceStore;
 use crate::storage::rocks::RocksStoreFactory;
 
@@ -66,12 +68,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (bus, bus_handle) = Actor::spawn(Some("bus".into()), EventBus, bus_args)
         .await
         .context("starting the event bus")?;
+    let notifier_args = NotifierArgs {
+        config: config.notify.actor_config(&address.to_string()),
+        store: Arc::new(
+            RocksNoticeStore::open(&config.data_dir.join("notifications"))
+                .context("opening the notification store")?,
+        ),
+        transport: Arc::new(crate::notify::Transports::new(&config.notify)?),
+        clock: Arc::new(SystemClock),
+        runs_root: config.data_dir.join("runs"),
+    };
+    let (notifier, notifier_handle) =
+        Actor::spawn(Some("notifier".into()), Notifier, notifier_args)
+            .await
+            .context("starting the notifier")?;
     let router_args = RouterArgs {
         factory: Arc::new(RocksStoreFactory::new(config.data_dir.join("shards"))?),
         default_shard_count: config.shards,
         clock: Arc::new(SystemClock),
         broker: broker.clone(),
         bus: bus.clone(),
+        notifier: notifier.clone(),
         resources,
         config: config.scheduler.shard_config(),
     };
@@ -80,7 +97,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("recovering shards")?;
     broker.send_message(BrokerMsg::SetRouter(router.clone()))?;
     bus.send_message(BusMsg::SetRouter(router.clone()))?;
-    let client = SchedulerClient::new(router.clone(), bus.clone());
+    let client = SchedulerClient::new(router.clone(), bus.clone()).with_notifier(notifier.clone());
     if let Some(url) = &config.events.amqp_url {
         let settings = AmqpSettings {
             url: url.clone(),
@@ -97,11 +114,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         _ = router_handle => anyhow::bail!("the router stopped (a shard kept failing); see the log above"),
         _ = broker_handle => anyhow::bail!("the offer broker stopped; see the log above"),
         _ = bus_handle => anyhow::bail!("the event bus stopped; see the log above"),
+        _ = notifier_handle => anyhow::bail!("the notifier stopped; see the log above"),
     }
     // Running tasks keep running under their shims; the next start adopts them.
     router.stop(Some("shutdown".into()));
     broker.stop(Some("shutdown".into()));
     bus.stop(Some("shutdown".into()));
+    notifier.stop(Some("shutdown".into()));
     Ok(())
 }
 

@@ -20,8 +20,10 @@ use crate::coordinator::{
     CoordinatorMsg, JobSummary, JobView, PutOutcome, Reply, ShardLineage, ShardStats,
 };
 use crate::error::CommandError;
+use crate::notify::{NotifierMsg, TestRequest};
 use crate::router::RouterMsg;
 use crate::search::JobSearch;
+use dron_model::notice::NoticeRecord;
 
 /// How long an API call waits for a shard. A durable write takes milliseconds; this bounds
 /// a call that reached a shard just as it failed.
@@ -31,6 +33,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct SchedulerClient {
     router: ActorRef<RouterMsg>,
     bus: ActorRef<BusMsg>,
+    notifier: Option<ActorRef<NotifierMsg>>,
 }
 
 /// Everything known of one resource, across shards.
@@ -43,7 +46,44 @@ pub struct Lineage {
 
 impl SchedulerClient {
     pub fn new(router: ActorRef<RouterMsg>, bus: ActorRef<BusMsg>) -> Self {
-        SchedulerClient { router, bus }
+        SchedulerClient {
+            router,
+            bus,
+            notifier: None,
+        }
+    }
+
+    pub fn with_notifier(mut self, notifier: ActorRef<NotifierMsg>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    fn notifier(&self) -> Result<&ActorRef<NotifierMsg>, CommandError> {
+        self.notifier
+            .as_ref()
+            .ok_or_else(|| CommandError::Unavailable("notifications are not running".into()))
+    }
+
+    /// The newest `limit` notices with how each delivery fared, newest first.
+    pub async fn notifications(&self, limit: usize) -> Result<Vec<NoticeRecord>, CommandError> {
+        let asked = self.notifier()?.call(
+            |reply| NotifierMsg::List { limit, reply },
+            Some(CALL_TIMEOUT),
+        );
+        answer(asked.await)
+    }
+
+    /// Sends a test notice; answers it once each channel has been tried.
+    pub async fn test_notification(
+        &self,
+        request: TestRequest,
+    ) -> Result<NoticeRecord, CommandError> {
+        let asked = self.notifier()?.call(
+            |reply| NotifierMsg::Test { request, reply },
+            // Each transport gives up on its own well before this.
+            Some(CALL_TIMEOUT * 2),
+        );
+        answer(asked.await)?
     }
 
     /// Hands an event to the bus; answers once it is recorded and applied (or a duplicate).

@@ -10,6 +10,7 @@
 //! - [`coordinator`]: one per shard: timers, instances, retries, dependencies, recovery.
 //! - [`broker`]: places tasks on agents and routes their status back.
 //! - [`bus`]: resource events: recorded once, applied on every shard, published to a broker.
+//! - [`notify`]: failure notices: recorded durably, mailed and posted to webhooks, digested.
 //! - [`agent`]: runs tasks as processes through a shim that outlives the server.
 //! - [`store`]: the storage trait a coordinator writes through (RocksDB lives in the server).
 //! - [`client`]: the async handle the HTTP API and CLI use.
@@ -23,6 +24,7 @@ pub mod client;
 pub mod clock;
 pub mod coordinator;
 pub mod error;
+pub mod notify;
 pub mod router;
 pub mod search;
 pub mod stats;

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use dron_model::instance::{HistoryEntry, InstanceRecord};
 use dron_model::job::JobRecord;
+use dron_model::notice::{Notice, NoticeRecord};
 use dron_model::resource::{PendingEvent, ResourceEvent, ResourceRecord};
 use tokio::sync::oneshot;
 
@@ -39,6 +40,11 @@ pub enum StoreOp {
     PutAnnouncement(ResourceEvent),
     /// By [`ResourceEvent::key`].
     DeleteAnnouncement(String),
+    /// A notice for the notifier (a run failed, a target was skipped...), kept until the
+    /// notifier has recorded it: the shard's notice outbox.
+    PutNotice(Notice),
+    /// By [`Notice::key`].
+    DeleteNotice(String),
 }
 
 /// Everything a coordinator rebuilds its memory from.
@@ -49,6 +55,8 @@ pub struct ShardSnapshot {
     pub instances: Vec<InstanceRecord>,
     /// Announcements the bus has not confirmed yet.
     pub announcements: Vec<ResourceEvent>,
+    /// Notices the notifier has not recorded yet.
+    pub notices: Vec<Notice>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -89,6 +97,53 @@ pub trait ResourceStore: Send + Sync + 'static {
     fn pending(&self) -> Result<Vec<PendingEvent>, StoreError>;
 }
 
+/// One change to the notifier's store.
+#[derive(Debug, Clone)]
+pub enum NoticeOp {
+    /// Records a notice with its deliveries (replacing the record of the same key).
+    Put(NoticeRecord),
+    /// By [`Notice::key`].
+    Delete(String),
+}
+
+/// Where the notifier keeps notices and how their deliveries fared, so that queued ones
+/// survive a restart and recent ones can be listed.
+pub trait NoticeStore: Send + Sync + 'static {
+    fn submit(&self, ops: Vec<NoticeOp>) -> Durable;
+    /// Every record, oldest first, after every batch submitted before the call.
+    fn load(&self) -> Result<Vec<NoticeRecord>, StoreError>;
+}
+
+/// A notice store in memory, for unit tests.
+#[derive(Default)]
+pub struct MemoryNoticeStore {
+    inner: Mutex<BTreeMap<String, NoticeRecord>>,
+}
+
+impl NoticeStore for MemoryNoticeStore {
+    fn submit(&self, ops: Vec<NoticeOp>) -> Durable {
+        let mut inner = self.inner.lock().expect("memory store lock");
+        for op in ops {
+            match op {
+                NoticeOp::Put(record) => {
+                    inner.insert(record.notice.key(), record);
+                }
+                NoticeOp::Delete(key) => {
+                    inner.remove(&key);
+                }
+            }
+        }
+        let (done, durable) = oneshot::channel();
+        let _ = done.send(Ok(()));
+        durable
+    }
+
+    fn load(&self) -> Result<Vec<NoticeRecord>, StoreError> {
+        let inner = self.inner.lock().expect("memory store lock");
+        Ok(inner.values().cloned().collect())
+    }
+}
+
 /// A store in memory, for unit tests of actor logic.
 #[derive(Default)]
 pub struct MemoryStore {
@@ -101,6 +156,7 @@ struct MemoryShard {
     instances: BTreeMap<String, InstanceRecord>,
     history: HashMap<String, BTreeMap<i64, HistoryEntry>>,
     announcements: BTreeMap<String, ResourceEvent>,
+    notices: BTreeMap<String, Notice>,
 }
 
 impl ShardStore for MemoryStore {
@@ -120,6 +176,7 @@ impl ShardStore for MemoryStore {
             jobs: shard.jobs.values().cloned().collect(),
             instances: shard.instances.values().cloned().collect(),
             announcements: shard.announcements.values().cloned().collect(),
+            notices: shard.notices.values().cloned().collect(),
         })
     }
 
@@ -168,6 +225,12 @@ impl MemoryShard {
             }
             StoreOp::DeleteAnnouncement(key) => {
                 self.announcements.remove(&key);
+            }
+            StoreOp::PutNotice(notice) => {
+                self.notices.insert(notice.key(), notice);
+            }
+            StoreOp::DeleteNotice(key) => {
+                self.notices.remove(&key);
             }
         }
     }

@@ -152,3 +152,6 @@ impl HistoryEntry {
         }
     }
 }
+
+impl crate::codec::Stored for InstanceRecord {}
+impl crate::codec::Stored for HistoryEntry {}

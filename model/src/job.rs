@@ -19,7 +19,7 @@ pub const DEFAULT_RETRIES: u32 = 2;
 /// How long an instance of a job without a schedule period waits for its resources.
 pub const DEFAULT_WAIT_TIMEOUT_MS: i64 = 24 * 3_600_000;
 /// The job fields dron acts on: what a validation error's `field` can name.
-pub const JOB_FIELDS: [&str; 19] = [
+pub const JOB_FIELDS: [&str; 20] = [
     "name",
     "command",
     "shell",
@@ -39,6 +39,7 @@ pub const JOB_FIELDS: [&str; 19] = [
     "waitTimeout",
     "triggeredBy",
     "builtinSleepMs",
+    "notifyWebhooks",
 ];
 /// Fields that are read-only counters in answers; ignored when a client sends them back.
 const OUTPUT_ONLY_FIELDS: [&str; 4] = ["successCount", "errorCount", "lastSuccess", "lastError"];
@@ -91,6 +92,9 @@ pub struct JobRequest {
     /// milliseconds without starting a process (load tests measure the scheduler with it).
     #[serde(default)]
     pub builtin_sleep_ms: Option<u64>,
+    /// Webhook URLs told of this job's failures (beside the server's own webhooks).
+    #[serde(default)]
+    pub notify_webhooks: Vec<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -151,6 +155,8 @@ pub struct JobSpec {
     pub time_zone: String,
     /// The Chronos fields dron stores without acting on them, as a JSON object.
     pub extra_json: String,
+    /// `notifyWebhooks`: URLs told of this job's failures, validated.
+    pub notify_webhooks: Vec<String>,
 }
 
 /// What dron keeps about a job beside its definition.
@@ -201,6 +207,7 @@ impl JobRequest {
         }
         validate_environment(&self.environment_variables)?;
         validate_templates(&self.depends_on)?;
+        validate_webhooks(&self.notify_webhooks)?;
         let wait_timeout_ms = match &self.wait_timeout {
             None => None,
             Some(text) => {
@@ -231,6 +238,7 @@ impl JobRequest {
             wait_timeout_ms,
             time_zone,
             extra_json: extra_fields_json(self.extra),
+            notify_webhooks: self.notify_webhooks,
         })
     }
 
@@ -314,6 +322,22 @@ fn validate_templates(templates: &[String]) -> Result<(), Invalid> {
             "dependsOn",
             format!("dependsOn expands to more than {MAX_EXPANSION} resources per instance"),
         ));
+    }
+    Ok(())
+}
+
+/// The most webhook URLs one job may list.
+pub const MAX_JOB_WEBHOOKS: usize = 10;
+
+fn validate_webhooks(urls: &[String]) -> Result<(), Invalid> {
+    if urls.len() > MAX_JOB_WEBHOOKS {
+        return Err(Invalid::new(
+            "notifyWebhooks",
+            format!("notifyWebhooks lists more than {MAX_JOB_WEBHOOKS} URLs"),
+        ));
+    }
+    for url in urls {
+        crate::notice::validate_webhook_url("notifyWebhooks", url)?;
     }
     Ok(())
 }
@@ -488,6 +512,9 @@ impl JobRecord {
         if let Some(timeout) = spec.timeout_ms {
             set("maxCompletionTime", timeout.into());
         }
+        if !spec.notify_webhooks.is_empty() {
+            set("notifyWebhooks", spec.notify_webhooks.clone().into());
+        }
         set("successCount", self.state.success_count.into());
         set("errorCount", self.state.error_count.into());
         set(
@@ -496,6 +523,77 @@ impl JobRecord {
         );
         set("lastError", chronos_time(self.state.last_error_ms).into());
         Value::Object(json)
+    }
+}
+
+impl crate::codec::Stored for JobRecord {
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
+        debug_assert_eq!(version, 2, "the only older version readable");
+        let old: legacy::JobRecordV2 = postcard::from_bytes(body)?;
+        Ok(old.into())
+    }
+}
+
+/// Job records as format version 2 wrote them (before `notifyWebhooks`).
+mod legacy {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct JobRecordV2 {
+        spec: JobSpecV2,
+        state: JobState,
+    }
+
+    #[derive(Deserialize)]
+    struct JobSpecV2 {
+        name: String,
+        command: String,
+        shell: bool,
+        arguments: Vec<String>,
+        trigger: Trigger,
+        epsilon_ms: i64,
+        retries: u32,
+        is_async: bool,
+        disabled: bool,
+        concurrent: bool,
+        owner: String,
+        environment: Vec<EnvironmentVariable>,
+        timeout_ms: Option<u64>,
+        depends_on: Vec<String>,
+        wait_timeout_ms: Option<i64>,
+        time_zone: String,
+        extra_json: String,
+    }
+
+    impl From<JobRecordV2> for JobRecord {
+        fn from(old: JobRecordV2) -> JobRecord {
+            let s = old.spec;
+            let spec = JobSpec {
+                name: s.name,
+                command: s.command,
+                shell: s.shell,
+                arguments: s.arguments,
+                trigger: s.trigger,
+                epsilon_ms: s.epsilon_ms,
+                retries: s.retries,
+                is_async: s.is_async,
+                disabled: s.disabled,
+                concurrent: s.concurrent,
+                owner: s.owner,
+                environment: s.environment,
+                timeout_ms: s.timeout_ms,
+                builtin_sleep_ms: None,
+                depends_on: s.depends_on,
+                wait_timeout_ms: s.wait_timeout_ms,
+                time_zone: s.time_zone,
+                extra_json: s.extra_json,
+                notify_webhooks: Vec::new(),
+            };
+            JobRecord {
+                spec,
+                state: old.state,
+            }
+        }
     }
 }
 
@@ -695,12 +793,91 @@ mod tests {
         assert_eq!(crate::codec::decode::<JobRecord>(&bytes).unwrap(), record);
     }
 
+    #[test]
+    fn version_2_job_records_still_decode() {
+        #[derive(Serialize)]
+        struct SpecV2<'a> {
+            name: &'a str,
+            command: &'a str,
+            shell: bool,
+            arguments: Vec<String>,
+            trigger: Trigger,
+            epsilon_ms: i64,
+            retries: u32,
+            is_async: bool,
+            disabled: bool,
+            concurrent: bool,
+            owner: &'a str,
+            environment: Vec<EnvironmentVariable>,
+            timeout_ms: Option<u64>,
+            depends_on: Vec<String>,
+            wait_timeout_ms: Option<i64>,
+            time_zone: &'a str,
+            extra_json: &'a str,
+        }
+        let spec = SpecV2 {
+            name: "old",
+            command: "true",
+            shell: true,
+            arguments: vec![],
+            trigger: Trigger::Parents(vec!["a".into()]),
+            epsilon_ms: 60_000,
+            retries: 2,
+            is_async: false,
+            disabled: false,
+            concurrent: false,
+            owner: "ops@example.com",
+            environment: vec![],
+            timeout_ms: Some(5),
+            depends_on: vec!["x/{TODAY}".into()],
+            wait_timeout_ms: None,
+            time_zone: "UTC",
+            extra_json: "{}",
+        };
+        let state = JobState {
+            error_count: 4,
+            ..Default::default()
+        };
+        let bytes = postcard::to_extend(&(spec, state), vec![2]).unwrap();
+        let record: JobRecord = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(record.spec.owner, "ops@example.com");
+        assert_eq!(record.spec.timeout_ms, Some(5));
+        assert!(record.spec.notify_webhooks.is_empty());
+        assert_eq!(record.state.error_count, 4);
+        assert!(crate::codec::decode::<JobRecord>(&[1, 0]).is_err());
+    }
+
+    #[test]
+    fn notify_webhooks_validate_and_round_trip() {
+        let spec = request(serde_json::json!({
+            "name": "a", "command": "x", "schedule": "R//PT1S",
+            "notifyWebhooks": ["https://hooks.example.com/T1"]
+        }))
+        .validate(JobKind::Scheduled, now())
+        .unwrap();
+        assert_eq!(spec.notify_webhooks, ["https://hooks.example.com/T1"]);
+        let json = JobRecord {
+            spec,
+            state: JobState::default(),
+        }
+        .to_chronos_json();
+        assert_eq!(json["notifyWebhooks"][0], "https://hooks.example.com/T1");
+        for bad in ["ftp://x", "http://", "https://a b", "hooks.example.com"] {
+            let err = request(serde_json::json!({
+                "name": "a", "command": "x", "schedule": "R//PT1S", "notifyWebhooks": [bad]
+            }))
+            .validate(JobKind::Scheduled, now())
+            .unwrap_err();
+            assert_eq!(err.field, "notifyWebhooks", "{bad}");
+        }
+    }
+
     mod arbitrary_json {
         use super::*;
         use proptest::prelude::*;
 
         /// The fields a validation error may name.
-        const FIELDS: [&str; 19] = JOB_FIELDS;
+        const FIELDS: [&str; 20] = JOB_FIELDS;
         /// Chronos fields dron keeps without acting on them.
         const MORE_FIELDS: [&str; 3] = ["mem", "cpus", "successCount"];
 

@@ -5,6 +5,7 @@
 //! - [`instance`]: runs of a job, their states, and the history of finished and skipped ones.
 //! - [`name`]: job-name validation (names reach file paths).
 //! - [`resource`]: resources, events and Dron's dependency language (`dependsOn` templates).
+//! - [`notice`]: what dron tells people about runs (failure mails, webhooks) and their deliveries.
 //! - [`ids`]: instance and task ids derived from (job, target, attempt).
 //! - [`ring`]: the consistent-hash ring placing jobs on shards.
 //! - [`codec`]: how records are encoded for storage.
@@ -16,6 +17,7 @@ pub mod ids;
 pub mod instance;
 pub mod job;
 pub mod name;
+pub mod notice;
 pub mod resource;
 pub mod ring;
 pub mod schedule;

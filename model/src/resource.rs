@@ -208,6 +208,10 @@ pub struct PendingEvent {
     pub publish: bool,
 }
 
+impl crate::codec::Stored for ResourceEvent {}
+impl crate::codec::Stored for ResourceRecord {}
+impl crate::codec::Stored for PendingEvent {}
+
 pub fn validate_resource_id(field: &'static str, id: &str) -> Result<(), Invalid> {
     if id.trim().is_empty() || id.len() > MAX_RESOURCE_LEN {
         return Err(Invalid::new(

@@ -1,6 +1,7 @@
 //! dron's own API, for what Chronos lacks: health, run history (skipped targets included),
-//! shards and resharding, task output, schedule previews.
+//! shards and resharding, task output, schedule previews, notifications.
 
+mod notifications;
 mod output;
 mod preview;
 mod resources;
@@ -40,6 +41,8 @@ pub fn routes(fault_injection: bool) -> axum::Router<AppState> {
             post(resources::announce).get(resources::lineage),
         )
         .route("/api/schedule/preview", get(preview::preview))
+        .route("/api/notifications", get(notifications::list))
+        .route("/api/notifications/test", post(notifications::test))
         .route("/api/shards", get(shards).put(set_shards))
         .route("/api/openapi.json", get(openapi));
     if fault_injection {

@@ -2,8 +2,10 @@
 //!
 //! - [`rocks`]: one database per shard (jobs, instances, history, outbox).
 //! - [`resources`]: one database per server for satisfied resources and pending events.
-//! - [`writer`]: the group-commit writer thread both use.
+//! - [`notices`]: one database per server for notices and their deliveries.
+//! - [`writer`]: the group-commit writer thread they all use.
 
+pub mod notices;
 pub mod resources;
 pub mod rocks;
 pub mod writer;

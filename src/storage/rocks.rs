@@ -1,4 +1,4 @@
-//! A shard's storage on RocksDB: one database per shard, three column families.
+//! A shard's storage on RocksDB: one database per shard, five column families.
 //!
 //! | family      | key                                   | value                      |
 //! |-------------|---------------------------------------|----------------------------|
@@ -6,6 +6,7 @@
 //! | `instances` | instance id (`job@target_ms`)         | live `InstanceRecord`      |
 //! | `history`   | job name, 0x00, target (8 bytes, BE)  | `HistoryEntry`             |
 //! | `outbox`    | event key (`ResourceEvent::key`)      | `ResourceEvent` for the bus |
+//! | `notices`   | notice key (`Notice::key`)            | `Notice` for the notifier  |
 //!
 //! Values are postcard behind a version byte (`dron_model::codec`). There is no timer family:
 //! each job's next fire time is in its record, and the coordinator rebuilds its timer index
@@ -29,6 +30,7 @@ const JOBS: &str = "jobs";
 const INSTANCES: &str = "instances";
 const HISTORY: &str = "history";
 const OUTBOX: &str = "outbox";
+const NOTICES: &str = "notices";
 
 pub struct RocksShardStore {
     // Dropped first: the writer finishes its queue while the database is still open.
@@ -38,7 +40,7 @@ pub struct RocksShardStore {
 
 impl RocksShardStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Arc::new(open_db(path, &[JOBS, INSTANCES, HISTORY, OUTBOX])?);
+        let db = Arc::new(open_db(path, &[JOBS, INSTANCES, HISTORY, OUTBOX, NOTICES])?);
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
         let writer = Writer::spawn(format!("shard-writer-{name}"), db.clone(), add_op)?;
         Ok(RocksShardStore { writer, db })
@@ -58,10 +60,7 @@ pub fn open_db(path: &Path, families: &[&str]) -> Result<DB, StoreError> {
 }
 
 /// Every value of a column family, decoded.
-pub fn decode_family<T: serde::de::DeserializeOwned>(
-    db: &DB,
-    family: &str,
-) -> Result<Vec<T>, StoreError> {
+pub fn decode_family<T: codec::Stored>(db: &DB, family: &str) -> Result<Vec<T>, StoreError> {
     let cf = db
         .cf_handle(family)
         .ok_or_else(|| backend("missing column family"))?;
@@ -86,6 +85,7 @@ impl ShardStore for RocksShardStore {
             jobs: decode_family(&self.db, JOBS)?,
             instances: decode_family(&self.db, INSTANCES)?,
             announcements: decode_family(&self.db, OUTBOX)?,
+            notices: decode_family(&self.db, NOTICES)?,
         })
     }
 
@@ -139,6 +139,10 @@ fn add_op(db: &DB, batch: &mut WriteBatch, op: &StoreOp) -> Result<(), StoreErro
             batch.put_cf(cf(OUTBOX)?, event.key().as_bytes(), codec::encode(event))
         }
         StoreOp::DeleteAnnouncement(key) => batch.delete_cf(cf(OUTBOX)?, key.as_bytes()),
+        StoreOp::PutNotice(notice) => {
+            batch.put_cf(cf(NOTICES)?, notice.key().as_bytes(), codec::encode(notice))
+        }
+        StoreOp::DeleteNotice(key) => batch.delete_cf(cf(NOTICES)?, key.as_bytes()),
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod amqp;
+pub mod notify;
 
 pub struct Server {
     pub data: tempfile::TempDir,
@@ -231,7 +232,7 @@ pub fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
     found
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

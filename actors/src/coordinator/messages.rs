@@ -94,6 +94,10 @@ pub enum CoordinatorMsg {
     AnnouncementsDone {
         keys: Vec<String>,
     },
+    /// The notifier has recorded these notices (by key): drop them from the notice outbox.
+    NoticesDone {
+        keys: Vec<String>,
+    },
     /// What this shard knows of a resource (lineage queries).
     Lineage {
         resource: String,

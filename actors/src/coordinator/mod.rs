@@ -21,11 +21,13 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
 
+use dron_model::notice::Notice;
 use dron_model::resource::ResourceEvent;
 
 use crate::broker::BrokerMsg;
 use crate::bus::BusMsg;
 use crate::clock::SharedClock;
+use crate::notify::NotifierMsg;
 use crate::router::RouterMsg;
 use crate::store::{Durable, ResourceStore, ShardStore, StoreOp};
 
@@ -38,6 +40,7 @@ pub struct CoordinatorArgs {
     pub broker: ActorRef<BrokerMsg>,
     pub router: ActorRef<RouterMsg>,
     pub bus: ActorRef<BusMsg>,
+    pub notifier: ActorRef<NotifierMsg>,
     pub resources: Arc<dyn ResourceStore>,
     pub config: ShardConfig,
 }
@@ -63,6 +66,7 @@ struct Effects {
     adopts: Vec<(String, Option<i64>)>,
     succeeded: Vec<String>,
     announcements: Vec<ResourceEvent>,
+    notices: Vec<Notice>,
     then: Option<Box<dyn FnOnce() + Send>>,
 }
 
@@ -87,7 +91,14 @@ impl Actor for Coordinator {
         );
         let (deadline, deadline_rx) = watch::channel(None);
         ticker::spawn(myself.clone(), args.clock.clone(), deadline_rx);
-        let committer = spawn_committer(myself.clone(), args.broker, args.router.clone(), args.bus);
+        let links = Links {
+            coordinator: myself.clone(),
+            broker: args.broker,
+            router: args.router.clone(),
+            bus: args.bus,
+            notifier: args.notifier,
+        };
+        let committer = spawn_committer(links);
         let mut state = CoordinatorState {
             shard,
             store: args.store,
@@ -198,6 +209,10 @@ impl CoordinatorState {
                     .extend(keys.into_iter().map(StoreOp::DeleteAnnouncement));
                 self.commit(myself, out, None);
             }
+            CoordinatorMsg::NoticesDone { keys } => {
+                out.ops.extend(keys.into_iter().map(StoreOp::DeleteNotice));
+                self.commit(myself, out, None);
+            }
             CoordinatorMsg::Lineage { resource, reply } => {
                 let _ = reply.send(self.shard.lineage(&resource));
             }
@@ -285,6 +300,7 @@ impl CoordinatorState {
             adopts,
             succeeded,
             announcements,
+            notices,
             read_failed,
             ..
         } = out;
@@ -304,6 +320,7 @@ impl CoordinatorState {
             adopts,
             succeeded,
             announcements,
+            notices,
             then,
         };
         if self.committer.send(Commit { durable, effects }).is_err() {
@@ -341,57 +358,62 @@ fn reply_later<T: Send + 'static>(
     }))
 }
 
-/// The task that releases each commit's effects once its batch is durable, in commit order.
-fn spawn_committer(
+/// Where a commit's effects go.
+struct Links {
     coordinator: ActorRef<CoordinatorMsg>,
     broker: ActorRef<BrokerMsg>,
     router: ActorRef<RouterMsg>,
     bus: ActorRef<BusMsg>,
-) -> mpsc::UnboundedSender<Commit> {
+    notifier: ActorRef<NotifierMsg>,
+}
+
+/// The task that releases each commit's effects once its batch is durable, in commit order.
+fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
     let (sender, mut commits) = mpsc::unbounded_channel::<Commit>();
     tokio::spawn(async move {
         while let Some(Commit { durable, effects }) = commits.recv().await {
-            match durable.await {
-                Ok(Ok(())) => release(effects, &broker, &router, &bus, &coordinator),
-                Ok(Err(error)) => {
-                    let _ = coordinator.send_message(CoordinatorMsg::StoreFailed(error));
-                    return;
+            let error = match durable.await {
+                Ok(Ok(())) => {
+                    release(effects, &links);
+                    continue;
                 }
-                Err(_) => {
-                    let error = crate::store::StoreError("store dropped a write".into());
-                    let _ = coordinator.send_message(CoordinatorMsg::StoreFailed(error));
-                    return;
-                }
-            }
+                Ok(Err(error)) => error,
+                Err(_) => crate::store::StoreError("store dropped a write".into()),
+            };
+            let _ = links
+                .coordinator
+                .send_message(CoordinatorMsg::StoreFailed(error));
+            return;
         }
     });
     sender
 }
 
-fn release(
-    effects: Effects,
-    broker: &ActorRef<BrokerMsg>,
-    router: &ActorRef<RouterMsg>,
-    bus: &ActorRef<BusMsg>,
-    coordinator: &ActorRef<CoordinatorMsg>,
-) {
+fn release(effects: Effects, links: &Links) {
     for spec in effects.launches {
-        let _ = broker.send_message(BrokerMsg::Launch(spec));
+        let _ = links.broker.send_message(BrokerMsg::Launch(spec));
     }
     for task_id in effects.kills {
-        let _ = broker.send_message(BrokerMsg::Kill { task_id });
+        let _ = links.broker.send_message(BrokerMsg::Kill { task_id });
     }
     for (task_id, timeout_deadline_ms) in effects.adopts {
-        let _ = broker.send_message(BrokerMsg::Adopt {
+        let _ = links.broker.send_message(BrokerMsg::Adopt {
             task_id,
             timeout_deadline_ms,
         });
     }
     for parent in effects.succeeded {
-        let _ = router.send_message(RouterMsg::ParentSucceeded { parent });
+        let _ = links
+            .router
+            .send_message(RouterMsg::ParentSucceeded { parent });
     }
     if !effects.announcements.is_empty() {
-        crate::bus::announce(bus.clone(), coordinator.clone(), effects.announcements);
+        let (bus, coordinator) = (links.bus.clone(), links.coordinator.clone());
+        crate::bus::announce(bus, coordinator, effects.announcements);
+    }
+    if !effects.notices.is_empty() {
+        let (notifier, coordinator) = (links.notifier.clone(), links.coordinator.clone());
+        crate::notify::hand_over(notifier, coordinator, effects.notices);
     }
     if let Some(then) = effects.then {
         then();

@@ -9,6 +9,7 @@ use chrono::DateTime;
 use dron_model::ids::{TaskRef, instance_id, parse_task_id};
 use dron_model::instance::{HistoryEntry, InstanceRecord, InstanceState, RunCause, SkippedTargets};
 use dron_model::job::{JobRecord, JobSpec, JobState, Trigger};
+use dron_model::notice::{Notice, NoticeKind};
 use dron_model::resource::{EventStatus, Expansion, ResourceEvent, job_resource, pattern_matches};
 use dron_model::ring::Ring;
 use dron_model::schedule::Schedule;
@@ -63,6 +64,9 @@ pub struct Outbox {
     /// Events for the bus (`job:NAME@TIME` of runs that ended), also written to the shard's
     /// outbox in `ops` so none is lost to a crash.
     pub announcements: Vec<ResourceEvent>,
+    /// Notices for the notifier (failures, skips, recoveries), also written to the shard's
+    /// notice outbox in `ops`, for the same reason.
+    pub notices: Vec<Notice>,
     /// Set when a tick stopped at `max_instances_per_tick`: tick again at once.
     pub more_due: bool,
     /// A read of the resource store failed: the shard must be rebuilt.
@@ -175,6 +179,7 @@ impl Shard {
         }
         let mut out = Outbox {
             announcements: snapshot.announcements,
+            notices: snapshot.notices,
             ..Outbox::default()
         };
         for instance in snapshot.instances {
@@ -450,6 +455,8 @@ impl Shard {
                 };
                 tracing::warn!(job = name, count, "targets skipped");
                 metrics::counter!("dron_skipped_targets_total").increment(count);
+                let notice = skipped_notice(&entry.record.spec, &skipped);
+                push_notice(notice, out);
                 self.append_history(HistoryEntry::Skipped(skipped), out);
             }
         }
@@ -789,6 +796,9 @@ impl Shard {
         instance.message = message;
         let name = instance.job.clone();
         if let Some(entry) = self.jobs.get_mut(&name) {
+            if let Some(notice) = run_notice(&entry.record, &instance, now_ms) {
+                push_notice(notice, out);
+            }
             let counters = &mut entry.record.state;
             match state {
                 InstanceState::Succeeded => {
@@ -1213,6 +1223,72 @@ impl Shard {
         let targets = self.live_by_job.get(name).into_iter().flatten();
         targets.map(|target| instance_id(name, *target)).collect()
     }
+}
+
+/// What to tell people about a run that just ended (its counters not updated yet): a failure
+/// for good, a timeout, an expiry, a skip, or the first success after failures.
+fn run_notice(job: &JobRecord, run: &InstanceRecord, now_ms: i64) -> Option<Notice> {
+    let kind = match run.state {
+        InstanceState::Failed => NoticeKind::Failed,
+        InstanceState::TimedOut => NoticeKind::TimedOut,
+        InstanceState::Expired => NoticeKind::Expired,
+        InstanceState::Skipped => NoticeKind::Skipped,
+        InstanceState::Succeeded if failing(&job.state) => NoticeKind::Recovered,
+        _ => return None,
+    };
+    // Expired and skipped runs never started: no task, no output.
+    let ran =
+        run.started_ms.is_some() && !matches!(kind, NoticeKind::Expired | NoticeKind::Skipped);
+    let message = match kind {
+        NoticeKind::Recovered => "succeeded after failures".to_string(),
+        _ => run.message.clone().unwrap_or_default(),
+    };
+    Some(Notice {
+        job: run.job.clone(),
+        kind,
+        target_ms: run.target_ms,
+        at_ms: now_ms,
+        owner: job.spec.owner.clone(),
+        webhooks: job.spec.notify_webhooks.clone(),
+        attempt: run.attempt,
+        task_id: ran.then(|| run.task_id()),
+        exit_code: run.exit_code,
+        message,
+        count: 1,
+        stderr_tail: String::new(),
+    })
+}
+
+/// Whether the job's newest end was an error: its next success is a recovery.
+fn failing(state: &JobState) -> bool {
+    match (state.last_error_ms, state.last_success_ms) {
+        (Some(error), Some(success)) => error > success,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+fn skipped_notice(spec: &JobSpec, skipped: &SkippedTargets) -> Notice {
+    Notice {
+        job: skipped.job.clone(),
+        kind: NoticeKind::Skipped,
+        target_ms: skipped.first_target_ms,
+        at_ms: skipped.recorded_ms,
+        owner: spec.owner.clone(),
+        webhooks: spec.notify_webhooks.clone(),
+        attempt: 0,
+        task_id: None,
+        exit_code: None,
+        message: format!("{} target(s) {}", skipped.count, skipped.reason),
+        count: skipped.count,
+        stderr_tail: String::new(),
+    }
+}
+
+/// Writes a notice to the shard's notice outbox and hands it on once that is durable.
+fn push_notice(notice: Notice, out: &mut Outbox) {
+    out.ops.push(StoreOp::PutNotice(notice.clone()));
+    out.notices.push(notice);
 }
 
 fn describe(end: &TaskEnd) -> String {

@@ -556,3 +556,95 @@ fn waiting_instances_are_rebuilt_from_storage() {
     assert_eq!(out.launches.len(), 1);
     assert_eq!(shard.lineage("b/2026-11-23T10").consumers, ["load"]);
 }
+
+#[test]
+fn a_failure_is_noticed_once_retries_are_exhausted_and_the_next_success_as_a_recovery() {
+    let mut shard = empty_shard();
+    let job = spec(
+        serde_json::json!({"name": "f", "command": "false", "schedule": "R2/2026-11-23T10:00:00Z/PT1S",
+            "retries": 1, "owner": "a@x.com, b@y.com", "notifyWebhooks": ["http://hook/"]}),
+        JobKind::Scheduled,
+    );
+    shard.put_job(job, T0, &mut Outbox::default());
+    let first = tick(&mut shard, T0).launches.remove(0).task_id;
+    let mut out = Outbox::default();
+    shard.task_update(ended(&first, TaskEnd::Exited(3)), T0 + 10, &mut out);
+    assert!(
+        out.notices.is_empty(),
+        "a retry remains: nothing to tell yet"
+    );
+    let retry = tick(&mut shard, T0 + 1010).launches.remove(0).task_id;
+    let mut out = Outbox::default();
+    shard.task_update(ended(&retry, TaskEnd::Exited(3)), T0 + 1020, &mut out);
+    let [notice] = out.notices.as_slice() else {
+        panic!("one notice: {:?}", out.notices);
+    };
+    assert_eq!(notice.kind, NoticeKind::Failed);
+    assert_eq!(notice.exit_code, Some(3));
+    assert_eq!(notice.attempt, 1);
+    assert_eq!(notice.task_id.as_deref(), Some(retry.as_str()));
+    assert_eq!(notice.recipients(), ["a@x.com", "b@y.com"]);
+    assert_eq!(notice.webhooks, ["http://hook/"]);
+    assert!(
+        out.ops
+            .iter()
+            .any(|op| matches!(op, StoreOp::PutNotice(n) if n == notice)),
+        "written to the notice outbox in the same batch"
+    );
+    // The second target succeeds: a recovery.
+    let next = out.launches.remove(0).task_id;
+    let mut out = Outbox::default();
+    shard.task_update(ended(&next, TaskEnd::Exited(0)), T0 + 1100, &mut out);
+    assert_eq!(out.notices.len(), 1);
+    assert_eq!(out.notices[0].kind, NoticeKind::Recovered);
+}
+
+#[test]
+fn skipped_targets_and_expiries_are_noticed() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let out = tick(&mut shard, T0 + 600_000);
+    let [notice] = out.notices.as_slice() else {
+        panic!("one notice for the skipped range: {:?}", out.notices);
+    };
+    assert_eq!((notice.kind, notice.count), (NoticeKind::Skipped, 540));
+    assert_eq!(notice.task_id, None);
+
+    let store = Arc::new(MemoryResourceStore::default());
+    let mut shard = shard_over(store);
+    let mut job = hourly_waiting_for(&["never/{TODAY}"]);
+    job.wait_timeout_ms = Some(1000);
+    shard.put_job(job, T0, &mut Outbox::default());
+    tick(&mut shard, T0);
+    let out = tick(&mut shard, T0 + 2000);
+    assert_eq!(out.notices.len(), 1);
+    assert_eq!(out.notices[0].kind, NoticeKind::Expired);
+}
+
+#[test]
+fn notices_left_in_the_outbox_are_handed_over_again_after_a_restart() {
+    let store = MemoryStore::default();
+    let notice = Notice {
+        job: "a".into(),
+        kind: NoticeKind::Failed,
+        target_ms: T0,
+        at_ms: T0,
+        owner: String::new(),
+        webhooks: vec![],
+        attempt: 0,
+        task_id: None,
+        exit_code: Some(1),
+        message: String::new(),
+        count: 1,
+        stderr_tail: String::new(),
+    };
+    drop(store.submit(vec![StoreOp::PutNotice(notice.clone())]));
+    let (_, out) = Shard::recover(
+        0,
+        ShardConfig::default(),
+        no_resources(),
+        store.load().unwrap(),
+        T0,
+    );
+    assert_eq!(out.notices, [notice]);
+}

@@ -50,6 +50,7 @@ pub struct RouterArgs {
     pub clock: SharedClock,
     pub broker: ActorRef<BrokerMsg>,
     pub bus: ActorRef<BusMsg>,
+    pub notifier: ActorRef<crate::notify::NotifierMsg>,
     /// Where coordinators look up satisfied resources.
     pub resources: Arc<dyn ResourceStore>,
     pub config: ShardConfig,
@@ -238,6 +239,7 @@ impl RouterState {
             broker: self.args.broker.clone(),
             router: myself.clone(),
             bus: self.args.bus.clone(),
+            notifier: self.args.notifier.clone(),
             resources: self.args.resources.clone(),
             config: self.args.config.clone(),
         };

@@ -41,6 +41,18 @@ pub async fn run(url: &str, options: HighloadOptions) -> anyhow::Result<Outcome>
             samples.push(sample);
         }
     }
+    // The last step's jobs fire within a second or two: sample until they all run (or give up
+    // after half a minute, and report what ran).
+    let settle_until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < settle_until {
+        let sample = sample(&client, url, names.len(), started, options.server_pid).await?;
+        let running = sample["running"].as_f64().unwrap_or_default();
+        samples.push(sample);
+        if running >= names.len() as f64 * 0.99 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     progress.finish();
     let peak = |key: &str| {
         samples
