@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo build --release --locked --bin dron
+# dron, and dron-shim: the small binary each task's shim runs as.
+cargo build --release --locked -p dron -p dron-actors --bins
 exec "$CARGO_TARGET_DIR/release/dron" serve --config config/dron.toml "$@"

@@ -1,0 +1,20 @@
+//! `dron-shim task-shim <run_dir>`: the task shim as a small binary of its own. It does what
+//! `dron task-shim` does, but without the server's RocksDB, TLS and HTTP code, so it starts in
+//! a fraction of the time: the shim's start-up is paid once per run (docs/benchmarks.md).
+//! The server uses it when it sits beside the `dron` binary, and `dron task-shim` otherwise.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match args.as_slice() {
+        [subcommand, run_dir] if subcommand == dron_actors::agent::process::SHIM_SUBCOMMAND => {
+            let code = dron_actors::agent::shim::run_shim_main(std::path::Path::new(run_dir));
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
+        _ => {
+            eprintln!("usage: dron-shim task-shim <run_dir> (started by the dron server)");
+            ExitCode::from(2)
+        }
+    }
+}
