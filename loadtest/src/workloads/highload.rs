@@ -85,7 +85,10 @@ async fn add_jobs(
     count: usize,
     options: &HighloadOptions,
 ) -> anyhow::Result<Vec<String>> {
-    let start = super::start_soon(1).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // A start in the past would wait a whole period: leave time to create them all (the
+    // server creates thousands a second).
+    let ahead = 2 + (count / 5_000) as i64;
+    let start = super::start_soon(ahead).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let period = dron_model::job::format_duration_ms(options.run_secs as i64 * 1000);
     let jobs: Vec<Value> = (from..from + count)
         .map(|i| {
