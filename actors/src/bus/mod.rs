@@ -429,7 +429,10 @@ impl BusState {
 }
 
 /// Hands events to every coordinator through the router; true once all have applied them.
-async fn apply_everywhere(router: Option<&ActorRef<RouterMsg>>, events: Vec<ResourceEvent>) -> bool {
+async fn apply_everywhere(
+    router: Option<&ActorRef<RouterMsg>>,
+    events: Vec<ResourceEvent>,
+) -> bool {
     let Some(router) = router else {
         return false;
     };

@@ -26,11 +26,20 @@ pub struct FacebookOptions {
     pub server_pid: Option<u32>,
 }
 
-pub async fn run(url: &str, options: FacebookOptions) -> anyhow::Result<Outcome> {
-    let client = super::http_client();
-    let prefix = format!("lt-fb-{}-", chrono::Utc::now().timestamp_millis());
-    let dir = super::prepare_runs_dir(&options.runs)?;
-    let start = super::start_soon(5);
+/// The load's jobs: the long-running ones and the minute ones (recorded in `dir`), all starting
+/// at `start`. The peer runs the same definitions.
+pub struct Definitions {
+    pub long: Vec<Value>,
+    pub minute: Vec<Value>,
+    pub minute_prefix: String,
+}
+
+pub fn definitions(
+    prefix: &str,
+    dir: &std::path::Path,
+    start: chrono::DateTime<chrono::Utc>,
+    options: &FacebookOptions,
+) -> anyhow::Result<Definitions> {
     let start_text = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let epsilon = dron_model::job::format_duration_ms(options.epsilon_ms);
     let long_secs = options.duration_secs + 120;
@@ -53,13 +62,31 @@ pub async fn run(url: &str, options: FacebookOptions) -> anyhow::Result<Outcome>
                 "R/{}/PT1M",
                 first.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             );
-            let command = recorded_command(&dir, &name, "true")?;
+            let command = recorded_command(dir, &name, "true")?;
             anyhow::Ok(
                 json!({"name": name, "command": command, "schedule": schedule,
                 "epsilon": epsilon, "retries": 0}),
             )
         })
         .collect::<anyhow::Result<Vec<Value>>>()?;
+    Ok(Definitions {
+        long,
+        minute,
+        minute_prefix,
+    })
+}
+
+pub async fn run(url: &str, options: FacebookOptions) -> anyhow::Result<Outcome> {
+    let client = super::http_client();
+    let prefix = format!("lt-fb-{}-", chrono::Utc::now().timestamp_millis());
+    let dir = super::prepare_runs_dir(&options.runs)?;
+    let start = super::start_soon(5);
+    let Definitions {
+        long,
+        minute,
+        minute_prefix,
+    } = definitions(&prefix, &dir, start, &options)?;
+    let minute_jobs = minute.len();
     let mut acks = create_all(&client, url, &minute, 64).await?;
     super::record_acks(&dir, &acks)?;
     acks.extend(create_all(&client, url, &long, 64).await?);
@@ -87,6 +114,7 @@ pub async fn run(url: &str, options: FacebookOptions) -> anyhow::Result<Outcome>
         jobs_prefix: Some(minute_prefix),
         allowance_ms: options.allowance_ms,
         since_ms: None,
+        jobs_file: None,
     };
     let checked = check::run(&client, url, &check_options).await?;
     delete_all(&client, url, &names, 64).await?;
