@@ -1,8 +1,9 @@
-//! `check`: reads the jobs from the server and the runs from a runs directory, runs the checker,
-//! prints a human summary and, as the last line, one JSON object.
+//! `check`: reads the jobs from the server (or from a jobs file: a peer scheduler has no
+//! Chronos API) and the runs from a runs directory, runs the checker, prints a human summary
+//! and, as the last line, one JSON object.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -24,6 +25,8 @@ pub struct CheckOptions {
     pub allowance_ms: i64,
     /// Creation time for jobs without a `created` record.
     pub since_ms: Option<i64>,
+    /// Read the jobs from this file (a JSON array of Chronos jobs) instead of the server.
+    pub jobs_file: Option<PathBuf>,
 }
 
 /// What the checker is given, and what was set aside to build it.
@@ -43,7 +46,10 @@ pub async fn run(
     url: &str,
     options: &CheckOptions,
 ) -> anyhow::Result<Outcome> {
-    let listed = list_jobs(client, url).await?;
+    let listed = match &options.jobs_file {
+        Some(path) => read_jobs_file(path)?,
+        None => list_jobs(client, url).await?,
+    };
     // Read the runs after the clock: every run that ended before `read_ms` is in the files.
     let read_ms = Utc::now().timestamp_millis();
     let recorded = recorder::read_runs_dir(&options.runs_dir)?;
@@ -58,6 +64,23 @@ pub async fn run(
         json: report_json(&report, &input),
         passed: report.passed(),
     })
+}
+
+/// A jobs file: a JSON array of jobs in Chronos JSON, as `GET /scheduler/jobs` answers.
+pub fn read_jobs_file(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read jobs file {}", path.display()))?;
+    parse_jobs(&text).with_context(|| format!("jobs file {}", path.display()))
+}
+
+fn parse_jobs(text: &str) -> anyhow::Result<Vec<Value>> {
+    let jobs: Vec<Value> = serde_json::from_str(text).context("not a JSON array")?;
+    for job in &jobs {
+        if !job.is_object() || !job["name"].is_string() {
+            anyhow::bail!("not a job (an object with a name): {job}");
+        }
+    }
+    Ok(jobs)
 }
 
 fn wanted(name: &str, prefix: Option<&str>) -> bool {
@@ -326,6 +349,7 @@ mod tests {
             jobs_prefix: prefix.map(str::to_string),
             allowance_ms: 1_000,
             since_ms: None,
+            jobs_file: None,
         }
     }
 
@@ -382,6 +406,31 @@ mod tests {
         };
         assert_eq!(schedule.time_zone().name(), "Europe/Paris");
         assert_eq!(input.history.jobs[2].epsilon_ms, DEFAULT_EPSILON_MS);
+    }
+
+    #[test]
+    fn a_jobs_file_is_a_chronos_array() {
+        let text = serde_json::to_string(&listed()).unwrap();
+        let jobs = parse_jobs(&text).unwrap();
+        let input = build_input(&jobs, recorded(), 1_795_428_100_000, &options(None)).unwrap();
+        assert_eq!(input.history.jobs.len(), 3);
+        assert!(parse_jobs("{}").is_err(), "an object is not an array");
+        assert!(
+            parse_jobs(r#"[{"command": "true"}]"#).is_err(),
+            "a job needs a name"
+        );
+        assert!(parse_jobs("[1]").is_err());
+        assert!(parse_jobs("[]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn reads_a_jobs_file_from_disk() {
+        let path = std::env::temp_dir().join(format!("dron-jobs-{}.json", std::process::id()));
+        std::fs::write(&path, serde_json::to_string(&listed()).unwrap()).unwrap();
+        let jobs = read_jobs_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(jobs.len(), 4);
+        assert!(read_jobs_file(&path).is_err(), "a missing file is an error");
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! directory (see `checker` for the rules and `recorder` for the runs-file format).
 //!
 //! The server is one already running at `--url`, or one the tool starts itself with
-//! `--dron-bin` (needed by `million`, which kills it with -9 and restarts it).
+//! `--dron-bin` (needed by `million`, which kills it with -9 and restarts it). `peer celery`
+//! runs `saturate` or `facebook` against Celery beat and workers instead (see `peer`).
 
 mod check;
 mod checker;
+mod peer;
 mod progress;
 mod recorder;
 mod scrape;
@@ -19,9 +21,10 @@ mod workloads;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use check::CheckOptions;
+use peer::CeleryOptions;
 use server::ManagedServer;
 use workloads::Outcome;
 use workloads::facebook::FacebookOptions;
@@ -115,6 +118,10 @@ enum Workload {
         limit_ms: f64,
         #[arg(long, default_value_t = 60_000)]
         epsilon_ms: i64,
+        /// Record the runs in this directory and measure the delays from the runs files (as
+        /// `peer celery saturate` does), instead of from the server's metrics.
+        #[arg(long, conflicts_with = "builtin")]
+        runs: Option<PathBuf>,
     },
     /// Dron's high-load benchmark: long-running jobs added step by step up to a number running
     /// at once; server CPU and RSS over time.
@@ -170,6 +177,74 @@ enum Workload {
         /// default: the earliest time recorded there.
         #[arg(long, value_parser = parse_rfc3339_ms)]
         since: Option<i64>,
+        /// Read the jobs from this file (a JSON array of Chronos jobs) instead of the server:
+        /// for a peer scheduler, which has no Chronos API.
+        #[arg(long)]
+        jobs_file: Option<PathBuf>,
+    },
+    /// A peer scheduler in the same run, given the same jobs and recorded commands as dron and
+    /// judged by the same checker (no dron server is used).
+    Peer {
+        #[command(subcommand)]
+        peer: Peer,
+    },
+}
+
+#[derive(Subcommand)]
+enum Peer {
+    /// Celery beat and a Celery worker on the local RabbitMQ (loadtest/peers/celery; run its
+    /// setup.sh first).
+    Celery(CeleryArgs),
+}
+
+#[derive(Args)]
+struct CeleryArgs {
+    /// The directory holding peer.py and the .venv that setup.sh makes.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/celery"))]
+    peer_dir: PathBuf,
+    /// The worker's pool: prefork (processes) or threads.
+    #[arg(long, default_value = "prefork")]
+    pool: String,
+    /// The worker's concurrency (processes or threads).
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    #[command(subcommand)]
+    workload: PeerWorkload,
+}
+
+#[derive(Subcommand)]
+enum PeerWorkload {
+    /// As `saturate --runs`: recorded `true` jobs added step by step; delays from the runs files.
+    Saturate {
+        #[arg(long, default_value_t = 500)]
+        step: usize,
+        #[arg(long, default_value_t = 30)]
+        step_secs: u64,
+        #[arg(long, default_value_t = 10_000)]
+        period_ms: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        max_jobs: usize,
+        #[arg(long, default_value_t = 1000.0)]
+        limit_ms: f64,
+        #[arg(long, default_value_t = 60_000)]
+        epsilon_ms: i64,
+        #[arg(long)]
+        runs: PathBuf,
+    },
+    /// As `facebook`: long-running sleeps and recorded minute jobs, then the checker.
+    Facebook {
+        #[arg(long, default_value_t = 5_000)]
+        long_jobs: usize,
+        #[arg(long, default_value_t = 30)]
+        per_second: usize,
+        #[arg(long, default_value_t = 600)]
+        duration_secs: u64,
+        #[arg(long)]
+        runs: PathBuf,
+        #[arg(long, default_value_t = 60_000)]
+        epsilon_ms: i64,
+        #[arg(long, default_value_t = 5_000)]
+        allowance_ms: i64,
     },
 }
 
@@ -188,6 +263,12 @@ fn main() -> anyhow::Result<ExitCode> {
 
 /// Starts the managed server if asked for, then the workload.
 async fn start(cli: Cli) -> anyhow::Result<Outcome> {
+    if let Workload::Peer {
+        peer: Peer::Celery(celery),
+    } = cli.workload
+    {
+        return run_peer(celery).await;
+    }
     let mut managed = match &cli.dron_bin {
         Some(binary) => {
             let stamp = chrono::Utc::now().timestamp_millis();
@@ -223,6 +304,7 @@ async fn run(url: &str, server_pid: Option<u32>, workload: Workload) -> anyhow::
             max_jobs,
             limit_ms,
             epsilon_ms,
+            runs,
         } => {
             let options = SaturateOptions {
                 builtin,
@@ -233,6 +315,7 @@ async fn run(url: &str, server_pid: Option<u32>, workload: Workload) -> anyhow::
                 limit_ms,
                 epsilon_ms,
                 server_pid,
+                runs,
             };
             workloads::saturate::run(url, options).await
         }
@@ -273,6 +356,7 @@ async fn run(url: &str, server_pid: Option<u32>, workload: Workload) -> anyhow::
             workloads::facebook::run(url, options).await
         }
         Workload::Million { .. } => anyhow::bail!("million needs --dron-bin"),
+        Workload::Peer { .. } => anyhow::bail!("peer workloads use no dron server"),
         Workload::Api { jobs, concurrency } => workloads::api::run(url, jobs, concurrency).await,
         Workload::Fire {
             jobs,
@@ -311,14 +395,67 @@ async fn run(url: &str, server_pid: Option<u32>, workload: Workload) -> anyhow::
             jobs_prefix,
             allowance_ms,
             since,
+            jobs_file,
         } => {
             let options = CheckOptions {
                 runs_dir: runs,
                 jobs_prefix,
                 allowance_ms,
                 since_ms: since,
+                jobs_file,
             };
             check::run(&reqwest::Client::new(), url, &options).await
+        }
+    }
+}
+
+async fn run_peer(args: CeleryArgs) -> anyhow::Result<Outcome> {
+    let celery = CeleryOptions {
+        peer_dir: args.peer_dir,
+        pool: args.pool,
+        concurrency: args.concurrency,
+    };
+    match args.workload {
+        PeerWorkload::Saturate {
+            step,
+            step_secs,
+            period_ms,
+            max_jobs,
+            limit_ms,
+            epsilon_ms,
+            runs,
+        } => {
+            let options = SaturateOptions {
+                builtin: false,
+                step,
+                step_secs,
+                period_ms,
+                max_jobs,
+                limit_ms,
+                epsilon_ms,
+                server_pid: None,
+                runs: Some(runs),
+            };
+            peer::saturate(&celery, options).await
+        }
+        PeerWorkload::Facebook {
+            long_jobs,
+            per_second,
+            duration_secs,
+            runs,
+            epsilon_ms,
+            allowance_ms,
+        } => {
+            let options = FacebookOptions {
+                long_jobs,
+                per_second,
+                duration_secs,
+                runs,
+                epsilon_ms,
+                allowance_ms,
+                server_pid: None,
+            };
+            peer::facebook(&celery, options).await
         }
     }
 }

@@ -26,15 +26,24 @@ pub struct FacebookOptions {
     pub server_pid: Option<u32>,
 }
 
-pub async fn run(url: &str, options: FacebookOptions) -> anyhow::Result<Outcome> {
-    let client = super::http_client();
-    let prefix = format!("lt-fb-{}-", chrono::Utc::now().timestamp_millis());
-    let dir = super::prepare_runs_dir(&options.runs)?;
-    // The long runs start first; the minute jobs once those are all launched (a launch costs
-    // a few milliseconds of process creation), so the steady state is what is measured.
-    let long_start = super::start_soon(5);
-    let start_text = long_start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let start = long_start + chrono::Duration::seconds(2 + options.long_jobs as i64 / 300);
+/// The load's jobs: the long-running ones and the minute ones (recorded in `dir`). The long
+/// runs start at `start`; the minute jobs once those are all launched (a launch costs a few
+/// milliseconds of process creation), so the steady state is what is measured. The peer runs
+/// the same definitions.
+pub struct Definitions {
+    pub long: Vec<Value>,
+    pub minute: Vec<Value>,
+    pub minute_prefix: String,
+}
+
+pub fn definitions(
+    prefix: &str,
+    dir: &std::path::Path,
+    start: chrono::DateTime<chrono::Utc>,
+    options: &FacebookOptions,
+) -> anyhow::Result<Definitions> {
+    let start_text = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let start = minute_start(start, options);
     let epsilon = dron_model::job::format_duration_ms(options.epsilon_ms);
     let long_secs = options.duration_secs + 120;
     let long: Vec<Value> = (0..options.long_jobs)
@@ -56,18 +65,44 @@ pub async fn run(url: &str, options: FacebookOptions) -> anyhow::Result<Outcome>
                 "R/{}/PT1M",
                 first.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             );
-            let command = recorded_command(&dir, &name, "true")?;
+            let command = recorded_command(dir, &name, "true")?;
             anyhow::Ok(
                 json!({"name": name, "command": command, "schedule": schedule,
                 "epsilon": epsilon, "retries": 0}),
             )
         })
         .collect::<anyhow::Result<Vec<Value>>>()?;
+    Ok(Definitions {
+        long,
+        minute,
+        minute_prefix,
+    })
+}
+
+/// When the minute jobs start: once the long runs have had time to launch.
+pub fn minute_start(
+    start: chrono::DateTime<chrono::Utc>,
+    options: &FacebookOptions,
+) -> chrono::DateTime<chrono::Utc> {
+    start + chrono::Duration::seconds(2 + options.long_jobs as i64 / 300)
+}
+
+pub async fn run(url: &str, options: FacebookOptions) -> anyhow::Result<Outcome> {
+    let client = super::http_client();
+    let prefix = format!("lt-fb-{}-", chrono::Utc::now().timestamp_millis());
+    let dir = super::prepare_runs_dir(&options.runs)?;
+    let start = super::start_soon(5);
+    let Definitions {
+        long,
+        minute,
+        minute_prefix,
+    } = definitions(&prefix, &dir, start, &options)?;
+    let minute_jobs = minute.len();
     let mut acks = create_all(&client, url, &minute, 64).await?;
     super::record_acks(&dir, &acks)?;
     acks.extend(create_all(&client, url, &long, 64).await?);
     let names: Vec<String> = acks.into_iter().map(|ack| ack.name).collect();
-    super::sleep_until(start).await;
+    super::sleep_until(minute_start(start, &options)).await;
     let mut progress = Progress::new("facebook", options.duration_secs);
     let mut peak_live = 0.0f64;
     for second in (0..options.duration_secs).step_by(5) {
@@ -90,6 +125,7 @@ pub async fn run(url: &str, options: FacebookOptions) -> anyhow::Result<Outcome>
         jobs_prefix: Some(minute_prefix),
         allowance_ms: options.allowance_ms,
         since_ms: None,
+        jobs_file: None,
     };
     let checked = check::run(&client, url, &check_options).await?;
     delete_all(&client, url, &names, 64).await?;

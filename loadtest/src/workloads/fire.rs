@@ -67,6 +67,7 @@ pub async fn run(url: &str, options: FireOptions) -> anyhow::Result<Outcome> {
             jobs_prefix: Some(prefix),
             allowance_ms: options.allowance_ms,
             since_ms: None,
+            jobs_file: None,
         };
         let checked = check::run(&client, url, &check_options).await?;
         super::merge(&mut json, checked.json);

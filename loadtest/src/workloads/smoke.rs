@@ -59,6 +59,7 @@ pub async fn run(url: &str, options: SmokeOptions) -> anyhow::Result<Outcome> {
         jobs_prefix: Some(prefix),
         allowance_ms: options.allowance_ms,
         since_ms: None,
+        jobs_file: None,
     };
     let checked = check::run(&client, url, &check_options).await;
     if !options.keep {
