@@ -47,6 +47,29 @@ pub enum StoreOp {
     DeleteNotice(String),
 }
 
+/// Drops the writes of a batch that a later write in the same batch replaces: a job or an
+/// instance put (or deleted) several times in one batch keeps only its last write. The batch is
+/// atomic, so what it leaves in storage is the same, with fewer writes: a tick that creates an
+/// instance and starts it puts it twice, and every run's end puts its job again.
+pub fn coalesce(ops: Vec<StoreOp>) -> Vec<StoreOp> {
+    let mut seen: std::collections::HashSet<(u8, String)> = std::collections::HashSet::new();
+    let mut kept: Vec<StoreOp> = Vec::with_capacity(ops.len());
+    for op in ops.into_iter().rev() {
+        let key = match &op {
+            StoreOp::PutJob(job) => Some((0, job.spec.name.clone())),
+            StoreOp::DeleteJob(name) => Some((0, name.clone())),
+            StoreOp::PutInstance(instance) => Some((1, instance.id())),
+            StoreOp::DeleteInstance(id) => Some((1, id.clone())),
+            _ => None,
+        };
+        if key.is_none_or(|key| seen.insert(key)) {
+            kept.push(op);
+        }
+    }
+    kept.reverse();
+    kept
+}
+
 /// Everything a coordinator rebuilds its memory from.
 #[derive(Debug, Default, Clone)]
 pub struct ShardSnapshot {
@@ -274,5 +297,46 @@ impl ResourceStore for MemoryResourceStore {
     fn pending(&self) -> Result<Vec<PendingEvent>, StoreError> {
         let inner = self.inner.lock().expect("memory store lock");
         Ok(inner.1.values().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dron_model::instance::{InstanceState, RunCause};
+
+    fn instance(state: InstanceState) -> InstanceRecord {
+        let mut instance = InstanceRecord::new("job", 5, RunCause::Schedule, 5);
+        instance.state = state;
+        instance
+    }
+
+    #[test]
+    fn coalescing_keeps_the_last_write_of_each_key_in_order() {
+        let ops = vec![
+            StoreOp::PutInstance(instance(InstanceState::Queued)),
+            StoreOp::AppendHistory(HistoryEntry::Run(instance(InstanceState::Failed))),
+            StoreOp::PutInstance(instance(InstanceState::Running)),
+            StoreOp::DeleteInstance("other@1".into()),
+            StoreOp::PutInstance(InstanceRecord::new("other", 1, RunCause::Manual, 1)),
+        ];
+        let kept = coalesce(ops);
+        assert_eq!(kept.len(), 3);
+        assert!(matches!(kept[0], StoreOp::AppendHistory(_)));
+        assert!(matches!(&kept[1], StoreOp::PutInstance(i) if i.state == InstanceState::Running));
+        assert!(matches!(&kept[2], StoreOp::PutInstance(i) if i.job == "other"));
+        // The same end state as applying every write.
+        let (all, fewer) = (MemoryStore::default(), MemoryStore::default());
+        let ops = vec![
+            StoreOp::PutInstance(instance(InstanceState::Queued)),
+            StoreOp::DeleteInstance("job@5".into()),
+            StoreOp::PutInstance(instance(InstanceState::Running)),
+        ];
+        drop(all.submit(ops.clone()));
+        drop(fewer.submit(coalesce(ops)));
+        assert_eq!(
+            all.load().unwrap().instances,
+            fewer.load().unwrap().instances
+        );
     }
 }

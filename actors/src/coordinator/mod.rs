@@ -312,7 +312,7 @@ impl CoordinatorState {
         let durable = if ops.is_empty() {
             already_durable()
         } else {
-            self.store.submit(ops)
+            self.store.submit(crate::store::coalesce(ops))
         };
         let effects = Effects {
             launches,
