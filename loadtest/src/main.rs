@@ -106,18 +106,8 @@ enum Workload {
         /// The built-in task (no process) instead of `true` through the task shim.
         #[arg(long)]
         builtin: bool,
-        #[arg(long, default_value_t = 500)]
-        step: usize,
-        #[arg(long, default_value_t = 30)]
-        step_secs: u64,
-        #[arg(long, default_value_t = 10_000)]
-        period_ms: u64,
-        #[arg(long, default_value_t = 1_000_000)]
-        max_jobs: usize,
-        #[arg(long, default_value_t = 1000.0)]
-        limit_ms: f64,
-        #[arg(long, default_value_t = 60_000)]
-        epsilon_ms: i64,
+        #[command(flatten)]
+        steps: SaturateSteps,
         /// Record the runs in this directory and measure the delays from the runs files (as
         /// `peer celery saturate` does), instead of from the server's metrics.
         #[arg(long, conflicts_with = "builtin")]
@@ -139,20 +129,7 @@ enum Workload {
     },
     /// The Facebook-style load: long-running instances kept live, minute jobs bringing new
     /// instances at a steady rate, all real processes; then the checker.
-    Facebook {
-        #[arg(long, default_value_t = 5_000)]
-        long_jobs: usize,
-        #[arg(long, default_value_t = 30)]
-        per_second: usize,
-        #[arg(long, default_value_t = 600)]
-        duration_secs: u64,
-        #[arg(long)]
-        runs: PathBuf,
-        #[arg(long, default_value_t = 60_000)]
-        epsilon_ms: i64,
-        #[arg(long, default_value_t = 5_000)]
-        allowance_ms: i64,
-    },
+    Facebook(FacebookArgs),
     /// A million jobs: creation rate, RSS per job, data size, restart to health and to the
     /// first on-time fire after a kill -9. Needs --dron-bin.
     Million {
@@ -216,36 +193,13 @@ struct CeleryArgs {
 enum PeerWorkload {
     /// As `saturate --runs`: recorded `true` jobs added step by step; delays from the runs files.
     Saturate {
-        #[arg(long, default_value_t = 500)]
-        step: usize,
-        #[arg(long, default_value_t = 30)]
-        step_secs: u64,
-        #[arg(long, default_value_t = 10_000)]
-        period_ms: u64,
-        #[arg(long, default_value_t = 1_000_000)]
-        max_jobs: usize,
-        #[arg(long, default_value_t = 1000.0)]
-        limit_ms: f64,
-        #[arg(long, default_value_t = 60_000)]
-        epsilon_ms: i64,
+        #[command(flatten)]
+        steps: SaturateSteps,
         #[arg(long)]
         runs: PathBuf,
     },
     /// As `facebook`: long-running sleeps and recorded minute jobs, then the checker.
-    Facebook {
-        #[arg(long, default_value_t = 5_000)]
-        long_jobs: usize,
-        #[arg(long, default_value_t = 30)]
-        per_second: usize,
-        #[arg(long, default_value_t = 600)]
-        duration_secs: u64,
-        #[arg(long)]
-        runs: PathBuf,
-        #[arg(long, default_value_t = 60_000)]
-        epsilon_ms: i64,
-        #[arg(long, default_value_t = 5_000)]
-        allowance_ms: i64,
-    },
+    Facebook(FacebookArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -298,25 +252,10 @@ async fn run(url: &str, server_pid: Option<u32>, workload: Workload) -> anyhow::
     match workload {
         Workload::Saturate {
             builtin,
-            step,
-            step_secs,
-            period_ms,
-            max_jobs,
-            limit_ms,
-            epsilon_ms,
+            steps,
             runs,
         } => {
-            let options = SaturateOptions {
-                builtin,
-                step,
-                step_secs,
-                period_ms,
-                max_jobs,
-                limit_ms,
-                epsilon_ms,
-                server_pid,
-                runs,
-            };
+            let options = steps.options(builtin, runs, server_pid);
             workloads::saturate::run(url, options).await
         }
         Workload::Highload {
@@ -336,25 +275,7 @@ async fn run(url: &str, server_pid: Option<u32>, workload: Workload) -> anyhow::
             };
             workloads::highload::run(url, options).await
         }
-        Workload::Facebook {
-            long_jobs,
-            per_second,
-            duration_secs,
-            runs,
-            epsilon_ms,
-            allowance_ms,
-        } => {
-            let options = FacebookOptions {
-                long_jobs,
-                per_second,
-                duration_secs,
-                runs,
-                epsilon_ms,
-                allowance_ms,
-                server_pid,
-            };
-            workloads::facebook::run(url, options).await
-        }
+        Workload::Facebook(args) => workloads::facebook::run(url, args.options(server_pid)).await,
         Workload::Million { .. } => anyhow::bail!("million needs --dron-bin"),
         Workload::Peer { .. } => anyhow::bail!("peer workloads use no dron server"),
         Workload::Api { jobs, concurrency } => workloads::api::run(url, jobs, concurrency).await,
@@ -416,47 +337,10 @@ async fn run_peer(args: CeleryArgs) -> anyhow::Result<Outcome> {
         concurrency: args.concurrency,
     };
     match args.workload {
-        PeerWorkload::Saturate {
-            step,
-            step_secs,
-            period_ms,
-            max_jobs,
-            limit_ms,
-            epsilon_ms,
-            runs,
-        } => {
-            let options = SaturateOptions {
-                builtin: false,
-                step,
-                step_secs,
-                period_ms,
-                max_jobs,
-                limit_ms,
-                epsilon_ms,
-                server_pid: None,
-                runs: Some(runs),
-            };
-            peer::saturate(&celery, options).await
+        PeerWorkload::Saturate { steps, runs } => {
+            peer::saturate(&celery, steps.options(false, Some(runs), None)).await
         }
-        PeerWorkload::Facebook {
-            long_jobs,
-            per_second,
-            duration_secs,
-            runs,
-            epsilon_ms,
-            allowance_ms,
-        } => {
-            let options = FacebookOptions {
-                long_jobs,
-                per_second,
-                duration_secs,
-                runs,
-                epsilon_ms,
-                allowance_ms,
-                server_pid: None,
-            };
-            peer::facebook(&celery, options).await
-        }
+        PeerWorkload::Facebook(args) => peer::facebook(&celery, args.options(None)).await,
     }
 }
 
@@ -464,4 +348,73 @@ fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|time| time.timestamp_millis())
         .map_err(|error| format!("expected an RFC 3339 time such as 2026-11-23T10:00:00Z: {error}"))
+}
+
+/// The steps of `saturate`, the same for dron and for the peer.
+#[derive(clap::Args)]
+struct SaturateSteps {
+    #[arg(long, default_value_t = 500)]
+    step: usize,
+    #[arg(long, default_value_t = 30)]
+    step_secs: u64,
+    #[arg(long, default_value_t = 10_000)]
+    period_ms: u64,
+    #[arg(long, default_value_t = 1_000_000)]
+    max_jobs: usize,
+    #[arg(long, default_value_t = 1000.0)]
+    limit_ms: f64,
+    #[arg(long, default_value_t = 60_000)]
+    epsilon_ms: i64,
+}
+
+impl SaturateSteps {
+    fn options(
+        self,
+        builtin: bool,
+        runs: Option<PathBuf>,
+        server_pid: Option<u32>,
+    ) -> SaturateOptions {
+        SaturateOptions {
+            builtin,
+            step: self.step,
+            step_secs: self.step_secs,
+            period_ms: self.period_ms,
+            max_jobs: self.max_jobs,
+            limit_ms: self.limit_ms,
+            epsilon_ms: self.epsilon_ms,
+            server_pid,
+            runs,
+        }
+    }
+}
+
+/// The Facebook-style load's shape, the same for dron and for the peer.
+#[derive(clap::Args)]
+struct FacebookArgs {
+    #[arg(long, default_value_t = 5_000)]
+    long_jobs: usize,
+    #[arg(long, default_value_t = 30)]
+    per_second: usize,
+    #[arg(long, default_value_t = 600)]
+    duration_secs: u64,
+    #[arg(long)]
+    runs: PathBuf,
+    #[arg(long, default_value_t = 60_000)]
+    epsilon_ms: i64,
+    #[arg(long, default_value_t = 5_000)]
+    allowance_ms: i64,
+}
+
+impl FacebookArgs {
+    fn options(self, server_pid: Option<u32>) -> FacebookOptions {
+        FacebookOptions {
+            long_jobs: self.long_jobs,
+            per_second: self.per_second,
+            duration_secs: self.duration_secs,
+            runs: self.runs,
+            epsilon_ms: self.epsilon_ms,
+            allowance_ms: self.allowance_ms,
+            server_pid,
+        }
+    }
 }
