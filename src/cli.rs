@@ -1,8 +1,9 @@
 //! Command-line interface: `dron serve`, the client commands (`dron job ...`, `dron runs`,
 //! `dron shards ...`, `dron logs`, `dron next`, `dron sync`, `dron why`, `dron resource`,
-//! `dron notifications`) talking to a running server over
-//! HTTP, and the hidden `dron task-shim`.
+//! `dron notifications`, `dron agents`) talking to a running server over HTTP, `dron agent`
+//! (a remote agent), and the hidden `dron task-shim`.
 
+mod agents;
 mod client;
 mod job;
 mod logs;
@@ -138,6 +139,41 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Run a remote agent: offer this machine's resources to a server and run its tasks.
+    Agent {
+        /// The server's URL.
+        #[arg(long, env = "DRON_URL", default_value = "http://127.0.0.1:4400")]
+        server: String,
+        /// A bearer token, for a server whose config has `[auth] tokens`.
+        #[arg(long, env = "DRON_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Unique among the server's agents; default: this machine's hostname.
+        #[arg(long)]
+        name: Option<String>,
+        /// Cores offered (default: all of this machine's).
+        #[arg(long)]
+        cpus: Option<f64>,
+        /// Memory offered, MB (default: this machine's total).
+        #[arg(long)]
+        mem: Option<f64>,
+        /// Disk offered, MB (default: what is free under --work-dir).
+        #[arg(long)]
+        disk: Option<f64>,
+        /// Attributes for job constraints, e.g. `rack=r1,zone=eu-west`.
+        #[arg(long, default_value = "", value_parser = crate::agent::parse_attributes)]
+        attributes: std::collections::BTreeMap<String, String>,
+        /// Where the agent keeps its identity, its tasks and their run directories.
+        #[arg(long, default_value = "./dron-agent")]
+        work_dir: PathBuf,
+    },
+    /// List the server's agents: offered, used and free resources, state, last heartbeat.
+    Agents {
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Run one task and record its end (started by the server for each task).
     #[command(hide = true)]
     TaskShim { run_dir: PathBuf },
@@ -164,6 +200,33 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             runtime()?.block_on(crate::server::serve(config))?;
             Ok(0)
         }
+        Command::Agent {
+            server,
+            token,
+            name,
+            cpus,
+            mem,
+            disk,
+            attributes,
+            work_dir,
+        } => {
+            init_tracing();
+            let options = crate::agent::AgentOptions {
+                server,
+                token,
+                name: name.unwrap_or_else(hostname),
+                cpus,
+                mem,
+                disk,
+                attributes,
+                work_dir,
+            };
+            runtime()?.block_on(crate::agent::run(options))?;
+            Ok(0)
+        }
+        Command::Agents { json, remote } => remote_command(&remote, |client| async move {
+            agents::agents(&client, json).await
+        }),
         Command::Job { action, remote } => {
             remote_command(
                 &remote,
@@ -211,6 +274,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             shards::shards(&client, action).await
         }),
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "agent".to_string())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

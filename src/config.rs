@@ -25,6 +25,75 @@ pub struct Config {
     pub auth: AuthConfig,
     pub events: EventsConfig,
     pub notify: NotifyConfig,
+    pub agents: AgentsConfig,
+}
+
+/// Where tasks run: the server's own agent, remote `dron agent` processes, or both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Run tasks on an agent inside the server process too.
+    pub local: bool,
+    /// What the local agent offers; 0: the machine's cores, memory and free disk (MB).
+    pub local_cpus: f64,
+    pub local_mem_mb: f64,
+    pub local_disk_mb: f64,
+    /// How often remote agents heartbeat.
+    pub heartbeat_ms: u64,
+    /// A remote agent silent this long is lost: its tasks are retried on other agents
+    /// while their epsilon allows.
+    pub timeout_ms: i64,
+    /// Dominant Resource Fairness weights by job owner (default 1): an owner of weight 2
+    /// gets twice the dominant share of one of weight 1 when both wait for resources.
+    pub weights: std::collections::HashMap<String, f64>,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            local: true,
+            local_cpus: 0.0,
+            local_mem_mb: 0.0,
+            local_disk_mb: 0.0,
+            heartbeat_ms: 1000,
+            timeout_ms: 15_000,
+            weights: Default::default(),
+        }
+    }
+}
+
+impl AgentsConfig {
+    /// The local agent's offer: the configured amounts, the machine's for those left at 0.
+    pub fn local_resources(&self, data_dir: &Path) -> dron_model::demand::Resources {
+        let machine = crate::agent::machine::machine_resources(data_dir);
+        let or_machine = |set: f64, measured: f64| if set > 0.0 { set } else { measured };
+        dron_model::demand::Resources::new(
+            or_machine(self.local_cpus, machine.cpus),
+            or_machine(self.local_mem_mb, machine.mem),
+            or_machine(self.local_disk_mb, machine.disk),
+        )
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.heartbeat_ms >= 50,
+            "agents.heartbeat_ms must be at least 50"
+        );
+        anyhow::ensure!(
+            self.timeout_ms > 2 * self.heartbeat_ms as i64,
+            "agents.timeout_ms must exceed two heartbeats"
+        );
+        let amounts = [self.local_cpus, self.local_mem_mb, self.local_disk_mb];
+        anyhow::ensure!(
+            amounts.iter().all(|v| v.is_finite() && *v >= 0.0),
+            "agents.local_* must be numbers >= 0"
+        );
+        anyhow::ensure!(
+            self.weights.values().all(|w| w.is_finite() && *w > 0.0),
+            "agents.weights must be positive"
+        );
+        Ok(())
+    }
 }
 
 /// Failure notifications: mail to each job's owner, and webhooks.
@@ -240,6 +309,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             events: EventsConfig::default(),
             notify: NotifyConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -284,6 +354,7 @@ impl Config {
             "auth tokens must not be empty"
         );
         config.notify.validate()?;
+        config.agents.validate()?;
         Ok(config)
     }
 }
@@ -313,6 +384,31 @@ mod tests {
         assert_eq!(notify.stderr_tail_lines, default_notify.stderr_tail_lines);
         assert_eq!(notify.mail_on_recovery, default_notify.mail_on_recovery);
         assert!(notify.smtp.is_none() && notify.webhooks.is_empty());
+        let (agents, default_agents) = (&config.agents, &defaults.agents);
+        assert_eq!(agents.local, default_agents.local);
+        assert_eq!(agents.local_cpus, default_agents.local_cpus);
+        assert_eq!(agents.heartbeat_ms, default_agents.heartbeat_ms);
+        assert_eq!(agents.timeout_ms, default_agents.timeout_ms);
+        assert!(agents.weights.is_empty());
+    }
+
+    #[test]
+    fn agents_parse_and_validate() {
+        let text = "[agents]\nlocal = false\nlocal_cpus = 4\ntimeout_ms = 5000\n[agents.weights]\n\"a@x\" = 2.5\n";
+        let config: Config = toml::from_str(text).unwrap();
+        config.agents.validate().unwrap();
+        assert!(!config.agents.local);
+        assert_eq!(config.agents.weights["a@x"], 2.5);
+        let local = config.agents.local_resources(Path::new("/"));
+        assert_eq!(local.cpus, 4.0);
+        assert!(local.mem > 0.0, "the machine's memory where not set");
+        let bad = toml::from_str::<Config>("[agents]\ntimeout_ms = 100").unwrap();
+        assert!(
+            bad.agents.validate().is_err(),
+            "a timeout under two heartbeats"
+        );
+        let bad = toml::from_str::<Config>("[agents.weights]\nx = 0").unwrap();
+        assert!(bad.agents.validate().is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and the domain model in `dron-model`; this package adds what needs the outside world:
 //!
 //! - [`cli`]: argument parsing and the subcommands.
+//! - [`agent`]: `dron agent`, a remote agent offering its machine to a server.
 //! - [`server`]: `dron serve`, wiring storage, actors and HTTP.
 //! - [`http`]: the Chronos-compatible and native HTTP API.
 //! - [`events`]: the AMQP link carrying resource events to and from RabbitMQ.
@@ -9,6 +10,7 @@
 //! - [`storage`]: the RocksDB shard, resource and notice stores.
 //! - [`config`]: the `dron.toml` settings.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod events;

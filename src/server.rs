@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use dron_actors::broker::{BrokerMsg, OfferBroker, OfferBrokerArgs};
+use dron_actors::broker::{BrokerMsg, LocalAgentConfig, OfferBroker, OfferBrokerArgs};
 use dron_actors::bus::{BusMsg, EventBus, EventBusArgs};
 use dron_actors::client::SchedulerClient;
 use dron_actors::clock::SystemClock;
@@ -49,12 +49,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "dron starting");
 
-    let broker_args = OfferBrokerArgs {
-        shim_program: shim_program()?,
-        runs_root: config.data_dir.join("runs"),
-    };
     let (broker, broker_handle) =
-        Actor::spawn(Some("broker".into()), OfferBroker, broker_args).await?;
+        Actor::spawn(Some("broker".into()), OfferBroker, broker_args(&config)?).await?;
+    state.set_broker(broker.clone());
     let resources = Arc::new(
         RocksResourceStore::open(&config.data_dir.join("resources"))
             .context("opening the resource store")?,
@@ -123,9 +120,44 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn broker_args(config: &Config) -> anyhow::Result<OfferBrokerArgs> {
+    let agents = &config.agents;
+    let local = match agents.local {
+        false => None,
+        true => Some(LocalAgentConfig {
+            shim_program: shim_program()?,
+            runs_root: config.data_dir.join("runs"),
+            resources: agents.local_resources(&config.data_dir),
+        }),
+    };
+    Ok(OfferBrokerArgs {
+        local,
+        epoch: next_epoch(&config.data_dir)?,
+        heartbeat_ms: agents.heartbeat_ms,
+        agent_timeout_ms: agents.timeout_ms,
+        weights: agents.weights.clone(),
+        known_agents_file: Some(config.data_dir.join("known-agents")),
+    })
+}
+
+/// This run's fencing epoch: above every earlier run's (kept in the data directory), and at
+/// least the current time in ms, so a server restored from an old copy still outranks the
+/// ones before it. Agents refuse commands from an epoch older than the newest they have seen.
+fn next_epoch(data_dir: &std::path::Path) -> anyhow::Result<u64> {
+    let path = data_dir.join("epoch");
+    let previous: u64 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let epoch = (previous + 1).max(now);
+    crate::agent::write_synced(&path, epoch.to_string().as_bytes())?;
+    Ok(epoch)
+}
+
 /// The program that runs each task's shim: the small `dron-shim` beside this binary when it is
 /// there (it starts several times faster: it is paid once per run), else `dron` itself.
-fn shim_program() -> anyhow::Result<std::path::PathBuf> {
+pub fn shim_program() -> anyhow::Result<std::path::PathBuf> {
     let dron = std::env::current_exe().context("locating the dron binary for the task shim")?;
     let small = dron.with_file_name("dron-shim");
     Ok(if small.is_file() { small } else { dron })
@@ -157,7 +189,7 @@ fn queue_name(config: &Config) -> anyhow::Result<String> {
     Ok(format!("dron.{id}"))
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     tokio::select! {

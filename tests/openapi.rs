@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use support::Server;
 
-const ENDPOINTS: [(&str, &str); 18] = [
+const ENDPOINTS: [(&str, &str); 20] = [
     ("/health", "get"),
     ("/ping", "get"),
     ("/metrics", "get"),
@@ -23,6 +23,8 @@ const ENDPOINTS: [(&str, &str); 18] = [
     ("/api/schedule/preview", "get"),
     ("/api/shards", "get"),
     ("/api/shards", "put"),
+    ("/api/agents", "get"),
+    ("/api/agents/connect", "get"),
     ("/api/notifications", "get"),
     ("/api/notifications/test", "post"),
 ];

@@ -8,10 +8,12 @@
 //!
 //! - [`router`]: the thin router, supervisor of the coordinators, and resharding.
 //! - [`coordinator`]: one per shard: timers, instances, retries, dependencies, recovery.
-//! - [`broker`]: places tasks on agents and routes their status back.
+//! - [`broker`]: places tasks on agents (offers, constraints, Dominant Resource Fairness),
+//!   tracks remote agents (heartbeats, loss, reconciliation) and routes status back.
 //! - [`bus`]: resource events: recorded once, applied on every shard, published to a broker.
 //! - [`notify`]: failure notices: recorded durably, mailed and posted to webhooks, digested.
-//! - [`agent`]: runs tasks as processes through a shim that outlives the server.
+//! - [`agent`]: runs tasks as processes through a shim that outlives the server, and the
+//!   protocol remote agents (`dron agent`) speak.
 //! - [`store`]: the storage trait a coordinator writes through (RocksDB lives in the server).
 //! - [`client`]: the async handle the HTTP API and CLI use.
 //! - [`clock`]: wall clock, or tokio's for paused-time tests.

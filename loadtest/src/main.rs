@@ -52,6 +52,10 @@ struct Cli {
     /// The managed server's shards.
     #[arg(long, global = true, default_value_t = 8)]
     shards: u32,
+    /// Run the managed server's tasks on this many `dron agent` processes (on this machine,
+    /// over loopback) instead of its local agent.
+    #[arg(long, global = true, default_value_t = 0)]
+    agents: usize,
     /// The server's pid, for RSS and CPU figures (default: found from the port of --url).
     #[arg(long, global = true)]
     server_pid: Option<u32>,
@@ -230,7 +234,7 @@ async fn start(cli: Cli) -> anyhow::Result<Outcome> {
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join(format!("dron-loadtest-{stamp}")));
-            Some(ManagedServer::start(binary, &dir, cli.shards).await?)
+            Some(ManagedServer::start(binary, &dir, cli.shards, cli.agents).await?)
         }
         None => None,
     };

@@ -9,17 +9,29 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-/// A `dron serve` process this tool started.
+/// A `dron serve` process this tool started, and the `dron agent` processes running its
+/// tasks when there are any.
 pub struct ManagedServer {
     binary: PathBuf,
     pub data_dir: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    agents: Vec<Child>,
 }
 
+/// What each agent (or the local one) offers: far more than a load test's tasks need, so the
+/// figures measure scheduling and launching, not resource accounting.
+const UNBOUNDED_OFFER: &str = "1000000";
+
 impl ManagedServer {
-    /// Starts `dron serve` on a free loopback port and waits for `/health`.
-    pub async fn start(binary: &Path, data_dir: &Path, shards: u32) -> anyhow::Result<Self> {
+    /// Starts `dron serve` on a free loopback port and waits for `/health`; with `agents` >
+    /// 0, runs its tasks on that many `dron agent` processes instead of its local agent.
+    pub async fn start(
+        binary: &Path,
+        data_dir: &Path,
+        shards: u32,
+        agents: usize,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -29,10 +41,61 @@ impl ManagedServer {
             data_dir: data_dir.to_path_buf(),
             port,
             child: None,
+            agents: Vec::new(),
         };
+        std::fs::write(server.config_path(), agents_config(agents))?;
         server.spawn(shards)?;
         server.wait_healthy(Duration::from_secs(300)).await?;
+        for index in 0..agents {
+            server.spawn_agent(index)?;
+        }
+        server.wait_agents(agents).await?;
         Ok(server)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.data_dir.join("dron.toml")
+    }
+
+    fn spawn_agent(&mut self, index: usize) -> anyhow::Result<()> {
+        let work_dir = self.data_dir.join(format!("agent-{index}"));
+        std::fs::create_dir_all(&work_dir)?;
+        let log = std::fs::File::create(work_dir.join("agent.log"))?;
+        let child = Command::new(&self.binary)
+            .args(["agent", "--server", &self.url(), "--name"])
+            .arg(format!("load-{index}"))
+            .args(["--cpus", UNBOUNDED_OFFER, "--mem", UNBOUNDED_OFFER])
+            .args(["--disk", UNBOUNDED_OFFER, "--work-dir"])
+            .arg(work_dir.join("work"))
+            .env("DRON_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting agent {index}"))?;
+        self.agents.push(child);
+        Ok(())
+    }
+
+    /// Waits until the server lists `count` active agents.
+    async fn wait_agents(&self, count: usize) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            let answer = http.get(format!("{}/api/agents", self.url())).send().await;
+            let listing: Value = match answer {
+                Ok(response) => response.json().await.unwrap_or_default(),
+                Err(_) => Value::Null,
+            };
+            let active = listing["agents"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|a| a["state"] == "active").count());
+            if active >= count {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{count} agents did not register within a minute")
     }
 
     fn spawn(&mut self, shards: u32) -> anyhow::Result<()> {
@@ -41,7 +104,10 @@ impl ManagedServer {
             .append(true)
             .open(self.data_dir.join("server.log"))?;
         let child = Command::new(&self.binary)
-            .args(["serve", "--data-dir"])
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--data-dir")
             .arg(self.data_dir.join("data"))
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--shards", &shards.to_string()])
@@ -100,7 +166,20 @@ impl ManagedServer {
 impl Drop for ManagedServer {
     fn drop(&mut self) {
         self.kill9();
+        for agent in &mut self.agents {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
     }
+}
+
+/// The managed server's config: tasks on the local agent, or on remote agents only.
+fn agents_config(agents: usize) -> String {
+    let offer = UNBOUNDED_OFFER;
+    format!(
+        "[agents]\nlocal = {}\nlocal_cpus = {offer}\nlocal_mem_mb = {offer}\nlocal_disk_mb = {offer}\n",
+        agents == 0
+    )
 }
 
 /// The server's pid, from the port in `url`: the process listening on it.

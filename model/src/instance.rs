@@ -87,6 +87,11 @@ pub struct InstanceRecord {
     /// When its resources were all satisfied: epsilon counts from here for an instance that
     /// had to wait (its target may be hours before its data landed).
     pub ready_ms: Option<i64>,
+    /// The agent the current attempt was placed on (None until an agent reports it started).
+    pub agent: Option<String>,
+    /// Attempts that ended because their agent was lost: relaunched without spending one of
+    /// the job's retries.
+    pub lost_attempts: u32,
 }
 
 impl InstanceRecord {
@@ -105,7 +110,14 @@ impl InstanceRecord {
             retry_at_ms: None,
             resources: Vec::new(),
             ready_ms: None,
+            agent: None,
+            lost_attempts: 0,
         }
+    }
+
+    /// Failed attempts so far, which count against the job's retries.
+    pub fn failed_attempts(&self) -> u32 {
+        self.attempt.saturating_sub(self.lost_attempts)
     }
 
     pub fn id(&self) -> String {
@@ -153,5 +165,106 @@ impl HistoryEntry {
     }
 }
 
-impl crate::codec::Stored for InstanceRecord {}
-impl crate::codec::Stored for HistoryEntry {}
+impl crate::codec::Stored for InstanceRecord {
+    fn decode_older(_version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
+        let old: legacy::InstanceRecordV3 = postcard::from_bytes(body)?;
+        Ok(old.into())
+    }
+}
+
+impl crate::codec::Stored for HistoryEntry {
+    fn decode_older(_version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
+        Ok(match postcard::from_bytes(body)? {
+            legacy::HistoryEntryV3::Run(run) => HistoryEntry::Run(run.into()),
+            legacy::HistoryEntryV3::Skipped(skipped) => HistoryEntry::Skipped(skipped),
+        })
+    }
+}
+
+/// Instances as versions 2 and 3 stored them: without `agent` and `lost_attempts`.
+mod legacy {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct InstanceRecordV3 {
+        pub job: String,
+        pub target_ms: i64,
+        pub attempt: u32,
+        pub state: InstanceState,
+        pub cause: RunCause,
+        pub created_ms: i64,
+        pub started_ms: Option<i64>,
+        pub ended_ms: Option<i64>,
+        pub exit_code: Option<i32>,
+        pub message: Option<String>,
+        pub retry_at_ms: Option<i64>,
+        pub resources: Vec<String>,
+        pub ready_ms: Option<i64>,
+    }
+
+    #[derive(Deserialize)]
+    pub enum HistoryEntryV3 {
+        Run(InstanceRecordV3),
+        Skipped(SkippedTargets),
+    }
+
+    impl From<InstanceRecordV3> for InstanceRecord {
+        fn from(old: InstanceRecordV3) -> Self {
+            InstanceRecord {
+                job: old.job,
+                target_ms: old.target_ms,
+                attempt: old.attempt,
+                state: old.state,
+                cause: old.cause,
+                created_ms: old.created_ms,
+                started_ms: old.started_ms,
+                ended_ms: old.ended_ms,
+                exit_code: old.exit_code,
+                message: old.message,
+                retry_at_ms: old.retry_at_ms,
+                resources: old.resources,
+                ready_ms: old.ready_ms,
+                agent: None,
+                lost_attempts: 0,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+
+    #[test]
+    fn reads_version_3_instances_and_history() {
+        let old = legacy::InstanceRecordV3 {
+            job: "old".into(),
+            target_ms: 1_000,
+            attempt: 1,
+            state: InstanceState::Succeeded,
+            cause: RunCause::Schedule,
+            created_ms: 900,
+            started_ms: Some(1_000),
+            ended_ms: Some(2_000),
+            exit_code: Some(0),
+            message: None,
+            retry_at_ms: None,
+            resources: vec!["r".into()],
+            ready_ms: None,
+        };
+        let record = postcard::to_extend(&old, vec![3]).unwrap();
+        let instance: InstanceRecord = decode(&record).unwrap();
+        assert_eq!((instance.job.as_str(), instance.attempt), ("old", 1));
+        assert_eq!((instance.agent, instance.lost_attempts), (None, 0));
+        // A history entry is the enum's variant index, then the record.
+        let entry = postcard::to_extend(&old, vec![3, 0]).unwrap();
+        let HistoryEntry::Run(run) = decode::<HistoryEntry>(&entry).unwrap() else {
+            panic!("a run");
+        };
+        assert_eq!(run.resources, vec!["r".to_string()]);
+        let mut now = InstanceRecord::new("new", 5, RunCause::Manual, 1);
+        now.agent = Some("worker-1".into());
+        assert_eq!(decode::<InstanceRecord>(&encode(&now)).unwrap(), now);
+    }
+}

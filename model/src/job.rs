@@ -19,7 +19,7 @@ pub const DEFAULT_RETRIES: u32 = 2;
 /// How long an instance of a job without a schedule period waits for its resources.
 pub const DEFAULT_WAIT_TIMEOUT_MS: i64 = 24 * 3_600_000;
 /// The job fields dron acts on: what a validation error's `field` can name.
-pub const JOB_FIELDS: [&str; 20] = [
+pub const JOB_FIELDS: [&str; 24] = [
     "name",
     "command",
     "shell",
@@ -40,6 +40,10 @@ pub const JOB_FIELDS: [&str; 20] = [
     "triggeredBy",
     "builtinSleepMs",
     "notifyWebhooks",
+    "cpus",
+    "mem",
+    "disk",
+    "constraints",
 ];
 /// Fields that are read-only counters in answers; ignored when a client sends them back.
 const OUTPUT_ONLY_FIELDS: [&str; 4] = ["successCount", "errorCount", "lastSuccess", "lastError"];
@@ -208,6 +212,8 @@ impl JobRequest {
         validate_environment(&self.environment_variables)?;
         validate_templates(&self.depends_on)?;
         validate_webhooks(&self.notify_webhooks)?;
+        // Kept with the pass-through fields, where Chronos clients send them; checked here.
+        crate::demand::TaskDemand::from_fields(&self.extra)?;
         let wait_timeout_ms = match &self.wait_timeout {
             None => None,
             Some(text) => {
@@ -528,7 +534,10 @@ impl JobRecord {
 
 impl crate::codec::Stored for JobRecord {
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
-        debug_assert_eq!(version, 2, "the only older version readable");
+        // Version 3 changed instances only: its jobs have today's layout.
+        if version == 3 {
+            return Ok(postcard::from_bytes(body)?);
+        }
         let old: legacy::JobRecordV2 = postcard::from_bytes(body)?;
         Ok(old.into())
     }
@@ -877,9 +886,9 @@ mod tests {
         use proptest::prelude::*;
 
         /// The fields a validation error may name.
-        const FIELDS: [&str; 20] = JOB_FIELDS;
-        /// Chronos fields dron keeps without acting on them.
-        const MORE_FIELDS: [&str; 3] = ["mem", "cpus", "successCount"];
+        const FIELDS: [&str; 24] = JOB_FIELDS;
+        /// Chronos fields kept with the pass-through ones (the first three are checked too).
+        const MORE_FIELDS: [&str; 4] = ["mem", "cpus", "constraints", "successCount"];
 
         fn text() -> impl Strategy<Value = String> {
             prop_oneof![

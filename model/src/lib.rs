@@ -3,6 +3,7 @@
 //! - [`schedule`]: when a job runs (ISO 8601 repeating intervals and cron, in a time zone).
 //! - [`job`]: the Chronos job definition and the state dron keeps beside it.
 //! - [`instance`]: runs of a job, their states, and the history of finished and skipped ones.
+//! - [`demand`]: what a task asks of an agent (cpus, mem, disk, constraints), and offers matched.
 //! - [`name`]: job-name validation (names reach file paths).
 //! - [`resource`]: resources, events and Dron's dependency language (`dependsOn` templates).
 //! - [`notice`]: what dron tells people about runs (failure mails, webhooks) and their deliveries.
@@ -12,6 +13,7 @@
 //! - [`error`]: the client error every validation returns.
 
 pub mod codec;
+pub mod demand;
 pub mod error;
 pub mod ids;
 pub mod instance;

@@ -1,5 +1,6 @@
 //! The HTTP API: Chronos's (under `/scheduler` and `/v1/scheduler`) and dron's own (`/api`).
 
+mod agents;
 pub mod auth;
 mod chronos;
 mod chronos_extra;
@@ -12,8 +13,10 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
+use dron_actors::broker::BrokerMsg;
 use dron_actors::client::SchedulerClient;
 use metrics_exporter_prometheus::PrometheusHandle;
+use ractor::ActorRef;
 
 use error::ApiError;
 pub use json::MAX_BODY_BYTES;
@@ -32,6 +35,8 @@ pub struct AppState {
     auth: Option<Arc<auth::Credentials>>,
     /// Set when the AMQP link runs: whether it is connected.
     amqp: Arc<OnceLock<crate::events::amqp::Connected>>,
+    /// The offer broker, set as soon as it runs (agents may connect while shards recover).
+    broker: Arc<OnceLock<ActorRef<BrokerMsg>>>,
 }
 
 impl AppState {
@@ -42,7 +47,18 @@ impl AppState {
             metrics: None,
             auth: None,
             amqp: Arc::default(),
+            broker: Arc::default(),
         }
+    }
+
+    pub fn set_broker(&self, broker: ActorRef<BrokerMsg>) {
+        let _ = self.broker.set(broker);
+    }
+
+    fn broker(&self) -> Result<&ActorRef<BrokerMsg>, ApiError> {
+        self.broker
+            .get()
+            .ok_or_else(|| ApiError::unavailable("dron is starting; retry shortly"))
     }
 
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
@@ -84,6 +100,7 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .merge(chronos::routes())
         .nest("/v1", chronos::routes())
         .merge(native::routes(fault_injection))
+        .merge(agents::routes())
         .route("/ping", axum::routing::get(ping))
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)

@@ -11,7 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use dron_model::instance::{HistoryEntry, InstanceRecord};
+use dron_model::instance::{HistoryEntry, InstanceRecord, InstanceState};
 use dron_model::name::validate_job_name;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -119,20 +119,25 @@ async fn runs(
 }
 
 fn run_json(run: &InstanceRecord) -> Value {
+    // Launched but not yet started by an agent (Mesos's TASK_STAGING): waiting for an offer
+    // that fits, or on its way to the agent.
+    let staging = run.state == InstanceState::Running && run.agent.is_none();
     json!({
         "kind": "run",
         "instance": run.id(),
         "taskId": run.task_id(),
         "target": time(Some(run.target_ms)),
-        "state": run.state.as_str(),
+        "state": if staging { "staging" } else { run.state.as_str() },
         "attempt": run.attempt,
         "cause": format!("{:?}", run.cause).to_lowercase(),
         "started": time(run.started_ms),
         // How late the attempt started after its target (scheduled runs; null until started).
         "lateMs": run.started_ms.map(|started| started - run.target_ms),
         "ended": time(run.ended_ms),
-        // Every task runs on the server's local agent until remote agents exist.
-        "agent": "local",
+        // The agent the attempt ran on ("local": the server's own); null until it started.
+        "agent": run.agent,
+        // Attempts relaunched because their agent was lost (not counted against retries).
+        "lostAttempts": run.lost_attempts,
         "exitCode": run.exit_code,
         "message": run.message,
         "resources": run.resources,

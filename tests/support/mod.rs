@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod agents;
 pub mod amqp;
 pub mod notify;
 
@@ -198,20 +199,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
         // Tasks still running under their shims belong to this test: end their groups.
-        for child_pid in find_files(&self.data.path().join("data/runs"), "child.pid") {
-            if child_pid.with_file_name("status.json").exists() {
-                continue;
-            }
-            let pid: i32 = std::fs::read_to_string(&child_pid)
-                .unwrap_or_default()
-                .trim()
-                .parse()
-                .unwrap_or(0);
-            if pid > 1 {
-                // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-            }
-        }
+        agents::kill_task_groups(&self.data.path().join("data/runs"));
     }
 }
 

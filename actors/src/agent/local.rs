@@ -1,8 +1,10 @@
 //! The local agent: runs tasks as processes on this machine, through the task shim, and
-//! reports their status to the broker.
+//! reports their status: to the broker inside the server, or, in a `dron agent` process, to
+//! the connection that carries them to the server.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dron_model::ids::parse_task_id;
@@ -11,7 +13,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::process::{
     Adopted, RunningTask, TaskCommand, TaskEnd, TaskKiller, TaskSpec, adopt, launch,
 };
-use crate::broker::{BrokerMsg, TaskEvent, TaskUpdate};
+use crate::broker::{TaskEvent, TaskUpdate};
+
+/// Where the agent's status updates go.
+pub type ReportFn = Arc<dyn Fn(TaskUpdate) + Send + Sync>;
 
 pub enum AgentMsg {
     Launch(TaskSpec),
@@ -31,11 +36,13 @@ pub enum AgentMsg {
 pub struct LocalAgent;
 
 pub struct LocalAgentArgs {
+    /// What `started` updates name as the task's agent.
+    pub name: String,
     /// The program started as `<shim_program> task-shim <run_dir>` (the dron binary itself).
     pub shim_program: PathBuf,
     /// Run directories live under `<runs_root>/<job>/<target_ms>-<attempt>`.
     pub runs_root: PathBuf,
-    pub broker: ActorRef<BrokerMsg>,
+    pub report: ReportFn,
 }
 
 pub struct LocalAgentState {
@@ -121,7 +128,7 @@ impl LocalAgentState {
         }
         match launch(&self.args.shim_program, &dir, &spec).await {
             Ok(running) => {
-                self.report(&task_id, TaskEvent::Started { at_ms: now_ms() });
+                self.report(&task_id, self.started());
                 self.watch(myself, task_id, running);
             }
             Err(error) => self.report(&task_id, ended(TaskEnd::FailedToStart(error.to_string()))),
@@ -133,24 +140,23 @@ impl LocalAgentState {
         if self.sleepers.contains_key(&task_id) {
             return; // launches are idempotent per task id
         }
-        self.report(&task_id, TaskEvent::Started { at_ms: now_ms() });
-        let broker = self.args.broker.clone();
+        self.report(&task_id, self.started());
+        let report = self.args.report.clone();
         let id = task_id.clone();
         let sleeping = tokio::spawn(async move {
             if ms > 0 {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-            let update = TaskUpdate {
-                task_id: id.clone(),
-                event: ended(TaskEnd::Exited(0)),
-            };
-            let _ = broker.send_message(BrokerMsg::Update(update));
+            report(TaskUpdate::new(id.clone(), ended(TaskEnd::Exited(0))));
             let _ = myself.send_message(AgentMsg::Finished { task_id: id });
         });
         self.sleepers.insert(task_id, sleeping.abort_handle());
     }
 
     fn adopt(&mut self, myself: ActorRef<AgentMsg>, task_id: String, deadline_ms: Option<i64>) {
+        if self.killers.contains_key(&task_id) || self.sleepers.contains_key(&task_id) {
+            return self.report(&task_id, self.started()); // already watched here
+        }
         let Some(dir) = run_dir(&self.args.runs_root, &task_id) else {
             return self.report(&task_id, TaskEvent::NeverLaunched);
         };
@@ -161,6 +167,7 @@ impl LocalAgentState {
             Adopted::Finished(end) => self.report(&task_id, ended(end)),
             Adopted::Running(running) => {
                 tracing::info!(task_id, "adopted a task still running");
+                self.report(&task_id, self.started());
                 self.watch(myself, task_id, running)
             }
         }
@@ -169,30 +176,22 @@ impl LocalAgentState {
     /// Waits for the task's end in a task of its own, then reports it.
     fn watch(&mut self, myself: ActorRef<AgentMsg>, task_id: String, running: RunningTask) {
         self.killers.insert(task_id.clone(), running.killer());
-        let broker = self.args.broker.clone();
+        let report = self.args.report.clone();
         tokio::spawn(async move {
             let end = running.wait().await;
-            let update = TaskUpdate {
-                task_id: task_id.clone(),
-                event: ended(end),
-            };
-            let _ = broker.send_message(BrokerMsg::Update(update));
+            report(TaskUpdate::new(task_id.clone(), ended(end)));
             let _ = myself.send_message(AgentMsg::Finished { task_id });
         });
     }
 
     fn report(&self, task_id: &str, event: TaskEvent) {
-        let update = TaskUpdate {
-            task_id: task_id.to_string(),
-            event,
-        };
-        if self
-            .args
-            .broker
-            .send_message(BrokerMsg::Update(update))
-            .is_err()
-        {
-            tracing::warn!(task_id, "broker gone: status update dropped");
+        (self.args.report)(TaskUpdate::new(task_id, event));
+    }
+
+    fn started(&self) -> TaskEvent {
+        TaskEvent::Started {
+            at_ms: now_ms(),
+            agent: self.args.name.clone(),
         }
     }
 }

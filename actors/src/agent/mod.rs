@@ -5,9 +5,15 @@
 //! - [`local`]: the local agent actor.
 //! - [`process`]: launching, waiting for, killing and adopting a task through the shim.
 //! - [`shim`]: the shim itself.
+//! - [`protocol`]: what a remote agent (`dron agent`, the same local agent in a process of
+//!   its own) and the server say to each other.
 
 mod local;
 pub mod process;
+pub mod protocol;
 pub mod shim;
 
-pub use local::{AgentMsg, LocalAgent, LocalAgentArgs, run_dir};
+pub use local::{AgentMsg, LocalAgent, LocalAgentArgs, ReportFn, run_dir};
+
+/// The name of the agent inside the server process.
+pub const LOCAL_AGENT: &str = "local";

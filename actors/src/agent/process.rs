@@ -89,6 +89,11 @@ pub enum TaskEnd {
     FailedToStart(String),
     /// The shim ended without recording the task's end: its fate is unknown.
     Lost(String),
+    /// The agent running it stopped heartbeating: it is retried elsewhere (without spending
+    /// one of the job's retries) while its epsilon allows.
+    AgentLost(String),
+    /// Never launched: no agent could take it before its start deadline.
+    NotPlaced(String),
 }
 
 impl TaskEnd {

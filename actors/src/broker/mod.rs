@@ -1,33 +1,67 @@
 //! The offer broker: places tasks on agents and routes their status updates back to the
-//! coordinator that owns the job.
+//! coordinator that owns the job (Mesos's two-level scheduling, with the broker as allocator).
 //!
-//! Today there is one agent, in this process, and every task goes to it; offers, resource
-//! matching and remote agents come with the two-level scheduling work. Keeping the broker
-//! between coordinators and agents now means coordinators never learn where a task runs.
+//! Agents are the local agent inside the server (optional, sized to the machine by default)
+//! and remote `dron agent` processes connected over WebSocket ([`remote`]). Coordinators never
+//! learn where a task runs, only the agent's name in its `started` update.
+//!
+//! - [`placement`]: offers, waiting tasks and Dominant Resource Fairness (plain logic).
+//! - [`remote`]: remote agents: registration, heartbeats, loss, reconciliation, acks.
+//! - [`view`]: what the API shows of each agent.
 
 mod messages;
+mod placement;
+mod remote;
+mod view;
 
-pub use messages::{BrokerMsg, TaskEvent, TaskUpdate};
+pub use messages::{BrokerMsg, LaunchRequest, TaskEvent, TaskUpdate, UpdateAck};
+pub use placement::Placement;
+pub use view::{AgentState, AgentView};
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use dron_model::demand::Resources;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::agent::{AgentMsg, LocalAgent, LocalAgentArgs};
+use crate::agent::process::{TaskEnd, now_ms};
+use crate::agent::{AgentMsg, LOCAL_AGENT, LocalAgent, LocalAgentArgs, ReportFn, run_dir};
 use crate::router::RouterMsg;
+use remote::Remotes;
 
 pub struct OfferBroker;
 
 pub struct OfferBrokerArgs {
+    /// The agent inside the server; None to run tasks on remote agents only.
+    pub local: Option<LocalAgentConfig>,
+    /// This server's fencing token: newer than any earlier run's (see the agent protocol).
+    pub epoch: u64,
+    /// How often agents heartbeat.
+    pub heartbeat_ms: u64,
+    /// An agent silent this long is lost: its tasks are retried elsewhere.
+    pub agent_timeout_ms: i64,
+    /// Owners' weights for Dominant Resource Fairness (default 1).
+    pub weights: HashMap<String, f64>,
+    /// Where the names of remote agents ever seen are kept (None: in memory only).
+    pub known_agents_file: Option<PathBuf>,
+}
+
+pub struct LocalAgentConfig {
     pub shim_program: PathBuf,
     pub runs_root: PathBuf,
+    pub resources: Resources,
 }
 
 pub struct BrokerState {
-    local_agent: ActorRef<AgentMsg>,
+    placement: Placement,
+    local: Option<(ActorRef<AgentMsg>, PathBuf)>,
+    remotes: Remotes,
     router: Option<ActorRef<RouterMsg>>,
     /// Updates that arrived before the router was known.
     early_updates: Vec<TaskUpdate>,
+    myself: ActorRef<BrokerMsg>,
 }
 
 impl Actor for OfferBroker {
@@ -40,22 +74,31 @@ impl Actor for OfferBroker {
         myself: ActorRef<BrokerMsg>,
         args: OfferBrokerArgs,
     ) -> Result<BrokerState, ActorProcessingErr> {
-        let agent_args = LocalAgentArgs {
-            shim_program: args.shim_program,
-            runs_root: args.runs_root,
-            broker: myself.clone(),
+        let mut placement = Placement::new(args.weights);
+        let local = match args.local {
+            None => None,
+            Some(config) => {
+                let agent = spawn_local_agent(&myself, &config).await?;
+                let attributes = Default::default();
+                placement.upsert_agent(LOCAL_AGENT, attributes, config.resources);
+                Some((agent, config.runs_root))
+            }
         };
-        let (local_agent, _) = Actor::spawn_linked(
-            Some("local-agent".into()),
-            LocalAgent,
-            agent_args,
-            myself.get_cell(),
-        )
-        .await?;
+        let remotes = Remotes::new(
+            args.epoch,
+            args.heartbeat_ms,
+            args.agent_timeout_ms,
+            args.known_agents_file,
+        );
+        let tick = Duration::from_millis((args.heartbeat_ms / 2).clamp(50, 1000));
+        myself.send_interval(tick, || BrokerMsg::Tick);
         Ok(BrokerState {
-            local_agent,
+            placement,
+            local,
+            remotes,
             router: None,
             early_updates: Vec::new(),
+            myself,
         })
     }
 
@@ -72,22 +115,258 @@ impl Actor for OfferBroker {
                 }
                 state.router = Some(router);
             }
-            BrokerMsg::Launch(spec) => state.local_agent.send_message(AgentMsg::Launch(spec))?,
-            BrokerMsg::Kill { task_id } => {
-                state.local_agent.send_message(AgentMsg::Kill { task_id })?
-            }
+            BrokerMsg::Launch(request) => state.launch(request),
+            BrokerMsg::Kill { task_id } => state.kill(&task_id),
             BrokerMsg::Adopt {
-                task_id,
+                request,
+                agent,
                 timeout_deadline_ms,
-            } => state.local_agent.send_message(AgentMsg::Adopt {
+            } => state.adopt(request, agent, timeout_deadline_ms),
+            BrokerMsg::Update(update) => state.task_update(LOCAL_AGENT, update),
+            BrokerMsg::UpdateApplied {
+                agent,
                 task_id,
-                timeout_deadline_ms,
-            })?,
-            BrokerMsg::Update(update) => match &state.router {
-                Some(router) => router.send_message(RouterMsg::TaskUpdate(update))?,
-                None => state.early_updates.push(update),
-            },
+                started,
+                current,
+            } => state.update_applied(&agent, &task_id, started, current),
+            BrokerMsg::Connected { connection, outbox } => {
+                state.remotes.connected(connection, outbox)
+            }
+            BrokerMsg::FromAgent {
+                connection,
+                message,
+            } => state.handle_agent_message(connection, message),
+            BrokerMsg::Disconnected { connection } => {
+                if let Some(name) = state.remotes.disconnected(connection) {
+                    state.placement.set_active(&name, false);
+                }
+            }
+            BrokerMsg::Tick => state.tick(),
+            BrokerMsg::ListAgents(reply) => {
+                let _ = reply.send(state.agent_views());
+            }
         }
         Ok(())
+    }
+}
+
+async fn spawn_local_agent(
+    broker: &ActorRef<BrokerMsg>,
+    config: &LocalAgentConfig,
+) -> Result<ActorRef<AgentMsg>, ActorProcessingErr> {
+    let to_broker = broker.clone();
+    let report: ReportFn = Arc::new(move |update| {
+        let _ = to_broker.send_message(BrokerMsg::Update(update));
+    });
+    let args = LocalAgentArgs {
+        name: LOCAL_AGENT.to_string(),
+        shim_program: config.shim_program.clone(),
+        runs_root: config.runs_root.clone(),
+        report,
+    };
+    let (agent, _) = Actor::spawn_linked(
+        Some("local-agent".into()),
+        LocalAgent,
+        args,
+        broker.get_cell(),
+    )
+    .await?;
+    Ok(agent)
+}
+
+impl BrokerState {
+    /// Queues the task for an offer and places whatever fits now.
+    fn launch(&mut self, request: LaunchRequest) {
+        let task_id = &request.spec.task_id;
+        if self.placement.placed(task_id).is_some() || self.placement.is_pending(task_id) {
+            // Launches are idempotent per task id (a coordinator may ask again on recovery).
+            return tracing::debug!(task_id, "launch of a task already placed ignored");
+        }
+        self.placement.enqueue(request);
+        self.place();
+    }
+
+    /// Launches what fits, and tells coordinators why the rest waits.
+    fn place(&mut self) {
+        for (request, agent) in self.placement.place() {
+            if agent == LOCAL_AGENT {
+                self.to_local(AgentMsg::Launch(request.spec));
+            } else {
+                self.remotes.launch(&agent, request.spec);
+            }
+        }
+        for (task_id, reason) in self.placement.unreported_waits() {
+            self.report(TaskUpdate::new(
+                task_id,
+                TaskEvent::WaitingForOffer { reason },
+            ));
+        }
+    }
+
+    fn kill(&mut self, task_id: &str) {
+        if self.placement.withdraw(task_id).is_some() {
+            return self.report_end(task_id, TaskEnd::Killed);
+        }
+        match self.placement.placed(task_id).map(|p| p.agent.clone()) {
+            Some(agent) if agent == LOCAL_AGENT => self.to_local(AgentMsg::Kill {
+                task_id: task_id.to_string(),
+            }),
+            Some(agent) => self.remotes.kill(&agent, task_id),
+            // Not placed here (a task of an agent not back yet after a restart, or local):
+            // the local agent ignores tasks it does not run.
+            None => self.to_local(AgentMsg::Kill {
+                task_id: task_id.to_string(),
+            }),
+        }
+    }
+
+    /// After a server restart: reconnect a running task with the agent that runs it.
+    fn adopt(&mut self, request: LaunchRequest, agent: Option<String>, deadline: Option<i64>) {
+        let task_id = request.spec.task_id.clone();
+        let on_local = match &agent {
+            Some(agent) => agent == LOCAL_AGENT,
+            None => self.launched_locally(&task_id) || !self.remotes.any_known(),
+        };
+        if !on_local {
+            return self.adopt_remote(request, agent, deadline);
+        }
+        if self.local.is_none() {
+            return self.report(TaskUpdate::new(task_id, TaskEvent::NeverLaunched));
+        }
+        let resources = request.demand.resources;
+        self.placement
+            .assign(&task_id, LOCAL_AGENT, &request.owner, resources);
+        self.to_local(AgentMsg::Adopt {
+            task_id,
+            timeout_deadline_ms: deadline,
+        });
+    }
+
+    fn launched_locally(&self, task_id: &str) -> bool {
+        let Some((_, runs_root)) = &self.local else {
+            return false;
+        };
+        run_dir(runs_root, task_id).is_some_and(|dir| dir.join("task.json").exists())
+    }
+
+    /// A status update from an agent: frees what an ended task used, and goes to its
+    /// coordinator.
+    fn task_update(&mut self, agent: &str, update: TaskUpdate) {
+        let ended = matches!(
+            update.event,
+            TaskEvent::Ended { .. } | TaskEvent::NeverLaunched
+        );
+        // Only the agent it is placed on frees it: a returning lost agent may report a task
+        // whose id now runs elsewhere.
+        let placed_here = self
+            .placement
+            .placed(&update.task_id)
+            .is_some_and(|p| p.agent == agent);
+        if ended && placed_here {
+            self.placement.release(&update.task_id);
+            self.place();
+        }
+        self.report(update);
+    }
+
+    /// A coordinator applied a remote agent's update: acknowledge it to the agent, and kill
+    /// a task that is no longer its instance's current attempt (it ran elsewhere meanwhile).
+    fn update_applied(&mut self, agent: &str, task_id: &str, started: bool, current: bool) {
+        self.remotes.ack(agent, task_id, started);
+        if started && !current {
+            tracing::warn!(
+                agent,
+                task_id,
+                "agent runs a stale attempt: killing it there"
+            );
+            metrics::counter!("dron_stale_tasks_killed_total", "agent" => agent.to_string())
+                .increment(1);
+            if self
+                .placement
+                .placed(task_id)
+                .is_some_and(|p| p.agent == agent)
+            {
+                self.placement.release(task_id);
+            }
+            self.remotes.kill(agent, task_id);
+            self.place();
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = now_ms();
+        for name in self.remotes.newly_lost(now) {
+            self.agent_lost(&name);
+        }
+        let (lost, unclaimed) = self.remotes.adopts_given_up(now);
+        for request in lost {
+            let why = "its agent did not come back after the server restarted";
+            self.report_end(&request.spec.task_id, TaskEnd::AgentLost(why.into()));
+        }
+        for request in unclaimed {
+            // No agent reports it: its launch never reached one. Launching it now runs it once.
+            let task_id = request.spec.task_id;
+            self.report(TaskUpdate::new(task_id, TaskEvent::NeverLaunched));
+        }
+        for request in self.placement.expire(now) {
+            let why = "no agent could take it within its epsilon";
+            self.report_end(&request.spec.task_id, TaskEnd::NotPlaced(why.into()));
+        }
+        self.publish_metrics();
+    }
+
+    /// Declares the tasks of a silent agent lost; their coordinators retry them elsewhere.
+    fn agent_lost(&mut self, name: &str) {
+        let tasks = self.placement.lose_agent(name);
+        tracing::warn!(agent = name, tasks = tasks.len(), "agent lost");
+        metrics::counter!("dron_agents_lost_total").increment(1);
+        for task_id in tasks {
+            let why = format!("agent '{name}' stopped heartbeating");
+            self.report_end(&task_id, TaskEnd::AgentLost(why));
+        }
+        self.place();
+    }
+
+    fn report_end(&mut self, task_id: &str, end: TaskEnd) {
+        let at_ms = now_ms();
+        self.report(TaskUpdate::new(task_id, TaskEvent::Ended { end, at_ms }));
+    }
+
+    fn report(&mut self, update: TaskUpdate) {
+        match &self.router {
+            Some(router) => {
+                let _ = router.send_message(RouterMsg::TaskUpdate(update));
+            }
+            None => self.early_updates.push(update),
+        }
+    }
+
+    fn to_local(&self, message: AgentMsg) {
+        if let Some((agent, _)) = &self.local {
+            let _ = agent.send_message(message);
+        }
+    }
+
+    fn agent_views(&self) -> Vec<AgentView> {
+        self.placement
+            .agents()
+            .map(|slot| self.remotes.view(slot))
+            .collect()
+    }
+
+    fn publish_metrics(&self) {
+        for slot in self.placement.agents() {
+            let agent = slot.name.clone();
+            let gauge = |name: &'static str, value: f64| {
+                metrics::gauge!(name, "agent" => agent.clone()).set(value)
+            };
+            gauge("dron_agent_offered_cpus", slot.offered.cpus);
+            gauge("dron_agent_used_cpus", slot.used.cpus);
+            gauge("dron_agent_offered_mem_mb", slot.offered.mem);
+            gauge("dron_agent_used_mem_mb", slot.used.mem);
+            gauge("dron_agent_tasks", slot.tasks.len() as f64);
+            gauge("dron_agent_active", if slot.active { 1.0 } else { 0.0 });
+        }
+        metrics::gauge!("dron_tasks_waiting_for_offer").set(self.placement.waiting_count() as f64);
     }
 }

@@ -14,7 +14,7 @@ pub use messages::{
     CoordinatorMsg, JobSummary, JobView, MovedJob, PutOutcome, Reply, RunState, ShardLineage,
     ShardStats,
 };
-pub use shard::{Outbox, Shard, ShardConfig};
+pub use shard::{Adoption, Applied, Outbox, Shard, ShardConfig};
 
 use std::sync::Arc;
 
@@ -61,9 +61,9 @@ struct Commit {
 }
 
 struct Effects {
-    launches: Vec<crate::agent::process::TaskSpec>,
+    launches: Vec<crate::broker::LaunchRequest>,
     kills: Vec<String>,
-    adopts: Vec<(String, Option<i64>)>,
+    adopts: Vec<Adoption>,
     succeeded: Vec<String>,
     announcements: Vec<ResourceEvent>,
     notices: Vec<Notice>,
@@ -217,14 +217,21 @@ impl CoordinatorState {
                 let _ = reply.send(self.shard.lineage(&resource));
             }
             CoordinatorMsg::TaskUpdate { update, forwarded } => {
-                let known = self.shard.task_update(update.clone(), now_ms, &mut out);
-                if !known && !forwarded {
+                let ack = update.ack.clone();
+                let applied = self.shard.task_update(update.clone(), now_ms, &mut out);
+                if applied == Applied::Unknown && !forwarded {
                     // Sent here before its job moved to another shard: pass it on to the owner.
                     let _ = self
                         .router
                         .send_message(RouterMsg::ForwardTaskUpdate(update));
+                    self.commit(myself, out, None);
+                    return Ok(());
                 }
-                self.commit(myself, out, None);
+                let current = applied == Applied::Current;
+                let then = ack.map(|ack| -> Box<dyn FnOnce() + Send> {
+                    Box::new(move || ack.applied(current))
+                });
+                self.commit(myself, out, then);
             }
             CoordinatorMsg::Tick => {
                 self.shard.tick(now_ms, &mut out);
@@ -390,16 +397,17 @@ fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
 }
 
 fn release(effects: Effects, links: &Links) {
-    for spec in effects.launches {
-        let _ = links.broker.send_message(BrokerMsg::Launch(spec));
+    for request in effects.launches {
+        let _ = links.broker.send_message(BrokerMsg::Launch(request));
     }
     for task_id in effects.kills {
         let _ = links.broker.send_message(BrokerMsg::Kill { task_id });
     }
-    for (task_id, timeout_deadline_ms) in effects.adopts {
+    for adoption in effects.adopts {
         let _ = links.broker.send_message(BrokerMsg::Adopt {
-            task_id,
-            timeout_deadline_ms,
+            request: adoption.request,
+            agent: adoption.agent,
+            timeout_deadline_ms: adoption.timeout_deadline_ms,
         });
     }
     for parent in effects.succeeded {

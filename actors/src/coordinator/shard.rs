@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::DateTime;
+use dron_model::demand::{Resources, TaskDemand};
 use dron_model::ids::{TaskRef, instance_id, parse_task_id};
 use dron_model::instance::{HistoryEntry, InstanceRecord, InstanceState, RunCause, SkippedTargets};
 use dron_model::job::{JobRecord, JobSpec, JobState, Trigger};
@@ -18,7 +19,7 @@ use super::messages::{
     JobSummary, JobView, MovedJob, PutOutcome, RunState, ShardLineage, ShardStats,
 };
 use crate::agent::process::{TaskCommand, TaskEnd, TaskSpec};
-use crate::broker::{TaskEvent, TaskUpdate};
+use crate::broker::{LaunchRequest, TaskEvent, TaskUpdate};
 use crate::error::CommandError;
 use crate::store::{ResourceStore, ShardSnapshot, StoreOp};
 
@@ -55,10 +56,10 @@ impl Default for ShardConfig {
 #[derive(Default)]
 pub struct Outbox {
     pub ops: Vec<StoreOp>,
-    pub launches: Vec<TaskSpec>,
+    pub launches: Vec<LaunchRequest>,
     pub kills: Vec<String>,
-    /// (task id, deadline for its timeout) of tasks to adopt after a restart.
-    pub adopts: Vec<(String, Option<i64>)>,
+    /// Tasks to adopt after a restart.
+    pub adopts: Vec<Adoption>,
     /// Jobs that just succeeded, announced to every shard for their dependants.
     pub succeeded: Vec<String>,
     /// Events for the bus (`job:NAME@TIME` of runs that ended), also written to the shard's
@@ -108,6 +109,8 @@ struct Wait {
 struct JobEntry {
     record: JobRecord,
     schedule: Option<Schedule>,
+    /// What each of its tasks asks of an agent (parsed once, shared by every launch).
+    demand: Arc<TaskDemand>,
 }
 
 pub struct Shard {
@@ -201,7 +204,11 @@ impl Shard {
             InstanceState::Running => {
                 let timeout = self.jobs[&instance.job].record.spec.timeout_ms;
                 let deadline = timeout.zip(instance.started_ms).map(|(t, s)| s + t as i64);
-                out.adopts.push((instance.task_id(), deadline));
+                out.adopts.push(Adoption {
+                    request: self.launch_request(&instance),
+                    agent: instance.agent.clone(),
+                    timeout_deadline_ms: deadline,
+                });
             }
             InstanceState::RetryWait => {
                 let at = instance.retry_at_ms.unwrap_or_default();
@@ -227,7 +234,13 @@ impl Shard {
             self.triggered.insert(name.clone(), pattern.to_string());
         }
         let schedule = record.spec.schedule();
-        self.jobs.insert(name, JobEntry { record, schedule });
+        let demand = Arc::new(job_demand(&record.spec));
+        let entry = JobEntry {
+            record,
+            schedule,
+            demand,
+        };
+        self.jobs.insert(name, entry);
     }
 
     /// Removes a job from every index; answers its record.
@@ -600,7 +613,7 @@ impl Shard {
             metrics::histogram!("dron_start_lateness_seconds").record(lateness);
         }
         out.ops.push(StoreOp::PutInstance(instance.clone()));
-        out.launches.push(self.task_spec(&instance));
+        out.launches.push(self.launch_request(&instance));
     }
 
     fn start_retry(&mut self, id: &str, now_ms: i64, out: &mut Outbox) {
@@ -613,6 +626,21 @@ impl Shard {
         instance.attempt += 1;
         metrics::counter!("dron_retries_total").increment(1);
         self.start(id, now_ms, out);
+    }
+
+    /// The attempt's task, with what the broker needs to place it.
+    fn launch_request(&self, instance: &InstanceRecord) -> LaunchRequest {
+        let entry = &self.jobs[&instance.job];
+        let spec = &entry.record.spec;
+        // Epsilon bounds how late a target may start, not when a retry after a failure may.
+        let first_try = instance.failed_attempts() == 0 && instance.cause != RunCause::Manual;
+        let due = instance.ready_ms.unwrap_or(instance.target_ms);
+        LaunchRequest {
+            spec: self.task_spec(instance),
+            demand: entry.demand.clone(),
+            owner: spec.owner.clone(),
+            start_deadline_ms: first_try.then(|| due + spec.epsilon_ms),
+        }
     }
 
     fn task_spec(&self, instance: &InstanceRecord) -> TaskSpec {
@@ -655,24 +683,46 @@ impl Shard {
 
     // ----- task status ------------------------------------------------------------------
 
-    /// Applies an agent's report. Answers false when no live instance of this shard has that
-    /// task (the job moved shard, or was deleted).
-    pub fn task_update(&mut self, update: TaskUpdate, now_ms: i64, out: &mut Outbox) -> bool {
+    /// Applies an agent's report, saying whether it was about a current attempt.
+    pub fn task_update(&mut self, update: TaskUpdate, now_ms: i64, out: &mut Outbox) -> Applied {
         let Some((id, attempt)) = self.running_instance(&update.task_id) else {
-            return false;
+            return Applied::Unknown;
         };
         if attempt.is_none() {
-            return true; // a report about an earlier attempt: already handled
+            return Applied::Stale; // a report about an earlier attempt: already handled
         }
         match update.event {
-            TaskEvent::Started { .. } => {}
+            TaskEvent::Started { agent, .. } => self.started_on(&id, agent, out),
+            TaskEvent::WaitingForOffer { reason } => {
+                if let Some(instance) = self.live.get_mut(&id) {
+                    instance.message = Some(reason); // shown in views; not worth a write
+                }
+            }
             TaskEvent::NeverLaunched => {
                 let instance = self.live[&id].clone();
-                out.launches.push(self.task_spec(&instance));
+                out.launches.push(self.launch_request(&instance));
             }
             TaskEvent::Ended { end, .. } => self.task_ended(&id, end, now_ms, out),
         }
-        true
+        Applied::Current
+    }
+
+    /// Records the agent an attempt runs on. Written at once for a remote agent: after a
+    /// restart its tasks are looked for there. A local run's agent is written with its end
+    /// (a restart finds local runs by their run directory), sparing a write per launch.
+    fn started_on(&mut self, id: &str, agent: String, out: &mut Outbox) {
+        let Some(instance) = self.live.get_mut(id) else {
+            return;
+        };
+        instance.message = None;
+        if instance.agent.as_deref() == Some(agent.as_str()) {
+            return;
+        }
+        let remote = agent != crate::agent::LOCAL_AGENT;
+        instance.agent = Some(agent);
+        if remote {
+            out.ops.push(StoreOp::PutInstance(instance.clone()));
+        }
     }
 
     /// Finds the live instance a task id names: (instance id, Some(attempt)) when that
@@ -703,8 +753,47 @@ impl Shard {
             TaskEnd::Exited(0) if is_async => {}
             TaskEnd::Exited(0) => self.finish(id, Ending::succeeded(), now_ms, out),
             TaskEnd::Killed => self.finish(id, Ending::killed("killed on request"), now_ms, out),
+            TaskEnd::AgentLost(why) => self.agent_lost(id, why, now_ms, out),
+            TaskEnd::NotPlaced(why) => {
+                metrics::counter!("dron_skipped_targets_total").increment(1);
+                let message = format!("could not start within epsilon: {why}");
+                let skipped = Ending {
+                    state: InstanceState::Skipped,
+                    exit_code: None,
+                    message: Some(message),
+                };
+                self.finish(id, skipped, now_ms, out)
+            }
             other => self.attempt_failed(id, &other, now_ms, out),
         }
+    }
+
+    /// The attempt's agent was lost: launch a new attempt elsewhere at once while the target's
+    /// epsilon allows (not counted against the job's retries), else fail the instance.
+    fn agent_lost(&mut self, id: &str, why: String, now_ms: i64, out: &mut Outbox) {
+        let instance = &self.live[id];
+        let epsilon = self.jobs[&instance.job].record.spec.epsilon_ms;
+        let due = instance.ready_ms.unwrap_or(instance.target_ms);
+        let in_window = instance.cause == RunCause::Manual || due + epsilon >= now_ms;
+        if !in_window {
+            let message = format!("agent lost ({why}) and its epsilon has passed");
+            let failed = Ending {
+                state: InstanceState::Failed,
+                exit_code: None,
+                message: Some(message),
+            };
+            return self.finish(id, failed, now_ms, out);
+        }
+        metrics::counter!("dron_agent_lost_attempts_total").increment(1);
+        let instance = self.live.get_mut(id).expect("live instance");
+        instance.attempt += 1;
+        instance.lost_attempts += 1;
+        instance.agent = None;
+        instance.message = Some(format!(
+            "attempt {} lost: {why}; relaunched",
+            instance.attempt - 1
+        ));
+        self.start(id, now_ms, out);
     }
 
     pub fn complete_async(
@@ -737,16 +826,17 @@ impl Shard {
     fn attempt_failed(&mut self, id: &str, end: &TaskEnd, now_ms: i64, out: &mut Outbox) {
         let instance = &self.live[id];
         let retries = self.jobs[&instance.job].record.spec.retries;
+        let failed_before = instance.failed_attempts();
         let exit_code = match end {
             TaskEnd::Exited(code) => Some(*code),
             _ => None,
         };
         let message = describe(end);
-        if instance.attempt < retries {
+        if failed_before < retries {
             let backoff = self
                 .config
                 .retry_backoff_ms
-                .saturating_mul(1 << instance.attempt.min(20));
+                .saturating_mul(1 << failed_before.min(20));
             let retry_at = now_ms + backoff.min(self.config.retry_backoff_max_ms);
             let instance = self.live.get_mut(id).expect("live instance");
             instance.state = InstanceState::RetryWait;
@@ -1299,7 +1389,39 @@ fn describe(end: &TaskEnd) -> String {
         TaskEnd::Killed => "killed on request".to_string(),
         TaskEnd::FailedToStart(why) => format!("failed to start: {why}"),
         TaskEnd::Lost(why) => format!("lost: {why}"),
+        TaskEnd::AgentLost(why) => format!("agent lost: {why}"),
+        TaskEnd::NotPlaced(why) => format!("not placed: {why}"),
     }
+}
+
+/// A job's demand on agents. Built-in tasks start no process: they take no resources (so
+/// load tests measure the scheduler), but keep their constraints.
+fn job_demand(spec: &JobSpec) -> TaskDemand {
+    let mut demand = TaskDemand::from_json(&spec.extra_json).unwrap_or_default();
+    if spec.builtin_sleep_ms.is_some() {
+        demand.resources = Resources::default();
+    }
+    demand
+}
+
+/// Whether a status update was about a live instance's current attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// No live instance of this shard has the task (the job moved shard, or was deleted, or
+    /// the instance has ended).
+    Unknown,
+    /// About an earlier attempt of a live instance.
+    Stale,
+    Current,
+}
+
+/// A running task to reconnect with its agent after a restart.
+#[derive(Debug, Clone)]
+pub struct Adoption {
+    pub request: LaunchRequest,
+    /// The agent it was recorded on (None: not recorded before the restart).
+    pub agent: Option<String>,
+    pub timeout_deadline_ms: Option<i64>,
 }
 
 #[cfg(test)]

@@ -39,10 +39,7 @@ fn shard_over(resources: Arc<MemoryResourceStore>) -> Shard {
 }
 
 fn ended(task_id: &str, end: TaskEnd) -> TaskUpdate {
-    TaskUpdate {
-        task_id: task_id.to_string(),
-        event: TaskEvent::Ended { end, at_ms: 0 },
-    }
+    TaskUpdate::new(task_id, TaskEvent::Ended { end, at_ms: 0 })
 }
 
 fn tick(shard: &mut Shard, now_ms: i64) -> Outbox {
@@ -58,7 +55,7 @@ fn a_job_fires_each_target_once_at_its_time() {
     assert_eq!(shard.next_deadline(), Some(T0));
     let out = tick(&mut shard, T0);
     assert_eq!(out.launches.len(), 1);
-    assert_eq!(out.launches[0].task_id, format!("ct:{T0}:0:a:"));
+    assert_eq!(out.launches[0].spec.task_id, format!("ct:{T0}:0:a:"));
     assert_eq!(shard.next_deadline(), Some(T0 + 1000));
     // Ticking again at the same time fires nothing new.
     assert!(tick(&mut shard, T0).launches.is_empty());
@@ -68,7 +65,7 @@ fn a_job_fires_each_target_once_at_its_time() {
 fn a_non_concurrent_job_waits_for_its_previous_run() {
     let mut shard = empty_shard();
     shard.put_job(every_second("a"), T0, &mut Outbox::default());
-    let first = tick(&mut shard, T0).launches.remove(0).task_id;
+    let first = tick(&mut shard, T0).launches.remove(0).spec.task_id;
     assert!(
         tick(&mut shard, T0 + 1000).launches.is_empty(),
         "previous run still running"
@@ -80,7 +77,10 @@ fn a_non_concurrent_job_waits_for_its_previous_run() {
         1,
         "the queued target starts when the previous ends"
     );
-    assert_eq!(out.launches[0].task_id, format!("ct:{}:0:a:", T0 + 1000));
+    assert_eq!(
+        out.launches[0].spec.task_id,
+        format!("ct:{}:0:a:", T0 + 1000)
+    );
     assert_eq!(out.succeeded, vec!["a".to_string()]);
 }
 
@@ -103,7 +103,10 @@ fn targets_missed_beyond_epsilon_are_recorded_as_one_skipped_range() {
     assert_eq!(skipped[0].count, 540, "targets T0 .. now-60s");
     // The 61 targets whose window is still open become instances; the oldest starts.
     assert_eq!(shard.stats().live_instances, 61);
-    assert_eq!(out.launches[0].task_id, format!("ct:{}:0:a:", now - 60_000));
+    assert_eq!(
+        out.launches[0].spec.task_id,
+        format!("ct:{}:0:a:", now - 60_000)
+    );
 }
 
 #[test]
@@ -114,7 +117,7 @@ fn failed_attempts_retry_with_backoff_then_fail() {
         JobKind::Scheduled,
     );
     shard.put_job(job, T0, &mut Outbox::default());
-    let first = tick(&mut shard, T0).launches.remove(0).task_id;
+    let first = tick(&mut shard, T0).launches.remove(0).spec.task_id;
     let mut out = Outbox::default();
     shard.task_update(ended(&first, TaskEnd::Exited(1)), T0 + 10, &mut out);
     assert!(out.launches.is_empty());
@@ -123,7 +126,7 @@ fn failed_attempts_retry_with_backoff_then_fail() {
         Some(T0 + 10 + 1000),
         "retry after the backoff"
     );
-    let retry = tick(&mut shard, T0 + 1010).launches.remove(0).task_id;
+    let retry = tick(&mut shard, T0 + 1010).launches.remove(0).spec.task_id;
     assert_eq!(retry, format!("ct:{T0}:1:f:"));
     let mut out = Outbox::default();
     shard.task_update(ended(&retry, TaskEnd::Exited(1)), T0 + 1020, &mut out);
@@ -143,13 +146,104 @@ fn a_stale_attempts_report_changes_nothing() {
     shard.put_job(every_second("a"), T0, &mut Outbox::default());
     tick(&mut shard, T0);
     let mut out = Outbox::default();
-    assert!(shard.task_update(
-        ended(&format!("ct:{T0}:7:a:"), TaskEnd::Exited(0)),
-        T0,
-        &mut out
-    ));
+    let stale = ended(&format!("ct:{T0}:7:a:"), TaskEnd::Exited(0));
+    assert_eq!(shard.task_update(stale, T0, &mut out), Applied::Stale);
     assert!(out.ops.is_empty());
-    assert!(!shard.task_update(ended("ct:1:0:other:", TaskEnd::Exited(0)), T0, &mut out));
+    let foreign = ended("ct:1:0:other:", TaskEnd::Exited(0));
+    assert_eq!(shard.task_update(foreign, T0, &mut out), Applied::Unknown);
+}
+
+#[test]
+fn a_lost_agents_attempt_is_relaunched_without_spending_a_retry() {
+    let mut shard = empty_shard();
+    let mut job = every_second("a");
+    job.retries = 1;
+    shard.put_job(job, T0, &mut Outbox::default());
+    let first = tick(&mut shard, T0).launches.remove(0).spec.task_id;
+    let mut out = Outbox::default();
+    let lost = ended(
+        &first,
+        TaskEnd::AgentLost("agent 'w1' stopped heartbeating".into()),
+    );
+    assert_eq!(shard.task_update(lost, T0 + 10, &mut out), Applied::Current);
+    assert_eq!(out.launches.len(), 1, "relaunched at once");
+    let second = out.launches.remove(0).spec.task_id;
+    assert_eq!(
+        second,
+        format!("ct:{T0}:1:a:"),
+        "a new task id: the old one is fenced"
+    );
+    // A failure now still has its one retry.
+    let mut out = Outbox::default();
+    shard.task_update(ended(&second, TaskEnd::Exited(1)), T0 + 20, &mut out);
+    let live = shard.job_view("a").unwrap().live;
+    assert_eq!(live[0].state, InstanceState::RetryWait);
+}
+
+#[test]
+fn a_lost_agent_past_epsilon_fails_the_instance() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let task = tick(&mut shard, T0).launches.remove(0).spec.task_id;
+    let mut out = Outbox::default();
+    let late = T0 + 61_000; // the default epsilon is a minute
+    shard.task_update(
+        ended(&task, TaskEnd::AgentLost("gone".into())),
+        late,
+        &mut out,
+    );
+    assert!(
+        out.launches
+            .iter()
+            .all(|l| l.spec.task_id != format!("ct:{T0}:1:a:"))
+    );
+    let history = history_runs(&out);
+    assert_eq!(history[0].state, InstanceState::Failed);
+    assert!(history[0].message.as_deref().unwrap().contains("epsilon"));
+}
+
+#[test]
+fn a_task_no_agent_could_take_is_skipped() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let launch = tick(&mut shard, T0).launches.remove(0);
+    assert_eq!(launch.start_deadline_ms, Some(T0 + 60_000));
+    let mut out = Outbox::default();
+    let waiting = TaskEvent::WaitingForOffer {
+        reason: "waiting for resources: no agent is connected".into(),
+    };
+    shard.task_update(TaskUpdate::new(&launch.spec.task_id, waiting), T0, &mut out);
+    let live = shard.job_view("a").unwrap().live;
+    assert!(live[0].message.as_deref().unwrap().contains("no agent"));
+    let not_placed = TaskEnd::NotPlaced("no agent could take it".into());
+    let mut out = Outbox::default();
+    shard.task_update(
+        ended(&launch.spec.task_id, not_placed),
+        T0 + 60_001,
+        &mut out,
+    );
+    assert_eq!(history_runs(&out)[0].state, InstanceState::Skipped);
+}
+
+#[test]
+fn a_remote_agent_is_recorded_at_once_and_the_local_one_with_the_end() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let task = tick(&mut shard, T0).launches.remove(0).spec.task_id;
+    let started = |agent: &str| {
+        let agent = agent.to_string();
+        TaskUpdate::new(&task, TaskEvent::Started { at_ms: T0, agent })
+    };
+    let mut out = Outbox::default();
+    shard.task_update(started("local"), T0, &mut out);
+    assert!(out.ops.is_empty(), "no write for a local start");
+    let mut out = Outbox::default();
+    shard.task_update(started("w1"), T0, &mut out);
+    let written = out
+        .ops
+        .iter()
+        .any(|op| matches!(op, StoreOp::PutInstance(i) if i.agent.as_deref() == Some("w1")));
+    assert!(written);
 }
 
 #[test]
@@ -169,7 +263,7 @@ fn a_child_runs_once_all_parents_succeeded_since_its_last_run() {
     assert!(out.launches.is_empty(), "p2 has not succeeded yet");
     shard.parent_succeeded("p2", T0 + 5, &mut out);
     assert_eq!(out.launches.len(), 1);
-    assert!(out.launches[0].task_id.ends_with(":c:"));
+    assert!(out.launches[0].spec.task_id.ends_with(":c:"));
     assert!(
         shard
             .job_view("c")
@@ -185,7 +279,7 @@ fn a_child_runs_once_all_parents_succeeded_since_its_last_run() {
 fn kill_ends_queued_runs_and_signals_running_ones() {
     let mut shard = empty_shard();
     shard.put_job(every_second("a"), T0, &mut Outbox::default());
-    let running = tick(&mut shard, T0).launches.remove(0).task_id;
+    let running = tick(&mut shard, T0).launches.remove(0).spec.task_id;
     tick(&mut shard, T0 + 1000); // queued behind the running one
     let mut out = Outbox::default();
     assert_eq!(shard.kill_tasks("a", T0 + 1100, &mut out).unwrap(), 2);
@@ -293,7 +387,7 @@ fn marking_a_job_successful_counts_a_success_and_announces_it_without_a_run() {
     // The announcement reaches the child as a real success would, and it runs.
     shard.parent_succeeded("p", T0 + 8, &mut out);
     assert_eq!(out.launches.len(), 1);
-    assert!(out.launches[0].task_id.ends_with(":c:"));
+    assert!(out.launches[0].spec.task_id.ends_with(":c:"));
     let missing = shard.mark_success("nope", T0, &mut Outbox::default());
     assert!(matches!(missing, Err(CommandError::JobNotFound(name)) if name == "nope"));
 }
@@ -318,7 +412,7 @@ fn summaries_say_whether_a_job_is_idle_queued_or_running() {
     let task = out.kills[0].clone();
     shard.task_update(ended(&task, TaskEnd::Killed), T0 + 1002, &mut out);
     assert_eq!(state_of(&shard), RunState::Idle);
-    let next = tick(&mut shard, T0 + 2000).launches.remove(0).task_id;
+    let next = tick(&mut shard, T0 + 2000).launches.remove(0).spec.task_id;
     shard.task_update(ended(&next, TaskEnd::Exited(1)), T0 + 2001, &mut out);
     assert_eq!(state_of(&shard), RunState::Queued, "waiting to retry");
 }
@@ -347,7 +441,7 @@ fn killing_an_async_run_ends_it_even_after_its_process_exited() {
         JobKind::Scheduled,
     );
     shard.put_job(job, T0, &mut Outbox::default());
-    let task = tick(&mut shard, T0).launches.remove(0).task_id;
+    let task = tick(&mut shard, T0).launches.remove(0).spec.task_id;
     let mut out = Outbox::default();
     shard.task_update(ended(&task, TaskEnd::Exited(0)), T0 + 10, &mut out);
     assert_eq!(
@@ -366,7 +460,7 @@ fn killing_an_async_run_ends_it_even_after_its_process_exited() {
 fn only_async_jobs_take_completion_reports() {
     let mut shard = empty_shard();
     shard.put_job(every_second("a"), T0, &mut Outbox::default());
-    let task = tick(&mut shard, T0).launches.remove(0).task_id;
+    let task = tick(&mut shard, T0).launches.remove(0).spec.task_id;
     let reference = parse_task_id(&task).unwrap();
     let report = shard.complete_async(&reference, 0, T0 + 30, &mut Outbox::default());
     assert!(matches!(report, Err(CommandError::Conflict(_))));
@@ -479,7 +573,7 @@ fn a_success_announces_the_job_resource_at_its_granularity() {
         JobKind::Scheduled,
     );
     shard.put_job(daily, T0, &mut Outbox::default());
-    let task = tick(&mut shard, T0).launches.remove(0).task_id;
+    let task = tick(&mut shard, T0).launches.remove(0).spec.task_id;
     let mut out = Outbox::default();
     shard.task_update(ended(&task, TaskEnd::Exited(0)), T0 + 5, &mut out);
     // 19:00 in Tokyo is 10:00Z (T0): the run is for the 23rd there.
@@ -566,14 +660,14 @@ fn a_failure_is_noticed_once_retries_are_exhausted_and_the_next_success_as_a_rec
         JobKind::Scheduled,
     );
     shard.put_job(job, T0, &mut Outbox::default());
-    let first = tick(&mut shard, T0).launches.remove(0).task_id;
+    let first = tick(&mut shard, T0).launches.remove(0).spec.task_id;
     let mut out = Outbox::default();
     shard.task_update(ended(&first, TaskEnd::Exited(3)), T0 + 10, &mut out);
     assert!(
         out.notices.is_empty(),
         "a retry remains: nothing to tell yet"
     );
-    let retry = tick(&mut shard, T0 + 1010).launches.remove(0).task_id;
+    let retry = tick(&mut shard, T0 + 1010).launches.remove(0).spec.task_id;
     let mut out = Outbox::default();
     shard.task_update(ended(&retry, TaskEnd::Exited(3)), T0 + 1020, &mut out);
     let [notice] = out.notices.as_slice() else {
@@ -592,7 +686,7 @@ fn a_failure_is_noticed_once_retries_are_exhausted_and_the_next_success_as_a_rec
         "written to the notice outbox in the same batch"
     );
     // The second target succeeds: a recovery.
-    let next = out.launches.remove(0).task_id;
+    let next = out.launches.remove(0).spec.task_id;
     let mut out = Outbox::default();
     shard.task_update(ended(&next, TaskEnd::Exited(0)), T0 + 1100, &mut out);
     assert_eq!(out.notices.len(), 1);
@@ -647,4 +741,15 @@ fn notices_left_in_the_outbox_are_handed_over_again_after_a_restart() {
         T0,
     );
     assert_eq!(out.notices, [notice]);
+}
+
+/// The runs an outbox appends to history.
+fn history_runs(out: &Outbox) -> Vec<InstanceRecord> {
+    out.ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::AppendHistory(HistoryEntry::Run(run)) => Some(run.clone()),
+            _ => None,
+        })
+        .collect()
 }

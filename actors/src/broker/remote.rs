@@ -1,0 +1,459 @@
+//! Remote agents: their connections, registration, heartbeats and loss, the tasks held for an
+//! agent that has not come back since the server restarted, and acknowledgements.
+//!
+//! An agent is known by its name. Its connection may drop and come back: its tasks are
+//! presumed running until it has been silent for the agent timeout, then they are declared
+//! lost and their coordinators retry them elsewhere. An agent that returns after that is asked
+//! about every task it reports; those its coordinator no longer counts as current are killed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+
+use super::BrokerState;
+use super::messages::{BrokerMsg, LaunchRequest, TaskEvent, TaskUpdate, UpdateAck};
+use super::placement::AgentSlot;
+use super::view::{AgentState, AgentView};
+use crate::agent::LOCAL_AGENT;
+use crate::agent::process::{TaskEnd, TaskSpec, now_ms};
+use crate::agent::protocol::{AgentMessage, PROTOCOL_VERSION, ServerMessage};
+
+struct RemoteAgent {
+    id: String,
+    connection: Option<u64>,
+    last_seen_ms: i64,
+    state: AgentState,
+    /// Commands for it while it was disconnected, sent when it registers again.
+    deferred: Vec<ServerMessage>,
+}
+
+struct Connection {
+    outbox: mpsc::UnboundedSender<ServerMessage>,
+    /// Set once the agent on it registered.
+    agent: Option<String>,
+}
+
+/// After a restart: a running task whose agent has not registered yet.
+struct AwaitingAdopt {
+    request: LaunchRequest,
+    /// None: the launch was in flight when the server stopped; whichever agent reports the
+    /// task claims it.
+    agent: Option<String>,
+    deadline_ms: Option<i64>,
+}
+
+pub struct Remotes {
+    epoch: u64,
+    heartbeat_ms: u64,
+    timeout_ms: i64,
+    started_ms: i64,
+    agents: BTreeMap<String, RemoteAgent>,
+    connections: HashMap<u64, Connection>,
+    awaiting: Vec<AwaitingAdopt>,
+    known: KnownAgents,
+}
+
+impl Remotes {
+    pub fn new(epoch: u64, heartbeat_ms: u64, timeout_ms: i64, file: Option<PathBuf>) -> Self {
+        Remotes {
+            epoch,
+            heartbeat_ms,
+            timeout_ms,
+            started_ms: now_ms(),
+            agents: BTreeMap::new(),
+            connections: HashMap::new(),
+            awaiting: Vec::new(),
+            known: KnownAgents::load(file),
+        }
+    }
+
+    pub fn connected(&mut self, connection: u64, outbox: mpsc::UnboundedSender<ServerMessage>) {
+        let agent = None;
+        self.connections
+            .insert(connection, Connection { outbox, agent });
+    }
+
+    /// The connection closed: answers its agent's name, now disconnected.
+    pub fn disconnected(&mut self, connection: u64) -> Option<String> {
+        let name = self.connections.remove(&connection)?.agent?;
+        let agent = self.agents.get_mut(&name)?;
+        if agent.connection == Some(connection) {
+            agent.connection = None;
+            if agent.state == AgentState::Active {
+                agent.state = AgentState::Disconnected;
+            }
+            tracing::info!(agent = name, "agent disconnected");
+            return Some(name);
+        }
+        None
+    }
+
+    /// Remote agents were seen by this server or an earlier run of it.
+    pub fn any_known(&self) -> bool {
+        !self.known.names.is_empty()
+    }
+
+    pub fn launch(&mut self, agent: &str, task: TaskSpec) {
+        let epoch = self.epoch;
+        self.send(agent, ServerMessage::Launch { epoch, task });
+    }
+
+    pub fn kill(&mut self, agent: &str, task_id: &str) {
+        let epoch = self.epoch;
+        let task_id = task_id.to_string();
+        self.send(agent, ServerMessage::Kill { epoch, task_id });
+    }
+
+    pub fn ack(&mut self, agent: &str, task_id: &str, started: bool) {
+        let task_id = task_id.to_string();
+        // Not deferred: an agent resends what was not acknowledged when it reconnects.
+        if let Some(outbox) = self.outbox(agent) {
+            let _ = outbox.send(ServerMessage::Ack { task_id, started });
+        }
+    }
+
+    /// Sends to the agent now, or when it registers again.
+    fn send(&mut self, agent: &str, message: ServerMessage) {
+        match self.outbox(agent) {
+            Some(outbox) => {
+                let _ = outbox.send(message);
+            }
+            None => {
+                if let Some(remote) = self.agents.get_mut(agent) {
+                    remote.deferred.push(message);
+                }
+            }
+        }
+    }
+
+    fn outbox(&self, agent: &str) -> Option<&mpsc::UnboundedSender<ServerMessage>> {
+        let connection = self.agents.get(agent)?.connection?;
+        Some(&self.connections.get(&connection)?.outbox)
+    }
+
+    fn reply(&self, connection: u64, message: ServerMessage) {
+        if let Some(conn) = self.connections.get(&connection) {
+            let _ = conn.outbox.send(message);
+        }
+    }
+
+    /// The registered agent on a connection, marked as heard from now.
+    fn seen(&mut self, connection: u64) -> Option<String> {
+        let name = self.connections.get(&connection)?.agent.clone()?;
+        let agent = self.agents.get_mut(&name)?;
+        agent.last_seen_ms = now_ms();
+        Some(name)
+    }
+
+    /// Agents silent past the timeout, now lost (each answered once).
+    pub fn newly_lost(&mut self, now_ms: i64) -> Vec<String> {
+        let timeout = self.timeout_ms;
+        let mut lost = Vec::new();
+        for (name, agent) in &mut self.agents {
+            let silent = now_ms - agent.last_seen_ms > timeout;
+            if agent.state != AgentState::Lost && silent {
+                agent.state = AgentState::Lost;
+                agent.deferred.clear();
+                if let Some(connection) = agent.connection.take() {
+                    // Dropping its outbox closes a connection that went silent.
+                    self.connections.remove(&connection);
+                }
+                lost.push(name.clone());
+            }
+        }
+        lost
+    }
+
+    /// Adopts held for agents that did not come back within the timeout after this server
+    /// started: (given up as lost, never claimed by any agent).
+    pub fn adopts_given_up(&mut self, now_ms: i64) -> (Vec<LaunchRequest>, Vec<LaunchRequest>) {
+        if now_ms - self.started_ms <= self.timeout_ms || self.awaiting.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let (mut lost, mut unclaimed) = (Vec::new(), Vec::new());
+        for held in self.awaiting.drain(..) {
+            match held.agent {
+                Some(_) => lost.push(held.request),
+                None => unclaimed.push(held.request),
+            }
+        }
+        (lost, unclaimed)
+    }
+
+    pub fn view(&self, slot: &AgentSlot) -> AgentView {
+        let remote = self.agents.get(&slot.name);
+        AgentView {
+            id: remote.map_or(LOCAL_AGENT.to_string(), |r| r.id.clone()),
+            name: slot.name.clone(),
+            state: remote.map_or(AgentState::Active, |r| r.state),
+            local: remote.is_none(),
+            last_heartbeat_ms: remote.map(|r| r.last_seen_ms),
+            attributes: slot.attributes.clone(),
+            offered: slot.offered,
+            used: slot.used,
+            free: slot.free(),
+            tasks: slot.tasks.len(),
+        }
+    }
+}
+
+/// Registration, messages and reconciliation: the broker's side of the agent protocol.
+impl BrokerState {
+    pub(super) fn handle_agent_message(&mut self, connection: u64, message: AgentMessage) {
+        match message {
+            AgentMessage::Register {
+                protocol,
+                agent_id,
+                name,
+                resources,
+                attributes,
+                tasks,
+                newest_epoch,
+            } => {
+                let agent = Registration {
+                    protocol,
+                    agent_id,
+                    name,
+                    tasks,
+                    newest_epoch,
+                };
+                self.register(connection, agent, resources, attributes)
+            }
+            AgentMessage::Heartbeat => {
+                if self.remotes.seen(connection).is_some() {
+                    self.remotes.reply(connection, ServerMessage::HeartbeatAck);
+                }
+            }
+            AgentMessage::Status { task_id, event } => {
+                let Some(agent) = self.remotes.seen(connection) else {
+                    return tracing::warn!(task_id, "status from an unregistered connection");
+                };
+                let ack = self.ack_for(&agent, &task_id, &event);
+                let update = TaskUpdate {
+                    task_id,
+                    event,
+                    ack: Some(ack),
+                };
+                self.task_update(&agent, update)
+            }
+            AgentMessage::Rejected { task_id, reason } => {
+                let agent = self.remotes.seen(connection).unwrap_or_default();
+                tracing::warn!(agent, ?task_id, reason, "agent refused a command");
+                if let Some(task_id) = task_id {
+                    self.placement.release(&task_id);
+                    let why = format!("agent '{agent}' refused it: {reason}");
+                    self.report_end(&task_id, TaskEnd::FailedToStart(why));
+                }
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        connection: u64,
+        agent: Registration,
+        resources: dron_model::demand::Resources,
+        attributes: BTreeMap<String, String>,
+    ) {
+        if let Err(reason) = self.admit(&agent) {
+            tracing::warn!(agent = agent.name, reason, "agent registration refused");
+            return self
+                .remotes
+                .reply(connection, ServerMessage::Refused { reason });
+        }
+        let name = agent.name.clone();
+        let deferred = self.remotes.record_registration(connection, &agent);
+        let (epoch, heartbeat_ms) = (self.remotes.epoch, self.remotes.heartbeat_ms);
+        let registered = ServerMessage::Registered {
+            epoch,
+            heartbeat_ms,
+        };
+        self.remotes.reply(connection, registered);
+        for message in deferred {
+            self.remotes.reply(connection, message);
+        }
+        self.placement.upsert_agent(&name, attributes, resources);
+        tracing::info!(agent = name, %resources, tasks = agent.tasks.len(), "agent registered");
+        self.reconcile(&name, &agent.tasks);
+        self.place();
+    }
+
+    fn admit(&self, agent: &Registration) -> Result<(), String> {
+        if agent.protocol != PROTOCOL_VERSION {
+            return Err(format!(
+                "agent speaks protocol {}, this server speaks {PROTOCOL_VERSION}",
+                agent.protocol
+            ));
+        }
+        if agent.newest_epoch > self.remotes.epoch {
+            tracing::error!(
+                agent = agent.name,
+                "this server (epoch {}) has been superseded: the agent obeyed epoch {}",
+                self.remotes.epoch,
+                agent.newest_epoch
+            );
+            return Err(format!(
+                "stale server epoch {}: the agent has obeyed epoch {}",
+                self.remotes.epoch, agent.newest_epoch
+            ));
+        }
+        if agent.name == LOCAL_AGENT {
+            return Err(format!(
+                "the name '{LOCAL_AGENT}' is the server's own agent"
+            ));
+        }
+        match self.remotes.agents.get(&agent.name) {
+            Some(other) if other.id != agent.agent_id && other.connection.is_some() => {
+                Err(format!("another connected agent is named '{}'", agent.name))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reconnects a returning agent's tasks: those held since a server restart are adopted
+    /// there; the others are checked with their coordinators (stale ones are then killed).
+    fn reconcile(&mut self, name: &str, tasks: &[String]) {
+        let epoch = self.remotes.epoch;
+        let (claimed, rest): (Vec<_>, Vec<_>) = self.remotes.awaiting.drain(..).partition(|held| {
+            held.agent.as_deref() == Some(name)
+                || (held.agent.is_none() && tasks.contains(&held.request.spec.task_id))
+        });
+        self.remotes.awaiting = rest;
+        for held in claimed {
+            let task_id = held.request.spec.task_id.clone();
+            let resources = held.request.demand.resources;
+            let owner = &held.request.owner;
+            self.placement.assign(&task_id, name, owner, resources);
+            let timeout_deadline_ms = held.deadline_ms;
+            let adopt = ServerMessage::Adopt {
+                epoch,
+                task_id,
+                timeout_deadline_ms,
+            };
+            self.remotes.send(name, adopt);
+        }
+        for task_id in tasks {
+            let here = self.placement.placed(task_id).map(|p| p.agent.as_str());
+            if here != Some(name) {
+                let event = TaskEvent::Started {
+                    at_ms: now_ms(),
+                    agent: name.to_string(),
+                };
+                let ack = self.ack_for(name, task_id, &event);
+                let mut update = TaskUpdate::new(task_id.clone(), event);
+                update.ack = Some(ack);
+                self.report(update);
+            }
+        }
+    }
+
+    /// Holds an adopt until the task's agent registers (or any agent claims a task whose
+    /// launch was in flight), sending it at once when the agent is connected.
+    pub(super) fn adopt_remote(
+        &mut self,
+        request: LaunchRequest,
+        agent: Option<String>,
+        deadline_ms: Option<i64>,
+    ) {
+        if let Some(name) = &agent
+            && self.remotes.outbox(name).is_some()
+        {
+            let task_id = request.spec.task_id.clone();
+            let resources = request.demand.resources;
+            self.placement
+                .assign(&task_id, name, &request.owner, resources);
+            let epoch = self.remotes.epoch;
+            let adopt = ServerMessage::Adopt {
+                epoch,
+                task_id,
+                timeout_deadline_ms: deadline_ms,
+            };
+            return self.remotes.send(name, adopt);
+        }
+        self.remotes.awaiting.push(AwaitingAdopt {
+            request,
+            agent,
+            deadline_ms,
+        });
+    }
+
+    /// What tells the agent its update was applied, once its coordinator made it durable.
+    fn ack_for(&self, agent: &str, task_id: &str, event: &TaskEvent) -> UpdateAck {
+        let broker = self.myself.clone();
+        let (agent, task_id) = (agent.to_string(), task_id.to_string());
+        let started = matches!(event, TaskEvent::Started { .. });
+        UpdateAck::new(move |current| {
+            let _ = broker.send_message(BrokerMsg::UpdateApplied {
+                agent: agent.clone(),
+                task_id: task_id.clone(),
+                started,
+                current,
+            });
+        })
+    }
+}
+
+struct Registration {
+    protocol: u32,
+    agent_id: String,
+    name: String,
+    tasks: Vec<String>,
+    newest_epoch: u64,
+}
+
+impl Remotes {
+    /// Records the agent as active on this connection; answers the commands deferred for it.
+    fn record_registration(
+        &mut self,
+        connection: u64,
+        registration: &Registration,
+    ) -> Vec<ServerMessage> {
+        let name = registration.name.clone();
+        if let Some(conn) = self.connections.get_mut(&connection) {
+            conn.agent = Some(name.clone());
+        }
+        self.known.add(&name);
+        let agent = self.agents.entry(name).or_insert_with(|| RemoteAgent {
+            id: registration.agent_id.clone(),
+            connection: None,
+            last_seen_ms: 0,
+            state: AgentState::Active,
+            deferred: Vec::new(),
+        });
+        agent.id = registration.agent_id.clone();
+        agent.connection = Some(connection);
+        agent.last_seen_ms = now_ms();
+        agent.state = AgentState::Active;
+        std::mem::take(&mut agent.deferred)
+    }
+}
+
+/// Names of remote agents this server has ever seen, kept on disk: after a restart, a task
+/// whose launch was in flight may be on one of them, so its adoption waits for them.
+struct KnownAgents {
+    file: Option<PathBuf>,
+    names: BTreeSet<String>,
+}
+
+impl KnownAgents {
+    fn load(file: Option<PathBuf>) -> Self {
+        let names = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|text| text.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        KnownAgents { file, names }
+    }
+
+    fn add(&mut self, name: &str) {
+        if !self.names.insert(name.to_string()) {
+            return;
+        }
+        let Some(file) = &self.file else { return };
+        let text: String = self.names.iter().map(|n| format!("{n}\n")).collect();
+        if let Err(error) = std::fs::write(file, text) {
+            tracing::warn!(%error, file = %file.display(), "cannot record known agents");
+        }
+    }
+}

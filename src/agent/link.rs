@@ -1,0 +1,352 @@
+//! The agent's connection to the server: one session per WebSocket connection, reconnecting
+//! with backoff for as long as the agent runs (tasks go on meanwhile).
+//!
+//! A session registers (offering the agent's resources and naming the tasks it still holds),
+//! checks the server's epoch against its fence, then heartbeats, obeys commands and sends
+//! status updates. Every update is kept until the server acknowledges it and resent on each
+//! new session and every few seconds, so a server restart or a network cut loses none.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use dron_actors::agent::AgentMsg;
+use dron_actors::agent::protocol::{AgentMessage, Fence, PROTOCOL_VERSION, ServerMessage};
+use dron_actors::broker::{TaskEvent, TaskUpdate};
+use dron_model::demand::Resources;
+use futures_util::{Sink, SinkExt, StreamExt};
+use ractor::ActorRef;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use super::work_dir::WorkDir;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Unacknowledged updates are sent again at this pace.
+const RESEND_EVERY: Duration = Duration::from_secs(2);
+/// How long the server may take to answer a registration.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the agent says about itself when it registers.
+pub struct Identity {
+    pub agent_id: String,
+    pub name: String,
+    pub resources: Resources,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A task's updates not yet acknowledged: its start, and its end.
+#[derive(Default)]
+struct Unacked {
+    started: Option<TaskEvent>,
+    ended: Option<TaskEvent>,
+}
+
+pub struct Link {
+    server: String,
+    token: Option<String>,
+    identity: Identity,
+    dir: WorkDir,
+    tasks: ActorRef<AgentMsg>,
+    fence: Fence,
+    unacked: BTreeMap<String, Unacked>,
+}
+
+impl Link {
+    pub fn new(
+        server: String,
+        token: Option<String>,
+        identity: Identity,
+        dir: WorkDir,
+        tasks: ActorRef<AgentMsg>,
+    ) -> Link {
+        let fence = dir.fence();
+        Link {
+            server,
+            token,
+            identity,
+            dir,
+            tasks,
+            fence,
+            unacked: BTreeMap::new(),
+        }
+    }
+
+    /// Runs sessions forever; between them, keeps collecting the tasks' updates.
+    pub async fn run(mut self, mut updates: UnboundedReceiver<TaskUpdate>) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.session(&mut updates).await {
+                Ok(()) => {
+                    tracing::warn!(server = self.server, "server closed the connection");
+                    backoff = FIRST_BACKOFF;
+                }
+                Err(error) => tracing::warn!(server = self.server, "{error:#}"),
+            }
+            let pause = tokio::time::sleep(backoff);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    () = &mut pause => break,
+                    Some(update) = updates.recv() => self.keep(update),
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn session(&mut self, updates: &mut UnboundedReceiver<TaskUpdate>) -> anyhow::Result<()> {
+        let mut request = connect_url(&self.server)?.into_client_request()?;
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {token}").parse()?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .with_context(|| format!("connecting to {}", self.server))?;
+        let (mut sink, mut stream) = socket.split();
+        send(&mut sink, &self.registration()).await?;
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, next_message(&mut stream))
+            .await
+            .context("the server did not answer the registration")??;
+        let heartbeat_ms = match first {
+            Some(ServerMessage::Registered {
+                epoch,
+                heartbeat_ms,
+            }) => {
+                self.admit(epoch)
+                    .map_err(|reason| anyhow::anyhow!("refusing this server: {reason}"))?;
+                heartbeat_ms
+            }
+            Some(ServerMessage::Refused { reason }) => bail!("registration refused: {reason}"),
+            other => bail!("expected the server's registration answer, got {other:?}"),
+        };
+        tracing::info!(
+            server = self.server,
+            epoch = self.fence.newest_epoch,
+            "registered"
+        );
+        self.resend(&mut sink).await?;
+        let every = Duration::from_millis(heartbeat_ms.max(50));
+        // The server answers every heartbeat: this much silence means the link is dead.
+        let silence_limit = (every * 5).max(Duration::from_secs(3));
+        let mut heartbeat = tokio::time::interval(every);
+        let mut resend = tokio::time::interval(RESEND_EVERY);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > silence_limit {
+                        bail!("the server has been silent for {silence_limit:?}");
+                    }
+                    send(&mut sink, &AgentMessage::Heartbeat).await?;
+                }
+                _ = resend.tick() => self.resend(&mut sink).await?,
+                Some(update) = updates.recv() => {
+                    let status = status_message(&update);
+                    self.keep(update);
+                    if let Some(status) = status {
+                        send(&mut sink, &status).await?;
+                    }
+                }
+                message = next_message(&mut stream) => match message? {
+                    None => return Ok(()),
+                    Some(message) => {
+                        last_heard = Instant::now();
+                        if let Some(reply) = self.obey(message) {
+                            send(&mut sink, &reply).await?;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn registration(&self) -> AgentMessage {
+        let mut tasks: BTreeSet<String> = self.dir.tasks().into_iter().map(|(id, _)| id).collect();
+        tasks.extend(self.unacked.keys().cloned());
+        AgentMessage::Register {
+            protocol: PROTOCOL_VERSION,
+            agent_id: self.identity.agent_id.clone(),
+            name: self.identity.name.clone(),
+            resources: self.identity.resources,
+            attributes: self.identity.attributes.clone(),
+            tasks: tasks.into_iter().collect(),
+            newest_epoch: self.fence.newest_epoch,
+        }
+    }
+
+    /// Keeps an update until the server acknowledges it.
+    fn keep(&mut self, update: TaskUpdate) {
+        let entry = self.unacked.entry(update.task_id).or_default();
+        match update.event {
+            TaskEvent::Started { .. } => entry.started = Some(update.event),
+            TaskEvent::Ended { .. } | TaskEvent::NeverLaunched => entry.ended = Some(update.event),
+            TaskEvent::WaitingForOffer { .. } => {}
+        }
+    }
+
+    async fn resend<S>(&self, sink: &mut S) -> anyhow::Result<()>
+    where
+        S: Sink<Message> + Unpin,
+        S::Error: std::error::Error + Send + Sync + 'static,
+    {
+        for (task_id, unacked) in &self.unacked {
+            for event in [&unacked.started, &unacked.ended].into_iter().flatten() {
+                let status = AgentMessage::Status {
+                    task_id: task_id.clone(),
+                    event: event.clone(),
+                };
+                send(sink, &status).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out a server command; answers what to tell the server, if anything.
+    fn obey(&mut self, message: ServerMessage) -> Option<AgentMessage> {
+        match message {
+            ServerMessage::Launch { epoch, task } => {
+                if let Err(reason) = self.admit(epoch) {
+                    let task_id = Some(task.task_id);
+                    return Some(AgentMessage::Rejected { task_id, reason });
+                }
+                let deadline = task.timeout_ms.map(|t| now_ms() + t as i64);
+                if let Err(error) = self.dir.record_task(&task.task_id, deadline) {
+                    let reason = format!("cannot record the task: {error:#}");
+                    let task_id = Some(task.task_id);
+                    return Some(AgentMessage::Rejected { task_id, reason });
+                }
+                let _ = self.tasks.send_message(AgentMsg::Launch(task));
+            }
+            ServerMessage::Kill { epoch, task_id } => {
+                if let Err(reason) = self.admit(epoch) {
+                    let task_id = Some(task_id);
+                    return Some(AgentMessage::Rejected { task_id, reason });
+                }
+                let _ = self.tasks.send_message(AgentMsg::Kill { task_id });
+            }
+            ServerMessage::Adopt {
+                epoch,
+                task_id,
+                timeout_deadline_ms,
+            } => {
+                if let Err(reason) = self.admit(epoch) {
+                    let task_id = Some(task_id);
+                    return Some(AgentMessage::Rejected { task_id, reason });
+                }
+                let _ = self.tasks.send_message(AgentMsg::Adopt {
+                    task_id,
+                    timeout_deadline_ms,
+                });
+            }
+            ServerMessage::Ack { task_id, started } => self.acknowledged(&task_id, started),
+            ServerMessage::HeartbeatAck
+            | ServerMessage::Registered { .. }
+            | ServerMessage::Refused { .. } => {}
+        }
+        None
+    }
+
+    fn acknowledged(&mut self, task_id: &str, started: bool) {
+        if let Some(unacked) = self.unacked.get_mut(task_id) {
+            match started {
+                true => unacked.started = None,
+                false => unacked.ended = None,
+            }
+            if unacked.started.is_none() && unacked.ended.is_none() {
+                self.unacked.remove(task_id);
+            }
+        }
+        if !started {
+            // The server has the task's end: nothing left to adopt after a restart.
+            self.dir.forget_task(task_id);
+        }
+    }
+
+    /// The fence: refuses a command from an older server epoch; records a newer one on disk
+    /// before obeying it.
+    fn admit(&mut self, epoch: u64) -> Result<(), String> {
+        let before = self.fence;
+        self.fence.admit(epoch)?;
+        if self.fence != before {
+            self.dir
+                .save_fence(&self.fence)
+                .map_err(|e| format!("cannot record epoch {epoch}: {e:#}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn status_message(update: &TaskUpdate) -> Option<AgentMessage> {
+    if matches!(update.event, TaskEvent::WaitingForOffer { .. }) {
+        return None;
+    }
+    Some(AgentMessage::Status {
+        task_id: update.task_id.clone(),
+        event: update.event.clone(),
+    })
+}
+
+/// `http://host:port` → `ws://host:port/api/agents/connect`.
+fn connect_url(server: &str) -> anyhow::Result<String> {
+    let base = server.trim_end_matches('/');
+    let rest = match base.split_once("://") {
+        Some(("http" | "ws", rest)) => rest,
+        Some((scheme, _)) => bail!(
+            "--server {server}: scheme {scheme} is not supported (plain http:// only; see docs/operations.md)"
+        ),
+        None => base,
+    };
+    Ok(format!("ws://{rest}/api/agents/connect"))
+}
+
+async fn send<S>(sink: &mut S, message: &AgentMessage) -> anyhow::Result<()>
+where
+    S: Sink<Message> + Unpin,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    let text = serde_json::to_string(message)?;
+    sink.send(Message::text(text))
+        .await
+        .context("sending to the server")?;
+    Ok(())
+}
+
+/// The server's next message; None when the connection closed.
+async fn next_message<S>(stream: &mut S) -> anyhow::Result<Option<ServerMessage>>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match stream.next().await {
+            None | Some(Ok(Message::Close(_))) => return Ok(None),
+            Some(Err(error)) => return Err(error).context("reading from the server"),
+            Some(Ok(Message::Text(text))) => {
+                let message = serde_json::from_str(&text)
+                    .with_context(|| format!("the server sent an unknown message: {text}"))?;
+                return Ok(Some(message));
+            }
+            Some(Ok(_)) => {} // pings are answered by tungstenite; binary is not used
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connect_urls() {
+        let url = super::connect_url("http://10.0.0.5:4400/").unwrap();
+        assert_eq!(url, "ws://10.0.0.5:4400/api/agents/connect");
+        let url = super::connect_url("127.0.0.1:4400").unwrap();
+        assert_eq!(url, "ws://127.0.0.1:4400/api/agents/connect");
+        assert!(super::connect_url("https://dron.example.com").is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! `dron agent`: a remote agent. It runs the same local agent as the server (tasks under the
+//! shim, in their own process group, output captured), offers this machine's resources to a
+//! server over a WebSocket, and reports every task's status until the server acknowledges it.
+//!
+//! - [`link`]: the connection to the server: registration, heartbeats, commands, statuses.
+//! - [`work_dir`]: what the agent keeps on disk to survive its own restart.
+//! - [`machine`]: this machine's size, the default offer.
+
+mod link;
+pub mod machine;
+mod work_dir;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use dron_actors::agent::{AgentMsg, LocalAgent, LocalAgentArgs, ReportFn};
+use dron_model::demand::Resources;
+use ractor::Actor;
+use tokio::sync::mpsc;
+
+use work_dir::WorkDir;
+pub use work_dir::write_synced;
+
+pub struct AgentOptions {
+    /// The server's base URL, e.g. `http://10.0.0.5:4400`.
+    pub server: String,
+    pub token: Option<String>,
+    pub name: String,
+    /// What the agent offers; None: the machine's size.
+    pub cpus: Option<f64>,
+    pub mem: Option<f64>,
+    pub disk: Option<f64>,
+    pub attributes: BTreeMap<String, String>,
+    pub work_dir: PathBuf,
+}
+
+/// Runs the agent until SIGTERM or Ctrl-C. Tasks keep running under their shims when it
+/// stops; the next start adopts them.
+pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
+    let dir = WorkDir::open(&options.work_dir)?;
+    let machine = machine::machine_resources(&options.work_dir);
+    let resources = Resources::new(
+        options.cpus.unwrap_or(machine.cpus),
+        options.mem.unwrap_or(machine.mem),
+        options.disk.unwrap_or(machine.disk),
+    );
+    let (updates_tx, updates) = mpsc::unbounded_channel();
+    let report: ReportFn = Arc::new(move |update| {
+        let _ = updates_tx.send(update);
+    });
+    let args = LocalAgentArgs {
+        name: options.name.clone(),
+        shim_program: crate::server::shim_program()?,
+        runs_root: dir.runs_root(),
+        report,
+    };
+    let (tasks, _) = Actor::spawn(Some("agent".into()), LocalAgent, args)
+        .await
+        .context("starting the agent")?;
+    // Tasks this agent was given before it restarted: find how they ended, or watch them.
+    for (task_id, timeout_deadline_ms) in dir.tasks() {
+        tasks.send_message(AgentMsg::Adopt {
+            task_id,
+            timeout_deadline_ms,
+        })?;
+    }
+    tracing::info!(name = options.name, %resources, server = options.server, "dron agent starting");
+    let identity = link::Identity {
+        agent_id: dir.identity()?,
+        name: options.name.clone(),
+        resources,
+        attributes: options.attributes.clone(),
+    };
+    let session = link::Link::new(options.server, options.token, identity, dir, tasks.clone());
+    tokio::select! {
+        () = session.run(updates) => {}
+        () = crate::server::shutdown_signal() => {}
+    }
+    tasks.stop(Some("shutdown".into()));
+    Ok(())
+}
+
+/// Parses `k=v,k2=v2`.
+pub fn parse_attributes(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_string(), value.trim().to_string()))
+            }
+            _ => Err(format!("attribute '{pair}' is not key=value")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn attributes_parse() {
+        let parsed = super::parse_attributes("rack=r1, zone=eu-west").unwrap();
+        assert_eq!(parsed["rack"], "r1");
+        assert_eq!(parsed["zone"], "eu-west");
+        assert!(super::parse_attributes("rack").is_err());
+        assert!(super::parse_attributes("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,365 @@
+//! Remote agents end to end: real `dron agent` processes on loopback with the real server,
+//! killed with SIGKILL and restarted; the server killed and restarted under them.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::agents::{Agent, agent_view, agents_config, newest_run};
+use support::{Server, lines, wait_for};
+
+/// A job that never fires on its own (run with [`run_now`]), with `fields` added.
+fn job(name: &str, command: &str, fields: Value) -> Value {
+    let mut job = json!({
+        "name": name,
+        "command": command,
+        "schedule": "R/2030-01-01T00:00:00Z/PT24H",
+        "retries": 0,
+    });
+    for (key, value) in fields.as_object().unwrap() {
+        job[key] = value.clone();
+    }
+    job
+}
+
+async fn run_now(server: &Server, name: &str) {
+    let (status, body) = server
+        .request("PUT", &format!("/scheduler/job/{name}"), None)
+        .await;
+    assert_eq!(status, 204, "run {name}: {body}");
+}
+
+/// Waits until the job's newest run is in `state`; answers it.
+async fn wait_run_state(server: &Server, job: &str, state: &str) -> Value {
+    let what = format!("{job}'s newest run to be {state}");
+    wait_for(&what, Duration::from_secs(30), || async {
+        newest_run(server, job).await["state"] == state
+    })
+    .await;
+    newest_run(server, job).await
+}
+
+#[tokio::test]
+async fn tasks_are_placed_by_resources_and_constraints() {
+    let server = Server::start_with_config(2, &agents_config(5000)).await;
+    let w1 = Agent::start(&server, "w1", 1.0, 4096.0, "rack=r1").await;
+    let _w2 = Agent::start(&server, "w2", 1.0, 4096.0, "rack=r2").await;
+
+    // Unknown operators are refused, not dropped.
+    let bad = job(
+        "bad",
+        "true",
+        json!({"constraints": [["rack", "GROUP_BY", "r1"]]}),
+    );
+    let (status, body) = server
+        .request("POST", "/scheduler/iso8601", Some(bad))
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("constraints")),
+        "{body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("GROUP_BY"),
+        "{body}"
+    );
+
+    let pinned = json!({"cpus": 0.5, "constraints": [["rack", "EQUALS", "r2"]]});
+    server.create(job("pinned", "true", pinned)).await;
+    run_now(&server, "pinned").await;
+    let run = wait_run_state(&server, "pinned", "succeeded").await;
+    assert_eq!(run["agent"], "w2", "{run}");
+
+    // Four half-core tasks fill both agents; a fifth waits, and says why.
+    for i in 0..5 {
+        let name = format!("spread-{i}");
+        server
+            .create(job(&name, "sleep 60", json!({"cpus": 0.5})))
+            .await;
+        run_now(&server, &name).await;
+    }
+    wait_for("four tasks running", Duration::from_secs(30), || async {
+        let mut running = 0;
+        for i in 0..5 {
+            let run = newest_run(&server, &format!("spread-{i}")).await;
+            running += (run["state"] == "running" && run["agent"].is_string()) as u32;
+        }
+        running == 4
+    })
+    .await;
+    for name in ["w1", "w2"] {
+        let view = agent_view(&server, name).await;
+        assert_eq!(view["used"]["cpus"], 1.0, "{view}");
+        assert_eq!(view["free"]["cpus"], 0.0, "{view}");
+        assert_eq!(view["tasks"], 2, "{view}");
+    }
+    let mut waiting = Vec::new();
+    for i in 0..5 {
+        let run = newest_run(&server, &format!("spread-{i}")).await;
+        if run["agent"].is_null() {
+            waiting.push(run);
+        }
+    }
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    let message = waiting[0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("waiting for resources"), "{}", waiting[0]);
+
+    // A task no agent can ever fit says so.
+    server.create(job("huge", "true", json!({"cpus": 8}))).await;
+    run_now(&server, "huge").await;
+    wait_for(
+        "huge to explain its wait",
+        Duration::from_secs(10),
+        || async {
+            let run = newest_run(&server, "huge").await;
+            run["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no connected agent offers 8 cpus"))
+        },
+    )
+    .await;
+
+    // The CLI lists both agents with what they use.
+    let listing = std::process::Command::new(env!("CARGO_BIN_EXE_dron"))
+        .args(["agents", "--url", &server.url("")])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.status.success(), "{table}");
+    assert!(
+        table.contains("w1") && table.contains("w2") && table.contains("1/1"),
+        "{table}"
+    );
+    drop(w1);
+}
+
+#[tokio::test]
+async fn a_killed_agents_task_is_retried_elsewhere_and_killed_when_it_returns() {
+    let server = Server::start_with_config(1, &agents_config(1500)).await;
+    let mut w1 = Agent::start(&server, "w1", 1.0, 4096.0, "").await;
+    let log = server.scratch().join("lost.log");
+    // The first attempt outlives the test; the relaunched one finishes at once.
+    let command = format!(
+        "echo \"$DRON_TASK_ID\" >> {}; if [ \"$DRON_ATTEMPT\" = 0 ]; then sleep 120; fi",
+        log.display()
+    );
+    server
+        .create(job("lost", &command, json!({"cpus": 1})))
+        .await;
+    run_now(&server, "lost").await;
+    let first = wait_run_state(&server, "lost", "running").await;
+    wait_for(
+        "the first attempt to start",
+        Duration::from_secs(10),
+        || async { lines(&log).len() == 1 },
+    )
+    .await;
+    assert_eq!(first["agent"], "w1");
+
+    // w1 dies (its task goes on under its shim); w2 joins. After the agent timeout the
+    // attempt is declared lost and relaunched on w2, without spending a retry.
+    w1.kill9();
+    let _w2 = Agent::start(&server, "w2", 1.0, 4096.0, "").await;
+    let done = wait_run_state(&server, "lost", "succeeded").await;
+    assert_eq!(
+        (done["agent"].as_str(), done["attempt"].as_u64()),
+        (Some("w2"), Some(1)),
+        "{done}"
+    );
+    assert_eq!(done["lostAttempts"], 1, "{done}");
+    assert_eq!(agent_view(&server, "w1").await["state"], "lost");
+
+    // w1 comes back still running attempt 0: it is killed there and counted nowhere.
+    w1.restart();
+    w1.wait_active(&server).await;
+    let status = w1
+        .runs_root()
+        .join("lost")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .find_map(|d| {
+            let status = d.path().join("status.json");
+            (d.file_name().to_string_lossy().ends_with("-0")).then_some(status)
+        });
+    let status = status.expect("attempt 0's run directory on w1");
+    wait_for(
+        "the stale attempt to be killed on w1",
+        Duration::from_secs(20),
+        || async { status.exists() },
+    )
+    .await;
+    let recorded: Value = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
+    assert!(
+        recorded["signal"].is_number(),
+        "killed by a signal: {recorded}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await; // let a wrong count show up
+    let job = server.job("lost").await;
+    assert_eq!(
+        (job["successCount"].as_u64(), job["errorCount"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let runs = server.runs("lost").await;
+    assert_eq!(runs.len(), 1, "one run, not two: {runs:?}");
+    assert!(
+        w1.log().contains("kill") || server.log().contains("stale attempt"),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_its_running_task() {
+    let server = Server::start_with_config(1, &agents_config(20_000)).await;
+    let mut w1 = Agent::start(&server, "w1", 2.0, 4096.0, "").await;
+    let marker = server.scratch().join("adopted.log");
+    let command = format!("sleep 3; echo \"$DRON_TASK_ID\" >> {}", marker.display());
+    server.create(job("adoptee", &command, json!({}))).await;
+    run_now(&server, "adoptee").await;
+    wait_run_state(&server, "adoptee", "running").await;
+    w1.restart();
+    w1.wait_active(&server).await;
+    let run = wait_run_state(&server, "adoptee", "succeeded").await;
+    assert_eq!(
+        (run["attempt"].as_u64(), run["lostAttempts"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(run["agent"], "w1");
+    assert_eq!(lines(&marker).len(), 1, "ran once");
+    assert!(
+        w1.log().contains("adopted a task still running"),
+        "{}",
+        w1.log()
+    );
+}
+
+#[tokio::test]
+async fn every_status_arrives_once_across_a_server_restart() {
+    let mut server = Server::start_with_config(2, &agents_config(20_000)).await;
+    let w1 = Agent::start(&server, "w1", 2.0, 4096.0, "").await;
+    let w2 = Agent::start(&server, "w2", 2.0, 4096.0, "").await;
+    let log = server.scratch().join("restart.log");
+    let names: Vec<String> = (0..6).map(|i| format!("through-{i}")).collect();
+    for name in &names {
+        let command = format!("sleep 2; echo \"$DRON_TASK_ID\" >> {}", log.display());
+        server
+            .create(job(name, &command, json!({"cpus": 0.5})))
+            .await;
+        run_now(&server, name).await;
+    }
+    for name in &names {
+        wait_run_state(&server, name, "running").await;
+    }
+    // The tasks end while the server is down; the agents keep their statuses until acked.
+    server.kill9();
+    wait_for("every task to end", Duration::from_secs(20), || async {
+        lines(&log).len() == names.len()
+    })
+    .await;
+    server.restart().await;
+    for name in &names {
+        let run = wait_run_state(&server, name, "succeeded").await;
+        assert_eq!(run["attempt"], 0, "{run}");
+        let job = server.job(name).await;
+        assert_eq!(job["successCount"], 1, "{name} counted once: {job}");
+        assert_eq!(server.runs(name).await.len(), 1);
+    }
+    for agent in [&w1, &w2] {
+        wait_for(
+            "the agent's statuses to be acknowledged",
+            Duration::from_secs(10),
+            || async {
+                std::fs::read_dir(agent.work_dir.path().join("work/tasks"))
+                    .unwrap()
+                    .count()
+                    == 0
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn owners_get_their_dominant_resource_fair_shares() {
+    let server = Server::start_with_config(2, &agents_config(5000)).await;
+    // The DRF paper's example: 9 cpus and 18 GB; alice's tasks need <1 cpu, 4 GB>, bob's
+    // <3 cpus, 1 GB>. With both waiting, DRF runs 3 of alice's and 2 of bob's.
+    let demands = [
+        ("alice", json!({"cpus": 1, "mem": 4096, "disk": 0})),
+        ("bob", json!({"cpus": 3, "mem": 1024, "disk": 0})),
+    ];
+    for (owner, demand) in &demands {
+        for i in 0..6 {
+            let name = format!("{owner}-{i}");
+            let mut fields = demand.clone();
+            fields["owner"] = json!(owner);
+            server.create(job(&name, "sleep 60", fields)).await;
+            run_now(&server, &name).await;
+        }
+    }
+    wait_for(
+        "every task to wait for an agent",
+        Duration::from_secs(10),
+        || async {
+            let run = newest_run(&server, "bob-5").await;
+            run["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no agent is connected"))
+        },
+    )
+    .await;
+    let _big = Agent::start(&server, "big", 9.0, 18_432.0, "").await;
+    let running = |owner: &'static str| {
+        let server = &server;
+        async move {
+            let mut count = 0;
+            for i in 0..6 {
+                let run = newest_run(server, &format!("{owner}-{i}")).await;
+                count += (run["agent"] == "big") as usize;
+            }
+            count
+        }
+    };
+    wait_for("five tasks placed", Duration::from_secs(20), || async {
+        running("alice").await + running("bob").await == 5
+    })
+    .await;
+    assert_eq!((running("alice").await, running("bob").await), (3, 2));
+}
+
+#[tokio::test]
+async fn an_agent_refuses_a_server_that_was_superseded() {
+    let mut server = Server::start_with_config(1, &agents_config(5000)).await;
+    let agent = Agent::start(&server, "w1", 1.0, 1024.0, "").await;
+    let epoch_file = server.data.path().join("data/epoch");
+    let old_epoch = std::fs::read_to_string(&epoch_file).unwrap();
+    let old: u64 = old_epoch.trim().parse().unwrap();
+
+    // A server with a far newer epoch commands the agent...
+    server.kill9();
+    std::fs::write(&epoch_file, (old + 1_000_000_000).to_string()).unwrap();
+    server.restart().await;
+    agent.wait_active(&server).await;
+
+    // ...then the old one comes back (its data restored as it was): refused both ways.
+    server.kill9();
+    std::fs::write(&epoch_file, old_epoch).unwrap();
+    server.restart().await;
+    server.create(job("fenced", "true", json!({}))).await;
+    run_now(&server, "fenced").await;
+    wait_for(
+        "the agent to refuse the stale server",
+        Duration::from_secs(20),
+        || async { agent.log().contains("stale server epoch") },
+    )
+    .await;
+    assert!(server.log().contains("superseded"), "{}", server.log());
+    assert_ne!(agent_view(&server, "w1").await["state"], "active");
+    let run = newest_run(&server, "fenced").await;
+    assert!(
+        run["agent"].is_null() && run["state"] == "staging",
+        "never launched: {run}"
+    );
+}
