@@ -363,3 +363,58 @@ async fn an_agent_refuses_a_server_that_was_superseded() {
         "never launched: {run}"
     );
 }
+
+#[tokio::test]
+async fn a_remote_runs_output_is_read_from_its_agent() {
+    let server = Server::start_with_config(1, &agents_config(5000)).await;
+    let mut w1 = Agent::start(&server, "w1", 1.0, 1024.0, "").await;
+    let command = "echo hello from $DRON_JOB; echo oops >&2; sleep 1; echo bye";
+    server.create(job("printer", command, json!({}))).await;
+    run_now(&server, "printer").await;
+    let running = wait_run_state(&server, "printer", "running").await;
+    let task = running["taskId"].as_str().unwrap().to_string();
+    let stdout = server.url(&format!("/api/jobs/printer/runs/{task}/stdout"));
+
+    // Followed while it runs, then read whole once it ended.
+    let first = server
+        .http
+        .get(format!("{stdout}?follow=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let next = first.headers()["x-dron-next-offset"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(first.text().await.unwrap(), "hello from printer\n");
+    wait_run_state(&server, "printer", "succeeded").await;
+    let rest = server
+        .http
+        .get(format!("{stdout}?offset={next}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.headers()["x-dron-run-finished"], "true");
+    assert_eq!(rest.text().await.unwrap(), "bye\n");
+    let logs = std::process::Command::new(env!("CARGO_BIN_EXE_dron"))
+        .args(["logs", "printer", "--stderr", "--url", &server.url("")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "oops\n");
+
+    // With the agent gone, the answer says where the output is.
+    w1.kill9();
+    let (status, body) = server
+        .request(
+            "GET",
+            &format!("/api/jobs/printer/runs/{task}/stdout"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("on agent 'w1'"),
+        "{body}"
+    );
+}

@@ -244,6 +244,16 @@ impl Link {
                 });
             }
             ServerMessage::Ack { task_id, started } => self.acknowledged(&task_id, started),
+            ServerMessage::ReadOutput {
+                request,
+                task_id,
+                file,
+                offset,
+            } => {
+                let chunk =
+                    super::output::read_chunk(&self.dir.runs_root(), &task_id, &file, offset);
+                return Some(AgentMessage::Output { request, chunk });
+            }
             ServerMessage::HeartbeatAck
             | ServerMessage::Registered { .. }
             | ServerMessage::Refused { .. } => {}

@@ -5,9 +5,11 @@
 //! - [`link`]: the connection to the server: registration, heartbeats, commands, statuses.
 //! - [`work_dir`]: what the agent keeps on disk to survive its own restart.
 //! - [`machine`]: this machine's size, the default offer.
+//! - [`output`]: runs' output read here for the server's API.
 
 mod link;
 pub mod machine;
+mod output;
 mod work_dir;
 
 use std::collections::BTreeMap;

@@ -43,6 +43,12 @@ pub enum AgentMessage {
         task_id: String,
         event: TaskEvent,
     },
+    /// The answer to [`ServerMessage::ReadOutput`].
+    #[serde(rename_all = "camelCase")]
+    Output {
+        request: u64,
+        chunk: Result<OutputChunk, String>,
+    },
     /// A command the agent refused (a stale epoch, a task it cannot run).
     #[serde(rename_all = "camelCase")]
     Rejected {
@@ -83,12 +89,32 @@ pub enum ServerMessage {
         task_id: String,
         timeout_deadline_ms: Option<i64>,
     },
+    /// Read a run's `stdout` or `stderr` from `offset` (for the API: output stays on the agent).
+    #[serde(rename_all = "camelCase")]
+    ReadOutput {
+        request: u64,
+        task_id: String,
+        file: String,
+        offset: u64,
+    },
     /// The server has durably applied the task's status update of this kind.
     #[serde(rename_all = "camelCase")]
     Ack {
         task_id: String,
         started: bool,
     },
+}
+
+/// Bytes of a run's output read on its agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputChunk {
+    /// The bytes, base64 (output need not be UTF-8).
+    pub base64: String,
+    /// Where to read next.
+    pub next: u64,
+    /// The run has ended and nothing is left past `next`.
+    pub finished: bool,
 }
 
 /// An agent's fencing rule: commands from an epoch older than the newest seen are refused.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::agent::process::{TaskEnd, TaskSpec};
-use crate::agent::protocol::{AgentMessage, ServerMessage};
+use crate::agent::protocol::{AgentMessage, OutputChunk, ServerMessage};
 use crate::router::RouterMsg;
 
 use super::view::AgentView;
@@ -54,6 +54,14 @@ pub enum BrokerMsg {
     Tick,
     /// For `GET /api/agents`.
     ListAgents(RpcReplyPort<Vec<AgentView>>),
+    /// For the output endpoints: a chunk of a run's output, read on the remote agent.
+    ReadOutput {
+        agent: String,
+        task_id: String,
+        file: String,
+        offset: u64,
+        reply: RpcReplyPort<Result<OutputChunk, String>>,
+    },
 }
 
 /// An attempt to place: the task for the agent, and what the broker needs to place it.

@@ -145,6 +145,15 @@ impl Actor for OfferBroker {
             BrokerMsg::ListAgents(reply) => {
                 let _ = reply.send(state.agent_views());
             }
+            BrokerMsg::ReadOutput {
+                agent,
+                task_id,
+                file,
+                offset,
+                reply,
+            } => state
+                .remotes
+                .read_output(&agent, task_id, file, offset, reply),
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
+use ractor::RpcReplyPort;
 use tokio::sync::mpsc;
 
 use super::BrokerState;
@@ -17,7 +18,7 @@ use super::placement::AgentSlot;
 use super::view::{AgentState, AgentView};
 use crate::agent::LOCAL_AGENT;
 use crate::agent::process::{TaskEnd, TaskSpec, now_ms};
-use crate::agent::protocol::{AgentMessage, PROTOCOL_VERSION, ServerMessage};
+use crate::agent::protocol::{AgentMessage, OutputChunk, PROTOCOL_VERSION, ServerMessage};
 
 struct RemoteAgent {
     id: String,
@@ -52,6 +53,9 @@ pub struct Remotes {
     connections: HashMap<u64, Connection>,
     awaiting: Vec<AwaitingAdopt>,
     known: KnownAgents,
+    /// Output reads sent to agents, by request number: (agent, who asked).
+    reads: HashMap<u64, (String, RpcReplyPort<Result<OutputChunk, String>>)>,
+    next_read: u64,
 }
 
 impl Remotes {
@@ -65,6 +69,40 @@ impl Remotes {
             connections: HashMap::new(),
             awaiting: Vec::new(),
             known: KnownAgents::load(file),
+            reads: HashMap::new(),
+            next_read: 0,
+        }
+    }
+
+    /// Asks an agent for a chunk of a run's output; the answer goes to `reply`.
+    pub fn read_output(
+        &mut self,
+        agent: &str,
+        task_id: String,
+        file: String,
+        offset: u64,
+        reply: RpcReplyPort<Result<OutputChunk, String>>,
+    ) {
+        self.next_read += 1;
+        let request = self.next_read;
+        let Some(outbox) = self.outbox(agent) else {
+            let _ = reply.send(Err(format!("agent '{agent}' is not connected")));
+            return;
+        };
+        let read = ServerMessage::ReadOutput {
+            request,
+            task_id,
+            file,
+            offset,
+        };
+        if outbox.send(read).is_ok() {
+            self.reads.insert(request, (agent.to_string(), reply));
+        }
+    }
+
+    fn output_read(&mut self, request: u64, chunk: Result<OutputChunk, String>) {
+        if let Some((_, reply)) = self.reads.remove(&request) {
+            let _ = reply.send(chunk);
         }
     }
 
@@ -77,6 +115,8 @@ impl Remotes {
     /// The connection closed: answers its agent's name, now disconnected.
     pub fn disconnected(&mut self, connection: u64) -> Option<String> {
         let name = self.connections.remove(&connection)?.agent?;
+        // Reads it will never answer: their callers get an error now, not a timeout.
+        self.reads.retain(|_, (agent, _)| *agent != name);
         let agent = self.agents.get_mut(&name)?;
         if agent.connection == Some(connection) {
             agent.connection = None;
@@ -236,6 +276,10 @@ impl BrokerState {
                     ack: Some(ack),
                 };
                 self.task_update(&agent, update)
+            }
+            AgentMessage::Output { request, chunk } => {
+                self.remotes.seen(connection);
+                self.remotes.output_read(request, chunk);
             }
             AgentMessage::Rejected { task_id, reason } => {
                 let agent = self.remotes.seen(connection).unwrap_or_default();

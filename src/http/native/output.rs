@@ -14,11 +14,16 @@ use axum::Extension;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use dron_actors::agent::process::{STATUS_FILE, STDERR_FILE, STDOUT_FILE};
+use dron_actors::agent::protocol::OutputChunk;
 use dron_actors::agent::run_dir;
+use dron_actors::broker::BrokerMsg;
 use dron_model::error::Invalid;
 use dron_model::ids::parse_task_id;
+use dron_model::instance::HistoryEntry;
 use dron_model::name::validate_job_name;
+use ractor::rpc::CallResult;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -32,6 +37,8 @@ pub type RunsRoot = Arc<Path>;
 pub const FOLLOW_WAIT: Duration = Duration::from_secs(10);
 /// How often a follow request looks for new bytes.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// How long a remote agent may take to answer one read of a run's output.
+const AGENT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes in one answer; the rest is fetched from `X-Dron-Next-Offset`.
 const MAX_CHUNK: u64 = 4 * 1024 * 1024;
 
@@ -115,13 +122,21 @@ async fn output(
         ));
     };
     let dir = run_dir(&root, &task_id).expect("task id parsed above");
-    // A live attempt may not have its directory or files yet: its output is empty so far.
-    if !tokio::fs::try_exists(&dir).await.unwrap_or(false)
-        && !is_live(&state, &name, &task_id).await?
-    {
-        return Err(ApiError::not_found(format!(
-            "no run of task '{task_id}' on this server"
-        )));
+    if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+        if let Some(agent) = remote_agent_of(&state, &name, &task_id).await? {
+            let read = RemoteRead {
+                agent,
+                task_id,
+                file,
+            };
+            return read.answer(&state, offset, follow).await;
+        }
+        // A live attempt may not have its directory or files yet: its output is empty so far.
+        if !is_live(&state, &name, &task_id).await? {
+            return Err(ApiError::not_found(format!(
+                "no run of task '{task_id}' on this server"
+            )));
+        }
     }
     let path = dir.join(file);
     let deadline = tokio::time::Instant::now() + FOLLOW_WAIT;
@@ -151,6 +166,85 @@ async fn output(
             ));
         }
         tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}
+
+/// The remote agent a run of the job ran on (live or in its history), if not the local one.
+async fn remote_agent_of(state: &AppState, name: &str, task_id: &str) -> ApiResult<Option<String>> {
+    let client = state.client()?;
+    let view = match client.job(name).await {
+        Ok(view) => view,
+        Err(dron_actors::error::CommandError::JobNotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let live = view.live.into_iter().find(|run| run.task_id() == task_id);
+    let run = match live {
+        Some(run) => Some(run),
+        None => client
+            .history(name, usize::MAX)
+            .await?
+            .into_iter()
+            .find_map(|entry| match entry {
+                HistoryEntry::Run(run) if run.task_id() == task_id => Some(run),
+                _ => None,
+            }),
+    };
+    Ok(run
+        .and_then(|run| run.agent)
+        .filter(|agent| agent != dron_actors::agent::LOCAL_AGENT))
+}
+
+/// A run's output read on the remote agent that ran it, through the broker.
+struct RemoteRead {
+    agent: String,
+    task_id: String,
+    file: &'static str,
+}
+
+impl RemoteRead {
+    /// Answers as a local read does, following the same way (polling the agent).
+    async fn answer(&self, state: &AppState, offset: u64, follow: bool) -> ApiResult<Response> {
+        let deadline = tokio::time::Instant::now() + FOLLOW_WAIT;
+        loop {
+            let chunk = self.chunk(state, offset).await?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&chunk.base64)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        format!("agent '{}' sent bad output: {e}", self.agent),
+                    )
+                })?;
+            let done = !follow || !bytes.is_empty() || chunk.finished;
+            if done || tokio::time::Instant::now() >= deadline {
+                return Ok(answer(bytes, chunk.next, chunk.finished));
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+
+    async fn chunk(&self, state: &AppState, offset: u64) -> ApiResult<OutputChunk> {
+        let unavailable = |why: String| {
+            ApiError::unavailable(format!(
+                "this run's output is on agent '{}': {why}",
+                self.agent
+            ))
+        };
+        let asked = state.broker()?.call(
+            |reply| BrokerMsg::ReadOutput {
+                agent: self.agent.clone(),
+                task_id: self.task_id.clone(),
+                file: self.file.to_string(),
+                offset,
+                reply,
+            },
+            Some(AGENT_READ_TIMEOUT),
+        );
+        match asked.await {
+            Ok(CallResult::Success(Ok(chunk))) => Ok(chunk),
+            Ok(CallResult::Success(Err(why))) => Err(unavailable(why)),
+            Ok(_) | Err(_) => Err(unavailable("it did not answer".to_string())),
+        }
     }
 }
 
