@@ -418,3 +418,27 @@ async fn a_remote_runs_output_is_read_from_its_agent() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_kill_waits_for_an_agent_that_is_not_back_after_a_server_restart() {
+    let mut server = Server::start_with_config(1, &agents_config(30_000)).await;
+    let mut w1 = Agent::start(&server, "w1", 1.0, 1024.0, "").await;
+    server.create(job("stubborn", "sleep 120", json!({}))).await;
+    run_now(&server, "stubborn").await;
+    wait_run_state(&server, "stubborn", "running").await;
+    // Both go down; the server comes back first and is asked to kill the task.
+    w1.kill9();
+    server.restart().await;
+    let (status, body) = server
+        .request("DELETE", "/scheduler/task/kill/stubborn", None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    w1.restart();
+    w1.wait_active(&server).await;
+    let run = wait_run_state(&server, "stubborn", "killed").await;
+    assert_eq!(run["agent"], "w1", "{run}");
+    let status_file = support::find_files(&w1.runs_root(), "status.json");
+    assert_eq!(status_file.len(), 1, "the task ended on w1");
+    let recorded: Value = serde_json::from_slice(&std::fs::read(&status_file[0]).unwrap()).unwrap();
+    assert!(recorded["signal"].is_number(), "killed: {recorded}");
+}

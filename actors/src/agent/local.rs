@@ -123,8 +123,11 @@ impl LocalAgentState {
         };
         // Launches are idempotent per task id: after a coordinator restart the same attempt
         // may be asked for twice (once by the old coordinator's last commit, once on recovery).
+        // The second is answered with what the first did: still running, or how it ended.
         if self.killers.contains_key(&task_id) || dir.join("task.json").exists() {
-            return tracing::info!(task_id, "launch of a task already launched ignored");
+            tracing::info!(task_id, "launch of a task already launched: reporting it");
+            let deadline = spec.timeout_ms.map(|t| now_ms() + t as i64);
+            return self.adopt(myself, task_id, deadline);
         }
         match launch(&self.args.shim_program, &dir, &spec).await {
             Ok(running) => {

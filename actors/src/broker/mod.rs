@@ -221,11 +221,14 @@ impl BrokerState {
                 task_id: task_id.to_string(),
             }),
             Some(agent) => self.remotes.kill(&agent, task_id),
-            // Not placed here (a task of an agent not back yet after a restart, or local):
-            // the local agent ignores tasks it does not run.
-            None => self.to_local(AgentMsg::Kill {
-                task_id: task_id.to_string(),
-            }),
+            // Not placed: a task whose agent is not back yet since the server restarted is
+            // killed once it is claimed; the local agent ignores tasks it does not run.
+            None => {
+                self.remotes.kill_when_claimed(task_id);
+                self.to_local(AgentMsg::Kill {
+                    task_id: task_id.to_string(),
+                })
+            }
         }
     }
 

@@ -53,6 +53,8 @@ pub struct Remotes {
     connections: HashMap<u64, Connection>,
     awaiting: Vec<AwaitingAdopt>,
     known: KnownAgents,
+    /// Tasks held in `awaiting` that were asked to be killed: killed when an agent claims them.
+    kill_on_claim: std::collections::HashSet<String>,
     /// Output reads sent to agents, by request number: (agent, who asked).
     reads: HashMap<u64, (String, RpcReplyPort<Result<OutputChunk, String>>)>,
     next_read: u64,
@@ -71,6 +73,18 @@ impl Remotes {
             known: KnownAgents::load(file),
             reads: HashMap::new(),
             next_read: 0,
+            kill_on_claim: Default::default(),
+        }
+    }
+
+    /// Remembers a kill for a task held until its agent comes back.
+    pub fn kill_when_claimed(&mut self, task_id: &str) {
+        if self
+            .awaiting
+            .iter()
+            .any(|held| held.request.spec.task_id == task_id)
+        {
+            self.kill_on_claim.insert(task_id.to_string());
         }
     }
 
@@ -370,12 +384,16 @@ impl BrokerState {
             let owner = &held.request.owner;
             self.placement.assign(&task_id, name, owner, resources);
             let timeout_deadline_ms = held.deadline_ms;
+            let kill = self.remotes.kill_on_claim.remove(&task_id);
             let adopt = ServerMessage::Adopt {
                 epoch,
-                task_id,
+                task_id: task_id.clone(),
                 timeout_deadline_ms,
             };
             self.remotes.send(name, adopt);
+            if kill {
+                self.remotes.kill(name, &task_id);
+            }
         }
         for task_id in tasks {
             let here = self.placement.placed(task_id).map(|p| p.agent.as_str());
