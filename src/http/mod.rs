@@ -1,4 +1,5 @@
-//! The HTTP API: Chronos's (under `/scheduler` and `/v1/scheduler`) and dron's own (`/api`).
+//! The HTTP API: Chronos's (under `/scheduler` and `/v1/scheduler`) and dron's own (`/api`),
+//! and the web UI that reads them (`/ui/`).
 
 pub mod auth;
 mod chronos;
@@ -7,6 +8,7 @@ pub mod error;
 mod json;
 pub mod metrics;
 mod native;
+mod ui;
 
 use std::sync::{Arc, OnceLock};
 
@@ -84,6 +86,7 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .merge(chronos::routes())
         .nest("/v1", chronos::routes())
         .merge(native::routes(fault_injection))
+        .merge(ui::routes())
         .route("/ping", axum::routing::get(ping))
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)
