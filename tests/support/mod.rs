@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod amqp;
 pub mod notify;
+pub mod webdriver;
 
 pub struct Server {
     pub data: tempfile::TempDir,

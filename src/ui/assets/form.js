@@ -4,7 +4,7 @@
 
 import * as api from './api.js';
 import { h, fill, notice, debounce } from './dom.js';
-import { relative } from './format.js';
+import { relative, wallClock } from './format.js';
 
 const TRIGGERS = [['schedule', 'On a schedule'], ['parents', 'After other jobs'], ['event', 'On data events']];
 /** Fields the form edits; the rest of the job's JSON goes in the raw JSON box. */
@@ -87,7 +87,7 @@ function render(view, job) {
     if (!schedule) { fill(preview); return; }
     try {
       const p = await api.preview(schedule, inputs.scheduleTimeZone.value.trim() || undefined, 3);
-      fill(preview, 'Next: ', p.targets.map((t) => `${t.local.slice(0, 16).replace('T', ' ')} ${t.abbreviation} (${relative(t.utc)})`).join(', '));
+      fill(preview, 'Next: ', p.targets.map((t) => `${wallClock(t.local)} ${t.abbreviation} (${relative(t.utc)})`).join(', '));
       showError('schedule', null);
       showError('scheduleTimeZone', null);
     } catch (e) {

@@ -9,6 +9,11 @@ export function when(iso) {
     `${pad(t.getHours())}:${pad(t.getMinutes())}:${pad(t.getSeconds())}`;
 }
 
+/** `2027-03-28 03:00:00` from an RFC 3339 local time with its offset, as the server writes it. */
+export function wallClock(local) {
+  return local ? local.slice(0, 19).replace('T', ' ') : '';
+}
+
 /** `3 min ago`, `in 12 s`: how far a time is from now. */
 export function relative(iso, now = Date.now()) {
   if (!iso) return '';
@@ -29,6 +34,7 @@ export function duration(ms) {
   const hours = Math.floor(min / 60);
   if (hours < 24) return `${hours} h${min % 60 ? ` ${min % 60} min` : ''}`;
   const days = Math.floor(hours / 24);
+  if (days >= 365) return `${Math.floor(days / 365.2425)} years`;
   return `${days} d${hours % 24 ? ` ${hours % 24} h` : ''}`;
 }
 

@@ -4,7 +4,7 @@
 
 import * as api from './api.js';
 import { h, fill, badge, card, notice } from './dom.js';
-import { when, relative, duration, trigger } from './format.js';
+import { when, relative, duration, trigger, wallClock } from './format.js';
 import { states } from './jobs.js';
 import { setParams } from './route.js';
 
@@ -133,7 +133,7 @@ export function mount(view, { name, params }) {
       }
       fill(el.next, h('h2', {}, 'Next fire times'),
         h('ol', { class: 'targets', id: 'next-targets' }, next.targets.map((t) => h('li', {},
-          h('span', { class: 'mono' }, t.local), ' ', h('span', { class: 'muted' }, t.abbreviation || ''),
+          h('span', { class: 'mono' }, wallClock(t.local)), ' ', h('span', { class: 'muted' }, t.abbreviation || ''),
           ' ', h('span', { class: 'sub' }, relative(t.utc)),
           t.offsetChanged ? [' ', badge(`DST change → ${t.offset}`, 'dst')] : null))),
         next.targets.some((t) => t.offsetChanged) ? h('p', { class: 'hint' }, next.dstRule) : null);
