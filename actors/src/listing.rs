@@ -367,12 +367,10 @@ mod tests {
             sort: SortKey::NextFire,
             ..JobQuery::default()
         };
-        assert_eq!(
-            names(&shard_pages(&query, &[jobs.clone()])),
-            ["c", "b", "a"]
-        );
+        let shards = [jobs];
+        assert_eq!(names(&shard_pages(&query, &shards)), ["c", "b", "a"]);
         query.descending = true;
-        assert_eq!(names(&shard_pages(&query, &[jobs])), ["b", "c", "a"]);
+        assert_eq!(names(&shard_pages(&query, &shards)), ["b", "c", "a"]);
     }
 
     #[test]
