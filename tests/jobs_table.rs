@@ -82,25 +82,18 @@ async fn the_jobs_table_pages_sorts_and_filters_across_shards() {
 async fn the_graph_answers_a_neighbourhood_with_resources_and_edge_kinds() {
     let server = Server::start(3).await;
     let future = "R/2099-01-01T00:00:00Z/P1D";
-    server
-        .create(json!({"name": "a", "command": "true", "schedule": future}))
-        .await;
-    server
-        .create(json!({"name": "b", "command": "true", "parents": ["a"]}))
-        .await;
-    server
-        .create(json!({"name": "c", "command": "true", "parents": ["b"]}))
-        .await;
-    server
-        .create(json!({"name": "d", "command": "true", "schedule": future,
-                       "dependsOn": ["job:c@{TODAY}", "hive:t/{TODAY}"]}))
-        .await;
-    server
-        .create(json!({"name": "e", "command": "true", "triggeredBy": "job:d@*"}))
-        .await;
-    server
-        .create(json!({"name": "lonely", "command": "true", "schedule": future}))
-        .await;
+    let jobs = [
+        json!({"name": "a", "command": "true", "schedule": future}),
+        json!({"name": "b", "command": "true", "parents": ["a"]}),
+        json!({"name": "c", "command": "true", "parents": ["b"]}),
+        json!({"name": "d", "command": "true", "schedule": future,
+               "dependsOn": ["job:c@{TODAY}", "hive:t/{TODAY}"]}),
+        json!({"name": "e", "command": "true", "triggeredBy": "job:d@*"}),
+        json!({"name": "lonely", "command": "true", "schedule": future}),
+    ];
+    for job in jobs {
+        server.create(job).await;
+    }
 
     let graph = server.ok("GET", "/api/graph?job=c&depth=1", None).await;
     let ids: Vec<&str> = graph["nodes"]

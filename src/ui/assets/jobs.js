@@ -47,7 +47,14 @@ export function mount(view, { params }) {
     const mine = ++latest;
     controller?.abort();
     controller = new AbortController();
-    setParams({ ...state, offset: state.offset || undefined, sort: state.sort === 'name' ? undefined : state.sort, order: state.order === 'asc' ? undefined : state.order });
+    // Defaults stay out of the URL.
+    setParams({
+      q: state.q,
+      filter: state.filter,
+      sort: state.sort === 'name' ? undefined : state.sort,
+      order: state.order === 'asc' ? undefined : state.order,
+      offset: state.offset || undefined,
+    });
     const started = performance.now();
     try {
       const page = await api.jobsPage({ ...state, limit: PAGE_SIZE }, controller.signal);
