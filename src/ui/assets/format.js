@@ -23,10 +23,11 @@ export function relative(iso, now = Date.now()) {
   return ms < 0 ? `${words} ago` : `in ${words}`;
 }
 
-/** `850 ms`, `12 s`, `3 min`, `2 h 5 min`, `3 d 4 h`. */
+/** `850 ms`, `2.2 s`, `12 s`, `3 min`, `2 h 5 min`, `3 d 4 h`. */
 export function duration(ms) {
   if (ms === null || ms === undefined || Number.isNaN(ms)) return '';
   if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 10000) return `${(ms / 1000).toFixed(1)} s`;
   const s = Math.round(ms / 1000);
   if (s < 60) return `${s} s`;
   const min = Math.floor(s / 60);
