@@ -38,6 +38,7 @@ async fn the_ui_creates_runs_tails_graphs_and_searches_jobs() {
         .await;
     graph_shows_the_neighbourhood(&browser).await;
 
+    edit_in_form(&browser, &server).await;
     failing_filter_and_sort(&browser, &server).await;
     agents_and_shards(&browser).await;
     disable_and_delete(&browser, &server).await;
@@ -210,6 +211,33 @@ async fn graph_shows_the_neighbourhood(b: &Browser) {
     b.screenshot("graph").await;
 }
 
+/// The form shows the job as it is; a changed field is saved and the rest kept.
+async fn edit_in_form(b: &Browser, server: &Server) {
+    b.open("#/job/ui-hello").await;
+    b.click("#edit").await;
+    b.wait_js(
+        "the form with the job's command",
+        "return document.querySelector('#f-command')?.value === 'echo hello from the form'
+             && document.querySelector('#f-name').readOnly",
+    )
+    .await;
+    b.clear("#f-owner").await;
+    b.type_into("#f-owner", "owners@example.com").await;
+    b.click("#save-job").await;
+    b.wait_js(
+        "the job's page again",
+        "return location.hash === '#/job/ui-hello'",
+    )
+    .await;
+    let job = server.job("ui-hello").await;
+    assert_eq!(job["owner"], "owners@example.com");
+    assert_eq!(job["command"], "echo hello from the form");
+    assert_eq!(
+        job["schedule"].as_str().unwrap().split('/').nth(2),
+        Some("PT1H")
+    );
+}
+
 async fn failing_filter_and_sort(b: &Browser, server: &Server) {
     server
         .create(json!({"name": "ui-broken", "command": "exit 3", "retries": 0, "schedule": "R/2099-01-01T00:00:00Z/P1D"}))
@@ -245,7 +273,37 @@ async fn agents_and_shards(b: &Browser) {
     )
     .await;
     b.screenshot("agents-and-shards").await;
+    // The agents table against the shape GET /api/agents answers where remote agents exist:
+    // the page's fetch of it is answered here.
+    b.js(&format!(
+        "const agents = {AGENTS};
+         const real = window.fetch;
+         window.fetch = (url, init) => String(url).endsWith('/api/agents')
+             ? Promise.resolve(new Response(JSON.stringify(agents), {{status: 200}}))
+             : real(url, init);
+         location.hash = '#/jobs'; location.hash = '#/cluster'; return true"
+    ))
+    .await;
+    b.wait_js(
+        "the agents table",
+        "const row = document.querySelector('#agents tr[data-agent=a1]');
+         return !!row && row.textContent.includes('host-a') && row.textContent.includes('1 / 4')
+             && row.textContent.includes('rack=r1') && row.textContent.includes('active')",
+    )
+    .await;
+    b.screenshot("agents").await;
 }
+
+/// An answer of `GET /api/agents` as the remote-agents issue defines it.
+const AGENTS: &str = r#"{"agents": [
+    {"id": "a1", "name": "host-a", "state": "active", "local": false, "lastHeartbeatMs": 1790000000000,
+     "attributes": {"rack": "r1"}, "offered": {"cpus": 4.0, "mem": 8192.0, "disk": 10240.0},
+     "used": {"cpus": 1.0, "mem": 1024.0, "disk": 0.0}, "free": {"cpus": 3.0, "mem": 7168.0, "disk": 10240.0},
+     "tasks": 3},
+    {"id": "local", "name": "dron", "state": "lost", "local": true, "lastHeartbeatMs": 1790000000000,
+     "attributes": {}, "offered": {"cpus": 2.0, "mem": 4096.0, "disk": 0.0},
+     "used": {"cpus": 0.0, "mem": 0.0, "disk": 0.0}, "free": {"cpus": 2.0, "mem": 4096.0, "disk": 0.0},
+     "tasks": 0}]}"#;
 
 async fn disable_and_delete(b: &Browser, server: &Server) {
     b.open("#/job/ui-tail").await;
