@@ -130,6 +130,14 @@ async fn the_graph_answers_a_neighbourhood_with_resources_and_edge_kinds() {
         .ok("GET", "/api/graph?job=a&depth=10&limit=2", None)
         .await;
     assert_eq!(capped["truncated"], true);
+    let alone = server
+        .ok("GET", "/api/graph?job=c&depth=0&limit=1", None)
+        .await;
+    assert_eq!(alone["nodes"][0]["id"], "j:c");
+    assert_eq!(
+        alone["truncated"], false,
+        "nothing was left out within depth 0"
+    );
 
     let whole = server.ok("GET", "/api/graph", None).await;
     let jobs = whole["nodes"].as_array().unwrap().iter();

@@ -308,6 +308,9 @@ impl SchedulerClient {
             if !found.contains_key(job) {
                 return Err(CommandError::JobNotFound(job.to_string()));
             }
+            if level == depth {
+                break;
+            }
             let parents = up.iter().filter_map(|name| found.get(name));
             let parents: Vec<String> = parents
                 .flat_map(|summary| graph::upstream_jobs(&summary.record.spec))
