@@ -39,6 +39,7 @@ async fn the_ui_creates_runs_tails_graphs_and_searches_jobs() {
     graph_shows_the_neighbourhood(&browser).await;
 
     edit_in_form(&browser, &server).await;
+    waiting_and_daylight_saving(&browser, &server).await;
     failing_filter_and_sort(&browser, &server).await;
     agents_and_shards(&browser).await;
     disable_and_delete(&browser, &server).await;
@@ -209,6 +210,40 @@ async fn graph_shows_the_neighbourhood(b: &Browser) {
         .await;
     assert_eq!(status, "success", "ui-hello is coloured by its last result");
     b.screenshot("graph").await;
+}
+
+/// A job's page says what its instance still waits for, and marks a daylight-saving change
+/// among its next fire times.
+async fn waiting_and_daylight_saving(b: &Browser, server: &Server) {
+    server
+        .create(
+            json!({"name": "ui-waits", "command": "true", "schedule": "R//PT1H",
+                       "dependsOn": ["hive:ui/ds={TODAY}"]}),
+        )
+        .await;
+    b.open("#/job/ui-waits").await;
+    b.wait_js(
+        "the resource it waits for",
+        "const card = document.querySelector('#waiting');
+         return !!card && !card.hidden && card.textContent.includes('hive:ui/ds=')",
+    )
+    .await;
+    b.screenshot("job-waiting").await;
+    // Berlin springs forward on 2027-03-28: the third target's offset changes.
+    server
+        .create(
+            json!({"name": "ui-dst", "command": "true", "schedule": "R/2027-03-26T02:30:00/P1D",
+                       "scheduleTimeZone": "Europe/Berlin"}),
+        )
+        .await;
+    b.open("#/job/ui-dst").await;
+    b.wait_js(
+        "the daylight-saving change marked",
+        "const marked = document.querySelectorAll('#next-targets li .badge-dst');
+         return marked.length === 1 && marked[0].textContent.includes('+02:00')
+             && document.querySelectorAll('#next-targets li')[2].contains(marked[0])",
+    )
+    .await;
 }
 
 /// The form shows the job as it is; a changed field is saved and the rest kept.

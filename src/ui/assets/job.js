@@ -18,7 +18,7 @@ export function mount(view, { name, params }) {
     head: h('div', { class: 'page-head' }),
     definition: card('Definition'),
     next: card('Next fire times'),
-    waiting: card('Waiting for'),
+    waiting: h('section', { class: 'card', id: 'waiting', hidden: true }),
     chart: h('div', { id: 'runs-chart' }),
     runs: h('div'),
     log: card('Log'),
@@ -283,7 +283,8 @@ export function mount(view, { name, params }) {
 function statusOf(view) {
   const j = view.job;
   const live = view.live.map((r) => r.state);
-  const runState = live.includes('running') ? 'running' : live.length ? 'queued' : 'idle';
+  const waitingOnly = live.length > 0 && live.every((state) => state === 'waiting');
+  const runState = live.includes('running') ? 'running' : waitingOnly ? 'waiting' : live.length ? 'queued' : 'idle';
   const failing = j.lastError && (!j.lastSuccess || j.lastError >= j.lastSuccess);
   return { disabled: j.disabled, runState, status: failing ? 'failure' : 'success' };
 }

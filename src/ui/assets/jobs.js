@@ -143,11 +143,12 @@ function timeCell(iso) {
   return h('td', { title: when(iso) }, relative(iso));
 }
 
-/** What the State column shows: disabled, running or queued, failing, else enabled. */
+/** What the State column shows: disabled, running (or queued, or waiting for data), failing,
+ * else enabled. */
 export function states(job) {
   const shown = [];
   if (job.disabled) shown.push(badge('disabled'));
-  if (job.runState === 'running' || job.runState === 'queued') shown.push(badge(job.runState));
+  if (['running', 'queued', 'waiting'].includes(job.runState)) shown.push(badge(job.runState));
   if (job.status === 'failure') shown.push(badge('failing'));
   if (!shown.length) shown.push(badge('enabled'));
   return shown;
