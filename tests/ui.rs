@@ -402,8 +402,11 @@ impl Browser {
         } else {
             self.driver.goto(&url).await;
         }
-        self.wait_js("the page", "return document.readyState === 'complete'")
-            .await;
+        // The router renders a new hash in a task of its own: wait until it has.
+        let rendered = format!(
+            "return document.readyState === 'complete' && document.body.dataset.route === {route:?}"
+        );
+        self.wait_js(&format!("the page {route}"), &rendered).await;
     }
 
     async fn url(&self) -> String {

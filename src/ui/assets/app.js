@@ -27,6 +27,7 @@ function route() {
   unmount();
   unmount = () => {};
   const view = document.getElementById('view');
+  const hash = location.hash;
   const { path, params } = currentRoute();
   for (const [pattern, page, nav] of PAGES) {
     const match = pattern.exec(path);
@@ -35,6 +36,9 @@ function route() {
     const name = match[1] ? decodeURIComponent(match[1]) : undefined;
     fill(view);
     unmount = page.mount(view, { name, params, path }) || (() => {});
+    // Which URL the page was rendered for (tests wait for it after changing the URL); pages
+    // may since have recorded their state in it.
+    document.body.dataset.route = hash;
     return;
   }
   fill(view, notice(`No page at ${path}.`, 'error'));
