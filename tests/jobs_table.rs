@@ -197,4 +197,35 @@ async fn the_ui_is_served_from_the_binary() {
     let (status, body) = server.request("GET", "/ui/nothing.js", None).await;
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("nothing.js"));
+
+    // A page elsewhere cannot post a job through the operator's browser; the UI's own
+    // requests (same-origin) and clients that are not browsers (no header) can.
+    let job = json!({"name": "csrf", "command": "true", "schedule": "R/2099-01-01T00:00:00Z/P1D"});
+    for (site, expected) in [
+        ("cross-site", 403),
+        ("same-site", 403),
+        ("same-origin", 204),
+    ] {
+        let response = server
+            .http
+            .post(server.url("/scheduler/iso8601"))
+            .header("sec-fetch-site", site)
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "Sec-Fetch-Site: {site}");
+        if expected == 403 {
+            let body: Value = response.json().await.unwrap();
+            assert!(body["error"].as_str().unwrap().contains("another web site"));
+        }
+    }
+    let read = server
+        .http
+        .get(server.url("/api/jobs"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "reads are not changes");
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 mod chronos;
 mod chronos_extra;
+mod cross_site;
 pub mod error;
 mod json;
 pub mod metrics;
@@ -92,6 +93,9 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(
+            cross_site::refuse_cross_site_writes,
+        ))
         // Outermost last: every request is timed, refused ones included.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
