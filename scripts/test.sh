@@ -35,6 +35,14 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
     || python3 -m pip install --quiet --break-system-packages aiosmtpd
 fi
 
+# The UI's end-to-end tests (tests/ui.rs) drive Debian's chromium, headless, through
+# chromedriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "test: installing chromium and chromedriver"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver
+fi
+
 cargo fmt --all -- --check
 # One profile (release) for build, lint and tests: RocksDB's C++ is compiled once.
 cargo clippy --release --locked --workspace --all-targets -- -D warnings

@@ -6,11 +6,13 @@ mod support;
 use serde_json::json;
 use support::Server;
 
-const ENDPOINTS: [(&str, &str); 20] = [
+const ENDPOINTS: [(&str, &str); 22] = [
     ("/health", "get"),
     ("/ping", "get"),
     ("/metrics", "get"),
     ("/api/openapi.json", "get"),
+    ("/api/jobs", "get"),
+    ("/api/graph", "get"),
     ("/api/jobs/{name}", "get"),
     ("/api/jobs/{name}/runs", "get"),
     ("/api/jobs/{name}/runs/{taskId}/stdout", "get"),

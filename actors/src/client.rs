@@ -3,7 +3,7 @@
 //! cycle, which jobs depend on this one) are answered here by asking the owning shards, so
 //! the router stays a forwarder.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::Duration;
 
 use dron_model::error::Invalid;
@@ -20,6 +20,8 @@ use crate::coordinator::{
     CoordinatorMsg, JobSummary, JobView, PutOutcome, Reply, ShardLineage, ShardStats,
 };
 use crate::error::CommandError;
+use crate::graph::{self, Neighbourhood};
+use crate::listing::{JobPage, JobQuery};
 use crate::notify::{NotifierMsg, TestRequest};
 use crate::router::RouterMsg;
 use crate::search::JobSearch;
@@ -255,6 +257,88 @@ impl SchedulerClient {
         let jobs = self.jobs().await?.into_iter();
         let matching = jobs.filter(|job| search.matches(&job.spec));
         Ok(matching.skip(search.offset).take(search.limit).collect())
+    }
+
+    /// One page of the jobs table, searched, filtered and sorted on every shard at once.
+    pub async fn query_jobs(&self, query: &JobQuery) -> Result<JobPage, CommandError> {
+        let pages = self
+            .ask_all(|reply| CoordinatorMsg::QueryJobs {
+                query: query.clone(),
+                reply,
+            })
+            .await?;
+        Ok(query.merge(pages))
+    }
+
+    /// The jobs `depth` levels upstream and downstream of `job` (itself included), at most
+    /// `max_jobs` of them: one round over the shards per level.
+    pub async fn neighbourhood(
+        &self,
+        job: &str,
+        depth: usize,
+        max_jobs: usize,
+    ) -> Result<Neighbourhood, CommandError> {
+        let mut found: BTreeMap<String, JobSummary> = BTreeMap::new();
+        let mut seen = HashSet::from([job.to_string()]);
+        let mut truncated = false;
+        let (mut up, mut down) = (vec![job.to_string()], vec![job.to_string()]);
+        for level in 0..=depth {
+            let describe: HashSet<String> = up.iter().chain(&down).cloned().collect();
+            let children_of: HashSet<String> = match level < depth {
+                true => down.iter().cloned().collect(),
+                false => HashSet::new(),
+            };
+            if describe.is_empty() {
+                break;
+            }
+            let answers = self
+                .ask_all(|reply| CoordinatorMsg::Neighbours {
+                    describe: describe.clone(),
+                    children_of: children_of.clone(),
+                    reply,
+                })
+                .await?;
+            let mut children = Vec::new();
+            for answer in answers {
+                for summary in answer.described {
+                    found.insert(summary.record.spec.name.clone(), summary);
+                }
+                children.extend(answer.children);
+            }
+            if !found.contains_key(job) {
+                return Err(CommandError::JobNotFound(job.to_string()));
+            }
+            if level == depth {
+                break;
+            }
+            let parents = up.iter().filter_map(|name| found.get(name));
+            let parents: Vec<String> = parents
+                .flat_map(|summary| graph::upstream_jobs(&summary.record.spec))
+                .collect();
+            up = graph::admit(parents, &mut seen, max_jobs, &mut truncated);
+            children.sort();
+            down = graph::admit(children, &mut seen, max_jobs, &mut truncated);
+        }
+        let jobs = found.into_values().collect();
+        Ok(Neighbourhood { jobs, truncated })
+    }
+
+    /// Every job, when there are at most `max_jobs`; else none, marked truncated (the caller
+    /// then shows a job's neighbourhood instead of the whole world).
+    pub async fn whole_graph(&self, max_jobs: usize) -> Result<Neighbourhood, CommandError> {
+        let stats = self.shard_stats().await?;
+        if stats.iter().map(|s| s.jobs).sum::<usize>() > max_jobs {
+            let jobs = Vec::new();
+            return Ok(Neighbourhood {
+                jobs,
+                truncated: true,
+            });
+        }
+        let jobs = self.job_summaries().await?;
+        Ok(Neighbourhood {
+            jobs,
+            truncated: false,
+        })
     }
 
     /// Every job with what its live instances are doing, sorted by name.

@@ -18,6 +18,7 @@
 //! - [`client`]: the async handle the HTTP API and CLI use.
 //! - [`clock`]: wall clock, or tokio's for paused-time tests.
 //! - [`search`], [`stats`]: Chronos's job search and run-time statistics, as plain logic.
+//! - [`listing`], [`graph`]: the UI's jobs table and dependency graph, computed on the shards.
 
 pub mod agent;
 pub mod broker;
@@ -26,6 +27,8 @@ pub mod client;
 pub mod clock;
 pub mod coordinator;
 pub mod error;
+pub mod graph;
+pub mod listing;
 pub mod notify;
 pub mod router;
 pub mod search;

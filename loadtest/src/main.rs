@@ -1,7 +1,7 @@
 //! `dron-loadtest`: drives a dron server through its public API, reports figures, and checks
 //! what actually ran. Workloads: job creation (`api`), firing (`fire`), the record-and-check
 //! loop (`smoke`), Dron's benchmarks (`saturate`, `highload`), the Facebook-style load
-//! (`facebook`) and a million jobs (`million`); `check` judges the runs recorded in a runs
+//! (`facebook`), a million jobs (`million`) and the web UI's reads with many jobs (`ui`); `check` judges the runs recorded in a runs
 //! directory (see `checker` for the rules and `recorder` for the runs-file format).
 //!
 //! The server is one already running at `--url`, or one the tool starts itself with
@@ -33,6 +33,7 @@ use workloads::highload::HighloadOptions;
 use workloads::million::MillionOptions;
 use workloads::saturate::SaturateOptions;
 use workloads::smoke::SmokeOptions;
+use workloads::ui::UiOptions;
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +72,19 @@ enum Workload {
         jobs: usize,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+    },
+    /// How fast the web UI's reads answer with many jobs: the jobs table's pages and a
+    /// job's graph neighbourhood, each asked `requests` times.
+    Ui {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+        /// Leave the jobs on the server afterwards.
+        #[arg(long)]
+        keep: bool,
     },
     /// Jobs firing every second running `true`: completed runs per second. With --runs, the jobs
     /// record their runs there and the checker judges them at the end.
@@ -283,6 +297,20 @@ async fn run(url: &str, server_pid: Option<u32>, workload: Workload) -> anyhow::
         Workload::Million { .. } => anyhow::bail!("million needs --dron-bin"),
         Workload::Peer { .. } => anyhow::bail!("peer workloads use no dron server"),
         Workload::Api { jobs, concurrency } => workloads::api::run(url, jobs, concurrency).await,
+        Workload::Ui {
+            jobs,
+            concurrency,
+            requests,
+            keep,
+        } => {
+            let options = UiOptions {
+                jobs,
+                concurrency,
+                requests,
+                keep,
+            };
+            workloads::ui::run(url, options).await
+        }
         Workload::Fire {
             jobs,
             seconds,

@@ -64,7 +64,10 @@ async fn search(
     Ok(Json(jobs.iter().map(JobRecord::to_chronos_json).collect()))
 }
 
-fn count_param(field: &'static str, text: Option<&str>) -> Result<Option<usize>, Invalid> {
+pub(crate) fn count_param(
+    field: &'static str,
+    text: Option<&str>,
+) -> Result<Option<usize>, Invalid> {
     let Some(text) = text.filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
@@ -100,15 +103,9 @@ async fn summary(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "jobs": jobs })))
 }
 
-/// Chronos's "last state": `fresh` before any result, else the newer of success and failure
-/// (a tie counts as failure, as in Chronos).
+/// Chronos's "last state" of a job (see [`dron_actors::listing::last_result`]).
 fn last_result(state: &JobState) -> &'static str {
-    match (state.last_success_ms, state.last_error_ms) {
-        (None, None) => "fresh",
-        (Some(success), Some(error)) if success > error => "success",
-        (Some(_), None) => "success",
-        _ => "failure",
-    }
+    dron_actors::listing::last_result(state.last_success_ms, state.last_error_ms)
 }
 
 /// Answers as Chronos does (200, plain text), for the scripts that grep it.

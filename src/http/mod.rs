@@ -1,13 +1,16 @@
-//! The HTTP API: Chronos's (under `/scheduler` and `/v1/scheduler`) and dron's own (`/api`).
+//! The HTTP API: Chronos's (under `/scheduler` and `/v1/scheduler`) and dron's own (`/api`),
+//! and the web UI that reads them (`/ui/`).
 
 mod agents;
 pub mod auth;
 mod chronos;
 mod chronos_extra;
+mod cross_site;
 pub mod error;
 mod json;
 pub mod metrics;
 mod native;
+mod ui;
 
 use std::sync::{Arc, OnceLock};
 
@@ -101,11 +104,15 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .nest("/v1", chronos::routes())
         .merge(native::routes(fault_injection))
         .merge(agents::routes())
+        .merge(ui::routes())
         .route("/ping", axum::routing::get(ping))
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(
+            cross_site::refuse_cross_site_writes,
+        ))
         // Outermost last: every request is timed, refused ones included.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

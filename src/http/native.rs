@@ -1,6 +1,9 @@
 //! dron's own API, for what Chronos lacks: health, run history (skipped targets included),
-//! shards and resharding, task output, schedule previews, notifications.
+//! shards and resharding, task output, schedule previews, notifications, and what the UI
+//! reads: the jobs table and the dependency graph.
 
+mod graph;
+mod jobs;
 mod notifications;
 mod output;
 mod preview;
@@ -23,6 +26,7 @@ use super::json::ApiJson;
 pub fn routes(fault_injection: bool) -> axum::Router<AppState> {
     let routes = axum::Router::new()
         .route("/health", get(health))
+        .route("/api/jobs", get(jobs::list))
         .route("/api/jobs/{name}", get(job))
         .route("/api/jobs/{name}/runs", get(runs))
         .route(
@@ -41,6 +45,7 @@ pub fn routes(fault_injection: bool) -> axum::Router<AppState> {
             post(resources::announce).get(resources::lineage),
         )
         .route("/api/schedule/preview", get(preview::preview))
+        .route("/api/graph", get(graph::graph))
         .route("/api/notifications", get(notifications::list))
         .route("/api/notifications/test", post(notifications::test))
         .route("/api/shards", get(shards).put(set_shards))

@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod agents;
 pub mod amqp;
 pub mod notify;
+pub mod webdriver;
 
 pub struct Server {
     pub data: tempfile::TempDir,

@@ -61,6 +61,17 @@ pub enum CoordinatorMsg {
         limit: usize,
         reply: Reply<Vec<HistoryEntry>>,
     },
+    /// One page of this shard's jobs table (see `listing`).
+    QueryJobs {
+        query: crate::listing::JobQuery,
+        reply: RpcReplyPort<crate::listing::JobPage>,
+    },
+    /// One round of a dependency-graph walk (see `graph`).
+    Neighbours {
+        describe: std::collections::HashSet<String>,
+        children_of: std::collections::HashSet<String>,
+        reply: RpcReplyPort<crate::graph::ShardNeighbours>,
+    },
     /// Every job of this shard with what its live instances are doing.
     Summaries {
         reply: RpcReplyPort<Vec<JobSummary>>,

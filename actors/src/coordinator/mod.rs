@@ -182,6 +182,21 @@ impl CoordinatorState {
                 };
                 let _ = reply.send(result);
             }
+            CoordinatorMsg::QueryJobs { query, reply } => {
+                let _ = reply.send(query.page(self.shard.jobs_with_run_state()));
+            }
+            CoordinatorMsg::Neighbours {
+                describe,
+                children_of,
+                reply,
+            } => {
+                let jobs = self.shard.jobs_with_run_state();
+                let _ = reply.send(crate::graph::shard_neighbours(
+                    jobs,
+                    &describe,
+                    &children_of,
+                ));
+            }
             CoordinatorMsg::Summaries { reply } => {
                 let _ = reply.send(self.shard.summaries());
             }

@@ -354,25 +354,37 @@ impl Shard {
         self.jobs.keys().map(|name| name.to_string()).collect()
     }
 
-    /// Every job with what its live instances are doing: running if one is, queued if some
-    /// wait (for their turn or a retry), idle otherwise.
+    /// Every job with what its live instances are doing.
     pub fn summaries(&self) -> Vec<JobSummary> {
-        let summary = |entry: &JobEntry| {
-            let name = &entry.record.spec.name;
-            let states = self.live_ids(name);
-            let states = states.iter().filter_map(|id| self.live.get(id));
-            let run_state = states.fold(RunState::Idle, |so_far, instance| {
-                match (so_far, instance.state) {
-                    (RunState::Running, _) | (_, InstanceState::Running) => RunState::Running,
-                    _ => RunState::Queued,
-                }
-            });
-            JobSummary {
-                record: entry.record.clone(),
-                run_state,
-            }
+        let summary = |(record, run_state): (&JobRecord, RunState)| JobSummary {
+            record: record.clone(),
+            run_state,
         };
-        self.jobs.values().map(|entry| summary(entry)).collect()
+        self.jobs_with_run_state().map(summary).collect()
+    }
+
+    /// Every job, by reference, with what its live instances are doing (the jobs table and
+    /// the graph read these without copying a shard's jobs).
+    pub fn jobs_with_run_state(&self) -> impl Iterator<Item = (&JobRecord, RunState)> {
+        let entries = self.jobs.values();
+        entries.map(|entry| (&entry.record, self.run_state(&entry.record.spec.name)))
+    }
+
+    /// Running if an instance runs, queued if some wait (for their turn, a retry or their
+    /// resources), idle otherwise.
+    fn run_state(&self, name: &str) -> RunState {
+        let Some(targets) = self.live_by_job.get(name) else {
+            return RunState::Idle;
+        };
+        let instances = targets
+            .iter()
+            .filter_map(|target| self.live.get(&instance_id(name, *target)));
+        instances.fold(RunState::Idle, |so_far, instance| {
+            match (so_far, instance.state) {
+                (RunState::Running, _) | (_, InstanceState::Running) => RunState::Running,
+                _ => RunState::Queued,
+            }
+        })
     }
 
     fn ensure_job(&self, name: &str) -> Result<(), CommandError> {

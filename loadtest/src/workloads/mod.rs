@@ -8,6 +8,7 @@ pub mod highload;
 pub mod million;
 pub mod saturate;
 pub mod smoke;
+pub mod ui;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
