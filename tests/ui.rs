@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::Server;
+use support::agents::Agent;
 use support::webdriver::WebDriver;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -41,7 +42,7 @@ async fn the_ui_creates_runs_tails_graphs_and_searches_jobs() {
     edit_in_form(&browser, &server).await;
     waiting_and_daylight_saving(&browser, &server).await;
     failing_filter_and_sort(&browser, &server).await;
-    agents_and_shards(&browser).await;
+    agents_and_shards(&browser, &server).await;
     disable_and_delete(&browser, &server).await;
     browser.close().await;
 }
@@ -298,47 +299,21 @@ async fn failing_filter_and_sort(b: &Browser, server: &Server) {
     .await;
 }
 
-async fn agents_and_shards(b: &Browser) {
+async fn agents_and_shards(b: &Browser, server: &Server) {
+    // A real remote agent beside the server's own.
+    let _worker = Agent::start(server, "ui-worker", 4.0, 8192.0, "rack=r1").await;
     b.open("#/cluster").await;
     b.wait_js(
-        "four shards, and the agents or their absence",
-        "const agents = document.querySelector('#agents');
-         return document.querySelectorAll('#shards tbody tr').length === 4 && !!agents
-             && (agents.textContent.includes('No agent information') || !!agents.querySelector('tbody tr'))",
+        "four shards, the server's agent and the remote one",
+        "const rows = [...document.querySelectorAll('#agents tbody tr')].map(r => r.textContent);
+         return document.querySelectorAll('#shards tbody tr').length === 4
+             && rows.some(r => r.includes('local') && r.includes('in the server'))
+             && rows.some(r => r.includes('ui-worker') && r.includes('rack=r1')
+                 && r.includes('active') && r.includes('/ 4'))",
     )
     .await;
     b.screenshot("agents-and-shards").await;
-    // The agents table against the shape GET /api/agents answers where remote agents exist:
-    // the page's fetch of it is answered here.
-    b.js(&format!(
-        "const agents = {AGENTS};
-         const real = window.fetch;
-         window.fetch = (url, init) => String(url).endsWith('/api/agents')
-             ? Promise.resolve(new Response(JSON.stringify(agents), {{status: 200}}))
-             : real(url, init);
-         location.hash = '#/jobs'; location.hash = '#/cluster'; return true"
-    ))
-    .await;
-    b.wait_js(
-        "the agents table",
-        "const row = document.querySelector('#agents tr[data-agent=a1]');
-         return !!row && row.textContent.includes('host-a') && row.textContent.includes('1 / 4')
-             && row.textContent.includes('rack=r1') && row.textContent.includes('active')",
-    )
-    .await;
-    b.screenshot("agents").await;
 }
-
-/// An answer of `GET /api/agents` as the remote-agents issue defines it.
-const AGENTS: &str = r#"{"agents": [
-    {"id": "a1", "name": "host-a", "state": "active", "local": false, "lastHeartbeatMs": 1790000000000,
-     "attributes": {"rack": "r1"}, "offered": {"cpus": 4.0, "mem": 8192.0, "disk": 10240.0},
-     "used": {"cpus": 1.0, "mem": 1024.0, "disk": 0.0}, "free": {"cpus": 3.0, "mem": 7168.0, "disk": 10240.0},
-     "tasks": 3},
-    {"id": "local", "name": "dron", "state": "lost", "local": true, "lastHeartbeatMs": 1790000000000,
-     "attributes": {}, "offered": {"cpus": 2.0, "mem": 4096.0, "disk": 0.0},
-     "used": {"cpus": 0.0, "mem": 0.0, "disk": 0.0}, "free": {"cpus": 2.0, "mem": 4096.0, "disk": 0.0},
-     "tasks": 0}]}"#;
 
 async fn disable_and_delete(b: &Browser, server: &Server) {
     b.open("#/job/ui-tail").await;
