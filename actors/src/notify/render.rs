@@ -112,6 +112,11 @@ fn runs_url(ui_url: &str, job: &str) -> String {
     format!("{ui_url}/api/jobs/{job}/runs")
 }
 
+/// The job's page in the web UI: its runs, their logs, what it waits for.
+fn job_page_url(ui_url: &str, job: &str) -> String {
+    format!("{ui_url}/ui/#/job/{job}")
+}
+
 fn stderr_url(ui_url: &str, notice: &Notice) -> Option<String> {
     let task = notice.task_id.as_ref()?;
     Some(format!(
@@ -141,6 +146,7 @@ fn facts(notice: &Notice, ui_url: &str) -> String {
         lines.push(format!("Message:   {}", notice.message));
     }
     if notice.kind != NoticeKind::Test {
+        lines.push(format!("Job page:  {}", job_page_url(ui_url, &notice.job)));
         lines.push(format!("Runs:      {}", runs_url(ui_url, &notice.job)));
     }
     if let Some(url) = stderr_url(ui_url, notice) {
@@ -180,9 +186,9 @@ fn digest_text(notices: &[&Notice], ui_url: &str, window_secs: i64) -> String {
     let mut text = format!(
         "dron: {} notices about job '{job}', gathered into one message \
          (flood control: at most one message per job every {window_secs} s).\n\n\
-         Runs: {}\n\n",
+         Job page: {}\n\n",
         notices.len(),
-        runs_url(ui_url, job),
+        job_page_url(ui_url, job),
     );
     for notice in notices.iter().take(DIGEST_LISTED) {
         text.push_str(&digest_line(notice));
@@ -234,6 +240,7 @@ fn notice_json(notice: &Notice, ui_url: &str) -> Value {
         "count": notice.count,
         "stderrTail": notice.stderr_tail,
         "runsUrl": runs_url(ui_url, &notice.job),
+        "jobUrl": job_page_url(ui_url, &notice.job),
         "stderrUrl": stderr_url(ui_url, notice),
     })
 }
