@@ -13,7 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::launcher::Launcher;
 use super::process::{
     Adopted, RunningTask, SHIM_SUBCOMMAND, TaskCommand, TaskEnd, TaskKiller, TaskSpec, adopt,
-    launch_through,
+    launch,
 };
 use crate::broker::{TaskEvent, TaskUpdate};
 
@@ -133,8 +133,14 @@ impl LocalAgentState {
             return tracing::info!(task_id, "launch of a task already launched ignored");
         }
         let program = &self.args.shim_program;
-        let launched =
-            launch_through(&mut self.launcher, program, &[SHIM_SUBCOMMAND], &dir, &spec).await;
+        let launched = launch(
+            Some(&mut self.launcher),
+            program,
+            &[SHIM_SUBCOMMAND],
+            &dir,
+            &spec,
+        )
+        .await;
         match launched {
             Ok(running) => {
                 self.report(&task_id, self.started());

@@ -2,7 +2,7 @@
 //!
 //! Every task runs under its own shim process, which survives a server crash and
 //! records the task's end in the run directory. The server side here starts the
-//! shim ([`launch`]), waits for the end while enforcing the timeout and kill
+//! shim ([`launch`], through the agent's launcher), waits for the end while enforcing the timeout and kill
 //! requests ([`RunningTask::wait`]), and after a restart picks up the runs it
 //! left behind ([`adopt`]).
 
@@ -130,40 +130,21 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Starts `shim_program task-shim <run_dir>` for `spec`.
+/// Writes `task.json` into `run_dir` (creating it) and has `launcher` fork the shim. Without
+/// a launcher, or when it is down or fails, starts `shim_program <shim_args_prefix...>
+/// <run_dir>` itself, in its own process group with stdin, stdout and stderr null (the
+/// prefix is `task-shim`; tests use their own binary as the shim).
 pub async fn launch(
-    shim_program: &Path,
-    run_dir: &Path,
-    spec: &TaskSpec,
-) -> Result<RunningTask, ProcessError> {
-    launch_with(shim_program, &[SHIM_SUBCOMMAND], run_dir, spec).await
-}
-
-/// Writes `task.json` into `run_dir` (creating it) and starts
-/// `shim_program <shim_args_prefix...> <run_dir>` in its own process group, with
-/// stdin, stdout and stderr null. The prefix exists for tests, whose shim is the
-/// test binary itself.
-pub async fn launch_with(
+    launcher: Option<&mut Launcher>,
     shim_program: &Path,
     shim_args_prefix: &[&str],
     run_dir: &Path,
     spec: &TaskSpec,
 ) -> Result<RunningTask, ProcessError> {
     prepare_run_dir(run_dir, spec)?;
-    spawn_shim(shim_program, shim_args_prefix, run_dir, spec)
-}
-
-/// Writes `task.json` into `run_dir` (creating it) and has `launcher` fork the shim; when the
-/// launcher is down or fails, starts `shim_program <shim_args_prefix...> <run_dir>` itself
-/// (as [`launch_with`]).
-pub async fn launch_through(
-    launcher: &mut Launcher,
-    shim_program: &Path,
-    shim_args_prefix: &[&str],
-    run_dir: &Path,
-    spec: &TaskSpec,
-) -> Result<RunningTask, ProcessError> {
-    prepare_run_dir(run_dir, spec)?;
+    let Some(launcher) = launcher else {
+        return spawn_shim(shim_program, shim_args_prefix, run_dir, spec);
+    };
     let forked = match launcher.fork(run_dir).await {
         Ok(forked) => forked,
         Err(error) => {
@@ -581,7 +562,7 @@ mod tests {
 
     async fn start_through(launcher: &mut Launcher, dir: &Path, spec: &TaskSpec) -> RunningTask {
         let exe = std::env::current_exe().expect("current_exe");
-        launch_through(launcher, &exe, SHIM_PREFIX, dir, spec)
+        launch(Some(launcher), &exe, SHIM_PREFIX, dir, spec)
             .await
             .expect("launch")
     }
@@ -622,7 +603,7 @@ mod tests {
 
     async fn start(dir: &Path, spec: &TaskSpec) -> RunningTask {
         let exe = std::env::current_exe().expect("current_exe");
-        launch_with(&exe, SHIM_PREFIX, dir, spec)
+        launch(None, &exe, SHIM_PREFIX, dir, spec)
             .await
             .expect("launch")
     }
@@ -781,7 +762,7 @@ mod tests {
     async fn run_dir_cannot_be_reused() {
         let (_, dir) = run(sh("true")).await;
         let exe = std::env::current_exe().unwrap();
-        let again = launch_with(&exe, SHIM_PREFIX, dir.path(), &sh("true")).await;
+        let again = launch(None, &exe, SHIM_PREFIX, dir.path(), &sh("true")).await;
         assert!(matches!(again, Err(ProcessError::RunDirInUse(_))));
     }
 

@@ -3,18 +3,21 @@
 //! The server may be killed -9 while tasks run; the task must keep running and its
 //! end must be left behind in the run directory, so that a restarted server learns
 //! how it ended instead of guessing (as containerd-shim and the Mesos executor do).
-//! The shim is the dron binary itself, started as `dron task-shim <run_dir>`.
+//! The shim is forked by the agent's launcher (`launcher.rs`), or started as
+//! `dron-shim task-shim <run_dir>` when the launcher is down.
 //!
 //! Files in the run directory (names in [`super::process`]):
 //! - reads `task.json` (a [`TaskSpec`]), written by the server before it starts us;
-//! - writes `shim.pid` (`"<pid> <starttime>"`) first, so a restarted server can tell
-//!   whether this very shim (not a process that reused its pid) is still alive;
+//! - creates `shim.pid` (`"<pid> <starttime>"`) first and exclusively: it claims the run
+//!   directory (a second shim for the same run only waits for the first to end), and
+//!   lets a restarted server tell whether this very shim (not a process that reused its
+//!   pid) is still alive;
 //! - writes `child.pid` right after the spawn: the task's pid, which is also its
 //!   process group id, so the server can kill the task's whole tree;
 //! - writes the task's output to `stdout` and `stderr`, each capped;
-//! - writes `status.json` (a [`TaskStatus`]) once the task has ended.
+//! - writes `status.json` (a [`TaskStatus`]) once the task has ended, through a rename.
 //!
-//! This is synchronous std code on purpose: it runs in its own small process.
+//! This is synchronous std code on purpose, on one thread: it runs in its own small process.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
