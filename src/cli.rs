@@ -1,7 +1,7 @@
 //! Command-line interface: `dron serve`, the client commands (`dron job ...`, `dron runs`,
 //! `dron shards ...`, `dron logs`, `dron next`, `dron sync`, `dron why`, `dron resource`,
 //! `dron notifications`, `dron agents`) talking to a running server over HTTP, `dron agent`
-//! (a remote agent), and the hidden `dron task-shim`.
+//! (a remote agent), and the hidden `dron task-shim` and `dron task-launcher`.
 
 mod agents;
 mod client;
@@ -177,12 +177,16 @@ enum Command {
     /// Run one task and record its end (started by the server for each task).
     #[command(hide = true)]
     TaskShim { run_dir: PathBuf },
+    /// Fork task shims on the agent's requests (started by the server or agent, stdin its socket).
+    #[command(hide = true)]
+    TaskLauncher,
 }
 
 /// Runs the command line; answers the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::TaskShim { run_dir } => Ok(dron_actors::agent::shim::run_shim_main(&run_dir)),
+        Command::TaskLauncher => Ok(dron_actors::agent::launcher::run_launcher_main()),
         Command::Serve {
             config,
             data_dir,

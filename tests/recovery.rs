@@ -3,11 +3,15 @@
 mod support;
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dron_model::ring::Ring;
 use serde_json::json;
-use support::{Server, lines, log_task_command, targets, wait_for};
+use support::{
+    Server, children_running, find_files, kill9_pid, lines, log_task_command, parent_of, targets,
+    wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_loses_no_acknowledged_job() {
@@ -46,22 +50,10 @@ async fn a_task_running_across_a_kill9_is_adopted_not_rerun() {
     let mut server = Server::start(2).await;
     let dir = server.scratch();
     let done = dir.join("done");
-    let command = format!(
-        "{}; sleep 2; echo done >> {}",
-        log_task_command(&dir),
-        done.display()
-    );
-    server
-        .create(
-            json!({"name": "long", "command": command, "schedule": "R/2099-01-01T00:00:00Z/P1D"}),
-        )
-        .await;
-    server.ok("PUT", "/scheduler/job/long", None).await;
-    // "running" means handed to the agent: wait until the process has really started.
-    let log = dir.join("long.log");
-    wait_for("the task to start", Duration::from_secs(10), || async {
-        targets(&log).len() == 1
-    })
+    let log = start_long(
+        &server,
+        &format!("sleep 2; echo done >> {}", done.display()),
+    )
     .await;
     server.kill9();
     // The task outlives the server and finishes while it is down.
@@ -72,11 +64,108 @@ async fn a_task_running_across_a_kill9_is_adopted_not_rerun() {
     )
     .await;
     server.restart().await;
+    succeeded_once(&server, &done, &log).await;
+}
+
+/// Creates the job `long` (it logs its start, then runs `rest`), runs it now and waits until
+/// its process has really started ("running" only means handed to the agent); answers the
+/// file its start was logged in.
+async fn start_long(server: &Server, rest: &str) -> PathBuf {
+    let dir = server.scratch();
+    let command = format!("{}; {rest}", log_task_command(&dir));
+    server
+        .create(
+            json!({"name": "long", "command": command, "schedule": "R/2099-01-01T00:00:00Z/P1D"}),
+        )
+        .await;
+    server.ok("PUT", "/scheduler/job/long", None).await;
+    let log = dir.join("long.log");
+    wait_for("the task to start", Duration::from_secs(10), || async {
+        targets(&log).len() == 1
+    })
+    .await;
+    log
+}
+
+/// The run of `long` is recorded as succeeded on its first attempt, and it ran once.
+async fn succeeded_once(server: &Server, done: &Path, log: &Path) {
     let run = server.wait_for_run("long", "succeeded").await;
     assert_eq!(run["exitCode"], 0);
     assert_eq!(run["attempt"], 0);
-    assert_eq!(lines(&done).len(), 1, "the task ran once");
-    assert_eq!(targets(&dir.join("long.log")).len(), 1);
+    assert_eq!(lines(done).len(), 1, "the task ran once");
+    assert_eq!(targets(log).len(), 1);
+}
+
+/// The server's launcher forks each task's shim: the shim outlives a kill -9 of the launcher
+/// and then of the server, and the restarted server records how the task ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_launched_through_the_launcher_survives_kill9_of_launcher_and_server() {
+    let mut server = Server::start(2).await;
+    let dir = server.scratch();
+    let (go, done) = (dir.join("go"), dir.join("done"));
+    let rest = format!(
+        "while [ ! -f {} ]; do sleep 0.05; done; echo done >> {}",
+        go.display(),
+        done.display()
+    );
+    let log = start_long(&server, &rest).await;
+    let server_pid = server.pid().unwrap();
+    let launchers = children_running(server_pid, "task-launcher");
+    assert_eq!(launchers.len(), 1, "one launcher runs beside the server");
+    let shim_pid_file = &find_files(&server.data.path().join("data/runs/long"), "shim.pid")[0];
+    let shim_pid: u32 = std::fs::read_to_string(shim_pid_file)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        parent_of(shim_pid),
+        Some(launchers[0]),
+        "the launcher forked the shim"
+    );
+    kill9_pid(launchers[0]);
+    server.kill9();
+    std::fs::write(&go, "").unwrap();
+    wait_for(
+        "the task to finish without its launcher and server",
+        Duration::from_secs(10),
+        || async { done.exists() },
+    )
+    .await;
+    server.restart().await;
+    succeeded_once(&server, &done, &log).await;
+}
+
+/// A launcher killed while the server runs: the next run starts its shim directly, the one
+/// after through a new launcher, and both succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_go_on_when_the_launcher_dies() {
+    let mut server = Server::start(1).await;
+    let job = json!({"name": "quick", "command": "true", "schedule": "R/2099-01-01T00:00:00Z/P1D"});
+    server.create(job).await;
+    server.ok("PUT", "/scheduler/job/quick", None).await;
+    server.wait_for_run("quick", "succeeded").await;
+    let server_pid = server.pid().unwrap();
+    let first = children_running(server_pid, "task-launcher");
+    assert_eq!(first.len(), 1, "one launcher runs beside the server");
+    kill9_pid(first[0]);
+    for expected in [2, 3] {
+        server.ok("PUT", "/scheduler/job/quick", None).await;
+        wait_for("the run to succeed", Duration::from_secs(10), || async {
+            server.job("quick").await["successCount"] == expected
+        })
+        .await;
+    }
+    assert!(
+        server.log().contains("launcher unavailable"),
+        "no fallback logged"
+    );
+    let second = children_running(server_pid, "task-launcher");
+    assert_eq!(second.len(), 1, "a new launcher runs");
+    assert_ne!(second, first);
+    server.kill9();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

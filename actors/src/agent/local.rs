@@ -10,8 +10,10 @@ use std::time::Duration;
 use dron_model::ids::parse_task_id;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use super::launcher::Launcher;
 use super::process::{
-    Adopted, RunningTask, TaskCommand, TaskEnd, TaskKiller, TaskSpec, adopt, launch,
+    Adopted, RunningTask, SHIM_SUBCOMMAND, TaskCommand, TaskEnd, TaskKiller, TaskSpec, adopt,
+    launch,
 };
 use crate::broker::{TaskEvent, TaskUpdate};
 
@@ -38,7 +40,9 @@ pub struct LocalAgent;
 pub struct LocalAgentArgs {
     /// What `started` updates name as the task's agent.
     pub name: String,
-    /// The program started as `<shim_program> task-shim <run_dir>` (the dron binary itself).
+    /// The program started as `<shim_program> task-launcher`, the launcher that forks each
+    /// task's shim, and as `<shim_program> task-shim <run_dir>` when the launcher is down
+    /// (`dron-shim`, or the dron binary itself).
     pub shim_program: PathBuf,
     /// Run directories live under `<runs_root>/<job>/<target_ms>-<attempt>`.
     pub runs_root: PathBuf,
@@ -47,6 +51,7 @@ pub struct LocalAgentArgs {
 
 pub struct LocalAgentState {
     args: LocalAgentArgs,
+    launcher: Launcher,
     killers: HashMap<String, TaskKiller>,
     /// Built-in sleep tasks running, by task id.
     sleepers: HashMap<String, tokio::task::AbortHandle>,
@@ -75,6 +80,7 @@ impl Actor for LocalAgent {
     ) -> Result<LocalAgentState, ActorProcessingErr> {
         std::fs::create_dir_all(&args.runs_root)?;
         Ok(LocalAgentState {
+            launcher: Launcher::new(&args.shim_program, &[]),
             args,
             killers: HashMap::new(),
             sleepers: HashMap::new(),
@@ -129,7 +135,16 @@ impl LocalAgentState {
             let deadline = spec.timeout_ms.map(|t| now_ms() + t as i64);
             return self.adopt(myself, task_id, deadline);
         }
-        match launch(&self.args.shim_program, &dir, &spec).await {
+        let program = &self.args.shim_program;
+        let launched = launch(
+            Some(&mut self.launcher),
+            program,
+            &[SHIM_SUBCOMMAND],
+            &dir,
+            &spec,
+        )
+        .await;
+        match launched {
             Ok(running) => {
                 self.report(&task_id, self.started());
                 self.watch(myself, task_id, running);

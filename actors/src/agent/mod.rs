@@ -5,9 +5,11 @@
 //! - [`local`]: the local agent actor.
 //! - [`process`]: launching, waiting for, killing and adopting a task through the shim.
 //! - [`shim`]: the shim itself.
+//! - [`launcher`]: the long-lived process that forks shims for the agent (no exec per run).
 //! - [`protocol`]: what a remote agent (`dron agent`, the same local agent in a process of
 //!   its own) and the server say to each other.
 
+pub mod launcher;
 mod local;
 pub mod process;
 pub mod protocol;

@@ -2,11 +2,12 @@
 //!
 //! Every task runs under its own shim process, which survives a server crash and
 //! records the task's end in the run directory. The server side here starts the
-//! shim ([`launch`]), waits for the end while enforcing the timeout and kill
+//! shim ([`launch`], through the agent's launcher), waits for the end while enforcing the timeout and kill
 //! requests ([`RunningTask::wait`]), and after a restart picks up the runs it
 //! left behind ([`adopt`]).
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -14,10 +15,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tracing::warn;
 
+use super::launcher::{Launcher, register};
 use super::shim;
 
 /// The task to run, written by the server for the shim.
@@ -126,26 +130,56 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Starts `shim_program task-shim <run_dir>` for `spec`.
+/// Writes `task.json` into `run_dir` (creating it) and has `launcher` fork the shim. Without
+/// a launcher, or when it is down or fails, starts `shim_program <shim_args_prefix...>
+/// <run_dir>` itself, in its own process group with stdin, stdout and stderr null (the
+/// prefix is `task-shim`; tests use their own binary as the shim).
 pub async fn launch(
-    shim_program: &Path,
-    run_dir: &Path,
-    spec: &TaskSpec,
-) -> Result<RunningTask, ProcessError> {
-    launch_with(shim_program, &[SHIM_SUBCOMMAND], run_dir, spec).await
-}
-
-/// Writes `task.json` into `run_dir` (creating it) and starts
-/// `shim_program <shim_args_prefix...> <run_dir>` in its own process group, with
-/// stdin, stdout and stderr null. The prefix exists for tests, whose shim is the
-/// test binary itself.
-pub async fn launch_with(
+    launcher: Option<&mut Launcher>,
     shim_program: &Path,
     shim_args_prefix: &[&str],
     run_dir: &Path,
     spec: &TaskSpec,
 ) -> Result<RunningTask, ProcessError> {
-    prepare_run_dir(run_dir, spec).await?;
+    prepare_run_dir(run_dir, spec)?;
+    let Some(launcher) = launcher else {
+        return spawn_shim(shim_program, shim_args_prefix, run_dir, spec);
+    };
+    let forked = match launcher.fork(run_dir).await {
+        Ok(forked) => forked,
+        Err(error) => {
+            warn!(run_dir = %run_dir.display(), %error, "launcher unavailable: starting the shim directly");
+            return spawn_shim(shim_program, shim_args_prefix, run_dir, spec);
+        }
+    };
+    let shim = match forked.pidfd.map(|fd| register(fd, Interest::READABLE)) {
+        Some(Ok(pidfd)) => Shim::Pidfd(pidfd),
+        // No pidfd (kernel before 5.3): polled, as a shim adopted after a restart.
+        _ => {
+            let starttime = match forked.starttime {
+                0 => shim::proc_stat(forked.pid).map_or(0, |(_, start)| start),
+                start => start,
+            };
+            Shim::Adopted {
+                pid: forked.pid,
+                starttime,
+            }
+        }
+    };
+    Ok(RunningTask::new(run_dir, shim, timeout_deadline(spec)))
+}
+
+fn timeout_deadline(spec: &TaskSpec) -> Option<Instant> {
+    spec.timeout_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms))
+}
+
+fn spawn_shim(
+    shim_program: &Path,
+    shim_args_prefix: &[&str],
+    run_dir: &Path,
+    spec: &TaskSpec,
+) -> Result<RunningTask, ProcessError> {
     let child = Command::new(shim_program)
         .args(shim_args_prefix)
         .arg(run_dir)
@@ -160,38 +194,36 @@ pub async fn launch_with(
             "cannot start shim {}",
             shim_program.display()
         )))?;
-    let deadline = spec
-        .timeout_ms
-        .map(|ms| Instant::now() + Duration::from_millis(ms));
     Ok(RunningTask::new(
         run_dir,
         Shim::Child(Box::new(child)),
-        deadline,
+        timeout_deadline(spec),
     ))
 }
 
-async fn prepare_run_dir(run_dir: &Path, spec: &TaskSpec) -> Result<(), ProcessError> {
-    tokio::fs::create_dir_all(run_dir)
-        .await
-        .map_err(io_err(format!("cannot create {}", run_dir.display())))?;
-    // A second shim in the same directory would mix two runs' files.
-    for name in [SHIM_PID_FILE, STATUS_FILE] {
-        if tokio::fs::try_exists(run_dir.join(name))
-            .await
-            .unwrap_or(true)
-        {
-            return Err(ProcessError::RunDirInUse(run_dir.to_path_buf()));
+/// Creates the run directory and writes `task.json`. Plain blocking calls: a few tens of
+/// microseconds, less than handing each to tokio's blocking pool.
+fn prepare_run_dir(run_dir: &Path, spec: &TaskSpec) -> Result<(), ProcessError> {
+    let created = match std::fs::create_dir(run_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(run_dir),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // A second shim in the same directory would mix two runs' files.
+            for name in [SHIM_PID_FILE, STATUS_FILE] {
+                if std::fs::exists(run_dir.join(name)).unwrap_or(true) {
+                    return Err(ProcessError::RunDirInUse(run_dir.to_path_buf()));
+                }
+            }
+            Ok(())
         }
-    }
+        Err(e) => Err(e),
+    };
+    created.map_err(io_err(format!("cannot create {}", run_dir.display())))?;
+    // No rename needed: the shim starts only once this is written, and a task.json cut
+    // short by a crash leaves a run that never started, which adoption reports as lost.
     let bytes = serde_json::to_vec(spec)?;
     let path = run_dir.join(TASK_FILE);
-    let tmp = run_dir.join(format!("{TASK_FILE}.tmp"));
-    tokio::fs::write(&tmp, bytes)
-        .await
-        .map_err(io_err(format!("cannot write {}", tmp.display())))?;
-    tokio::fs::rename(&tmp, &path)
-        .await
-        .map_err(io_err(format!("cannot write {}", path.display())))
+    std::fs::write(&path, bytes).map_err(io_err(format!("cannot write {}", path.display())))
 }
 
 /// After a server restart, a run whose directory exists.
@@ -209,11 +241,14 @@ pub fn adopt(run_dir: &Path, timeout_deadline_ms: Option<i64>) -> Adopted {
     if let Some(end) = recorded_end(run_dir) {
         return Adopted::Finished(end);
     }
-    match read_shim_pid(run_dir) {
+    match shim::read_pid_file(&run_dir.join(SHIM_PID_FILE)) {
         Some((pid, starttime)) if shim_alive(pid, starttime) => {
             let deadline = timeout_deadline_ms.map(instant_of_epoch_ms);
-            let shim = Shim::Adopted { pid, starttime };
-            Adopted::Running(RunningTask::new(run_dir, shim, deadline))
+            Adopted::Running(RunningTask::new(
+                run_dir,
+                watch_adopted(pid, starttime),
+                deadline,
+            ))
         }
         // Look again: the shim may have recorded the end and exited between our looks.
         _ => Adopted::Finished(
@@ -230,6 +265,18 @@ fn recorded_end(run_dir: &Path) -> Option<TaskEnd> {
         Ok(None) => None,
         Err(why) => Some(TaskEnd::Lost(why)),
     }
+}
+
+/// A shim that is not our child: through a pidfd when the kernel has them (opened, then
+/// checked to still be the same process, so a reused pid is never watched), else polled.
+fn watch_adopted(pid: i32, starttime: u64) -> Shim {
+    if let Ok(pidfd) = shim::pidfd_open(pid)
+        && shim_alive(pid, starttime)
+        && let Ok(pidfd) = register(pidfd, Interest::READABLE)
+    {
+        return Shim::Pidfd(pidfd);
+    }
+    Shim::Adopted { pid, starttime }
 }
 
 fn instant_of_epoch_ms(deadline_ms: i64) -> Instant {
@@ -252,7 +299,10 @@ enum Shim {
     /// Started by this server: its exit is awaited, and it is reaped. Boxed to keep
     /// `Adopted` small.
     Child(Box<Child>),
-    /// Started by a previous server: only polled.
+    /// Forked by the launcher, or adopted after a restart: not our child, watched through
+    /// a pidfd (readable once it has ended).
+    Pidfd(AsyncFd<OwnedFd>),
+    /// Not our child, and no pidfd: polled.
     Adopted { pid: i32, starttime: u64 },
 }
 
@@ -310,6 +360,10 @@ impl Shim {
                 Ok(status) => format!("shim ended ({status}) without a status"),
                 Err(e) => format!("cannot wait for the shim: {e}"),
             },
+            Shim::Pidfd(pidfd) => match pidfd.readable().await {
+                Ok(_) => "shim ended without a status".into(),
+                Err(e) => format!("cannot wait for the shim: {e}"),
+            },
             Shim::Adopted { pid, starttime } => loop {
                 if run_dir.join(STATUS_FILE).exists() {
                     return "status.json appeared, then vanished".into();
@@ -357,14 +411,6 @@ fn read_status(run_dir: &Path) -> Result<Option<TaskStatus>, String> {
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| format!("invalid {}: {e}", path.display()))
-}
-
-fn read_shim_pid(run_dir: &Path) -> Option<(i32, u64)> {
-    let text = std::fs::read_to_string(run_dir.join(SHIM_PID_FILE)).ok()?;
-    let mut fields = text.split_whitespace();
-    let pid = fields.next()?.parse().ok()?;
-    let starttime = fields.next()?.parse().ok()?;
-    Some((pid, starttime))
 }
 
 /// Whether the process `pid` is still the shim that wrote shim.pid: same start time
@@ -473,6 +519,7 @@ impl TaskKiller {
 
 #[cfg(test)]
 mod tests {
+    use super::super::launcher::LAUNCHER_SUBCOMMAND;
     use super::*;
 
     /// The shim of these tests is the test binary itself, run with the libtest
@@ -493,6 +540,52 @@ mod tests {
         }
     }
 
+    /// The launcher of these tests, selected the same way: `launcher_entry`, then
+    /// `task-launcher`.
+    const LAUNCHER_TEST: &str = "agent::process::tests::launcher_entry";
+    const LAUNCHER_PREFIX: &[&str] = &["--exact", LAUNCHER_TEST];
+
+    #[test]
+    fn launcher_entry() {
+        let args: Vec<String> = std::env::args().collect();
+        if args.last().is_some_and(|arg| arg == LAUNCHER_SUBCOMMAND)
+            && args.iter().any(|arg| arg == LAUNCHER_TEST)
+        {
+            std::process::exit(super::super::launcher::run_launcher_main());
+        }
+    }
+
+    fn test_launcher() -> Launcher {
+        let exe = std::env::current_exe().expect("current_exe");
+        Launcher::new(&exe, LAUNCHER_PREFIX)
+    }
+
+    async fn start_through(launcher: &mut Launcher, dir: &Path, spec: &TaskSpec) -> RunningTask {
+        let exe = std::env::current_exe().expect("current_exe");
+        launch(Some(launcher), &exe, SHIM_PREFIX, dir, spec)
+            .await
+            .expect("launch")
+    }
+
+    /// The parent pid of `pid` (field 4 of /proc/<pid>/stat).
+    fn parent_of(pid: i32) -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        rest.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    fn kill9(pid: i32) {
+        // SAFETY: kill(2) has no memory-safety preconditions; pid > 1 is asserted.
+        assert!(pid > 1);
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+
+    fn shim_pid(dir: &Path) -> i32 {
+        shim::read_pid_file(&dir.join(SHIM_PID_FILE))
+            .expect("shim.pid")
+            .0
+    }
+
     fn spec(command: TaskCommand) -> TaskSpec {
         TaskSpec {
             task_id: "t1".into(),
@@ -510,7 +603,7 @@ mod tests {
 
     async fn start(dir: &Path, spec: &TaskSpec) -> RunningTask {
         let exe = std::env::current_exe().expect("current_exe");
-        launch_with(&exe, SHIM_PREFIX, dir, spec)
+        launch(None, &exe, SHIM_PREFIX, dir, spec)
             .await
             .expect("launch")
     }
@@ -669,7 +762,7 @@ mod tests {
     async fn run_dir_cannot_be_reused() {
         let (_, dir) = run(sh("true")).await;
         let exe = std::env::current_exe().unwrap();
-        let again = launch_with(&exe, SHIM_PREFIX, dir.path(), &sh("true")).await;
+        let again = launch(None, &exe, SHIM_PREFIX, dir.path(), &sh("true")).await;
         assert!(matches!(again, Err(ProcessError::RunDirInUse(_))));
     }
 
@@ -733,5 +826,102 @@ mod tests {
             panic!("the forgotten run is not running");
         };
         assert_eq!(task.wait().await, TaskEnd::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn the_launcher_forks_shims_that_report_through_a_pidfd() {
+        let mut launcher = test_launcher();
+        for code in [0, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let task = start_through(
+                &mut launcher,
+                dir.path(),
+                &sh(&format!("echo out; exit {code}")),
+            )
+            .await;
+            assert!(
+                matches!(task.shim, Shim::Pidfd(_)),
+                "not watched through a pidfd"
+            );
+            assert_eq!(task.wait().await, TaskEnd::Exited(code));
+            assert_eq!(output(dir.path(), STDOUT_FILE), "out\n");
+        }
+        assert!(launcher.pid().is_some(), "no launcher runs");
+    }
+
+    #[tokio::test]
+    async fn a_task_outlives_a_kill9_of_its_launcher() {
+        let mut launcher = test_launcher();
+        let dir = tempfile::tempdir().unwrap();
+        let script = "while [ ! -f go ]; do sleep 0.02; done; echo survived; exit 4";
+        let task = start_through(&mut launcher, dir.path(), &sh(script)).await;
+        wait_for_file(&dir.path().join(CHILD_PID_FILE)).await;
+        let launcher_pid = launcher.pid().expect("launcher pid") as i32;
+        assert_eq!(
+            parent_of(shim_pid(dir.path())),
+            Some(launcher_pid),
+            "the launcher forked the shim"
+        );
+        kill9(launcher_pid);
+        std::fs::write(dir.path().join("go"), "").unwrap();
+        assert_eq!(task.wait().await, TaskEnd::Exited(4));
+        assert_eq!(output(dir.path(), STDOUT_FILE), "survived\n");
+    }
+
+    #[tokio::test]
+    async fn a_dead_launcher_falls_back_to_a_direct_shim_then_is_started_again() {
+        let mut launcher = test_launcher();
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            start_through(&mut launcher, dir.path(), &sh("true"))
+                .await
+                .wait()
+                .await,
+            TaskEnd::Exited(0)
+        );
+        let first = launcher.pid().expect("launcher pid") as i32;
+        kill9(first);
+        let dir = tempfile::tempdir().unwrap();
+        let task = start_through(&mut launcher, dir.path(), &sh("exit 6")).await;
+        assert!(matches!(task.shim, Shim::Child(_)), "not started directly");
+        assert_eq!(task.wait().await, TaskEnd::Exited(6));
+        let dir = tempfile::tempdir().unwrap();
+        let task = start_through(&mut launcher, dir.path(), &sh("exit 7")).await;
+        assert!(matches!(task.shim, Shim::Pidfd(_)), "no new launcher");
+        assert_eq!(task.wait().await, TaskEnd::Exited(7));
+        assert_ne!(launcher.pid(), Some(first as u32));
+    }
+
+    #[tokio::test]
+    async fn a_second_shim_for_the_same_run_waits_for_the_first_and_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "echo ran >> runs; while [ ! -f go ]; do sleep 0.02; done; exit 5";
+        let first = start(dir.path(), &sh(script)).await;
+        wait_for_file(&dir.path().join(CHILD_PID_FILE)).await;
+        // As after a launcher that forked a shim and died before answering: a direct start.
+        let exe = std::env::current_exe().unwrap();
+        let second = spawn_shim(&exe, SHIM_PREFIX, dir.path(), &sh(script)).unwrap();
+        let second = tokio::spawn(second.wait());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !second.is_finished(),
+            "the second shim did not wait for the first"
+        );
+        std::fs::write(dir.path().join("go"), "").unwrap();
+        assert_eq!(first.wait().await, TaskEnd::Exited(5));
+        assert_eq!(second.await.unwrap(), TaskEnd::Exited(5));
+        assert_eq!(output(dir.path(), "runs"), "ran\n", "the task ran once");
+    }
+
+    #[tokio::test]
+    async fn an_adopted_shim_is_watched_through_a_pidfd() {
+        let dir = tempfile::tempdir().unwrap();
+        launch_and_forget(dir.path(), sh("exit 2")).await;
+        let Adopted::Running(task) = adopt(dir.path(), None) else {
+            panic!("the forgotten run is not running");
+        };
+        assert!(matches!(task.shim, Shim::Pidfd(_)), "polled instead");
+        std::fs::write(dir.path().join("go"), "").unwrap();
+        assert_eq!(task.wait().await, TaskEnd::Exited(2));
     }
 }

@@ -3,25 +3,28 @@
 //! The server may be killed -9 while tasks run; the task must keep running and its
 //! end must be left behind in the run directory, so that a restarted server learns
 //! how it ended instead of guessing (as containerd-shim and the Mesos executor do).
-//! The shim is the dron binary itself, started as `dron task-shim <run_dir>`.
+//! The shim is forked by the agent's launcher (`launcher.rs`), or started as
+//! `dron-shim task-shim <run_dir>` when the launcher is down.
 //!
 //! Files in the run directory (names in [`super::process`]):
 //! - reads `task.json` (a [`TaskSpec`]), written by the server before it starts us;
-//! - writes `shim.pid` (`"<pid> <starttime>"`) first, so a restarted server can tell
-//!   whether this very shim (not a process that reused its pid) is still alive;
+//! - creates `shim.pid` (`"<pid> <starttime>"`) first and exclusively: it claims the run
+//!   directory (a second shim for the same run only waits for the first to end), and
+//!   lets a restarted server tell whether this very shim (not a process that reused its
+//!   pid) is still alive;
 //! - writes `child.pid` right after the spawn: the task's pid, which is also its
 //!   process group id, so the server can kill the task's whole tree;
 //! - writes the task's output to `stdout` and `stderr`, each capped;
-//! - writes `status.json` (a [`TaskStatus`]) once the task has ended.
+//! - writes `status.json` (a [`TaskStatus`]) once the task has ended, through a rename.
 //!
-//! This is synchronous std code on purpose: it runs in its own small process.
+//! This is synchronous std code on purpose, on one thread: it runs in its own small process.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::process::{
@@ -35,19 +38,29 @@ pub const EXIT_RECORDED: i32 = 0;
 pub const EXIT_NOT_STARTED: i32 = 1;
 /// Shim exit code: nothing could be recorded (run directory unusable).
 pub const EXIT_NO_RECORD: i32 = 2;
+/// Shim exit code: another shim had already claimed the run directory; this one waited for
+/// it to end and did nothing else.
+pub const EXIT_CLAIMED: i32 = 3;
 
 /// How long, after the task ended, the shim waits for its output pipes to close and
 /// its leftover processes to be reaped. Only processes that escaped the task's
 /// process group (setsid) can make this wait last.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How often the task's end is looked for when the kernel has no pidfds (before 5.3).
+const EXIT_POLL: Duration = Duration::from_millis(10);
+/// How often a shim that lost the claim on its run directory looks at the winner.
+const CLAIMED_POLL: Duration = Duration::from_millis(50);
 
-/// Entry point of `dron task-shim <run_dir>`; returns the process exit code.
+/// Entry point of `dron task-shim <run_dir>`; returns the process exit code. Also what a
+/// launcher's forked child runs (`launcher.rs`).
 pub fn run_shim_main(run_dir: &Path) -> i32 {
-    ignore_hangup_signals();
+    survive_hangup_signals();
     become_subreaper();
     // Best effort: without shim.pid only adoption after a server restart suffers;
     // the task itself can still run and report.
-    let _ = write_shim_pid(run_dir);
+    if let Err(Claim::Taken(pid, starttime)) = claim_run_dir(run_dir) {
+        return wait_for_other_shim(pid, starttime);
+    }
     let started_at_ms = now_ms();
     let spec = match read_spec(run_dir) {
         Ok(spec) => spec,
@@ -60,11 +73,13 @@ pub fn run_shim_main(run_dir: &Path) -> i32 {
     supervise(run_dir, task)
 }
 
-/// A started task: the child and the completion signals of its output readers.
+/// A started task: its pid (= its process group), a pidfd for its end when the kernel has
+/// them, and its two output pipes.
 struct Started {
-    child: Child,
+    pid: i32,
+    pidfd: Option<OwnedFd>,
     started_at_ms: i64,
-    readers_done: mpsc::Receiver<()>,
+    outputs: [Output; 2],
 }
 
 /// How the task's main process ended.
@@ -73,22 +88,63 @@ enum Ended {
     Signal(i32),
 }
 
-/// Waits for the task, records its end and reaps everything it left behind.
-fn supervise(run_dir: &Path, task: Started) -> i32 {
-    let pid = child_pid(&task.child);
-    let ended = match wait_exit_keep_zombie(pid) {
-        Ok(ended) => ended,
-        // Cannot happen for our own child; without an end there is nothing to record.
-        Err(_) => return EXIT_NO_RECORD,
+/// Waits for the task while copying its output, records its end and reaps everything it
+/// left behind. One thread: a poll loop over the two pipes and the task's pidfd.
+fn supervise(run_dir: &Path, mut task: Started) -> i32 {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut ended: Option<(Ended, i64)> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        if ended.is_none() && (task.pidfd.is_none() || all_closed(&task.outputs)) {
+            // No pidfd: look now. Both pipes closed: the end is near, block on it.
+            let block = task.pidfd.is_some();
+            match wait_exit_keep_zombie(task.pid, block) {
+                Ok(Some(end)) => ended = Some((end, now_ms())),
+                Ok(None) => {}
+                // Cannot happen for our own child; without an end there is nothing to record.
+                Err(_) => return EXIT_NO_RECORD,
+            }
+            if ended.is_some() {
+                drain_deadline = Some(after_exit(task.pid));
+            }
+        }
+        if ended.is_some() && all_closed(&task.outputs) {
+            break;
+        }
+        if drain_deadline.is_some_and(|at| Instant::now() >= at) {
+            break; // a process that escaped the group holds a pipe: its output is cut off
+        }
+        let timeout = match (drain_deadline, &task.pidfd) {
+            (Some(at), _) => at.saturating_duration_since(Instant::now()),
+            (None, None) => EXIT_POLL,
+            (None, Some(_)) => Duration::MAX,
+        };
+        let watch_exit = if ended.is_none() {
+            task.pidfd.as_ref().map(AsRawFd::as_raw_fd)
+        } else {
+            None
+        };
+        let ready = poll_once(&task.outputs, watch_exit, timeout);
+        for (output, readable) in task.outputs.iter_mut().zip(ready.outputs) {
+            if readable {
+                output.read_once(&mut buf);
+            }
+        }
+        if ready.exited {
+            match wait_exit_keep_zombie(task.pid, true) {
+                Ok(Some(end)) => {
+                    ended = Some((end, now_ms()));
+                    drain_deadline = Some(after_exit(task.pid));
+                }
+                Ok(None) => {}
+                Err(_) => return EXIT_NO_RECORD,
+            }
+        }
+    }
+    let Some((end, ended_at_ms)) = ended else {
+        return EXIT_NO_RECORD;
     };
-    let ended_at_ms = now_ms();
-    // A task ends when its main process ends (as a Mesos container does): leftover
-    // background processes of its group are killed, which also closes the output
-    // pipes they hold. The main process is still an unreaped zombie, so its pid
-    // (= the group id) cannot have been reused by an unrelated group.
-    kill_group(pid);
-    wait_readers(&task.readers_done, Instant::now() + DRAIN_GRACE);
-    let (exit_code, signal) = match ended {
+    let (exit_code, signal) = match end {
         Ended::Code(code) => (Some(code), None),
         Ended::Signal(sig) => (None, Some(sig)),
     };
@@ -107,6 +163,114 @@ fn supervise(run_dir: &Path, task: Started) -> i32 {
     // group id being ours when it signals it.
     reap_all(Instant::now() + DRAIN_GRACE);
     code
+}
+
+/// A task ends when its main process ends (as a Mesos container does): leftover
+/// background processes of its group are killed, which also closes the output pipes they
+/// hold. The main process is still an unreaped zombie, so its pid (= the group id) cannot
+/// have been reused by an unrelated group. Answers how long the pipes may take to drain.
+fn after_exit(pid: i32) -> Instant {
+    kill_group(pid);
+    Instant::now() + DRAIN_GRACE
+}
+
+fn all_closed(outputs: &[Output; 2]) -> bool {
+    outputs.iter().all(|output| output.pipe.is_none())
+}
+
+/// What one `poll(2)` found ready.
+struct Ready {
+    outputs: [bool; 2],
+    exited: bool,
+}
+
+/// Polls the open output pipes and, if given, the task's pidfd, once.
+fn poll_once(outputs: &[Output; 2], pidfd: Option<RawFd>, timeout: Duration) -> Ready {
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(3);
+    let mut slots = [usize::MAX; 2];
+    for (i, output) in outputs.iter().enumerate() {
+        if let Some(pipe) = &output.pipe {
+            slots[i] = fds.len();
+            fds.push(pollfd(pipe.as_raw_fd()));
+        }
+    }
+    let exit_slot = pidfd.map(|fd| {
+        fds.push(pollfd(fd));
+        fds.len() - 1
+    });
+    let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    let timeout_ms = if timeout == Duration::MAX {
+        -1
+    } else {
+        timeout_ms
+    };
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the whole call.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    let fired = |slot: usize| rc > 0 && fds.get(slot).is_some_and(|fd| fd.revents != 0);
+    Ready {
+        outputs: [fired(slots[0]), fired(slots[1])],
+        exited: exit_slot.is_some_and(fired),
+    }
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// One of the task's output pipes, copied into its capped file.
+struct Output {
+    /// None once closed (end of file, or a read error).
+    pipe: Option<File>,
+    file: File,
+    cap: u64,
+    written: u64,
+    truncated: bool,
+    /// Output is best effort: after a write error (disk full) we only drain.
+    sink_ok: bool,
+}
+
+impl Output {
+    fn new(pipe: Option<OwnedFd>, file: File, cap: u64) -> Self {
+        Output {
+            pipe: pipe.map(File::from),
+            file,
+            cap,
+            written: 0,
+            truncated: false,
+            sink_ok: true,
+        }
+    }
+
+    /// Reads what the pipe holds (poll said it would not block), copies it up to the cap,
+    /// then keeps draining (so the task never blocks on a full pipe) and notes the
+    /// truncation once.
+    fn read_once(&mut self, buf: &mut [u8]) {
+        let Some(pipe) = &mut self.pipe else { return };
+        let n = match pipe.read(buf) {
+            Ok(0) => return self.pipe = None,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(_) => return self.pipe = None,
+        };
+        if !self.sink_ok {
+            return;
+        }
+        let cap = self.cap;
+        let take = (n as u64).min(cap.saturating_sub(self.written)) as usize;
+        if take > 0 {
+            self.sink_ok = self.file.write_all(&buf[..take]).is_ok();
+            self.written += take as u64;
+        }
+        if take < n && !self.truncated {
+            self.truncated = true;
+            let note = format!("\n[dron: output truncated after {cap} bytes]\n");
+            self.sink_ok = self.sink_ok && self.file.write_all(note.as_bytes()).is_ok();
+        }
+    }
 }
 
 fn child_pid(child: &Child) -> i32 {
@@ -142,22 +306,43 @@ fn start_task(run_dir: &Path, spec: &TaskSpec) -> Result<Started, String> {
     let err = create_output(run_dir, STDERR_FILE)?;
     let started_at_ms = now_ms();
     let mut child = cmd.spawn().map_err(|e| spawn_error(&spec.command, e))?;
-    if let Err(e) = write_atomic(
-        &run_dir.join(CHILD_PID_FILE),
-        format!("{}\n", child.id()).as_bytes(),
-    ) {
+    let pid = child_pid(&child);
+    // Written once, in one write(2): a reader seeing it cut short retries (`read_child_pid`).
+    if let Err(e) = std::fs::write(run_dir.join(CHILD_PID_FILE), format!("{pid}\n")) {
         // Without child.pid the server could neither kill nor time out the task:
         // refuse to run it unsupervised.
-        kill_group(child_pid(&child));
+        kill_group(pid);
         let _ = child.wait();
         return Err(format!("cannot record the task's pid: {e}"));
     }
-    let readers_done = spawn_readers(&mut child, out, err, spec.output_cap_bytes);
+    let pipes = [
+        child.stdout.take().map(OwnedFd::from),
+        child.stderr.take().map(OwnedFd::from),
+    ];
+    let [out_pipe, err_pipe] = pipes;
+    let cap = spec.output_cap_bytes;
     Ok(Started {
-        child,
+        pid,
+        // Our own unreaped child: its pid cannot be reused before we reap it.
+        pidfd: pidfd_open(pid).ok(),
         started_at_ms,
-        readers_done,
+        outputs: [
+            Output::new(out_pipe, out, cap),
+            Output::new(err_pipe, err, cap),
+        ],
     })
+}
+
+/// A pidfd for `pid`: readable once the process has ended. Only race-free for our own
+/// unreaped children (or when the caller checks the process's identity afterwards).
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes two integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just handed us this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 fn build_command(run_dir: &Path, spec: &TaskSpec) -> Result<Command, String> {
@@ -191,7 +376,8 @@ fn build_command(run_dir: &Path, spec: &TaskSpec) -> Result<Command, String> {
         .stderr(Stdio::piped())
         // Its own group, so that killing the group kills the task's whole tree.
         .process_group(0);
-    restore_hangup_signals_in_child(&mut cmd);
+    // No pre_exec closure: std then starts the task with posix_spawn (a vfork), not a
+    // fork of the shim. The hangup handlers of `survive_hangup_signals` reset at exec.
     Ok(cmd)
 }
 
@@ -214,89 +400,26 @@ fn create_output(run_dir: &Path, name: &str) -> Result<File, String> {
     File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
-/// Starts one thread per output pipe; each sends on the returned channel when done.
-fn spawn_readers(child: &mut Child, out: File, err: File, cap: u64) -> mpsc::Receiver<()> {
-    let (done_tx, done_rx) = mpsc::channel();
-    if let Some(pipe) = child.stdout.take() {
-        let done = done_tx.clone();
-        std::thread::spawn(move || {
-            drain_capped(pipe, out, cap);
-            let _ = done.send(());
-        });
-    }
-    if let Some(pipe) = child.stderr.take() {
-        let done = done_tx.clone();
-        std::thread::spawn(move || {
-            drain_capped(pipe, err, cap);
-            let _ = done.send(());
-        });
-    }
-    done_rx
-}
-
-/// Copies `from` into `to` up to `cap` bytes, then keeps draining (so the task never
-/// blocks on a full pipe) and notes the truncation once.
-fn drain_capped(mut from: impl Read, mut to: File, cap: u64) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut written: u64 = 0;
-    let mut truncated = false;
-    // Output is best effort: after a write error (disk full) we only drain.
-    let mut sink_ok = true;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        };
-        if !sink_ok {
-            continue;
-        }
-        let take = (n as u64).min(cap.saturating_sub(written)) as usize;
-        if take > 0 {
-            sink_ok = to.write_all(&buf[..take]).is_ok();
-            written += take as u64;
-        }
-        if take < n && !truncated {
-            truncated = true;
-            let note = format!("\n[dron: output truncated after {cap} bytes]\n");
-            sink_ok = sink_ok && to.write_all(note.as_bytes()).is_ok();
-        }
-    }
-}
-
-/// Waits until both readers are done or the deadline passes (a process that escaped
-/// the task's group may hold a pipe open forever; its output is then cut off).
-fn wait_readers(done: &mpsc::Receiver<()>, deadline: Instant) {
-    for _ in 0..2 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if done.recv_timeout(left).is_err() {
-            return;
-        }
-    }
-}
-
-/// Waits for `pid` to end without reaping it, so its pid stays reserved.
-fn wait_exit_keep_zombie(pid: i32) -> io::Result<Ended> {
+/// Looks for the end of `pid` (waits for it when `block`) without reaping it, so its pid
+/// stays reserved. `Ok(None)`: still running.
+fn wait_exit_keep_zombie(pid: i32, block: bool) -> io::Result<Option<Ended>> {
+    let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
     loop {
         // SAFETY: siginfo_t is plain old data, for which all-zero bytes are valid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid, writable siginfo_t for the whole call.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
+        let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
         if rc == 0 {
+            // SAFETY: waitid succeeded; si_pid is 0 when WNOHANG found nothing.
+            if unsafe { info.si_pid() } == 0 {
+                return Ok(None);
+            }
             // SAFETY: waitid succeeded for an exited child, so si_status is set.
             let status = unsafe { info.si_status() };
-            return Ok(match info.si_code {
+            return Ok(Some(match info.si_code {
                 libc::CLD_EXITED => Ended::Code(status),
                 _ => Ended::Signal(status),
-            });
+            }));
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
@@ -336,25 +459,21 @@ fn reap_all(deadline: Instant) {
     }
 }
 
-/// The shim must survive the death of the server (its parent) and of the terminal.
-fn ignore_hangup_signals() {
+/// The shim must survive the death of the server (its parent) and of the terminal. A handler
+/// that does nothing, rather than SIG_IGN: handlers reset to the default at exec, so the task
+/// gets the default dispositions back without a `pre_exec` step (which would force a fork).
+fn survive_hangup_signals() {
+    extern "C" fn ignore(_: libc::c_int) {}
     for sig in [libc::SIGHUP, libc::SIGINT] {
-        // SAFETY: installing SIG_IGN runs no handler code; no preconditions.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
-    }
-}
-
-/// Ignored signals survive exec; the task must get the default dispositions back.
-fn restore_hangup_signals_in_child(cmd: &mut Command) {
-    // SAFETY: the closure runs between fork and exec; it only calls signal(2),
-    // which is async-signal-safe, and touches no memory shared with other threads.
-    unsafe {
-        cmd.pre_exec(|| {
-            for sig in [libc::SIGHUP, libc::SIGINT] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            Ok(())
-        });
+        // SAFETY: sigaction is plain old data (all-zero valid); the handler is
+        // async-signal-safe (it does nothing); SA_RESTART keeps our syscalls going.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
     }
 }
 
@@ -367,13 +486,59 @@ fn become_subreaper() {
     }
 }
 
-fn write_shim_pid(run_dir: &Path) -> io::Result<()> {
+/// Why the run directory is not ours.
+enum Claim {
+    /// Another shim (pid, start time) claimed it first.
+    Taken(i32, u64),
+    /// shim.pid could not be written (best effort: the task still runs).
+    Failed,
+}
+
+/// Claims the run directory by creating `shim.pid` (`"<pid> <starttime>"`) exclusively: a
+/// second shim started for the same run (a launcher that died after forking one, followed
+/// by a direct start) finds it taken and must not run the task again.
+fn claim_run_dir(run_dir: &Path) -> Result<(), Claim> {
     let pid = std::process::id() as i32;
-    let (_, starttime) = proc_stat(pid)?;
-    write_atomic(
-        &run_dir.join(SHIM_PID_FILE),
-        format!("{pid} {starttime}\n").as_bytes(),
-    )
+    let (_, starttime) = proc_stat(pid).map_err(|_| Claim::Failed)?;
+    let path = run_dir.join(SHIM_PID_FILE);
+    let mut file = match File::options().write(true).create_new(true).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(match read_pid_file(&path) {
+                Some((pid, starttime)) => Claim::Taken(pid, starttime),
+                None => Claim::Failed,
+            });
+        }
+        Err(_) => return Err(Claim::Failed),
+    };
+    // One write(2): a reader that sees it empty or cut short retries (`read_pid_file`).
+    file.write_all(format!("{pid} {starttime}\n").as_bytes())
+        .map_err(|_| Claim::Failed)
+}
+
+/// Reads `"<pid> <starttime>\n"`; a file still being written (empty, no newline yet) is
+/// read again for a little while.
+pub(crate) fn read_pid_file(path: &Path) -> Option<(i32, u64)> {
+    for _ in 0..20 {
+        let text = std::fs::read_to_string(path).ok()?;
+        if text.ends_with('\n') {
+            let mut fields = text.split_whitespace();
+            let pid = fields.next()?.parse().ok()?;
+            let starttime = fields.next()?.parse().ok()?;
+            return Some((pid, starttime));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// The run directory belongs to another shim: wait until it ends (the server watching us
+/// then reads the status it recorded) and do nothing else.
+fn wait_for_other_shim(pid: i32, starttime: u64) -> i32 {
+    while proc_stat(pid).is_ok_and(|(state, start)| start == starttime && state != 'Z') {
+        std::thread::sleep(CLAIMED_POLL);
+    }
+    EXIT_CLAIMED
 }
 
 fn write_status(run_dir: &Path, status: &TaskStatus) -> io::Result<()> {

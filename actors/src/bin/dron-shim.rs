@@ -2,6 +2,8 @@
 //! `dron task-shim` does, but without the server's RocksDB, TLS and HTTP code, so it starts in
 //! a fraction of the time: the shim's start-up is paid once per run (docs/benchmarks.md).
 //! The server uses it when it sits beside the `dron` binary, and `dron task-shim` otherwise.
+//! `dron-shim task-launcher` is the agent's launcher (`agent/launcher.rs`), which forks shims
+//! from one long-lived process instead of starting this program for every run.
 
 use std::process::ExitCode;
 
@@ -12,8 +14,14 @@ fn main() -> ExitCode {
             let code = dron_actors::agent::shim::run_shim_main(std::path::Path::new(run_dir));
             ExitCode::from(code.clamp(0, 255) as u8)
         }
+        [subcommand] if subcommand == dron_actors::agent::launcher::LAUNCHER_SUBCOMMAND => {
+            let code = dron_actors::agent::launcher::run_launcher_main();
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
         _ => {
-            eprintln!("usage: dron-shim task-shim <run_dir> (started by the dron server)");
+            eprintln!(
+                "usage: dron-shim task-shim <run_dir> | dron-shim task-launcher (started by the dron server)"
+            );
             ExitCode::from(2)
         }
     }
