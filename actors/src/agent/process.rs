@@ -422,9 +422,10 @@ fn shim_alive(pid: i32, starttime: u64) -> bool {
     }
 }
 
+/// The task's pid; None until the shim has written it whole (one line, one `write(2)`).
 fn read_child_pid(run_dir: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(run_dir.join(CHILD_PID_FILE)).ok()?;
-    text.trim().parse().ok()
+    text.strip_suffix('\n')?.parse().ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
