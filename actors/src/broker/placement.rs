@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use dron_model::demand::Resources;
+use std::sync::Arc;
+
+use dron_model::demand::{Resources, TaskDemand};
 
 use super::messages::LaunchRequest;
 
@@ -43,18 +45,15 @@ pub struct Placed {
     pub resources: Resources,
 }
 
-/// A task waiting for an offer that fits.
-#[derive(Debug, Clone)]
-pub struct Pending {
-    pub request: LaunchRequest,
-    /// The coordinator has been told why it waits.
-    pub reported: bool,
-}
-
 #[derive(Default)]
 pub struct Placement {
     agents: BTreeMap<String, AgentSlot>,
-    queues: BTreeMap<String, VecDeque<Pending>>,
+    /// Tasks waiting for an offer that fits, per owner, oldest first.
+    queues: BTreeMap<String, VecDeque<LaunchRequest>>,
+    /// The ids of the waiting tasks: a launch's duplicate check stays O(1) however many wait.
+    waiting: HashSet<String>,
+    /// Tasks queued since the coordinators were last told why tasks wait.
+    unreported: Vec<(String, Arc<TaskDemand>)>,
     allocated: HashMap<String, Resources>,
     weights: HashMap<String, f64>,
     placed: HashMap<String, Placed>,
@@ -134,11 +133,11 @@ impl Placement {
     // ----- tasks ------------------------------------------------------------------------
 
     pub fn enqueue(&mut self, request: LaunchRequest) {
+        self.waiting.insert(request.spec.task_id.clone());
+        let demand = request.demand.clone();
+        self.unreported.push((request.spec.task_id.clone(), demand));
         let queue = self.queues.entry(request.owner.clone()).or_default();
-        queue.push_back(Pending {
-            request,
-            reported: false,
-        });
+        queue.push_back(request);
     }
 
     /// Records a task as running on `agent` (a placement, or a task adopted after a restart).
@@ -180,17 +179,17 @@ impl Placement {
     }
 
     pub fn is_pending(&self, task_id: &str) -> bool {
-        self.queues
-            .values()
-            .flatten()
-            .any(|p| p.request.spec.task_id == task_id)
+        self.waiting.contains(task_id)
     }
 
     /// Takes a waiting task out of its queue (it was killed).
     pub fn withdraw(&mut self, task_id: &str) -> Option<LaunchRequest> {
+        if !self.waiting.remove(task_id) {
+            return None;
+        }
         for queue in self.queues.values_mut() {
-            if let Some(at) = queue.iter().position(|p| p.request.spec.task_id == task_id) {
-                return queue.remove(at).map(|p| p.request);
+            if let Some(at) = queue.iter().position(|r| r.spec.task_id == task_id) {
+                return queue.remove(at);
             }
         }
         None
@@ -200,13 +199,16 @@ impl Placement {
     pub fn expire(&mut self, now_ms: i64) -> Vec<LaunchRequest> {
         let mut expired = Vec::new();
         for queue in self.queues.values_mut() {
-            queue.retain(|p| {
-                let late = p.request.start_deadline_ms.is_some_and(|d| d < now_ms);
+            queue.retain(|request| {
+                let late = request.start_deadline_ms.is_some_and(|d| d < now_ms);
                 if late {
-                    expired.push(p.request.clone());
+                    expired.push(request.clone());
                 }
                 !late
             });
+        }
+        for request in &expired {
+            self.waiting.remove(&request.spec.task_id);
         }
         expired
     }
@@ -215,18 +217,18 @@ impl Placement {
         self.queues.values().map(VecDeque::len).sum()
     }
 
-    /// Waiting tasks the coordinator has not yet been told about, with the reason each waits.
+    /// Tasks queued since the last call that still wait, with the reason each waits (each is
+    /// told once; those placed at once are not told at all).
     pub fn unreported_waits(&mut self) -> Vec<(String, String)> {
-        let mut waits = Vec::new();
-        let agents = &self.agents;
-        for pending in self.queues.values_mut().flatten() {
-            if !pending.reported {
-                pending.reported = true;
-                let reason = why_waiting(agents, &pending.request);
-                waits.push((pending.request.spec.task_id.clone(), reason));
-            }
-        }
-        waits
+        let unreported = std::mem::take(&mut self.unreported);
+        unreported
+            .into_iter()
+            .filter(|(task_id, _)| self.waiting.contains(task_id))
+            .map(|(task_id, demand)| {
+                let reason = why_waiting(&self.agents, &demand);
+                (task_id, reason)
+            })
+            .collect()
     }
 
     /// Places what can be placed, fairest owner first; answers (task, agent) for each.
@@ -271,9 +273,10 @@ impl Placement {
             .iter()
             .take(LOOKAHEAD)
             .enumerate()
-            .find_map(|(at, p)| self.best_agent(&p.request).map(|agent| (at, agent)))?;
-        let pending = self.queues.get_mut(owner)?.remove(at)?;
-        Some((pending.request, agent))
+            .find_map(|(at, request)| self.best_agent(request).map(|agent| (at, agent)))?;
+        let request = self.queues.get_mut(owner)?.remove(at)?;
+        self.waiting.remove(&request.spec.task_id);
+        Some((request, agent))
     }
 
     /// The active agent that admits the task and that it would load least.
@@ -294,15 +297,15 @@ impl Placement {
 }
 
 /// Why no agent takes a task now, in words for the operator.
-fn why_waiting(agents: &BTreeMap<String, AgentSlot>, request: &LaunchRequest) -> String {
-    let need = request.demand.resources;
+fn why_waiting(agents: &BTreeMap<String, AgentSlot>, demand: &TaskDemand) -> String {
+    let need = demand.resources;
     let active: Vec<&AgentSlot> = agents.values().filter(|s| s.active).collect();
     if active.is_empty() {
         return "waiting for resources: no agent is connected".into();
     }
     let admitted: Vec<&&AgentSlot> = active
         .iter()
-        .filter(|s| request.demand.admits(&s.name, &s.attributes))
+        .filter(|s| demand.admits(&s.name, &s.attributes))
         .collect();
     if admitted.is_empty() {
         return "waiting for resources: no connected agent satisfies the job's constraints".into();
@@ -429,7 +432,10 @@ mod tests {
         assert!(placement.unreported_waits().is_empty(), "told once");
         placement.upsert_agent("a1", attrs(&[]), Resources::new(4.0, 1e6, 1e6));
         assert!(placement.place().is_empty());
-        let reason = why_waiting(&placement.agents, &request("t", "o", json!({"cpus": 16})));
+        let reason = why_waiting(
+            &placement.agents,
+            &request("t", "o", json!({"cpus": 16})).demand,
+        );
         assert!(
             reason.contains("no connected agent offers 16 cpus"),
             "{reason}"
