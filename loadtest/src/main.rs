@@ -50,9 +50,9 @@ struct Cli {
     /// The managed server's directory (its data and log); default a new one under /tmp.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
-    /// The managed server's shards.
-    #[arg(long, global = true, default_value_t = 8)]
-    shards: u32,
+    /// The managed server's shards (default: the server's own default).
+    #[arg(long, global = true)]
+    shards: Option<u32>,
     /// Run the managed server's tasks on this many `dron agent` processes (on this machine,
     /// over loopback) instead of its local agent.
     #[arg(long, global = true, default_value_t = 0)]
@@ -263,17 +263,27 @@ async fn start(cli: Cli) -> anyhow::Result<Outcome> {
         };
         return workloads::million::run(server, MillionOptions { jobs, concurrency }).await;
     }
-    run(&url, pid, cli.workload).await
+    run(&url, pid, managed.is_some(), cli.workload).await
 }
 
-async fn run(url: &str, server_pid: Option<u32>, workload: Workload) -> anyhow::Result<Outcome> {
+/// Runs `workload` against the server at `url`; a `throwaway` server (managed, with a data
+/// directory of its own) is not cleaned up after.
+async fn run(
+    url: &str,
+    server_pid: Option<u32>,
+    throwaway: bool,
+    workload: Workload,
+) -> anyhow::Result<Outcome> {
     match workload {
         Workload::Saturate {
             builtin,
             steps,
             runs,
         } => {
-            let options = steps.options(builtin, runs, server_pid);
+            let mut options = steps.options(builtin, runs, server_pid);
+            // Deleting tens of thousands of jobs from an overloaded server can take longer
+            // than the run; a managed server goes with its data directory anyway.
+            options.delete_jobs = !throwaway;
             workloads::saturate::run(url, options).await
         }
         Workload::Highload {
@@ -416,6 +426,7 @@ impl SaturateSteps {
             epsilon_ms: self.epsilon_ms,
             server_pid,
             runs,
+            delete_jobs: true,
         }
     }
 }

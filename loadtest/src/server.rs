@@ -30,7 +30,7 @@ impl ManagedServer {
     pub async fn start(
         binary: &Path,
         data_dir: &Path,
-        shards: u32,
+        shards: Option<u32>,
         agents: usize,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
@@ -99,19 +99,24 @@ impl ManagedServer {
         bail!("{count} agents did not register within a minute")
     }
 
-    fn spawn(&mut self, shards: u32) -> anyhow::Result<()> {
+    /// Starts the server; `shards` applies to a new data directory (default: the server's).
+    fn spawn(&mut self, shards: Option<u32>) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.data_dir.join("server.log"))?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .arg("serve")
             .arg("--config")
             .arg(self.config_path())
             .arg("--data-dir")
             .arg(self.data_dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--shards", &shards.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)]);
+        if let Some(shards) = shards {
+            command.args(["--shards", &shards.to_string()]);
+        }
+        let child = command
             .env("DRON_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -157,8 +162,8 @@ impl ManagedServer {
     pub async fn crash_and_restart(&mut self) -> anyhow::Result<Duration> {
         let started = Instant::now();
         self.kill9();
-        // The data directory keeps its shard count; the flag only matters for a new one.
-        self.spawn(1)?;
+        // The data directory keeps its shard count.
+        self.spawn(None)?;
         self.wait_healthy(Duration::from_secs(600)).await?;
         Ok(started.elapsed())
     }

@@ -13,7 +13,7 @@ use dron_model::codec;
 use dron_model::notice::NoticeRecord;
 use rocksdb::{DB, WriteBatch};
 
-use super::rocks::{decode_family, open_db};
+use super::rocks::{Reads, decode_family, open_db};
 use super::writer::{Writer, backend};
 
 const NOTICES: &str = "notices";
@@ -26,7 +26,7 @@ pub struct RocksNoticeStore {
 
 impl RocksNoticeStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Arc::new(open_db(path, &[NOTICES])?);
+        let db = Arc::new(open_db(path, &[NOTICES], Reads::Scans)?);
         let writer = Writer::spawn("notice-writer".into(), db.clone(), add_op)?;
         Ok(RocksNoticeStore { writer, db })
     }

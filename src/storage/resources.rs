@@ -14,7 +14,7 @@ use dron_model::codec;
 use dron_model::resource::{PendingEvent, ResourceRecord};
 use rocksdb::{DB, WriteBatch};
 
-use super::rocks::{decode_family, open_db};
+use super::rocks::{Reads, decode_family, open_db};
 use super::writer::{Writer, backend};
 
 const RESOURCES: &str = "resources";
@@ -27,7 +27,7 @@ pub struct RocksResourceStore {
 
 impl RocksResourceStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Arc::new(open_db(path, &[RESOURCES, PENDING])?);
+        let db = Arc::new(open_db(path, &[RESOURCES, PENDING], Reads::PointLookups)?);
         let writer = Writer::spawn("resource-writer".into(), db.clone(), add_op)?;
         Ok(RocksResourceStore { writer, db })
     }

@@ -40,7 +40,11 @@ pub struct RocksShardStore {
 
 impl RocksShardStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Arc::new(open_db(path, &[JOBS, INSTANCES, HISTORY, OUTBOX, NOTICES])?);
+        let db = Arc::new(open_db(
+            path,
+            &[JOBS, INSTANCES, HISTORY, OUTBOX, NOTICES],
+            Reads::Scans,
+        )?);
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
         let writer = Writer::spawn(format!("shard-writer-{name}"), db.clone(), add_op)?;
         Ok(RocksShardStore { writer, db })
@@ -52,8 +56,19 @@ const MEMTABLE_BYTES: usize = 4 << 20;
 /// All memtables of one database together.
 const DB_MEMTABLES_BYTES: usize = 16 << 20;
 
+/// How a database is read besides full scans.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Scans and range reads only (shards: recovery, history).
+    Scans,
+    /// Point lookups too, mostly of keys that are absent (the resource store's duplicate
+    /// check of every announcement): bloom filters in tables and memtables answer those
+    /// without searching. Profiled at 12,000 runs/s, the searches were ~8 % of the server.
+    PointLookups,
+}
+
 /// Opens (or creates) a database with these column families, LZ4-compressed.
-pub fn open_db(path: &Path, families: &[&str]) -> Result<DB, StoreError> {
+pub fn open_db(path: &Path, families: &[&str], reads: Reads) -> Result<DB, StoreError> {
     let mut options = rocksdb::Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
@@ -62,6 +77,13 @@ pub fn open_db(path: &Path, families: &[&str]) -> Result<DB, StoreError> {
     // of a million jobs hold ~200 MB of them. Smaller ones flush sooner, bounded per database.
     options.set_write_buffer_size(MEMTABLE_BYTES);
     options.set_db_write_buffer_size(DB_MEMTABLES_BYTES);
+    if reads == Reads::PointLookups {
+        let mut tables = rocksdb::BlockBasedOptions::default();
+        tables.set_bloom_filter(10.0, false);
+        options.set_block_based_table_factory(&tables);
+        options.set_memtable_whole_key_filtering(true);
+        options.set_memtable_prefix_bloom_ratio(0.05);
+    }
     let families = families
         .iter()
         .map(|name| rocksdb::ColumnFamilyDescriptor::new(*name, options.clone()));

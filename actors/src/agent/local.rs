@@ -159,12 +159,14 @@ impl LocalAgentState {
             return; // launches are idempotent per task id
         }
         self.report(&task_id, self.started());
+        if ms == 0 {
+            // Nothing to wait for, so nothing to kill: no timer task.
+            return self.report(&task_id, ended(TaskEnd::Exited(0)));
+        }
         let report = self.args.report.clone();
         let id = task_id.clone();
         let sleeping = tokio::spawn(async move {
-            if ms > 0 {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
+            tokio::time::sleep(Duration::from_millis(ms)).await;
             report(TaskUpdate::new(id.clone(), ended(TaskEnd::Exited(0))));
             let _ = myself.send_message(AgentMsg::Finished { task_id: id });
         });

@@ -19,8 +19,8 @@ pub enum BusMsg {
         origin: Origin,
         reply: RpcReplyPort<Result<Ingested, CommandError>>,
     },
-    /// Events a coordinator announces (its job runs ended). Answers once they are recorded:
-    /// the coordinator may then drop them from its outbox.
+    /// Events a coordinator announces (its job runs ended). Answers once they are applied
+    /// everywhere: the coordinator may then drop them from its outbox.
     Announce {
         events: Vec<ResourceEvent>,
         reply: RpcReplyPort<Result<(), CommandError>>,
@@ -29,6 +29,8 @@ pub enum BusMsg {
     Applied {
         batch: Vec<PendingEvent>,
         applied: bool,
+        /// A coordinator's announcements (no pending record: see `Asker::Announce`).
+        announced: bool,
     },
     /// Sent by the broker link: the broker confirmed this event (by key).
     Published { key: String },

@@ -8,7 +8,9 @@
 //!    flight wait for it and are then duplicates.
 //! 2. **Record** it durably in the [`ResourceStore`]: the resource as satisfied, and the event
 //!    as pending (to apply, and to publish when a message broker is configured). From here an
-//!    instance created anywhere sees the resource satisfied.
+//!    instance created anywhere sees the resource satisfied. A coordinator's announcements
+//!    get no pending record: its outbox keeps them until they are applied (and they get one
+//!    once applied if they are to be published).
 //! 3. **Apply** it: the router hands it to every coordinator, each answering once what it
 //!    released or triggered is durable. Coordinators apply events idempotently.
 //! 4. **Answer** the sender (the HTTP call, or the broker's delivery, which is acked only now).
@@ -18,6 +20,7 @@
 //! A crash anywhere leaves the event pending; on start-up the bus applies and publishes every
 //! pending event again.
 
+mod applier;
 mod messages;
 
 pub use messages::{BusMsg, Ingested, Origin};
@@ -60,6 +63,8 @@ pub struct BusState {
     clock: SharedClock,
     publishing: bool,
     router: Option<ActorRef<RouterMsg>>,
+    /// Applies recorded events to every coordinator (from when the router is set).
+    applier: Option<applier::Applier>,
     publisher: Option<mpsc::UnboundedSender<ResourceEvent>>,
     /// Resources being recorded and applied, with the senders of duplicates waiting on them.
     in_flight: HashMap<String, Vec<IngestReply>>,
@@ -85,6 +90,7 @@ impl Actor for EventBus {
             clock: args.clock,
             publishing: args.publishing,
             router: None,
+            applier: None,
             publisher: None,
             in_flight: HashMap::new(),
             to_apply: BTreeMap::new(),
@@ -111,6 +117,7 @@ impl Actor for EventBus {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             BusMsg::SetRouter(router) => {
+                state.applier = Some(applier::spawn(router.clone(), myself.clone()));
                 state.router = Some(router);
                 state.apply_pending(&myself);
             }
@@ -126,7 +133,11 @@ impl Actor for EventBus {
                 reply,
             } => state.ingest(&myself, event, origin, reply),
             BusMsg::Announce { events, reply } => state.announce(&myself, events, reply),
-            BusMsg::Applied { batch, applied } => state.applied(&myself, batch, applied),
+            BusMsg::Applied {
+                batch,
+                applied,
+                announced,
+            } => state.applied(&myself, batch, applied, announced),
             BusMsg::Published { key } => {
                 metrics::counter!("dron_events_published_total").increment(1);
                 state.to_publish.remove(&key);
@@ -188,13 +199,18 @@ impl BusState {
             }
             Ok(None) => {
                 let publish = origin != Origin::Broker;
-                self.record_and_apply(myself, vec![event], publish, Some(reply), None);
+                self.record_and_apply(myself, vec![event], publish, Asker::Ingest(reply));
             }
         }
     }
 
     /// Events announced by a coordinator (those of one commit): recorded together, then
-    /// applied and published like others; the coordinator hears back once they are recorded.
+    /// applied and published like others; the coordinator hears back once they are applied
+    /// everywhere, and until then its outbox keeps them.
+    ///
+    /// No duplicate check: a coordinator announces a run's `job:NAME@TIME` once, or again
+    /// from its outbox after a crash, and then it must be applied again (the first time may
+    /// have been recorded and not applied). Applying twice changes nothing.
     fn announce(
         &mut self,
         myself: &ActorRef<BusMsg>,
@@ -212,24 +228,17 @@ impl BusState {
                 }
                 continue;
             }
-            if batched.contains(&event.resource) || self.in_flight.contains_key(&event.resource) {
+            // One in flight is being applied already (an ingested event of the same name).
+            if self.in_flight.contains_key(&event.resource) {
                 continue;
             }
-            match self.duplicate_of(&event) {
-                Err(error) => {
-                    let _ = reply.send(Err(error));
-                    return;
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => {
-                    batched.insert(event.resource.clone());
-                    batch.push(event);
-                }
+            if batched.insert(event.resource.clone()) {
+                batch.push(event);
             }
         }
         if !batch.is_empty() {
             let (done, wait) = tokio::sync::oneshot::channel();
-            self.record_and_apply(myself, batch, true, None, Some(done));
+            self.record_and_apply(myself, batch, true, Asker::Announce(done));
             waits.push(wait);
         }
         tokio::spawn(async move {
@@ -273,10 +282,10 @@ impl BusState {
         myself: &ActorRef<BusMsg>,
         events: Vec<ResourceEvent>,
         publish: bool,
-        reply: Option<IngestReply>,
-        recorded: Option<tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>>,
+        asker: Asker,
     ) {
         let now_ms = self.clock.now_ms();
+        let announced = matches!(asker, Asker::Announce(_));
         let mut ops = Vec::with_capacity(events.len() * 2);
         let mut batch = Vec::with_capacity(events.len());
         for event in events {
@@ -295,51 +304,51 @@ impl BusState {
                 apply: true,
                 publish: publish && self.publishing,
             };
-            ops.push(ResourceOp::PutPending(pending.clone()));
+            // A coordinator's outbox keeps its announcements until they are applied.
+            if !announced {
+                ops.push(ResourceOp::PutPending(pending.clone()));
+            }
             self.in_flight
                 .insert(pending.event.resource.clone(), Vec::new());
             batch.push(pending);
         }
         let durable = self.store.submit(ops);
-        let (router, myself) = (self.router.clone(), myself.clone());
+        let (applier, myself) = (self.applier.clone(), myself.clone());
         tokio::spawn(async move {
             let written = durable
                 .await
                 .unwrap_or_else(|_| Err(crate::store::StoreError("write dropped".into())));
-            if let Some(recorded) = recorded {
-                let _ = recorded.send(written.clone());
-            }
-            let at_ms = batch[0].event.at_ms.unwrap_or_default();
             if let Err(error) = written {
                 tracing::error!(%error, "recording resource events failed");
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(unavailable(error)));
-                }
                 // Not recorded: nothing to apply, and the sender may try again.
                 for pending in &mut batch {
                     pending.apply = false;
                 }
-                let _ = myself.send_message(BusMsg::Applied {
-                    batch,
-                    applied: false,
-                });
-                return;
+                let recorded = applier::Recorded { batch, asker };
+                return recorded.answer(&myself, Err(unavailable(error)));
             }
-            let events = batch.iter().map(|p| p.event.clone()).collect();
-            let applied = apply_everywhere(router.as_ref(), events).await;
-            if let Some(reply) = reply {
-                let ingested = Ingested {
-                    duplicate: false,
-                    applied,
-                    at_ms,
-                };
-                let _ = reply.send(Ok(ingested));
+            let recorded = applier::Recorded { batch, asker };
+            let unapplied = match &applier {
+                Some(applier) => applier.apply(recorded).err(),
+                None => Some(recorded),
+            };
+            // No router yet (or shutting down): recorded, so applied later from the
+            // pending events (or the coordinator's outbox).
+            if let Some(recorded) = unapplied {
+                recorded.answer(&myself, Ok(false));
             }
-            let _ = myself.send_message(BusMsg::Applied { batch, applied });
         });
     }
 
-    fn applied(&mut self, myself: &ActorRef<BusMsg>, batch: Vec<PendingEvent>, applied: bool) {
+    /// A batch was applied everywhere, or not. `announced` batches have no pending record:
+    /// their coordinator keeps them, and sends them again if they were not applied.
+    fn applied(
+        &mut self,
+        myself: &ActorRef<BusMsg>,
+        batch: Vec<PendingEvent>,
+        applied: bool,
+        announced: bool,
+    ) {
         let mut ops = Vec::new();
         for pending in batch {
             let key = pending.event.key();
@@ -354,23 +363,23 @@ impl BusState {
                     let _ = waiter.send(Ok(ingested));
                 }
             }
-            if !pending.apply {
-                continue; // the write failed: nothing was recorded
+            if !pending.apply || (announced && !applied) {
+                continue; // nothing recorded, or the coordinator sends it again
             }
             if !applied {
                 self.to_apply.insert(key, pending);
                 continue;
             }
             self.to_apply.remove(&key);
-            ops.push(if pending.publish {
+            if pending.publish {
                 self.publish(pending.event.clone());
-                ResourceOp::PutPending(PendingEvent {
+                ops.push(ResourceOp::PutPending(PendingEvent {
                     apply: false,
                     ..pending
-                })
-            } else {
-                ResourceOp::DeletePending(key)
-            });
+                }));
+            } else if !announced {
+                ops.push(ResourceOp::DeletePending(key));
+            }
         }
         if !self.to_apply.is_empty() {
             self.schedule_retry(myself);
@@ -412,6 +421,7 @@ impl BusState {
                 let _ = myself.send_message(BusMsg::Applied {
                     batch: chunk,
                     applied,
+                    announced: false,
                 });
             });
         }
@@ -426,6 +436,16 @@ impl BusState {
             myself.send_after(RETRY_AFTER, || BusMsg::RetryPending);
         }
     }
+}
+
+/// Who asked for a batch to be recorded and applied, so who hears how it went.
+enum Asker {
+    /// An ingested event's sender: answered once the event is applied everywhere.
+    Ingest(IngestReply),
+    /// A coordinator's announcements: answered once applied everywhere, when it drops them
+    /// from its outbox. Until then that outbox keeps them across a crash, so the store
+    /// keeps no pending copy (only one to publish, once applied).
+    Announce(tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>),
 }
 
 /// Hands events to every coordinator through the router; true once all have applied them.
@@ -464,7 +484,7 @@ pub async fn apply_to_shards(
     all
 }
 
-/// Hands a coordinator's announcements to the bus until it has recorded them, then tells the
+/// Hands a coordinator's announcements to the bus until it has applied them everywhere, then tells the
 /// coordinator to drop them from its outbox. Runs in a task of its own: a slow bus never
 /// holds up a shard.
 pub fn announce(

@@ -101,7 +101,7 @@ pub enum CoordinatorMsg {
         events: Vec<ResourceEvent>,
         reply: Reply<()>,
     },
-    /// The bus has recorded these announcements (by key): drop them from the outbox.
+    /// The bus has recorded and applied these announcements (by key): drop them from the outbox.
     AnnouncementsDone {
         keys: Vec<String>,
     },
@@ -141,6 +141,9 @@ pub enum CoordinatorMsg {
     Stats {
         reply: RpcReplyPort<ShardStats>,
     },
+    /// Write and release what the messages handled since the last flush changed; queued by
+    /// the first of them, so it comes round once those already queued are handled.
+    Flush,
     /// Fault injection for tests: panic inside the handler.
     InjectPanic,
 }

@@ -5,8 +5,14 @@
 //! Every change is applied in memory, submitted to the store, and only once durable are its
 //! effects released (the API's acknowledgement, launches, kills, announcements), in order, by
 //! the shard's committer task. So nothing is acknowledged or run that a crash could forget.
+//!
+//! Changes are staged and flushed together: the first message that changes anything queues
+//! a `Flush` behind the messages already waiting, and everything they change goes to the
+//! store as one batch and through the committer once. Idle, a flush follows each message at
+//! once; under load one batch carries a whole mailbox's worth of runs.
 
 mod messages;
+mod parents;
 mod shard;
 mod ticker;
 
@@ -14,7 +20,8 @@ pub use messages::{
     CoordinatorMsg, JobSummary, JobView, MovedJob, PutOutcome, Reply, RunState, ShardLineage,
     ShardStats,
 };
-pub use shard::{Adoption, Applied, Outbox, Shard, ShardConfig};
+pub use parents::ParentIndex;
+pub use shard::{Adoption, Applied, Outbox, Shard, ShardConfig, SharedIndexes};
 
 use std::sync::Arc;
 
@@ -42,6 +49,8 @@ pub struct CoordinatorArgs {
     pub bus: ActorRef<BusMsg>,
     pub notifier: ActorRef<NotifierMsg>,
     pub resources: Arc<dyn ResourceStore>,
+    /// Which shards hold children of which parent: kept by the shards, read by the router.
+    pub parents: Arc<ParentIndex>,
     pub config: ShardConfig,
 }
 
@@ -52,7 +61,21 @@ pub struct CoordinatorState {
     router: ActorRef<RouterMsg>,
     deadline: watch::Sender<Option<i64>>,
     committer: mpsc::UnboundedSender<Commit>,
+    /// Changes not flushed yet.
+    staged: Staged,
 }
+
+/// What the messages handled since the last flush changed.
+#[derive(Default)]
+struct Staged {
+    out: Outbox,
+    thens: Vec<Then>,
+    /// A `Flush` is in the mailbox.
+    flush_queued: bool,
+}
+
+/// What to do once a change is durable (answer its caller, acknowledge an agent's report).
+type Then = Box<dyn FnOnce() + Send>;
 
 /// A submitted batch and what to do once it is durable.
 struct Commit {
@@ -67,7 +90,7 @@ struct Effects {
     succeeded: Vec<String>,
     announcements: Vec<ResourceEvent>,
     notices: Vec<Notice>,
-    then: Option<Box<dyn FnOnce() + Send>>,
+    thens: Vec<Then>,
 }
 
 impl Actor for Coordinator {
@@ -82,8 +105,11 @@ impl Actor for Coordinator {
     ) -> Result<CoordinatorState, ActorProcessingErr> {
         let snapshot = args.store.load()?;
         let now_ms = args.clock.now_ms();
-        let (shard, recovered) =
-            Shard::recover(args.index, args.config, args.resources, snapshot, now_ms);
+        let shared = SharedIndexes {
+            resources: args.resources,
+            parents: args.parents,
+        };
+        let (shard, recovered) = Shard::recover(args.index, args.config, shared, snapshot, now_ms);
         tracing::info!(
             shard = args.index,
             jobs = shard.stats().jobs,
@@ -106,6 +132,7 @@ impl Actor for Coordinator {
             router: args.router,
             deadline,
             committer,
+            staged: Staged::default(),
         };
         state.commit(&myself, recovered, None);
         // Catch up at once: targets that fell due while the shard was down.
@@ -173,6 +200,7 @@ impl CoordinatorState {
                 let _ = reply.send(self.shard.job_records());
             }
             CoordinatorMsg::History { name, limit, reply } => {
+                self.flush(myself);
                 let result = match self.shard.has_job(&name) {
                     true => self
                         .store
@@ -201,6 +229,7 @@ impl CoordinatorState {
                 let _ = reply.send(self.shard.summaries());
             }
             CoordinatorMsg::RunDurations { limit, reply } => {
+                self.flush(myself);
                 let _ = reply.send(self.run_durations(limit));
             }
             CoordinatorMsg::ChildrenOf { name, reply } => {
@@ -264,6 +293,7 @@ impl CoordinatorState {
                 return Err(Box::new(error));
             }
             CoordinatorMsg::Release { ring, reply } => {
+                self.flush(myself);
                 let mut moved = self.shard.release(&ring);
                 for job in &mut moved {
                     job.history = self.store.history(&job.record.spec.name, usize::MAX)?;
@@ -281,6 +311,10 @@ impl CoordinatorState {
             }
             CoordinatorMsg::Stats { reply } => {
                 let _ = reply.send(self.shard.stats());
+            }
+            CoordinatorMsg::Flush => {
+                self.staged.flush_queued = false;
+                self.flush(myself);
             }
             CoordinatorMsg::InjectPanic => {
                 panic!("fault injection: shard {} panics", self.shard.index)
@@ -307,14 +341,31 @@ impl CoordinatorState {
         Ok(durations)
     }
 
-    /// Hands the outbox's writes to the store and its effects to the committer.
-    fn commit(
-        &mut self,
-        myself: &ActorRef<CoordinatorMsg>,
-        out: Outbox,
-        then: Option<Box<dyn FnOnce() + Send>>,
-    ) {
+    /// Stages the outbox's writes and effects for the next flush.
+    fn commit(&mut self, myself: &ActorRef<CoordinatorMsg>, mut out: Outbox, then: Option<Then>) {
         self.publish_deadline();
+        if let Some(error) = out.read_failed.take() {
+            // A waiting instance could not be checked against the resource store: rebuild
+            // this shard from storage rather than run on a guess.
+            let _ = myself.send_message(CoordinatorMsg::StoreFailed(error));
+        }
+        self.staged.out.absorb(out);
+        self.staged.thens.extend(then);
+        if !self.staged.flush_queued && !self.staged.is_empty() {
+            self.staged.flush_queued = myself.send_message(CoordinatorMsg::Flush).is_ok();
+        }
+    }
+
+    /// Hands the staged writes to the store and their effects to the committer.
+    fn flush(&mut self, myself: &ActorRef<CoordinatorMsg>) {
+        if self.staged.is_empty() {
+            // Nothing to write or release (a parent's success with no child here, a tick
+            // with nothing due): no trip through the committer.
+            return;
+        }
+        let flush_queued = self.staged.flush_queued;
+        let Staged { out, thens, .. } = std::mem::take(&mut self.staged);
+        self.staged.flush_queued = flush_queued;
         let Outbox {
             ops,
             launches,
@@ -323,19 +374,8 @@ impl CoordinatorState {
             succeeded,
             announcements,
             notices,
-            read_failed,
             ..
         } = out;
-        if let Some(error) = read_failed {
-            // A waiting instance could not be checked against the resource store: rebuild
-            // this shard from storage rather than run on a guess.
-            let _ = myself.send_message(CoordinatorMsg::StoreFailed(error));
-        }
-        let durable = if ops.is_empty() {
-            already_durable()
-        } else {
-            self.store.submit(crate::store::coalesce(ops))
-        };
         let effects = Effects {
             launches,
             kills,
@@ -343,7 +383,12 @@ impl CoordinatorState {
             succeeded,
             announcements,
             notices,
-            then,
+            thens,
+        };
+        let durable = if ops.is_empty() {
+            already_durable()
+        } else {
+            self.store.submit(crate::store::coalesce(ops))
         };
         if self.committer.send(Commit { durable, effects }).is_err() {
             tracing::error!(shard = self.shard.index, "committer gone");
@@ -374,7 +419,7 @@ fn already_durable() -> Durable {
 fn reply_later<T: Send + 'static>(
     reply: Reply<T>,
     result: Result<T, crate::error::CommandError>,
-) -> Option<Box<dyn FnOnce() + Send>> {
+) -> Option<Then> {
     Some(Box::new(move || {
         let _ = reply.send(result);
     }))
@@ -411,6 +456,12 @@ fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
     sender
 }
 
+impl Staged {
+    fn is_empty(&self) -> bool {
+        self.thens.is_empty() && self.out.is_empty()
+    }
+}
+
 fn release(effects: Effects, links: &Links) {
     for request in effects.launches {
         let _ = links.broker.send_message(BrokerMsg::Launch(request));
@@ -438,7 +489,7 @@ fn release(effects: Effects, links: &Links) {
         let (notifier, coordinator) = (links.notifier.clone(), links.coordinator.clone());
         crate::notify::hand_over(notifier, coordinator, effects.notices);
     }
-    if let Some(then) = effects.then {
+    for then in effects.thens {
         then();
     }
 }

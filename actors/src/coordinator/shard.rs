@@ -18,6 +18,7 @@ use dron_model::schedule::Schedule;
 use super::messages::{
     JobSummary, JobView, MovedJob, PutOutcome, RunState, ShardLineage, ShardStats,
 };
+use super::parents::ParentIndex;
 use crate::agent::process::{TaskCommand, TaskEnd, TaskSpec};
 use crate::broker::{LaunchRequest, TaskEvent, TaskUpdate};
 use crate::error::CommandError;
@@ -52,6 +53,15 @@ impl Default for ShardConfig {
     }
 }
 
+/// Indexes shared by every shard of a server.
+#[derive(Clone)]
+pub struct SharedIndexes {
+    /// Where satisfied resources are looked up.
+    pub resources: Arc<dyn ResourceStore>,
+    /// Which shards hold children of which parent.
+    pub parents: Arc<ParentIndex>,
+}
+
 /// What a change needs written, and what to do once it is durable.
 #[derive(Default)]
 pub struct Outbox {
@@ -72,6 +82,41 @@ pub struct Outbox {
     pub more_due: bool,
     /// A read of the resource store failed: the shard must be rebuilt.
     pub read_failed: Option<crate::store::StoreError>,
+}
+
+impl Outbox {
+    /// Nothing to write and nothing to release.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+            && self.launches.is_empty()
+            && self.kills.is_empty()
+            && self.adopts.is_empty()
+            && self.succeeded.is_empty()
+            && self.announcements.is_empty()
+            && self.notices.is_empty()
+    }
+
+    /// Adds `later`'s writes and effects after this one's.
+    pub fn absorb(&mut self, later: Outbox) {
+        append(&mut self.ops, later.ops);
+        append(&mut self.launches, later.launches);
+        append(&mut self.kills, later.kills);
+        append(&mut self.adopts, later.adopts);
+        append(&mut self.succeeded, later.succeeded);
+        append(&mut self.announcements, later.announcements);
+        append(&mut self.notices, later.notices);
+        self.more_due |= later.more_due;
+        self.read_failed = self.read_failed.take().or(later.read_failed);
+    }
+}
+
+/// `to.extend(more)`, without copying `more` when `to` is empty (store ops are large).
+fn append<T>(to: &mut Vec<T>, mut more: Vec<T>) {
+    if to.is_empty() {
+        std::mem::swap(to, &mut more);
+    } else {
+        to.append(&mut more);
+    }
 }
 
 /// How an instance ended for good.
@@ -139,6 +184,8 @@ pub struct Shard {
     released: HashMap<String, Vec<String>>,
     /// Where satisfied resources are looked up.
     resources: Arc<dyn ResourceStore>,
+    /// Which shards hold children of which parent (shared with the router and other shards).
+    parents: Arc<ParentIndex>,
     /// Waiting instances: resource → the instances waiting for it...
     waiting: HashMap<String, HashSet<String>>,
     /// ...and instance → what it still misses, and until when it may wait.
@@ -159,10 +206,13 @@ impl Shard {
     pub fn recover(
         index: u32,
         config: ShardConfig,
-        resources: Arc<dyn ResourceStore>,
+        shared: SharedIndexes,
         snapshot: ShardSnapshot,
         now_ms: i64,
     ) -> (Shard, Outbox) {
+        let SharedIndexes { resources, parents } = shared;
+        // What this shard's previous life added; its jobs are added again below.
+        parents.reset(index);
         let mut shard = Shard {
             index,
             config,
@@ -176,6 +226,7 @@ impl Shard {
             appends_since_trim: HashMap::new(),
             released: HashMap::new(),
             resources,
+            parents,
             waiting: HashMap::new(),
             unsatisfied: HashMap::new(),
             expiries: BTreeSet::new(),
@@ -230,6 +281,7 @@ impl Shard {
                 .entry(parent.clone())
                 .or_default()
                 .insert(name.clone());
+            self.parents.add(self.index, parent);
         }
         if let (Some(next), false) = (record.state.next_target_ms, record.spec.disabled) {
             self.timers.insert((next, name.as_str().into()));
@@ -257,6 +309,7 @@ impl Shard {
             if let Some(children) = self.children.get_mut(parent) {
                 children.remove(name);
             }
+            self.parents.remove(self.index, parent);
         }
         self.appends_since_trim.remove(name);
         self.triggered.remove(name);
@@ -663,7 +716,16 @@ impl Shard {
         let spec = &self.jobs[instance.job.as_str()].record.spec;
         let task_id = instance.task_id();
         let command = if let Some(ms) = spec.builtin_sleep_ms {
-            TaskCommand::Sleep { ms }
+            // No process, so no environment to build (formatting its target alone was ~1 % of
+            // the server at 16,000 built-in runs/s).
+            return TaskSpec {
+                task_id,
+                command: TaskCommand::Sleep { ms },
+                env: Vec::new(),
+                work_dir: None,
+                timeout_ms: spec.timeout_ms,
+                output_cap_bytes: self.config.output_cap_bytes,
+            };
         } else if spec.shell {
             TaskCommand::Shell(spec.command.clone())
         } else {

@@ -9,6 +9,14 @@ fn no_resources() -> Arc<MemoryResourceStore> {
     Arc::new(MemoryResourceStore::default())
 }
 
+/// A shard's own indexes, shared with nobody.
+fn shared(resources: Arc<MemoryResourceStore>) -> SharedIndexes {
+    SharedIndexes {
+        resources,
+        parents: Arc::default(),
+    }
+}
+
 const T0: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z
 
 fn spec(json: serde_json::Value, kind: JobKind) -> JobSpec {
@@ -31,7 +39,7 @@ fn shard_over(resources: Arc<MemoryResourceStore>) -> Shard {
     Shard::recover(
         0,
         ShardConfig::default(),
-        resources,
+        shared(resources),
         ShardSnapshot::default(),
         T0,
     )
@@ -303,7 +311,7 @@ fn recovery_adopts_running_tasks_and_keeps_timers() {
     let (recovered, out) = Shard::recover(
         0,
         ShardConfig::default(),
-        no_resources(),
+        shared(no_resources()),
         store.load().unwrap(),
         T0 + 500,
     );
@@ -338,7 +346,7 @@ fn release_and_adopt_move_a_job_with_its_live_instances() {
     let mut destination = Shard::recover(
         1,
         ShardConfig::default(),
-        no_resources(),
+        shared(no_resources()),
         ShardSnapshot::default(),
         T0,
     )
@@ -625,7 +633,7 @@ fn waiting_instances_are_rebuilt_from_storage() {
     let (mut shard, _) = Shard::recover(
         0,
         ShardConfig::default(),
-        resources.clone(),
+        shared(resources.clone()),
         ShardSnapshot::default(),
         T0,
     );
@@ -638,7 +646,7 @@ fn waiting_instances_are_rebuilt_from_storage() {
     let (mut shard, _) = Shard::recover(
         0,
         ShardConfig::default(),
-        resources.clone(),
+        shared(resources.clone()),
         store.load().unwrap(),
         T0 + 1000,
     );
@@ -736,7 +744,7 @@ fn notices_left_in_the_outbox_are_handed_over_again_after_a_restart() {
     let (_, out) = Shard::recover(
         0,
         ShardConfig::default(),
-        no_resources(),
+        shared(no_resources()),
         store.load().unwrap(),
         T0,
     );

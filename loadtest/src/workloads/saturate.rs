@@ -43,6 +43,8 @@ pub struct SaturateOptions {
     pub server_pid: Option<u32>,
     /// Record the runs here and measure from the runs files.
     pub runs: Option<PathBuf>,
+    /// Delete the jobs at the end (not worth it on a server thrown away after the run).
+    pub delete_jobs: bool,
 }
 
 struct Step {
@@ -87,7 +89,9 @@ pub async fn run(url: &str, options: SaturateOptions) -> anyhow::Result<Outcome>
         };
         let mut outcome = run_recorded(&mut sink, &options).await?;
         let stats = options.server_pid.and_then(ProcessStats::read);
-        delete_all(&client, url, &sink.names, 64).await?;
+        if options.delete_jobs {
+            delete_all(&client, url, &sink.names, 64).await?;
+        }
         if let Some(stats) = stats {
             super::merge(&mut outcome.json, stats.json());
         }
@@ -124,7 +128,9 @@ pub async fn run(url: &str, options: SaturateOptions) -> anyhow::Result<Outcome>
     }
     progress.finish();
     let stats = options.server_pid.and_then(ProcessStats::read);
-    delete_all(&client, url, &names, 64).await?;
+    if options.delete_jobs {
+        delete_all(&client, url, &names, 64).await?;
+    }
     let best = steps.iter().rfind(|s| s.held(options.limit_ms));
     let mut json = json!({
         "workload": "saturate",
