@@ -134,7 +134,7 @@ impl Actor for Coordinator {
             committer,
             staged: Staged::default(),
         };
-        state.commit(&myself, recovered, None);
+        state.stage(&myself, recovered, None);
         // Catch up at once: targets that fell due while the shard was down.
         myself.send_message(CoordinatorMsg::Tick)?;
         Ok(state)
@@ -165,23 +165,23 @@ impl CoordinatorState {
                 reply,
             } => {
                 let outcome = self.shard.put_job(spec, received_ms, &mut out);
-                self.commit(myself, out, reply_later(reply, Ok(outcome)));
+                self.stage(myself, out, reply_later(reply, Ok(outcome)));
             }
             CoordinatorMsg::DeleteJob { name, reply } => {
                 let result = self.shard.delete_job(&name, &mut out);
-                self.commit(myself, out, reply_later(reply, result));
+                self.stage(myself, out, reply_later(reply, result));
             }
             CoordinatorMsg::RunNow { name, reply } => {
                 let result = self.shard.run_now(&name, now_ms, &mut out);
-                self.commit(myself, out, reply_later(reply, result));
+                self.stage(myself, out, reply_later(reply, result));
             }
             CoordinatorMsg::MarkSuccess { name, reply } => {
                 let result = self.shard.mark_success(&name, now_ms, &mut out);
-                self.commit(myself, out, reply_later(reply, result));
+                self.stage(myself, out, reply_later(reply, result));
             }
             CoordinatorMsg::KillTasks { name, reply } => {
                 let result = self.shard.kill_tasks(&name, now_ms, &mut out);
-                self.commit(myself, out, reply_later(reply, result));
+                self.stage(myself, out, reply_later(reply, result));
             }
             CoordinatorMsg::CompleteAsync {
                 task,
@@ -191,7 +191,7 @@ impl CoordinatorState {
                 let result = self
                     .shard
                     .complete_async(&task, status_code, now_ms, &mut out);
-                self.commit(myself, out, reply_later(reply, result));
+                self.stage(myself, out, reply_later(reply, result));
             }
             CoordinatorMsg::GetJob { name, reply } => {
                 let _ = reply.send(self.shard.job_view(&name));
@@ -240,22 +240,22 @@ impl CoordinatorState {
             }
             CoordinatorMsg::ParentSucceeded { parent } => {
                 self.shard.parent_succeeded(&parent, now_ms, &mut out);
-                self.commit(myself, out, None);
+                self.stage(myself, out, None);
             }
             CoordinatorMsg::ResourceReady { events, reply } => {
                 for event in &events {
                     self.shard.resource_ready(event, now_ms, &mut out);
                 }
-                self.commit(myself, out, reply_later(reply, Ok(())));
+                self.stage(myself, out, reply_later(reply, Ok(())));
             }
             CoordinatorMsg::AnnouncementsDone { keys } => {
                 out.ops
                     .extend(keys.into_iter().map(StoreOp::DeleteAnnouncement));
-                self.commit(myself, out, None);
+                self.stage(myself, out, None);
             }
             CoordinatorMsg::NoticesDone { keys } => {
                 out.ops.extend(keys.into_iter().map(StoreOp::DeleteNotice));
-                self.commit(myself, out, None);
+                self.stage(myself, out, None);
             }
             CoordinatorMsg::Lineage { resource, reply } => {
                 let _ = reply.send(self.shard.lineage(&resource));
@@ -268,21 +268,21 @@ impl CoordinatorState {
                     let _ = self
                         .router
                         .send_message(RouterMsg::ForwardTaskUpdate(update));
-                    self.commit(myself, out, None);
+                    self.stage(myself, out, None);
                     return Ok(());
                 }
                 let current = applied == Applied::Current;
                 let then = ack.map(|ack| -> Box<dyn FnOnce() + Send> {
                     Box::new(move || ack.applied(current))
                 });
-                self.commit(myself, out, then);
+                self.stage(myself, out, then);
             }
             CoordinatorMsg::Tick => {
                 self.shard.tick(now_ms, &mut out);
                 if out.more_due {
                     myself.send_message(CoordinatorMsg::Tick)?;
                 }
-                self.commit(myself, out, None);
+                self.stage(myself, out, None);
                 // The ticker waits for a new deadline after each tick: always publish one,
                 // even an unchanged one (a tick that woke a millisecond early).
                 self.deadline.send_modify(|_| ());
@@ -303,11 +303,11 @@ impl CoordinatorState {
             }
             CoordinatorMsg::Adopt { jobs, reply } => {
                 self.shard.adopt(jobs, now_ms, &mut out);
-                self.commit(myself, out, reply_later(reply, Ok(())));
+                self.stage(myself, out, reply_later(reply, Ok(())));
             }
             CoordinatorMsg::Forget { names, reply } => {
                 self.shard.forget(&names, &mut out);
-                self.commit(myself, out, reply_later(reply, Ok(())));
+                self.stage(myself, out, reply_later(reply, Ok(())));
             }
             CoordinatorMsg::Stats { reply } => {
                 let _ = reply.send(self.shard.stats());
@@ -342,7 +342,7 @@ impl CoordinatorState {
     }
 
     /// Stages the outbox's writes and effects for the next flush.
-    fn commit(&mut self, myself: &ActorRef<CoordinatorMsg>, mut out: Outbox, then: Option<Then>) {
+    fn stage(&mut self, myself: &ActorRef<CoordinatorMsg>, mut out: Outbox, then: Option<Then>) {
         self.publish_deadline();
         if let Some(error) = out.read_failed.take() {
             // A waiting instance could not be checked against the resource store: rebuild
