@@ -59,6 +59,25 @@ async fn output_of_a_finished_run_and_404s() {
     assert_eq!(body, b"line\n");
     assert_eq!(next, Some(9));
 
+    // A silent run leaves no output file (the shim creates it on the first bytes): its output
+    // is empty and complete, not missing.
+    server
+        .create(json!({
+            "name": "quiet", "command": "echo only-err >&2",
+            "schedule": "R/2099-01-01T00:00:00Z/P1D"
+        }))
+        .await;
+    let (status, _) = server.request("PUT", "/scheduler/job/quiet", None).await;
+    assert_eq!(status, 204);
+    let quiet = server.wait_for_run("quiet", "succeeded").await;
+    let quiet_task = quiet["taskId"].as_str().unwrap();
+    let (status, body, next, finished) =
+        get_output(&server, &output_path("quiet", quiet_task, "stdout")).await;
+    assert_eq!(status, 200);
+    assert!(body.is_empty());
+    assert_eq!(next, Some(0));
+    assert_eq!(finished.as_deref(), Some("true"));
+
     // A run that never happened, a task of another job, a foreign id, an unknown job name.
     let target: i64 = task.split(':').nth(1).unwrap().parse().unwrap();
     let missing = format!("ct:{}:0:talk:", target + 1);

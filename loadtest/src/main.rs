@@ -446,6 +446,11 @@ struct FacebookArgs {
     epsilon_ms: i64,
     #[arg(long, default_value_t = 5_000)]
     allowance_ms: i64,
+    /// Seconds spent first measuring this machine's own floor: commands started directly (no
+    /// scheduler) at the same rate beside as many idle processes as the long jobs (0: skip;
+    /// dron only, not the peer)
+    #[arg(long, default_value_t = 20)]
+    floor_secs: u64,
 }
 
 impl FacebookArgs {
@@ -458,6 +463,7 @@ impl FacebookArgs {
             epsilon_ms: self.epsilon_ms,
             allowance_ms: self.allowance_ms,
             server_pid,
+            floor_secs: self.floor_secs,
         }
     }
 }

@@ -118,10 +118,17 @@ fn every_workload_runs_and_reports() {
         "3000",
         "--allowance-ms",
         "2000",
+        "--floor-secs",
+        "2",
         "--runs",
         runs.to_str().unwrap(),
     ]);
     let _ = std::fs::remove_dir_all(&runs);
+    assert_eq!(facebook["bare_launch_idle_processes"], 5, "{facebook}");
+    assert!(
+        facebook["bare_launch_count"].as_u64().unwrap() >= 3,
+        "{facebook}"
+    );
     assert_eq!(facebook["missed"], 0, "{facebook}");
     assert_eq!(facebook["duplicates"], 0, "{facebook}");
     assert!(facebook["satisfied"].as_u64().unwrap() > 0, "{facebook}");

@@ -116,14 +116,16 @@ impl Drop for Agent {
 
 /// Ends the process groups of tasks still running under `runs_root`.
 pub fn kill_task_groups(runs_root: &Path) {
-    for child_pid in find_files(runs_root, "child.pid") {
-        if child_pid.with_file_name("status.json").exists() {
+    // shim.pid: the shim's "<pid> <starttime>", then the task's pid (= its group) once started.
+    for pids in find_files(runs_root, "shim.pid") {
+        if pids.with_file_name("status.json").exists() {
             continue;
         }
-        let pid: i32 = std::fs::read_to_string(&child_pid)
+        let pid: i32 = std::fs::read_to_string(&pids)
             .unwrap_or_default()
-            .trim()
-            .parse()
+            .lines()
+            .nth(1)
+            .and_then(|line| line.trim().parse().ok())
             .unwrap_or(0);
         if pid > 1 {
             // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.

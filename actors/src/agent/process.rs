@@ -28,20 +28,19 @@ use super::shim;
 pub const TASK_FILE: &str = "task.json";
 /// The task's end, written by the shim.
 pub const STATUS_FILE: &str = "status.json";
-/// The task's pid, which is also its process group id.
-pub const CHILD_PID_FILE: &str = "child.pid";
-/// `"<pid> <starttime>"` of the shim.
+/// `"<pid> <starttime>"` of the shim, then a line with the task's pid (also its process
+/// group id) once the task started.
 pub const SHIM_PID_FILE: &str = "shim.pid";
-/// The task's standard output, capped.
+/// The task's standard output, capped; absent until the task writes to it.
 pub const STDOUT_FILE: &str = "stdout";
-/// The task's standard error, capped.
+/// The task's standard error, capped; absent until the task writes to it.
 pub const STDERR_FILE: &str = "stderr";
 /// The dron subcommand that runs the shim: `dron task-shim <run_dir>`.
 pub const SHIM_SUBCOMMAND: &str = "task-shim";
 
 /// How often an adopted run (not our child: no exit notification) is checked.
 const ADOPTED_POLL: Duration = Duration::from_millis(50);
-/// How often a pending kill looks again for `child.pid` (the shim may be starting).
+/// How often a pending kill looks again for the task's pid (the shim may be starting).
 const KILL_RETRY: Duration = Duration::from_millis(10);
 /// A delivered kill is sent again at this pace until the shim reports the end, in
 /// case a process of the group was being forked while the first one landed.
@@ -422,12 +421,6 @@ fn shim_alive(pid: i32, starttime: u64) -> bool {
     }
 }
 
-/// The task's pid; None until the shim has written it whole (one line, one `write(2)`).
-fn read_child_pid(run_dir: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(run_dir.join(CHILD_PID_FILE)).ok()?;
-    text.strip_suffix('\n')?.parse().ok()
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum StopReason {
     TimedOut,
@@ -472,7 +465,7 @@ impl StopControl {
     }
 
     /// Signals the task's group if a stop is requested and due: not yet sent (the
-    /// shim may not have written child.pid yet), or last sent long ago.
+    /// shim may not have written the task's pid yet), or last sent long ago.
     fn deliver(&self, last_signal: &mut Option<Instant>) {
         if self.reason().is_none() {
             return;
@@ -493,7 +486,7 @@ fn signal_task_group(run_dir: &Path) -> bool {
     if run_dir.join(STATUS_FILE).exists() {
         return true;
     }
-    let Some(pgid) = read_child_pid(run_dir) else {
+    let Some(pgid) = shim::read_task_pid(run_dir) else {
         return false;
     };
     if !shim::kill_group(pgid) {
@@ -619,13 +612,17 @@ mod tests {
         std::fs::read_to_string(dir.join(name)).expect("output file")
     }
 
-    async fn wait_for_file(path: &Path) {
+    /// Waits until the shim has recorded the task's pid (the task has started).
+    async fn wait_for_task_pid(dir: &Path) -> i32 {
         let give_up = Instant::now() + Duration::from_secs(10);
-        while !path.exists() {
+        loop {
+            if let Some(pid) = shim::read_task_pid(dir) {
+                return pid;
+            }
             assert!(
                 Instant::now() < give_up,
-                "{} never appeared",
-                path.display()
+                "the task's pid never appeared in {}",
+                dir.display()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -647,6 +644,38 @@ mod tests {
         assert_eq!(output(dir.path(), STDERR_FILE), "oops\n");
         let status = read_status(dir.path()).unwrap().unwrap();
         assert!(status.started_at_ms <= status.ended_at_ms);
+    }
+
+    #[tokio::test]
+    async fn a_silent_task_leaves_four_inodes_and_both_pids_in_one_file() {
+        let (end, dir) = run(sh("exit 0")).await;
+        assert_eq!(end, TaskEnd::Exited(0));
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [SHIM_PID_FILE, STATUS_FILE, TASK_FILE]);
+        let pids = std::fs::read_to_string(dir.path().join(SHIM_PID_FILE)).unwrap();
+        let lines: Vec<&str> = pids.lines().collect();
+        assert_eq!(lines.len(), 2, "shim and task pid lines: {pids:?}");
+        assert_eq!(lines[0].split(' ').count(), 2, "pid and start time");
+        assert!(shim::read_task_pid(dir.path()).is_some_and(|pid| pid > 1));
+    }
+
+    #[test]
+    fn the_task_pid_of_a_run_started_by_an_older_shim_is_read_from_child_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SHIM_PID_FILE), "41 7\n").unwrap();
+        assert_eq!(shim::read_task_pid(dir.path()), None, "not started yet");
+        std::fs::write(dir.path().join("child.pid"), "42\n").unwrap();
+        assert_eq!(shim::read_task_pid(dir.path()), Some(42));
+        std::fs::write(dir.path().join(SHIM_PID_FILE), "41 7\n43").unwrap();
+        assert_eq!(
+            shim::read_task_pid(dir.path()),
+            None,
+            "second line cut short"
+        );
     }
 
     #[tokio::test]
@@ -703,7 +732,7 @@ mod tests {
         let (end, dir) = run(spec).await;
         assert_eq!(end, TaskEnd::TimedOut);
         assert!(began.elapsed() < Duration::from_secs(5));
-        let pgid = read_child_pid(dir.path()).unwrap();
+        let pgid = shim::read_task_pid(dir.path()).unwrap();
         assert!(group_gone(pgid), "processes of group {pgid} remain");
     }
 
@@ -714,7 +743,7 @@ mod tests {
         assert_eq!(end, TaskEnd::Exited(0));
         assert!(began.elapsed() < Duration::from_secs(5));
         assert_eq!(output(dir.path(), STDOUT_FILE), "started\n");
-        assert!(group_gone(read_child_pid(dir.path()).unwrap()));
+        assert!(group_gone(shim::read_task_pid(dir.path()).unwrap()));
     }
 
     #[tokio::test]
@@ -723,10 +752,10 @@ mod tests {
         let task = start(dir.path(), &sh("sleep 30 & sleep 30")).await;
         let killer = task.killer();
         let waiting = tokio::spawn(task.wait());
-        wait_for_file(&dir.path().join(CHILD_PID_FILE)).await;
+        wait_for_task_pid(dir.path()).await;
         killer.kill();
         assert_eq!(waiting.await.unwrap(), TaskEnd::Killed);
-        assert!(group_gone(read_child_pid(dir.path()).unwrap()));
+        assert!(group_gone(shim::read_task_pid(dir.path()).unwrap()));
     }
 
     #[tokio::test]
@@ -795,7 +824,7 @@ mod tests {
             *script = format!("while [ ! -f go ]; do sleep 0.02; done; {script}");
         }
         let task = start(dir, &spec).await;
-        wait_for_file(&dir.join(CHILD_PID_FILE)).await;
+        wait_for_task_pid(dir).await;
         drop(task);
     }
 
@@ -856,7 +885,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let script = "while [ ! -f go ]; do sleep 0.02; done; echo survived; exit 4";
         let task = start_through(&mut launcher, dir.path(), &sh(script)).await;
-        wait_for_file(&dir.path().join(CHILD_PID_FILE)).await;
+        wait_for_task_pid(dir.path()).await;
         let launcher_pid = launcher.pid().expect("launcher pid") as i32;
         assert_eq!(
             parent_of(shim_pid(dir.path())),
@@ -898,7 +927,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let script = "echo ran >> runs; while [ ! -f go ]; do sleep 0.02; done; exit 5";
         let first = start(dir.path(), &sh(script)).await;
-        wait_for_file(&dir.path().join(CHILD_PID_FILE)).await;
+        wait_for_task_pid(dir.path()).await;
         // As after a launcher that forked a shim and died before answering: a direct start.
         let exe = std::env::current_exe().unwrap();
         let second = spawn_shim(&exe, SHIM_PREFIX, dir.path(), &sh(script)).unwrap();

@@ -12,10 +12,15 @@
 //!   directory (a second shim for the same run only waits for the first to end), and
 //!   lets a restarted server tell whether this very shim (not a process that reused its
 //!   pid) is still alive;
-//! - writes `child.pid` right after the spawn: the task's pid, which is also its
-//!   process group id, so the server can kill the task's whole tree;
-//! - writes the task's output to `stdout` and `stderr`, each capped;
+//! - appends the task's pid to `shim.pid` as a second line right after the spawn: it is also
+//!   the task's process group id, so the server can kill the task's whole tree;
+//! - writes the task's output to `stdout` and `stderr`, each capped, each created when the
+//!   task first writes to it (a silent task leaves neither);
 //! - writes `status.json` (a [`TaskStatus`]) once the task has ended, through a rename.
+//!
+//! Every file is an inode to allocate, which is much of a short run's cost (see
+//! docs/benchmarks.md): a silent run leaves four (the directory, `task.json`, `shim.pid`,
+//! `status.json`).
 //!
 //! This is synchronous std code on purpose, on one thread: it runs in its own small process.
 
@@ -28,8 +33,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::process::{
-    CHILD_PID_FILE, SHIM_PID_FILE, STATUS_FILE, STDERR_FILE, STDOUT_FILE, TASK_FILE, TaskCommand,
-    TaskSpec, TaskStatus, now_ms,
+    SHIM_PID_FILE, STATUS_FILE, STDERR_FILE, STDOUT_FILE, TASK_FILE, TaskCommand, TaskSpec,
+    TaskStatus, now_ms,
 };
 
 /// Shim exit code: the task ran and `status.json` records how it ended.
@@ -56,17 +61,22 @@ const CLAIMED_POLL: Duration = Duration::from_millis(50);
 pub fn run_shim_main(run_dir: &Path) -> i32 {
     survive_hangup_signals();
     become_subreaper();
-    // Best effort: without shim.pid only adoption after a server restart suffers;
-    // the task itself can still run and report.
-    if let Err(Claim::Taken(pid, starttime)) = claim_run_dir(run_dir) {
-        return wait_for_other_shim(pid, starttime);
-    }
+    // Absolute, because the shim moves into the task's working directory before starting it.
+    let Ok(run_dir) = std::path::absolute(run_dir) else {
+        return EXIT_NO_RECORD;
+    };
+    let run_dir = run_dir.as_path();
+    let pid_file = match claim_run_dir(run_dir) {
+        Ok(file) => file,
+        Err(Claim::Taken(owner)) => return wait_for_other_shim(owner),
+        Err(Claim::Failed(why)) => return record_failure(run_dir, now_ms(), why),
+    };
     let started_at_ms = now_ms();
     let spec = match read_spec(run_dir) {
         Ok(spec) => spec,
         Err(why) => return record_failure(run_dir, started_at_ms, why),
     };
-    let task = match start_task(run_dir, &spec) {
+    let task = match start_task(run_dir, pid_file, &spec) {
         Ok(task) => task,
         Err(why) => return record_failure(run_dir, now_ms(), why),
     };
@@ -225,7 +235,9 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
 struct Output {
     /// None once closed (end of file, or a read error).
     pipe: Option<File>,
-    file: File,
+    /// Where the output goes; created on the first bytes, so a silent task costs no file.
+    path: std::path::PathBuf,
+    file: Option<File>,
     cap: u64,
     written: u64,
     truncated: bool,
@@ -234,10 +246,11 @@ struct Output {
 }
 
 impl Output {
-    fn new(pipe: Option<OwnedFd>, file: File, cap: u64) -> Self {
+    fn new(pipe: Option<OwnedFd>, path: std::path::PathBuf, cap: u64) -> Self {
         Output {
             pipe: pipe.map(File::from),
-            file,
+            path,
+            file: None,
             cap,
             written: 0,
             truncated: false,
@@ -262,14 +275,24 @@ impl Output {
         let cap = self.cap;
         let take = (n as u64).min(cap.saturating_sub(self.written)) as usize;
         if take > 0 {
-            self.sink_ok = self.file.write_all(&buf[..take]).is_ok();
+            self.sink_ok = self.write(&buf[..take]);
             self.written += take as u64;
         }
         if take < n && !self.truncated {
             self.truncated = true;
             let note = format!("\n[dron: output truncated after {cap} bytes]\n");
-            self.sink_ok = self.sink_ok && self.file.write_all(note.as_bytes()).is_ok();
+            self.sink_ok = self.sink_ok && self.write(note.as_bytes());
         }
+    }
+
+    /// Writes to the output's file, creating it the first time; false on an error.
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        if self.file.is_none() {
+            self.file = File::create(&self.path).ok();
+        }
+        self.file
+            .as_mut()
+            .is_some_and(|file| file.write_all(bytes).is_ok())
     }
 }
 
@@ -299,17 +322,16 @@ fn read_spec(run_dir: &Path) -> Result<TaskSpec, String> {
     serde_json::from_slice(&bytes).map_err(|e| format!("invalid {}: {e}", path.display()))
 }
 
-/// Spawns the task with its output going to pipes drained into the run directory.
-fn start_task(run_dir: &Path, spec: &TaskSpec) -> Result<Started, String> {
+/// Spawns the task with its output going to pipes drained into the run directory, and
+/// appends its pid to `shim.pid` (`pid_file`, which the claim left open at its end).
+fn start_task(run_dir: &Path, mut pid_file: File, spec: &TaskSpec) -> Result<Started, String> {
     let mut cmd = build_command(run_dir, spec)?;
-    let out = create_output(run_dir, STDOUT_FILE)?;
-    let err = create_output(run_dir, STDERR_FILE)?;
     let started_at_ms = now_ms();
     let mut child = cmd.spawn().map_err(|e| spawn_error(&spec.command, e))?;
     let pid = child_pid(&child);
-    // Written once, in one write(2): a reader seeing it cut short retries (`read_child_pid`).
-    if let Err(e) = std::fs::write(run_dir.join(CHILD_PID_FILE), format!("{pid}\n")) {
-        // Without child.pid the server could neither kill nor time out the task:
+    // One line in one write(2): a reader seeing it cut short retries (`read_task_pid`).
+    if let Err(e) = pid_file.write_all(format!("{pid}\n").as_bytes()) {
+        // Without the task's pid the server could neither kill nor time out the task:
         // refuse to run it unsupervised.
         kill_group(pid);
         let _ = child.wait();
@@ -327,8 +349,8 @@ fn start_task(run_dir: &Path, spec: &TaskSpec) -> Result<Started, String> {
         pidfd: pidfd_open(pid).ok(),
         started_at_ms,
         outputs: [
-            Output::new(out_pipe, out, cap),
-            Output::new(err_pipe, err, cap),
+            Output::new(out_pipe, run_dir.join(STDOUT_FILE), cap),
+            Output::new(err_pipe, run_dir.join(STDERR_FILE), cap),
         ],
     })
 }
@@ -360,25 +382,27 @@ fn build_command(run_dir: &Path, spec: &TaskSpec) -> Result<Command, String> {
         }
         TaskCommand::Sleep { .. } => return Err("a built-in task has no process".into()),
     };
-    let work_dir = spec.work_dir.as_deref().unwrap_or(run_dir);
-    // Checked here because a failed chdir in the child is reported as the same
-    // NotFound as a missing program, which would give a misleading message.
-    if !work_dir.is_dir() {
-        return Err(format!(
-            "working directory not found: {}",
-            work_dir.display()
-        ));
-    }
+    enter_work_dir(spec.work_dir.as_deref().unwrap_or(run_dir))?;
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(work_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own group, so that killing the group kills the task's whole tree.
         .process_group(0);
-    // No pre_exec closure: std then starts the task with posix_spawn (a vfork), not a
-    // fork of the shim. The hangup handlers of `survive_hangup_signals` reset at exec.
+    // No pre_exec closure and no `current_dir`: std then starts the task with posix_spawn (a
+    // vfork), not a fork of the shim. (With a directory to enter, std needs glibc's
+    // `posix_spawn_file_actions_addchdir_np`, which it looks up at run time and a static shim
+    // cannot find.) The hangup handlers of `survive_hangup_signals` reset at exec.
     Ok(cmd)
+}
+
+/// Moves the shim into the task's working directory, which the task inherits at spawn. The
+/// shim itself only uses absolute paths.
+fn enter_work_dir(work_dir: &Path) -> Result<(), String> {
+    std::env::set_current_dir(work_dir).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => format!("working directory not found: {}", work_dir.display()),
+        _ => format!("cannot enter working directory {}: {e}", work_dir.display()),
+    })
 }
 
 fn spawn_error(command: &TaskCommand, e: io::Error) -> String {
@@ -393,11 +417,6 @@ fn spawn_error(command: &TaskCommand, e: io::Error) -> String {
         io::ErrorKind::PermissionDenied => format!("permission denied: {program}"),
         _ => format!("cannot start {program}: {e}"),
     }
-}
-
-fn create_output(run_dir: &Path, name: &str) -> Result<File, String> {
-    let path = run_dir.join(name);
-    File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
 /// Looks for the end of `pid` (waits for it when `block`) without reaping it, so its pid
@@ -488,41 +507,42 @@ fn become_subreaper() {
 
 /// Why the run directory is not ours.
 enum Claim {
-    /// Another shim (pid, start time) claimed it first.
-    Taken(i32, u64),
-    /// shim.pid could not be written (best effort: the task still runs).
-    Failed,
+    /// Another shim (pid and start time, when its file could be read) claimed it first.
+    Taken(Option<(i32, u64)>),
+    /// shim.pid could not be written: the task is not run, since nothing could kill it,
+    /// time it out or tell a restarted server it runs.
+    Failed(String),
 }
 
 /// Claims the run directory by creating `shim.pid` (`"<pid> <starttime>"`) exclusively: a
 /// second shim started for the same run (a launcher that died after forking one, followed
-/// by a direct start) finds it taken and must not run the task again.
-fn claim_run_dir(run_dir: &Path) -> Result<(), Claim> {
+/// by a direct start) finds it taken and must not run the task again. Answers the file,
+/// open at its end for the task's pid.
+fn claim_run_dir(run_dir: &Path) -> Result<File, Claim> {
     let pid = std::process::id() as i32;
-    let (_, starttime) = proc_stat(pid).map_err(|_| Claim::Failed)?;
     let path = run_dir.join(SHIM_PID_FILE);
+    let failed = |e: io::Error| Claim::Failed(format!("cannot write {}: {e}", path.display()));
+    let (_, starttime) = proc_stat(pid).map_err(failed)?;
     let mut file = match File::options().write(true).create_new(true).open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(match read_pid_file(&path) {
-                Some((pid, starttime)) => Claim::Taken(pid, starttime),
-                None => Claim::Failed,
-            });
+            return Err(Claim::Taken(read_pid_file(&path)));
         }
-        Err(_) => return Err(Claim::Failed),
+        Err(e) => return Err(failed(e)),
     };
     // One write(2): a reader that sees it empty or cut short retries (`read_pid_file`).
     file.write_all(format!("{pid} {starttime}\n").as_bytes())
-        .map_err(|_| Claim::Failed)
+        .map_err(failed)?;
+    Ok(file)
 }
 
-/// Reads `"<pid> <starttime>\n"`; a file still being written (empty, no newline yet) is
-/// read again for a little while.
+/// Reads the shim's `"<pid> <starttime>\n"`, the first line of `shim.pid`; a file still
+/// being written (empty, no newline yet) is read again for a little while.
 pub(crate) fn read_pid_file(path: &Path) -> Option<(i32, u64)> {
     for _ in 0..20 {
         let text = std::fs::read_to_string(path).ok()?;
-        if text.ends_with('\n') {
-            let mut fields = text.split_whitespace();
+        if let Some((line, _)) = text.split_once('\n') {
+            let mut fields = line.split_whitespace();
             let pid = fields.next()?.parse().ok()?;
             let starttime = fields.next()?.parse().ok()?;
             return Some((pid, starttime));
@@ -532,9 +552,27 @@ pub(crate) fn read_pid_file(path: &Path) -> Option<(i32, u64)> {
     None
 }
 
+/// The task's pid (its process group id), the second line of `shim.pid`; None until the
+/// shim has written it whole. Runs started by an older shim kept it in `child.pid`.
+pub(crate) fn read_task_pid(run_dir: &Path) -> Option<i32> {
+    let pid_line = |text: &str| text.strip_suffix('\n')?.parse().ok();
+    let pids = std::fs::read_to_string(run_dir.join(SHIM_PID_FILE)).ok()?;
+    match pids.split_once('\n') {
+        Some((_, second)) if !second.is_empty() => pid_line(second),
+        _ => pid_line(&std::fs::read_to_string(run_dir.join(LEGACY_TASK_PID_FILE)).ok()?),
+    }
+}
+
+/// Where shims before the one-file layout wrote the task's pid.
+const LEGACY_TASK_PID_FILE: &str = "child.pid";
+
 /// The run directory belongs to another shim: wait until it ends (the server watching us
-/// then reads the status it recorded) and do nothing else.
-fn wait_for_other_shim(pid: i32, starttime: u64) -> i32 {
+/// then reads the status it recorded) and do nothing else. An owner whose file stayed
+/// unreadable is not waited for, but its run directory is still left alone.
+fn wait_for_other_shim(owner: Option<(i32, u64)>) -> i32 {
+    let Some((pid, starttime)) = owner else {
+        return EXIT_CLAIMED;
+    };
     while proc_stat(pid).is_ok_and(|(state, start)| start == starttime && state != 'Z') {
         std::thread::sleep(CLAIMED_POLL);
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Outcome, create_all, delete_all};
+use super::{Outcome, create_all, delete_all, floor};
 use crate::check::{self, CheckOptions};
 use crate::progress::Progress;
 use crate::recorder::recorded_command;
@@ -24,6 +24,8 @@ pub struct FacebookOptions {
     pub epsilon_ms: i64,
     pub allowance_ms: i64,
     pub server_pid: Option<u32>,
+    /// Seconds spent first measuring the machine's own launch floor (`floor.rs`); 0 skips it.
+    pub floor_secs: u64,
 }
 
 /// The load's jobs: the long-running ones and the minute ones (recorded in `dir`). The long
@@ -88,6 +90,7 @@ pub fn minute_start(
 }
 
 pub async fn run(url: &str, options: FacebookOptions) -> anyhow::Result<Outcome> {
+    let floor = measure_floor(&options).await?;
     let client = super::http_client();
     let prefix = format!("lt-fb-{}-", chrono::Utc::now().timestamp_millis());
     let dir = super::prepare_runs_dir(&options.runs)?;
@@ -137,9 +140,28 @@ pub async fn run(url: &str, options: FacebookOptions) -> anyhow::Result<Outcome>
     if let Some(stats) = stats {
         super::merge(&mut json, stats.json());
     }
+    if let Some(floor) = floor {
+        super::merge(&mut json, floor.json());
+    }
     super::merge(&mut json, checked.json);
     Ok(Outcome {
         json,
         passed: checked.passed,
     })
+}
+
+/// Before any job exists: the lateness of commands started directly, with as many processes
+/// alive as the long jobs will keep running, at the same rate as the minute jobs.
+async fn measure_floor(options: &FacebookOptions) -> anyhow::Result<Option<floor::Floor>> {
+    if options.floor_secs == 0 {
+        return Ok(None);
+    }
+    let duration = Duration::from_secs(options.floor_secs);
+    let floor =
+        floor::bare_launch_lateness(options.long_jobs, options.per_second, duration).await?;
+    eprintln!(
+        "this machine's own floor: {} commands started directly beside {} idle processes, late p50 {} ms, p99 {} ms, max {} ms",
+        floor.launches, floor.idle_processes, floor.p50_ms, floor.p99_ms, floor.max_ms
+    );
+    Ok(Some(floor))
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod facebook;
 pub mod fire;
+pub mod floor;
 pub mod highload;
 pub mod million;
 pub mod saturate;

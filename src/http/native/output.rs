@@ -146,16 +146,7 @@ async fn output(
         let finished = tokio::fs::try_exists(dir.join(STATUS_FILE))
             .await
             .unwrap_or(false);
-        let bytes = match read_from(&path, offset, &task_id, file).await {
-            Err(e) if e.status == StatusCode::NOT_FOUND && !finished => {
-                if is_live(&state, &name, &task_id).await? {
-                    Vec::new()
-                } else {
-                    return Err(e);
-                }
-            }
-            read => read?,
-        };
+        let bytes = read_from(&path, offset).await?;
         let more_later = !finished || bytes.len() as u64 == MAX_CHUNK;
         if !follow || !bytes.is_empty() || !more_later || tokio::time::Instant::now() >= deadline {
             let next = offset + bytes.len() as u64;
@@ -259,14 +250,12 @@ async fn is_live(state: &AppState, name: &str, task_id: &str) -> ApiResult<bool>
 }
 
 /// Up to [`MAX_CHUNK`] bytes of `path` from `offset` (none past its end).
-async fn read_from(path: &PathBuf, offset: u64, task_id: &str, file: &str) -> ApiResult<Vec<u8>> {
+/// The output from `offset`; nothing when the file does not exist: the shim creates it on
+/// the task's first bytes, so a silent task (or one not started yet) has none.
+async fn read_from(path: &PathBuf, offset: u64) -> ApiResult<Vec<u8>> {
     let mut handle = match tokio::fs::File::open(path).await {
         Ok(handle) => handle,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found(format!(
-                "task '{task_id}' has no {file} file"
-            )));
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(read_error(path, e)),
     };
     handle
@@ -284,9 +273,11 @@ async fn read_from(path: &PathBuf, offset: u64, task_id: &str, file: &str) -> Ap
 
 /// Whether nothing is left past `next` (a finished run's output no longer grows).
 async fn bytes_complete(path: &Path, next: u64) -> bool {
-    tokio::fs::metadata(path)
-        .await
-        .is_ok_and(|m| m.len() <= next)
+    match tokio::fs::metadata(path).await {
+        Ok(meta) => meta.len() <= next,
+        // Never created: the task wrote nothing to it.
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 fn read_error(path: &Path, error: std::io::Error) -> ApiError {
