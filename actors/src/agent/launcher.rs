@@ -10,10 +10,15 @@
 //! and a pidfd for it (passed over the socket), which the agent watches instead of a child
 //! of its own (`process.rs`).
 //!
-//! Requests are datagrams on a `SOCK_SEQPACKET` socket: the run directory's path in bytes.
-//! Answers: [`Answer`] (16 bytes), with the pidfd as `SCM_RIGHTS` when there is one. The
-//! launcher exits when the agent's end of the socket closes (the agent died or stopped);
-//! its shims carry on. When it is gone or fails, the agent starts the shim itself and
+//! Requests are datagrams on a `SOCK_SEQPACKET` socket ([`Request`]): launch a shim for a run
+//! directory, answered with an [`Answer`] (16 bytes) and the pidfd as `SCM_RIGHTS` when there is
+//! one; or reap a shim that has ended, not answered. The agent asks for each reap as soon as
+//! it has seen the shim end ([`ShimReaper`], used by `RunningTask::wait`): waiting for any child
+//! instead makes the kernel walk every child
+//! (with 16,000 tasks running, 27 ms per look, holding a lock that every fork and exit on the
+//! machine needs), so the launcher does that only rarely, for reaps nobody asked for. The
+//! launcher exits when the agent's end of the socket closes (the agent died or stopped, and
+//! the last reap for its shims was sent); its shims carry on. When it is gone or fails, the agent starts the shim itself and
 //! starts a new launcher for the next run. A shim forked for a request the launcher never
 //! answered and a shim started directly for the same run cannot both run the task: the
 //! first to create `shim.pid` owns the run directory (`shim::claim_run_dir`).
@@ -24,7 +29,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -36,10 +42,52 @@ pub const LAUNCHER_SUBCOMMAND: &str = "task-launcher";
 
 /// How long the agent waits for an answer before it gives the launcher up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often an idle launcher reaps the shims that ended.
-const REAP_EVERY_MS: i32 = 100;
+/// How often the launcher looks for ended shims that nobody asked it to reap (a request lost
+/// to a full socket, or a shim of a run the agent stopped watching).
+const SCAN_EVERY: Duration = Duration::from_secs(10);
 /// The longest run directory path a request may carry.
 const MAX_REQUEST: usize = 8192;
+
+/// What the agent asks of the launcher: one datagram, its first byte saying which.
+#[derive(Debug, Clone, PartialEq)]
+enum Request<'a> {
+    /// Fork a shim for this run directory (answered).
+    Launch(&'a Path),
+    /// Reap this shim, which has ended (not answered).
+    Reap(i32),
+}
+
+impl<'a> Request<'a> {
+    const LAUNCH: u8 = b'L';
+    const REAP: u8 = b'R';
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Request::Launch(run_dir) => {
+                let path = run_dir.as_os_str().as_bytes();
+                let mut bytes = Vec::with_capacity(1 + path.len());
+                bytes.push(Self::LAUNCH);
+                bytes.extend_from_slice(path);
+                bytes
+            }
+            Request::Reap(pid) => {
+                let mut bytes = vec![Self::REAP];
+                bytes.extend_from_slice(&pid.to_le_bytes());
+                bytes
+            }
+        }
+    }
+
+    fn decode(bytes: &'a [u8]) -> Option<Request<'a>> {
+        match bytes.split_first()? {
+            (&Self::LAUNCH, path) if !path.is_empty() => {
+                Some(Request::Launch(Path::new(OsStr::from_bytes(path))))
+            }
+            (&Self::REAP, pid) => Some(Request::Reap(i32::from_le_bytes(pid.try_into().ok()?))),
+            _ => None,
+        }
+    }
+}
 
 /// The launcher's answer to one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,16 +127,23 @@ impl Answer {
 /// until the agent goes away; returns the process exit code.
 pub fn run_launcher_main() -> i32 {
     let socket: RawFd = 0;
-    let mut request = vec![0u8; MAX_REQUEST];
+    let mut request = vec![0u8; MAX_REQUEST + 1];
+    let mut next_scan = Instant::now() + SCAN_EVERY;
     loop {
-        reap_finished_shims();
+        if Instant::now() >= next_scan {
+            reap_finished_shims();
+            next_scan = Instant::now() + SCAN_EVERY;
+        }
         let mut pollfd = libc::pollfd {
             fd: socket,
             events: libc::POLLIN,
             revents: 0,
         };
+        let timeout_ms = next_scan
+            .saturating_duration_since(Instant::now())
+            .as_millis() as i32;
         // SAFETY: one valid pollfd for the whole call.
-        let rc = unsafe { libc::poll(&mut pollfd, 1, REAP_EVERY_MS) };
+        let rc = unsafe { libc::poll(&mut pollfd, 1, timeout_ms.max(1)) };
         if rc == 0 || (rc < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted) {
             continue;
         }
@@ -100,13 +155,17 @@ pub fn run_launcher_main() -> i32 {
                 io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
                 _ => return 1,
             },
-            n => {
-                let run_dir = Path::new(OsStr::from_bytes(&request[..n as usize]));
-                let (answer, pidfd) = fork_shim(socket, run_dir);
-                if send_answer(socket, answer, pidfd.as_ref()).is_err() {
-                    return 1; // the agent is gone: our shims carry on without us
+            n => match Request::decode(&request[..n as usize]) {
+                Some(Request::Launch(run_dir)) => {
+                    let (answer, pidfd) = fork_shim(socket, run_dir);
+                    if send_answer(socket, answer, pidfd.as_ref()).is_err() {
+                        return 1; // the agent is gone: our shims carry on without us
+                    }
                 }
-            }
+                Some(Request::Reap(pid)) => reap_shim(pid),
+                // Not from our agent's code: nothing to answer, and no fork for it.
+                None => {}
+            },
         }
     }
 }
@@ -211,7 +270,19 @@ fn send_answer(socket: RawFd, answer: Answer, pidfd: Option<&OwnedFd>) -> io::Re
     }
 }
 
-/// Reaps every shim that has ended (they are our children until we exit).
+/// Reaps one shim that has ended. A pid that is not (or no longer) our child, or a child
+/// still running, is left alone: the kernel checks that one child only.
+fn reap_shim(pid: i32) {
+    if pid <= 0 {
+        return; // would mean "any child" or a group
+    }
+    let mut status = 0;
+    // SAFETY: `status` is a valid, writable int.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+}
+
+/// Reaps every shim that has ended (they are our children until we exit). The kernel looks at
+/// every child for this: only the rare scan for reaps nobody asked for.
 fn reap_finished_shims() {
     loop {
         let mut status = 0;
@@ -231,6 +302,30 @@ pub struct Forked {
     pub pidfd: Option<OwnedFd>,
     /// The shim's start time, when there is no pidfd (to poll it as an adopted shim).
     pub starttime: u64,
+    /// How to have the launcher reap the shim once it has ended.
+    pub reaper: ShimReaper,
+}
+
+/// Asks the launcher that forked a shim to reap it, once whoever watches the shim has seen it
+/// end. Holds the launcher's socket: a launcher replaced meanwhile still gets its own shims'
+/// reaps (it lives on until the last is sent), and a dead one makes the request fail quietly.
+#[derive(Debug)]
+pub struct ShimReaper {
+    socket: Arc<AsyncFd<OwnedFd>>,
+    pid: i32,
+}
+
+impl ShimReaper {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Best effort and not answered: a request that cannot be sent at once is dropped, and the
+    /// launcher's rare scan reaps that shim instead. Datagrams are whole, so this may be sent
+    /// from any task while the agent waits for a launch's answer.
+    pub fn reap(self) {
+        let _ = send_request(self.socket.as_raw_fd(), &Request::Reap(self.pid).encode());
+    }
 }
 
 /// The agent's side: starts the launcher, sends it requests, and starts it again when it
@@ -244,7 +339,7 @@ pub struct Launcher {
 
 #[derive(Debug)]
 struct Running {
-    socket: AsyncFd<OwnedFd>,
+    socket: Arc<AsyncFd<OwnedFd>>,
     process: tokio::process::Child,
 }
 
@@ -286,6 +381,10 @@ impl Launcher {
                 pid: answer.pid,
                 pidfd,
                 starttime: answer.starttime,
+                reaper: ShimReaper {
+                    socket: running.socket.clone(),
+                    pid: answer.pid,
+                },
             }),
             errno => Err(io::Error::from_raw_os_error(errno)),
         });
@@ -310,7 +409,7 @@ impl Launcher {
             .process_group(0)
             .spawn()?;
         Ok(Running {
-            socket: register(ours, Interest::READABLE | Interest::WRITABLE)?,
+            socket: Arc::new(register(ours, Interest::READABLE | Interest::WRITABLE)?),
             process,
         })
     }
@@ -318,13 +417,13 @@ impl Launcher {
 
 impl Running {
     async fn ask(&mut self, run_dir: &Path) -> io::Result<(Answer, Option<OwnedFd>)> {
-        let request = run_dir.as_os_str().as_bytes();
-        if request.len() > MAX_REQUEST {
+        if run_dir.as_os_str().len() > MAX_REQUEST {
             return Err(io::Error::other("run directory path too long"));
         }
+        let request = Request::Launch(run_dir).encode();
         self.socket
             .async_io(Interest::WRITABLE, |fd| {
-                send_request(fd.as_raw_fd(), request)
+                send_request(fd.as_raw_fd(), &request)
             })
             .await?;
         self.socket
@@ -434,6 +533,24 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_round_trip_and_junk_is_refused() {
+        let launch = Request::Launch(Path::new("/runs/job/1-0"));
+        assert_eq!(Request::decode(&launch.encode()), Some(launch));
+        assert_eq!(
+            Request::decode(&Request::Reap(4242).encode()),
+            Some(Request::Reap(4242))
+        );
+        assert_eq!(Request::decode(b""), None);
+        assert_eq!(Request::decode(b"L"), None, "a launch without a directory");
+        assert_eq!(Request::decode(b"R12"), None, "a pid cut short");
+        assert_eq!(
+            Request::decode(b"/runs/job/1-0"),
+            None,
+            "an old-style request"
+        );
+    }
 
     #[test]
     fn answers_round_trip() {

@@ -21,7 +21,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::launcher::{Launcher, register};
+use super::launcher::{Launcher, ShimReaper, register};
 use super::shim;
 
 /// The task to run, written by the server for the shim.
@@ -165,7 +165,9 @@ pub async fn launch(
             }
         }
     };
-    Ok(RunningTask::new(run_dir, shim, timeout_deadline(spec)))
+    let mut task = RunningTask::new(run_dir, shim, timeout_deadline(spec));
+    task.reaper = Some(forked.reaper);
+    Ok(task)
 }
 
 fn timeout_deadline(spec: &TaskSpec) -> Option<Instant> {
@@ -290,6 +292,9 @@ pub struct RunningTask {
     shim: Shim,
     deadline: Option<Instant>,
     stop: Arc<StopControl>,
+    /// When the agent's launcher forked the shim: asks the launcher to reap it once `wait`
+    /// has seen it end.
+    reaper: Option<ShimReaper>,
 }
 
 /// The shim, as we know it.
@@ -312,11 +317,17 @@ impl RunningTask {
             shim,
             deadline,
             stop: Arc::new(StopControl::new(run_dir)),
+            reaper: None,
         }
     }
 
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
+    }
+
+    /// The shim's pid when the launcher forked it (the launcher reaps it once it has ended).
+    pub fn launcher_child(&self) -> Option<i32> {
+        self.reaper.as_ref().map(ShimReaper::pid)
     }
 
     /// A handle to kill the task while `wait` runs elsewhere.
@@ -342,11 +353,15 @@ impl RunningTask {
             }
         };
         let reason = self.stop.reason();
-        match read_status(&self.run_dir) {
+        let end = match read_status(&self.run_dir) {
             Ok(Some(status)) => end_of_status(&status, reason),
             Ok(None) => TaskEnd::Lost(shim_end),
             Err(why) => TaskEnd::Lost(why),
+        };
+        if let Some(reaper) = self.reaper.take() {
+            reaper.reap();
         }
+        end
     }
 }
 
@@ -877,6 +892,25 @@ mod tests {
             assert_eq!(output(dir.path(), STDOUT_FILE), "out\n");
         }
         assert!(launcher.pid().is_some(), "no launcher runs");
+    }
+
+    #[tokio::test]
+    async fn a_shim_that_ended_is_reaped_by_its_launcher_once_waited_for() {
+        let mut launcher = test_launcher();
+        let dir = tempfile::tempdir().unwrap();
+        let task = start_through(&mut launcher, dir.path(), &sh("exit 0")).await;
+        let shim = task.launcher_child().expect("forked by the launcher");
+        assert_eq!(task.wait().await, TaskEnd::Exited(0));
+        // The launcher's scan for unasked reaps is 10 s away: only the request can do this.
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while shim::proc_stat(shim).is_ok_and(|(state, _)| state == 'Z') {
+            assert!(Instant::now() < give_up, "the shim was never reaped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The launcher still serves launches after a reap (no answer was owed for it).
+        let dir = tempfile::tempdir().unwrap();
+        let again = start_through(&mut launcher, dir.path(), &sh("exit 4")).await;
+        assert_eq!(again.wait().await, TaskEnd::Exited(4));
     }
 
     #[tokio::test]
