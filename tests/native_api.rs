@@ -23,6 +23,22 @@ async fn get_output(server: &Server, path: &str) -> (u16, Vec<u8>, Option<u64>, 
     (status, body, next, finished)
 }
 
+/// Creates a job that never fires on its own, runs it once by hand and waits for its success;
+/// answers the run's task id.
+async fn run_once(server: &Server, name: &str, command: &str) -> String {
+    server
+        .create(json!({
+            "name": name, "command": command, "schedule": "R/2099-01-01T00:00:00Z/P1D"
+        }))
+        .await;
+    let (status, _) = server
+        .request("PUT", &format!("/scheduler/job/{name}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let run = server.wait_for_run(name, "succeeded").await;
+    run["taskId"].as_str().unwrap().to_string()
+}
+
 fn output_path(job: &str, task_id: &str, file: &str) -> String {
     format!("/api/jobs/{job}/runs/{task_id}/{file}")
 }
@@ -30,16 +46,7 @@ fn output_path(job: &str, task_id: &str, file: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_of_a_finished_run_and_404s() {
     let server = Server::start(1).await;
-    server
-        .create(json!({
-            "name": "talk", "command": "echo out-line; echo err-line >&2",
-            "schedule": "R/2099-01-01T00:00:00Z/P1D"
-        }))
-        .await;
-    let (status, _) = server.request("PUT", "/scheduler/job/talk", None).await;
-    assert_eq!(status, 204);
-    let run = server.wait_for_run("talk", "succeeded").await;
-    let task = run["taskId"].as_str().unwrap();
+    let task = &run_once(&server, "talk", "echo out-line; echo err-line >&2").await;
 
     let (status, body, next, finished) =
         get_output(&server, &output_path("talk", task, "stdout")).await;
@@ -61,16 +68,7 @@ async fn output_of_a_finished_run_and_404s() {
 
     // A silent run leaves no output file (the shim creates it on the first bytes): its output
     // is empty and complete, not missing.
-    server
-        .create(json!({
-            "name": "quiet", "command": "echo only-err >&2",
-            "schedule": "R/2099-01-01T00:00:00Z/P1D"
-        }))
-        .await;
-    let (status, _) = server.request("PUT", "/scheduler/job/quiet", None).await;
-    assert_eq!(status, 204);
-    let quiet = server.wait_for_run("quiet", "succeeded").await;
-    let quiet_task = quiet["taskId"].as_str().unwrap();
+    let quiet_task = &run_once(&server, "quiet", "echo only-err >&2").await;
     let (status, body, next, finished) =
         get_output(&server, &output_path("quiet", quiet_task, "stdout")).await;
     assert_eq!(status, 200);

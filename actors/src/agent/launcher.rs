@@ -12,16 +12,18 @@
 //!
 //! Requests are datagrams on a `SOCK_SEQPACKET` socket ([`Request`]): launch a shim for a run
 //! directory, answered with an [`Answer`] (16 bytes) and the pidfd as `SCM_RIGHTS` when there is
-//! one; or reap a shim that has ended, not answered. The agent asks for each reap as soon as
-//! it has seen the shim end ([`ShimReaper`], used by `RunningTask::wait`): waiting for any child
-//! instead makes the kernel walk every child
-//! (with 16,000 tasks running, 27 ms per look, holding a lock that every fork and exit on the
-//! machine needs), so the launcher does that only rarely, for reaps nobody asked for. The
-//! launcher exits when the agent's end of the socket closes (the agent died or stopped, and
-//! the last reap for its shims was sent); its shims carry on. When it is gone or fails, the agent starts the shim itself and
-//! starts a new launcher for the next run. A shim forked for a request the launcher never
-//! answered and a shim started directly for the same run cannot both run the task: the
-//! first to create `shim.pid` owns the run directory (`shim::claim_run_dir`).
+//! one; or reap a shim that has ended, not answered. The agent asks for each reap as soon as it
+//! has seen the shim end ([`ShimReaper`], used by `RunningTask::wait`). Waiting for any child
+//! instead makes the kernel walk every child (with 16,000 tasks running, 27 ms per look, under
+//! a lock that every fork and exit on the machine needs), so the launcher does that only
+//! rarely, for reaps nobody asked for.
+//!
+//! The launcher exits when the agent's end of the socket closes (the agent died or stopped, and
+//! the last reap for its shims was sent); its shims carry on. When it is gone or fails, the
+//! agent starts the shim itself and starts a new launcher for the next run. A shim forked for
+//! a request the launcher never answered and a shim started directly for the same run cannot
+//! both run the task: the first to create `shim.pid` owns the run directory
+//! (`shim::claim_run_dir`).
 
 use std::ffi::OsStr;
 use std::io;

@@ -84,13 +84,15 @@ async fn time_launches(per_second: usize, duration: Duration) -> anyhow::Result<
         let planned_ms = first_ms + (k as f64 * period_ms) as i64;
         let wait_ms = (planned_ms - now_ms()).max(0) as u64;
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        let output = tokio::process::Command::new("/bin/sh")
+        // Started here, at the planned time; only the wait for its output goes to a task.
+        let child = tokio::process::Command::new("/bin/sh")
             .args(["-c", "s=$(date +%s%3N); echo $s"])
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .output();
+            .spawn()?;
         launches.spawn(async move {
-            let output = output.await?;
+            let output = child.wait_with_output().await?;
             let read_ms: i64 = String::from_utf8_lossy(&output.stdout).trim().parse()?;
             anyhow::Ok(read_ms - planned_ms)
         });
