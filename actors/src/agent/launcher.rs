@@ -318,6 +318,7 @@ pub struct ShimReaper {
 }
 
 impl ShimReaper {
+    #[cfg(test)]
     pub fn pid(&self) -> i32 {
         self.pid
     }

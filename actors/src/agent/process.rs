@@ -326,6 +326,7 @@ impl RunningTask {
     }
 
     /// The shim's pid when the launcher forked it (the launcher reaps it once it has ended).
+    #[cfg(test)]
     pub fn launcher_child(&self) -> Option<i32> {
         self.reaper.as_ref().map(ShimReaper::pid)
     }
