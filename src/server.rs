@@ -99,6 +99,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             url: url.clone(),
             exchange: config.events.exchange.clone(),
             queue: queue_name(&config)?,
+            publisher_id: server_id(&config)?,
         };
         state.set_amqp(amqp::spawn(settings, client.clone(), bus.clone()));
     }
@@ -163,30 +164,36 @@ pub fn shim_program() -> anyhow::Result<std::path::PathBuf> {
     Ok(if small.is_file() { small } else { dron })
 }
 
-/// This server's AMQP queue: configured, or `dron.<id>` with an id made once and kept in the
-/// data directory, so that a restarted server consumes the events that waited for it.
+/// This server's AMQP queue: configured, or `dron.<server id>`, so that a restarted server
+/// consumes the events that waited for it.
 fn queue_name(config: &Config) -> anyhow::Result<String> {
-    if let Some(queue) = &config.events.queue {
-        return Ok(queue.clone());
+    match &config.events.queue {
+        Some(queue) => Ok(queue.clone()),
+        None => Ok(format!("dron.{}", server_id(config)?)),
     }
+}
+
+/// This server's id, made once and kept in the data directory: it names the default queue
+/// and tags what the server publishes, so that its own events are known when they come back.
+/// Written atomically: an empty id after a crash would name a new queue and strand the old.
+fn server_id(config: &Config) -> anyhow::Result<String> {
     let path = config.data_dir.join("server-id");
-    let id = match std::fs::read_to_string(&path) {
-        Ok(id) => id.trim().to_string(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos();
-            let id = format!(
-                "{:x}",
-                xxhash_rust::xxh3::xxh3_64(&nanos.to_le_bytes()) ^ u64::from(std::process::id())
-            );
-            std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
-            id
-        }
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
-    };
-    Ok(format!("dron.{id}"))
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let id = format!(
+        "{:x}",
+        xxhash_rust::xxh3::xxh3_64(&nanos.to_le_bytes()) ^ u64::from(std::process::id())
+    );
+    crate::agent::write_synced(&path, id.as_bytes())?;
+    Ok(id)
 }
 
 pub async fn shutdown_signal() {

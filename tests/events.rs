@@ -27,6 +27,15 @@ async fn dron_cli(server: &Server, args: &[&str]) -> (i32, String) {
     (output.status.code().unwrap_or(-1), stdout)
 }
 
+/// A metric's value from /metrics (0 when absent).
+async fn metric(server: &Server, series: &str) -> f64 {
+    let response = server.http.get(server.url("/metrics")).send().await;
+    let text = response.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
 async fn waiting_for(server: &Server, job: &str) -> Vec<String> {
     let answer = server
         .ok("GET", &format!("/api/jobs/{job}/waiting"), None)
@@ -313,6 +322,16 @@ async fn an_event_published_to_rabbitmq_releases_an_instance_and_dron_publishes_
             == true
     })
     .await;
+    // dron's own announcement came back to its queue too: it is acked as its own echo, not
+    // taken in again (only the framework's two good events count as received over AMQP).
+    wait_for("dron's own echo", Duration::from_secs(20), || async {
+        metric(&server, "dron_events_own_echo_total") >= 1.0
+    })
+    .await;
+    assert_eq!(
+        metric(&server, "dron_events_received_total{origin=\"amqp\"}"),
+        2.0
+    );
     broker.clean_up(&channel, &["observer"]).await;
 }
 

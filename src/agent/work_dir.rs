@@ -112,7 +112,8 @@ impl WorkDir {
     }
 }
 
-/// Writes through a temporary file, synced, then renamed: never a half-written file.
+/// Writes through a temporary file, synced, then renamed, then the directory synced: never a
+/// half-written file, and the rename itself survives a power loss.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let temporary = path.with_extension("tmp");
     let mut file = std::fs::File::create(&temporary)
@@ -120,6 +121,11 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(directory) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(directory)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", directory.display()))?;
+    }
     Ok(())
 }
 

@@ -4,7 +4,9 @@
 //!   `#` to the durable topic exchange `dron.resources`, so events published while dron is
 //!   down wait for it. Each delivery is handed to the bus and acked only once the bus has
 //!   recorded (durably) and applied it; a malformed one is rejected without requeueing, and a
-//!   delivery the bus could not take is requeued.
+//!   delivery the bus could not take is requeued. The queue also receives what this server
+//!   published itself: those carry its id as their `app_id` and are acked at once, since the
+//!   bus recorded and applied them before publishing.
 //! - **Out:** events the bus publishes (dron's own `job:NAME@TIME`, and those POSTed over
 //!   HTTP) go to the exchange as persistent messages with publisher confirms; the bus drops
 //!   an event from its pending list only once RabbitMQ has confirmed it.
@@ -36,6 +38,7 @@ use tokio::sync::mpsc;
 const PREFETCH: u16 = 256;
 /// Events published before their confirms are awaited together.
 const PUBLISH_BATCH: usize = 256;
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
@@ -43,6 +46,8 @@ pub struct AmqpSettings {
     pub url: String,
     pub exchange: String,
     pub queue: String,
+    /// Set as `app_id` on everything this server publishes (its server id).
+    pub publisher_id: String,
 }
 
 /// Whether the link is connected now (for /health and metrics).
@@ -83,9 +88,14 @@ enum SessionEnd {
 
 impl Link {
     async fn run(mut self) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = MIN_BACKOFF;
         loop {
             let end = self.session().await;
+            // A session that got connected starts the backoff over: only failures in a row
+            // lengthen it.
+            if self.connected.swap(false, Ordering::Relaxed) {
+                backoff = MIN_BACKOFF;
+            }
             self.set_connected(false);
             match end {
                 SessionEnd::Shutdown => return,
@@ -95,9 +105,6 @@ impl Link {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            if self.connected.load(Ordering::Relaxed) {
-                backoff = Duration::from_millis(100);
-            }
         }
     }
 
@@ -120,7 +127,12 @@ impl Link {
             tokio::select! {
                 delivery = consumer.next() => match delivery {
                     Some(Ok(delivery)) => {
-                        tokio::spawn(take_delivery(delivery, self.client.clone()));
+                        if self.is_own(&delivery) {
+                            metrics::counter!("dron_events_own_echo_total").increment(1);
+                            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                        } else {
+                            tokio::spawn(take_delivery(delivery, self.client.clone()));
+                        }
                     }
                     Some(Err(error)) => return SessionEnd::Failed(error.to_string()),
                     None => return SessionEnd::Failed("the broker cancelled the consumer".into()),
@@ -134,6 +146,15 @@ impl Link {
                 },
             }
         }
+    }
+
+    /// Whether this server published the delivery itself (see the module docs).
+    fn is_own(&self, delivery: &Delivery) -> bool {
+        delivery
+            .properties
+            .app_id()
+            .as_ref()
+            .is_some_and(|id| id.as_str() == self.settings.publisher_id)
     }
 
     /// Connects, declares the exchange and this server's queue, and starts consuming.
@@ -200,7 +221,7 @@ impl Link {
             let batch = self.unconfirmed.len().min(PUBLISH_BATCH);
             let mut confirms = Vec::with_capacity(batch);
             for event in self.unconfirmed.iter().take(batch) {
-                confirms.push(publish(channel, &self.settings.exchange, event).await?);
+                confirms.push(publish(channel, &self.settings, event).await?);
             }
             for confirm in confirms {
                 let confirmation = confirm.await.map_err(|e| e.to_string())?;
@@ -219,7 +240,7 @@ impl Link {
 
 async fn publish(
     channel: &Channel,
-    exchange: &str,
+    settings: &AmqpSettings,
     event: &ResourceEvent,
 ) -> Result<lapin::PublisherConfirm, String> {
     let body = serde_json::to_vec(&event.to_message()).map_err(|e| e.to_string())?;
@@ -227,10 +248,11 @@ async fn publish(
     let routing_key = truncate_to_bytes(&event.resource, 255);
     let properties = BasicProperties::default()
         .with_delivery_mode(2) // persistent: survives a broker restart
-        .with_content_type("application/json".into());
+        .with_content_type("application/json".into())
+        .with_app_id(settings.publisher_id.as_str().into());
     channel
         .basic_publish(
-            exchange.into(),
+            settings.exchange.as_str().into(),
             routing_key.into(),
             BasicPublishOptions::default(),
             &body,

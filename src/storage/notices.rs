@@ -14,7 +14,7 @@ use dron_model::notice::NoticeRecord;
 use rocksdb::{DB, WriteBatch};
 
 use super::rocks::{Reads, decode_family, open_db};
-use super::writer::{Writer, backend};
+use super::writer::{AfterFailure, Writer, backend};
 
 const NOTICES: &str = "notices";
 
@@ -27,7 +27,12 @@ pub struct RocksNoticeStore {
 impl RocksNoticeStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Arc::new(open_db(path, &[NOTICES], Reads::Scans)?);
-        let writer = Writer::spawn("notice-writer".into(), db.clone(), add_op)?;
+        let writer = Writer::spawn(
+            "notice-writer".into(),
+            db.clone(),
+            add_op,
+            AfterFailure::Continue,
+        )?;
         Ok(RocksNoticeStore { writer, db })
     }
 }

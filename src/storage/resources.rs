@@ -15,7 +15,7 @@ use dron_model::resource::{PendingEvent, ResourceRecord};
 use rocksdb::{DB, WriteBatch};
 
 use super::rocks::{Reads, decode_family, open_db};
-use super::writer::{Writer, backend};
+use super::writer::{AfterFailure, Writer, backend};
 
 const RESOURCES: &str = "resources";
 const PENDING: &str = "pending";
@@ -28,7 +28,12 @@ pub struct RocksResourceStore {
 impl RocksResourceStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Arc::new(open_db(path, &[RESOURCES, PENDING], Reads::PointLookups)?);
-        let writer = Writer::spawn("resource-writer".into(), db.clone(), add_op)?;
+        let writer = Writer::spawn(
+            "resource-writer".into(),
+            db.clone(),
+            add_op,
+            AfterFailure::Continue,
+        )?;
         Ok(RocksResourceStore { writer, db })
     }
 }

@@ -24,7 +24,7 @@ use dron_model::codec;
 use dron_model::instance::HistoryEntry;
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
 
-use super::writer::{Writer, backend};
+use super::writer::{AfterFailure, Writer, backend};
 
 const JOBS: &str = "jobs";
 const INSTANCES: &str = "instances";
@@ -46,7 +46,12 @@ impl RocksShardStore {
             Reads::Scans,
         )?);
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
-        let writer = Writer::spawn(format!("shard-writer-{name}"), db.clone(), add_op)?;
+        let writer = Writer::spawn(
+            format!("shard-writer-{name}"),
+            db.clone(),
+            add_op,
+            AfterFailure::RefuseUntilReload,
+        )?;
         Ok(RocksShardStore { writer, db })
     }
 }

@@ -1,6 +1,11 @@
 //! One writer thread per RocksDB database, applying batches in submission order with group
 //! commit: it takes every batch waiting in its queue and writes them as one `WriteBatch` with
 //! one WAL sync, so under load many callers share a sync and none is answered before it.
+//!
+//! A shard's coordinator submits its next batch before the previous one is durable, and each
+//! batch assumes the ones before it. So after a failed write (a full disk, an I/O error) a
+//! shard's writer refuses every later batch until the shard has reloaded what is durable
+//! ([`AfterFailure::RefuseUntilReload`]): batch N+1 is never made durable without batch N.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -18,6 +23,17 @@ pub type AddOp<Op> = fn(&DB, &mut WriteBatch, &Op) -> Result<(), StoreError>;
 
 type Acknowledge = oneshot::Sender<Result<(), StoreError>>;
 
+/// What a writer does with batches submitted after one failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Refuse them until the next [`Writer::barrier`], the read that starts a reload: for
+    /// writers whose caller pipelines batches that build on each other (shards).
+    RefuseUntilReload,
+    /// Write them: for callers that wait for each batch before sending one that depends on it
+    /// (the resource and notice stores).
+    Continue,
+}
+
 enum Request<Op> {
     Write(Vec<Op>, Acknowledge),
     /// Answered once every earlier write is applied.
@@ -34,11 +50,16 @@ pub fn backend(error: impl std::fmt::Display) -> StoreError {
 }
 
 impl<Op: Send + 'static> Writer<Op> {
-    pub fn spawn(name: String, db: Arc<DB>, add_op: AddOp<Op>) -> Result<Self, StoreError> {
+    pub fn spawn(
+        name: String,
+        db: Arc<DB>,
+        add_op: AddOp<Op>,
+        after_failure: AfterFailure,
+    ) -> Result<Self, StoreError> {
         let (requests, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || write_loop(&db, queue, add_op))
+            .spawn(move || write_loop(&db, queue, add_op, after_failure))
             .map_err(backend)?;
         Ok(Writer {
             requests: Some(requests),
@@ -55,7 +76,9 @@ impl<Op: Send + 'static> Writer<Op> {
         durable
     }
 
-    /// Returns once every batch submitted before the call is applied.
+    /// Returns once every batch submitted before the call is applied (or refused). It ends a
+    /// refusal after a failure: the caller reads the database next and so learns what is
+    /// durable.
     pub fn barrier(&self) -> Result<(), StoreError> {
         let (done, wait) = mpsc::channel();
         let requests = self
@@ -79,9 +102,16 @@ impl<Op> Drop for Writer<Op> {
     }
 }
 
-fn write_loop<Op>(db: &DB, queue: mpsc::Receiver<Request<Op>>, add_op: AddOp<Op>) {
+fn write_loop<Op>(
+    db: &DB,
+    queue: mpsc::Receiver<Request<Op>>,
+    add_op: AddOp<Op>,
+    after_failure: AfterFailure,
+) {
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
+    // The failure that later batches are refused for, until the next barrier.
+    let mut refusing: Option<StoreError> = None;
     while let Ok(first) = queue.recv() {
         let mut group = Vec::new();
         let mut barriers = Vec::new();
@@ -98,14 +128,32 @@ fn write_loop<Op>(db: &DB, queue: mpsc::Receiver<Request<Op>>, add_op: AddOp<Op>
                 next = queue.try_recv().ok();
             }
         }
-        let result = write_group(db, &group, &sync, add_op);
+        let result = match &refusing {
+            Some(failure) => Err(refused_after(failure)),
+            None => write_group(db, &group, &sync, add_op),
+        };
+        if let Err(failure) = &result
+            && refusing.is_none()
+            && after_failure == AfterFailure::RefuseUntilReload
+        {
+            refusing = Some(failure.clone());
+        }
         for (_, done) in group {
             let _ = done.send(result.clone());
+        }
+        if !barriers.is_empty() {
+            refusing = None;
         }
         for done in barriers {
             let _ = done.send(());
         }
     }
+}
+
+fn refused_after(failure: &StoreError) -> StoreError {
+    backend(format!(
+        "refused: an earlier write failed and the shard has not reloaded since ({failure})"
+    ))
 }
 
 fn write_group<Op>(
@@ -124,4 +172,69 @@ fn write_group<Op>(
         }
     }
     db.write_opt(batch, sync).map_err(backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A test operation: a key to put, or a deliberate failure of the batch it is in.
+    enum TestOp {
+        Put(&'static str),
+        Fail,
+    }
+
+    fn add_test_op(_: &DB, batch: &mut WriteBatch, op: &TestOp) -> Result<(), StoreError> {
+        match op {
+            TestOp::Put(key) => batch.put(key.as_bytes(), b"1"),
+            TestOp::Fail => return Err(backend("injected failure")),
+        }
+        Ok(())
+    }
+
+    fn writer(after_failure: AfterFailure) -> (tempfile::TempDir, Arc<DB>, Writer<TestOp>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(DB::open_default(dir.path()).unwrap());
+        let writer = Writer::spawn("test-writer".into(), db.clone(), add_test_op, after_failure);
+        (dir, db, writer.unwrap())
+    }
+
+    #[test]
+    fn a_shard_writer_refuses_later_batches_after_a_failure_until_reloaded() {
+        let (_dir, db, writer) = writer(AfterFailure::RefuseUntilReload);
+        let failed = writer.submit(vec![TestOp::Put("a"), TestOp::Fail]);
+        assert!(failed.blocking_recv().unwrap().is_err());
+        let after = writer
+            .submit(vec![TestOp::Put("b")])
+            .blocking_recv()
+            .unwrap();
+        let refused = after.expect_err("a batch after a failed one must not be written");
+        assert!(
+            refused.to_string().contains("earlier write failed"),
+            "{refused}"
+        );
+        writer.barrier().unwrap();
+        assert_eq!(db.get(b"a").unwrap(), None);
+        assert_eq!(db.get(b"b").unwrap(), None);
+        // The reload (a barrier, then reads) ends the refusal.
+        let reloaded = writer
+            .submit(vec![TestOp::Put("c")])
+            .blocking_recv()
+            .unwrap();
+        reloaded.unwrap();
+        assert_eq!(db.get(b"c").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn other_writers_go_on_after_a_failure() {
+        let (_dir, db, writer) = writer(AfterFailure::Continue);
+        let failed = writer.submit(vec![TestOp::Fail]);
+        assert!(failed.blocking_recv().unwrap().is_err());
+        writer
+            .submit(vec![TestOp::Put("b")])
+            .blocking_recv()
+            .unwrap()
+            .unwrap();
+        assert_eq!(db.get(b"b").unwrap().as_deref(), Some(&b"1"[..]));
+    }
 }
