@@ -2,11 +2,14 @@
 //! changes memory and records in an [`Outbox`] what must be written and what must happen once
 //! the write is durable. It writes nothing itself, so it reads (and tests) as plain logic.
 //!
-//! Its one read: admitting a waiting instance asks the server's [`ResourceStore`] which of
-//! its resources are already satisfied (`missing_resources` in `shard/admit.rs`; a failed read
-//! is reported in [`Outbox::read_failed`]). It reads there because an instance created after
-//! its resource was announced must see it satisfied, and only admission knows the instance's
-//! resources (its templates expanded for its logical time).
+//! Its one read: admitting an instance that depends on resources asks the server's
+//! [`ResourceStore`] which of them are already satisfied (`missing_resources` in
+//! `shard/admit.rs`, the only call to the store; a failed read is reported in
+//! [`Outbox::read_failed`], and the coordinator then rebuilds the shard). So `recover`, `tick`,
+//! `parent_succeeded`, `resource_ready` and `adopt` may read; nothing else does (`run_now`'s
+//! instances never wait). It reads there because an instance created after its resource was
+//! announced must see it satisfied, and only admission knows the instance's resources (its
+//! templates expanded for its logical time).
 //!
 //! Layout: the indexes own their invariants ([`live::LiveSet`]: live instances and retries;
 //! [`wait::WaitIndex`]: instances waiting for resources, and their deadlines;
