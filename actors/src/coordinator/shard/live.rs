@@ -223,6 +223,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "changed the keys")]
+    fn an_update_may_not_move_an_instance_out_from_under_its_indexes() {
+        let mut live = LiveSet::default();
+        live.insert(instance("a", 1), 0);
+        live.update(&instance_id("a", 1), |instance| instance.target_ms = 2);
+    }
+
+    #[test]
     fn starting_spends_the_retry_and_only_due_retries_pop() {
         let mut live = LiveSet::default();
         live.insert(instance("a", 1), 0);
