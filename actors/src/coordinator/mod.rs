@@ -493,3 +493,6 @@ fn release(effects: Effects, links: &Links) {
         then();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+//! Firing: ticks turn due targets into instances, and queued instances start.
+
+use dron_model::ids::instance_id;
+use dron_model::instance::{HistoryEntry, InstanceRecord, InstanceState, RunCause, SkippedTargets};
+
+use super::notices::{push_notice, skipped_notice};
+use super::status::Ending;
+use super::{Outbox, Shard, ms_to_time};
+use crate::error::CommandError;
+use crate::store::StoreOp;
+
+impl Shard {
+    /// Fires every due target and retry, and expires every wait that ran out.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Outbox) {
+        while let Some(name) = self.timers.pop_due(now_ms) {
+            self.fire_due_targets(&name, now_ms, out);
+        }
+        while let Some(id) = self.live.pop_due_retry(now_ms) {
+            self.start_retry(&id, now_ms, out);
+        }
+        while let Some((id, missing)) = self.waits.pop_expired(now_ms) {
+            self.expire(&id, missing, now_ms, out);
+        }
+    }
+
+    /// Turns a job's due targets into instances. Targets whose epsilon window has closed are
+    /// recorded as one skipped range; those still open run, late.
+    fn fire_due_targets(&mut self, name: &str, now_ms: i64, out: &mut Outbox) {
+        let cap = self.config.max_instances_per_tick;
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return;
+        };
+        let Some(schedule) = entry.schedule.clone() else {
+            return;
+        };
+        let epsilon = entry.record.spec.epsilon_ms;
+        let mut next = entry.record.state.next_target_ms;
+        if let Some(first_due) = next.filter(|t| t + epsilon < now_ms) {
+            let open_from = now_ms - epsilon;
+            let count =
+                schedule.count_between(ms_to_time(first_due), ms_to_time(open_from), u64::MAX);
+            next = schedule
+                .first_at_or_after(ms_to_time(open_from))
+                .map(|t| t.timestamp_millis());
+            if count > 0 {
+                let reason = "could not start within epsilon (server down or busy)".to_string();
+                let skipped = SkippedTargets {
+                    job: name.to_string(),
+                    first_target_ms: first_due,
+                    until_ms: open_from,
+                    count,
+                    recorded_ms: now_ms,
+                    reason,
+                };
+                tracing::warn!(job = name, count, "targets skipped");
+                metrics::counter!("dron_skipped_targets_total").increment(count);
+                let notice = skipped_notice(&entry.record.spec, &skipped);
+                push_notice(notice, out);
+                self.append_history(HistoryEntry::Skipped(skipped), out);
+            }
+        }
+        let mut created = 0;
+        while let Some(target) = next.filter(|t| *t <= now_ms) {
+            if created == cap {
+                out.more_due = true;
+                break;
+            }
+            let instance = InstanceRecord::new(name, target, RunCause::Schedule, now_ms);
+            if !self.live.contains(&instance.id()) {
+                self.admit(instance, now_ms, out);
+            }
+            created += 1;
+            next = schedule
+                .next_after(ms_to_time(target))
+                .map(|t| t.timestamp_millis());
+        }
+        let entry = self.jobs.get_mut(name).expect("job present");
+        entry.record.state.next_target_ms = next;
+        if let Some(next) = next {
+            self.timers.insert(next, name);
+        }
+        out.ops.push(StoreOp::PutJob(entry.record.clone()));
+        self.try_start(name, now_ms, out);
+    }
+
+    pub fn run_now(
+        &mut self,
+        name: &str,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) -> Result<String, CommandError> {
+        self.ensure_job(name)?;
+        let id = self.create_instance(name, RunCause::Manual, now_ms, out);
+        self.try_start(name, now_ms, out);
+        Ok(self.live.get(&id).map(|i| i.task_id()).unwrap_or(id))
+    }
+
+    /// Creates an instance for "now" (a manual run or a dependency trigger); answers its id.
+    pub(super) fn create_instance(
+        &mut self,
+        name: &str,
+        cause: RunCause,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) -> String {
+        // Two triggers in the same millisecond still make two instances.
+        let mut target = now_ms;
+        while self.live.contains(&instance_id(name, target)) {
+            target += 1;
+        }
+        let mut instance = InstanceRecord::new(name, target, cause, now_ms);
+        // Its logical time is now: epsilon counts from now too.
+        instance.ready_ms = Some(now_ms);
+        let id = instance.id();
+        self.admit(instance, now_ms, out);
+        id
+    }
+
+    /// Starts what may start of a job's queued instances: the oldest one, or all of them for
+    /// a concurrent job. A queued target past its epsilon is skipped instead.
+    pub(super) fn try_start(&mut self, name: &str, now_ms: i64, out: &mut Outbox) {
+        let Some(entry) = self.jobs.get(name) else {
+            return;
+        };
+        let (concurrent, epsilon) = (entry.record.spec.concurrent, entry.record.spec.epsilon_ms);
+        // A non-concurrent job runs one instance at a time; queued ones past their epsilon are
+        // skipped now, even while the slot is taken, so the queue stays bounded by epsilon.
+        let mut slot_taken = false;
+        for id in self.live.ids_of(name) {
+            let Some(instance) = self.live.get(&id) else {
+                continue;
+            };
+            match instance.state {
+                InstanceState::Running | InstanceState::RetryWait => {
+                    slot_taken = true;
+                    continue;
+                }
+                InstanceState::Queued => {}
+                _ => continue,
+            }
+            let due = instance.ready_ms.unwrap_or(instance.target_ms);
+            let late = instance.cause != RunCause::Manual && due + epsilon < now_ms;
+            if late {
+                let message = "could not start within epsilon: the previous run was still running";
+                let skipped = Ending {
+                    state: InstanceState::Skipped,
+                    exit_code: None,
+                    message: Some(message.into()),
+                };
+                metrics::counter!("dron_skipped_targets_total").increment(1);
+                self.record_end(&id, skipped, now_ms, out);
+            } else if concurrent || !slot_taken {
+                self.start(&id, now_ms, out);
+                slot_taken = true;
+            }
+        }
+    }
+
+    pub(super) fn start(&mut self, id: &str, now_ms: i64, out: &mut Outbox) {
+        let Some(instance) = self.live.start(id, now_ms) else {
+            return;
+        };
+        let instance = instance.clone();
+        metrics::counter!("dron_launches_total").increment(1);
+        if instance.cause == RunCause::Schedule && instance.attempt == 0 {
+            let lateness = (now_ms - instance.target_ms).max(0) as f64 / 1000.0;
+            metrics::histogram!("dron_start_lateness_seconds").record(lateness);
+        }
+        out.ops.push(StoreOp::PutInstance(instance.clone()));
+        out.launches.push(self.launch_request(&instance));
+    }
+
+    fn start_retry(&mut self, id: &str, now_ms: i64, out: &mut Outbox) {
+        let retrying = self.live.update(id, |instance| {
+            let retrying = instance.state == InstanceState::RetryWait;
+            if retrying {
+                instance.attempt += 1;
+            }
+            retrying
+        });
+        if retrying == Some(true) {
+            metrics::counter!("dron_retries_total").increment(1);
+            self.start(id, now_ms, out);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! What a shard's change hands back to its actor: the writes, and what to do once they are
+//! durable.
+
+use dron_model::notice::Notice;
+use dron_model::resource::ResourceEvent;
+
+use crate::broker::LaunchRequest;
+use crate::store::{StoreError, StoreOp};
+
+/// What a change needs written, and what to do once it is durable.
+#[derive(Default)]
+pub struct Outbox {
+    pub ops: Vec<StoreOp>,
+    pub launches: Vec<LaunchRequest>,
+    pub kills: Vec<String>,
+    /// Tasks to adopt after a restart.
+    pub adopts: Vec<Adoption>,
+    /// Jobs that just succeeded, announced to every shard for their dependants.
+    pub succeeded: Vec<String>,
+    /// Events for the bus (`job:NAME@TIME` of runs that ended), also written to the shard's
+    /// outbox in `ops` so none is lost to a crash.
+    pub announcements: Vec<ResourceEvent>,
+    /// Notices for the notifier (failures, skips, recoveries), also written to the shard's
+    /// notice outbox in `ops`, for the same reason.
+    pub notices: Vec<Notice>,
+    /// Set when a tick stopped at `max_instances_per_tick`: tick again at once.
+    pub more_due: bool,
+    /// A read of the resource store failed: the shard must be rebuilt.
+    pub read_failed: Option<StoreError>,
+}
+
+impl Outbox {
+    /// Nothing to write and nothing to release.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+            && self.launches.is_empty()
+            && self.kills.is_empty()
+            && self.adopts.is_empty()
+            && self.succeeded.is_empty()
+            && self.announcements.is_empty()
+            && self.notices.is_empty()
+    }
+
+    /// Adds `later`'s writes and effects after this one's.
+    pub fn absorb(&mut self, later: Outbox) {
+        append(&mut self.ops, later.ops);
+        append(&mut self.launches, later.launches);
+        append(&mut self.kills, later.kills);
+        append(&mut self.adopts, later.adopts);
+        append(&mut self.succeeded, later.succeeded);
+        append(&mut self.announcements, later.announcements);
+        append(&mut self.notices, later.notices);
+        self.more_due |= later.more_due;
+        self.read_failed = self.read_failed.take().or(later.read_failed);
+    }
+}
+
+/// `to.extend(more)`, without copying `more` when `to` is empty (store ops are large).
+fn append<T>(to: &mut Vec<T>, mut more: Vec<T>) {
+    if to.is_empty() {
+        std::mem::swap(to, &mut more);
+    } else {
+        to.append(&mut more);
+    }
+}
+
+/// Whether a status update was about a live instance's current attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// No live instance of this shard has the task (the job moved shard, or was deleted, or
+    /// the instance has ended).
+    Unknown,
+    /// About an earlier attempt of a live instance.
+    Stale,
+    Current,
+}
+
+/// A running task to reconnect with its agent after a restart.
+#[derive(Debug, Clone)]
+pub struct Adoption {
+    pub request: LaunchRequest,
+    /// The agent it was recorded on (None: not recorded before the restart).
+    pub agent: Option<String>,
+    pub timeout_deadline_ms: Option<i64>,
+}

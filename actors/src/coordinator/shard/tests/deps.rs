@@ -1,0 +1,191 @@
+//! Dependencies: parents, resources, `triggeredBy` events and waits.
+
+use super::*;
+
+#[test]
+fn a_child_runs_once_all_parents_succeeded_since_its_last_run() {
+    let mut shard = empty_shard();
+    let mut out = Outbox::default();
+    shard.put_job(every_second("p1"), T0, &mut out);
+    shard.put_job(every_second("p2"), T0, &mut out);
+    let child = spec(
+        serde_json::json!({"name": "c", "command": "true", "parents": ["p1", "p2"]}),
+        JobKind::Dependent,
+    );
+    shard.put_job(child, T0, &mut out);
+    let mut out = Outbox::default();
+    shard.parent_succeeded("p1", T0, &mut out);
+    shard.parent_succeeded("p1", T0, &mut out);
+    assert!(out.launches.is_empty(), "p2 has not succeeded yet");
+    shard.parent_succeeded("p2", T0 + 5, &mut out);
+    assert_eq!(out.launches.len(), 1);
+    assert!(out.launches[0].spec.task_id.ends_with(":c:"));
+    assert!(
+        shard
+            .job_view("c")
+            .unwrap()
+            .record
+            .state
+            .parents_succeeded
+            .is_empty()
+    );
+}
+
+#[test]
+fn marking_a_job_successful_counts_a_success_and_announces_it_without_a_run() {
+    let mut shard = empty_shard();
+    let mut out = Outbox::default();
+    shard.put_job(every_second("p"), T0, &mut out);
+    let child = spec(
+        serde_json::json!({"name": "c", "command": "true", "parents": ["p"]}),
+        JobKind::Dependent,
+    );
+    shard.put_job(child, T0, &mut out);
+    let mut out = Outbox::default();
+    shard.mark_success("p", T0 + 7, &mut out).unwrap();
+    assert!(out.launches.is_empty(), "marking runs nothing itself");
+    assert_eq!(
+        out.succeeded,
+        vec!["p".to_string()],
+        "announced to every shard"
+    );
+    assert!(
+        matches!(&out.ops[..], [StoreOp::PutJob(record)] if record.state.success_count == 1),
+        "the new counters are written"
+    );
+    let state = shard.job_view("p").unwrap().record.state;
+    assert_eq!(
+        (state.success_count, state.last_success_ms),
+        (1, Some(T0 + 7))
+    );
+    // The announcement reaches the child as a real success would, and it runs.
+    shard.parent_succeeded("p", T0 + 8, &mut out);
+    assert_eq!(out.launches.len(), 1);
+    assert!(out.launches[0].spec.task_id.ends_with(":c:"));
+    let missing = shard.mark_success("nope", T0, &mut Outbox::default());
+    assert!(matches!(missing, Err(CommandError::JobNotFound(name)) if name == "nope"));
+}
+
+#[test]
+fn an_instance_waits_for_its_resources_and_starts_when_the_last_lands() {
+    let store = no_resources();
+    let mut shard = shard_over(store.clone());
+    let job = hourly_waiting_for(&["hive:a/{HOUR}", "hive:b/{TODAY}"]);
+    shard.put_job(job, T0, &mut Outbox::default());
+    let out = tick(&mut shard, T0);
+    assert!(out.launches.is_empty(), "resources are missing");
+    let view = shard.job_view("load").unwrap();
+    assert_eq!(view.live[0].state, InstanceState::Waiting);
+    assert_eq!(
+        view.waiting_for[0].1,
+        ["hive:a/2026-11-23T10", "hive:b/2026-11-23"]
+    );
+    let mut out = Outbox::default();
+    let event = satisfy(&store, "hive:a/2026-11-23T10");
+    shard.resource_ready(&event, T0 + 10, &mut out);
+    assert!(out.launches.is_empty(), "one resource still missing");
+    let event = satisfy(&store, "hive:b/2026-11-23");
+    // Hours after the target: epsilon counts from when the data landed.
+    let later = T0 + 20 * 60_000;
+    let mut out = Outbox::default();
+    shard.resource_ready(&event, later, &mut out);
+    assert_eq!(out.launches.len(), 1);
+    // Applying the same event again changes nothing.
+    let mut again = Outbox::default();
+    shard.resource_ready(&event, later, &mut again);
+    assert!(again.launches.is_empty() && again.ops.is_empty());
+}
+
+#[test]
+fn an_instance_created_after_its_resource_landed_runs_at_once() {
+    let store = no_resources();
+    satisfy(&store, "hive:a/2026-11-23T10");
+    let mut shard = shard_over(store);
+    shard.put_job(
+        hourly_waiting_for(&["hive:a/{HOUR}"]),
+        T0,
+        &mut Outbox::default(),
+    );
+    assert_eq!(tick(&mut shard, T0).launches.len(), 1);
+}
+
+#[test]
+fn a_waiting_instance_expires_and_its_failure_is_announced() {
+    let mut shard = empty_shard();
+    shard.put_job(
+        hourly_waiting_for(&["never/{HOUR}"]),
+        T0,
+        &mut Outbox::default(),
+    );
+    tick(&mut shard, T0);
+    assert_eq!(
+        shard.next_deadline(),
+        Some(T0 + 30 * 60_000),
+        "the wait timeout"
+    );
+    let out = tick(&mut shard, T0 + 30 * 60_000);
+    let ended = out.ops.iter().find_map(|op| match op {
+        StoreOp::AppendHistory(HistoryEntry::Run(run)) => Some(run.clone()),
+        _ => None,
+    });
+    let ended = ended.expect("the instance ended");
+    assert_eq!(ended.state, InstanceState::Expired);
+    assert!(ended.message.unwrap().contains("never/2026-11-23T10"));
+    assert_eq!(out.announcements.len(), 1);
+    assert_eq!(out.announcements[0].resource, "job:load@2026-11-23T10");
+    assert_eq!(out.announcements[0].status, EventStatus::Failed);
+}
+
+#[test]
+fn a_success_announces_the_job_resource_at_its_granularity() {
+    let mut shard = empty_shard();
+    let daily = spec(
+        serde_json::json!({"name": "daily", "command": "true",
+            "schedule": "R/2026-11-23T19:00:00/P1D", "scheduleTimeZone": "Asia/Tokyo"}),
+        JobKind::Scheduled,
+    );
+    shard.put_job(daily, T0, &mut Outbox::default());
+    let task = tick(&mut shard, T0).launches.remove(0).spec.task_id;
+    let mut out = Outbox::default();
+    shard.task_update(ended(&task, TaskEnd::Exited(0)), T0 + 5, &mut out);
+    // 19:00 in Tokyo is 10:00Z (T0): the run is for the 23rd there.
+    assert_eq!(out.announcements[0].resource, "job:daily@2026-11-23");
+    assert_eq!(out.announcements[0].status, EventStatus::Ready);
+    assert!(
+        out.ops
+            .iter()
+            .any(|op| matches!(op, StoreOp::PutAnnouncement(_))),
+        "announcements go to the outbox in the same batch"
+    );
+}
+
+#[test]
+fn triggered_by_runs_once_per_matching_event() {
+    let mut shard = empty_shard();
+    let rebuild = spec(
+        serde_json::json!({"name": "rebuild", "command": "true", "triggeredBy": "products:*"}),
+        JobKind::Dependent,
+    );
+    shard.put_job(rebuild, T0, &mut Outbox::default());
+    let mut out = Outbox::default();
+    shard.resource_ready(
+        &ResourceEvent::ready("products:1", Some(T0 - 3_600_000)),
+        T0,
+        &mut out,
+    );
+    assert_eq!(out.launches.len(), 1, "an old event time still runs now");
+    let mut out = Outbox::default();
+    shard.resource_ready(&ResourceEvent::ready("orders:1", Some(T0)), T0, &mut out);
+    assert!(out.launches.is_empty(), "no match");
+    // The same event replayed (after a crash) triggers nothing more.
+    let mut out = Outbox::default();
+    shard.resource_ready(
+        &ResourceEvent::ready("products:1", Some(T0 - 3_600_000)),
+        T0,
+        &mut out,
+    );
+    assert!(out.ops.is_empty() && out.launches.is_empty());
+    let view = shard.job_view("rebuild").unwrap();
+    assert_eq!(view.live.len(), 1);
+    assert_eq!(view.live[0].cause, RunCause::Event);
+}

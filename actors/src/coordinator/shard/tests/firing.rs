@@ -1,0 +1,127 @@
+//! Firing: targets, epsilon, queues and what a job's runs look like meanwhile.
+
+use super::*;
+
+#[test]
+fn a_job_fires_each_target_once_at_its_time() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    assert_eq!(shard.next_deadline(), Some(T0));
+    let out = tick(&mut shard, T0);
+    assert_eq!(out.launches.len(), 1);
+    assert_eq!(out.launches[0].spec.task_id, format!("ct:{T0}:0:a:"));
+    assert_eq!(shard.next_deadline(), Some(T0 + 1000));
+    // Ticking again at the same time fires nothing new.
+    assert!(tick(&mut shard, T0).launches.is_empty());
+}
+
+#[test]
+fn a_non_concurrent_job_waits_for_its_previous_run() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let first = tick(&mut shard, T0).launches.remove(0).spec.task_id;
+    assert!(
+        tick(&mut shard, T0 + 1000).launches.is_empty(),
+        "previous run still running"
+    );
+    let mut out = Outbox::default();
+    shard.task_update(ended(&first, TaskEnd::Exited(0)), T0 + 1500, &mut out);
+    assert_eq!(
+        out.launches.len(),
+        1,
+        "the queued target starts when the previous ends"
+    );
+    assert_eq!(
+        out.launches[0].spec.task_id,
+        format!("ct:{}:0:a:", T0 + 1000)
+    );
+    assert_eq!(out.succeeded, vec!["a".to_string()]);
+}
+
+#[test]
+fn targets_missed_beyond_epsilon_are_recorded_as_one_skipped_range() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    // Nothing ticked for 10 minutes (the server was down); epsilon is 60 s.
+    let now = T0 + 600_000;
+    let out = tick(&mut shard, now);
+    let skipped: Vec<&SkippedTargets> = out
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::AppendHistory(HistoryEntry::Skipped(s)) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].count, 540, "targets T0 .. now-60s");
+    // The 61 targets whose window is still open become instances; the oldest starts.
+    assert_eq!(shard.stats().live_instances, 61);
+    assert_eq!(
+        out.launches[0].spec.task_id,
+        format!("ct:{}:0:a:", now - 60_000)
+    );
+}
+
+#[test]
+fn queued_targets_past_epsilon_are_skipped_while_the_previous_run_goes_on() {
+    let mut shard = empty_shard();
+    let job = spec(
+        serde_json::json!({"name": "a", "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1S", "epsilon": "PT2S"}),
+        JobKind::Scheduled,
+    );
+    shard.put_job(job, T0, &mut Outbox::default());
+    tick(&mut shard, T0); // starts and keeps running
+    for second in 1..=10 {
+        tick(&mut shard, T0 + second * 1000);
+    }
+    // Only the targets still inside their 2 s window wait; the rest were skipped on the way.
+    assert_eq!(shard.stats().live_instances, 1 + 3);
+}
+
+#[test]
+fn summaries_say_whether_a_job_is_idle_queued_or_running() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let state_of = |shard: &Shard| shard.summaries()[0].run_state;
+    assert_eq!(state_of(&shard), RunState::Idle);
+    tick(&mut shard, T0);
+    assert_eq!(state_of(&shard), RunState::Running);
+    tick(&mut shard, T0 + 1000);
+    assert_eq!(
+        state_of(&shard),
+        RunState::Running,
+        "one running, one queued behind it"
+    );
+    let mut out = Outbox::default();
+    shard.kill_tasks("a", T0 + 1001, &mut out).unwrap();
+    // The running one is asked to die; the queued one ended at once.
+    let task = out.kills[0].clone();
+    shard.task_update(ended(&task, TaskEnd::Killed), T0 + 1002, &mut out);
+    assert_eq!(state_of(&shard), RunState::Idle);
+    let next = tick(&mut shard, T0 + 2000).launches.remove(0).spec.task_id;
+    shard.task_update(ended(&next, TaskEnd::Exited(1)), T0 + 2001, &mut out);
+    assert_eq!(state_of(&shard), RunState::Queued, "waiting to retry");
+}
+
+#[test]
+fn skipped_targets_and_expiries_are_noticed() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let out = tick(&mut shard, T0 + 600_000);
+    let [notice] = out.notices.as_slice() else {
+        panic!("one notice for the skipped range: {:?}", out.notices);
+    };
+    assert_eq!((notice.kind, notice.count), (NoticeKind::Skipped, 540));
+    assert_eq!(notice.task_id, None);
+
+    let store = Arc::new(MemoryResourceStore::default());
+    let mut shard = shard_over(store);
+    let mut job = hourly_waiting_for(&["never/{TODAY}"]);
+    job.wait_timeout_ms = Some(1000);
+    shard.put_job(job, T0, &mut Outbox::default());
+    tick(&mut shard, T0);
+    let out = tick(&mut shard, T0 + 2000);
+    assert_eq!(out.notices.len(), 1);
+    assert_eq!(out.notices[0].kind, NoticeKind::Expired);
+}

@@ -1,0 +1,107 @@
+//! The shard's scheduling rules, without actors, storage or processes, by concern.
+
+mod deps;
+mod firing;
+mod recovery;
+mod status;
+
+use std::sync::Arc;
+
+use dron_model::ids::parse_task_id;
+use dron_model::instance::{HistoryEntry, InstanceRecord, InstanceState, RunCause, SkippedTargets};
+use dron_model::job::{JobKind, JobRequest, JobSpec};
+use dron_model::notice::{Notice, NoticeKind};
+use dron_model::resource::{EventStatus, ResourceEvent, ResourceRecord};
+use dron_model::ring::Ring;
+
+use super::super::messages::RunState;
+use super::*;
+use crate::agent::process::TaskEnd;
+use crate::broker::{TaskEvent, TaskUpdate};
+use crate::error::CommandError;
+use crate::store::{
+    MemoryResourceStore, MemoryStore, ResourceOp, ShardSnapshot, ShardStore, StoreOp,
+};
+
+fn no_resources() -> Arc<MemoryResourceStore> {
+    Arc::new(MemoryResourceStore::default())
+}
+
+/// A shard's own indexes, shared with nobody.
+fn shared(resources: Arc<MemoryResourceStore>) -> SharedIndexes {
+    SharedIndexes {
+        resources,
+        parents: Arc::default(),
+    }
+}
+
+const T0: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z
+
+fn spec(json: serde_json::Value, kind: JobKind) -> JobSpec {
+    let request: JobRequest = serde_json::from_value(json).unwrap();
+    request.validate(kind, ms_to_time(T0)).unwrap()
+}
+
+fn every_second(name: &str) -> JobSpec {
+    spec(
+        serde_json::json!({"name": name, "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1S"}),
+        JobKind::Scheduled,
+    )
+}
+
+fn empty_shard() -> Shard {
+    shard_over(Arc::new(MemoryResourceStore::default()))
+}
+
+fn shard_over(resources: Arc<MemoryResourceStore>) -> Shard {
+    Shard::recover(
+        0,
+        ShardConfig::default(),
+        shared(resources),
+        ShardSnapshot::default(),
+        T0,
+    )
+    .0
+}
+
+fn ended(task_id: &str, end: TaskEnd) -> TaskUpdate {
+    TaskUpdate::new(task_id, TaskEvent::Ended { end, at_ms: 0 })
+}
+
+fn tick(shard: &mut Shard, now_ms: i64) -> Outbox {
+    let mut out = Outbox::default();
+    shard.tick(now_ms, &mut out);
+    out
+}
+
+/// The runs an outbox appends to history.
+fn history_runs(out: &Outbox) -> Vec<InstanceRecord> {
+    out.ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::AppendHistory(HistoryEntry::Run(run)) => Some(run.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn satisfy(store: &MemoryResourceStore, resource: &str) -> ResourceEvent {
+    let record = ResourceRecord {
+        resource: resource.to_string(),
+        at_ms: T0,
+        recorded_ms: T0,
+        meta_json: String::new(),
+    };
+    drop(store.submit(vec![ResourceOp::Satisfy(record)]));
+    ResourceEvent::ready(resource, Some(T0))
+}
+
+fn hourly_waiting_for(templates: &[&str]) -> JobSpec {
+    spec(
+        serde_json::json!({
+            "name": "load", "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1H",
+            "dependsOn": templates, "waitTimeout": "PT30M"
+        }),
+        JobKind::Scheduled,
+    )
+}

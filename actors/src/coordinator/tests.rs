@@ -1,0 +1,359 @@
+//! The coordinator actor under paused tokio time, with a store whose writes become durable
+//! only when the test says so: a change's effects (the API's reply, launches, the
+//! announcement of a success to other shards and to the bus) are released once its write is
+//! durable, and in commit order, never before.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::DateTime;
+use dron_model::job::{JobKind, JobRequest, JobSpec};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::agent::process::TaskEnd;
+use crate::broker::{TaskEvent, TaskUpdate};
+use crate::clock::TokioClock;
+use crate::error::CommandError;
+use crate::store::{MemoryResourceStore, MemoryStore, ShardSnapshot, StoreError};
+
+const T0: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z
+
+/// A shard store that applies writes to memory at once but holds each batch's durability
+/// until [`GatedStore::make_durable`].
+#[derive(Default)]
+struct GatedStore {
+    memory: MemoryStore,
+    held: Mutex<Vec<oneshot::Sender<Result<(), StoreError>>>>,
+}
+
+impl GatedStore {
+    /// Batches submitted and not durable yet.
+    fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+
+    /// Makes every batch submitted so far durable.
+    fn make_durable(&self) {
+        for durable in self.held.lock().unwrap().drain(..) {
+            let _ = durable.send(Ok(()));
+        }
+    }
+}
+
+impl ShardStore for GatedStore {
+    fn submit(&self, ops: Vec<StoreOp>) -> Durable {
+        drop(self.memory.submit(ops));
+        let (done, durable) = oneshot::channel();
+        self.held.lock().unwrap().push(done);
+        durable
+    }
+
+    fn load(&self) -> Result<ShardSnapshot, StoreError> {
+        self.memory.load()
+    }
+
+    fn history(
+        &self,
+        job: &str,
+        limit: usize,
+    ) -> Result<Vec<dron_model::instance::HistoryEntry>, StoreError> {
+        self.memory.history(job, limit)
+    }
+}
+
+/// Stands in for the broker, router, bus or notifier: notes what it is sent, as text, and
+/// drops the rest (a dropped reply port answers the caller at once).
+struct Recorder<M> {
+    describe: fn(&M) -> Option<String>,
+}
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+impl<M: ractor::Message> Actor for Recorder<M> {
+    type Msg = M;
+    type State = Seen;
+    type Arguments = Seen;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<M>,
+        seen: Seen,
+    ) -> Result<Seen, ActorProcessingErr> {
+        Ok(seen)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<M>,
+        message: M,
+        seen: &mut Seen,
+    ) -> Result<(), ActorProcessingErr> {
+        seen.lock().unwrap().extend((self.describe)(&message));
+        Ok(())
+    }
+}
+
+async fn recorder<M: ractor::Message>(describe: fn(&M) -> Option<String>) -> (ActorRef<M>, Seen) {
+    let seen = Seen::default();
+    let (actor, _) = Actor::spawn(None, Recorder { describe }, seen.clone())
+        .await
+        .unwrap();
+    (actor, seen)
+}
+
+/// A coordinator over a gated store, and what its neighbours were sent.
+struct Harness {
+    coordinator: ActorRef<CoordinatorMsg>,
+    store: Arc<GatedStore>,
+    /// Task ids the broker was asked to launch.
+    launches: Seen,
+    /// Parents whose success the router was told of.
+    successes: Seen,
+    /// Resources announced to the bus.
+    announced: Seen,
+}
+
+async fn start() -> Harness {
+    let store = Arc::new(GatedStore::default());
+    let (broker, launches) = recorder(|m: &BrokerMsg| match m {
+        BrokerMsg::Launch(request) => Some(request.spec.task_id.clone()),
+        _ => None,
+    })
+    .await;
+    let (router, successes) = recorder(|m: &RouterMsg| match m {
+        RouterMsg::ParentSucceeded { parent } => Some(parent.clone()),
+        _ => None,
+    })
+    .await;
+    let (bus, announced) = recorder(|m: &BusMsg| match m {
+        BusMsg::Announce { events, .. } => Some(events[0].resource.clone()),
+        _ => None,
+    })
+    .await;
+    let (notifier, _) = recorder(|_: &NotifierMsg| None).await;
+    let wall = DateTime::from_timestamp_millis(T0).unwrap();
+    let args = CoordinatorArgs {
+        index: 0,
+        store: store.clone(),
+        clock: Arc::new(TokioClock::starting_at(wall)),
+        broker,
+        router,
+        bus,
+        notifier,
+        resources: Arc::new(MemoryResourceStore::default()),
+        parents: Arc::default(),
+        config: ShardConfig::default(),
+    };
+    let (coordinator, _) = Actor::spawn(None, Coordinator, args).await.unwrap();
+    Harness {
+        coordinator,
+        store,
+        launches,
+        successes,
+        announced,
+    }
+}
+
+/// Lets every task run until all wait (paused time moves on only when they do).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+fn seen(list: &Seen) -> Vec<String> {
+    list.lock().unwrap().clone()
+}
+
+fn job(json: serde_json::Value) -> JobSpec {
+    let request: JobRequest = serde_json::from_value(json).unwrap();
+    let now = DateTime::from_timestamp_millis(T0).unwrap();
+    request.validate(JobKind::Scheduled, now).unwrap()
+}
+
+/// Sends a request and hands back where its reply will land.
+fn ask<T>(
+    coordinator: &ActorRef<CoordinatorMsg>,
+    message: impl FnOnce(RpcReplyPort<T>) -> CoordinatorMsg,
+) -> oneshot::Receiver<T> {
+    let (reply, answer) = oneshot::channel();
+    coordinator.send_message(message(reply.into())).unwrap();
+    answer
+}
+
+/// Puts a job whose first target is far off, its write made durable.
+async fn put_idle_job(harness: &Harness, name: &str) {
+    let spec = job(serde_json::json!({
+        "name": name, "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"
+    }));
+    let reply = ask(&harness.coordinator, |reply| CoordinatorMsg::PutJob {
+        spec,
+        received_ms: T0,
+        reply,
+    });
+    settle().await;
+    harness.store.make_durable();
+    assert!(matches!(reply.await, Ok(Ok(PutOutcome::Created))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_waits_until_its_write_is_durable() {
+    let harness = start().await;
+    let spec = job(serde_json::json!({
+        "name": "a", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"
+    }));
+    let mut reply = ask(&harness.coordinator, |reply| CoordinatorMsg::PutJob {
+        spec,
+        received_ms: T0,
+        reply,
+    });
+    settle().await;
+    assert_eq!(harness.store.held(), 1, "the job was submitted");
+    assert!(
+        reply.try_recv().is_err(),
+        "no answer before the write is durable"
+    );
+    harness.store.make_durable();
+    settle().await;
+    assert!(matches!(reply.try_recv(), Ok(Ok(PutOutcome::Created))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_is_launched_and_answered_only_once_durable() {
+    let harness = start().await;
+    put_idle_job(&harness, "a").await;
+    let mut reply = ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
+        name: "a".into(),
+        reply,
+    });
+    settle().await;
+    assert_eq!(
+        harness.store.held(),
+        1,
+        "the running instance was submitted"
+    );
+    assert!(
+        seen(&harness.launches).is_empty(),
+        "no launch before it is durable"
+    );
+    assert!(reply.try_recv().is_err());
+    harness.store.make_durable();
+    settle().await;
+    let task_id = match reply.try_recv() {
+        Ok(Ok(task_id)) => task_id,
+        other => panic!("run now answered {other:?}"),
+    };
+    assert!(task_id.ends_with(":a:"), "{task_id}");
+    assert_eq!(seen(&harness.launches), [task_id]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fired_target_is_launched_only_once_durable() {
+    let harness = start().await;
+    let spec = job(serde_json::json!({
+        "name": "a", "command": "true", "schedule": "R/2026-11-23T10:00:01Z/PT1H"
+    }));
+    let reply = ask(&harness.coordinator, |reply| CoordinatorMsg::PutJob {
+        spec,
+        received_ms: T0,
+        reply,
+    });
+    settle().await;
+    harness.store.make_durable();
+    assert!(matches!(reply.await, Ok(Ok(PutOutcome::Created))));
+    tokio::time::sleep(Duration::from_millis(1_000)).await; // the target falls due
+    settle().await;
+    assert_eq!(harness.store.held(), 1, "the fired target was submitted");
+    assert!(
+        seen(&harness.launches).is_empty(),
+        "no launch before it is durable"
+    );
+    harness.store.make_durable();
+    settle().await;
+    assert_eq!(seen(&harness.launches), [format!("ct:{}:0:a:", T0 + 1000)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_is_announced_only_once_its_end_is_durable() {
+    let harness = start().await;
+    put_idle_job(&harness, "a").await;
+    let started = ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
+        name: "a".into(),
+        reply,
+    });
+    settle().await;
+    harness.store.make_durable();
+    let Ok(Ok(task_id)) = started.await else {
+        panic!("run now failed");
+    };
+    let end = TaskEvent::Ended {
+        end: TaskEnd::Exited(0),
+        at_ms: T0,
+    };
+    let update = TaskUpdate::new(task_id, end);
+    let message = CoordinatorMsg::TaskUpdate {
+        update,
+        forwarded: false,
+    };
+    harness.coordinator.send_message(message).unwrap();
+    settle().await;
+    assert_eq!(harness.store.held(), 1, "the end was submitted");
+    assert!(seen(&harness.successes).is_empty(), "children not told yet");
+    assert!(seen(&harness.announced).is_empty(), "the bus not told yet");
+    harness.store.make_durable();
+    settle().await;
+    assert_eq!(seen(&harness.successes), ["a"]);
+    assert_eq!(seen(&harness.announced).len(), 1);
+    assert!(seen(&harness.announced)[0].starts_with("job:a@"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn effects_with_nothing_to_write_wait_behind_an_earlier_write() {
+    let harness = start().await;
+    put_idle_job(&harness, "a").await;
+    let mut first = ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
+        name: "a".into(),
+        reply,
+    });
+    settle().await;
+    // No write of its own, but it must not overtake the run now still being written.
+    let mut second = ask(&harness.coordinator, |reply| {
+        CoordinatorMsg::ResourceReady {
+            events: Vec::new(),
+            reply,
+        }
+    });
+    settle().await;
+    assert_eq!(harness.store.held(), 1, "the second change wrote nothing");
+    assert!(first.try_recv().is_err());
+    assert!(second.try_recv().is_err(), "released in commit order");
+    harness.store.make_durable();
+    settle().await;
+    assert!(matches!(first.try_recv(), Ok(Ok(_))));
+    assert!(matches!(second.try_recv(), Ok(Ok(()))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_job_is_answered_after_the_writes_before_it() {
+    let harness = start().await;
+    put_idle_job(&harness, "a").await;
+    let mut first = ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
+        name: "a".into(),
+        reply,
+    });
+    settle().await;
+    let mut missing = ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
+        name: "nope".into(),
+        reply,
+    });
+    settle().await;
+    assert!(first.try_recv().is_err());
+    assert!(missing.try_recv().is_err(), "even an error waits its turn");
+    harness.store.make_durable();
+    settle().await;
+    assert!(matches!(first.try_recv(), Ok(Ok(_))));
+    assert!(matches!(
+        missing.try_recv(),
+        Ok(Err(CommandError::JobNotFound(name))) if name == "nope"
+    ));
+}
