@@ -325,11 +325,11 @@ async fn an_event_published_to_rabbitmq_releases_an_instance_and_dron_publishes_
     // dron's own announcement came back to its queue too: it is acked as its own echo, not
     // taken in again (only the framework's two good events count as received over AMQP).
     wait_for("dron's own echo", Duration::from_secs(20), || async {
-        metric(&server, "dron_events_own_echo_total") >= 1.0
+        metric(&server, "dron_events_own_echo_total").await >= 1.0
     })
     .await;
     assert_eq!(
-        metric(&server, "dron_events_received_total{origin=\"amqp\"}"),
+        metric(&server, "dron_events_received_total{origin=\"amqp\"}").await,
         2.0
     );
     broker.clean_up(&channel, &["observer"]).await;
