@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use chrono::{DateTime, SecondsFormat, Utc};
-use dron_model::job::{DEFAULT_EPSILON_MS, parse_duration_ms};
 use dron_model::schedule::Schedule;
 use serde_json::{Value, json};
 
 use crate::checker::{self, History, JobReport, JobUnderTest, Params, Report, Trigger};
+use crate::iso8601::parse_duration_ms;
 use crate::recorder::{self, Recorded};
 use crate::workloads::{Outcome, list_jobs};
+
+/// A job's epsilon when it names none: Chronos's default, `PT60S`.
+pub const DEFAULT_EPSILON_MS: i64 = 60_000;
 
 /// Job lines printed at most; the totals always cover every job.
 const PRINTED_JOBS: usize = 20;
@@ -145,7 +148,9 @@ fn job_under_test(
         return Ok(None);
     }
     let epsilon_ms = match json["epsilon"].as_str().filter(|text| !text.is_empty()) {
-        Some(text) => parse_duration_ms(text).map_err(|error| anyhow!("job {name}: {error}"))?,
+        Some(text) => {
+            parse_duration_ms(text).map_err(|error| anyhow!("job {name}: epsilon {error}"))?
+        }
         None => DEFAULT_EPSILON_MS,
     };
     let schedule = json["schedule"]
@@ -437,6 +442,15 @@ mod tests {
     fn a_bad_epsilon_names_its_job() {
         let bad = vec![json!({"name": "x", "schedule": "R//PT1S", "epsilon": "soon"})];
         let error = build_input(&bad, Recorded::default(), 0, &options(None)).unwrap_err();
-        assert!(error.to_string().contains("job x"), "{error}");
+        assert!(
+            error.to_string().contains("job x: epsilon 'soon'"),
+            "{error}"
+        );
+        let calendar = vec![json!({"name": "y", "schedule": "R//PT1S", "epsilon": "P1M"})];
+        let error = build_input(&calendar, Recorded::default(), 0, &options(None)).unwrap_err();
+        assert!(
+            error.to_string().contains("job y: epsilon 'P1M'"),
+            "{error}"
+        );
     }
 }

@@ -10,6 +10,7 @@
 
 mod check;
 mod checker;
+mod iso8601;
 mod peer;
 mod progress;
 mod recorder;

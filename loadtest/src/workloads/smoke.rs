@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dron_model::job::format_duration_ms;
 use dron_model::schedule::Schedule;
 use serde_json::{Value, json};
 
 use super::{Outcome, create_all, delete_all};
 use crate::check::{self, CheckOptions};
+use crate::iso8601::format_duration_ms;
 use crate::recorder::recorded_command;
 
 pub struct SmokeOptions {
