@@ -11,6 +11,7 @@
 mod check;
 mod checker;
 mod iso8601;
+mod oracle;
 mod peer;
 mod progress;
 mod recorder;
