@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use chrono::{DateTime, SecondsFormat, Utc};
-use dron_model::job::{DEFAULT_EPSILON_MS, parse_duration_ms};
-use dron_model::schedule::Schedule;
 use serde_json::{Value, json};
 
 use crate::checker::{self, History, JobReport, JobUnderTest, Params, Report, Trigger};
+use crate::iso8601::parse_duration_ms;
+use crate::oracle::parse_schedule;
 use crate::recorder::{self, Recorded};
 use crate::workloads::{Outcome, list_jobs};
+
+/// A job's epsilon when it names none: Chronos's default, `PT60S`.
+pub const DEFAULT_EPSILON_MS: i64 = 60_000;
 
 /// Job lines printed at most; the totals always cover every job.
 const PRINTED_JOBS: usize = 20;
@@ -101,7 +104,6 @@ fn build_input(
         .since_ms
         .or(recorded.earliest_ms())
         .unwrap_or(read_ms);
-    let now = DateTime::from_timestamp_millis(read_ms).context("read time out of range")?;
     let mut input = Input {
         history: History {
             read_ms,
@@ -117,7 +119,7 @@ fn build_input(
             continue;
         }
         let created = recorded.created.get(name).copied();
-        match job_under_test(json, created.unwrap_or(fallback_ms), now)? {
+        match job_under_test(json, created.unwrap_or(fallback_ms))? {
             Some(job) => {
                 input.undated += usize::from(created.is_none());
                 input.history.jobs.push(job);
@@ -134,30 +136,27 @@ fn build_input(
     Ok(input)
 }
 
-/// A job from its Chronos JSON; None when it is disabled (nothing is owed).
-fn job_under_test(
-    json: &Value,
-    created_ms: i64,
-    now: DateTime<Utc>,
-) -> anyhow::Result<Option<JobUnderTest>> {
+/// A job from its Chronos JSON; None when it is disabled (nothing is owed). A schedule the
+/// oracle cannot compute makes an unchecked job, not an error: the other jobs are still judged.
+fn job_under_test(json: &Value, created_ms: i64) -> anyhow::Result<Option<JobUnderTest>> {
     let name = json["name"].as_str().context("a job without a name")?;
     if json["disabled"].as_bool() == Some(true) {
         return Ok(None);
     }
     let epsilon_ms = match json["epsilon"].as_str().filter(|text| !text.is_empty()) {
-        Some(text) => parse_duration_ms(text).map_err(|error| anyhow!("job {name}: {error}"))?,
+        Some(text) => {
+            parse_duration_ms(text).map_err(|error| anyhow!("job {name}: epsilon {error}"))?
+        }
         None => DEFAULT_EPSILON_MS,
     };
     let schedule = json["schedule"]
         .as_str()
         .filter(|text| !text.trim().is_empty());
     let trigger = match schedule {
-        Some(text) => {
-            let zone = json["scheduleTimeZone"].as_str();
-            let schedule = Schedule::parse(text, zone, now)
-                .with_context(|| format!("job {name}: schedule {text}"))?;
-            Trigger::Schedule(Box::new(schedule))
-        }
+        Some(text) => match parse_schedule(text, json["scheduleTimeZone"].as_str()) {
+            Ok(interval) => Trigger::Schedule(interval),
+            Err(why) => Trigger::Unchecked(why),
+        },
         None => Trigger::Parents(
             json["parents"]
                 .as_array()
@@ -183,7 +182,7 @@ fn summary(report: &Report, input: &Input, options: &CheckOptions) -> String {
     let _ = writeln!(
         text,
         "checked {} jobs against the runs in {} (read at {read}; targets judged up to epsilon + {} ms before)",
-        report.totals.jobs,
+        report.totals.jobs - report.totals.unchecked_jobs,
         options.runs_dir.display(),
         options.allowance_ms,
     );
@@ -239,6 +238,7 @@ fn write_jobs(text: &mut String, jobs: &[JobReport]) {
     let notable = |job: &&JobReport| {
         jobs.len() <= PRINTED_JOBS
             || job.missed + job.duplicates + job.stray + job.failed + job.incomplete > 0
+            || job.unchecked_schedule.is_some()
     };
     let shown: Vec<&JobReport> = jobs.iter().filter(notable).collect();
     for job in shown.iter().take(PRINTED_JOBS) {
@@ -252,6 +252,8 @@ fn write_jobs(text: &mut String, jobs: &[JobReport]) {
 fn job_line(job: &JobReport) -> String {
     let mut line = if job.dependent {
         format!("{}: dependent, {} runs", job.name, job.runs)
+    } else if let Some(why) = &job.unchecked_schedule {
+        format!("{}: NOT CHECKED, {why}; {} runs", job.name, job.runs)
     } else {
         let late = &job.lateness_ms;
         format!(
@@ -299,11 +301,22 @@ fn write_totals(text: &mut String, report: &Report) {
         totals.late_p99_ms,
         totals.late_max_ms,
     );
+    if totals.unchecked_jobs > 0 {
+        let _ = writeln!(
+            text,
+            "NOT CHECKED: {} of {} jobs have schedules the checker does not compute itself (cron, zones other than UTC, months or years); their targets were not judged",
+            totals.unchecked_jobs, totals.jobs,
+        );
+    }
     let verdict = if report.passed() { "PASS" } else { "FAIL" };
     let _ = writeln!(
         text,
-        "{verdict}: {} missed, {} duplicates, {} dependency violations, {} lost jobs",
-        totals.missed, totals.duplicates, totals.dependency_violations, totals.lost_jobs,
+        "{verdict}: {} missed, {} duplicates, {} dependency violations, {} lost jobs, {} jobs not checked",
+        totals.missed,
+        totals.duplicates,
+        totals.dependency_violations,
+        totals.lost_jobs,
+        totals.unchecked_jobs,
     );
 }
 
@@ -324,7 +337,8 @@ fn report_json(report: &Report, input: &Input) -> Value {
         "dependency_violations": totals.dependency_violations,
         "lost_jobs": totals.lost_jobs,
         "unknown_job_runs": totals.unknown_job_runs,
-        "checked_jobs": totals.jobs,
+        "checked_jobs": totals.jobs - totals.unchecked_jobs,
+        "unchecked_jobs": totals.unchecked_jobs,
         "disabled_jobs": input.disabled.len(),
         "malformed_lines": input.malformed,
         "read_at": format_ms(input.history.read_ms),
@@ -342,6 +356,7 @@ fn format_ms(ms: i64) -> String {
 mod tests {
     use super::*;
     use crate::checker::Run;
+    use crate::oracle::{Interval, Unchecked};
 
     fn options(prefix: Option<&str>) -> CheckOptions {
         CheckOptions {
@@ -397,15 +412,50 @@ mod tests {
     }
 
     #[test]
-    fn without_a_prefix_every_job_is_read_with_its_zone() {
+    fn a_cron_job_in_a_zone_is_kept_but_unchecked() {
         let read = 1_795_428_100_000;
         let input = build_input(&listed(), recorded(), read, &options(None)).unwrap();
         assert_eq!(input.history.jobs.len(), 3);
-        let Trigger::Schedule(schedule) = &input.history.jobs[2].trigger else {
+        let Trigger::Unchecked(why) = &input.history.jobs[2].trigger else {
+            panic!("an unchecked job: {:?}", input.history.jobs[2].trigger);
+        };
+        assert_eq!(why, &Unchecked::Zone("Europe/Paris".into()));
+        assert_eq!(input.history.jobs[2].epsilon_ms, DEFAULT_EPSILON_MS);
+        // Its run is neither judged nor unknown, and the summary says it was not checked.
+        let report = checker::check(&input.history, Params::default());
+        assert_eq!(report.totals.unchecked_jobs, 1);
+        assert_eq!(report.totals.unknown_job_runs, 0);
+        let text = summary(&report, &input, &options(None));
+        assert!(
+            text.contains("other: NOT CHECKED, time zone Europe/Paris"),
+            "{text}"
+        );
+        assert!(text.contains("NOT CHECKED: 1 of 3 jobs"), "{text}");
+        let json = report_json(&report, &input);
+        assert_eq!(
+            (
+                json["unchecked_jobs"].as_u64(),
+                json["checked_jobs"].as_u64()
+            ),
+            (Some(1), Some(2))
+        );
+    }
+
+    #[test]
+    fn the_utc_interval_is_read_by_the_oracle() {
+        let read = 1_795_428_100_000;
+        let input = build_input(&listed(), recorded(), read, &options(Some("lt-a"))).unwrap();
+        let Trigger::Schedule(interval) = &input.history.jobs[0].trigger else {
             panic!("a scheduled job");
         };
-        assert_eq!(schedule.time_zone().name(), "Europe/Paris");
-        assert_eq!(input.history.jobs[2].epsilon_ms, DEFAULT_EPSILON_MS);
+        assert_eq!(
+            *interval,
+            Interval {
+                start_ms: 1_795_428_000_000,
+                period_ms: 1_000,
+                repetitions: None
+            }
+        );
     }
 
     #[test]
@@ -437,6 +487,15 @@ mod tests {
     fn a_bad_epsilon_names_its_job() {
         let bad = vec![json!({"name": "x", "schedule": "R//PT1S", "epsilon": "soon"})];
         let error = build_input(&bad, Recorded::default(), 0, &options(None)).unwrap_err();
-        assert!(error.to_string().contains("job x"), "{error}");
+        assert!(
+            error.to_string().contains("job x: epsilon 'soon'"),
+            "{error}"
+        );
+        let calendar = vec![json!({"name": "y", "schedule": "R//PT1S", "epsilon": "P1M"})];
+        let error = build_input(&calendar, Recorded::default(), 0, &options(None)).unwrap_err();
+        assert!(
+            error.to_string().contains("job y: epsilon 'P1M'"),
+            "{error}"
+        );
     }
 }

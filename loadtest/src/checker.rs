@@ -7,6 +7,10 @@
 //!
 //! # Rules
 //!
+//! - A scheduled job's targets come from the load test's own oracle (`oracle`), never from dron's
+//!   schedule code. A schedule the oracle cannot compute (cron, a zone other than UTC, months or
+//!   years) is not judged: the job is reported as *unchecked*, with the reason, and only its
+//!   runs are counted.
 //! - A scheduled job owes one run per target `t` with `from <= t <= horizon`, where `from` is
 //!   the later of its creation (when known) and its schedule's first target, and
 //!   `horizon = read − epsilon − allowance`: a target after the horizon may still legitimately
@@ -31,13 +35,13 @@
 //!   next run, and the recorded times cannot tell which side of that race it fell on.
 //! - A job with a `created` record that the server no longer lists is *lost*.
 //!
-//! The check passes when nothing is missed, duplicated, out of order or lost.
+//! The check passes when nothing is missed, duplicated, out of order or lost. Unchecked jobs do
+//! not fail it, but the report counts them (`Totals::unchecked_jobs`) so a pass says how much
+//! it covered.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::DateTime;
-use dron_model::schedule::Schedule;
-
+use crate::oracle::{Interval, Unchecked};
 use crate::stats::percentile;
 
 /// How many missed targets a job report lists (the count is always complete).
@@ -55,7 +59,9 @@ pub struct JobUnderTest {
 
 #[derive(Debug, Clone)]
 pub enum Trigger {
-    Schedule(Box<Schedule>),
+    Schedule(Interval),
+    /// A schedule the oracle cannot compute: reported, not judged.
+    Unchecked(Unchecked),
     Parents(Vec<String>),
 }
 
@@ -137,6 +143,8 @@ pub struct JobReport {
     pub missed_targets: Vec<i64>,
     /// The job had more targets than `max_targets_per_job`; only the first were judged.
     pub truncated: bool,
+    /// Why the job's schedule was not judged, when it was not.
+    pub unchecked_schedule: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +176,8 @@ pub struct Totals {
     /// Runs of jobs the server does not list.
     pub unknown_job_runs: u64,
     pub lost_jobs: u64,
+    /// Scheduled jobs whose schedule the oracle cannot compute: not judged.
+    pub unchecked_jobs: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -198,9 +208,10 @@ pub fn check(history: &History, params: Params) -> Report {
         .map(|job| {
             let runs = runs_by_job.get(job.name.as_str()).unwrap_or(&no_runs);
             match &job.trigger {
-                Trigger::Schedule(schedule) => {
-                    check_scheduled(job, schedule, runs, history.read_ms, params)
+                Trigger::Schedule(interval) => {
+                    check_scheduled(job, interval, runs, history.read_ms, params)
                 }
+                Trigger::Unchecked(why) => check_unchecked(job, why, runs),
                 Trigger::Parents(_) => check_dependent(job, runs),
             }
         })
@@ -257,13 +268,15 @@ struct Slot {
 
 fn check_scheduled(
     job: &JobUnderTest,
-    schedule: &Schedule,
+    interval: &Interval,
     runs: &[&Run],
     read_ms: i64,
     params: Params,
 ) -> JobReport {
     let horizon = read_ms - job.epsilon_ms - params.allowance_ms;
-    let (targets, truncated) = expand(schedule, job.created_ms, horizon, params);
+    // No target before the job existed is owed; without a creation time, every one is.
+    let from = job.created_ms.unwrap_or(i64::MIN);
+    let (targets, truncated) = interval.targets_between(from, horizon, params.max_targets_per_job);
     let mut slots = vec![Slot::default(); targets.len()];
     let mut report = JobReport {
         name: job.name.clone(),
@@ -301,32 +314,6 @@ fn count_runs(report: &mut JobReport, runs: &[&Run]) {
     report.runs = runs.len() as u64;
     report.failed = runs.iter().filter(|run| run.failed()).count() as u64;
     report.incomplete = runs.iter().filter(|run| run.end.is_none()).count() as u64;
-}
-
-/// The targets owed a run: from the job's creation (or its first target) to the horizon.
-fn expand(
-    schedule: &Schedule,
-    created_ms: Option<i64>,
-    horizon: i64,
-    params: Params,
-) -> (Vec<i64>, bool) {
-    let from = created_ms
-        .and_then(DateTime::from_timestamp_millis)
-        .unwrap_or(DateTime::UNIX_EPOCH);
-    let mut targets = Vec::new();
-    let mut next = schedule.first_at_or_after(from);
-    while let Some(target) = next {
-        let ms = target.timestamp_millis();
-        if ms > horizon {
-            return (targets, false);
-        }
-        if targets.len() == params.max_targets_per_job {
-            return (targets, true);
-        }
-        targets.push(ms);
-        next = schedule.next_after(target);
-    }
-    (targets, false)
 }
 
 fn assign(slot: &mut Slot, target: i64, start: i64, epsilon: i64) {
@@ -381,6 +368,17 @@ fn summarise(report: &mut JobReport, targets: &[i64], slots: &[Slot]) {
         }
     }
     report.lateness_ms.sort_unstable();
+}
+
+/// A job whose schedule the oracle cannot compute: its runs are counted, nothing is judged.
+fn check_unchecked(job: &JobUnderTest, why: &Unchecked, runs: &[&Run]) -> JobReport {
+    let mut report = JobReport {
+        name: job.name.clone(),
+        unchecked_schedule: Some(why.to_string()),
+        ..JobReport::default()
+    };
+    count_runs(&mut report, runs);
+    report
 }
 
 // ----- dependent jobs -----------------------------------------------------------------------
@@ -489,14 +487,19 @@ fn totals(
         dependency_violations: violations.len() as u64,
         unknown_job_runs,
         lost_jobs: lost_jobs.len() as u64,
+        unchecked_jobs: jobs
+            .iter()
+            .filter(|job| job.unchecked_schedule.is_some())
+            .count() as u64,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, Utc};
+    use chrono::DateTime;
 
     use super::*;
+    use crate::oracle::parse_schedule;
 
     /// 2026-11-23T10:00:00Z: target 0 of the test schedules.
     const BASE: i64 = 1_795_428_000_000;
@@ -519,10 +522,13 @@ mod tests {
     }
 
     fn scheduled(name: &str, schedule: &str, zone: Option<&str>, epsilon_ms: i64) -> JobUnderTest {
-        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let trigger = match parse_schedule(schedule, zone) {
+            Ok(interval) => Trigger::Schedule(interval),
+            Err(why) => Trigger::Unchecked(why),
+        };
         JobUnderTest {
             name: name.into(),
-            trigger: Trigger::Schedule(Box::new(Schedule::parse(schedule, zone, now).unwrap())),
+            trigger,
             epsilon_ms,
             created_ms: None,
         }
@@ -840,15 +846,14 @@ mod tests {
         assert!(!report.passed());
     }
 
-    /// Europe/Paris springs forward on 2026-03-29 (02:00 CET -> 03:00 CEST) and falls back on
-    /// 2026-10-25 (03:00 CEST -> 02:00 CET).
-    fn paris_daily_0230(first_day: &str, cron: bool) -> JobUnderTest {
-        let schedule = if cron {
-            "30 2 * * *".to_string()
-        } else {
-            format!("R/{first_day}T02:30:00/P1D")
-        };
-        let mut job = scheduled("daily", &schedule, Some("Europe/Paris"), 60_000);
+    /// A daily schedule in UTC: every day is 24 hours, so a run 24 h after the last is on time.
+    fn daily(first_day: &str) -> JobUnderTest {
+        let mut job = scheduled(
+            "daily",
+            &format!("R/{first_day}T02:30:00Z/P1D"),
+            None,
+            60_000,
+        );
         job.created_ms = Some(ms(&format!("{first_day}T00:00:00Z")));
         job
     }
@@ -864,71 +869,83 @@ mod tests {
     }
 
     #[test]
-    fn a_daily_schedule_across_spring_forward_in_paris() {
-        // 02:30 does not exist on 2026-03-29: that day's target is 03:00 CEST, 01:00Z.
+    fn a_daily_utc_schedule_owes_one_run_a_day_at_its_time() {
+        // Across Paris's spring-forward night: UTC has none, so nothing moves.
         let targets = [
-            "2026-03-28T01:30:00Z",
-            "2026-03-29T01:00:00Z",
-            "2026-03-30T00:30:00Z",
+            "2026-03-28T02:30:00Z",
+            "2026-03-29T02:30:00Z",
+            "2026-03-30T02:30:00Z",
         ];
-        for cron in [false, true] {
-            let job = paris_daily_0230("2026-03-28", cron);
-            let runs = targets
-                .iter()
-                .map(|t| run("daily", None, ms(t) + 1_000))
-                .collect();
-            let report = check_days(job, runs, "2026-03-30T12:00:00Z");
-            assert_eq!(report.totals.targets, 3, "cron: {cron}");
-            assert!(report.passed(), "cron: {cron}: {report:?}");
-            // A scheduler adding 24 real hours runs at 01:30Z each day: 30 min, then 1 h late.
-            let job = paris_daily_0230("2026-03-28", cron);
-            let naive = (0..3)
-                .map(|day| run("daily", None, ms(targets[0]) + day * 86_400_000))
-                .collect();
-            let report = check_days(job, naive, "2026-03-30T12:00:00Z");
-            assert_eq!(
-                report.jobs[0].missed_targets,
-                vec![ms(targets[1]), ms(targets[2])],
-                "cron: {cron}"
-            );
-            assert_eq!(report.totals.stray, 2);
-            assert!(!report.passed());
-        }
+        let runs = targets
+            .iter()
+            .map(|t| run("daily", None, ms(t) + 1_000))
+            .collect();
+        let report = check_days(daily("2026-03-28"), runs, "2026-03-30T12:00:00Z");
+        assert_eq!(report.totals.targets, 3);
+        assert!(report.passed(), "{report:?}");
+        // A scheduler that moved the second day's run an hour early (as if it were Paris time)
+        // misses that target, and its early run belongs to none.
+        let shifted = vec![
+            run("daily", None, ms(targets[0]) + 1_000),
+            run("daily", None, ms(targets[1]) - 3_600_000),
+            run("daily", None, ms(targets[2]) + 1_000),
+        ];
+        let report = check_days(daily("2026-03-28"), shifted, "2026-03-30T12:00:00Z");
+        assert_eq!(report.jobs[0].missed_targets, vec![ms(targets[1])]);
+        assert_eq!(report.totals.stray, 1);
+        assert!(!report.passed());
     }
 
     #[test]
-    fn a_daily_schedule_across_fall_back_in_paris_runs_once_in_the_overlap() {
-        // 02:30 happens twice on 2026-10-25; the target is the first, 02:30 CEST (00:30Z).
-        let job = paris_daily_0230("2026-10-24", false);
-        let runs = vec![
-            run(
-                "daily",
-                Some(ms("2026-10-24T00:30:00Z")),
-                ms("2026-10-24T00:30:01Z"),
-            ),
-            run(
-                "daily",
-                Some(ms("2026-10-25T00:30:00Z")),
-                ms("2026-10-25T00:30:01Z"),
-            ),
-            run(
-                "daily",
-                Some(ms("2026-10-26T01:30:00Z")),
-                ms("2026-10-26T01:30:01Z"),
-            ),
-        ];
-        let report = check_days(job, runs.clone(), "2026-10-26T12:00:00Z");
-        assert_eq!(report.totals.targets, 3);
-        assert!(report.passed(), "{report:?}");
-        // Running again at the second 02:30 (01:30Z) is no target: stray.
-        let mut twice = runs;
-        twice.push(run(
-            "daily",
-            Some(ms("2026-10-25T01:30:00Z")),
-            ms("2026-10-25T01:30:01Z"),
-        ));
-        let job = paris_daily_0230("2026-10-24", false);
-        let report = check_days(job, twice, "2026-10-26T12:00:00Z");
-        assert_eq!(report.totals.stray, 1);
+    fn a_schedule_the_oracle_cannot_compute_is_reported_unchecked_not_judged() {
+        let zoned = scheduled(
+            "paris",
+            "R/2026-11-23T10:00:00/PT1S",
+            Some("Europe/Paris"),
+            EPSILON,
+        );
+        let cron = scheduled("cron", "* * * * * *", None, EPSILON);
+        let history = History {
+            jobs: vec![zoned, cron, every_second("a")],
+            // Runs of the unchecked jobs at odd times: neither judged nor unknown.
+            runs: [
+                on_time("a"),
+                vec![
+                    run("paris", None, BASE + 123),
+                    run("cron", None, BASE + 456),
+                ],
+            ]
+            .concat(),
+            acknowledged: vec![],
+            read_ms: READ,
+        };
+        let report = check(&history, PARAMS);
+        assert_eq!(report.totals.unchecked_jobs, 2);
+        assert_eq!(report.totals.targets, 10, "only job a's targets");
+        assert_eq!(
+            (report.totals.stray, report.totals.unknown_job_runs),
+            (0, 0)
+        );
+        let paris = &report.jobs[0];
+        assert_eq!((paris.runs, paris.targets), (1, 0));
+        let why = paris.unchecked_schedule.as_deref().unwrap();
+        assert!(why.contains("Europe/Paris"), "{why}");
+        assert!(report.jobs[1].unchecked_schedule.is_some());
+        assert_eq!(report.jobs[2].unchecked_schedule, None);
+        assert!(report.passed());
+    }
+
+    #[test]
+    fn a_child_of_an_unchecked_parent_is_still_held_to_its_parents_successes() {
+        let parent = scheduled("p", "* * * * * *", None, EPSILON);
+        let history = History {
+            jobs: vec![parent, dependent("c", &["p"])],
+            runs: vec![run("p", None, BASE), run("c", None, BASE + 5)],
+            acknowledged: vec![],
+            read_ms: READ,
+        };
+        let report = check(&history, PARAMS);
+        assert_eq!(report.totals.dependency_violations, 1);
+        assert!(!report.passed());
     }
 }

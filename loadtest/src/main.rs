@@ -10,6 +10,8 @@
 
 mod check;
 mod checker;
+mod iso8601;
+mod oracle;
 mod peer;
 mod progress;
 mod recorder;
@@ -159,6 +161,8 @@ enum Workload {
     /// Checks the runs recorded in a runs directory against the jobs the server lists: every
     /// target run once inside its epsilon window, dependent jobs after their parents. Exits 1
     /// when a target was missed or run twice (or a dependency or an acknowledged job was lost).
+    /// Targets are computed for UTC ISO 8601 intervals only; other schedules (cron, other time
+    /// zones, months or years) are reported NOT CHECKED.
     Check {
         #[arg(long)]
         runs: PathBuf,

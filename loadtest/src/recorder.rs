@@ -44,9 +44,12 @@ pub fn runs_file(runs_dir: &Path, job: &str) -> PathBuf {
 /// A `sh` command line that records its run of `job` in `runs_dir`, then runs `inner` and exits
 /// with its status. `runs_dir` should be absolute: a task's working directory is its run directory.
 pub fn recorded_command(runs_dir: &Path, job: &str, inner: &str) -> anyhow::Result<String> {
-    // Job names reach the line format unquoted: only dron's safe alphabet keeps it parseable.
-    if let Err(invalid) = dron_model::name::validate_job_name("name", job) {
-        bail!("cannot record job '{job}': {}", invalid.message);
+    // Job names reach the line format, the file name and the shell unquoted: only a safe
+    // alphabet (dron's own, so every valid job can be recorded) keeps them parseable.
+    if !is_recordable_name(job) {
+        bail!(
+            "cannot record job '{job}': only letters, digits, '.', '_' and '-' are allowed, and not '.' or '..'"
+        );
     }
     let file = shell_quote(&runs_file(runs_dir, job).to_string_lossy());
     // The inner command runs in a subshell so that an `exit` in it still reaches the end line.
@@ -56,6 +59,12 @@ pub fn recorded_command(runs_dir: &Path, job: &str, inner: &str) -> anyhow::Resu
          ( {inner} ); c=$?; \
          echo \"end {job} $(date +%s%3N) $$ $s $c\" >>\"$f\"; exit $c"
     ))
+}
+
+/// `[A-Za-z0-9._-]+`, and not `.` or `..` (path components).
+fn is_recordable_name(job: &str) -> bool {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    !job.is_empty() && job.chars().all(safe) && job != "." && job != ".."
 }
 
 /// Appends the `created` line of `job`: the server acknowledged it at `acked_ms`.
@@ -322,6 +331,17 @@ mod tests {
 
     #[test]
     fn refuses_names_that_would_break_the_format() {
-        assert!(recorded_command(Path::new("/tmp"), "a b", "true").is_err());
+        for bad in ["a b", "", ".", "..", "a/b", "a;b", "a$b", "é", "a\nb"] {
+            assert!(
+                recorded_command(Path::new("/tmp"), bad, "true").is_err(),
+                "{bad:?}"
+            );
+        }
+        for good in ["a", "lt-smoke-1.every_1s", "...", "A-Z_0.9"] {
+            assert!(
+                recorded_command(Path::new("/tmp"), good, "true").is_ok(),
+                "{good}"
+            );
+        }
     }
 }

@@ -46,7 +46,7 @@ pub fn definitions(
 ) -> anyhow::Result<Definitions> {
     let start_text = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let start = minute_start(start, options);
-    let epsilon = dron_model::job::format_duration_ms(options.epsilon_ms);
+    let epsilon = crate::iso8601::format_duration_ms(options.epsilon_ms);
     let long_secs = options.duration_secs + 120;
     let long: Vec<Value> = (0..options.long_jobs)
         .map(|i| {

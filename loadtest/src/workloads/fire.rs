@@ -56,7 +56,7 @@ pub async fn run(url: &str, options: FireOptions) -> anyhow::Result<Outcome> {
     if let Some(dir) = runs_dir {
         let epsilon = options
             .epsilon_ms
-            .unwrap_or(dron_model::job::DEFAULT_EPSILON_MS);
+            .unwrap_or(crate::check::DEFAULT_EPSILON_MS);
         // Let the last judged targets' windows close and their runs finish.
         tokio::time::sleep(Duration::from_millis(
             (epsilon + options.allowance_ms) as u64,
@@ -93,7 +93,7 @@ fn definition(
         "schedule": format!("R/{}/PT1S", start.format("%Y-%m-%dT%H:%M:%SZ")),
     });
     if let Some(epsilon) = epsilon_ms {
-        job["epsilon"] = dron_model::job::format_duration_ms(epsilon).into();
+        job["epsilon"] = crate::iso8601::format_duration_ms(epsilon).into();
     }
     Ok(job)
 }

@@ -89,7 +89,7 @@ async fn add_jobs(
     // server creates thousands a second).
     let ahead = 2 + (count / 5_000) as i64;
     let start = super::start_soon(ahead).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let period = dron_model::job::format_duration_ms(options.run_secs as i64 * 1000);
+    let period = crate::iso8601::format_duration_ms(options.run_secs as i64 * 1000);
     let jobs: Vec<Value> = (from..from + count)
         .map(|i| {
             let mut job = json!({"name": format!("{prefix}{i}"),

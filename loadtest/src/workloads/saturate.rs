@@ -262,8 +262,8 @@ fn recorded_jobs(
 ) -> anyhow::Result<(Vec<Value>, Vec<JobTargets>)> {
     let period = options.period_ms as i64;
     let base = chrono::Utc::now().timestamp_millis() / 1000 * 1000 + period;
-    let epsilon = dron_model::job::format_duration_ms(options.epsilon_ms);
-    let schedule_period = dron_model::job::format_duration_ms(period);
+    let epsilon = crate::iso8601::format_duration_ms(options.epsilon_ms);
+    let schedule_period = crate::iso8601::format_duration_ms(period);
     let mut values = Vec::with_capacity(options.step);
     let mut added = Vec::with_capacity(options.step);
     for i in from..from + options.step {
@@ -366,8 +366,8 @@ async fn add_jobs(
     let period = options.period_ms as i64;
     // Spread the jobs' targets over the period, starting a period from now.
     let base = chrono::Utc::now().timestamp_millis() / 1000 * 1000 + period;
-    let epsilon = dron_model::job::format_duration_ms(options.epsilon_ms);
-    let schedule_period = dron_model::job::format_duration_ms(period);
+    let epsilon = crate::iso8601::format_duration_ms(options.epsilon_ms);
+    let schedule_period = crate::iso8601::format_duration_ms(period);
     let jobs: Vec<Value> = (from..from + options.step)
         .map(|i| {
             let offset = (i as i64 * 7919) % period; // a fixed scatter, not a clump
