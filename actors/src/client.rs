@@ -4,6 +4,7 @@
 //! the router stays a forwarder.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::convert::Infallible;
 use std::time::Duration;
 
 use dron_model::error::Invalid;
@@ -23,7 +24,7 @@ use crate::error::CommandError;
 use crate::graph::{self, Neighbourhood};
 use crate::listing::{JobPage, JobQuery};
 use crate::notify::{NotifierMsg, TestRequest};
-use crate::router::RouterMsg;
+use crate::router::{RouterMsg, fanout};
 use crate::search::JobSearch;
 use dron_model::notice::NoticeRecord;
 
@@ -519,7 +520,7 @@ impl SchedulerClient {
         answer(self.router.call(routed, Some(CALL_TIMEOUT)).await)
     }
 
-    /// Asks every shard the same question.
+    /// Asks every shard the same question, all at once.
     async fn ask_all<T: Send + 'static>(
         &self,
         message: impl Fn(RpcReplyPort<T>) -> CoordinatorMsg,
@@ -529,11 +530,12 @@ impl SchedulerClient {
                 .call(|reply| RouterMsg::Shards { reply }, Some(CALL_TIMEOUT))
                 .await,
         )?;
-        let mut answers = Vec::with_capacity(shards.len());
-        for shard in shards {
-            answers.push(answer(shard.call(&message, Some(CALL_TIMEOUT)).await)?);
-        }
-        Ok(answers)
+        let asked = fanout::ask_each(&shards, message);
+        let answers = asked.answers(CALL_TIMEOUT).await;
+        answers
+            .into_iter()
+            .map(|asked| answer(Ok::<_, Infallible>(asked)))
+            .collect()
     }
 }
 

@@ -41,7 +41,7 @@ use crate::router::RouterMsg;
 use crate::store::{ResourceOp, ResourceStore};
 
 /// How long applying one event to every coordinator may take before it is retried.
-const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pending events applied together after a restart or a failed attempt.
 const APPLY_BATCH: usize = 1000;
 /// Pause before events that could not be applied everywhere are tried again.
@@ -463,25 +463,6 @@ async fn apply_everywhere(
         )
         .await;
     matches!(asked, Ok(CallResult::Success(true)))
-}
-
-/// Asks every coordinator in `shards` to apply `events`; true once all have, durably.
-pub async fn apply_to_shards(
-    shards: Vec<ActorRef<CoordinatorMsg>>,
-    events: Vec<ResourceEvent>,
-) -> bool {
-    let mut all = true;
-    for shard in shards {
-        let events = events.clone();
-        let asked = shard
-            .call(
-                |reply| CoordinatorMsg::ResourceReady { events, reply },
-                Some(APPLY_TIMEOUT),
-            )
-            .await;
-        all &= matches!(asked, Ok(CallResult::Success(Ok(()))));
-    }
-    all
 }
 
 /// Hands a coordinator's announcements to the bus until it has applied them everywhere, then tells the

@@ -4,6 +4,7 @@
 //! the router alone knows the current coordinator of each shard, so nobody holds a stale one.
 //! Resharding runs here too, since it changes the ring.
 
+pub mod fanout;
 mod messages;
 mod reshard;
 
@@ -14,8 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dron_model::ids::parse_task_id;
+use dron_model::resource::ResourceEvent;
 use dron_model::ring::Ring;
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::broker::{BrokerMsg, TaskUpdate};
 use crate::bus::BusMsg;
@@ -121,12 +124,7 @@ impl Actor for Router {
             RouterMsg::TaskUpdate(update) => state.route_update(update, false),
             RouterMsg::ForwardTaskUpdate(update) => state.route_update(update, true),
             RouterMsg::ParentSucceeded { parent } => state.parent_succeeded(parent),
-            RouterMsg::ResourceReady { events, reply } => {
-                let shards = state.slots.iter().map(|s| s.coordinator.clone()).collect();
-                tokio::spawn(async move {
-                    let _ = reply.send(crate::bus::apply_to_shards(shards, events).await);
-                });
-            }
+            RouterMsg::ResourceReady { events, reply } => state.resource_ready(events, reply),
             RouterMsg::Reshard { count, reply } => {
                 let result = state.reshard(&myself, count).await.map(|_| count);
                 let _ = reply.send(result);
@@ -200,6 +198,30 @@ impl RouterState {
                     .send_message(CoordinatorMsg::ParentSucceeded { parent });
             }
         }
+    }
+
+    /// Hands resource events to every coordinator; answers true once all have applied them
+    /// durably.
+    ///
+    /// The events are sent here, while this message is handled, so that they are ordered with
+    /// resharding: each coordinator's mailbox holds them ahead of whatever a later `Reshard`
+    /// sends it (see [`fanout`]). A job on the move thus applies them on the shard that holds
+    /// it, before that shard releases it (with what they triggered), and a later event finds
+    /// the job on its new owner. Only the wait for the answers is left to a task: awaiting
+    /// them here would hold every API call and status update behind a commit on every shard.
+    fn resource_ready(&self, events: Vec<ResourceEvent>, reply: RpcReplyPort<bool>) {
+        let shards = self.slots.iter().map(|slot| &slot.coordinator);
+        let asked = fanout::ask_each(shards, |reply| CoordinatorMsg::ResourceReady {
+            events: events.clone(),
+            reply,
+        });
+        tokio::spawn(async move {
+            let answers = asked.answers(crate::bus::APPLY_TIMEOUT).await;
+            let all = answers
+                .iter()
+                .all(|answer| matches!(answer, CallResult::Success(Ok(()))));
+            let _ = reply.send(all);
+        });
     }
 
     fn route_update(&self, update: TaskUpdate, forwarded: bool) {
