@@ -34,3 +34,5 @@ pub mod router;
 pub mod search;
 pub mod stats;
 pub mod store;
+#[cfg(test)]
+mod testkit;

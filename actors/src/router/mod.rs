@@ -7,6 +7,8 @@
 pub mod fanout;
 mod messages;
 mod reshard;
+#[cfg(test)]
+mod tests;
 
 pub use messages::RouterMsg;
 

@@ -1,0 +1,303 @@
+//! A whole scheduler in memory, for actor tests under paused tokio time: the real router,
+//! coordinators and event bus over memory stores, and in place of the broker and its agents
+//! one that "runs" every task for a fixed time and reports it succeeded. It keeps every
+//! launch, so tests can tell what ran, and how often.
+
+use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use dron_model::ids::{TaskRef, parse_task_id};
+use dron_model::instance::{HistoryEntry, InstanceState};
+use dron_model::job::{JobKind, JobRequest, JobSpec};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+
+use crate::agent::process::TaskEnd;
+use crate::broker::{BrokerMsg, TaskEvent, TaskUpdate};
+use crate::bus::{BusMsg, EventBus, EventBusArgs};
+use crate::client::SchedulerClient;
+use crate::clock::{SharedClock, TokioClock};
+use crate::coordinator::ShardConfig;
+use crate::router::{Router, RouterArgs, RouterMsg, StoreFactory};
+use crate::store::{
+    Durable, MemoryResourceStore, MemoryStore, ShardSnapshot, ShardStore, StoreError, StoreOp,
+};
+
+/// When the tests' clock starts: 2026-11-23T10:00:00Z.
+pub const T0: i64 = 1_795_428_000_000;
+
+/// How long a synced write takes (RocksDB's is about this); makes the actors interleave as
+/// they do in production, where a coordinator answers only once its write is durable.
+const WRITE_LATENCY: Duration = Duration::from_millis(1);
+/// How long every task "runs".
+pub const RUN_TIME: Duration = Duration::from_millis(300);
+
+pub struct System {
+    pub router: ActorRef<RouterMsg>,
+    pub bus: ActorRef<BusMsg>,
+    pub client: SchedulerClient,
+    pub resources: Arc<MemoryResourceStore>,
+    pub runs: Arc<Runs>,
+    pub clock: SharedClock,
+    /// Ends when the router stops.
+    pub router_handle: JoinHandle<()>,
+}
+
+impl System {
+    pub async fn start(shards: u32) -> System {
+        let clock: SharedClock = Arc::new(TokioClock::starting_at(ms_to_time(T0)));
+        let resources = Arc::new(MemoryResourceStore::default());
+        let runs = Arc::new(Runs::default());
+        let router_cell = Arc::new(OnceLock::new());
+        let broker_args = (runs.clone(), router_cell.clone());
+        let (broker, _) = Actor::spawn(None, FakeBroker, broker_args).await.unwrap();
+        let bus_args = EventBusArgs {
+            store: resources.clone(),
+            clock: clock.clone(),
+            publishing: false,
+        };
+        let (bus, _) = Actor::spawn(None, EventBus, bus_args).await.unwrap();
+        let (notifier, _) = Actor::spawn(None, Null(PhantomData), ()).await.unwrap();
+        let router_args = RouterArgs {
+            factory: Arc::new(MemoryFactory::default()),
+            default_shard_count: shards,
+            clock: clock.clone(),
+            broker,
+            bus: bus.clone(),
+            notifier,
+            resources: resources.clone(),
+            config: ShardConfig::default(),
+        };
+        let (router, router_handle) = Actor::spawn(None, Router, router_args).await.unwrap();
+        router_cell.set(router.clone()).unwrap();
+        bus.send_message(BusMsg::SetRouter(router.clone())).unwrap();
+        let client = SchedulerClient::new(router.clone(), bus.clone());
+        System {
+            router,
+            bus,
+            client,
+            resources,
+            runs,
+            clock,
+            router_handle,
+        }
+    }
+
+    /// Creates (or replaces) a job from its JSON, as the API would.
+    pub async fn put(&self, json: serde_json::Value) {
+        let kind = match json.get("schedule") {
+            Some(_) => JobKind::Scheduled,
+            None => JobKind::Dependent,
+        };
+        let now_ms = self.clock.now_ms();
+        self.client
+            .put_job(spec(json, kind, now_ms), now_ms)
+            .await
+            .unwrap();
+    }
+
+    /// The logical times of a job's runs that succeeded, oldest first.
+    pub async fn succeeded(&self, job: &str) -> Vec<i64> {
+        let history = self.client.history(job, usize::MAX).await.unwrap();
+        let mut targets: Vec<i64> = history
+            .iter()
+            .filter_map(|entry| match entry {
+                HistoryEntry::Run(run) if run.state == InstanceState::Succeeded => {
+                    Some(run.target_ms)
+                }
+                _ => None,
+            })
+            .collect();
+        targets.sort_unstable();
+        targets
+    }
+
+    /// The coordinators, one per shard, as the router holds them now.
+    pub async fn shards(&self) -> Vec<ActorRef<crate::coordinator::CoordinatorMsg>> {
+        ractor::call!(self.router, |reply| RouterMsg::Shards { reply }).unwrap()
+    }
+}
+
+pub fn spec(json: serde_json::Value, kind: JobKind, now_ms: i64) -> JobSpec {
+    let request: JobRequest = serde_json::from_value(json).unwrap();
+    request.validate(kind, ms_to_time(now_ms)).unwrap()
+}
+
+pub fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap()
+}
+
+/// Waits, in tokio's (paused) time, until `done` holds; fails the test after `within`.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every launch the fake broker was asked for, in order.
+#[derive(Default)]
+pub struct Runs {
+    launched: Mutex<Vec<TaskRef>>,
+}
+
+impl Runs {
+    pub fn launched(&self) -> Vec<TaskRef> {
+        self.launched.lock().unwrap().clone()
+    }
+
+    /// How many times each (job, logical time) was launched (retries aside: attempt 0).
+    pub fn launches_per_target(&self) -> BTreeMap<(String, i64), usize> {
+        let mut counts = BTreeMap::new();
+        for task in self.launched().into_iter().filter(|t| t.attempt == 0) {
+            *counts.entry((task.job, task.target_ms)).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// Runs every task it is asked to launch for [`RUN_TIME`], then reports it succeeded.
+struct FakeBroker;
+
+type FakeBrokerArgs = (Arc<Runs>, Arc<OnceLock<ActorRef<RouterMsg>>>);
+
+impl Actor for FakeBroker {
+    type Msg = BrokerMsg;
+    type State = FakeBrokerArgs;
+    type Arguments = FakeBrokerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<BrokerMsg>,
+        args: FakeBrokerArgs,
+    ) -> Result<FakeBrokerArgs, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<BrokerMsg>,
+        message: BrokerMsg,
+        (runs, router): &mut FakeBrokerArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let router = router.get().expect("the router runs").clone();
+        match message {
+            BrokerMsg::Launch(request) => {
+                let task_id = request.spec.task_id;
+                let task = parse_task_id(&task_id).expect("a task id");
+                runs.launched.lock().unwrap().push(task);
+                tokio::spawn(async move {
+                    tokio::time::sleep(RUN_TIME).await;
+                    report(&router, task_id, succeeded());
+                });
+            }
+            // After a coordinator's restart: a task launched before has ended (or will, and
+            // then says so again); one never launched is launched now.
+            BrokerMsg::Adopt { request, .. } => {
+                let task_id = request.spec.task_id;
+                let task = parse_task_id(&task_id).expect("a task id");
+                let event = match runs.launched.lock().unwrap().contains(&task) {
+                    true => succeeded(),
+                    false => TaskEvent::NeverLaunched,
+                };
+                report(&router, task_id, event);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn succeeded() -> TaskEvent {
+    TaskEvent::Ended {
+        end: TaskEnd::Exited(0),
+        at_ms: 0,
+    }
+}
+
+fn report(router: &ActorRef<RouterMsg>, task_id: String, event: TaskEvent) {
+    let _ = router.send_message(RouterMsg::TaskUpdate(TaskUpdate::new(task_id, event)));
+}
+
+/// Takes any message and does nothing (the notifier: these tests make no notices).
+struct Null<M>(PhantomData<fn() -> M>);
+
+impl<M: ractor::Message> Actor for Null<M> {
+    type Msg = M;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<M>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// Shard stores in memory, each durable [`WRITE_LATENCY`] after a write.
+#[derive(Default)]
+struct MemoryFactory {
+    stores: Mutex<HashMap<u32, Arc<SlowStore>>>,
+    count: Mutex<Option<u32>>,
+}
+
+impl StoreFactory for MemoryFactory {
+    fn open(&self, index: u32) -> Result<Arc<dyn ShardStore>, StoreError> {
+        let mut stores = self.stores.lock().unwrap();
+        Ok(stores.entry(index).or_default().clone())
+    }
+
+    fn existing(&self) -> Result<Vec<u32>, StoreError> {
+        Ok(self.stores.lock().unwrap().keys().copied().collect())
+    }
+
+    fn remove(&self, index: u32) -> Result<(), StoreError> {
+        self.stores.lock().unwrap().remove(&index);
+        Ok(())
+    }
+
+    fn load_shard_count(&self) -> Result<Option<u32>, StoreError> {
+        Ok(*self.count.lock().unwrap())
+    }
+
+    fn save_shard_count(&self, count: u32) -> Result<(), StoreError> {
+        *self.count.lock().unwrap() = Some(count);
+        Ok(())
+    }
+}
+
+/// A [`MemoryStore`] whose writes become durable [`WRITE_LATENCY`] later.
+#[derive(Default)]
+struct SlowStore(MemoryStore);
+
+impl ShardStore for SlowStore {
+    fn submit(&self, ops: Vec<StoreOp>) -> Durable {
+        let written = self.0.submit(ops);
+        let (done, durable) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            tokio::time::sleep(WRITE_LATENCY).await;
+            let _ = done.send(written.await.unwrap_or(Ok(())));
+        });
+        durable
+    }
+
+    fn load(&self) -> Result<ShardSnapshot, StoreError> {
+        self.0.load()
+    }
+
+    fn history(
+        &self,
+        job: &str,
+        limit: usize,
+    ) -> Result<Vec<dron_model::instance::HistoryEntry>, StoreError> {
+        self.0.history(job, limit)
+    }
+}
