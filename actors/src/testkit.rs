@@ -36,7 +36,6 @@ pub const RUN_TIME: Duration = Duration::from_millis(300);
 
 pub struct System {
     pub router: ActorRef<RouterMsg>,
-    pub bus: ActorRef<BusMsg>,
     pub client: SchedulerClient,
     pub resources: Arc<MemoryResourceStore>,
     pub runs: Arc<Runs>,
@@ -76,7 +75,6 @@ impl System {
         let client = SchedulerClient::new(router.clone(), bus.clone());
         System {
             router,
-            bus,
             client,
             resources,
             runs,
@@ -85,8 +83,9 @@ impl System {
         }
     }
 
-    /// Creates (or replaces) a job from its JSON, as the API would.
-    pub async fn put(&self, json: serde_json::Value) {
+    /// Creates (or replaces) a job from its JSON, as the API would; answers the request's
+    /// time.
+    pub async fn put(&self, json: serde_json::Value) -> i64 {
         let kind = match json.get("schedule") {
             Some(_) => JobKind::Scheduled,
             None => JobKind::Dependent,
@@ -96,6 +95,7 @@ impl System {
             .put_job(spec(json, kind, now_ms), now_ms)
             .await
             .unwrap();
+        now_ms
     }
 
     /// The logical times of a job's runs that succeeded, oldest first.
@@ -145,13 +145,18 @@ where
     }
 }
 
-/// Every launch the fake broker was asked for, in order.
+/// Every launch the fake broker was asked for, in order, and every adoption.
 #[derive(Default)]
 pub struct Runs {
     launched: Mutex<Vec<TaskRef>>,
+    adopted: Mutex<Vec<TaskRef>>,
 }
 
 impl Runs {
+    pub fn adopted(&self) -> Vec<TaskRef> {
+        self.adopted.lock().unwrap().clone()
+    }
+
     pub fn launched(&self) -> Vec<TaskRef> {
         self.launched.lock().unwrap().clone()
     }
@@ -206,6 +211,7 @@ impl Actor for FakeBroker {
             BrokerMsg::Adopt { request, .. } => {
                 let task_id = request.spec.task_id;
                 let task = parse_task_id(&task_id).expect("a task id");
+                runs.adopted.lock().unwrap().push(task.clone());
                 let event = match runs.launched.lock().unwrap().contains(&task) {
                     true => succeeded(),
                     false => TaskEvent::NeverLaunched,

@@ -22,6 +22,8 @@
 
 mod applier;
 mod messages;
+#[cfg(test)]
+mod tests;
 
 pub use messages::{BusMsg, Ingested, Origin};
 

@@ -10,6 +10,7 @@ use ractor::call;
 use serde_json::json;
 
 use super::*;
+use crate::bus::Origin;
 use crate::testkit::{RUN_TIME, System, T0, wait_until};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -104,4 +105,165 @@ async fn an_event_accepted_before_a_reshard_triggers_the_jobs_that_move() {
     });
     assert!(applied.unwrap());
     each_ran_once_for(&system, &jobs, third).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_job_lands_on_the_shard_the_ring_names() {
+    let system = System::start(3).await;
+    let jobs = names("job", 30);
+    for job in &jobs {
+        system.put(triggered(job)).await;
+    }
+    for count in [3, 5, 2] {
+        if system.client.shard_count().await.unwrap() != count {
+            system.client.reshard(count).await.unwrap();
+        }
+        let ring = Ring::new(count);
+        let shards = system.shards().await;
+        assert_eq!(shards.len(), count as usize);
+        for (index, shard) in shards.iter().enumerate() {
+            let records = call!(shard, |reply| CoordinatorMsg::ListJobs { reply }).unwrap();
+            let held: BTreeSet<String> = records.into_iter().map(|r| r.spec.name).collect();
+            let owned = jobs.iter().filter(|j| ring.owner(j) == index as u32);
+            let owned: BTreeSet<String> = owned.cloned().collect();
+            assert!(!owned.is_empty(), "shard {index} of {count} owns jobs");
+            assert_eq!(held, owned, "shard {index} of {count}");
+        }
+    }
+}
+
+/// The first target of a job every second created at `created_ms`.
+fn first_target(created_ms: i64) -> i64 {
+    (created_ms + 999) / 1000 * 1000
+}
+
+/// Checks that `job` was launched once for each second from `from` to `until` (inclusive),
+/// and never twice for any time.
+fn ran_every_second(launches: &BTreeMap<(String, i64), usize>, job: &str, from: i64, until: i64) {
+    let mine: BTreeMap<i64, usize> = launches
+        .iter()
+        .filter(|((name, _), _)| name == job)
+        .map(|((_, at), count)| (*at, *count))
+        .collect();
+    assert!(mine.values().all(|&n| n == 1), "{job} ran twice: {mine:?}");
+    let missed: Vec<i64> = (from..=until)
+        .step_by(1000)
+        .filter(|at| !mine.contains_key(at))
+        .collect();
+    assert!(missed.is_empty(), "{job} missed {missed:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_coordinator_that_panics_is_rebuilt_from_its_storage() {
+    let system = System::start(2).await;
+    let jobs = names("tick", 8);
+    let mut created = Vec::new();
+    for job in &jobs {
+        created.push(system.put(every_second(job)).await);
+    }
+    let on_one = jobs.iter().filter(|j| Ring::new(2).owner(j) == 1).count();
+    assert!(on_one > 0, "shard 1 holds jobs");
+    // Panics while the runs of T0 + 2 s are running: the rebuilt shard adopts them.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let before = system.shards().await;
+    system.client.inject_panic(1).await.unwrap();
+    wait_until("shard 1 to restart", Duration::from_secs(5), || async {
+        system.shards().await[1].get_id() != before[1].get_id()
+    })
+    .await;
+    assert_eq!(
+        system.shards().await[0].get_id(),
+        before[0].get_id(),
+        "one for one: shard 0 keeps running"
+    );
+    // The rebuilt shard has its jobs back, adopts the runs it had launched, and runs them
+    // on: every second, none twice.
+    let stats = system.client.shard_stats().await.unwrap();
+    assert_eq!(stats[1].jobs, on_one);
+    wait_until(
+        "the running tasks adopted",
+        Duration::from_secs(1),
+        || async { system.runs.adopted().len() == on_one },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let until = system.clock.now_ms() - 1000;
+    let launches = system.runs.launches_per_target();
+    for (job, created_ms) in jobs.iter().zip(created) {
+        ran_every_second(&launches, job, first_target(created_ms), until);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_that_keeps_failing_stops_the_router() {
+    let system = System::start(1).await;
+    for _ in 0..MAX_RESTARTS {
+        let before = system.shards().await[0].get_id();
+        system.client.inject_panic(0).await.unwrap();
+        wait_until("shard 0 to restart", Duration::from_secs(5), || async {
+            system.shards().await[0].get_id() != before
+        })
+        .await;
+    }
+    system.client.inject_panic(0).await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), system.router_handle).await;
+    assert!(
+        stopped.is_ok(),
+        "the router gives up rather than crash-loop"
+    );
+}
+
+/// Jobs fire every second, new ones are created and events arrive while the shard count
+/// changes five times: every job runs every second, once, and each event triggers once.
+#[tokio::test(start_paused = true)]
+async fn resharding_under_load_loses_and_repeats_nothing() {
+    let system = System::start(2).await;
+    let mut scheduled: Vec<(String, i64)> = Vec::new();
+    for job in names("tick", 24) {
+        scheduled.push((job.clone(), system.put(every_second(&job)).await));
+    }
+    let rebuilds = names("rebuild", 4);
+    for job in &rebuilds {
+        system.put(triggered(job)).await;
+    }
+    let client = system.client.clone();
+    let resharding = tokio::spawn(async move {
+        for count in [5, 1, 3, 4, 2] {
+            tokio::time::sleep(Duration::from_millis(1_700)).await;
+            assert_eq!(client.reshard(count).await.unwrap(), count);
+        }
+    });
+    let mut event_times = Vec::new();
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let job = format!("late-{i}");
+        scheduled.push((job.clone(), system.put(every_second(&job)).await));
+        let at_ms = T0 - (i + 1) * HOUR_MS;
+        let event = ResourceEvent::ready(format!("products:{i}"), Some(at_ms));
+        let ingested = system.client.ingest(event, Origin::Api).await.unwrap();
+        assert!(ingested.applied && !ingested.duplicate);
+        event_times.push(at_ms);
+    }
+    resharding.await.unwrap();
+    assert_eq!(system.client.shard_count().await.unwrap(), 2);
+    let until = system.clock.now_ms();
+    tokio::time::sleep(RUN_TIME * 2).await;
+
+    let launches = system.runs.launches_per_target();
+    for (job, created_ms) in &scheduled {
+        ran_every_second(&launches, job, first_target(*created_ms), until);
+    }
+    for job in &rebuilds {
+        for at_ms in &event_times {
+            let launched = launches.get(&(job.clone(), *at_ms));
+            assert_eq!(launched, Some(&1), "{job} for event time {at_ms}");
+        }
+    }
+    let stats = system.client.shard_stats().await.unwrap();
+    let held: usize = stats.iter().map(|s| s.jobs).sum();
+    assert_eq!(
+        held,
+        scheduled.len() + rebuilds.len(),
+        "each job on one shard"
+    );
 }
