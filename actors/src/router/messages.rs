@@ -27,8 +27,9 @@ pub enum RouterMsg {
         parent: String,
     },
     /// From the event bus, after recording the events: hand them to every shard; answers true
-    /// once all have applied them durably. Going through the router orders it with resharding,
-    /// so a job on the move sees it on one side or the other.
+    /// once all have applied them durably. The router sends them to every shard while it
+    /// handles this message, which orders them with resharding: a job on the move applies
+    /// them on its old shard before it leaves, or on its new one after.
     ResourceReady {
         events: Vec<ResourceEvent>,
         reply: RpcReplyPort<bool>,

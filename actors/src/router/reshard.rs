@@ -1,6 +1,7 @@
 //! Changing the shard count online. The router runs the whole move inside one message, so no
 //! other message reaches a coordinator meanwhile, and each coordinator sees, in order: every
-//! message routed to it before the move, then `Release`. Scheduling goes on in every shard
+//! message routed to it before the move (resource events included: they are sent from inside
+//! the router's handler, see `fanout`), then `Release`. Scheduling goes on in every shard
 //! throughout; a moving job's targets wait at most for the move itself, well inside epsilon.
 //!
 //! 1. grow: open and start the new shards; save the new count;
