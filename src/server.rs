@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use dron_actors::broker::{BrokerMsg, LocalAgentConfig, OfferBroker, OfferBrokerArgs};
-use dron_actors::bus::{BusMsg, EventBus, EventBusArgs};
+use dron_actors::bus::{EventBus, EventBusArgs};
 use dron_actors::client::SchedulerClient;
 use dron_actors::clock::SystemClock;
 use dron_actors::notify::{Notifier, NotifierArgs};
@@ -56,10 +56,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         RocksResourceStore::open(&config.data_dir.join("resources"))
             .context("opening the resource store")?,
     );
+    // The bus hands events to the shards through the router, which starts after it.
+    let (to_shards, from_bus) = tokio::sync::mpsc::unbounded_channel();
     let bus_args = EventBusArgs {
         store: resources.clone(),
         clock: Arc::new(SystemClock),
         publishing: config.events.amqp_url.is_some(),
+        shards: to_shards,
     };
     let (bus, bus_handle) = Actor::spawn(Some("bus".into()), EventBus, bus_args)
         .await
@@ -88,11 +91,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         resources,
         config: config.scheduler.shard_config(),
     };
-    let (router, router_handle) = Actor::spawn(Some("router".into()), Router, router_args)
-        .await
-        .context("recovering shards")?;
+    let (router, router_handle) =
+        Actor::spawn(Some("router".into()), Router, (router_args, from_bus))
+            .await
+            .context("recovering shards")?;
     broker.send_message(BrokerMsg::SetRouter(router.clone()))?;
-    bus.send_message(BusMsg::SetRouter(router.clone()))?;
     let client = SchedulerClient::new(router.clone(), bus.clone()).with_notifier(notifier.clone());
     if let Some(url) = &config.events.amqp_url {
         let settings = AmqpSettings {

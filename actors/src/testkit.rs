@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::agent::process::TaskEnd;
 use crate::broker::{BrokerMsg, TaskEvent, TaskUpdate};
-use crate::bus::{BusMsg, EventBus, EventBusArgs};
+use crate::bus::{EventBus, EventBusArgs, ToShards};
 use crate::client::SchedulerClient;
 use crate::clock::{SharedClock, TokioClock};
 use crate::coordinator::ShardConfig;
@@ -36,6 +36,8 @@ pub const RUN_TIME: Duration = Duration::from_millis(300);
 
 pub struct System {
     pub router: ActorRef<RouterMsg>,
+    /// The bus's link to the router, for a second bus (a restarted one).
+    pub to_shards: ToShards,
     pub client: SchedulerClient,
     pub resources: Arc<MemoryResourceStore>,
     pub runs: Arc<Runs>,
@@ -52,10 +54,12 @@ impl System {
         let router_cell = Arc::new(OnceLock::new());
         let broker_args = (runs.clone(), router_cell.clone());
         let (broker, _) = Actor::spawn(None, FakeBroker, broker_args).await.unwrap();
+        let (to_shards, from_bus) = tokio::sync::mpsc::unbounded_channel();
         let bus_args = EventBusArgs {
             store: resources.clone(),
             clock: clock.clone(),
             publishing: false,
+            shards: to_shards.clone(),
         };
         let (bus, _) = Actor::spawn(None, EventBus, bus_args).await.unwrap();
         let (notifier, _) = Actor::spawn(None, Null(PhantomData), ()).await.unwrap();
@@ -69,12 +73,14 @@ impl System {
             resources: resources.clone(),
             config: ShardConfig::default(),
         };
-        let (router, router_handle) = Actor::spawn(None, Router, router_args).await.unwrap();
+        let (router, router_handle) = Actor::spawn(None, Router, (router_args, from_bus))
+            .await
+            .unwrap();
         router_cell.set(router.clone()).unwrap();
-        bus.send_message(BusMsg::SetRouter(router.clone())).unwrap();
         let client = SchedulerClient::new(router.clone(), bus.clone());
         System {
             router,
+            to_shards,
             client,
             resources,
             runs,

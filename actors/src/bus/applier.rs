@@ -8,9 +8,8 @@ use dron_model::resource::PendingEvent;
 use ractor::ActorRef;
 use tokio::sync::mpsc;
 
-use super::{APPLY_BATCH, Asker, BusMsg, Ingested, apply_everywhere};
+use super::{APPLY_BATCH, Asker, BusMsg, Ingested, ToShards, apply_everywhere};
 use crate::error::CommandError;
-use crate::router::RouterMsg;
 use crate::store::StoreError;
 
 /// A batch the store has recorded, and who to answer once it is applied.
@@ -52,7 +51,7 @@ impl Recorded {
     }
 }
 
-pub(super) fn spawn(router: ActorRef<RouterMsg>, bus: ActorRef<BusMsg>) -> Applier {
+pub(super) fn spawn(shards: ToShards, bus: ActorRef<BusMsg>) -> Applier {
     let (sender, mut recorded) = mpsc::unbounded_channel::<Recorded>();
     tokio::spawn(async move {
         while let Some(first) = recorded.recv().await {
@@ -71,7 +70,7 @@ pub(super) fn spawn(router: ActorRef<RouterMsg>, bus: ActorRef<BusMsg>) -> Appli
                 .iter()
                 .flat_map(|r| r.batch.iter().map(|p| p.event.clone()))
                 .collect();
-            let applied = apply_everywhere(Some(&router), all).await;
+            let applied = apply_everywhere(&shards, all).await;
             for recorded in round {
                 recorded.answer(&bus, Ok(applied));
             }

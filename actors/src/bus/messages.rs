@@ -1,14 +1,10 @@
 use dron_model::resource::{PendingEvent, ResourceEvent, ResourceRecord};
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::RpcReplyPort;
 use tokio::sync::mpsc;
 
 use crate::error::CommandError;
-use crate::router::RouterMsg;
 
 pub enum BusMsg {
-    /// Set once the router runs (it is spawned after the bus): pending events are applied
-    /// from then on.
-    SetRouter(ActorRef<RouterMsg>),
     /// The link to the message broker: events to publish go down this channel, and the link
     /// answers [`BusMsg::Published`] once the broker has confirmed one.
     SetPublisher(mpsc::UnboundedSender<ResourceEvent>),
@@ -42,6 +38,19 @@ pub enum BusMsg {
         reply: RpcReplyPort<Result<Option<ResourceRecord>, CommandError>>,
     },
 }
+
+/// Recorded events for every shard, sent down the bus's [`ToShards`] link: answers true once
+/// every shard has applied them durably.
+pub struct ApplyEverywhere {
+    pub events: Vec<ResourceEvent>,
+    pub reply: RpcReplyPort<bool>,
+}
+
+/// Where the bus sends events to apply on every shard. The router, which does it, is spawned
+/// after the bus (its coordinators announce to the bus), so the bus gets the sending end at
+/// construction and the router the receiving end: what the bus sends before the router runs
+/// waits in the channel.
+pub type ToShards = mpsc::UnboundedSender<ApplyEverywhere>;
 
 /// Where an event came from. Events from the message broker are not published back to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

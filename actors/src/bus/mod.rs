@@ -25,7 +25,7 @@ mod messages;
 #[cfg(test)]
 mod tests;
 
-pub use messages::{BusMsg, Ingested, Origin};
+pub use messages::{ApplyEverywhere, BusMsg, Ingested, Origin, ToShards};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -39,7 +39,6 @@ use tokio::sync::mpsc;
 use crate::clock::SharedClock;
 use crate::coordinator::CoordinatorMsg;
 use crate::error::CommandError;
-use crate::router::RouterMsg;
 use crate::store::{ResourceOp, ResourceStore};
 
 /// How long applying one event to every coordinator may take before it is retried.
@@ -56,6 +55,8 @@ pub struct EventBusArgs {
     pub clock: SharedClock,
     /// Whether events are published to a message broker (AMQP configured).
     pub publishing: bool,
+    /// Where recorded events go to be applied on every shard (to the router).
+    pub shards: ToShards,
 }
 
 type IngestReply = RpcReplyPort<Result<Ingested, CommandError>>;
@@ -64,9 +65,9 @@ pub struct BusState {
     store: Arc<dyn ResourceStore>,
     clock: SharedClock,
     publishing: bool,
-    router: Option<ActorRef<RouterMsg>>,
-    /// Applies recorded events to every coordinator (from when the router is set).
-    applier: Option<applier::Applier>,
+    shards: ToShards,
+    /// Applies recorded events to every coordinator.
+    applier: applier::Applier,
     publisher: Option<mpsc::UnboundedSender<ResourceEvent>>,
     /// Resources being recorded and applied, with the senders of duplicates waiting on them.
     in_flight: HashMap<String, Vec<IngestReply>>,
@@ -84,15 +85,15 @@ impl Actor for EventBus {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<BusMsg>,
+        myself: ActorRef<BusMsg>,
         args: EventBusArgs,
     ) -> Result<BusState, ActorProcessingErr> {
         let mut state = BusState {
             store: args.store,
             clock: args.clock,
             publishing: args.publishing,
-            router: None,
-            applier: None,
+            applier: applier::spawn(args.shards.clone(), myself.clone()),
+            shards: args.shards,
             publisher: None,
             in_flight: HashMap::new(),
             to_apply: BTreeMap::new(),
@@ -108,6 +109,7 @@ impl Actor for EventBus {
                 state.to_publish.insert(key, pending.event);
             }
         }
+        state.apply_pending(&myself);
         Ok(state)
     }
 
@@ -118,11 +120,6 @@ impl Actor for EventBus {
         state: &mut BusState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            BusMsg::SetRouter(router) => {
-                state.applier = Some(applier::spawn(router.clone(), myself.clone()));
-                state.router = Some(router);
-                state.apply_pending(&myself);
-            }
             BusMsg::SetPublisher(publisher) => {
                 for event in state.to_publish.values() {
                     let _ = publisher.send(event.clone());
@@ -330,13 +327,9 @@ impl BusState {
                 return recorded.answer(&myself, Err(unavailable(error)));
             }
             let recorded = applier::Recorded { batch, asker };
-            let unapplied = match &applier {
-                Some(applier) => applier.apply(recorded).err(),
-                None => Some(recorded),
-            };
-            // No router yet (or shutting down): recorded, so applied later from the
-            // pending events (or the coordinator's outbox).
-            if let Some(recorded) = unapplied {
+            // The applier stopped (shutting down): recorded, so applied after the restart
+            // from the pending events (or the coordinator's outbox).
+            if let Err(recorded) = applier.apply(recorded) {
                 recorded.answer(&myself, Ok(false));
             }
         });
@@ -401,9 +394,6 @@ impl BusState {
     }
 
     fn apply_pending(&mut self, myself: &ActorRef<BusMsg>) {
-        if self.router.is_none() {
-            return;
-        }
         let pending: Vec<PendingEvent> = std::mem::take(&mut self.to_apply).into_values().collect();
         let mut batch = Vec::new();
         for event in pending {
@@ -416,10 +406,10 @@ impl BusState {
             batch.push(event);
         }
         for chunk in batch.chunks(APPLY_BATCH) {
-            let (router, myself, chunk) = (self.router.clone(), myself.clone(), chunk.to_vec());
+            let (shards, myself, chunk) = (self.shards.clone(), myself.clone(), chunk.to_vec());
             tokio::spawn(async move {
                 let events = chunk.iter().map(|p| p.event.clone()).collect();
-                let applied = apply_everywhere(router.as_ref(), events).await;
+                let applied = apply_everywhere(&shards, events).await;
                 let _ = myself.send_message(BusMsg::Applied {
                     batch: chunk,
                     applied,
@@ -450,21 +440,17 @@ enum Asker {
     Announce(tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>),
 }
 
-/// Hands events to every coordinator through the router; true once all have applied them.
-async fn apply_everywhere(
-    router: Option<&ActorRef<RouterMsg>>,
-    events: Vec<ResourceEvent>,
-) -> bool {
-    let Some(router) = router else {
-        return false;
-    };
-    let asked = router
-        .call(
-            |reply| RouterMsg::ResourceReady { events, reply },
-            Some(APPLY_TIMEOUT),
-        )
-        .await;
-    matches!(asked, Ok(CallResult::Success(true)))
+/// Hands events to every coordinator (through the router); true once all have applied them.
+async fn apply_everywhere(shards: &ToShards, events: Vec<ResourceEvent>) -> bool {
+    let (reply, answer) = ractor::concurrency::oneshot();
+    let reply = reply.into();
+    if shards.send(ApplyEverywhere { events, reply }).is_err() {
+        return false; // the router has stopped
+    }
+    matches!(
+        tokio::time::timeout(APPLY_TIMEOUT, answer).await,
+        Ok(Ok(true))
+    )
 }
 
 /// Hands a coordinator's announcements to the bus until it has applied them everywhere, then tells the

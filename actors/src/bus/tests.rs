@@ -98,16 +98,14 @@ async fn an_event_replayed_after_a_restart_is_applied_once() {
         .submit(vec![ResourceOp::PutPending(pending)]);
     written.await.unwrap().unwrap();
 
-    // A new bus over the same store: it applies what is pending once the router is set.
+    // A new bus over the same store applies what is pending as it starts.
     let args = EventBusArgs {
         store: system.resources.clone(),
         clock: system.clock.clone(),
         publishing: false,
+        shards: system.to_shards.clone(),
     };
-    let (restarted, _) = Actor::spawn(None, EventBus, args).await.unwrap();
-    restarted
-        .send_message(BusMsg::SetRouter(system.router.clone()))
-        .unwrap();
+    Actor::spawn(None, EventBus, args).await.unwrap();
     wait_until(
         "the pending event applied",
         Duration::from_secs(5),

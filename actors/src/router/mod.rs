@@ -23,7 +23,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::broker::{BrokerMsg, TaskUpdate};
-use crate::bus::BusMsg;
+use crate::bus::{ApplyEverywhere, BusMsg};
 use crate::clock::SharedClock;
 use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg, ParentIndex, ShardConfig};
 use crate::store::{ResourceStore, ShardStore, StoreError};
@@ -47,6 +47,10 @@ pub trait StoreFactory: Send + Sync + 'static {
 }
 
 pub struct Router;
+
+/// The receiving end of the event bus's link to the shards ([`crate::bus::ToShards`]), given to
+/// the router at its start beside its [`RouterArgs`].
+pub type FromBus = tokio::sync::mpsc::UnboundedReceiver<ApplyEverywhere>;
 
 pub struct RouterArgs {
     pub factory: Arc<dyn StoreFactory>,
@@ -78,12 +82,12 @@ pub struct RouterState {
 impl Actor for Router {
     type Msg = RouterMsg;
     type State = RouterState;
-    type Arguments = RouterArgs;
+    type Arguments = (RouterArgs, FromBus);
 
     async fn pre_start(
         &self,
         myself: ActorRef<RouterMsg>,
-        args: RouterArgs,
+        (args, from_bus): (RouterArgs, FromBus),
     ) -> Result<RouterState, ActorProcessingErr> {
         let stored = args.factory.load_shard_count()?;
         let count = stored.unwrap_or(args.default_shard_count);
@@ -109,6 +113,7 @@ impl Actor for Router {
         }
         // Move any job that is not on its owner (an interrupted reshard) and drop extra shards.
         state.reshard(&myself, count).await?;
+        forward_from_bus(from_bus, myself);
         Ok(state)
     }
 
@@ -175,6 +180,19 @@ impl Actor for Router {
         }
         Ok(())
     }
+}
+
+/// Passes what the event bus sends down its link into the router's mailbox, where it is
+/// ordered with everything else the router handles (resharding above all).
+fn forward_from_bus(mut from_bus: FromBus, router: ActorRef<RouterMsg>) {
+    tokio::spawn(async move {
+        while let Some(ApplyEverywhere { events, reply }) = from_bus.recv().await {
+            let ready = RouterMsg::ResourceReady { events, reply };
+            if router.send_message(ready).is_err() {
+                return; // stopped: the reply is dropped, so the bus applies them again later
+            }
+        }
+    });
 }
 
 impl RouterState {
