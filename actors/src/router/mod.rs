@@ -4,7 +4,7 @@
 //! the router alone knows the current coordinator of each shard, so nobody holds a stale one.
 //! Resharding runs here too, since it changes the ring.
 
-pub mod fanout;
+pub(crate) mod fanout;
 mod messages;
 mod reshard;
 #[cfg(test)]
