@@ -59,3 +59,82 @@ impl<T> Asked<T> {
         answers
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ractor::{Actor, ActorProcessingErr};
+
+    use super::*;
+    use crate::coordinator::ShardStats;
+
+    /// Answers `Stats` (with its shard number) `delay` after being asked; ignores the rest.
+    struct Slow;
+
+    impl Actor for Slow {
+        type Msg = CoordinatorMsg;
+        type State = (u32, Duration);
+        type Arguments = (u32, Duration);
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<CoordinatorMsg>,
+            args: (u32, Duration),
+        ) -> Result<(u32, Duration), ActorProcessingErr> {
+            Ok(args)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<CoordinatorMsg>,
+            message: CoordinatorMsg,
+            &mut (shard, delay): &mut (u32, Duration),
+        ) -> Result<(), ActorProcessingErr> {
+            if let CoordinatorMsg::Stats { reply } = message {
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let stats = ShardStats {
+                        shard,
+                        jobs: 0,
+                        live_instances: 0,
+                        timers: 0,
+                    };
+                    let _ = reply.send(stats);
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_shard_is_asked_before_any_answer_is_awaited() {
+        let second = Duration::from_secs(1);
+        let mut shards = Vec::new();
+        for (shard, delay) in [
+            (0, 3 * second),
+            (1, second),
+            (2, 2 * second),
+            (3, 60 * second),
+        ] {
+            shards.push(Actor::spawn(None, Slow, (shard, delay)).await.unwrap().0);
+        }
+        // All are asked at once: the slowest sets the pace (3 s), not the sum (6 s).
+        let asked = ask_each(&shards[..3], |reply| CoordinatorMsg::Stats { reply });
+        let started = tokio::time::Instant::now();
+        assert_eq!(asked.answers(10 * second).await.len(), 3);
+        assert_eq!(started.elapsed(), 3 * second);
+
+        // One deadline for all: the shard past it times out, the others answer.
+        let asked = ask_each(&shards, |reply| CoordinatorMsg::Stats { reply });
+        let started = tokio::time::Instant::now();
+        let answers = asked.answers(10 * second).await;
+        assert_eq!(started.elapsed(), 10 * second);
+        let answered: Vec<Option<u32>> = answers
+            .into_iter()
+            .map(|answer| match answer {
+                CallResult::Success(stats) => Some(stats.shard),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answered, [Some(0), Some(1), Some(2), None]);
+    }
+}
