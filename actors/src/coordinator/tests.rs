@@ -109,8 +109,6 @@ struct Harness {
     store: Arc<GatedStore>,
     /// Task ids the broker was asked to launch.
     launches: Seen,
-    /// Parents whose success the router was told of.
-    successes: Seen,
     /// Resources announced to the bus.
     announced: Seen,
 }
@@ -122,11 +120,7 @@ async fn start() -> Harness {
         _ => None,
     })
     .await;
-    let (router, successes) = recorder(|m: &RouterMsg| match m {
-        RouterMsg::ParentSucceeded { parent } => Some(parent.clone()),
-        _ => None,
-    })
-    .await;
+    let (router, _) = recorder(|_: &RouterMsg| None).await;
     let (bus, announced) = recorder(|m: &BusMsg| match m {
         BusMsg::Announce { events, .. } => Some(events[0].resource.clone()),
         _ => None,
@@ -143,7 +137,6 @@ async fn start() -> Harness {
         bus,
         notifier,
         resources: Arc::new(MemoryResourceStore::default()),
-        parents: Arc::default(),
         config: ShardConfig::default(),
     };
     let (coordinator, _) = Actor::spawn(None, Coordinator, args).await.unwrap();
@@ -151,7 +144,6 @@ async fn start() -> Harness {
         coordinator,
         store,
         launches,
-        successes,
         announced,
     }
 }
@@ -298,11 +290,9 @@ async fn a_success_is_announced_only_once_its_end_is_durable() {
     harness.coordinator.send_message(message).unwrap();
     settle().await;
     assert_eq!(harness.store.held(), 1, "the end was submitted");
-    assert!(seen(&harness.successes).is_empty(), "children not told yet");
     assert!(seen(&harness.announced).is_empty(), "the bus not told yet");
     harness.store.make_durable();
     settle().await;
-    assert_eq!(seen(&harness.successes), ["a"]);
     assert_eq!(seen(&harness.announced).len(), 1);
     assert!(seen(&harness.announced)[0].starts_with("job:a@"));
 }

@@ -22,10 +22,6 @@ pub enum RouterMsg {
     TaskUpdate(TaskUpdate),
     /// An update a coordinator received for a job it no longer owns.
     ForwardTaskUpdate(TaskUpdate),
-    /// Broadcast to every shard: an instance of `parent` succeeded.
-    ParentSucceeded {
-        parent: String,
-    },
     /// From the event bus, after recording the events: hand them to every shard; answers true
     /// once all have applied them durably. Going through the router orders it with resharding,
     /// so a job on the move sees it on one side or the other.

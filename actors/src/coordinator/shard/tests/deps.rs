@@ -14,10 +14,10 @@ fn a_child_runs_once_all_parents_succeeded_since_its_last_run() {
     );
     shard.put_job(child, T0, &mut out);
     let mut out = Outbox::default();
-    shard.parent_succeeded("p1", T0, &mut out);
-    shard.parent_succeeded("p1", T0, &mut out);
+    parent_succeeded(&mut shard, "p1", T0, &mut out);
+    parent_succeeded(&mut shard, "p1", T0, &mut out);
     assert!(out.launches.is_empty(), "p2 has not succeeded yet");
-    shard.parent_succeeded("p2", T0 + 5, &mut out);
+    parent_succeeded(&mut shard, "p2", T0 + 5, &mut out);
     assert_eq!(out.launches.len(), 1);
     assert!(out.launches[0].spec.task_id.ends_with(":c:"));
     assert!(
@@ -44,14 +44,15 @@ fn marking_a_job_successful_counts_a_success_and_announces_it_without_a_run() {
     let mut out = Outbox::default();
     shard.mark_success("p", T0 + 7, &mut out).unwrap();
     assert!(out.launches.is_empty(), "marking runs nothing itself");
-    assert_eq!(
-        out.succeeded,
-        vec!["p".to_string()],
+    assert!(
+        matches!(&out.announcements[..], [event] if event.resource.starts_with("job:p@")
+            && event.at_ms == Some(T0 + 7) && event.status == EventStatus::Ready),
         "announced to every shard"
     );
     assert!(
-        matches!(&out.ops[..], [StoreOp::PutJob(record)] if record.state.success_count == 1),
-        "the new counters are written"
+        matches!(&out.ops[..], [StoreOp::PutJob(record), StoreOp::PutAnnouncement(event)]
+            if record.state.success_count == 1 && *event == out.announcements[0]),
+        "the new counters are written, with the announcement in the shard's outbox"
     );
     let state = shard.job_view("p").unwrap().record.state;
     assert_eq!(
@@ -59,7 +60,8 @@ fn marking_a_job_successful_counts_a_success_and_announces_it_without_a_run() {
         (1, Some(T0 + 7))
     );
     // The announcement reaches the child as a real success would, and it runs.
-    shard.parent_succeeded("p", T0 + 8, &mut out);
+    let announced = out.announcements[0].clone();
+    shard.resource_ready(&announced, T0 + 8, &mut out);
     assert_eq!(out.launches.len(), 1);
     assert!(out.launches[0].spec.task_id.ends_with(":c:"));
     let missing = shard.mark_success("nope", T0, &mut Outbox::default());
