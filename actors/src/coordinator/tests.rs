@@ -20,6 +20,8 @@ use crate::store::{MemoryResourceStore, MemoryStore, ShardSnapshot, StoreError};
 
 const T0: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z
 
+mod parents;
+
 /// A shard store that applies writes to memory at once but holds each batch's durability
 /// until [`GatedStore::make_durable`].
 #[derive(Default)]
