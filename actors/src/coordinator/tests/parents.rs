@@ -14,14 +14,16 @@ use crate::router::{Router, RouterArgs, StoreFactory};
 const SHARDS: u32 = 3;
 
 /// A shard store that fails, once, the first batch creating an instance of job `fail_run_of`,
-/// without applying it: the shard fails before it has recorded what that batch held.
+/// without applying it (the shard fails before it has recorded what that batch held); and
+/// that holds its batches' durability while told to (a slow disk).
 #[derive(Default)]
-struct FailingStore {
+struct FaultyStore {
     memory: MemoryStore,
     fail_run_of: Mutex<Option<String>>,
+    held: Mutex<Option<Vec<oneshot::Sender<Result<(), StoreError>>>>>,
 }
 
-impl FailingStore {
+impl FaultyStore {
     fn fails(&self, ops: &[StoreOp]) -> bool {
         let mut fail = self.fail_run_of.lock().unwrap();
         let creates_run = |job: &str| {
@@ -34,16 +36,36 @@ impl FailingStore {
         }
         hit
     }
+
+    /// Holds the durability of the batches from now on.
+    fn hold(&self) {
+        *self.held.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// Makes the held batches durable, and holds no more.
+    fn release(&self) {
+        for durable in self.held.lock().unwrap().take().into_iter().flatten() {
+            let _ = durable.send(Ok(()));
+        }
+    }
 }
 
-impl ShardStore for FailingStore {
+impl ShardStore for FaultyStore {
     fn submit(&self, ops: Vec<StoreOp>) -> Durable {
         if self.fails(&ops) {
             let (done, durable) = oneshot::channel();
             let _ = done.send(Err(StoreError("disk error (injected)".into())));
             return durable;
         }
-        self.memory.submit(ops)
+        let durable = self.memory.submit(ops);
+        match self.held.lock().unwrap().as_mut() {
+            Some(held) => {
+                let (done, durable) = oneshot::channel();
+                held.push(done);
+                durable
+            }
+            None => durable,
+        }
     }
 
     fn load(&self) -> Result<ShardSnapshot, StoreError> {
@@ -62,7 +84,7 @@ impl ShardStore for FailingStore {
 /// Shards in memory that survive their coordinators' restarts.
 #[derive(Default)]
 struct Shards {
-    stores: Mutex<HashMap<u32, Arc<FailingStore>>>,
+    stores: Mutex<HashMap<u32, Arc<FaultyStore>>>,
     count: Mutex<Option<u32>>,
 }
 
@@ -100,6 +122,10 @@ struct Server {
 }
 
 async fn serve() -> Server {
+    serve_shards(SHARDS).await
+}
+
+async fn serve_shards(count: u32) -> Server {
     let shards = Arc::new(Shards::default());
     let (broker, launches) = recorder(|m: &BrokerMsg| match m {
         BrokerMsg::Launch(request) => Some(request.spec.task_id.clone()),
@@ -118,7 +144,7 @@ async fn serve() -> Server {
     let (bus, _) = Actor::spawn(None, EventBus, bus_args).await.unwrap();
     let router_args = RouterArgs {
         factory: shards.clone(),
-        default_shard_count: SHARDS,
+        default_shard_count: count,
         clock,
         broker,
         bus: bus.clone(),
@@ -171,12 +197,21 @@ impl Server {
 
     /// Runs `job` now and reports its task's success, as its agent would.
     async fn run_to_success(&self, job: &str) {
-        let task_id = self
-            .ask(job, |reply| CoordinatorMsg::RunNow {
-                name: job.to_string(),
-                reply,
-            })
-            .await;
+        let task_id = self.run_now(job).await;
+        self.succeed(task_id);
+    }
+
+    /// Runs `job` now; answers its task id.
+    async fn run_now(&self, job: &str) -> String {
+        self.ask(job, |reply| CoordinatorMsg::RunNow {
+            name: job.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// Reports the success of a task, as its agent would.
+    fn succeed(&self, task_id: String) {
         let end = TaskEvent::Ended {
             end: TaskEnd::Exited(0),
             at_ms: T0,
@@ -185,6 +220,10 @@ impl Server {
         self.router
             .send_message(RouterMsg::TaskUpdate(update))
             .unwrap();
+    }
+
+    fn store(&self, shard: u32) -> Arc<FaultyStore> {
+        self.shards.stores.lock().unwrap()[&shard].clone()
     }
 
     /// How many instances `job` has (its runs here never end).
@@ -251,7 +290,7 @@ async fn a_child_shard_failing_before_it_recorded_the_success_still_runs_the_chi
     let (parent, near, far) = family(&server).await;
     // Shard 2 fails writing its child's run: it is rebuilt from storage, where the parent's
     // success is not recorded. The bus applies the announcement again, to every shard.
-    let store = server.shards.stores.lock().unwrap()[&2].clone();
+    let store = server.store(2);
     *store.fail_run_of.lock().unwrap() = Some(far.clone());
     server.run_to_success(&parent).await;
     settle_long().await;
@@ -281,4 +320,45 @@ async fn a_success_marked_by_hand_runs_children_on_other_shards() {
     settle_long().await;
     assert_eq!(server.launched(&parent), 0, "marking runs nothing itself");
     assert_eq!((server.launched(&near), server.launched(&far)), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_successes_announced_as_the_same_resource_count_twice() {
+    let server = serve().await;
+    let (parent, near) = (name_on(0, "p"), name_on(1, "c"));
+    // A daily job's runs by hand today all announce `job:NAME@<today>`.
+    let daily = serde_json::json!({
+        "name": parent, "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D",
+        "concurrent": true
+    });
+    server.put(daily, JobKind::Scheduled).await;
+    let child = serde_json::json!({"name": near, "command": "true", "parents": [parent]});
+    server.put(child, JobKind::Dependent).await;
+    let first = server.run_now(&parent).await;
+    let second = server.run_now(&parent).await;
+    // Ended together: one commit, one announcement of both to the bus.
+    server.succeed(first);
+    server.succeed(second);
+    settle_long().await;
+    assert_eq!(server.instances(&near).await, 2, "one run per success");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_announced_while_another_of_the_same_resource_is_applied_counts_too() {
+    let server = serve().await;
+    let (parent, near, far) = family(&server).await;
+    let first = server.run_now(&parent).await;
+    let second = server.run_now(&parent).await;
+    // Shard 2 is slow: the first success is still being applied when the second comes.
+    let slow = server.store(2);
+    slow.hold();
+    server.succeed(first);
+    settle().await;
+    assert_eq!(server.instances(&near).await, 1);
+    server.succeed(second);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    slow.release();
+    settle_long().await;
+    assert_eq!(server.instances(&near).await, 2, "one run per success");
+    assert_eq!(server.instances(&far).await, 2);
 }
