@@ -20,8 +20,12 @@ const SHARDS: u32 = 3;
 struct FaultyStore {
     memory: MemoryStore,
     fail_run_of: Mutex<Option<String>>,
-    held: Mutex<Option<Vec<oneshot::Sender<Result<(), StoreError>>>>>,
+    /// Some while batches are held: their durability, to send.
+    held: Mutex<Option<Vec<Done>>>,
 }
+
+/// Makes one batch durable (or failed).
+type Done = oneshot::Sender<Result<(), StoreError>>;
 
 impl FaultyStore {
     fn fails(&self, ops: &[StoreOp]) -> bool {
