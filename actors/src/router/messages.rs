@@ -23,8 +23,8 @@ pub enum RouterMsg {
     /// An update a coordinator received for a job it no longer owns.
     ForwardTaskUpdate(TaskUpdate),
     /// From the event bus, after recording the events: hand them to every shard; answers true
-    /// once all have applied them durably. Going through the router orders it with resharding,
-    /// so a job on the move sees it on one side or the other.
+    /// once all have applied them durably, and no reshard began meanwhile (a job on the move
+    /// may have missed them: the bus applies them again, and shards apply them idempotently).
     ResourceReady {
         events: Vec<ResourceEvent>,
         reply: RpcReplyPort<bool>,

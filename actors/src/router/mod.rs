@@ -11,6 +11,7 @@ pub use messages::RouterMsg;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use dron_model::ids::parse_task_id;
@@ -66,6 +67,8 @@ pub struct RouterState {
     args: RouterArgs,
     ring: Ring,
     slots: Vec<ShardSlot>,
+    /// Reshards begun: a round of events that overlapped one is applied again (below).
+    reshards: Arc<AtomicU64>,
 }
 
 impl Actor for Router {
@@ -94,6 +97,7 @@ impl Actor for Router {
         let mut state = RouterState {
             ring: Ring::new(count),
             slots: Vec::new(),
+            reshards: Arc::default(),
             args,
         };
         for index in 0..opened {
@@ -119,11 +123,18 @@ impl Actor for Router {
             RouterMsg::ForwardTaskUpdate(update) => state.route_update(update, true),
             RouterMsg::ResourceReady { events, reply } => {
                 let shards = state.slots.iter().map(|s| s.coordinator.clone()).collect();
+                let (reshards, before) = (state.reshards.clone(), state.reshards.load(SeqCst));
                 tokio::spawn(async move {
-                    let _ = reply.send(crate::bus::apply_to_shards(shards, events).await);
+                    let applied = crate::bus::apply_to_shards(shards, events).await;
+                    // The shards are asked one after another: a job that moved meanwhile
+                    // may have been on neither side when asked (or on a new shard not in
+                    // `shards`). Not applied, then: the bus applies them again, everywhere.
+                    let unmoved = reshards.load(SeqCst) == before;
+                    let _ = reply.send(applied && unmoved);
                 });
             }
             RouterMsg::Reshard { count, reply } => {
+                state.reshards.fetch_add(1, SeqCst);
                 let result = state.reshard(&myself, count).await.map(|_| count);
                 let _ = reply.send(result);
             }

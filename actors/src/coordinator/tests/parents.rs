@@ -366,3 +366,52 @@ async fn a_success_announced_while_another_of_the_same_resource_is_applied_count
     assert_eq!(server.instances(&near).await, 2, "one run per success");
     assert_eq!(server.instances(&far).await, 2);
 }
+
+/// A job name the ring of `before` shards places on `from`, and the ring of `after` on `to`.
+fn name_moving(prefix: &str, before: (u32, u32), after: (u32, u32)) -> String {
+    let (old, new) = (Ring::new(before.0), Ring::new(after.0));
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|name| old.owner(name) == before.1 && new.owner(name) == after.1)
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_moving_shard_while_its_parents_success_is_applied_still_learns_of_it() {
+    let server = serve_shards(2).await;
+    let parent = name_moving("p", (2, 1), (3, 1));
+    let stays = name_moving("c", (2, 0), (3, 0));
+    let moves = name_moving("c", (2, 1), (3, 2));
+    let idle = serde_json::json!({
+        "name": parent, "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"
+    });
+    server.put(idle, JobKind::Scheduled).await;
+    for child in [&stays, &moves] {
+        let json = serde_json::json!({"name": child, "command": "true", "parents": [parent]});
+        server.put(json, JobKind::Dependent).await;
+    }
+    // Shard 0 is slow: the success is applied there first, and the round waits for it...
+    let slow = server.store(0);
+    slow.hold();
+    server.run_to_success(&parent).await;
+    settle().await;
+    assert_eq!(server.instances(&stays).await, 1);
+    // ... while a third shard is added and the child moves from shard 1 to it: the round
+    // reaches shard 1 after the child left, and never the new shard.
+    let resharded = server
+        .router
+        .call(|reply| RouterMsg::Reshard { count: 3, reply }, None)
+        .await;
+    assert!(matches!(
+        resharded,
+        Ok(ractor::rpc::CallResult::Success(Ok(3)))
+    ));
+    slow.release();
+    settle_long().await;
+    assert_eq!(
+        server.instances(&moves).await,
+        1,
+        "applied again after the move"
+    );
+    assert_eq!(server.instances(&stays).await, 1, "and counted once");
+}
