@@ -165,15 +165,24 @@ impl HistoryEntry {
     }
 }
 
+/// The first version that stored instances as today.
+const SAME_INSTANCES_SINCE: u8 = 4;
+
 impl crate::codec::Stored for InstanceRecord {
-    fn decode_older(_version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
+        if version >= SAME_INSTANCES_SINCE {
+            return Ok(postcard::from_bytes(body)?);
+        }
         let old: legacy::InstanceRecordV3 = postcard::from_bytes(body)?;
         Ok(old.into())
     }
 }
 
 impl crate::codec::Stored for HistoryEntry {
-    fn decode_older(_version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
+        if version >= SAME_INSTANCES_SINCE {
+            return Ok(postcard::from_bytes(body)?);
+        }
         Ok(match postcard::from_bytes(body)? {
             legacy::HistoryEntryV3::Run(run) => HistoryEntry::Run(run.into()),
             legacy::HistoryEntryV3::Skipped(skipped) => HistoryEntry::Skipped(skipped),
@@ -266,5 +275,17 @@ mod tests {
         let mut now = InstanceRecord::new("new", 5, RunCause::Manual, 1);
         now.agent = Some("worker-1".into());
         assert_eq!(decode::<InstanceRecord>(&encode(&now)).unwrap(), now);
+    }
+
+    #[test]
+    fn reads_version_4_instances_and_history_as_they_are() {
+        let mut run = InstanceRecord::new("v4", 5, RunCause::Manual, 1);
+        run.agent = Some("worker-1".into());
+        run.lost_attempts = 2;
+        let record = postcard::to_extend(&run, vec![4]).unwrap();
+        assert_eq!(decode::<InstanceRecord>(&record).unwrap(), run);
+        let entry = HistoryEntry::Run(run);
+        let stored = postcard::to_extend(&entry, vec![4]).unwrap();
+        assert_eq!(decode::<HistoryEntry>(&stored).unwrap(), entry);
     }
 }

@@ -1,7 +1,7 @@
 //! Jobs: the Chronos job JSON as clients send it, the validated definition dron stores, and
 //! the counters and scheduling state kept beside it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -180,6 +180,10 @@ pub struct JobState {
     /// Event times that already triggered an instance (`triggeredBy` jobs; the newest few
     /// hundred), so that a replayed event runs nothing twice.
     pub triggered_targets: BTreeSet<i64>,
+    /// Per parent, the times of its newest successes counted (the times of the
+    /// `job:PARENT@TIME` announcements that told of them; dependent jobs only), so that an
+    /// announcement applied twice counts once. Kept across this job's own runs.
+    pub parent_success_times: BTreeMap<String, BTreeSet<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -534,23 +538,70 @@ impl JobRecord {
 
 impl crate::codec::Stored for JobRecord {
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
-        // Version 3 changed instances only: its jobs have today's layout.
-        if version == 3 {
-            return Ok(postcard::from_bytes(body)?);
+        // Versions 3 and 4 changed instances only: their jobs differ from today's only by
+        // the state's `parent_success_times`.
+        if version >= 3 {
+            let old: legacy::JobRecordV4 = postcard::from_bytes(body)?;
+            return Ok(old.into());
         }
         let old: legacy::JobRecordV2 = postcard::from_bytes(body)?;
         Ok(old.into())
     }
 }
 
-/// Job records as format version 2 wrote them (before `notifyWebhooks`).
+/// Job records as format versions 2 (before `notifyWebhooks`) and 3 to 4 (before
+/// `parent_success_times`) wrote them.
 mod legacy {
     use super::*;
 
     #[derive(Deserialize)]
+    pub struct JobRecordV4 {
+        spec: JobSpec,
+        state: JobStateV4,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct JobStateV4 {
+        pub success_count: u64,
+        pub error_count: u64,
+        pub last_success_ms: Option<i64>,
+        pub last_error_ms: Option<i64>,
+        pub next_target_ms: Option<i64>,
+        pub parents_succeeded: BTreeSet<String>,
+        pub last_success_target_ms: Option<i64>,
+        pub triggered_targets: BTreeSet<i64>,
+    }
+
+    impl From<JobStateV4> for JobState {
+        fn from(old: JobStateV4) -> JobState {
+            JobState {
+                success_count: old.success_count,
+                error_count: old.error_count,
+                last_success_ms: old.last_success_ms,
+                last_error_ms: old.last_error_ms,
+                next_target_ms: old.next_target_ms,
+                parents_succeeded: old.parents_succeeded,
+                last_success_target_ms: old.last_success_target_ms,
+                triggered_targets: old.triggered_targets,
+                // Before these were kept, the success of a parent was not announced twice.
+                parent_success_times: BTreeMap::new(),
+            }
+        }
+    }
+
+    impl From<JobRecordV4> for JobRecord {
+        fn from(old: JobRecordV4) -> JobRecord {
+            JobRecord {
+                spec: old.spec,
+                state: old.state.into(),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
     pub struct JobRecordV2 {
         spec: JobSpecV2,
-        state: JobState,
+        state: JobStateV4,
     }
 
     #[derive(Deserialize)]
@@ -600,7 +651,7 @@ mod legacy {
             };
             JobRecord {
                 spec,
-                state: old.state,
+                state: old.state.into(),
             }
         }
     }
@@ -800,6 +851,31 @@ mod tests {
         };
         let bytes = crate::codec::encode(&record);
         assert_eq!(crate::codec::decode::<JobRecord>(&bytes).unwrap(), record);
+    }
+
+    #[test]
+    fn version_4_job_records_still_decode_without_parent_success_times() {
+        let spec = request(serde_json::json!({"name": "c", "command": "x", "parents": ["p"]}))
+            .validate(JobKind::Dependent, now())
+            .unwrap();
+        let state = legacy::JobStateV4 {
+            success_count: 2,
+            error_count: 1,
+            last_success_ms: Some(7),
+            last_error_ms: None,
+            next_target_ms: None,
+            parents_succeeded: ["p".to_string()].into(),
+            last_success_target_ms: Some(5),
+            triggered_targets: BTreeSet::new(),
+        };
+        for version in [3, 4] {
+            let bytes = postcard::to_extend(&(&spec, &state), vec![version]).unwrap();
+            let record: JobRecord = crate::codec::decode(&bytes).unwrap();
+            assert_eq!(record.spec, spec);
+            assert_eq!(record.state.success_count, 2);
+            assert_eq!(record.state.parents_succeeded, state.parents_succeeded);
+            assert!(record.state.parent_success_times.is_empty());
+        }
     }
 
     #[test]

@@ -219,6 +219,7 @@ impl BusState {
         let mut waits = Vec::new();
         let mut batch: Vec<ResourceEvent> = Vec::new();
         let mut batched = std::collections::HashSet::new();
+        let mut deferred = false;
         for event in events {
             metrics::counter!("dron_events_received_total", "origin" => "internal").increment(1);
             if event.status == EventStatus::Failed {
@@ -227,13 +228,25 @@ impl BusState {
                 }
                 continue;
             }
-            // One in flight is being applied already (an ingested event of the same name).
+            // Another event of the same resource is being applied (an ingested one, or a
+            // success marked by hand the same day): this one is a success of its own (its
+            // job's children count each), so it goes once that one is done, when the
+            // coordinator sends it again.
             if self.in_flight.contains_key(&event.resource) {
+                deferred = true;
                 continue;
             }
-            if batched.insert(event.resource.clone()) {
+            // Two runs of one job announcing the same resource are two successes.
+            if batched.insert(event.key()) {
                 batch.push(event);
             }
+        }
+        if deferred {
+            let (later, wait) = tokio::sync::oneshot::channel();
+            let _ = later.send(Err(crate::store::StoreError(
+                "an event of the same resource is being applied".into(),
+            )));
+            waits.push(wait);
         }
         if !batch.is_empty() {
             let (done, wait) = tokio::sync::oneshot::channel();

@@ -91,10 +91,6 @@ pub enum CoordinatorMsg {
         names: Vec<String>,
         reply: RpcReplyPort<Vec<(String, Vec<String>)>>,
     },
-    /// Broadcast to every shard when an instance of `parent` succeeds.
-    ParentSucceeded {
-        parent: String,
-    },
     /// Resources are ready (recorded by the bus first). Answers once the instances they
     /// released or triggered are durable.
     ResourceReady {

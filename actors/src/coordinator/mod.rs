@@ -12,7 +12,6 @@
 //! once; under load one batch carries a whole mailbox's worth of runs.
 
 mod messages;
-mod parents;
 mod shard;
 mod ticker;
 
@@ -20,7 +19,6 @@ pub use messages::{
     CoordinatorMsg, JobSummary, JobView, MovedJob, PutOutcome, Reply, RunState, ShardLineage,
     ShardStats,
 };
-pub use parents::ParentIndex;
 pub use shard::{Adoption, Applied, Outbox, Shard, ShardConfig, SharedIndexes};
 
 use std::sync::Arc;
@@ -49,8 +47,6 @@ pub struct CoordinatorArgs {
     pub bus: ActorRef<BusMsg>,
     pub notifier: ActorRef<NotifierMsg>,
     pub resources: Arc<dyn ResourceStore>,
-    /// Which shards hold children of which parent: kept by the shards, read by the router.
-    pub parents: Arc<ParentIndex>,
     pub config: ShardConfig,
 }
 
@@ -87,7 +83,6 @@ struct Effects {
     launches: Vec<crate::broker::LaunchRequest>,
     kills: Vec<String>,
     adopts: Vec<Adoption>,
-    succeeded: Vec<String>,
     announcements: Vec<ResourceEvent>,
     notices: Vec<Notice>,
     thens: Vec<Then>,
@@ -107,7 +102,6 @@ impl Actor for Coordinator {
         let now_ms = args.clock.now_ms();
         let shared = SharedIndexes {
             resources: args.resources,
-            parents: args.parents,
         };
         let (shard, recovered) = Shard::recover(args.index, args.config, shared, snapshot, now_ms);
         tracing::info!(
@@ -120,7 +114,6 @@ impl Actor for Coordinator {
         let links = Links {
             coordinator: myself.clone(),
             broker: args.broker,
-            router: args.router.clone(),
             bus: args.bus,
             notifier: args.notifier,
         };
@@ -237,10 +230,6 @@ impl CoordinatorState {
             }
             CoordinatorMsg::ParentsOf { names, reply } => {
                 let _ = reply.send(self.shard.parents_of(&names));
-            }
-            CoordinatorMsg::ParentSucceeded { parent } => {
-                self.shard.parent_succeeded(&parent, now_ms, &mut out);
-                self.stage(myself, out, None);
             }
             CoordinatorMsg::ResourceReady { events, reply } => {
                 for event in &events {
@@ -359,8 +348,8 @@ impl CoordinatorState {
     /// Hands the staged writes to the store and their effects to the committer.
     fn flush(&mut self, myself: &ActorRef<CoordinatorMsg>) {
         if self.staged.is_empty() {
-            // Nothing to write or release (a parent's success with no child here, a tick
-            // with nothing due): no trip through the committer.
+            // Nothing to write or release (an event nobody here waits for, a tick with
+            // nothing due): no trip through the committer.
             return;
         }
         let flush_queued = self.staged.flush_queued;
@@ -371,7 +360,6 @@ impl CoordinatorState {
             launches,
             kills,
             adopts,
-            succeeded,
             announcements,
             notices,
             ..
@@ -380,7 +368,6 @@ impl CoordinatorState {
             launches,
             kills,
             adopts,
-            succeeded,
             announcements,
             notices,
             thens,
@@ -429,7 +416,6 @@ fn reply_later<T: Send + 'static>(
 struct Links {
     coordinator: ActorRef<CoordinatorMsg>,
     broker: ActorRef<BrokerMsg>,
-    router: ActorRef<RouterMsg>,
     bus: ActorRef<BusMsg>,
     notifier: ActorRef<NotifierMsg>,
 }
@@ -475,11 +461,6 @@ fn release(effects: Effects, links: &Links) {
             agent: adoption.agent,
             timeout_deadline_ms: adoption.timeout_deadline_ms,
         });
-    }
-    for parent in effects.succeeded {
-        let _ = links
-            .router
-            .send_message(RouterMsg::ParentSucceeded { parent });
     }
     if !effects.announcements.is_empty() {
         let (bus, coordinator) = (links.bus.clone(), links.coordinator.clone());

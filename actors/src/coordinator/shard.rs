@@ -6,7 +6,7 @@
 //! [`ResourceStore`] which of them are already satisfied (`missing_resources` in
 //! `shard/admit.rs`, the only call to the store; a failed read is reported in
 //! [`Outbox::read_failed`], and the coordinator then rebuilds the shard). So `recover`, `tick`,
-//! `parent_succeeded`, `resource_ready` and `adopt` may read; nothing else does (`run_now`'s
+//! `resource_ready` (which also counts parents' successes) and `adopt` may read; nothing else does (`run_now`'s
 //! instances never wait). It reads there because an instance created after its resource was
 //! announced must see it satisfied, and only admission knows the instance's resources (its
 //! templates expanded for its logical time).
@@ -42,7 +42,6 @@ use dron_model::schedule::Schedule;
 
 pub use outbox::{Adoption, Applied, Outbox};
 
-use super::parents::ParentIndex;
 use crate::store::{ResourceStore, ShardSnapshot, StoreOp};
 use live::LiveSet;
 use timers::Timers;
@@ -79,8 +78,6 @@ impl Default for ShardConfig {
 pub struct SharedIndexes {
     /// Where satisfied resources are looked up.
     pub resources: Arc<dyn ResourceStore>,
-    /// Which shards hold children of which parent.
-    pub parents: Arc<ParentIndex>,
 }
 
 struct JobEntry {
@@ -105,7 +102,7 @@ pub struct Shard {
     /// Live instances waiting for resources. Every instance here is in `live` too: take
     /// instances out with [`Shard::remove_live`].
     waits: WaitIndex,
-    /// parent → its children on this shard.
+    /// parent → its children on this shard: what a parent's `job:` announcement reaches.
     children: HashMap<String, BTreeSet<String>>,
     /// History appends per job since its last trim.
     appends_since_trim: HashMap<String, usize>,
@@ -113,8 +110,6 @@ pub struct Shard {
     released: HashMap<String, Vec<String>>,
     /// Where satisfied resources are looked up (the shard's one read: see the module docs).
     resources: Arc<dyn ResourceStore>,
-    /// Which shards hold children of which parent (shared with the router and other shards).
-    parents: Arc<ParentIndex>,
     /// `triggeredBy` jobs: name → pattern.
     triggered: BTreeMap<String, String>,
 }
@@ -133,9 +128,7 @@ impl Shard {
         snapshot: ShardSnapshot,
         now_ms: i64,
     ) -> (Shard, Outbox) {
-        let SharedIndexes { resources, parents } = shared;
-        // What this shard's previous life added; its jobs are added again below.
-        parents.reset(index);
+        let SharedIndexes { resources } = shared;
         let mut shard = Shard {
             index,
             config,
@@ -147,7 +140,6 @@ impl Shard {
             appends_since_trim: HashMap::new(),
             released: HashMap::new(),
             resources,
-            parents,
             triggered: BTreeMap::new(),
         };
         for record in snapshot.jobs {
@@ -192,7 +184,6 @@ impl Shard {
                 .entry(parent.clone())
                 .or_default()
                 .insert(name.clone());
-            self.parents.add(self.index, parent);
         }
         if let (Some(next), false) = (record.state.next_target_ms, record.spec.disabled) {
             self.timers.insert(next, &name);
@@ -220,7 +211,6 @@ impl Shard {
             if let Some(children) = self.children.get_mut(parent) {
                 children.remove(name);
             }
-            self.parents.remove(self.index, parent);
         }
         self.appends_since_trim.remove(name);
         self.triggered.remove(name);

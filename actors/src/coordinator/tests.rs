@@ -20,6 +20,8 @@ use crate::store::{MemoryResourceStore, MemoryStore, ShardSnapshot, StoreError};
 
 const T0: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z
 
+mod parents;
+
 /// A shard store that applies writes to memory at once but holds each batch's durability
 /// until [`GatedStore::make_durable`].
 #[derive(Default)]
@@ -109,8 +111,6 @@ struct Harness {
     store: Arc<GatedStore>,
     /// Task ids the broker was asked to launch.
     launches: Seen,
-    /// Parents whose success the router was told of.
-    successes: Seen,
     /// Resources announced to the bus.
     announced: Seen,
 }
@@ -122,11 +122,7 @@ async fn start() -> Harness {
         _ => None,
     })
     .await;
-    let (router, successes) = recorder(|m: &RouterMsg| match m {
-        RouterMsg::ParentSucceeded { parent } => Some(parent.clone()),
-        _ => None,
-    })
-    .await;
+    let (router, _) = recorder(|_: &RouterMsg| None).await;
     let (bus, announced) = recorder(|m: &BusMsg| match m {
         BusMsg::Announce { events, .. } => Some(events[0].resource.clone()),
         _ => None,
@@ -143,7 +139,6 @@ async fn start() -> Harness {
         bus,
         notifier,
         resources: Arc::new(MemoryResourceStore::default()),
-        parents: Arc::default(),
         config: ShardConfig::default(),
     };
     let (coordinator, _) = Actor::spawn(None, Coordinator, args).await.unwrap();
@@ -151,7 +146,6 @@ async fn start() -> Harness {
         coordinator,
         store,
         launches,
-        successes,
         announced,
     }
 }
@@ -298,11 +292,9 @@ async fn a_success_is_announced_only_once_its_end_is_durable() {
     harness.coordinator.send_message(message).unwrap();
     settle().await;
     assert_eq!(harness.store.held(), 1, "the end was submitted");
-    assert!(seen(&harness.successes).is_empty(), "children not told yet");
     assert!(seen(&harness.announced).is_empty(), "the bus not told yet");
     harness.store.make_durable();
     settle().await;
-    assert_eq!(seen(&harness.successes), ["a"]);
     assert_eq!(seen(&harness.announced).len(), 1);
     assert!(seen(&harness.announced)[0].starts_with("job:a@"));
 }

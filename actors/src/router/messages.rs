@@ -22,10 +22,6 @@ pub enum RouterMsg {
     TaskUpdate(TaskUpdate),
     /// An update a coordinator received for a job it no longer owns.
     ForwardTaskUpdate(TaskUpdate),
-    /// Broadcast to every shard: an instance of `parent` succeeded.
-    ParentSucceeded {
-        parent: String,
-    },
     /// From the event bus, after recording the events: hand them to every shard; answers true
     /// once all have applied them durably. The router sends them to every shard while it
     /// handles this message, which orders them with resharding: a job on the move applies

@@ -25,7 +25,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use crate::broker::{BrokerMsg, TaskUpdate};
 use crate::bus::{ApplyEverywhere, BusMsg};
 use crate::clock::SharedClock;
-use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg, ParentIndex, ShardConfig};
+use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg, ShardConfig};
 use crate::store::{ResourceStore, ShardStore, StoreError};
 
 /// Restarts allowed per shard within [`RESTART_WINDOW`] before the router gives up (and so
@@ -75,8 +75,6 @@ pub struct RouterState {
     args: RouterArgs,
     ring: Ring,
     slots: Vec<ShardSlot>,
-    /// Which shards hold children of which parent, kept by the coordinators.
-    parents: Arc<ParentIndex>,
 }
 
 impl Actor for Router {
@@ -105,7 +103,6 @@ impl Actor for Router {
         let mut state = RouterState {
             ring: Ring::new(count),
             slots: Vec::new(),
-            parents: Arc::default(),
             args,
         };
         for index in 0..opened {
@@ -130,7 +127,6 @@ impl Actor for Router {
             }
             RouterMsg::TaskUpdate(update) => state.route_update(update, false),
             RouterMsg::ForwardTaskUpdate(update) => state.route_update(update, true),
-            RouterMsg::ParentSucceeded { parent } => state.parent_succeeded(parent),
             RouterMsg::ResourceReady { events, reply } => state.resource_ready(events, reply),
             RouterMsg::Reshard { count, reply } => {
                 let result = state.reshard(&myself, count).await.map(|_| count);
@@ -208,18 +204,6 @@ impl RouterState {
         }
     }
 
-    /// Tells the shards holding children of `parent` (only those) that it succeeded.
-    fn parent_succeeded(&self, parent: String) {
-        for shard in self.parents.shards_with_children_of(&parent) {
-            if let Some(slot) = self.slots.get(shard as usize) {
-                let parent = parent.clone();
-                let _ = slot
-                    .coordinator
-                    .send_message(CoordinatorMsg::ParentSucceeded { parent });
-            }
-        }
-    }
-
     /// Hands resource events to every coordinator; answers true once all have applied them
     /// durably.
     ///
@@ -290,7 +274,6 @@ impl RouterState {
             bus: self.args.bus.clone(),
             notifier: self.args.notifier.clone(),
             resources: self.args.resources.clone(),
-            parents: self.parents.clone(),
             config: self.args.config.clone(),
         };
         let (coordinator, _) =

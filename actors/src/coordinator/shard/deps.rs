@@ -7,17 +7,45 @@ use dron_model::instance::{InstanceRecord, InstanceState, RunCause};
 use dron_model::resource::{EventStatus, ResourceEvent, pattern_matches};
 
 use super::super::messages::ShardLineage;
-use super::status::Ending;
+use super::status::{Ending, announce, run_event};
 use super::{Outbox, Shard};
 use crate::error::CommandError;
 use crate::store::StoreOp;
 
 /// Event times remembered per `triggeredBy` job, so a replayed event triggers no second run.
 const TRIGGERS_REMEMBERED: usize = 256;
+/// Success times remembered per parent of a dependent job, so a replayed announcement counts
+/// no second success. Few are needed: older times count as seen once this many are kept.
+const PARENT_SUCCESSES_REMEMBERED: usize = 8;
+
+/// Whether a parent's success at `at_ms` is new to a child that counted those at `times`
+/// (noted there if so). An announcement is applied again while it is pending anywhere (a
+/// shard that failed to apply it, a restart), so a repeat can come after many newer
+/// successes: once `times` is full, a time older than all of them counts as seen. A parent's
+/// successes may be announced out of order (concurrent runs, a manual run): one newer than
+/// the oldest kept still counts.
+fn first_count(times: &mut BTreeSet<i64>, at_ms: i64) -> bool {
+    let full = times.len() >= PARENT_SUCCESSES_REMEMBERED;
+    let older_than_kept = times.first().is_some_and(|oldest| at_ms < *oldest);
+    if (full && older_than_kept) || !times.insert(at_ms) {
+        return false;
+    }
+    while times.len() > PARENT_SUCCESSES_REMEMBERED {
+        times.pop_first();
+    }
+    true
+}
+
+/// The job a `job:NAME@TIME` resource announces a run of (job names hold no '@').
+fn announced_job(resource: &str) -> Option<&str> {
+    let rest = resource.strip_prefix(dron_model::resource::JOB_PREFIX)?;
+    rest.split_once('@').map(|(job, _)| job)
+}
 
 impl Shard {
-    /// Counts a success of the job now, without a run, and announces it to its children as
-    /// any success is: an operator satisfies a dependency whose parent's work was done by hand.
+    /// Counts a success of the job now, without a run, and announces it as any success is
+    /// (`job:NAME@NOW`, through the shard's outbox): an operator satisfies a dependency whose
+    /// parent's work was done by hand. Its children learn of it from that announcement.
     pub fn mark_success(
         &mut self,
         name: &str,
@@ -31,25 +59,32 @@ impl Shard {
         entry.record.state.success_count += 1;
         entry.record.state.last_success_ms = Some(now_ms);
         out.ops.push(StoreOp::PutJob(entry.record.clone()));
-        out.succeeded.push(name.to_string());
+        let event = run_event(&entry.record.spec, now_ms, EventStatus::Ready);
+        announce(event, out);
         Ok(())
     }
 
-    /// Records a parent's success with each of its children here; a child whose parents have
-    /// all succeeded since its last run gets an instance.
-    pub fn parent_succeeded(&mut self, parent: &str, now_ms: i64, out: &mut Outbox) {
-        let children: Vec<String> = self
-            .children
-            .get(parent)
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
+    /// Counts a success of `parent` (told by its `job:PARENT@TIME` announcement, `at_ms` its
+    /// time) with each of its children here; a child whose parents have all succeeded since
+    /// its last run gets an instance. An announcement applied again counts nothing: each
+    /// child remembers the times it counted (see [`first_count`]).
+    fn parent_succeeded(&mut self, parent: &str, at_ms: i64, now_ms: i64, out: &mut Outbox) {
+        let Some(children) = self.children.get(parent) else {
+            return;
+        };
+        let children: Vec<String> = children.iter().cloned().collect();
         for child in children {
             let Some(entry) = self.jobs.get_mut(child.as_str()) else {
                 continue;
             };
             let state = &mut entry.record.state;
+            let times = state
+                .parent_success_times
+                .entry(parent.to_string())
+                .or_default();
+            if !first_count(times, at_ms) {
+                continue;
+            }
             state.parents_succeeded.insert(parent.to_string());
             let ready = entry
                 .record
@@ -98,6 +133,9 @@ impl Shard {
         }
         for job in to_start {
             self.try_start(&job, now_ms, out);
+        }
+        if let Some(parent) = announced_job(&event.resource) {
+            self.parent_succeeded(parent, event.at_ms.unwrap_or(now_ms), now_ms, out);
         }
     }
 
@@ -159,10 +197,7 @@ impl Shard {
     /// template) or are triggered by it, and which live instances wait for it now.
     pub fn lineage(&self, resource: &str) -> ShardLineage {
         let mut lineage = ShardLineage::default();
-        let produced_by = resource
-            .strip_prefix(dron_model::resource::JOB_PREFIX)
-            .and_then(|rest| rest.split_once('@'))
-            .map(|(job, _)| job);
+        let produced_by = announced_job(resource);
         for (name, entry) in &self.jobs {
             let spec = &entry.record.spec;
             if produced_by == Some(&**name) {

@@ -12,8 +12,16 @@ use crate::store::StoreOp;
 impl Shard {
     /// Fires every due target and retry, and expires every wait that ran out.
     pub fn tick(&mut self, now_ms: i64, out: &mut Outbox) {
+        // A job stopped at the cap still has a due target: its timer goes back only after
+        // this loop, which would otherwise pop it again at once and pass the cap.
+        let mut capped = Vec::new();
         while let Some(name) = self.timers.pop_due(now_ms) {
-            self.fire_due_targets(&name, now_ms, out);
+            if let Some(due) = self.fire_due_targets(&name, now_ms, out) {
+                capped.push((due, name));
+            }
+        }
+        for (due, name) in capped {
+            self.timers.insert(due, &name);
         }
         while let Some(id) = self.live.pop_due_retry(now_ms) {
             self.start_retry(&id, now_ms, out);
@@ -23,16 +31,14 @@ impl Shard {
         }
     }
 
-    /// Turns a job's due targets into instances. Targets whose epsilon window has closed are
-    /// recorded as one skipped range; those still open run, late.
-    fn fire_due_targets(&mut self, name: &str, now_ms: i64, out: &mut Outbox) {
+    /// Turns a job's due targets into instances, at most `max_instances_per_tick`. Targets
+    /// whose epsilon window has closed are recorded as one skipped range; those still open
+    /// run, late. Answers the first target left due when it stopped at the cap: the caller
+    /// puts its timer back (this tick must not fire it again).
+    fn fire_due_targets(&mut self, name: &str, now_ms: i64, out: &mut Outbox) -> Option<i64> {
         let cap = self.config.max_instances_per_tick;
-        let Some(entry) = self.jobs.get_mut(name) else {
-            return;
-        };
-        let Some(schedule) = entry.schedule.clone() else {
-            return;
-        };
+        let entry = self.jobs.get_mut(name)?;
+        let schedule = entry.schedule.clone()?;
         let epsilon = entry.record.spec.epsilon_ms;
         let mut next = entry.record.state.next_target_ms;
         if let Some(first_due) = next.filter(|t| t + epsilon < now_ms) {
@@ -60,9 +66,11 @@ impl Shard {
             }
         }
         let mut created = 0;
+        let mut capped = None;
         while let Some(target) = next.filter(|t| *t <= now_ms) {
             if created == cap {
                 out.more_due = true;
+                capped = Some(target);
                 break;
             }
             let instance = InstanceRecord::new(name, target, RunCause::Schedule, now_ms);
@@ -76,11 +84,12 @@ impl Shard {
         }
         let entry = self.jobs.get_mut(name).expect("job present");
         entry.record.state.next_target_ms = next;
-        if let Some(next) = next {
+        if let (Some(next), None) = (next, capped) {
             self.timers.insert(next, name);
         }
         out.ops.push(StoreOp::PutJob(entry.record.clone()));
         self.try_start(name, now_ms, out);
+        capped
     }
 
     pub fn run_now(

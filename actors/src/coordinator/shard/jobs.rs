@@ -30,6 +30,10 @@ impl Shard {
         if !matches!(record.spec.trigger, Trigger::Parents(_)) {
             record.state.parents_succeeded.clear();
         }
+        // A parent taken out and named again later starts afresh (it may be a new job).
+        let parents = record.spec.parents();
+        let times = &mut record.state.parent_success_times;
+        times.retain(|parent, _| parents.contains(parent));
         out.ops.push(StoreOp::PutJob(record.clone()));
         self.insert_job(record);
         outcome

@@ -15,10 +15,9 @@ pub struct Outbox {
     pub kills: Vec<String>,
     /// Tasks to adopt after a restart.
     pub adopts: Vec<Adoption>,
-    /// Jobs that just succeeded, announced to every shard for their dependants.
-    pub succeeded: Vec<String>,
-    /// Events for the bus (`job:NAME@TIME` of runs that ended), also written to the shard's
-    /// outbox in `ops` so none is lost to a crash.
+    /// Events for the bus (`job:NAME@TIME` of runs that ended, and of successes marked by
+    /// hand), also written to the shard's outbox in `ops` so none is lost to a crash. Every
+    /// shard applies them: waiting instances, `triggeredBy` jobs and children of the job.
     pub announcements: Vec<ResourceEvent>,
     /// Notices for the notifier (failures, skips, recoveries), also written to the shard's
     /// notice outbox in `ops`, for the same reason.
@@ -36,7 +35,6 @@ impl Outbox {
             && self.launches.is_empty()
             && self.kills.is_empty()
             && self.adopts.is_empty()
-            && self.succeeded.is_empty()
             && self.announcements.is_empty()
             && self.notices.is_empty()
     }
@@ -47,7 +45,6 @@ impl Outbox {
         append(&mut self.launches, later.launches);
         append(&mut self.kills, later.kills);
         append(&mut self.adopts, later.adopts);
-        append(&mut self.succeeded, later.succeeded);
         append(&mut self.announcements, later.announcements);
         append(&mut self.notices, later.notices);
         self.more_due |= later.more_due;

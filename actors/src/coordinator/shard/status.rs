@@ -2,6 +2,7 @@
 
 use dron_model::ids::{TaskRef, instance_id, parse_task_id};
 use dron_model::instance::{HistoryEntry, InstanceState, RunCause};
+use dron_model::job::JobSpec;
 use dron_model::resource::{EventStatus, ResourceEvent, job_resource};
 
 use super::launch::is_local_agent;
@@ -254,7 +255,6 @@ impl Shard {
                         .last_success_target_ms
                         .max(Some(instance.target_ms));
                     counters.last_success_target_ms = newest;
-                    out.succeeded.push(name.clone());
                 }
                 InstanceState::Failed
                 | InstanceState::TimedOut
@@ -274,15 +274,8 @@ impl Shard {
                 _ => None,
             };
             if let Some(status) = status {
-                let spec = &entry.record.spec;
-                let logical = ms_to_time(instance.target_ms);
-                let resource = job_resource(&name, logical, spec.zone(), spec.granularity());
-                let event = ResourceEvent {
-                    status,
-                    ..ResourceEvent::ready(resource, Some(instance.target_ms))
-                };
-                out.ops.push(StoreOp::PutAnnouncement(event.clone()));
-                out.announcements.push(event);
+                let event = run_event(&entry.record.spec, instance.target_ms, status);
+                announce(event, out);
             }
         }
         out.ops.push(StoreOp::DeleteInstance(id.to_string()));
@@ -345,4 +338,23 @@ fn describe(end: &TaskEnd) -> String {
         TaskEnd::AgentLost(why) => format!("agent lost: {why}"),
         TaskEnd::NotPlaced(why) => format!("not placed: {why}"),
     }
+}
+
+/// The `job:NAME@TIME` event of a run of `spec` for logical time `target_ms` that ended
+/// (`Ready` for a success, `Failed` for a failure for good).
+pub(super) fn run_event(spec: &JobSpec, target_ms: i64, status: EventStatus) -> ResourceEvent {
+    let logical = ms_to_time(target_ms);
+    let resource = job_resource(&spec.name, logical, spec.zone(), spec.granularity());
+    ResourceEvent {
+        status,
+        ..ResourceEvent::ready(resource, Some(target_ms))
+    }
+}
+
+/// Announces `event` to every shard through the bus: written to the shard's outbox in the same
+/// batch as what it tells of, so a crash loses none (the outbox is sent again on start-up),
+/// and sent once that batch is durable. Children learn of their parents' successes this way.
+pub(super) fn announce(event: ResourceEvent, out: &mut Outbox) {
+    out.ops.push(StoreOp::PutAnnouncement(event.clone()));
+    out.announcements.push(event);
 }

@@ -14,10 +14,10 @@ fn a_child_runs_once_all_parents_succeeded_since_its_last_run() {
     );
     shard.put_job(child, T0, &mut out);
     let mut out = Outbox::default();
-    shard.parent_succeeded("p1", T0, &mut out);
-    shard.parent_succeeded("p1", T0, &mut out);
+    parent_succeeded(&mut shard, "p1", T0, &mut out);
+    parent_succeeded(&mut shard, "p1", T0, &mut out);
     assert!(out.launches.is_empty(), "p2 has not succeeded yet");
-    shard.parent_succeeded("p2", T0 + 5, &mut out);
+    parent_succeeded(&mut shard, "p2", T0 + 5, &mut out);
     assert_eq!(out.launches.len(), 1);
     assert!(out.launches[0].spec.task_id.ends_with(":c:"));
     assert!(
@@ -44,14 +44,15 @@ fn marking_a_job_successful_counts_a_success_and_announces_it_without_a_run() {
     let mut out = Outbox::default();
     shard.mark_success("p", T0 + 7, &mut out).unwrap();
     assert!(out.launches.is_empty(), "marking runs nothing itself");
-    assert_eq!(
-        out.succeeded,
-        vec!["p".to_string()],
+    assert!(
+        matches!(&out.announcements[..], [event] if event.resource.starts_with("job:p@")
+            && event.at_ms == Some(T0 + 7) && event.status == EventStatus::Ready),
         "announced to every shard"
     );
     assert!(
-        matches!(&out.ops[..], [StoreOp::PutJob(record)] if record.state.success_count == 1),
-        "the new counters are written"
+        matches!(&out.ops[..], [StoreOp::PutJob(record), StoreOp::PutAnnouncement(event)]
+            if record.state.success_count == 1 && *event == out.announcements[0]),
+        "the new counters are written, with the announcement in the shard's outbox"
     );
     let state = shard.job_view("p").unwrap().record.state;
     assert_eq!(
@@ -59,7 +60,8 @@ fn marking_a_job_successful_counts_a_success_and_announces_it_without_a_run() {
         (1, Some(T0 + 7))
     );
     // The announcement reaches the child as a real success would, and it runs.
-    shard.parent_succeeded("p", T0 + 8, &mut out);
+    let announced = out.announcements[0].clone();
+    shard.resource_ready(&announced, T0 + 8, &mut out);
     assert_eq!(out.launches.len(), 1);
     assert!(out.launches[0].spec.task_id.ends_with(":c:"));
     let missing = shard.mark_success("nope", T0, &mut Outbox::default());
@@ -188,4 +190,137 @@ fn triggered_by_runs_once_per_matching_event() {
     let view = shard.job_view("rebuild").unwrap();
     assert_eq!(view.live.len(), 1);
     assert_eq!(view.live[0].cause, RunCause::Event);
+}
+
+fn child_of(name: &str, parents: &[&str]) -> JobSpec {
+    spec(
+        serde_json::json!({"name": name, "command": "true", "parents": parents}),
+        JobKind::Dependent,
+    )
+}
+
+/// Ids of the instances `out` launches, of job `job`.
+fn launched(out: &Outbox, job: &str) -> usize {
+    let task_ids = out.launches.iter().map(|l| &l.spec.task_id);
+    task_ids
+        .filter(|id| parse_task_id(id).is_some_and(|task| task.job == job))
+        .count()
+}
+
+#[test]
+fn a_child_on_another_shard_runs_from_its_parents_announcement_alone() {
+    let mut parents = empty_shard();
+    let mut children = empty_shard();
+    parents.put_job(every_second("p"), T0, &mut Outbox::default());
+    children.put_job(child_of("c", &["p"]), T0, &mut Outbox::default());
+    let started = tick(&mut parents, T0);
+    let task_id = started.launches[0].spec.task_id.clone();
+    let mut ended_out = Outbox::default();
+    parents.task_update(ended(&task_id, TaskEnd::Exited(0)), T0 + 50, &mut ended_out);
+    let [announcement] = &ended_out.announcements[..] else {
+        panic!("one announcement: {:?}", ended_out.announcements);
+    };
+    assert!(
+        ended_out
+            .ops
+            .iter()
+            .any(|op| matches!(op, StoreOp::PutAnnouncement(e) if e == announcement)),
+        "in the parent shard's outbox, in the batch of the run's end"
+    );
+    let mut out = Outbox::default();
+    children.resource_ready(announcement, T0 + 60, &mut out);
+    assert_eq!(launched(&out, "c"), 1);
+    let state = children.job_view("c").unwrap().record.state;
+    assert_eq!(state.parent_success_times["p"], [T0].into());
+}
+
+#[test]
+fn an_announcement_applied_again_runs_the_child_no_second_time() {
+    let store = MemoryStore::default();
+    let mut shard = empty_shard();
+    let mut out = Outbox::default();
+    shard.put_job(child_of("c", &["p"]), T0, &mut out);
+    let first = success_of("p", T0);
+    shard.resource_ready(&first, T0 + 10, &mut out);
+    assert_eq!(launched(&out, "c"), 1);
+    drop(store.submit(out.ops));
+    // The bus applies it again (another shard failed to, or a restart), also after the
+    // child's shard itself was rebuilt from storage.
+    let mut again = Outbox::default();
+    shard.resource_ready(&first, T0 + 20, &mut again);
+    assert_eq!(launched(&again, "c"), 0);
+    assert!(again.ops.is_empty(), "nothing to write for a repeat");
+    let snapshot = store.load().unwrap();
+    let (mut rebuilt, _) = Shard::recover(
+        0,
+        ShardConfig::default(),
+        shared(no_resources()),
+        snapshot,
+        T0 + 30,
+    );
+    let mut again = Outbox::default();
+    rebuilt.resource_ready(&first, T0 + 40, &mut again);
+    assert_eq!(launched(&again, "c"), 0, "the counted time is durable");
+    // A new success of the parent runs it again.
+    let mut out = Outbox::default();
+    rebuilt.resource_ready(&success_of("p", T0 + 1000), T0 + 1000, &mut out);
+    assert_eq!(rebuilt.job_view("c").unwrap().live.len(), 2);
+}
+
+#[test]
+fn successes_announced_out_of_order_count_and_old_repeats_do_not() {
+    let mut shard = empty_shard();
+    shard.put_job(child_of("c", &["p"]), T0, &mut Outbox::default());
+    let mut out = Outbox::default();
+    // A concurrent parent's later target ends first.
+    parent_succeeded(&mut shard, "p", T0 + 2000, &mut out);
+    parent_succeeded(&mut shard, "p", T0 + 1000, &mut out);
+    assert_eq!(shard.job_view("c").unwrap().live.len(), 2, "both count");
+    // Many successes later, the first ones are applied again.
+    for i in 3..30 {
+        parent_succeeded(&mut shard, "p", T0 + i * 1000, &mut out);
+    }
+    let runs = shard.job_view("c").unwrap().live.len();
+    assert_eq!(runs, 29);
+    for i in 1..30 {
+        parent_succeeded(&mut shard, "p", T0 + i * 1000, &mut out);
+    }
+    assert_eq!(
+        shard.job_view("c").unwrap().live.len(),
+        runs,
+        "no repeat counts"
+    );
+    let times = &shard
+        .job_view("c")
+        .unwrap()
+        .record
+        .state
+        .parent_success_times["p"];
+    assert_eq!(times.len(), 8, "a few kept per parent");
+}
+
+#[test]
+fn a_job_with_no_child_here_or_a_failed_run_writes_nothing() {
+    let mut shard = empty_shard();
+    shard.put_job(child_of("c", &["p"]), T0, &mut Outbox::default());
+    let mut out = Outbox::default();
+    parent_succeeded(&mut shard, "other", T0, &mut out);
+    let failed = ResourceEvent {
+        status: EventStatus::Failed,
+        ..success_of("p", T0)
+    };
+    shard.resource_ready(&failed, T0, &mut out);
+    assert!(out.ops.is_empty() && out.launches.is_empty());
+}
+
+#[test]
+fn a_parent_taken_out_of_a_childs_parents_is_forgotten_with_its_times() {
+    let mut shard = empty_shard();
+    shard.put_job(child_of("c", &["p", "q"]), T0, &mut Outbox::default());
+    parent_succeeded(&mut shard, "p", T0, &mut Outbox::default());
+    parent_succeeded(&mut shard, "q", T0, &mut Outbox::default());
+    shard.put_job(child_of("c", &["q"]), T0, &mut Outbox::default());
+    let state = shard.job_view("c").unwrap().record.state;
+    let kept: Vec<&String> = state.parent_success_times.keys().collect();
+    assert_eq!(kept, ["q"]);
 }

@@ -29,10 +29,17 @@ fn no_resources() -> Arc<MemoryResourceStore> {
 
 /// A shard's own indexes, shared with nobody.
 fn shared(resources: Arc<MemoryResourceStore>) -> SharedIndexes {
-    SharedIndexes {
-        resources,
-        parents: Arc::default(),
-    }
+    SharedIndexes { resources }
+}
+
+/// The announcement of a success of `job` for logical time `at_ms`, as the bus applies it.
+fn success_of(job: &str, at_ms: i64) -> ResourceEvent {
+    ResourceEvent::ready(format!("job:{job}@{at_ms}"), Some(at_ms))
+}
+
+/// Applies the announcement of a success of `parent` at `at_ms` to `shard`.
+fn parent_succeeded(shard: &mut Shard, parent: &str, at_ms: i64, out: &mut Outbox) {
+    shard.resource_ready(&success_of(parent, at_ms), at_ms, out);
 }
 
 const T0: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z
