@@ -4,21 +4,19 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use dron_model::ids::parse_task_id;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use super::launcher::Launcher;
-use super::process::{
-    Adopted, RunningTask, SHIM_SUBCOMMAND, TaskCommand, TaskEnd, TaskKiller, TaskSpec, adopt,
-    launch,
-};
-use crate::broker::{TaskEvent, TaskUpdate};
+use dron_task::{StatusSink, TASK_FILE, TaskCommand, TaskEnd, TaskEvent, TaskSpec, TaskUpdate};
 
-/// Where the agent's status updates go.
-pub type ReportFn = Arc<dyn Fn(TaskUpdate) + Send + Sync>;
+use super::launcher::Launcher;
+use super::process::{Adopted, RunningTask, SHIM_SUBCOMMAND, TaskKiller, adopt, launch, now_ms};
+
+/// Where the agent's status updates go: the broker inside the server, the connection to the
+/// server in a `dron agent` process.
+pub type ReportFn = StatusSink;
 
 pub enum AgentMsg {
     Launch(TaskSpec),
@@ -130,7 +128,7 @@ impl LocalAgentState {
         // Launches are idempotent per task id: after a coordinator restart the same attempt
         // may be asked for twice (once by the old coordinator's last commit, once on recovery).
         // The second is answered with what the first did: still running, or how it ended.
-        if self.killers.contains_key(&task_id) || dir.join("task.json").exists() {
+        if self.killers.contains_key(&task_id) || dir.join(TASK_FILE).exists() {
             tracing::info!(task_id, "launch of a task already launched: reporting it");
             let deadline = spec.timeout_ms.map(|t| now_ms() + t as i64);
             return self.adopt(myself, task_id, deadline);
@@ -180,7 +178,7 @@ impl LocalAgentState {
         let Some(dir) = run_dir(&self.args.runs_root, &task_id) else {
             return self.report(&task_id, TaskEvent::NeverLaunched);
         };
-        if !dir.join("task.json").exists() {
+        if !dir.join(TASK_FILE).exists() {
             return self.report(&task_id, TaskEvent::NeverLaunched);
         }
         match adopt(&dir, deadline_ms) {
@@ -221,8 +219,4 @@ fn ended(end: TaskEnd) -> TaskEvent {
         end,
         at_ms: now_ms(),
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }

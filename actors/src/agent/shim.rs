@@ -6,7 +6,7 @@
 //! The shim is forked by the agent's launcher (`launcher.rs`), or started as
 //! `dron-shim task-shim <run_dir>` when the launcher is down.
 //!
-//! Files in the run directory (names in [`super::process`]):
+//! Files in the run directory (names in [`dron_task::spec`]):
 //! - reads `task.json` (a [`TaskSpec`]), written by the server before it starts us;
 //! - creates `shim.pid` (`"<pid> <starttime>"`) first and exclusively: it claims the run
 //!   directory (a second shim for the same run only waits for the first to end), and
@@ -32,9 +32,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::process::{
+use dron_task::{
     SHIM_PID_FILE, STATUS_FILE, STDERR_FILE, STDOUT_FILE, TASK_FILE, TaskCommand, TaskSpec,
-    TaskStatus, now_ms,
+    TaskStatus,
 };
 
 /// Shim exit code: the task ran and `status.json` records how it ended.
@@ -55,6 +55,12 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 const EXIT_POLL: Duration = Duration::from_millis(10);
 /// How often a shim that lost the claim on its run directory looks at the winner.
 const CLAIMED_POLL: Duration = Duration::from_millis(50);
+
+/// Milliseconds since the Unix epoch: the clock of `status.json`, and of the agent. Here, at
+/// the bottom of the agent's modules, so that the shim needs nothing from the server side.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
 /// Entry point of `dron task-shim <run_dir>`; returns the process exit code. Also what a
 /// launcher's forked child runs (`launcher.rs`).

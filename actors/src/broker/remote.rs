@@ -9,16 +9,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
+use dron_task::protocol::{AgentMessage, OutputChunk, PROTOCOL_VERSION, ServerMessage};
+use dron_task::{TaskEnd, TaskEvent, TaskSpec, TaskUpdate, UpdateAck};
 use ractor::RpcReplyPort;
 use tokio::sync::mpsc;
 
 use super::BrokerState;
-use super::messages::{BrokerMsg, LaunchRequest, TaskEvent, TaskUpdate, UpdateAck};
+use super::messages::{BrokerMsg, LaunchRequest};
 use super::placement::AgentSlot;
 use super::view::{AgentState, AgentView};
 use crate::agent::LOCAL_AGENT;
-use crate::agent::process::{TaskEnd, TaskSpec, now_ms};
-use crate::agent::protocol::{AgentMessage, OutputChunk, PROTOCOL_VERSION, ServerMessage};
+use crate::agent::process::now_ms;
 
 struct RemoteAgent {
     id: String,
