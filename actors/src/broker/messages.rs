@@ -3,7 +3,7 @@ use std::sync::Arc;
 use dron_model::demand::TaskDemand;
 use dron_task::TaskSpec;
 use dron_task::protocol::{AgentMessage, OutputChunk, ServerMessage};
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::RpcReplyPort;
 use tokio::sync::mpsc;
 
 // The status types are part of the task contract (`dron-task`); re-exported so that
@@ -11,11 +11,8 @@ use tokio::sync::mpsc;
 pub use dron_task::{TaskEvent, TaskUpdate, UpdateAck};
 
 use super::view::AgentView;
-use crate::router::RouterMsg;
 
 pub enum BrokerMsg {
-    /// Tells the broker where status updates go (the router is started after the broker).
-    SetRouter(ActorRef<RouterMsg>),
     /// Place one attempt of an instance on an agent and launch it there.
     Launch(LaunchRequest),
     /// Kill a task, wherever it is (placed or still waiting for an offer).
