@@ -332,7 +332,7 @@ impl ShimReaper {
 }
 
 /// The agent's side: starts the launcher, sends it requests, and starts it again when it
-/// died. Used by one task at a time (the agent's actor).
+/// died. Used by one task at a time (the local agent's launching task).
 #[derive(Debug)]
 pub struct Launcher {
     program: PathBuf,
