@@ -7,8 +7,10 @@
 //!
 //! - [`placement`]: offers, waiting tasks and Dominant Resource Fairness (plain logic).
 //! - [`remote`]: remote agents: registration, heartbeats, loss, reconciliation, acks.
+//! - [`known_agents`]: the names of remote agents ever seen, kept on disk for adoption.
 //! - [`view`]: what the API shows of each agent.
 
+mod known_agents;
 mod messages;
 mod placement;
 mod remote;
