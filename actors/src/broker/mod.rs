@@ -14,6 +14,8 @@ mod known_agents;
 mod messages;
 mod placement;
 mod remote;
+#[cfg(test)]
+mod tests;
 mod view;
 
 pub use messages::{BrokerMsg, LaunchRequest, TaskEvent, TaskUpdate, UpdateAck};
