@@ -17,6 +17,6 @@ pub mod update;
 
 pub use spec::{
     SHIM_PID_FILE, SHIM_SUBCOMMAND, STATUS_FILE, STDERR_FILE, STDOUT_FILE, TASK_FILE, TaskCommand,
-    TaskEnd, TaskSpec, TaskStatus,
+    TaskEnd, TaskSpec, TaskStatus, run_dir,
 };
-pub use update::{StatusSink, TaskEvent, TaskUpdate, UpdateAck};
+pub use update::{LOCAL_AGENT, StatusSink, TaskEvent, TaskUpdate, UpdateAck};

@@ -5,8 +5,9 @@
 //! writes `status.json` once the task has ended. Both may be read by another version of dron
 //! after an upgrade, so their serde form is fixed (tests/wire.rs).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use dron_model::ids::parse_task_id;
 use serde::{Deserialize, Serialize};
 
 /// The task to run, written by the server for the shim.
@@ -20,6 +21,18 @@ pub const SHIM_PID_FILE: &str = "shim.pid";
 pub const STDOUT_FILE: &str = "stdout";
 /// The task's standard error, capped; absent until the task writes to it.
 pub const STDERR_FILE: &str = "stderr";
+/// Where the run of `task_id` keeps its spec, output and exit status. Task ids come from
+/// coordinators, which build them from validated job names. What the server, its agents and
+/// the output readers agree on: a run directory outlives the server that made it.
+pub fn run_dir(runs_root: &Path, task_id: &str) -> Option<PathBuf> {
+    let task = parse_task_id(task_id)?;
+    Some(
+        runs_root
+            .join(&task.job)
+            .join(format!("{}-{}", task.target_ms, task.attempt)),
+    )
+}
+
 /// The dron subcommand that runs the shim: `dron task-shim <run_dir>`.
 pub const SHIM_SUBCOMMAND: &str = "task-shim";
 

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::TaskEnd;
 
+/// The name of the agent inside the server process: what its `started` updates carry, and a
+/// name remote agents may not take.
+pub const LOCAL_AGENT: &str = "local";
+
 /// Where status updates go: given to whoever produces them (the local agent, the broker) at
 /// construction, so that they need not know who consumes them (the broker, the router).
 pub type StatusSink = Arc<dyn Fn(TaskUpdate) + Send + Sync>;

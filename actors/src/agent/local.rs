@@ -3,11 +3,12 @@
 //! the connection that carries them to the server.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use dron_model::ids::parse_task_id;
-use dron_task::{StatusSink, TASK_FILE, TaskCommand, TaskEnd, TaskEvent, TaskSpec, TaskUpdate};
+use dron_task::{
+    StatusSink, TASK_FILE, TaskCommand, TaskEnd, TaskEvent, TaskSpec, TaskUpdate, run_dir,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 
@@ -63,17 +64,6 @@ pub struct LocalAgentState {
     killers: HashMap<String, TaskKiller>,
     /// Built-in sleep tasks running, by task id.
     sleepers: HashMap<String, tokio::task::AbortHandle>,
-}
-
-/// Where the run of `task_id` keeps its spec, output and exit status. Task ids come from
-/// coordinators, which build them from validated job names.
-pub fn run_dir(runs_root: &Path, task_id: &str) -> Option<PathBuf> {
-    let task = parse_task_id(task_id)?;
-    Some(
-        runs_root
-            .join(&task.job)
-            .join(format!("{}-{}", task.target_ms, task.attempt)),
-    )
 }
 
 impl Actor for LocalAgent {

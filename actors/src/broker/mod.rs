@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dron_model::demand::Resources;
-use dron_task::{StatusSink, TASK_FILE, TaskEnd};
+use dron_task::{LOCAL_AGENT, StatusSink, TASK_FILE, TaskEnd, run_dir};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::agent::process::now_ms;
-use crate::agent::{AgentMsg, LOCAL_AGENT, LocalAgent, LocalAgentArgs, ReportFn, run_dir};
+use crate::agent::{AgentMsg, LocalAgent, LocalAgentArgs, ReportFn};
 use remote::Remotes;
 
 pub struct OfferBroker;

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use dron_task::protocol::{AgentMessage, OutputChunk, PROTOCOL_VERSION, ServerMessage};
-use dron_task::{TaskEnd, TaskEvent, TaskSpec, TaskUpdate, UpdateAck};
+use dron_task::{LOCAL_AGENT, TaskEnd, TaskEvent, TaskSpec, TaskUpdate, UpdateAck};
 use ractor::RpcReplyPort;
 use tokio::sync::mpsc;
 
@@ -19,7 +19,6 @@ use super::known_agents::KnownAgents;
 use super::messages::{BrokerMsg, LaunchRequest};
 use super::placement::AgentSlot;
 use super::view::{AgentState, AgentView};
-use crate::agent::LOCAL_AGENT;
 use crate::agent::process::now_ms;
 
 struct RemoteAgent {

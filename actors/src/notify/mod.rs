@@ -31,11 +31,10 @@ use std::time::Duration;
 
 use dron_model::error::Invalid;
 use dron_model::notice::{Channel, Delivery, DeliveryState, Notice, NoticeKind, NoticeRecord};
+use dron_task::{STDERR_FILE, run_dir};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::agent::process::STDERR_FILE;
-use crate::agent::run_dir;
 use crate::clock::SharedClock;
 use crate::coordinator::CoordinatorMsg;
 use crate::error::CommandError;
