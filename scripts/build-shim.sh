@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dron-target}"
 host=$(rustc -vV | sed -n 's/^host: //p')
-cargo build --release --locked -p dron-actors --bin dron-shim --target "$host" \
+cargo build --release --locked -p dron-shim --bin dron-shim --target "$host" \
   --config "target.$host.rustflags=[\"-C\",\"target-feature=+crt-static\"]"
 # install(1) replaces the file (a new inode): cargo's own copy, hard-linked under deps/, stays
 # as it was, and cargo does not rebuild what it still considers fresh.

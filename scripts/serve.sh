@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 # dron, and dron-shim: the small binary each task's shim runs as.
-cargo build --release --locked -p dron -p dron-actors --bins
+cargo build --release --locked -p dron -p dron-shim --bins
 bash scripts/build-shim.sh
 exec "$CARGO_TARGET_DIR/release/dron" serve --config config/dron.toml "$@"

@@ -5,16 +5,17 @@
 //! router, which recovers every shard before it answers anything; only then is the API
 //! marked ready.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
-use dron_actors::broker::{BrokerMsg, LocalAgentConfig, OfferBroker, OfferBrokerArgs};
+use dron_actors::broker::{LocalAgentConfig, OfferBroker, OfferBrokerArgs};
 use dron_actors::bus::{EventBus, EventBusArgs};
 use dron_actors::client::SchedulerClient;
 use dron_actors::clock::SystemClock;
 use dron_actors::notify::{Notifier, NotifierArgs};
-use dron_actors::router::{Router, RouterArgs};
-use ractor::Actor;
+use dron_actors::router::{Router, RouterArgs, RouterMsg};
+use dron_task::StatusSink;
+use ractor::{Actor, ActorRef, ActorRuntime};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -49,9 +50,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "dron starting");
 
+    let router_cell = Arc::new(OnceLock::new());
+    let broker_args = broker_args(&config, to_router(router_cell.clone()))?;
     let (broker, broker_handle) =
-        Actor::spawn(Some("broker".into()), OfferBroker, broker_args(&config)?).await?;
-    state.set_broker(broker.clone());
+        Actor::spawn(Some("broker".into()), OfferBroker, broker_args).await?;
     let resources = Arc::new(
         RocksResourceStore::open(&config.data_dir.join("resources"))
             .context("opening the resource store")?,
@@ -91,11 +93,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         resources,
         config: config.scheduler.shard_config(),
     };
-    let (router, router_handle) =
-        Actor::spawn(Some("router".into()), Router, (router_args, from_bus))
-            .await
-            .context("recovering shards")?;
-    broker.send_message(BrokerMsg::SetRouter(router.clone()))?;
+    // Spawned without waiting for its recovery, so that its address exists before anything
+    // can report a status (see `to_router`); what arrives while it recovers waits in its mailbox.
+    let (router, router_started) =
+        ActorRuntime::spawn_instant(Some("router".into()), Router, (router_args, from_bus))?;
+    let _ = router_cell.set(router.clone());
+    // Only now may remote agents connect: they report statuses.
+    state.set_broker(broker.clone());
+    let router_handle = router_started
+        .await
+        .context("starting the router")?
+        .context("recovering shards")?;
     let client = SchedulerClient::new(router.clone(), bus.clone()).with_notifier(notifier.clone());
     if let Some(url) = &config.events.amqp_url {
         let settings = AmqpSettings {
@@ -124,7 +132,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn broker_args(config: &Config) -> anyhow::Result<OfferBrokerArgs> {
+/// The broker's status sink: to the router, which routes each update to its job's coordinator.
+///
+/// The router's coordinators launch through the broker, so the broker starts first and the
+/// router's address goes into `router` after. This is not the late binding it replaces (a
+/// `SetRouter` message, and updates buffered in the broker until it came): `serve` fills the
+/// cell right after spawning the router, before anything can report a status (the
+/// coordinators that launch and adopt are the router's children, remote agents connect only
+/// after `set_broker`, and the local agent and the broker's timers act only on those), so
+/// nothing is buffered, and the broker neither knows the router nor has a state without it.
+/// `wait` covers the few instructions between the router's spawn and the fill, during which
+/// the router's recovery already runs on another thread.
+fn to_router(router: Arc<OnceLock<ActorRef<RouterMsg>>>) -> StatusSink {
+    Arc::new(move |update| {
+        let _ = router.wait().send_message(RouterMsg::TaskUpdate(update));
+    })
+}
+
+fn broker_args(config: &Config, status: StatusSink) -> anyhow::Result<OfferBrokerArgs> {
     let agents = &config.agents;
     let local = match agents.local {
         false => None,
@@ -141,6 +166,7 @@ fn broker_args(config: &Config) -> anyhow::Result<OfferBrokerArgs> {
         agent_timeout_ms: agents.timeout_ms,
         weights: agents.weights.clone(),
         known_agents_file: Some(config.data_dir.join("known-agents")),
+        status,
     })
 }
 

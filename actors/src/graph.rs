@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use dron_model::job::{JobRecord, JobSpec, Trigger};
 use dron_model::resource::JOB_PREFIX;
 
-use crate::coordinator::{JobSummary, RunState};
+use crate::views::{JobSummary, RunState};
 
 /// Why a job runs after something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,8 @@
 //! - [`client`]: the async handle the HTTP API and CLI use.
 //! - [`clock`]: wall clock, or tokio's for paused-time tests.
 //! - [`search`], [`stats`]: Chronos's job search and run-time statistics, as plain logic.
-//! - [`listing`], [`graph`]: the UI's jobs table and dependency graph, computed on the shards.
+//! - [`listing`], [`graph`]: the UI's jobs table and dependency graph, computed on the shards
+//!   over the plain [`views`] they answer.
 
 pub mod agent;
 pub mod broker;
@@ -36,3 +37,4 @@ pub mod stats;
 pub mod store;
 #[cfg(test)]
 mod testkit;
+pub mod views;

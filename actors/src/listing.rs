@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 
 use dron_model::job::{JobRecord, Trigger};
 
-use crate::coordinator::RunState;
+use crate::views::RunState;
 
 /// Rows per page when the client gives no `limit`, and the most it may ask for.
 pub const DEFAULT_LIMIT: usize = 50;

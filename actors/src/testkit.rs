@@ -14,8 +14,7 @@ use dron_model::job::{JobKind, JobRequest, JobSpec};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
-use crate::agent::process::TaskEnd;
-use crate::broker::{BrokerMsg, TaskEvent, TaskUpdate};
+use crate::broker::BrokerMsg;
 use crate::bus::{EventBus, EventBusArgs, ToShards};
 use crate::client::SchedulerClient;
 use crate::clock::{SharedClock, TokioClock};
@@ -24,6 +23,7 @@ use crate::router::{Router, RouterArgs, RouterMsg, StoreFactory};
 use crate::store::{
     Durable, MemoryResourceStore, MemoryStore, ShardSnapshot, ShardStore, StoreError, StoreOp,
 };
+use dron_task::{TaskEnd, TaskEvent, TaskUpdate};
 
 /// When the tests' clock starts: 2026-11-23T10:00:00Z.
 pub const T0: i64 = 1_795_428_000_000;

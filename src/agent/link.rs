@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dron_actors::agent::AgentMsg;
-use dron_actors::agent::protocol::{AgentMessage, Fence, PROTOCOL_VERSION, ServerMessage};
-use dron_actors::broker::{TaskEvent, TaskUpdate};
 use dron_model::demand::Resources;
+use dron_task::protocol::{AgentMessage, Fence, PROTOCOL_VERSION, ServerMessage};
+use dron_task::{TaskEvent, TaskUpdate};
 use futures_util::{Sink, SinkExt, StreamExt};
 use ractor::ActorRef;
 use tokio::sync::mpsc::UnboundedReceiver;

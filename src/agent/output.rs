@@ -5,9 +5,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use base64::Engine;
-use dron_actors::agent::process::{STATUS_FILE, STDERR_FILE, STDOUT_FILE};
-use dron_actors::agent::protocol::OutputChunk;
-use dron_actors::agent::run_dir;
+use dron_task::protocol::OutputChunk;
+use dron_task::{STATUS_FILE, STDERR_FILE, STDOUT_FILE, run_dir};
 
 /// Most bytes in one chunk (the server asks again from `next`).
 const MAX_CHUNK: u64 = 1024 * 1024;

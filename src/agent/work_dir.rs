@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use dron_actors::agent::protocol::Fence;
+use dron_task::protocol::Fence;
 use serde::{Deserialize, Serialize};
 
 pub struct WorkDir {

@@ -1,6 +1,6 @@
 //! Agents: `GET /api/agents` lists them; `GET /api/agents/connect` is where `dron agent`
 //! processes connect (a WebSocket carrying the agent protocol, see
-//! `dron_actors::agent::protocol`). Each connection is a task that turns frames into broker
+//! `dron_task::protocol`). Each connection is a task that turns frames into broker
 //! messages and the broker's messages into frames.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +11,8 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
-use dron_actors::agent::protocol::AgentMessage;
 use dron_actors::broker::BrokerMsg;
+use dron_task::protocol::AgentMessage;
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
 use serde_json::{Value, json};

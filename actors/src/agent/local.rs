@@ -3,22 +3,23 @@
 //! the connection that carries them to the server.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use dron_model::ids::parse_task_id;
+use dron_task::{
+    StatusSink, TASK_FILE, TaskCommand, TaskEnd, TaskEvent, TaskSpec, TaskUpdate, run_dir,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
 
 use super::launcher::Launcher;
 use super::process::{
-    Adopted, RunningTask, SHIM_SUBCOMMAND, TaskCommand, TaskEnd, TaskKiller, TaskSpec, adopt,
-    launch,
+    Adopted, ProcessError, RunningTask, SHIM_SUBCOMMAND, TaskKiller, adopt, launch, now_ms,
 };
-use crate::broker::{TaskEvent, TaskUpdate};
 
-/// Where the agent's status updates go.
-pub type ReportFn = Arc<dyn Fn(TaskUpdate) + Send + Sync>;
+/// Where the agent's status updates go: the broker inside the server, the connection to the
+/// server in a `dron agent` process.
+pub type ReportFn = StatusSink;
 
 pub enum AgentMsg {
     Launch(TaskSpec),
@@ -32,6 +33,11 @@ pub enum AgentMsg {
     /// A task ended: forget its killer.
     Finished {
         task_id: String,
+    },
+    /// From the agent's launching task: how a launch went.
+    Launched {
+        task_id: String,
+        launched: Result<RunningTask, ProcessError>,
     },
 }
 
@@ -51,21 +57,13 @@ pub struct LocalAgentArgs {
 
 pub struct LocalAgentState {
     args: LocalAgentArgs,
-    launcher: Launcher,
+    /// To the task that launches, one at a time, through the launcher.
+    launches: mpsc::UnboundedSender<(PathBuf, TaskSpec)>,
+    /// Tasks handed to it and not yet launched, and whether a kill came for them meanwhile.
+    launching: HashMap<String, bool>,
     killers: HashMap<String, TaskKiller>,
     /// Built-in sleep tasks running, by task id.
     sleepers: HashMap<String, tokio::task::AbortHandle>,
-}
-
-/// Where the run of `task_id` keeps its spec, output and exit status. Task ids come from
-/// coordinators, which build them from validated job names.
-pub fn run_dir(runs_root: &Path, task_id: &str) -> Option<PathBuf> {
-    let task = parse_task_id(task_id)?;
-    Some(
-        runs_root
-            .join(&task.job)
-            .join(format!("{}-{}", task.target_ms, task.attempt)),
-    )
 }
 
 impl Actor for LocalAgent {
@@ -75,12 +73,13 @@ impl Actor for LocalAgent {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<AgentMsg>,
+        myself: ActorRef<AgentMsg>,
         args: LocalAgentArgs,
     ) -> Result<LocalAgentState, ActorProcessingErr> {
         std::fs::create_dir_all(&args.runs_root)?;
         Ok(LocalAgentState {
-            launcher: Launcher::new(&args.shim_program, &[]),
+            launches: spawn_launching(args.shim_program.clone(), myself),
+            launching: HashMap::new(),
             args,
             killers: HashMap::new(),
             sleepers: HashMap::new(),
@@ -94,16 +93,8 @@ impl Actor for LocalAgent {
         state: &mut LocalAgentState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AgentMsg::Launch(spec) => state.launch(myself, spec).await,
-            AgentMsg::Kill { task_id } => {
-                if let Some(killer) = state.killers.get(&task_id) {
-                    killer.kill();
-                }
-                if let Some(sleeper) = state.sleepers.remove(&task_id) {
-                    sleeper.abort();
-                    state.report(&task_id, ended(TaskEnd::Killed));
-                }
-            }
+            AgentMsg::Launch(spec) => state.launch(myself, spec),
+            AgentMsg::Kill { task_id } => state.kill(&task_id),
             AgentMsg::Adopt {
                 task_id,
                 timeout_deadline_ms,
@@ -112,13 +103,39 @@ impl Actor for LocalAgent {
                 state.killers.remove(&task_id);
                 state.sleepers.remove(&task_id);
             }
+            AgentMsg::Launched { task_id, launched } => state.launched(myself, task_id, launched),
         }
         Ok(())
     }
 }
 
+/// Launches tasks one after another, each reported back as [`AgentMsg::Launched`]: a launch
+/// waits for the launcher's answer (up to seconds when it is stuck), and kills must not wait
+/// behind it in the agent's mailbox. Ends when the agent stops (its sender is dropped).
+fn spawn_launching(
+    shim_program: PathBuf,
+    agent: ActorRef<AgentMsg>,
+) -> mpsc::UnboundedSender<(PathBuf, TaskSpec)> {
+    let (launches, mut requests) = mpsc::unbounded_channel::<(PathBuf, TaskSpec)>();
+    let mut launcher = Launcher::new(&shim_program, &[]);
+    tokio::spawn(async move {
+        while let Some((dir, spec)) = requests.recv().await {
+            let shim = &shim_program;
+            let launched = launch(Some(&mut launcher), shim, &[SHIM_SUBCOMMAND], &dir, &spec).await;
+            let task_id = spec.task_id;
+            if agent
+                .send_message(AgentMsg::Launched { task_id, launched })
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    launches
+}
+
 impl LocalAgentState {
-    async fn launch(&mut self, myself: ActorRef<AgentMsg>, spec: TaskSpec) {
+    fn launch(&mut self, myself: ActorRef<AgentMsg>, spec: TaskSpec) {
         let task_id = spec.task_id.clone();
         if let TaskCommand::Sleep { ms } = spec.command {
             return self.sleep(myself, task_id, ms);
@@ -127,29 +144,56 @@ impl LocalAgentState {
             let end = TaskEnd::FailedToStart(format!("malformed task id '{task_id}'"));
             return self.report(&task_id, ended(end));
         };
+        if self.launching.contains_key(&task_id) {
+            // Its launch in flight reports how it went.
+            return tracing::debug!(task_id, "launch of a task being launched ignored");
+        }
         // Launches are idempotent per task id: after a coordinator restart the same attempt
         // may be asked for twice (once by the old coordinator's last commit, once on recovery).
         // The second is answered with what the first did: still running, or how it ended.
-        if self.killers.contains_key(&task_id) || dir.join("task.json").exists() {
+        if self.killers.contains_key(&task_id) || dir.join(TASK_FILE).exists() {
             tracing::info!(task_id, "launch of a task already launched: reporting it");
             let deadline = spec.timeout_ms.map(|t| now_ms() + t as i64);
             return self.adopt(myself, task_id, deadline);
         }
-        let program = &self.args.shim_program;
-        let launched = launch(
-            Some(&mut self.launcher),
-            program,
-            &[SHIM_SUBCOMMAND],
-            &dir,
-            &spec,
-        )
-        .await;
+        if self.launches.send((dir, spec)).is_err() {
+            let end = TaskEnd::FailedToStart("the agent's launching task stopped".into());
+            return self.report(&task_id, ended(end));
+        }
+        self.launching.insert(task_id, false);
+    }
+
+    /// A launch finished: watch the task, and kill it now if that was asked meanwhile.
+    fn launched(
+        &mut self,
+        myself: ActorRef<AgentMsg>,
+        task_id: String,
+        launched: Result<RunningTask, ProcessError>,
+    ) {
+        let kill = self.launching.remove(&task_id).unwrap_or(false);
         match launched {
             Ok(running) => {
                 self.report(&task_id, self.started());
+                let killer = running.killer();
                 self.watch(myself, task_id, running);
+                if kill {
+                    killer.kill();
+                }
             }
             Err(error) => self.report(&task_id, ended(TaskEnd::FailedToStart(error.to_string()))),
+        }
+    }
+
+    fn kill(&mut self, task_id: &str) {
+        if let Some(killer) = self.killers.get(task_id) {
+            killer.kill();
+        }
+        if let Some(kill) = self.launching.get_mut(task_id) {
+            *kill = true;
+        }
+        if let Some(sleeper) = self.sleepers.remove(task_id) {
+            sleeper.abort();
+            self.report(task_id, ended(TaskEnd::Killed));
         }
     }
 
@@ -174,13 +218,16 @@ impl LocalAgentState {
     }
 
     fn adopt(&mut self, myself: ActorRef<AgentMsg>, task_id: String, deadline_ms: Option<i64>) {
+        if self.launching.contains_key(&task_id) {
+            return; // its launch in flight reports how it went
+        }
         if self.killers.contains_key(&task_id) || self.sleepers.contains_key(&task_id) {
             return self.report(&task_id, self.started()); // already watched here
         }
         let Some(dir) = run_dir(&self.args.runs_root, &task_id) else {
             return self.report(&task_id, TaskEvent::NeverLaunched);
         };
-        if !dir.join("task.json").exists() {
+        if !dir.join(TASK_FILE).exists() {
             return self.report(&task_id, TaskEvent::NeverLaunched);
         }
         match adopt(&dir, deadline_ms) {
@@ -223,6 +270,71 @@ fn ended(end: TaskEnd) -> TaskEvent {
     }
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    use dron_model::ids::task_id;
+
+    use super::*;
+
+    fn spec(task_id: String, command: TaskCommand) -> TaskSpec {
+        TaskSpec {
+            task_id,
+            command,
+            env: Vec::new(),
+            work_dir: None,
+            timeout_ms: None,
+            output_cap_bytes: 1024,
+        }
+    }
+
+    /// A launcher that never answers (it exits after 2 s) holds a launch for those 2 s: a kill
+    /// sent after it must not wait for it.
+    #[tokio::test]
+    async fn kills_do_not_wait_behind_a_slow_launch() {
+        let dir = tempfile::tempdir().unwrap();
+        let stuck = dir.path().join("stuck-shim");
+        std::fs::write(&stuck, "#!/bin/sh\nexec sleep 2\n").unwrap();
+        std::fs::set_permissions(&stuck, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (updates, mut reported) = mpsc::unbounded_channel();
+        let args = LocalAgentArgs {
+            name: "test".into(),
+            shim_program: stuck,
+            runs_root: dir.path().join("runs"),
+            report: Arc::new(move |update| {
+                let _ = updates.send(update);
+            }),
+        };
+        let (agent, _) = Actor::spawn(None, LocalAgent, args).await.unwrap();
+        let slow = spec(task_id("slow", 1, 0), TaskCommand::Shell("true".into()));
+        let nap_id = task_id("nap", 1, 0);
+        let nap = spec(nap_id.clone(), TaskCommand::Sleep { ms: 60_000 });
+        agent.send_message(AgentMsg::Launch(slow)).unwrap();
+        agent.send_message(AgentMsg::Launch(nap)).unwrap();
+        agent
+            .send_message(AgentMsg::Kill {
+                task_id: nap_id.clone(),
+            })
+            .unwrap();
+        let killed = async {
+            while let Some(update) = reported.recv().await {
+                if update.task_id == nap_id
+                    && matches!(
+                        update.event,
+                        TaskEvent::Ended {
+                            end: TaskEnd::Killed,
+                            ..
+                        }
+                    )
+                {
+                    return;
+                }
+            }
+        };
+        let answered = tokio::time::timeout(Duration::from_secs(1), killed).await;
+        assert!(answered.is_ok(), "the kill waited behind the launch");
+        agent.stop(None);
+    }
 }

@@ -15,7 +15,7 @@ pub mod process;
 pub mod protocol;
 pub mod shim;
 
-pub use local::{AgentMsg, LocalAgent, LocalAgentArgs, ReportFn, run_dir};
+pub use local::{AgentMsg, LocalAgent, LocalAgentArgs, ReportFn};
 
-/// The name of the agent inside the server process.
-pub const LOCAL_AGENT: &str = "local";
+// Part of the task contract (`dron-task`); re-exported under their old paths.
+pub use dron_task::{LOCAL_AGENT, run_dir};

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
@@ -23,20 +22,14 @@ use tracing::warn;
 
 use super::launcher::{Launcher, ShimReaper, register};
 use super::shim;
+pub use super::shim::now_ms;
 
-/// The task to run, written by the server for the shim.
-pub const TASK_FILE: &str = "task.json";
-/// The task's end, written by the shim.
-pub const STATUS_FILE: &str = "status.json";
-/// `"<pid> <starttime>"` of the shim, then a line with the task's pid (also its process
-/// group id) once the task started.
-pub const SHIM_PID_FILE: &str = "shim.pid";
-/// The task's standard output, capped; absent until the task writes to it.
-pub const STDOUT_FILE: &str = "stdout";
-/// The task's standard error, capped; absent until the task writes to it.
-pub const STDERR_FILE: &str = "stderr";
-/// The dron subcommand that runs the shim: `dron task-shim <run_dir>`.
-pub const SHIM_SUBCOMMAND: &str = "task-shim";
+// The task contract lives in `dron-task`; re-exported so that `agent::process::TaskSpec` and
+// the run directory's file names keep their old paths.
+pub use dron_task::spec::{
+    SHIM_PID_FILE, SHIM_SUBCOMMAND, STATUS_FILE, STDERR_FILE, STDOUT_FILE, TASK_FILE, TaskCommand,
+    TaskEnd, TaskSpec, TaskStatus,
+};
 
 /// How often an adopted run (not our child: no exit notification) is checked.
 const ADOPTED_POLL: Duration = Duration::from_millis(50);
@@ -45,65 +38,6 @@ const KILL_RETRY: Duration = Duration::from_millis(10);
 /// A delivered kill is sent again at this pace until the shim reports the end, in
 /// case a process of the group was being forked while the first one landed.
 const KILL_RESEND: Duration = Duration::from_millis(500);
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub enum TaskCommand {
-    /// Run through `/bin/sh -c`.
-    Shell(String),
-    /// Program and arguments, run directly.
-    Argv(Vec<String>),
-    /// A built-in task the agent completes itself after this many milliseconds, without a
-    /// process (`builtinSleepMs`): the cheapest task there is, for measuring the scheduler
-    /// apart from fork/exec. It has no output and does not survive a server restart (it is
-    /// then launched again: it has no effects).
-    Sleep { ms: u64 },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TaskSpec {
-    pub task_id: String,
-    pub command: TaskCommand,
-    /// Added to the environment the shim inherited from the server.
-    pub env: Vec<(String, String)>,
-    /// Defaults to the run directory.
-    pub work_dir: Option<PathBuf>,
-    pub timeout_ms: Option<u64>,
-    /// Cap on each of stdout and stderr.
-    pub output_cap_bytes: u64,
-}
-
-/// What the shim records in `status.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TaskStatus {
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub started_at_ms: i64,
-    pub ended_at_ms: i64,
-    /// Set when the task could not be started, saying why.
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum TaskEnd {
-    Exited(i32),
-    Signaled(i32),
-    TimedOut,
-    Killed,
-    FailedToStart(String),
-    /// The shim ended without recording the task's end: its fate is unknown.
-    Lost(String),
-    /// The agent running it stopped heartbeating: it is retried elsewhere (without spending
-    /// one of the job's retries) while its epsilon allows.
-    AgentLost(String),
-    /// Never launched: no agent could take it before its start deadline.
-    NotPlaced(String),
-}
-
-impl TaskEnd {
-    pub fn is_success(&self) -> bool {
-        *self == TaskEnd::Exited(0)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -122,11 +56,6 @@ pub enum ProcessError {
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ProcessError {
     let context = context.into();
     move |source| ProcessError::Io { context, source }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Writes `task.json` into `run_dir` (creating it) and has `launcher` fork the shim. Without

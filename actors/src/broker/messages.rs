@@ -1,19 +1,18 @@
 use std::sync::Arc;
 
 use dron_model::demand::TaskDemand;
-use ractor::{ActorRef, RpcReplyPort};
-use serde::{Deserialize, Serialize};
+use dron_task::TaskSpec;
+use dron_task::protocol::{AgentMessage, OutputChunk, ServerMessage};
+use ractor::RpcReplyPort;
 use tokio::sync::mpsc;
 
-use crate::agent::process::{TaskEnd, TaskSpec};
-use crate::agent::protocol::{AgentMessage, OutputChunk, ServerMessage};
-use crate::router::RouterMsg;
+// The status types are part of the task contract (`dron-task`); re-exported so that
+// `broker::{TaskEvent, TaskUpdate, UpdateAck}` keep their old paths.
+pub use dron_task::{TaskEvent, TaskUpdate, UpdateAck};
 
 use super::view::AgentView;
 
 pub enum BrokerMsg {
-    /// Tells the broker where status updates go (the router is started after the broker).
-    SetRouter(ActorRef<RouterMsg>),
     /// Place one attempt of an instance on an agent and launch it there.
     Launch(LaunchRequest),
     /// Kill a task, wherever it is (placed or still waiting for an offer).
@@ -73,70 +72,4 @@ pub struct LaunchRequest {
     pub owner: String,
     /// If no agent can take it by then, it is not launched (its epsilon has passed).
     pub start_deadline_ms: Option<i64>,
-}
-
-/// What an agent reports about a task.
-#[derive(Debug, Clone)]
-pub struct TaskUpdate {
-    pub task_id: String,
-    pub event: TaskEvent,
-    /// Told once the coordinator has applied the update durably (remote agents resend an
-    /// update until the server acknowledges it).
-    pub ack: Option<UpdateAck>,
-}
-
-impl TaskUpdate {
-    pub fn new(task_id: impl Into<String>, event: TaskEvent) -> Self {
-        TaskUpdate {
-            task_id: task_id.into(),
-            event,
-            ack: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "camelCase",
-    rename_all_fields = "camelCase"
-)]
-pub enum TaskEvent {
-    /// The task's process started (or was adopted still running) on `agent`.
-    Started {
-        at_ms: i64,
-        agent: String,
-    },
-    Ended {
-        end: TaskEnd,
-        at_ms: i64,
-    },
-    /// Asked to adopt a task that no agent ever launched (the server died between recording
-    /// the launch and making it): launching it now runs it once, not twice.
-    NeverLaunched,
-    /// No agent can take the task yet: it waits for an offer that fits, for this reason.
-    WaitingForOffer {
-        reason: String,
-    },
-}
-
-/// Calls back once a coordinator has applied an update: `true` when it was about the
-/// instance's current attempt.
-#[derive(Clone)]
-pub struct UpdateAck(Arc<dyn Fn(bool) + Send + Sync>);
-
-impl UpdateAck {
-    pub fn new(callback: impl Fn(bool) + Send + Sync + 'static) -> Self {
-        UpdateAck(Arc::new(callback))
-    }
-
-    pub fn applied(&self, current: bool) {
-        (self.0)(current)
-    }
-}
-
-impl std::fmt::Debug for UpdateAck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("UpdateAck")
-    }
 }

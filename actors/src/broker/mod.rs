@@ -7,11 +7,15 @@
 //!
 //! - [`placement`]: offers, waiting tasks and Dominant Resource Fairness (plain logic).
 //! - [`remote`]: remote agents: registration, heartbeats, loss, reconciliation, acks.
+//! - [`known_agents`]: the names of remote agents ever seen, kept on disk for adoption.
 //! - [`view`]: what the API shows of each agent.
 
+mod known_agents;
 mod messages;
 mod placement;
 mod remote;
+#[cfg(test)]
+mod tests;
 mod view;
 
 pub use messages::{BrokerMsg, LaunchRequest, TaskEvent, TaskUpdate, UpdateAck};
@@ -24,11 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dron_model::demand::Resources;
+use dron_task::{LOCAL_AGENT, StatusSink, TASK_FILE, TaskEnd, run_dir};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::agent::process::{TaskEnd, now_ms};
-use crate::agent::{AgentMsg, LOCAL_AGENT, LocalAgent, LocalAgentArgs, ReportFn, run_dir};
-use crate::router::RouterMsg;
+use crate::agent::process::now_ms;
+use crate::agent::{AgentMsg, LocalAgent, LocalAgentArgs, ReportFn};
 use remote::Remotes;
 
 pub struct OfferBroker;
@@ -46,6 +50,10 @@ pub struct OfferBrokerArgs {
     pub weights: HashMap<String, f64>,
     /// Where the names of remote agents ever seen are kept (None: in memory only).
     pub known_agents_file: Option<PathBuf>,
+    /// Where status updates go (to the coordinator that owns the task's job, through the
+    /// router): a sink rather than the router's address, so that the broker does not depend
+    /// on the router that depends on it.
+    pub status: StatusSink,
 }
 
 pub struct LocalAgentConfig {
@@ -58,9 +66,7 @@ pub struct BrokerState {
     placement: Placement,
     local: Option<(ActorRef<AgentMsg>, PathBuf)>,
     remotes: Remotes,
-    router: Option<ActorRef<RouterMsg>>,
-    /// Updates that arrived before the router was known.
-    early_updates: Vec<TaskUpdate>,
+    status: StatusSink,
     myself: ActorRef<BrokerMsg>,
 }
 
@@ -96,8 +102,7 @@ impl Actor for OfferBroker {
             placement,
             local,
             remotes,
-            router: None,
-            early_updates: Vec::new(),
+            status: args.status,
             myself,
         })
     }
@@ -109,12 +114,6 @@ impl Actor for OfferBroker {
         state: &mut BrokerState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            BrokerMsg::SetRouter(router) => {
-                for update in state.early_updates.drain(..) {
-                    router.send_message(RouterMsg::TaskUpdate(update))?;
-                }
-                state.router = Some(router);
-            }
             BrokerMsg::Launch(request) => state.launch(request),
             BrokerMsg::Kill { task_id } => state.kill(&task_id),
             BrokerMsg::Adopt {
@@ -258,7 +257,7 @@ impl BrokerState {
         let Some((_, runs_root)) = &self.local else {
             return false;
         };
-        run_dir(runs_root, task_id).is_some_and(|dir| dir.join("task.json").exists())
+        run_dir(runs_root, task_id).is_some_and(|dir| dir.join(TASK_FILE).exists())
     }
 
     /// A status update from an agent: frees what an ended task used, and goes to its
@@ -345,12 +344,7 @@ impl BrokerState {
     }
 
     fn report(&mut self, update: TaskUpdate) {
-        match &self.router {
-            Some(router) => {
-                let _ = router.send_message(RouterMsg::TaskUpdate(update));
-            }
-            None => self.early_updates.push(update),
-        }
+        (self.status)(update)
     }
 
     fn to_local(&self, message: AgentMsg) {

@@ -6,19 +6,20 @@
 //! lost and their coordinators retry them elsewhere. An agent that returns after that is asked
 //! about every task it reports; those its coordinator no longer counts as current are killed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use dron_task::protocol::{AgentMessage, OutputChunk, PROTOCOL_VERSION, ServerMessage};
+use dron_task::{LOCAL_AGENT, TaskEnd, TaskEvent, TaskSpec, TaskUpdate, UpdateAck};
 use ractor::RpcReplyPort;
 use tokio::sync::mpsc;
 
 use super::BrokerState;
-use super::messages::{BrokerMsg, LaunchRequest, TaskEvent, TaskUpdate, UpdateAck};
+use super::known_agents::KnownAgents;
+use super::messages::{BrokerMsg, LaunchRequest};
 use super::placement::AgentSlot;
 use super::view::{AgentState, AgentView};
-use crate::agent::LOCAL_AGENT;
-use crate::agent::process::{TaskEnd, TaskSpec, now_ms};
-use crate::agent::protocol::{AgentMessage, OutputChunk, PROTOCOL_VERSION, ServerMessage};
+use crate::agent::process::now_ms;
 
 struct RemoteAgent {
     id: String,
@@ -145,7 +146,7 @@ impl Remotes {
 
     /// Remote agents were seen by this server or an earlier run of it.
     pub fn any_known(&self) -> bool {
-        !self.known.names.is_empty()
+        !self.known.is_empty()
     }
 
     pub fn launch(&mut self, agent: &str, task: TaskSpec) {
@@ -488,34 +489,5 @@ impl Remotes {
         agent.last_seen_ms = now_ms();
         agent.state = AgentState::Active;
         std::mem::take(&mut agent.deferred)
-    }
-}
-
-/// Names of remote agents this server has ever seen, kept on disk: after a restart, a task
-/// whose launch was in flight may be on one of them, so its adoption waits for them.
-struct KnownAgents {
-    file: Option<PathBuf>,
-    names: BTreeSet<String>,
-}
-
-impl KnownAgents {
-    fn load(file: Option<PathBuf>) -> Self {
-        let names = file
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .map(|text| text.lines().map(str::to_string).collect())
-            .unwrap_or_default();
-        KnownAgents { file, names }
-    }
-
-    fn add(&mut self, name: &str) {
-        if !self.names.insert(name.to_string()) {
-            return;
-        }
-        let Some(file) = &self.file else { return };
-        let text: String = self.names.iter().map(|n| format!("{n}\n")).collect();
-        if let Err(error) = std::fs::write(file, text) {
-            tracing::warn!(%error, file = %file.display(), "cannot record known agents");
-        }
     }
 }

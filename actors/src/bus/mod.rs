@@ -37,7 +37,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
 use crate::clock::SharedClock;
-use crate::coordinator::CoordinatorMsg;
 use crate::error::CommandError;
 use crate::store::{ResourceOp, ResourceStore};
 
@@ -466,13 +465,13 @@ async fn apply_everywhere(shards: &ToShards, events: Vec<ResourceEvent>) -> bool
     )
 }
 
-/// Hands a coordinator's announcements to the bus until it has applied them everywhere, then tells the
-/// coordinator to drop them from its outbox. Runs in a task of its own: a slow bus never
-/// holds up a shard.
+/// Hands a coordinator's announcements to the bus until it has applied them everywhere, then
+/// calls `done` with their keys (the coordinator drops them from its outbox). Runs in a task
+/// of its own: a slow bus never holds up a shard.
 pub fn announce(
     bus: ActorRef<BusMsg>,
-    coordinator: ActorRef<CoordinatorMsg>,
     events: Vec<ResourceEvent>,
+    done: impl FnOnce(Vec<String>) + Send + 'static,
 ) {
     tokio::spawn(async move {
         let mut pause = Duration::from_millis(100);
@@ -489,8 +488,7 @@ pub fn announce(
                 .await;
             match asked {
                 Ok(CallResult::Success(Ok(()))) => {
-                    let keys = events.iter().map(ResourceEvent::key).collect();
-                    let _ = coordinator.send_message(CoordinatorMsg::AnnouncementsDone { keys });
+                    done(events.iter().map(ResourceEvent::key).collect());
                     return;
                 }
                 // The bus is gone (shutting down): the outbox keeps them for the next start.

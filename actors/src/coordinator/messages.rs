@@ -5,9 +5,10 @@ use dron_model::resource::ResourceEvent;
 use dron_model::ring::Ring;
 use ractor::RpcReplyPort;
 
-use crate::broker::TaskUpdate;
 use crate::error::CommandError;
 use crate::store::StoreError;
+use crate::views::JobSummary;
+use dron_task::TaskUpdate;
 
 pub type Reply<T> = RpcReplyPort<Result<T, CommandError>>;
 
@@ -170,32 +171,6 @@ pub struct ShardLineage {
     pub triggered: Vec<String>,
     /// Live instances waiting for it now.
     pub waiting: Vec<String>,
-}
-
-/// What a job's live instances are doing, as Chronos reports it (`state` in its summary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunState {
-    Idle,
-    /// Instances wait (for their previous run, or to retry) and none is running.
-    Queued,
-    Running,
-}
-
-impl RunState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Idle => "idle",
-            RunState::Queued => "queued",
-            RunState::Running => "running",
-        }
-    }
-}
-
-/// A job and what its live instances are doing.
-#[derive(Debug, Clone)]
-pub struct JobSummary {
-    pub record: JobRecord,
-    pub run_state: RunState,
 }
 
 /// A job on its way from one shard to another, with everything it owns.

@@ -15,9 +15,9 @@ mod messages;
 mod shard;
 mod ticker;
 
+pub use crate::views::{JobSummary, RunState};
 pub use messages::{
-    CoordinatorMsg, JobSummary, JobView, MovedJob, PutOutcome, Reply, RunState, ShardLineage,
-    ShardStats,
+    CoordinatorMsg, JobView, MovedJob, PutOutcome, Reply, ShardLineage, ShardStats,
 };
 pub use shard::{Adoption, Applied, Outbox, Shard, ShardConfig, SharedIndexes};
 
@@ -463,12 +463,18 @@ fn release(effects: Effects, links: &Links) {
         });
     }
     if !effects.announcements.is_empty() {
-        let (bus, coordinator) = (links.bus.clone(), links.coordinator.clone());
-        crate::bus::announce(bus, coordinator, effects.announcements);
+        let coordinator = links.coordinator.clone();
+        let done = move |keys| {
+            let _ = coordinator.send_message(CoordinatorMsg::AnnouncementsDone { keys });
+        };
+        crate::bus::announce(links.bus.clone(), effects.announcements, done);
     }
     if !effects.notices.is_empty() {
-        let (notifier, coordinator) = (links.notifier.clone(), links.coordinator.clone());
-        crate::notify::hand_over(notifier, coordinator, effects.notices);
+        let coordinator = links.coordinator.clone();
+        let done = move |keys| {
+            let _ = coordinator.send_message(CoordinatorMsg::NoticesDone { keys });
+        };
+        crate::notify::hand_over(links.notifier.clone(), effects.notices, done);
     }
     for then in effects.thens {
         then();

@@ -12,11 +12,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::agent::process::TaskEnd;
-use crate::broker::{TaskEvent, TaskUpdate};
 use crate::clock::TokioClock;
 use crate::error::CommandError;
 use crate::store::{MemoryResourceStore, MemoryStore, ShardSnapshot, StoreError};
+use dron_task::{TaskEnd, TaskEvent, TaskUpdate};
 
 const T0: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z
 

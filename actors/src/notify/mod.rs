@@ -31,13 +31,11 @@ use std::time::Duration;
 
 use dron_model::error::Invalid;
 use dron_model::notice::{Channel, Delivery, DeliveryState, Notice, NoticeKind, NoticeRecord};
+use dron_task::{STDERR_FILE, run_dir};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::agent::process::STDERR_FILE;
-use crate::agent::run_dir;
 use crate::clock::SharedClock;
-use crate::coordinator::CoordinatorMsg;
 use crate::error::CommandError;
 use crate::store::{NoticeOp, NoticeStore, StoreError};
 
@@ -660,13 +658,13 @@ async fn read_tail(path: &Path, lines: usize) -> std::io::Result<String> {
     Ok(shortened.collect::<Vec<_>>().join("\n"))
 }
 
-/// Hands a coordinator's notices to the notifier until it has recorded them, then tells the
-/// coordinator to drop them from its outbox. Runs in a task of its own: a slow notifier
-/// never holds up a shard.
+/// Hands a coordinator's notices to the notifier until it has recorded them, then calls
+/// `done` with their keys (the coordinator drops them from its outbox). Runs in a task of its
+/// own: a slow notifier never holds up a shard.
 pub fn hand_over(
     notifier: ActorRef<NotifierMsg>,
-    coordinator: ActorRef<CoordinatorMsg>,
     notices: Vec<Notice>,
+    done: impl FnOnce(Vec<String>) + Send + 'static,
 ) {
     tokio::spawn(async move {
         let mut pause = Duration::from_millis(100);
@@ -683,8 +681,7 @@ pub fn hand_over(
                 .await;
             match asked {
                 Ok(CallResult::Success(Ok(()))) => {
-                    let keys = notices.iter().map(Notice::key).collect();
-                    let _ = coordinator.send_message(CoordinatorMsg::NoticesDone { keys });
+                    done(notices.iter().map(Notice::key).collect());
                     return;
                 }
                 // The notifier is gone (shutting down): the outbox keeps them for next time.

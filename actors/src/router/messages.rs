@@ -2,8 +2,8 @@ use ractor::{ActorRef, RpcReplyPort};
 
 use dron_model::resource::ResourceEvent;
 
-use crate::broker::TaskUpdate;
 use crate::coordinator::{CoordinatorMsg, Reply};
+use dron_task::TaskUpdate;
 
 // Routed messages are moved into the mailbox once; boxing them would add an allocation per
 // API call and status update for no gain.

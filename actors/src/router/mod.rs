@@ -22,11 +22,12 @@ use dron_model::ring::Ring;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::broker::{BrokerMsg, TaskUpdate};
+use crate::broker::BrokerMsg;
 use crate::bus::{ApplyEverywhere, BusMsg};
 use crate::clock::SharedClock;
 use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg, ShardConfig};
 use crate::store::{ResourceStore, ShardStore, StoreError};
+use dron_task::TaskUpdate;
 
 /// Restarts allowed per shard within [`RESTART_WINDOW`] before the router gives up (and so
 /// stops the server loudly rather than crash-looping).

@@ -15,14 +15,13 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use dron_actors::agent::process::{STATUS_FILE, STDERR_FILE, STDOUT_FILE};
-use dron_actors::agent::protocol::OutputChunk;
-use dron_actors::agent::run_dir;
 use dron_actors::broker::BrokerMsg;
 use dron_model::error::Invalid;
 use dron_model::ids::parse_task_id;
 use dron_model::instance::HistoryEntry;
 use dron_model::name::validate_job_name;
+use dron_task::protocol::OutputChunk;
+use dron_task::{LOCAL_AGENT, STATUS_FILE, STDERR_FILE, STDOUT_FILE, run_dir};
 use ractor::rpc::CallResult;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -182,7 +181,7 @@ async fn remote_agent_of(state: &AppState, name: &str, task_id: &str) -> ApiResu
     };
     Ok(run
         .and_then(|run| run.agent)
-        .filter(|agent| agent != dron_actors::agent::LOCAL_AGENT))
+        .filter(|agent| agent != LOCAL_AGENT))
 }
 
 /// A run's output read on the remote agent that ran it, through the broker.

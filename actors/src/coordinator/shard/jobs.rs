@@ -3,10 +3,11 @@
 use dron_model::instance::InstanceState;
 use dron_model::job::{JobRecord, JobSpec, JobState, Trigger};
 
-use super::super::messages::{JobSummary, JobView, PutOutcome, RunState, ShardStats};
+use super::super::messages::{JobView, PutOutcome, ShardStats};
 use super::{Outbox, Shard, ms_to_time};
 use crate::error::CommandError;
 use crate::store::StoreOp;
+use crate::views::{JobSummary, RunState};
 
 impl Shard {
     pub fn put_job(&mut self, spec: JobSpec, received_ms: i64, out: &mut Outbox) -> PutOutcome {

@@ -9,8 +9,8 @@ use dron_model::instance::{InstanceRecord, RunCause};
 use dron_model::job::JobSpec;
 
 use super::{Shard, ms_to_time};
-use crate::agent::process::{TaskCommand, TaskSpec};
 use crate::broker::LaunchRequest;
+use dron_task::{TaskCommand, TaskSpec};
 
 impl Shard {
     /// The attempt's task, with what the broker needs to place it.
@@ -79,7 +79,7 @@ impl Shard {
 /// Whether an agent is the server's own (local runs record their agent with their end, see
 /// `started_on` in `status.rs`).
 pub(super) fn is_local_agent(agent: &str) -> bool {
-    agent == crate::agent::LOCAL_AGENT
+    agent == dron_task::LOCAL_AGENT
 }
 
 /// A job's demand on agents. Built-in tasks start no process: they take no resources (so

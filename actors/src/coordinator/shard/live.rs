@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use dron_model::ids::instance_id;
 use dron_model::instance::{InstanceRecord, InstanceState};
 
-use super::super::messages::RunState;
+use crate::views::RunState;
 
 #[derive(Default)]
 pub(super) struct LiveSet {

@@ -8,10 +8,9 @@ use dron_model::resource::{EventStatus, ResourceEvent, job_resource};
 use super::launch::is_local_agent;
 use super::notices::{push_notice, run_notice};
 use super::{Applied, Outbox, Shard, ms_to_time};
-use crate::agent::process::TaskEnd;
-use crate::broker::{TaskEvent, TaskUpdate};
 use crate::error::CommandError;
 use crate::store::StoreOp;
+use dron_task::{TaskEnd, TaskEvent, TaskUpdate};
 
 /// How an instance ended for good.
 pub(super) struct Ending {

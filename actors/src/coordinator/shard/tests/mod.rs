@@ -14,14 +14,13 @@ use dron_model::notice::{Notice, NoticeKind};
 use dron_model::resource::{EventStatus, ResourceEvent, ResourceRecord};
 use dron_model::ring::Ring;
 
-use super::super::messages::RunState;
 use super::*;
-use crate::agent::process::TaskEnd;
-use crate::broker::{TaskEvent, TaskUpdate};
 use crate::error::CommandError;
 use crate::store::{
     MemoryResourceStore, MemoryStore, ResourceOp, ShardSnapshot, ShardStore, StoreOp,
 };
+use crate::views::RunState;
+use dron_task::{TaskEnd, TaskEvent, TaskUpdate};
 
 fn no_resources() -> Arc<MemoryResourceStore> {
     Arc::new(MemoryResourceStore::default())

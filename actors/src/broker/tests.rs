@@ -1,0 +1,83 @@
+//! The broker as an actor: everything it reports goes to the status sink it was built with,
+//! from its first message on (no router to wait for).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dron_model::demand::TaskDemand;
+use dron_task::{StatusSink, TaskCommand, TaskEnd, TaskEvent, TaskSpec, TaskUpdate};
+use ractor::Actor;
+use tokio::sync::mpsc;
+
+use super::{BrokerMsg, LaunchRequest, OfferBroker, OfferBrokerArgs};
+
+fn request(task_id: &str) -> LaunchRequest {
+    LaunchRequest {
+        spec: TaskSpec {
+            task_id: task_id.into(),
+            command: TaskCommand::Shell("true".into()),
+            env: Vec::new(),
+            work_dir: None,
+            timeout_ms: None,
+            output_cap_bytes: 1,
+        },
+        demand: Arc::new(TaskDemand::default()),
+        owner: "alice".into(),
+        start_deadline_ms: None,
+    }
+}
+
+async fn next(reported: &mut mpsc::UnboundedReceiver<TaskUpdate>) -> TaskUpdate {
+    let update = tokio::time::timeout(Duration::from_secs(5), reported.recv()).await;
+    update.expect("no status update").expect("sink dropped")
+}
+
+#[tokio::test]
+async fn reports_go_to_the_status_sink() {
+    let (updates, mut reported) = mpsc::unbounded_channel();
+    let status: StatusSink = Arc::new(move |update| {
+        let _ = updates.send(update);
+    });
+    let args = OfferBrokerArgs {
+        local: None,
+        epoch: 1,
+        heartbeat_ms: 1000,
+        agent_timeout_ms: 5000,
+        weights: HashMap::new(),
+        known_agents_file: None,
+        status,
+    };
+    let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
+
+    // No agent at all: the task waits for an offer, and says so.
+    broker
+        .send_message(BrokerMsg::Launch(request("ct:1:0:a:")))
+        .unwrap();
+    let waiting = next(&mut reported).await;
+    assert_eq!(waiting.task_id, "ct:1:0:a:");
+    assert!(matches!(waiting.event, TaskEvent::WaitingForOffer { .. }));
+
+    let task_id = "ct:1:0:a:".to_string();
+    broker.send_message(BrokerMsg::Kill { task_id }).unwrap();
+    let killed = next(&mut reported).await;
+    assert!(matches!(
+        killed.event,
+        TaskEvent::Ended {
+            end: TaskEnd::Killed,
+            ..
+        }
+    ));
+
+    // No local agent and no remote one ever seen: nothing can have launched it.
+    let adopt = BrokerMsg::Adopt {
+        request: request("ct:2:0:b:"),
+        agent: None,
+        timeout_deadline_ms: None,
+    };
+    broker.send_message(adopt).unwrap();
+    let never = next(&mut reported).await;
+    assert_eq!(never.task_id, "ct:2:0:b:");
+    assert!(matches!(never.event, TaskEvent::NeverLaunched));
+    broker.stop(None);
+}
