@@ -81,6 +81,7 @@ pub struct JobRequest {
     #[serde(default)]
     pub environment_variables: Vec<EnvironmentVariable>,
     /// Chronos 3: the longest a run may take, in milliseconds; dron kills it after that.
+    /// 0 means no limit, as in Chronos (whose serializer writes 0 on every job without one).
     #[serde(default)]
     pub max_completion_time: Option<u64>,
     /// Resource templates each instance waits for (Dron's dependency language).
@@ -207,12 +208,6 @@ impl JobRequest {
             None => DEFAULT_EPSILON_MS,
             Some(text) => parse_duration_ms(text).map_err(|m| Invalid::new("epsilon", m))?,
         };
-        if self.max_completion_time == Some(0) {
-            return Err(Invalid::new(
-                "maxCompletionTime",
-                "maxCompletionTime must be positive (milliseconds)",
-            ));
-        }
         validate_environment(&self.environment_variables)?;
         validate_templates(&self.depends_on)?;
         validate_webhooks(&self.notify_webhooks)?;
@@ -242,7 +237,8 @@ impl JobRequest {
             concurrent: self.concurrent,
             owner,
             environment: self.environment_variables,
-            timeout_ms: self.max_completion_time,
+            // Chronos writes 0 on every job that has no limit: 0 is "none", as there.
+            timeout_ms: self.max_completion_time.filter(|ms| *ms > 0),
             builtin_sleep_ms: self.builtin_sleep_ms,
             depends_on: self.depends_on,
             wait_timeout_ms,
@@ -954,6 +950,182 @@ mod tests {
             .validate(JobKind::Scheduled, now())
             .unwrap_err();
             assert_eq!(err.field, "notifyWebhooks", "{bad}");
+        }
+    }
+
+    /// A job exactly as Chronos 3's `JobSerializer` writes it in `GET /scheduler/jobs`
+    /// (every field, in its order, with the values its deserializer fills in: `runAsUser` the
+    /// server's user, `cpus`/`disk`/`mem` its defaults), then `parents` for a dependent job or
+    /// `schedule` and `scheduleTimeZone` for a scheduled one. `maxCompletionTime` is written by
+    /// builds after 3.0.2 only; 3.0.x releases leave it out.
+    fn chronos3_job(name: &str, tail: Value) -> Value {
+        let mut job = serde_json::json!({
+            "name": name, "command": "echo hi", "shell": true, "executor": "",
+            "executorFlags": "", "taskInfoData": "", "retries": 2, "owner": "",
+            "ownerName": "", "description": "", "successCount": 0, "errorCount": 0,
+            "lastSuccess": "", "lastError": "", "cpus": 0.1, "disk": 256.0, "mem": 128.0,
+            "disabled": false, "softError": false, "dataProcessingJobType": false,
+            "errorsSinceLastSuccess": 0, "fetch": [], "uris": [], "environmentVariables": [],
+            "arguments": [], "highPriority": false, "runAsUser": "root", "concurrent": false,
+            "maxCompletionTime": 0, "constraints": []
+        });
+        let fields = job.as_object_mut().unwrap();
+        for (key, value) in tail.as_object().unwrap() {
+            fields.insert(key.clone(), value.clone());
+        }
+        job
+    }
+
+    /// Validates `json`, answers it as dron does, and checks that the answer validates to the
+    /// same definition and keeps every Chronos field dron does not act on as sent.
+    fn round_trip(json: &Value, kind: JobKind) -> (JobSpec, Value) {
+        let spec = request(json.clone())
+            .validate(kind, now())
+            .unwrap_or_else(|e| panic!("{json}: {e} ({})", e.field));
+        let answer = JobRecord {
+            spec: spec.clone(),
+            state: JobState::default(),
+        }
+        .to_chronos_json();
+        let again = request(answer.clone()).validate(kind, now()).unwrap();
+        assert_eq!(again, spec, "the answer re-validates to the same job");
+        for (field, value) in json.as_object().unwrap() {
+            let acted_on = JOB_FIELDS.contains(&field.as_str()) && !is_demand(field);
+            if acted_on || OUTPUT_ONLY_FIELDS.contains(&field.as_str()) {
+                continue;
+            }
+            assert_eq!(&answer[field], value, "{field} comes back unchanged");
+        }
+        (spec, answer)
+    }
+
+    fn is_demand(field: &str) -> bool {
+        matches!(field, "cpus" | "mem" | "disk" | "constraints")
+    }
+
+    #[test]
+    fn chronos_3_scheduled_jobs_are_accepted_unchanged() {
+        let json = chronos3_job(
+            "nightly",
+            serde_json::json!({
+                "owner": "ops@example.com", "successCount": 12, "errorCount": 1,
+                "lastSuccess": "2017-03-01T12:00:05.123Z", "errorsSinceLastSuccess": 0,
+                "environmentVariables": [{"name": "FOO", "value": "bar"}],
+                "schedule": "R/2017-03-02T12:00:00.000Z/PT24H", "scheduleTimeZone": ""
+            }),
+        );
+        let (spec, answer) = round_trip(&json, JobKind::Scheduled);
+        assert_eq!(spec.timeout_ms, None, "maxCompletionTime 0 is no limit");
+        assert_eq!(spec.time_zone, "UTC", "an empty scheduleTimeZone is UTC");
+        assert_eq!(spec.epsilon_ms, DEFAULT_EPSILON_MS);
+        assert_eq!(spec.retries, 2);
+        assert_eq!(spec.owner, "ops@example.com");
+        assert_eq!(
+            spec.trigger,
+            Trigger::Schedule {
+                schedule: "R/2017-03-02T12:00:00Z/PT24H".into(),
+                time_zone: "UTC".into()
+            }
+        );
+        let demand = crate::demand::TaskDemand::from_json(&spec.extra_json).unwrap();
+        assert_eq!(demand, crate::demand::TaskDemand::default());
+        // No limit is answered as no field (Chronos 3.0.x's shape); counters are dron's own.
+        assert!(answer.get("maxCompletionTime").is_none(), "{answer}");
+        assert_eq!(answer["successCount"], 0);
+        assert_eq!(answer["lastSuccess"], "");
+        assert_eq!(answer["scheduleTimeZone"], "UTC");
+
+        // A 3.0.x export (no maxCompletionTime), a limit in milliseconds, and an exhausted
+        // job (Chronos disables a job whose count reaches R0).
+        let mut released = json.clone();
+        released
+            .as_object_mut()
+            .unwrap()
+            .remove("maxCompletionTime");
+        assert_eq!(round_trip(&released, JobKind::Scheduled).0, spec);
+        let mut limited = json.clone();
+        limited["maxCompletionTime"] = 5000.into();
+        assert_eq!(
+            round_trip(&limited, JobKind::Scheduled).0.timeout_ms,
+            Some(5000)
+        );
+        let mut exhausted = json.clone();
+        exhausted["schedule"] = "R0/2017-03-02T12:00:00.000Z/PT24H".into();
+        exhausted["disabled"] = true.into();
+        let (spec, _) = round_trip(&exhausted, JobKind::Scheduled);
+        assert!(spec.disabled);
+        assert_eq!(spec.schedule().unwrap().first_at_or_after(now()), None);
+    }
+
+    #[test]
+    fn chronos_3_zoned_schedules_keep_their_wall_clock() {
+        // Chronos writes the next start with the zone's offset once it has run.
+        let json = chronos3_job(
+            "paris",
+            serde_json::json!({
+                "schedule": "R/2026-11-24T02:30:00.000+01:00/P1D",
+                "scheduleTimeZone": "Europe/Paris"
+            }),
+        );
+        let (spec, answer) = round_trip(&json, JobKind::Scheduled);
+        assert_eq!(spec.time_zone, "Europe/Paris");
+        assert_eq!(answer["schedule"], "R/2026-11-24T02:30:00/P1D");
+        let first = spec.schedule().unwrap().first_at_or_after(now()).unwrap();
+        assert_eq!(first.to_rfc3339(), "2026-11-24T01:30:00+00:00");
+    }
+
+    #[test]
+    fn chronos_3_dependent_and_container_jobs_are_accepted_unchanged() {
+        let json = chronos3_job(
+            "report",
+            serde_json::json!({
+                "fetch": [{"uri": "https://example.com/run.sh", "executable": true,
+                           "cache": false, "extract": true}],
+                "uris": ["https://example.com/run.sh"],
+                "constraints": [["rack", "EQUALS", "r1"], ["hostname", "LIKE", "worker-.*"]],
+                "parents": ["nightly", "extract"]
+            }),
+        );
+        let (spec, answer) = round_trip(&json, JobKind::Dependent);
+        assert_eq!(spec.parents(), ["nightly", "extract"]);
+        assert_eq!(spec.timeout_ms, None);
+        assert!(answer.get("schedule").is_none());
+        let demand = crate::demand::TaskDemand::from_json(&spec.extra_json).unwrap();
+        assert_eq!(demand.constraints.len(), 2);
+
+        // A Docker job, its container as Chronos 3 writes it (absent when the job has none).
+        let docker = chronos3_job(
+            "in-docker",
+            serde_json::json!({
+                "container": {
+                    "type": "DOCKER", "image": "busybox:1.36", "network": "HOST",
+                    "networkInfos": [], "forcePullImage": false, "parameters": [],
+                    "volumes": [{"hostPath": "/srv/data", "containerPath": "/data", "mode": "RW"}]
+                },
+                "parents": ["nightly"]
+            }),
+        );
+        let (_, answer) = round_trip(&docker, JobKind::Dependent);
+        assert_eq!(answer["container"], docker["container"]);
+        // Other writers say "no container" with null: stored and returned as such.
+        let mut null = docker.clone();
+        null["container"] = Value::Null;
+        assert_eq!(
+            round_trip(&null, JobKind::Dependent).1["container"],
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn a_negative_or_non_numeric_max_completion_time_is_still_refused() {
+        for bad in [
+            serde_json::json!(-1),
+            serde_json::json!("PT1M"),
+            serde_json::json!(1.5),
+        ] {
+            let json = chronos3_job("a", serde_json::json!({"maxCompletionTime": bad}));
+            let error = serde_json::from_value::<JobRequest>(json).unwrap_err();
+            assert!(error.to_string().contains("invalid"), "{bad}: {error}");
         }
     }
 

@@ -87,6 +87,18 @@ pub(super) async fn save(client: &Client, job: &Value) -> Result<bool, Failure> 
 
 /// Reads and parses a job file; every failure names the file.
 pub(super) fn read_job(file: &Path) -> Result<Value, Failure> {
+    let job = read_document(file)?;
+    if !job.is_object() {
+        return Err(Failure::local(format!(
+            "job file {} must hold one object (a Chronos job)",
+            file.display()
+        )));
+    }
+    Ok(job)
+}
+
+/// Reads and parses a JSON or YAML file (`-`: standard input); every failure names the file.
+pub(super) fn read_document(file: &Path) -> Result<Value, Failure> {
     let shown = file.display();
     let text = if file == Path::new("-") {
         std::io::read_to_string(std::io::stdin())
@@ -105,11 +117,6 @@ pub(super) fn read_job(file: &Path) -> Result<Value, Failure> {
         serde_json::from_str(&text)
             .map_err(|e| Failure::local(format!("job file {shown} is not valid JSON: {e}")))?
     };
-    if !job.is_object() {
-        return Err(Failure::local(format!(
-            "job file {shown} must hold one object (a Chronos job)"
-        )));
-    }
     Ok(job)
 }
 

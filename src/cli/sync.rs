@@ -4,11 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+use chrono::Utc;
+use dron_model::schedule::Schedule;
 use reqwest::Method;
 use serde_json::Value;
 
 use super::client::{Client, Failure, Outcome, job_segment};
-use super::job::{read_job, save};
+use super::job::{read_document, save};
 use super::table::cell;
 
 /// Server-maintained fields a file never sets: never compared.
@@ -96,7 +98,9 @@ pub async fn sync(client: &Client, dir: &Path, prune: bool, dry_run: bool) -> Ou
     Ok(())
 }
 
-/// Every `*.json`, `*.yaml` and `*.yml` file of `dir`, parsed, by job name; any bad file fails before anything is sent.
+/// Every job of every `*.json`, `*.yaml` and `*.yml` file of `dir`, parsed, by job name; any bad
+/// file fails before anything is sent. A file holds one job, or a list of jobs: a Chronos job
+/// list (`GET /scheduler/jobs`, e.g. a Chronos 3 export) saved as it is.
 fn load(dir: &Path) -> Result<BTreeMap<String, Value>, Failure> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| Failure::local(format!("cannot read directory {}: {e}", dir.display())))?;
@@ -109,22 +113,38 @@ fn load(dir: &Path) -> Result<BTreeMap<String, Value>, Failure> {
     let mut jobs: BTreeMap<String, Value> = BTreeMap::new();
     let mut sources: BTreeMap<String, PathBuf> = BTreeMap::new();
     for path in paths {
-        let job = read_job(&path)?;
-        let Some(name) = job["name"].as_str().map(str::to_string) else {
-            return Err(Failure::local(format!(
-                "job file {} has no \"name\" string",
-                path.display()
-            )));
+        let jobs_of_file = match read_document(&path)? {
+            job @ Value::Object(_) => vec![job],
+            Value::Array(list) if list.iter().all(Value::is_object) => list,
+            _ => {
+                return Err(Failure::local(format!(
+                    "job file {} must hold one object (a Chronos job) or a list of them",
+                    path.display()
+                )));
+            }
         };
-        if let Some(other) = sources.get(&name) {
-            return Err(Failure::local(format!(
-                "job files {} and {} both name job '{name}'",
-                other.display(),
-                path.display()
-            )));
+        for job in jobs_of_file {
+            let Some(name) = job["name"].as_str().map(str::to_string) else {
+                return Err(Failure::local(format!(
+                    "job file {} has a job without a \"name\" string",
+                    path.display()
+                )));
+            };
+            if let Some(other) = sources.get(&name) {
+                let files = if other == &path {
+                    format!("job file {} names job '{name}' twice", path.display())
+                } else {
+                    format!(
+                        "job files {} and {} both name job '{name}'",
+                        other.display(),
+                        path.display()
+                    )
+                };
+                return Err(Failure::local(files));
+            }
+            sources.insert(name.clone(), path.clone());
+            jobs.insert(name, job);
         }
-        sources.insert(name.clone(), path);
-        jobs.insert(name, job);
     }
     Ok(jobs)
 }
@@ -215,10 +235,19 @@ fn differences(file: &Value, server: &Value) -> Vec<String> {
     let Some(fields) = file.as_object() else {
         return Vec::new();
     };
+    let zone = file["scheduleTimeZone"].as_str();
     fields
         .iter()
         .filter(|(field, _)| !IGNORED.contains(&field.as_str()))
-        .filter(|(field, wanted)| !same(field, wanted, &server[field.as_str()]))
+        .filter(|(field, wanted)| {
+            let current = &server[field.as_str()];
+            match (field.as_str(), wanted, current) {
+                ("schedule", Value::String(wanted), Value::String(current)) => {
+                    !same_schedule(wanted, current, zone)
+                }
+                _ => !same(field, wanted, current),
+            }
+        })
         .map(|(field, wanted)| {
             format!(
                 "{field} {} -> {}",
@@ -238,10 +267,13 @@ fn shown(value: &Value) -> String {
 
 fn same(field: &str, wanted: &Value, current: &Value) -> bool {
     match (wanted, current) {
-        (Value::String(wanted), Value::String(current)) if field == "schedule" => {
-            same_schedule(wanted, current)
-        }
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        // Chronos writes 0 for no limit; the server answers no limit with no field.
+        (Value::Number(a), Value::Null) if field == "maxCompletionTime" => a.as_f64() == Some(0.0),
+        // Chronos writes "" for the default zone; the server answers it as "UTC".
+        (Value::String(a), Value::String(b)) if field == "scheduleTimeZone" => {
+            a == b || (a.trim().is_empty() && b == "UTC")
+        }
         // An absent list or string on the server equals an empty one in the file.
         (Value::Array(a), Value::Null) => a.is_empty(),
         (Value::String(a), Value::Null) => a.is_empty(),
@@ -256,14 +288,19 @@ fn same(field: &str, wanted: &Value, current: &Value) -> bool {
 }
 
 /// An ISO 8601 schedule with an empty start (`R//P1D`, `R5//PT1H`) matches whatever start the
-/// server made explicit, when repetitions and period match.
-fn same_schedule(wanted: &str, current: &str) -> bool {
+/// server made explicit, when repetitions and period match. Otherwise the file's schedule
+/// matches when the server's is its canonical form (as Chronos writes a start,
+/// `2017-03-02T12:00:00.000Z`, the server answers `2017-03-02T12:00:00Z`).
+fn same_schedule(wanted: &str, current: &str, zone: Option<&str>) -> bool {
     if wanted == current {
         return true;
     }
     let w: Vec<&str> = wanted.split('/').collect();
     let c: Vec<&str> = current.split('/').collect();
-    w.len() == 3 && c.len() == 3 && w[1].is_empty() && w[0] == c[0] && w[2] == c[2]
+    if w.len() == 3 && c.len() == 3 && w[1].is_empty() {
+        return w[0] == c[0] && w[2] == c[2];
+    }
+    Schedule::parse(wanted, zone, Utc::now()).is_ok_and(|s| s.canonical() == current)
 }
 
 /// `synced k/n` on stderr, when stderr is a terminal or there are many jobs.
@@ -306,4 +343,60 @@ fn is_job_file(path: &Path) -> bool {
         path.extension().and_then(|e| e.to_str()),
         Some("json" | "yaml" | "yml")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn chronos_spellings_equal_the_servers_answer() {
+        let file = json!({
+            "name": "a", "schedule": "R/2017-03-02T12:00:00.000Z/PT24H", "scheduleTimeZone": "",
+            "maxCompletionTime": 0, "disk": 256.0, "successCount": 4, "lastSuccess": "x"
+        });
+        let server = json!({
+            "name": "a", "schedule": "R/2017-03-02T12:00:00Z/PT24H", "scheduleTimeZone": "UTC",
+            "disk": 256, "successCount": 0, "lastSuccess": ""
+        });
+        assert!(differences(&file, &server).is_empty());
+        let zoned = json!({
+            "schedule": "R5/2026-11-24T02:30:00.000+01:00/P1D", "scheduleTimeZone": "Europe/Paris"
+        });
+        let answer = json!({
+            "schedule": "R5/2026-11-24T02:30:00/P1D", "scheduleTimeZone": "Europe/Paris"
+        });
+        assert!(differences(&zoned, &answer).is_empty());
+    }
+
+    #[test]
+    fn real_changes_still_show() {
+        let server = json!({
+            "schedule": "R/2017-03-02T12:00:00Z/PT24H", "scheduleTimeZone": "UTC",
+            "maxCompletionTime": 5000
+        });
+        for (file, field) in [
+            (
+                json!({"schedule": "R/2017-03-02T13:00:00.000Z/PT24H"}),
+                "schedule",
+            ),
+            (
+                json!({"schedule": "R/2017-03-02T12:00:00.000Z/PT1H"}),
+                "schedule",
+            ),
+            (
+                json!({"scheduleTimeZone": "Europe/Paris"}),
+                "scheduleTimeZone",
+            ),
+            (json!({"maxCompletionTime": 0}), "maxCompletionTime"),
+        ] {
+            let changes = differences(&file, &server);
+            assert_eq!(changes.len(), 1, "{file}: {changes:?}");
+            assert!(changes[0].starts_with(field), "{changes:?}");
+        }
+        let none = json!({"scheduleTimeZone": "UTC"});
+        assert!(differences(&json!({"maxCompletionTime": 60}), &none).len() == 1);
+        assert!(differences(&json!({"scheduleTimeZone": ""}), &none).is_empty());
+    }
 }
