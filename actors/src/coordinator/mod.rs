@@ -34,7 +34,7 @@ use crate::bus::BusMsg;
 use crate::clock::SharedClock;
 use crate::notify::NotifierMsg;
 use crate::router::RouterMsg;
-use crate::store::{Durable, ResourceStore, ShardStore, StoreOp};
+use crate::store::{Durable, ResourceStore, ShardStore, StoreError, StoreOp};
 
 pub struct Coordinator;
 
@@ -294,24 +294,16 @@ impl CoordinatorState {
                 self.publish_deadline();
                 let coordinator = myself.clone();
                 self.read_after_staged(myself, move |store| {
-                    for job in &mut moved {
-                        let name = &job.record.spec.name;
-                        match store
-                            .wait_applied()
-                            .and_then(|()| store.history(name, usize::MAX))
-                        {
-                            Ok(history) => job.history = history,
-                            Err(error) => {
-                                // As when the read failed in the handler: rebuild this shard
-                                // from storage (which still has the jobs); the router's ask
-                                // fails with the dropped reply.
-                                let _ =
-                                    coordinator.send_message(CoordinatorMsg::StoreFailed(error));
-                                return;
-                            }
+                    match read_histories(store, &mut moved) {
+                        Ok(()) => {
+                            let _ = reply.send(moved);
+                        }
+                        // As when the read failed in the handler: rebuild this shard from storage
+                        // (which still has the jobs); the router's ask fails with the dropped reply.
+                        Err(error) => {
+                            let _ = coordinator.send_message(CoordinatorMsg::StoreFailed(error));
                         }
                     }
-                    let _ = reply.send(moved);
                 });
             }
             CoordinatorMsg::Adopt { jobs, reply } => {
@@ -432,6 +424,15 @@ fn run_durations(
         durations.push((name, runs.collect()));
     }
     Ok(durations)
+}
+
+/// Fills in the history of jobs leaving this shard.
+fn read_histories(store: &dyn ShardStore, moved: &mut [MovedJob]) -> Result<(), StoreError> {
+    store.wait_applied()?;
+    for job in moved {
+        job.history = store.history(&job.record.spec.name, usize::MAX)?;
+    }
+    Ok(())
 }
 
 fn unavailable(error: crate::store::StoreError) -> crate::error::CommandError {
