@@ -94,8 +94,15 @@ pub trait ShardStore: Send + Sync + 'static {
     fn submit(&self, ops: Vec<StoreOp>) -> Durable;
     /// Reads the shard, after every batch submitted before the call has been applied.
     fn load(&self) -> Result<ShardSnapshot, StoreError>;
-    /// The newest `limit` history entries of `job`, newest first.
+    /// The newest `limit` history entries of `job`, newest first: what is applied, so call
+    /// [`ShardStore::wait_applied`] first to see every batch submitted before.
     fn history(&self, job: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Returns once every batch submitted before the call is applied (durable or failed), so
+    /// that reads after it see them; nothing else. A store that applies a batch as it is
+    /// submitted has nothing to wait for.
+    fn wait_applied(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// One change to the resource store.

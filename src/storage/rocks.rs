@@ -128,6 +128,10 @@ impl ShardStore for RocksShardStore {
         })
     }
 
+    fn wait_applied(&self) -> Result<(), StoreError> {
+        self.writer.applied()
+    }
+
     fn history(&self, job: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
         let cf = self
             .db

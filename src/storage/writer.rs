@@ -36,8 +36,11 @@ pub enum AfterFailure {
 
 enum Request<Op> {
     Write(Vec<Op>, Acknowledge),
-    /// Answered once every earlier write is applied.
-    Barrier(mpsc::Sender<()>),
+    /// Answered once every earlier write is applied; `reload` ends a refusal.
+    Barrier {
+        done: mpsc::Sender<()>,
+        reload: bool,
+    },
 }
 
 pub struct Writer<Op> {
@@ -80,13 +83,23 @@ impl<Op: Send + 'static> Writer<Op> {
     /// refusal after a failure: the caller reads the database next and so learns what is
     /// durable.
     pub fn barrier(&self) -> Result<(), StoreError> {
+        self.wait(true)
+    }
+
+    /// Returns once every batch submitted before the call is applied (or refused), for a read
+    /// that must see them; unlike [`Writer::barrier`] it leaves a refusal in place.
+    pub fn applied(&self) -> Result<(), StoreError> {
+        self.wait(false)
+    }
+
+    fn wait(&self, reload: bool) -> Result<(), StoreError> {
         let (done, wait) = mpsc::channel();
         let requests = self
             .requests
             .as_ref()
             .ok_or_else(|| backend("store closed"))?;
         requests
-            .send(Request::Barrier(done))
+            .send(Request::Barrier { done, reload })
             .map_err(|_| backend("writer stopped"))?;
         wait.recv().map_err(|_| backend("writer stopped"))
     }
@@ -119,8 +132,8 @@ fn write_loop<Op>(
         while let Some(request) = next.take() {
             match request {
                 Request::Write(ops, done) => group.push((ops, done)),
-                Request::Barrier(done) => {
-                    barriers.push(done);
+                Request::Barrier { done, reload } => {
+                    barriers.push((done, reload));
                     break; // a barrier waits for what came before it only
                 }
             }
@@ -141,10 +154,10 @@ fn write_loop<Op>(
         for (_, done) in group {
             let _ = done.send(result.clone());
         }
-        if !barriers.is_empty() {
+        if barriers.iter().any(|(_, reload)| *reload) {
             refusing = None;
         }
-        for done in barriers {
+        for (done, _) in barriers {
             let _ = done.send(());
         }
     }

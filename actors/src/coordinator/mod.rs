@@ -34,7 +34,7 @@ use crate::bus::BusMsg;
 use crate::clock::SharedClock;
 use crate::notify::NotifierMsg;
 use crate::router::RouterMsg;
-use crate::store::{Durable, ResourceStore, ShardStore, StoreOp};
+use crate::store::{Durable, ResourceStore, ShardStore, StoreError, StoreOp};
 
 pub struct Coordinator;
 
@@ -98,7 +98,9 @@ impl Actor for Coordinator {
         myself: ActorRef<CoordinatorMsg>,
         args: CoordinatorArgs,
     ) -> Result<CoordinatorState, ActorProcessingErr> {
-        let snapshot = args.store.load()?;
+        // Loading waits for the writer and scans the shard: off this runtime worker.
+        let store = args.store.clone();
+        let snapshot = tokio::task::spawn_blocking(move || store.load()).await??;
         let now_ms = args.clock.now_ms();
         let shared = SharedIndexes {
             resources: args.resources,
@@ -193,15 +195,16 @@ impl CoordinatorState {
                 let _ = reply.send(self.shard.job_records());
             }
             CoordinatorMsg::History { name, limit, reply } => {
-                self.flush(myself);
-                let result = match self.shard.has_job(&name) {
-                    true => self
-                        .store
-                        .history(&name, limit)
-                        .map_err(|e| crate::error::CommandError::Unavailable(e.to_string())),
-                    false => Err(crate::error::CommandError::JobNotFound(name)),
-                };
-                let _ = reply.send(result);
+                if !self.shard.has_job(&name) {
+                    let _ = reply.send(Err(crate::error::CommandError::JobNotFound(name)));
+                    return Ok(());
+                }
+                self.read_after_staged(myself, move |store| {
+                    let history = store
+                        .wait_applied()
+                        .and_then(|()| store.history(&name, limit));
+                    let _ = reply.send(history.map_err(unavailable));
+                });
             }
             CoordinatorMsg::QueryJobs { query, reply } => {
                 let _ = reply.send(query.page(self.shard.jobs_with_run_state()));
@@ -222,8 +225,10 @@ impl CoordinatorState {
                 let _ = reply.send(self.shard.summaries());
             }
             CoordinatorMsg::RunDurations { limit, reply } => {
-                self.flush(myself);
-                let _ = reply.send(self.run_durations(limit));
+                let names = self.shard.job_names();
+                self.read_after_staged(myself, move |store| {
+                    let _ = reply.send(run_durations(store, names, limit));
+                });
             }
             CoordinatorMsg::ChildrenOf { name, reply } => {
                 let _ = reply.send(self.shard.children_of(&name));
@@ -282,13 +287,24 @@ impl CoordinatorState {
                 return Err(Box::new(error));
             }
             CoordinatorMsg::Release { ring, reply } => {
-                self.flush(myself);
+                // The jobs leave memory now, so nothing handled after this message touches
+                // them or their history, which stays in storage until the router's `Forget`,
+                // sent only after this reply.
                 let mut moved = self.shard.release(&ring);
-                for job in &mut moved {
-                    job.history = self.store.history(&job.record.spec.name, usize::MAX)?;
-                }
                 self.publish_deadline();
-                let _ = reply.send(moved);
+                let coordinator = myself.clone();
+                self.read_after_staged(myself, move |store| {
+                    match read_histories(store, &mut moved) {
+                        Ok(()) => {
+                            let _ = reply.send(moved);
+                        }
+                        // As when the read failed in the handler: rebuild this shard from storage
+                        // (which still has the jobs); the router's ask fails with the dropped reply.
+                        Err(error) => {
+                            let _ = coordinator.send_message(CoordinatorMsg::StoreFailed(error));
+                        }
+                    }
+                });
             }
             CoordinatorMsg::Adopt { jobs, reply } => {
                 self.shard.adopt(jobs, now_ms, &mut out);
@@ -312,22 +328,20 @@ impl CoordinatorState {
         Ok(())
     }
 
-    /// Reads each job's recent history here, beside the store, so that statistics over every
-    /// job cost one call per shard rather than one per job.
-    fn run_durations(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<i64>)>, crate::error::CommandError> {
-        let mut durations = Vec::new();
-        for name in self.shard.job_names() {
-            let history = self
-                .store
-                .history(&name, limit)
-                .map_err(|e| crate::error::CommandError::Unavailable(e.to_string()))?;
-            let runs = history.iter().filter_map(crate::stats::run_duration_ms);
-            durations.push((name, runs.collect()));
-        }
-        Ok(durations)
+    /// Runs `read` against the store on a blocking thread (a RocksDB read must not hold up
+    /// this actor's worker) and answers from there. It sees every write of every message
+    /// handled before this one, as a read in the handler after a flush would: the flush
+    /// submits them, and `read` starts with [`ShardStore::wait_applied`], which returns once
+    /// the store has applied every batch submitted before it. (Not once durable: a read does
+    /// not wait for the sync, and a slow disk holds up no reshard's `Release`.)
+    fn read_after_staged(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        read: impl FnOnce(&dyn ShardStore) + Send + 'static,
+    ) {
+        self.flush(myself);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || read(store.as_ref()));
     }
 
     /// Stages the outbox's writes and effects for the next flush.
@@ -393,6 +407,36 @@ impl CoordinatorState {
             changed
         });
     }
+}
+
+/// Reads each job's recent history beside the store, so that statistics over every job cost
+/// one message per shard rather than one per job.
+fn run_durations(
+    store: &dyn ShardStore,
+    names: Vec<String>,
+    limit: usize,
+) -> Result<Vec<(String, Vec<i64>)>, crate::error::CommandError> {
+    store.wait_applied().map_err(unavailable)?;
+    let mut durations = Vec::with_capacity(names.len());
+    for name in names {
+        let history = store.history(&name, limit).map_err(unavailable)?;
+        let runs = history.iter().filter_map(crate::stats::run_duration_ms);
+        durations.push((name, runs.collect()));
+    }
+    Ok(durations)
+}
+
+/// Fills in the history of jobs leaving this shard.
+fn read_histories(store: &dyn ShardStore, moved: &mut [MovedJob]) -> Result<(), StoreError> {
+    store.wait_applied()?;
+    for job in moved {
+        job.history = store.history(&job.record.spec.name, usize::MAX)?;
+    }
+    Ok(())
+}
+
+fn unavailable(error: crate::store::StoreError) -> crate::error::CommandError {
+    crate::error::CommandError::Unavailable(error.to_string())
 }
 
 /// For effects with nothing to write.

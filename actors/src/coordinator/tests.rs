@@ -27,6 +27,8 @@ mod parents;
 struct GatedStore {
     memory: MemoryStore,
     held: Mutex<Vec<oneshot::Sender<Result<(), StoreError>>>>,
+    /// When set, the next history read blocks its thread until the test sends.
+    history_gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl GatedStore {
@@ -60,6 +62,10 @@ impl ShardStore for GatedStore {
         job: &str,
         limit: usize,
     ) -> Result<Vec<dron_model::instance::HistoryEntry>, StoreError> {
+        let gate = self.history_gate.lock().unwrap().take();
+        if let Some(gate) = gate {
+            let _ = gate.recv();
+        }
         self.memory.history(job, limit)
     }
 }
@@ -347,4 +353,25 @@ async fn an_unknown_job_is_answered_after_the_writes_before_it() {
         missing.try_recv(),
         Ok(Err(CommandError::JobNotFound(name))) if name == "nope"
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_history_read_holds_up_no_other_message() {
+    let harness = start().await;
+    put_idle_job(&harness, "a").await;
+    let (release, gate) = std::sync::mpsc::channel();
+    *harness.store.history_gate.lock().unwrap() = Some(gate);
+    let mut history = ask(&harness.coordinator, |reply| CoordinatorMsg::History {
+        name: "a".into(),
+        limit: 10,
+        reply,
+    });
+    // Awaited, not slept on: paused time does not move while a blocking read runs.
+    let stats = ask(&harness.coordinator, |reply| CoordinatorMsg::Stats {
+        reply,
+    });
+    assert_eq!(stats.await.unwrap().jobs, 1, "answered during the read");
+    assert!(history.try_recv().is_err(), "the read is still blocked");
+    release.send(()).unwrap();
+    assert!(matches!(history.await, Ok(Ok(_))));
 }

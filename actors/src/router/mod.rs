@@ -49,6 +49,21 @@ pub trait StoreFactory: Send + Sync + 'static {
 
 pub struct Router;
 
+/// Runs a factory call (opening RocksDB, an fsync, deleting a directory) on a blocking thread,
+/// so that it holds up no runtime worker and the actors on it. The caller still awaits it: a
+/// reshard's steps stay in order. A panic in the call is the caller's panic, as in line.
+pub(crate) async fn unblocked<T: Send + 'static>(
+    factory: &Arc<dyn StoreFactory>,
+    call: impl FnOnce(&dyn StoreFactory) -> T + Send + 'static,
+) -> T {
+    let factory = factory.clone();
+    match tokio::task::spawn_blocking(move || call(factory.as_ref())).await {
+        Ok(value) => value,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => panic!("storage call cancelled: {error}"),
+    }
+}
+
 /// The receiving end of the event bus's link to the shards ([`crate::bus::ToShards`]), given to
 /// the router at its start beside its [`RouterArgs`].
 pub type FromBus = tokio::sync::mpsc::UnboundedReceiver<ApplyEverywhere>;
@@ -88,7 +103,7 @@ impl Actor for Router {
         myself: ActorRef<RouterMsg>,
         (args, from_bus): (RouterArgs, FromBus),
     ) -> Result<RouterState, ActorProcessingErr> {
-        let stored = args.factory.load_shard_count()?;
+        let stored = unblocked(&args.factory, |factory| factory.load_shard_count()).await?;
         let count = stored.unwrap_or(args.default_shard_count);
         if stored.is_some_and(|stored| stored != args.default_shard_count) {
             tracing::warn!(
@@ -99,7 +114,7 @@ impl Actor for Router {
         }
         // Open every shard that exists, not only the first `count`: after a crash in the
         // middle of a move, jobs may still sit on a shard beyond the count.
-        let existing = args.factory.existing()?;
+        let existing = unblocked(&args.factory, |factory| factory.existing()).await?;
         let opened = existing.iter().map(|i| i + 1).max().unwrap_or(0).max(count);
         let mut state = RouterState {
             ring: Ring::new(count),
@@ -250,7 +265,7 @@ impl RouterState {
         myself: &ActorRef<RouterMsg>,
         index: u32,
     ) -> Result<(), ActorProcessingErr> {
-        let store = self.args.factory.open(index)?;
+        let store = unblocked(&self.args.factory, move |factory| factory.open(index)).await?;
         let coordinator = self.spawn_coordinator(myself, index, store.clone()).await?;
         self.slots.push(ShardSlot {
             coordinator,

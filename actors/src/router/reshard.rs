@@ -44,10 +44,11 @@ impl RouterState {
         }
         // The new count is saved before anything moves: a crash from here on restarts with the
         // new ring, and start-up finishes the move (the new owner's copy wins).
-        self.args
-            .factory
-            .save_shard_count(count)
-            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+        super::unblocked(&self.args.factory, move |factory| {
+            factory.save_shard_count(count)
+        })
+        .await
+        .map_err(|e| CommandError::Unavailable(e.to_string()))?;
         let ring = Ring::new(count);
         let released = self.release_all(&ring).await?;
         self.ring = ring;
@@ -113,7 +114,8 @@ impl RouterState {
                 )
                 .await;
             drop(slot.store);
-            if let Err(error) = self.args.factory.remove(index) {
+            let removed = super::unblocked(&self.args.factory, move |f| f.remove(index)).await;
+            if let Err(error) = removed {
                 tracing::warn!(shard = index, %error, "drained shard's storage not removed");
             }
         }
