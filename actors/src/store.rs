@@ -7,7 +7,7 @@
 //! in submission order and may group several into one synced write (group commit).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use dron_model::instance::{HistoryEntry, InstanceRecord};
 use dron_model::job::JobRecord;
@@ -82,9 +82,70 @@ pub struct ShardSnapshot {
     pub notices: Vec<Notice>,
 }
 
+/// The error a storage engine reported, kept whole (e.g. a `rocksdb::Error`, which this crate
+/// does not depend on) and shared: one failed write answers every batch of its group.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why a store did not read or write. `Clone`, because a failed group commit answers many
+/// waiters.
+///
+/// Each message includes its cause, because logs and API errors print errors with `Display`
+/// only; the cause is therefore not also given as [`std::error::Error::source`], which would
+/// print it twice in a chain (`{:#}`). [`StoreError::cause`] gives it for inspection.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("shard storage failed: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The storage engine or the file system failed while `doing` something.
+    #[error("storage failed {doing}: {cause}")]
+    Backend { doing: &'static str, cause: Cause },
+    /// A stored value (or a stored file) could not be decoded.
+    #[error("cannot decode {what}: {cause}")]
+    Decode { what: String, cause: Cause },
+    /// A column family the store needs is missing from its database.
+    #[error("the database has no column family '{0}'")]
+    MissingFamily(&'static str),
+    /// A part of the write path (named) has stopped: what was asked was not done.
+    #[error("{0} has stopped")]
+    Stopped(&'static str),
+    /// A shard's writer refuses every batch after a failed one until the shard has reloaded
+    /// what is durable, since later batches build on the failed one.
+    #[error("refused: an earlier write failed and the shard has not reloaded since ({0})")]
+    RefusedAfter(Arc<StoreError>),
+}
+
+impl StoreError {
+    /// A backend failure while `doing` something, e.g. `map_err(StoreError::backend("writing"))`.
+    pub fn backend<E>(doing: &'static str) -> impl FnOnce(E) -> StoreError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |cause| StoreError::Backend {
+            doing,
+            cause: Arc::new(cause),
+        }
+    }
+
+    /// A decoding failure of `what`.
+    pub fn decode<E>(what: impl Into<String>, cause: E) -> StoreError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        StoreError::Decode {
+            what: what.into(),
+            cause: Arc::new(cause),
+        }
+    }
+
+    /// The underlying error the store reported, if there is one.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            StoreError::Backend { cause, .. } | StoreError::Decode { cause, .. } => {
+                Some(cause.as_ref())
+            }
+            StoreError::RefusedAfter(earlier) => earlier.cause(),
+            StoreError::MissingFamily(_) | StoreError::Stopped(_) => None,
+        }
+    }
+}
 
 /// Resolves once a submitted batch is durable (synced to the write-ahead log), or failed.
 pub type Durable = oneshot::Receiver<Result<(), StoreError>>;
@@ -309,6 +370,32 @@ mod tests {
         let mut instance = InstanceRecord::new("job", 5, RunCause::Schedule, 5);
         instance.state = state;
         instance
+    }
+
+    #[test]
+    fn a_store_error_names_what_failed_and_keeps_its_cause() {
+        let io = std::io::Error::other("disk full");
+        let error = StoreError::backend("writing a batch")(io);
+        assert_eq!(
+            error.to_string(),
+            "storage failed writing a batch: disk full"
+        );
+        let cause = error.cause().expect("a backend error has its cause");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        // Its cause is in its message, so not given again as its source.
+        assert!(std::error::Error::source(&error).is_none());
+        let refused = StoreError::RefusedAfter(Arc::new(error.clone()));
+        assert!(
+            refused
+                .to_string()
+                .ends_with("(storage failed writing a batch: disk full)")
+        );
+        assert!(
+            refused
+                .cause()
+                .is_some_and(|c| c.to_string() == "disk full")
+        );
+        assert!(StoreError::Stopped("the writer").cause().is_none());
     }
 
     #[test]
