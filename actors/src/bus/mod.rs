@@ -199,7 +199,7 @@ impl BusState {
                 let _ = reply.send(Ok(ingested));
             }
             Ok(None) => {
-                let publish = origin != Origin::Broker;
+                let publish = origin != Origin::Amqp;
                 self.record_and_apply(myself, vec![event], publish, Asker::Ingest(reply));
             }
         }
