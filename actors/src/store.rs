@@ -6,14 +6,18 @@
 //! launch) waits on the returned [`Durable`] in a task of its own. A store writes its batches
 //! in submission order and may group several into one synced write (group commit).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use dron_model::instance::{HistoryEntry, InstanceRecord};
 use dron_model::job::JobRecord;
 use dron_model::notice::{Notice, NoticeRecord};
 use dron_model::resource::{PendingEvent, ResourceEvent, ResourceRecord};
 use tokio::sync::oneshot;
+
+#[cfg(any(test, feature = "testsuite"))]
+mod memory;
+#[cfg(any(test, feature = "testsuite"))]
+pub use memory::{MemoryNoticeStore, MemoryResourceStore, MemoryStore};
 
 /// One change to a shard. A `Vec<StoreOp>` is applied atomically.
 // Batches are short-lived (until the writer applies them): boxing job records would cost an
@@ -196,169 +200,6 @@ pub trait NoticeStore: Send + Sync + 'static {
     fn submit(&self, ops: Vec<NoticeOp>) -> Durable;
     /// Every record, oldest first, after every batch submitted before the call.
     fn load(&self) -> Result<Vec<NoticeRecord>, StoreError>;
-}
-
-/// A notice store in memory, for unit tests.
-#[derive(Default)]
-pub struct MemoryNoticeStore {
-    inner: Mutex<BTreeMap<String, NoticeRecord>>,
-}
-
-impl NoticeStore for MemoryNoticeStore {
-    fn submit(&self, ops: Vec<NoticeOp>) -> Durable {
-        let mut inner = self.inner.lock().expect("memory store lock");
-        for op in ops {
-            match op {
-                NoticeOp::Put(record) => {
-                    inner.insert(record.notice.key(), record);
-                }
-                NoticeOp::Delete(key) => {
-                    inner.remove(&key);
-                }
-            }
-        }
-        let (done, durable) = oneshot::channel();
-        let _ = done.send(Ok(()));
-        durable
-    }
-
-    fn load(&self) -> Result<Vec<NoticeRecord>, StoreError> {
-        let inner = self.inner.lock().expect("memory store lock");
-        Ok(inner.values().cloned().collect())
-    }
-}
-
-/// A store in memory, for unit tests of actor logic.
-#[derive(Default)]
-pub struct MemoryStore {
-    inner: Mutex<MemoryShard>,
-}
-
-#[derive(Default)]
-struct MemoryShard {
-    jobs: BTreeMap<String, JobRecord>,
-    instances: BTreeMap<String, InstanceRecord>,
-    history: HashMap<String, BTreeMap<i64, HistoryEntry>>,
-    announcements: BTreeMap<String, ResourceEvent>,
-    notices: BTreeMap<String, Notice>,
-}
-
-impl ShardStore for MemoryStore {
-    fn submit(&self, ops: Vec<StoreOp>) -> Durable {
-        let mut shard = self.inner.lock().expect("memory store lock");
-        for op in ops {
-            shard.apply(op);
-        }
-        let (done, durable) = oneshot::channel();
-        let _ = done.send(Ok(()));
-        durable
-    }
-
-    fn load(&self) -> Result<ShardSnapshot, StoreError> {
-        let shard = self.inner.lock().expect("memory store lock");
-        Ok(ShardSnapshot {
-            jobs: shard.jobs.values().cloned().collect(),
-            instances: shard.instances.values().cloned().collect(),
-            announcements: shard.announcements.values().cloned().collect(),
-            notices: shard.notices.values().cloned().collect(),
-        })
-    }
-
-    fn history(&self, job: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
-        let shard = self.inner.lock().expect("memory store lock");
-        let entries = shard
-            .history
-            .get(job)
-            .into_iter()
-            .flat_map(|h| h.values().rev());
-        Ok(entries.take(limit).cloned().collect())
-    }
-}
-
-impl MemoryShard {
-    fn apply(&mut self, op: StoreOp) {
-        match op {
-            StoreOp::PutJob(job) => {
-                self.jobs.insert(job.spec.name.clone(), job);
-            }
-            StoreOp::DeleteJob(name) => {
-                self.jobs.remove(&name);
-            }
-            StoreOp::PutInstance(instance) => {
-                self.instances.insert(instance.id(), instance);
-            }
-            StoreOp::DeleteInstance(id) => {
-                self.instances.remove(&id);
-            }
-            StoreOp::AppendHistory(entry) => {
-                let job = self.history.entry(entry.job().to_string()).or_default();
-                job.insert(entry.target_ms(), entry);
-            }
-            StoreOp::TrimHistory { job, keep } => {
-                if let Some(entries) = self.history.get_mut(&job) {
-                    while entries.len() > keep {
-                        entries.pop_first();
-                    }
-                }
-            }
-            StoreOp::DeleteHistory { job } => {
-                self.history.remove(&job);
-            }
-            StoreOp::PutAnnouncement(event) => {
-                self.announcements.insert(event.key(), event);
-            }
-            StoreOp::DeleteAnnouncement(key) => {
-                self.announcements.remove(&key);
-            }
-            StoreOp::PutNotice(notice) => {
-                self.notices.insert(notice.key(), notice);
-            }
-            StoreOp::DeleteNotice(key) => {
-                self.notices.remove(&key);
-            }
-        }
-    }
-}
-
-/// A resource store in memory, for unit tests.
-#[derive(Default)]
-pub struct MemoryResourceStore {
-    inner: Mutex<(
-        BTreeMap<String, ResourceRecord>,
-        BTreeMap<String, PendingEvent>,
-    )>,
-}
-
-impl ResourceStore for MemoryResourceStore {
-    fn submit(&self, ops: Vec<ResourceOp>) -> Durable {
-        let mut inner = self.inner.lock().expect("memory store lock");
-        for op in ops {
-            match op {
-                ResourceOp::Satisfy(record) => {
-                    inner.0.insert(record.resource.clone(), record);
-                }
-                ResourceOp::PutPending(pending) => {
-                    inner.1.insert(pending.event.key(), pending);
-                }
-                ResourceOp::DeletePending(key) => {
-                    inner.1.remove(&key);
-                }
-            }
-        }
-        let (done, durable) = oneshot::channel();
-        let _ = done.send(Ok(()));
-        durable
-    }
-
-    fn get(&self, resource: &str) -> Result<Option<ResourceRecord>, StoreError> {
-        let inner = self.inner.lock().expect("memory store lock");
-        Ok(inner.0.get(resource).cloned())
-    }
-
-    fn pending(&self) -> Result<Vec<PendingEvent>, StoreError> {
-        let inner = self.inner.lock().expect("memory store lock");
-        Ok(inner.1.values().cloned().collect())
-    }
 }
 
 #[cfg(test)]
