@@ -11,7 +11,7 @@ use anyhow::Context;
 use dron_actors::broker::{LocalAgentConfig, OfferBroker, OfferBrokerArgs};
 use dron_actors::bus::{EventBus, EventBusArgs};
 use dron_actors::client::SchedulerClient;
-use dron_actors::clock::SystemClock;
+use dron_actors::clock::{SharedClock, SystemClock};
 use dron_actors::notify::{Notifier, NotifierArgs};
 use dron_actors::router::{Router, RouterArgs, RouterMsg};
 use dron_task::StatusSink;
@@ -50,8 +50,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "dron starting");
 
+    // One clock for every actor (tests give them tokio's).
+    let clock: SharedClock = Arc::new(SystemClock);
     let router_cell = Arc::new(OnceLock::new());
-    let broker_args = broker_args(&config, to_router(router_cell.clone()))?;
+    let status = to_router(router_cell.clone());
+    let broker_args = broker_args(&config, status, clock.clone())?;
     let (broker, broker_handle) =
         Actor::spawn(Some("broker".into()), OfferBroker, broker_args).await?;
     let resources = Arc::new(
@@ -62,7 +65,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (to_shards, from_bus) = tokio::sync::mpsc::unbounded_channel();
     let bus_args = EventBusArgs {
         store: resources.clone(),
-        clock: Arc::new(SystemClock),
+        clock: clock.clone(),
         publishing: config.events.amqp_url.is_some(),
         shards: to_shards,
     };
@@ -76,7 +79,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .context("opening the notification store")?,
         ),
         transport: Arc::new(crate::notify::Transports::new(&config.notify)?),
-        clock: Arc::new(SystemClock),
+        clock: clock.clone(),
         runs_root: config.data_dir.join("runs"),
     };
     let (notifier, notifier_handle) =
@@ -86,7 +89,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let router_args = RouterArgs {
         factory: Arc::new(RocksStoreFactory::new(config.data_dir.join("shards"))?),
         default_shard_count: config.shards,
-        clock: Arc::new(SystemClock),
+        clock: clock.clone(),
         broker: broker.clone(),
         bus: bus.clone(),
         notifier: notifier.clone(),
@@ -149,7 +152,11 @@ fn to_router(router: Arc<OnceLock<ActorRef<RouterMsg>>>) -> StatusSink {
     })
 }
 
-fn broker_args(config: &Config, status: StatusSink) -> anyhow::Result<OfferBrokerArgs> {
+fn broker_args(
+    config: &Config,
+    status: StatusSink,
+    clock: SharedClock,
+) -> anyhow::Result<OfferBrokerArgs> {
     let agents = &config.agents;
     let local = match agents.local {
         false => None,
@@ -167,6 +174,7 @@ fn broker_args(config: &Config, status: StatusSink) -> anyhow::Result<OfferBroke
         weights: agents.weights.clone(),
         known_agents_file: Some(config.data_dir.join("known-agents")),
         status,
+        clock,
     })
 }
 

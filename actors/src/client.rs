@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::convert::Infallible;
+use std::fmt;
 use std::time::Duration;
 
 use dron_model::error::Invalid;
@@ -73,7 +74,11 @@ impl SchedulerClient {
             |reply| NotifierMsg::List { limit, reply },
             Some(CALL_TIMEOUT),
         );
-        answer(asked.await)
+        answer(
+            Asked::to("listing notifications"),
+            Callee::Notifier,
+            asked.await,
+        )
     }
 
     /// Sends a test notice; answers it once each channel has been tried.
@@ -86,7 +91,8 @@ impl SchedulerClient {
             // Each transport gives up on its own well before this.
             Some(CALL_TIMEOUT * 2),
         );
-        answer(asked.await)?
+        let sending = Asked::to("sending a test notification");
+        answered(sending, answer(sending, Callee::Notifier, asked.await)?)
     }
 
     /// Hands an event to the bus; answers once it is recorded and applied (or a duplicate).
@@ -95,6 +101,8 @@ impl SchedulerClient {
         event: ResourceEvent,
         origin: Origin,
     ) -> Result<Ingested, CommandError> {
+        let resource = event.resource.clone();
+        let ingesting = Asked::about("ingesting an event of resource", &resource);
         let asked = self.bus.call(
             |reply| BusMsg::Ingest {
                 event,
@@ -103,7 +111,7 @@ impl SchedulerClient {
             },
             Some(CALL_TIMEOUT),
         );
-        answer(asked.await)?
+        answered(ingesting, answer(ingesting, Callee::Bus, asked.await)?)
     }
 
     /// Whether a resource is satisfied, who produces it, who waits for it.
@@ -116,9 +124,10 @@ impl SchedulerClient {
             },
             Some(CALL_TIMEOUT),
         );
-        let record = answer(asked.await)??;
+        let looking_up = Asked::about("looking up resource", resource);
+        let record = answered(looking_up, answer(looking_up, Callee::Bus, asked.await)?)?;
         let answers = self
-            .ask_all(|reply| CoordinatorMsg::Lineage {
+            .ask_all(looking_up, |reply| CoordinatorMsg::Lineage {
                 resource: resource.to_string(),
                 reply,
             })
@@ -149,10 +158,12 @@ impl SchedulerClient {
     ) -> Result<PutOutcome, CommandError> {
         self.check_parents(&spec).await?;
         let job = spec.name.clone();
-        self.ask_job(&job, |reply| CoordinatorMsg::PutJob {
-            spec,
-            received_ms,
-            reply,
+        self.ask_job(Asked::about("saving job", &job), &job, |reply| {
+            CoordinatorMsg::PutJob {
+                spec,
+                received_ms,
+                reply,
+            }
         })
         .await
     }
@@ -170,27 +181,28 @@ impl SchedulerClient {
             let spec = rewired(spec, &deleted);
             self.put_job(spec, received_ms).await?;
         }
-        let name = name.to_string();
-        self.ask_job(&name.clone(), |reply| CoordinatorMsg::DeleteJob {
-            name,
+        let deleting = Asked::about("deleting job", name);
+        self.ask_job(deleting, name, |reply| CoordinatorMsg::DeleteJob {
+            name: name.to_string(),
             reply,
         })
         .await
     }
 
     pub async fn job(&self, name: &str) -> Result<JobView, CommandError> {
-        let name = name.to_string();
-        self.ask_job(&name.clone(), |reply| CoordinatorMsg::GetJob {
-            name,
-            reply,
+        self.ask_job(Asked::about("reading job", name), name, |reply| {
+            CoordinatorMsg::GetJob {
+                name: name.to_string(),
+                reply,
+            }
         })
         .await
     }
 
     pub async fn run_now(&self, name: &str) -> Result<String, CommandError> {
-        let name = name.to_string();
-        self.ask_job(&name.clone(), |reply| CoordinatorMsg::RunNow {
-            name,
+        let starting = Asked::about("starting a run of job", name);
+        self.ask_job(starting, name, |reply| CoordinatorMsg::RunNow {
+            name: name.to_string(),
             reply,
         })
         .await
@@ -198,18 +210,18 @@ impl SchedulerClient {
 
     /// Counts a success of the job now and announces it to its children, on every shard.
     pub async fn mark_success(&self, name: &str) -> Result<(), CommandError> {
-        let name = name.to_string();
-        self.ask_job(&name.clone(), |reply| CoordinatorMsg::MarkSuccess {
-            name,
+        let marking = Asked::about("marking a success of job", name);
+        self.ask_job(marking, name, |reply| CoordinatorMsg::MarkSuccess {
+            name: name.to_string(),
             reply,
         })
         .await
     }
 
     pub async fn kill_tasks(&self, name: &str) -> Result<usize, CommandError> {
-        let name = name.to_string();
-        self.ask_job(&name.clone(), |reply| CoordinatorMsg::KillTasks {
-            name,
+        let killing = Asked::about("killing the tasks of job", name);
+        self.ask_job(killing, name, |reply| CoordinatorMsg::KillTasks {
+            name: name.to_string(),
             reply,
         })
         .await
@@ -221,7 +233,9 @@ impl SchedulerClient {
         status_code: i32,
     ) -> Result<(), CommandError> {
         let job = task.job.clone();
-        self.ask_job(&job, |reply| CoordinatorMsg::CompleteAsync {
+        let id = dron_model::ids::task_id(&task.job, task.target_ms, task.attempt);
+        let completing = Asked::about("completing task", &id);
+        self.ask_job(completing, &job, |reply| CoordinatorMsg::CompleteAsync {
             task,
             status_code,
             reply,
@@ -234,9 +248,9 @@ impl SchedulerClient {
         name: &str,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, CommandError> {
-        let name = name.to_string();
-        self.ask_job(&name.clone(), |reply| CoordinatorMsg::History {
-            name,
+        let reading = Asked::about("reading the history of job", name);
+        self.ask_job(reading, name, |reply| CoordinatorMsg::History {
+            name: name.to_string(),
             limit,
             reply,
         })
@@ -246,7 +260,9 @@ impl SchedulerClient {
     /// Every job, sorted by name.
     pub async fn jobs(&self) -> Result<Vec<JobRecord>, CommandError> {
         let mut jobs: Vec<JobRecord> = self
-            .ask_all(|reply| CoordinatorMsg::ListJobs { reply })
+            .ask_all(Asked::to("listing jobs"), |reply| {
+                CoordinatorMsg::ListJobs { reply }
+            })
             .await?
             .concat();
         jobs.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
@@ -263,9 +279,11 @@ impl SchedulerClient {
     /// One page of the jobs table, searched, filtered and sorted on every shard at once.
     pub async fn query_jobs(&self, query: &JobQuery) -> Result<JobPage, CommandError> {
         let pages = self
-            .ask_all(|reply| CoordinatorMsg::QueryJobs {
-                query: query.clone(),
-                reply,
+            .ask_all(Asked::to("querying jobs"), |reply| {
+                CoordinatorMsg::QueryJobs {
+                    query: query.clone(),
+                    reply,
+                }
             })
             .await?;
         Ok(query.merge(pages))
@@ -293,10 +311,12 @@ impl SchedulerClient {
                 break;
             }
             let answers = self
-                .ask_all(|reply| CoordinatorMsg::Neighbours {
-                    describe: describe.clone(),
-                    children_of: children_of.clone(),
-                    reply,
+                .ask_all(Asked::about("walking the graph around job", job), |reply| {
+                    CoordinatorMsg::Neighbours {
+                        describe: describe.clone(),
+                        children_of: children_of.clone(),
+                        reply,
+                    }
                 })
                 .await?;
             let mut children = Vec::new();
@@ -345,7 +365,9 @@ impl SchedulerClient {
     /// Every job with what its live instances are doing, sorted by name.
     pub async fn job_summaries(&self) -> Result<Vec<JobSummary>, CommandError> {
         let mut jobs: Vec<JobSummary> = self
-            .ask_all(|reply| CoordinatorMsg::Summaries { reply })
+            .ask_all(Asked::to("summarising jobs"), |reply| {
+                CoordinatorMsg::Summaries { reply }
+            })
             .await?
             .concat();
         jobs.sort_by(|a, b| a.record.spec.name.cmp(&b.record.spec.name));
@@ -357,47 +379,54 @@ impl SchedulerClient {
         &self,
         limit: usize,
     ) -> Result<Vec<(String, Vec<i64>)>, CommandError> {
+        let reading = Asked::to("reading run durations");
         let answers = self
-            .ask_all(|reply| CoordinatorMsg::RunDurations { limit, reply })
+            .ask_all(reading, |reply| CoordinatorMsg::RunDurations {
+                limit,
+                reply,
+            })
             .await?;
         let mut durations = Vec::new();
         for answer in answers {
-            durations.extend(answer?);
+            durations.extend(answered(reading, answer)?);
         }
         durations.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(durations)
     }
 
     pub async fn shard_stats(&self) -> Result<Vec<ShardStats>, CommandError> {
-        self.ask_all(|reply| CoordinatorMsg::Stats { reply }).await
+        let reading = Asked::to("reading shard statistics");
+        self.ask_all(reading, |reply| CoordinatorMsg::Stats { reply })
+            .await
     }
 
     pub async fn shard_count(&self) -> Result<u32, CommandError> {
+        let asked = self
+            .router
+            .call(|reply| RouterMsg::ShardCount { reply }, Some(CALL_TIMEOUT));
         answer(
-            self.router
-                .call(|reply| RouterMsg::ShardCount { reply }, Some(CALL_TIMEOUT))
-                .await,
+            Asked::to("reading the shard count"),
+            Callee::Router,
+            asked.await,
         )
     }
 
     pub async fn reshard(&self, count: u32) -> Result<u32, CommandError> {
         // Moving a million jobs takes a while: no timeout shorter than the move itself.
-        answer(
-            self.router
-                .call(|reply| RouterMsg::Reshard { count, reply }, None)
-                .await,
-        )?
+        let asked = self
+            .router
+            .call(|reply| RouterMsg::Reshard { count, reply }, None);
+        let resharding = Asked::to("resharding");
+        answered(resharding, answer(resharding, Callee::Router, asked.await)?)
     }
 
     pub async fn inject_panic(&self, shard: u32) -> Result<(), CommandError> {
-        answer(
-            self.router
-                .call(
-                    |reply| RouterMsg::InjectPanic { shard, reply },
-                    Some(CALL_TIMEOUT),
-                )
-                .await,
-        )?
+        let asked = self.router.call(
+            |reply| RouterMsg::InjectPanic { shard, reply },
+            Some(CALL_TIMEOUT),
+        );
+        let injecting = Asked::to("injecting a panic");
+        answered(injecting, answer(injecting, Callee::Router, asked.await)?)
     }
 
     /// Rejects unknown parents, and jobs upstream (parents, or jobs whose runs a `job:`
@@ -475,10 +504,11 @@ impl SchedulerClient {
     ) -> Result<Vec<(String, Vec<String>)>, CommandError> {
         let mut found = Vec::new();
         for name in names {
-            let asked = vec![name.clone()];
+            let names = vec![name.clone()];
+            let reading = Asked::about("reading the parents of job", &name);
             let reply = self
-                .ask_job_plain(&name, |reply| CoordinatorMsg::ParentsOf {
-                    names: asked,
+                .ask_job_plain(reading, &name, |reply| CoordinatorMsg::ParentsOf {
+                    names,
                     reply,
                 })
                 .await?;
@@ -488,10 +518,10 @@ impl SchedulerClient {
     }
 
     async fn children_of(&self, name: &str) -> Result<BTreeSet<String>, CommandError> {
-        let name = name.to_string();
+        let finding = Asked::about("finding the children of job", name);
         let answers = self
-            .ask_all(|reply| CoordinatorMsg::ChildrenOf {
-                name: name.clone(),
+            .ask_all(finding, |reply| CoordinatorMsg::ChildrenOf {
+                name: name.to_string(),
                 reply,
             })
             .await?;
@@ -501,14 +531,16 @@ impl SchedulerClient {
     /// Sends a message to the shard owning `job` and waits for its answer.
     async fn ask_job<T: Send + 'static>(
         &self,
+        asked: Asked<'_>,
         job: &str,
         message: impl FnOnce(Reply<T>) -> CoordinatorMsg,
     ) -> Result<T, CommandError> {
-        self.ask_job_plain(job, message).await?
+        answered(asked, self.ask_job_plain(asked, job, message).await?)
     }
 
     async fn ask_job_plain<T: Send + 'static>(
         &self,
+        asked: Asked<'_>,
         job: &str,
         message: impl FnOnce(RpcReplyPort<T>) -> CoordinatorMsg,
     ) -> Result<T, CommandError> {
@@ -517,24 +549,29 @@ impl SchedulerClient {
             job,
             message: message(reply),
         };
-        answer(self.router.call(routed, Some(CALL_TIMEOUT)).await)
+        let routing = self.router.call(routed, Some(CALL_TIMEOUT)).await;
+        answer(asked, Callee::ItsShard, routing)
     }
 
     /// Asks every shard the same question, all at once.
     async fn ask_all<T: Send + 'static>(
         &self,
+        asked: Asked<'_>,
         message: impl Fn(RpcReplyPort<T>) -> CoordinatorMsg,
     ) -> Result<Vec<T>, CommandError> {
         let shards: Vec<ActorRef<CoordinatorMsg>> = answer(
+            asked,
+            Callee::Router,
             self.router
                 .call(|reply| RouterMsg::Shards { reply }, Some(CALL_TIMEOUT))
                 .await,
         )?;
-        let asked = fanout::ask_each(&shards, message);
-        let answers = asked.answers(CALL_TIMEOUT).await;
+        let answers = fanout::ask_each(&shards, message)
+            .answers(CALL_TIMEOUT)
+            .await;
         answers
             .into_iter()
-            .map(|asked| answer(Ok::<_, Infallible>(asked)))
+            .map(|each| answer(asked, Callee::Shards, Ok::<_, Infallible>(each)))
             .collect()
     }
 }
@@ -593,14 +630,164 @@ fn cycle_path(
     path
 }
 
-fn answer<T, E: std::fmt::Display>(result: Result<CallResult<T>, E>) -> Result<T, CommandError> {
-    match result {
-        Ok(CallResult::Success(value)) => Ok(value),
-        Ok(CallResult::Timeout) => Err(CommandError::Unavailable(
-            "the shard did not answer in time".into(),
-        )),
-        Ok(CallResult::SenderError) | Err(_) => Err(CommandError::Unavailable(
-            "the shard is restarting; retry shortly".into(),
-        )),
+/// What a call asked, e.g. `"reading job"` about `"a"`: the start of the message of a call that
+/// failed, formatted only then.
+#[derive(Clone, Copy)]
+struct Asked<'a> {
+    doing: &'static str,
+    about: Option<&'a str>,
+}
+
+impl<'a> Asked<'a> {
+    fn to(doing: &'static str) -> Self {
+        Asked { doing, about: None }
+    }
+
+    fn about(doing: &'static str, subject: &'a str) -> Self {
+        let about = Some(subject);
+        Asked { doing, about }
+    }
+}
+
+impl fmt::Display for Asked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.about {
+            Some(subject) => write!(f, "{} '{subject}'", self.doing),
+            None => f.write_str(self.doing),
+        }
+    }
+}
+
+/// Whom a call was for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Callee {
+    /// The shard owning the job asked about, through the router.
+    ItsShard,
+    /// Every shard, asked at once.
+    Shards,
+    Router,
+    Bus,
+    Notifier,
+}
+
+impl Callee {
+    fn name(self) -> &'static str {
+        match self {
+            Callee::ItsShard => "its shard",
+            Callee::Shards => "a shard",
+            Callee::Router => "the router",
+            Callee::Bus => "the event bus",
+            Callee::Notifier => "the notifier",
+        }
+    }
+
+    /// What it means that the callee dropped the call's reply port.
+    fn stopped(self) -> &'static str {
+        match self {
+            // A coordinator that fails is rebuilt by the router (see docs/operations.md).
+            Callee::ItsShard | Callee::Shards => "is restarting (it stopped before answering)",
+            Callee::Router | Callee::Bus | Callee::Notifier => "stopped before answering",
+        }
+    }
+}
+
+/// A call's answer, or an error saying what was asked and what happened: the callee did not
+/// answer in time, stopped, or could not be reached. All are 503s: retrying may work.
+fn answer<T, E: fmt::Display>(
+    asked: Asked<'_>,
+    callee: Callee,
+    result: Result<CallResult<T>, E>,
+) -> Result<T, CommandError> {
+    let happened = match result {
+        Ok(CallResult::Success(value)) => return Ok(value),
+        Ok(CallResult::Timeout) => format!("{} did not answer in time", callee.name()),
+        Ok(CallResult::SenderError) => format!("{} {}", callee.name(), callee.stopped()),
+        // Shards are reached through the router: it is the one not running.
+        Err(error) => match callee {
+            Callee::ItsShard | Callee::Shards => format!("the router is not running ({error})"),
+            _ => format!("{} is not running ({error})", callee.name()),
+        },
+    };
+    Err(CommandError::Unavailable(format!(
+        "{asked}: {happened}; retry shortly"
+    )))
+}
+
+/// A callee's own answer, its 503s prefixed with what was asked (a storage failure names its
+/// cause, but not which request met it). Other errors are the caller's and say so already.
+fn answered<T>(asked: Asked<'_>, answer: Result<T, CommandError>) -> Result<T, CommandError> {
+    answer.map_err(|error| match error {
+        CommandError::Unavailable(why) => CommandError::Unavailable(format!("{asked}: {why}")),
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::marker::PhantomData;
+
+    use ractor::Actor;
+
+    use super::*;
+    use crate::testkit::Null;
+
+    /// Spawns an actor that drops every message, and so every call's reply port.
+    async fn dropping<M: ractor::Message>() -> ActorRef<M> {
+        let (actor, _) = Actor::spawn(None, Null(PhantomData), ()).await.unwrap();
+        actor
+    }
+
+    fn unavailable<T: fmt::Debug>(result: Result<T, CommandError>) -> String {
+        match result {
+            Err(CommandError::Unavailable(message)) => message,
+            other => panic!("expected a 503, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_names_what_was_asked_and_which_actor_failed_how() {
+        let client = SchedulerClient::new(dropping().await, dropping().await)
+            .with_notifier(dropping().await);
+        assert_eq!(
+            unavailable(client.job("a").await),
+            "reading job 'a': its shard is restarting (it stopped before answering); retry shortly"
+        );
+        let event = ResourceEvent::ready("hive:t", None);
+        assert_eq!(
+            unavailable(client.ingest(event, Origin::Api).await),
+            "ingesting an event of resource 'hive:t': the event bus stopped before answering; \
+             retry shortly"
+        );
+        assert_eq!(
+            unavailable(client.notifications(5).await),
+            "listing notifications: the notifier stopped before answering; retry shortly"
+        );
+        client.router.stop(None);
+        while client.router.get_status() != ractor::ActorStatus::Stopped {
+            tokio::task::yield_now().await;
+        }
+        let message = unavailable(client.jobs().await);
+        assert!(
+            message.starts_with("listing jobs: the router is not running ("),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_timeout_says_so_and_the_callees_own_503s_say_what_was_asked() {
+        let asked = Asked::about("saving job", "a");
+        let timeout: Result<CallResult<()>, Infallible> = Ok(CallResult::Timeout);
+        assert_eq!(
+            unavailable(answer(asked, Callee::ItsShard, timeout)),
+            "saving job 'a': its shard did not answer in time; retry shortly"
+        );
+        let storage = CommandError::Unavailable("storage failed reading history: I/O".into());
+        assert_eq!(
+            unavailable(answered::<()>(asked, Err(storage))),
+            "saving job 'a': storage failed reading history: I/O"
+        );
+        // The caller's own mistakes keep their status and message.
+        let missing = answered::<()>(asked, Err(CommandError::JobNotFound("a".into())));
+        assert!(matches!(missing, Err(CommandError::JobNotFound(name)) if name == "a"));
     }
 }

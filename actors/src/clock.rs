@@ -1,5 +1,6 @@
 //! Where "now" comes from. Production reads the wall clock; unit tests use tokio's clock, which
-//! `start_paused` tests advance instantly and deterministically.
+//! `start_paused` tests advance instantly and deterministically (`TokioClock`, with the
+//! `testsuite` feature outside this crate's tests).
 
 use std::sync::Arc;
 
@@ -31,12 +32,15 @@ impl Clock for SystemClock {
     }
 }
 
-/// Wall-clock time that advances with tokio's clock from a fixed start (for paused-time tests).
+/// Wall-clock time that advances with tokio's clock from a fixed start (for paused-time tests;
+/// built for tests and with the `testsuite` feature only).
+#[cfg(any(test, feature = "testsuite"))]
 pub struct TokioClock {
     start_wall: DateTime<Utc>,
     start_instant: Instant,
 }
 
+#[cfg(any(test, feature = "testsuite"))]
 impl TokioClock {
     pub fn starting_at(start_wall: DateTime<Utc>) -> Self {
         TokioClock {
@@ -46,6 +50,7 @@ impl TokioClock {
     }
 }
 
+#[cfg(any(test, feature = "testsuite"))]
 impl Clock for TokioClock {
     fn now(&self) -> DateTime<Utc> {
         let elapsed = Instant::now() - self.start_instant;

@@ -6,14 +6,18 @@
 //! launch) waits on the returned [`Durable`] in a task of its own. A store writes its batches
 //! in submission order and may group several into one synced write (group commit).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use dron_model::instance::{HistoryEntry, InstanceRecord};
 use dron_model::job::JobRecord;
 use dron_model::notice::{Notice, NoticeRecord};
 use dron_model::resource::{PendingEvent, ResourceEvent, ResourceRecord};
 use tokio::sync::oneshot;
+
+#[cfg(any(test, feature = "testsuite"))]
+mod memory;
+#[cfg(any(test, feature = "testsuite"))]
+pub use memory::{MemoryNoticeStore, MemoryResourceStore, MemoryStore};
 
 /// One change to a shard. A `Vec<StoreOp>` is applied atomically.
 // Batches are short-lived (until the writer applies them): boxing job records would cost an
@@ -82,9 +86,70 @@ pub struct ShardSnapshot {
     pub notices: Vec<Notice>,
 }
 
+/// The error a storage engine reported, kept whole (e.g. a `rocksdb::Error`, which this crate
+/// does not depend on) and shared: one failed write answers every batch of its group.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why a store did not read or write. `Clone`, because a failed group commit answers many
+/// waiters.
+///
+/// Each message includes its cause, because logs and API errors print errors with `Display`
+/// only; the cause is therefore not also given as [`std::error::Error::source`], which would
+/// print it twice in a chain (`{:#}`). [`StoreError::cause`] gives it for inspection.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("shard storage failed: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The storage engine or the file system failed while `doing` something.
+    #[error("storage failed {doing}: {cause}")]
+    Backend { doing: &'static str, cause: Cause },
+    /// A stored value (or a stored file) could not be decoded.
+    #[error("cannot decode {what}: {cause}")]
+    Decode { what: String, cause: Cause },
+    /// A column family the store needs is missing from its database.
+    #[error("the database has no column family '{0}'")]
+    MissingFamily(&'static str),
+    /// A part of the write path (named) has stopped: what was asked was not done.
+    #[error("{0} has stopped")]
+    Stopped(&'static str),
+    /// A shard's writer refuses every batch after a failed one until the shard has reloaded
+    /// what is durable, since later batches build on the failed one.
+    #[error("refused: an earlier write failed and the shard has not reloaded since ({0})")]
+    RefusedAfter(Arc<StoreError>),
+}
+
+impl StoreError {
+    /// A backend failure while `doing` something, e.g. `map_err(StoreError::backend("writing"))`.
+    pub fn backend<E>(doing: &'static str) -> impl FnOnce(E) -> StoreError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |cause| StoreError::Backend {
+            doing,
+            cause: Arc::new(cause),
+        }
+    }
+
+    /// A decoding failure of `what`.
+    pub fn decode<E>(what: impl Into<String>, cause: E) -> StoreError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        StoreError::Decode {
+            what: what.into(),
+            cause: Arc::new(cause),
+        }
+    }
+
+    /// The underlying error the store reported, if there is one.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            StoreError::Backend { cause, .. } | StoreError::Decode { cause, .. } => {
+                Some(cause.as_ref())
+            }
+            StoreError::RefusedAfter(earlier) => earlier.cause(),
+            StoreError::MissingFamily(_) | StoreError::Stopped(_) => None,
+        }
+    }
+}
 
 /// Resolves once a submitted batch is durable (synced to the write-ahead log), or failed.
 pub type Durable = oneshot::Receiver<Result<(), StoreError>>;
@@ -144,169 +209,6 @@ pub trait NoticeStore: Send + Sync + 'static {
     fn load(&self) -> Result<Vec<NoticeRecord>, StoreError>;
 }
 
-/// A notice store in memory, for unit tests.
-#[derive(Default)]
-pub struct MemoryNoticeStore {
-    inner: Mutex<BTreeMap<String, NoticeRecord>>,
-}
-
-impl NoticeStore for MemoryNoticeStore {
-    fn submit(&self, ops: Vec<NoticeOp>) -> Durable {
-        let mut inner = self.inner.lock().expect("memory store lock");
-        for op in ops {
-            match op {
-                NoticeOp::Put(record) => {
-                    inner.insert(record.notice.key(), record);
-                }
-                NoticeOp::Delete(key) => {
-                    inner.remove(&key);
-                }
-            }
-        }
-        let (done, durable) = oneshot::channel();
-        let _ = done.send(Ok(()));
-        durable
-    }
-
-    fn load(&self) -> Result<Vec<NoticeRecord>, StoreError> {
-        let inner = self.inner.lock().expect("memory store lock");
-        Ok(inner.values().cloned().collect())
-    }
-}
-
-/// A store in memory, for unit tests of actor logic.
-#[derive(Default)]
-pub struct MemoryStore {
-    inner: Mutex<MemoryShard>,
-}
-
-#[derive(Default)]
-struct MemoryShard {
-    jobs: BTreeMap<String, JobRecord>,
-    instances: BTreeMap<String, InstanceRecord>,
-    history: HashMap<String, BTreeMap<i64, HistoryEntry>>,
-    announcements: BTreeMap<String, ResourceEvent>,
-    notices: BTreeMap<String, Notice>,
-}
-
-impl ShardStore for MemoryStore {
-    fn submit(&self, ops: Vec<StoreOp>) -> Durable {
-        let mut shard = self.inner.lock().expect("memory store lock");
-        for op in ops {
-            shard.apply(op);
-        }
-        let (done, durable) = oneshot::channel();
-        let _ = done.send(Ok(()));
-        durable
-    }
-
-    fn load(&self) -> Result<ShardSnapshot, StoreError> {
-        let shard = self.inner.lock().expect("memory store lock");
-        Ok(ShardSnapshot {
-            jobs: shard.jobs.values().cloned().collect(),
-            instances: shard.instances.values().cloned().collect(),
-            announcements: shard.announcements.values().cloned().collect(),
-            notices: shard.notices.values().cloned().collect(),
-        })
-    }
-
-    fn history(&self, job: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
-        let shard = self.inner.lock().expect("memory store lock");
-        let entries = shard
-            .history
-            .get(job)
-            .into_iter()
-            .flat_map(|h| h.values().rev());
-        Ok(entries.take(limit).cloned().collect())
-    }
-}
-
-impl MemoryShard {
-    fn apply(&mut self, op: StoreOp) {
-        match op {
-            StoreOp::PutJob(job) => {
-                self.jobs.insert(job.spec.name.clone(), job);
-            }
-            StoreOp::DeleteJob(name) => {
-                self.jobs.remove(&name);
-            }
-            StoreOp::PutInstance(instance) => {
-                self.instances.insert(instance.id(), instance);
-            }
-            StoreOp::DeleteInstance(id) => {
-                self.instances.remove(&id);
-            }
-            StoreOp::AppendHistory(entry) => {
-                let job = self.history.entry(entry.job().to_string()).or_default();
-                job.insert(entry.target_ms(), entry);
-            }
-            StoreOp::TrimHistory { job, keep } => {
-                if let Some(entries) = self.history.get_mut(&job) {
-                    while entries.len() > keep {
-                        entries.pop_first();
-                    }
-                }
-            }
-            StoreOp::DeleteHistory { job } => {
-                self.history.remove(&job);
-            }
-            StoreOp::PutAnnouncement(event) => {
-                self.announcements.insert(event.key(), event);
-            }
-            StoreOp::DeleteAnnouncement(key) => {
-                self.announcements.remove(&key);
-            }
-            StoreOp::PutNotice(notice) => {
-                self.notices.insert(notice.key(), notice);
-            }
-            StoreOp::DeleteNotice(key) => {
-                self.notices.remove(&key);
-            }
-        }
-    }
-}
-
-/// A resource store in memory, for unit tests.
-#[derive(Default)]
-pub struct MemoryResourceStore {
-    inner: Mutex<(
-        BTreeMap<String, ResourceRecord>,
-        BTreeMap<String, PendingEvent>,
-    )>,
-}
-
-impl ResourceStore for MemoryResourceStore {
-    fn submit(&self, ops: Vec<ResourceOp>) -> Durable {
-        let mut inner = self.inner.lock().expect("memory store lock");
-        for op in ops {
-            match op {
-                ResourceOp::Satisfy(record) => {
-                    inner.0.insert(record.resource.clone(), record);
-                }
-                ResourceOp::PutPending(pending) => {
-                    inner.1.insert(pending.event.key(), pending);
-                }
-                ResourceOp::DeletePending(key) => {
-                    inner.1.remove(&key);
-                }
-            }
-        }
-        let (done, durable) = oneshot::channel();
-        let _ = done.send(Ok(()));
-        durable
-    }
-
-    fn get(&self, resource: &str) -> Result<Option<ResourceRecord>, StoreError> {
-        let inner = self.inner.lock().expect("memory store lock");
-        Ok(inner.0.get(resource).cloned())
-    }
-
-    fn pending(&self) -> Result<Vec<PendingEvent>, StoreError> {
-        let inner = self.inner.lock().expect("memory store lock");
-        Ok(inner.1.values().cloned().collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +218,32 @@ mod tests {
         let mut instance = InstanceRecord::new("job", 5, RunCause::Schedule, 5);
         instance.state = state;
         instance
+    }
+
+    #[test]
+    fn a_store_error_names_what_failed_and_keeps_its_cause() {
+        let io = std::io::Error::other("disk full");
+        let error = StoreError::backend("writing a batch")(io);
+        assert_eq!(
+            error.to_string(),
+            "storage failed writing a batch: disk full"
+        );
+        let cause = error.cause().expect("a backend error has its cause");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        // Its cause is in its message, so not given again as its source.
+        assert!(std::error::Error::source(&error).is_none());
+        let refused = StoreError::RefusedAfter(Arc::new(error.clone()));
+        assert!(
+            refused
+                .to_string()
+                .ends_with("(storage failed writing a batch: disk full)")
+        );
+        assert!(
+            refused
+                .cause()
+                .is_some_and(|c| c.to_string() == "disk full")
+        );
+        assert!(StoreError::Stopped("the writer").cause().is_none());
     }
 
     #[test]

@@ -242,7 +242,7 @@ fn report(router: &ActorRef<RouterMsg>, task_id: String, event: TaskEvent) {
 }
 
 /// Takes any message and does nothing (the notifier: these tests make no notices).
-struct Null<M>(PhantomData<fn() -> M>);
+pub struct Null<M>(pub PhantomData<fn() -> M>);
 
 impl<M: ractor::Message> Actor for Null<M> {
     type Msg = M;

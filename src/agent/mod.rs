@@ -57,6 +57,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         shim_program: crate::server::shim_program()?,
         runs_root: dir.runs_root(),
         report,
+        clock: Arc::new(dron_actors::clock::SystemClock),
     };
     let (tasks, _) = Actor::spawn(Some("agent".into()), LocalAgent, args)
         .await

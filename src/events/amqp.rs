@@ -285,7 +285,7 @@ async fn take_delivery(delivery: Delivery, client: SchedulerClient) {
             return;
         }
     };
-    match client.ingest(event, Origin::Broker).await {
+    match client.ingest(event, Origin::Amqp).await {
         Ok(_) => {
             let _ = delivery.acker.ack(BasicAckOptions::default()).await;
         }

@@ -14,7 +14,7 @@ use dron_model::notice::NoticeRecord;
 use rocksdb::{DB, WriteBatch};
 
 use super::rocks::{Reads, decode_family, open_db};
-use super::writer::{AfterFailure, Writer, backend};
+use super::writer::{AfterFailure, Writer, family};
 
 const NOTICES: &str = "notices";
 
@@ -49,9 +49,7 @@ impl NoticeStore for RocksNoticeStore {
 }
 
 fn add_op(db: &DB, batch: &mut WriteBatch, op: &NoticeOp) -> Result<(), StoreError> {
-    let cf = db
-        .cf_handle(NOTICES)
-        .ok_or_else(|| backend("missing column family"))?;
+    let cf = family(db, NOTICES)?;
     match op {
         NoticeOp::Put(record) => {
             batch.put_cf(cf, record.notice.key().as_bytes(), codec::encode(record))

@@ -15,7 +15,7 @@ use dron_model::resource::{PendingEvent, ResourceRecord};
 use rocksdb::{DB, WriteBatch};
 
 use super::rocks::{Reads, decode_family, open_db};
-use super::writer::{AfterFailure, Writer, backend};
+use super::writer::{AfterFailure, Writer, backend, family};
 
 const RESOURCES: &str = "resources";
 const PENDING: &str = "pending";
@@ -44,18 +44,17 @@ impl ResourceStore for RocksResourceStore {
     }
 
     fn get(&self, resource: &str) -> Result<Option<ResourceRecord>, StoreError> {
-        let cf = self
-            .db
-            .cf_handle(RESOURCES)
-            .ok_or_else(|| backend("missing column family"))?;
+        let cf = family(&self.db, RESOURCES)?;
         let Some(bytes) = self
             .db
             .get_pinned_cf(cf, resource.as_bytes())
-            .map_err(backend)?
+            .map_err(backend("reading a resource"))?
         else {
             return Ok(None);
         };
-        codec::decode(&bytes).map(Some).map_err(backend)
+        codec::decode(&bytes)
+            .map(Some)
+            .map_err(|error| StoreError::decode(format!("{RESOURCES}/{resource}"), error))
     }
 
     fn pending(&self) -> Result<Vec<PendingEvent>, StoreError> {
@@ -65,10 +64,7 @@ impl ResourceStore for RocksResourceStore {
 }
 
 fn add_op(db: &DB, batch: &mut WriteBatch, op: &ResourceOp) -> Result<(), StoreError> {
-    let cf = |name: &str| {
-        db.cf_handle(name)
-            .ok_or_else(|| backend("missing column family"))
-    };
+    let cf = |name| family(db, name);
     match op {
         ResourceOp::Satisfy(record) => batch.put_cf(
             cf(RESOURCES)?,

@@ -24,7 +24,7 @@ use dron_model::codec;
 use dron_model::instance::HistoryEntry;
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
 
-use super::writer::{AfterFailure, Writer, backend};
+use super::writer::{AfterFailure, Writer, backend, family};
 
 const JOBS: &str = "jobs";
 const INSTANCES: &str = "instances";
@@ -92,22 +92,21 @@ pub fn open_db(path: &Path, families: &[&str], reads: Reads) -> Result<DB, Store
     let families = families
         .iter()
         .map(|name| rocksdb::ColumnFamilyDescriptor::new(*name, options.clone()));
-    DB::open_cf_descriptors(&options, path, families).map_err(backend)
+    DB::open_cf_descriptors(&options, path, families).map_err(backend("opening the database"))
 }
 
 /// Every value of a column family, decoded.
-pub fn decode_family<T: codec::Stored>(db: &DB, family: &str) -> Result<Vec<T>, StoreError> {
-    let cf = db
-        .cf_handle(family)
-        .ok_or_else(|| backend("missing column family"))?;
+pub fn decode_family<T: codec::Stored>(db: &DB, name: &'static str) -> Result<Vec<T>, StoreError> {
+    let cf = family(db, name)?;
     let mut values = Vec::new();
     // A full scan (recovery) would fill the block cache with every record, once.
     let mut scan = rocksdb::ReadOptions::default();
     scan.fill_cache(false);
     for item in db.iterator_cf_opt(cf, scan, IteratorMode::Start) {
-        let (key, value) = item.map_err(backend)?;
-        let record = codec::decode(&value)
-            .map_err(|e| backend(format!("{family}/{}: {e}", String::from_utf8_lossy(&key))))?;
+        let (key, value) = item.map_err(backend("scanning"))?;
+        let record = codec::decode(&value).map_err(|error| {
+            StoreError::decode(format!("{name}/{}", String::from_utf8_lossy(&key)), error)
+        })?;
         values.push(record);
     }
     Ok(values)
@@ -133,10 +132,7 @@ impl ShardStore for RocksShardStore {
     }
 
     fn history(&self, job: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
-        let cf = self
-            .db
-            .cf_handle(HISTORY)
-            .ok_or_else(|| backend("missing column family"))?;
+        let cf = family(&self.db, HISTORY)?;
         let prefix = history_prefix(job);
         let end = history_prefix_end(job);
         let mut entries = Vec::new();
@@ -144,21 +140,20 @@ impl ShardStore for RocksShardStore {
             .db
             .iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse))
         {
-            let (key, value) = item.map_err(backend)?;
+            let (key, value) = item.map_err(backend("reading history"))?;
             if !key.starts_with(&prefix) || entries.len() == limit {
                 break;
             }
-            entries.push(codec::decode(&value).map_err(backend)?);
+            let entry = codec::decode(&value)
+                .map_err(|error| StoreError::decode(format!("{HISTORY}/{job}"), error))?;
+            entries.push(entry);
         }
         Ok(entries)
     }
 }
 
 fn add_op(db: &DB, batch: &mut WriteBatch, op: &StoreOp) -> Result<(), StoreError> {
-    let cf = |name: &str| {
-        db.cf_handle(name)
-            .ok_or_else(|| backend("missing column family"))
-    };
+    let cf = |name| family(db, name);
     match op {
         StoreOp::PutJob(job) => {
             batch.put_cf(cf(JOBS)?, job.spec.name.as_bytes(), codec::encode(job))
@@ -192,15 +187,13 @@ fn add_op(db: &DB, batch: &mut WriteBatch, op: &StoreOp) -> Result<(), StoreErro
 
 /// Deletes all but the newest `keep` history entries of `job`.
 fn trim_history(db: &DB, batch: &mut WriteBatch, job: &str, keep: usize) -> Result<(), StoreError> {
-    let cf = db
-        .cf_handle(HISTORY)
-        .ok_or_else(|| backend("missing column family"))?;
+    let cf = family(db, HISTORY)?;
     let prefix = history_prefix(job);
     let end = history_prefix_end(job);
     let newest_first = db.iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse));
     let mut kept = 0;
     for item in newest_first {
-        let (key, _) = item.map_err(backend)?;
+        let (key, _) = item.map_err(backend("reading history to trim"))?;
         if !key.starts_with(&prefix) {
             break;
         }
@@ -242,7 +235,7 @@ pub struct RocksStoreFactory {
 
 impl RocksStoreFactory {
     pub fn new(root: PathBuf) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(&root).map_err(backend)?;
+        std::fs::create_dir_all(&root).map_err(backend("creating the shards directory"))?;
         Ok(RocksStoreFactory { root })
     }
 
@@ -262,8 +255,9 @@ impl dron_actors::router::StoreFactory for RocksStoreFactory {
 
     fn existing(&self) -> Result<Vec<u32>, StoreError> {
         let mut found = Vec::new();
-        for entry in std::fs::read_dir(&self.root).map_err(backend)? {
-            let name = entry.map_err(backend)?.file_name();
+        let listing = "listing the shards directory";
+        for entry in std::fs::read_dir(&self.root).map_err(backend(listing))? {
+            let name = entry.map_err(backend(listing))?.file_name();
             let index = name
                 .to_str()
                 .and_then(|n| n.strip_prefix("shard-"))
@@ -275,29 +269,31 @@ impl dron_actors::router::StoreFactory for RocksStoreFactory {
     }
 
     fn remove(&self, index: u32) -> Result<(), StoreError> {
-        std::fs::remove_dir_all(self.shard_dir(index)).map_err(backend)
+        std::fs::remove_dir_all(self.shard_dir(index)).map_err(backend("removing a shard"))
     }
 
     fn load_shard_count(&self) -> Result<Option<u32>, StoreError> {
         match std::fs::read_to_string(self.count_file()) {
             Ok(text) => Ok(Some(
                 serde_json::from_str::<ShardCount>(&text)
-                    .map_err(backend)?
+                    .map_err(|error| StoreError::decode("shards.json", error))?
                     .shards,
             )),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(backend(error)),
+            Err(error) => Err(backend("reading shards.json")(error)),
         }
     }
 
     fn save_shard_count(&self, count: u32) -> Result<(), StoreError> {
         let temporary = self.root.join("shards.json.tmp");
-        let text = serde_json::to_string(&ShardCount { shards: count }).map_err(backend)?;
-        write_durably(&temporary, text.as_bytes()).map_err(backend)?;
-        std::fs::rename(&temporary, self.count_file()).map_err(backend)?;
+        let text = serde_json::to_string(&ShardCount { shards: count })
+            .map_err(backend("encoding shards.json"))?;
+        let writing = "writing shards.json";
+        write_durably(&temporary, text.as_bytes()).map_err(backend(writing))?;
+        std::fs::rename(&temporary, self.count_file()).map_err(backend(writing))?;
         std::fs::File::open(&self.root)
             .and_then(|dir| dir.sync_all())
-            .map_err(backend)
+            .map_err(backend(writing))
     }
 }
 

@@ -48,9 +48,21 @@ pub struct Writer<Op> {
     thread: Option<JoinHandle<()>>,
 }
 
-pub fn backend(error: impl std::fmt::Display) -> StoreError {
-    StoreError(error.to_string())
+/// `map_err(backend("doing something"))`: a RocksDB or I/O error, kept whole.
+pub fn backend<E>(doing: &'static str) -> impl FnOnce(E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    StoreError::backend(doing)
 }
+
+/// A column family of the database, or [`StoreError::MissingFamily`].
+pub fn family<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
+    db.cf_handle(name).ok_or(StoreError::MissingFamily(name))
+}
+
+/// What has stopped when a writer's queue is closed or gone.
+const STOPPED: StoreError = StoreError::Stopped("the store's writer");
 
 impl<Op: Send + 'static> Writer<Op> {
     pub fn spawn(
@@ -63,7 +75,7 @@ impl<Op: Send + 'static> Writer<Op> {
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || write_loop(&db, queue, add_op, after_failure))
-            .map_err(backend)?;
+            .map_err(backend("starting the writer thread"))?;
         Ok(Writer {
             requests: Some(requests),
             thread: Some(thread),
@@ -94,14 +106,11 @@ impl<Op: Send + 'static> Writer<Op> {
 
     fn wait(&self, reload: bool) -> Result<(), StoreError> {
         let (done, wait) = mpsc::channel();
-        let requests = self
-            .requests
-            .as_ref()
-            .ok_or_else(|| backend("store closed"))?;
+        let requests = self.requests.as_ref().ok_or(STOPPED)?;
         requests
             .send(Request::Barrier { done, reload })
-            .map_err(|_| backend("writer stopped"))?;
-        wait.recv().map_err(|_| backend("writer stopped"))
+            .map_err(|_| STOPPED)?;
+        wait.recv().map_err(|_| STOPPED)
     }
 }
 
@@ -124,7 +133,7 @@ fn write_loop<Op>(
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
     // The failure that later batches are refused for, until the next barrier.
-    let mut refusing: Option<StoreError> = None;
+    let mut refusing: Option<Arc<StoreError>> = None;
     while let Ok(first) = queue.recv() {
         let mut group = Vec::new();
         let mut barriers = Vec::new();
@@ -142,14 +151,14 @@ fn write_loop<Op>(
             }
         }
         let result = match &refusing {
-            Some(failure) => Err(refused_after(failure)),
+            Some(failure) => Err(StoreError::RefusedAfter(failure.clone())),
             None => write_group(db, &group, &sync, add_op),
         };
         if let Err(failure) = &result
             && refusing.is_none()
             && after_failure == AfterFailure::RefuseUntilReload
         {
-            refusing = Some(failure.clone());
+            refusing = Some(Arc::new(failure.clone()));
         }
         for (_, done) in group {
             let _ = done.send(result.clone());
@@ -161,12 +170,6 @@ fn write_loop<Op>(
             let _ = done.send(());
         }
     }
-}
-
-fn refused_after(failure: &StoreError) -> StoreError {
-    backend(format!(
-        "refused: an earlier write failed and the shard has not reloaded since ({failure})"
-    ))
 }
 
 fn write_group<Op>(
@@ -184,7 +187,8 @@ fn write_group<Op>(
             add_op(db, &mut batch, op)?;
         }
     }
-    db.write_opt(batch, sync).map_err(backend)
+    db.write_opt(batch, sync)
+        .map_err(backend("writing a batch"))
 }
 
 #[cfg(test)]
@@ -200,7 +204,10 @@ mod tests {
     fn add_test_op(_: &DB, batch: &mut WriteBatch, op: &TestOp) -> Result<(), StoreError> {
         match op {
             TestOp::Put(key) => batch.put(key.as_bytes(), b"1"),
-            TestOp::Fail => return Err(backend("injected failure")),
+            TestOp::Fail => {
+                let injected = std::io::Error::other("injected failure");
+                return Err(backend("adding an operation")(injected));
+            }
         }
         Ok(())
     }
@@ -222,10 +229,17 @@ mod tests {
             .blocking_recv()
             .unwrap();
         let refused = after.expect_err("a batch after a failed one must not be written");
-        assert!(
-            refused.to_string().contains("earlier write failed"),
-            "{refused}"
-        );
+        let StoreError::RefusedAfter(earlier) = &refused else {
+            panic!("refused for the earlier failure, not {refused:?}");
+        };
+        assert!(matches!(**earlier, StoreError::Backend { .. }), "{earlier}");
+        let cause = refused
+            .cause()
+            .expect("the earlier failure's cause is kept");
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .expect("the io::Error itself");
+        assert_eq!(io.to_string(), "injected failure");
         writer.barrier().unwrap();
         assert_eq!(db.get(b"a").unwrap(), None);
         assert_eq!(db.get(b"b").unwrap(), None);

@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 
 use super::launcher::Launcher;
 use super::process::{
-    Adopted, ProcessError, RunningTask, SHIM_SUBCOMMAND, TaskKiller, adopt, launch, now_ms,
+    Adopted, ProcessError, RunningTask, SHIM_SUBCOMMAND, TaskKiller, adopt, launch,
 };
+use crate::clock::{Clock, SharedClock};
 
 /// Where the agent's status updates go: the broker inside the server, the connection to the
 /// server in a `dron agent` process.
@@ -53,6 +54,9 @@ pub struct LocalAgentArgs {
     /// Run directories live under `<runs_root>/<job>/<target_ms>-<attempt>`.
     pub runs_root: PathBuf,
     pub report: ReportFn,
+    /// Where "now" comes from: the times of its status updates and of timeouts of adopted
+    /// tasks (the broker's clock in the server; the wall clock in `dron agent`).
+    pub clock: SharedClock,
 }
 
 pub struct LocalAgentState {
@@ -142,7 +146,7 @@ impl LocalAgentState {
         }
         let Some(dir) = run_dir(&self.args.runs_root, &task_id) else {
             let end = TaskEnd::FailedToStart(format!("malformed task id '{task_id}'"));
-            return self.report(&task_id, ended(end));
+            return self.report(&task_id, self.ended(end));
         };
         if self.launching.contains_key(&task_id) {
             // Its launch in flight reports how it went.
@@ -153,12 +157,12 @@ impl LocalAgentState {
         // The second is answered with what the first did: still running, or how it ended.
         if self.killers.contains_key(&task_id) || dir.join(TASK_FILE).exists() {
             tracing::info!(task_id, "launch of a task already launched: reporting it");
-            let deadline = spec.timeout_ms.map(|t| now_ms() + t as i64);
+            let deadline = spec.timeout_ms.map(|t| self.now_ms() + t as i64);
             return self.adopt(myself, task_id, deadline);
         }
         if self.launches.send((dir, spec)).is_err() {
             let end = TaskEnd::FailedToStart("the agent's launching task stopped".into());
-            return self.report(&task_id, ended(end));
+            return self.report(&task_id, self.ended(end));
         }
         self.launching.insert(task_id, false);
     }
@@ -180,7 +184,10 @@ impl LocalAgentState {
                     killer.kill();
                 }
             }
-            Err(error) => self.report(&task_id, ended(TaskEnd::FailedToStart(error.to_string()))),
+            Err(error) => {
+                let end = TaskEnd::FailedToStart(error.to_string());
+                self.report(&task_id, self.ended(end))
+            }
         }
     }
 
@@ -193,7 +200,7 @@ impl LocalAgentState {
         }
         if let Some(sleeper) = self.sleepers.remove(task_id) {
             sleeper.abort();
-            self.report(task_id, ended(TaskEnd::Killed));
+            self.report(task_id, self.ended(TaskEnd::Killed));
         }
     }
 
@@ -205,13 +212,16 @@ impl LocalAgentState {
         self.report(&task_id, self.started());
         if ms == 0 {
             // Nothing to wait for, so nothing to kill: no timer task.
-            return self.report(&task_id, ended(TaskEnd::Exited(0)));
+            return self.report(&task_id, self.ended(TaskEnd::Exited(0)));
         }
-        let report = self.args.report.clone();
+        let (report, clock) = (self.args.report.clone(), self.args.clock.clone());
         let id = task_id.clone();
         let sleeping = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            report(TaskUpdate::new(id.clone(), ended(TaskEnd::Exited(0))));
+            report(TaskUpdate::new(
+                id.clone(),
+                ended(&*clock, TaskEnd::Exited(0)),
+            ));
             let _ = myself.send_message(AgentMsg::Finished { task_id: id });
         });
         self.sleepers.insert(task_id, sleeping.abort_handle());
@@ -230,8 +240,9 @@ impl LocalAgentState {
         if !dir.join(TASK_FILE).exists() {
             return self.report(&task_id, TaskEvent::NeverLaunched);
         }
-        match adopt(&dir, deadline_ms) {
-            Adopted::Finished(end) => self.report(&task_id, ended(end)),
+        let deadline = deadline_ms.map(|ms| self.args.clock.instant_at(ms));
+        match adopt(&dir, deadline) {
+            Adopted::Finished(end) => self.report(&task_id, self.ended(end)),
             Adopted::Running(running) => {
                 tracing::info!(task_id, "adopted a task still running");
                 self.report(&task_id, self.started());
@@ -243,10 +254,10 @@ impl LocalAgentState {
     /// Waits for the task's end in a task of its own, then reports it.
     fn watch(&mut self, myself: ActorRef<AgentMsg>, task_id: String, running: RunningTask) {
         self.killers.insert(task_id.clone(), running.killer());
-        let report = self.args.report.clone();
+        let (report, clock) = (self.args.report.clone(), self.args.clock.clone());
         tokio::spawn(async move {
             let end = running.wait().await;
-            report(TaskUpdate::new(task_id.clone(), ended(end)));
+            report(TaskUpdate::new(task_id.clone(), ended(&*clock, end)));
             let _ = myself.send_message(AgentMsg::Finished { task_id });
         });
     }
@@ -257,16 +268,24 @@ impl LocalAgentState {
 
     fn started(&self) -> TaskEvent {
         TaskEvent::Started {
-            at_ms: now_ms(),
+            at_ms: self.now_ms(),
             agent: self.args.name.clone(),
         }
     }
+
+    fn ended(&self, end: TaskEnd) -> TaskEvent {
+        ended(&*self.args.clock, end)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.args.clock.now_ms()
+    }
 }
 
-fn ended(end: TaskEnd) -> TaskEvent {
+fn ended(clock: &dyn Clock, end: TaskEnd) -> TaskEvent {
     TaskEvent::Ended {
         end,
-        at_ms: now_ms(),
+        at_ms: clock.now_ms(),
     }
 }
 
@@ -306,6 +325,7 @@ mod tests {
             report: Arc::new(move |update| {
                 let _ = updates.send(update);
             }),
+            clock: Arc::new(crate::clock::SystemClock),
         };
         let (agent, _) = Actor::spawn(None, LocalAgent, args).await.unwrap();
         let slow = spec(task_id("slow", 1, 0), TaskCommand::Shell("true".into()));
@@ -335,6 +355,50 @@ mod tests {
         };
         let answered = tokio::time::timeout(Duration::from_secs(1), killed).await;
         assert!(answered.is_ok(), "the kill waited behind the launch");
+        agent.stop(None);
+    }
+
+    /// Its updates carry the time of the clock it was given: a built-in sleep of a minute, in
+    /// paused time, starts at the clock's start and ends a minute later.
+    #[tokio::test(start_paused = true)]
+    async fn updates_carry_the_time_of_the_clock_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let (updates, mut reported) = mpsc::unbounded_channel();
+        let start = chrono::DateTime::from_timestamp_millis(1_000_000).unwrap();
+        let args = LocalAgentArgs {
+            name: "test".into(),
+            shim_program: dir.path().join("no-shim"),
+            runs_root: dir.path().join("runs"),
+            report: Arc::new(move |update| {
+                let _ = updates.send(update);
+            }),
+            clock: Arc::new(crate::clock::TokioClock::starting_at(start)),
+        };
+        let (agent, _) = Actor::spawn(None, LocalAgent, args).await.unwrap();
+        let nap = spec(task_id("nap", 1, 0), TaskCommand::Sleep { ms: 60_000 });
+        agent.send_message(AgentMsg::Launch(nap)).unwrap();
+        let started = reported.recv().await.unwrap().event;
+        assert!(
+            matches!(
+                started,
+                TaskEvent::Started {
+                    at_ms: 1_000_000,
+                    ..
+                }
+            ),
+            "{started:?}"
+        );
+        let ended = reported.recv().await.unwrap().event;
+        assert!(
+            matches!(
+                ended,
+                TaskEvent::Ended {
+                    end: TaskEnd::Exited(0),
+                    at_ms: 1_060_000
+                }
+            ),
+            "{ended:?}"
+        );
         agent.stop(None);
     }
 }

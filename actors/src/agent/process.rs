@@ -22,7 +22,10 @@ use tracing::warn;
 
 use super::launcher::{Launcher, ShimReaper, register};
 use super::shim;
-pub use super::shim::now_ms;
+
+/// When a task's timeout kills it: tokio's clock, which paused-time tests drive, and which the
+/// caller's [`crate::clock::Clock::instant_at`] gives for a wall-clock deadline.
+pub type Deadline = tokio::time::Instant;
 
 // The task contract lives in `dron-task`; re-exported so that `agent::process::TaskSpec` and
 // the run directory's file names keep their old paths.
@@ -99,9 +102,9 @@ pub async fn launch(
     Ok(task)
 }
 
-fn timeout_deadline(spec: &TaskSpec) -> Option<Instant> {
+fn timeout_deadline(spec: &TaskSpec) -> Option<Deadline> {
     spec.timeout_ms
-        .map(|ms| Instant::now() + Duration::from_millis(ms))
+        .map(|ms| Deadline::now() + Duration::from_millis(ms))
 }
 
 fn spawn_shim(
@@ -165,21 +168,18 @@ pub enum Adopted {
 
 /// Picks up a run left behind by a previous server: finished if `status.json` exists,
 /// running if its shim (same pid and start time) is alive, else lost.
-/// `timeout_deadline_ms` is the absolute deadline (epoch ms), i.e. the launch time
-/// plus the task's timeout.
-pub fn adopt(run_dir: &Path, timeout_deadline_ms: Option<i64>) -> Adopted {
+/// `timeout_deadline` is when its timeout kills it (the launch time plus the task's timeout,
+/// turned into an instant by the caller's clock).
+pub fn adopt(run_dir: &Path, timeout_deadline: Option<Deadline>) -> Adopted {
     if let Some(end) = recorded_end(run_dir) {
         return Adopted::Finished(end);
     }
     match shim::read_pid_file(&run_dir.join(SHIM_PID_FILE)) {
-        Some((pid, starttime)) if shim_alive(pid, starttime) => {
-            let deadline = timeout_deadline_ms.map(instant_of_epoch_ms);
-            Adopted::Running(RunningTask::new(
-                run_dir,
-                watch_adopted(pid, starttime),
-                deadline,
-            ))
-        }
+        Some((pid, starttime)) if shim_alive(pid, starttime) => Adopted::Running(RunningTask::new(
+            run_dir,
+            watch_adopted(pid, starttime),
+            timeout_deadline,
+        )),
         // Look again: the shim may have recorded the end and exited between our looks.
         _ => Adopted::Finished(
             recorded_end(run_dir)
@@ -209,17 +209,12 @@ fn watch_adopted(pid: i32, starttime: u64) -> Shim {
     Shim::Adopted { pid, starttime }
 }
 
-fn instant_of_epoch_ms(deadline_ms: i64) -> Instant {
-    let left_ms = deadline_ms.saturating_sub(now_ms()).max(0);
-    Instant::now() + Duration::from_millis(left_ms as u64)
-}
-
 /// A task whose shim runs; [`RunningTask::wait`] yields its end.
 #[derive(Debug)]
 pub struct RunningTask {
     run_dir: PathBuf,
     shim: Shim,
-    deadline: Option<Instant>,
+    deadline: Option<Deadline>,
     stop: Arc<StopControl>,
     /// When the agent's launcher forked the shim: asks the launcher to reap it once `wait`
     /// has seen it end.
@@ -240,7 +235,7 @@ enum Shim {
 }
 
 impl RunningTask {
-    fn new(run_dir: &Path, shim: Shim, deadline: Option<Instant>) -> Self {
+    fn new(run_dir: &Path, shim: Shim, deadline: Option<Deadline>) -> Self {
         RunningTask {
             run_dir: run_dir.to_path_buf(),
             shim,
@@ -322,9 +317,9 @@ impl Shim {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+async fn sleep_until(deadline: Option<Deadline>) {
     match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -797,7 +792,8 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         launch_and_forget(dir.path(), sh("true")).await;
-        let Adopted::Running(task) = adopt(dir.path(), Some(now_ms() + 100)) else {
+        let deadline = Deadline::now() + Duration::from_millis(100);
+        let Adopted::Running(task) = adopt(dir.path(), Some(deadline)) else {
             panic!("the forgotten run is not running");
         };
         assert_eq!(task.wait().await, TaskEnd::TimedOut);

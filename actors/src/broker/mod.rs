@@ -31,8 +31,8 @@ use dron_model::demand::Resources;
 use dron_task::{LOCAL_AGENT, StatusSink, TASK_FILE, TaskEnd, run_dir};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::agent::process::now_ms;
 use crate::agent::{AgentMsg, LocalAgent, LocalAgentArgs, ReportFn};
+use crate::clock::SharedClock;
 use remote::Remotes;
 
 pub struct OfferBroker;
@@ -54,6 +54,9 @@ pub struct OfferBrokerArgs {
     /// router): a sink rather than the router's address, so that the broker does not depend
     /// on the router that depends on it.
     pub status: StatusSink,
+    /// Where "now" comes from, for the broker and its local agent: the coordinators' clock,
+    /// so that paused-time tests drive them all.
+    pub clock: SharedClock,
 }
 
 pub struct LocalAgentConfig {
@@ -68,6 +71,7 @@ pub struct BrokerState {
     remotes: Remotes,
     status: StatusSink,
     myself: ActorRef<BrokerMsg>,
+    clock: SharedClock,
 }
 
 impl Actor for OfferBroker {
@@ -84,7 +88,7 @@ impl Actor for OfferBroker {
         let local = match args.local {
             None => None,
             Some(config) => {
-                let agent = spawn_local_agent(&myself, &config).await?;
+                let agent = spawn_local_agent(&myself, &config, args.clock.clone()).await?;
                 let attributes = Default::default();
                 placement.upsert_agent(LOCAL_AGENT, attributes, config.resources);
                 Some((agent, config.runs_root))
@@ -95,6 +99,7 @@ impl Actor for OfferBroker {
             args.heartbeat_ms,
             args.agent_timeout_ms,
             args.known_agents_file,
+            args.clock.clone(),
         );
         let tick = Duration::from_millis((args.heartbeat_ms / 2).clamp(50, 1000));
         myself.send_interval(tick, || BrokerMsg::Tick);
@@ -104,6 +109,7 @@ impl Actor for OfferBroker {
             remotes,
             status: args.status,
             myself,
+            clock: args.clock,
         })
     }
 
@@ -161,6 +167,7 @@ impl Actor for OfferBroker {
 async fn spawn_local_agent(
     broker: &ActorRef<BrokerMsg>,
     config: &LocalAgentConfig,
+    clock: SharedClock,
 ) -> Result<ActorRef<AgentMsg>, ActorProcessingErr> {
     let to_broker = broker.clone();
     let report: ReportFn = Arc::new(move |update| {
@@ -171,6 +178,7 @@ async fn spawn_local_agent(
         shim_program: config.shim_program.clone(),
         runs_root: config.runs_root.clone(),
         report,
+        clock,
     };
     let (agent, _) = Actor::spawn_linked(
         Some("local-agent".into()),
@@ -305,7 +313,7 @@ impl BrokerState {
     }
 
     fn tick(&mut self) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         for name in self.remotes.newly_lost(now) {
             self.agent_lost(&name);
         }
@@ -339,7 +347,7 @@ impl BrokerState {
     }
 
     fn report_end(&mut self, task_id: &str, end: TaskEnd) {
-        let at_ms = now_ms();
+        let at_ms = self.clock.now_ms();
         self.report(TaskUpdate::new(task_id, TaskEvent::Ended { end, at_ms }));
     }
 

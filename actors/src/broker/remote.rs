@@ -19,7 +19,7 @@ use super::known_agents::KnownAgents;
 use super::messages::{BrokerMsg, LaunchRequest};
 use super::placement::AgentSlot;
 use super::view::{AgentState, AgentView};
-use crate::agent::process::now_ms;
+use crate::clock::SharedClock;
 
 struct RemoteAgent {
     id: String,
@@ -59,15 +59,22 @@ pub struct Remotes {
     /// Output reads sent to agents, by request number: (agent, who asked).
     reads: HashMap<u64, (String, RpcReplyPort<Result<OutputChunk, String>>)>,
     next_read: u64,
+    clock: SharedClock,
 }
 
 impl Remotes {
-    pub fn new(epoch: u64, heartbeat_ms: u64, timeout_ms: i64, file: Option<PathBuf>) -> Self {
+    pub fn new(
+        epoch: u64,
+        heartbeat_ms: u64,
+        timeout_ms: i64,
+        file: Option<PathBuf>,
+        clock: SharedClock,
+    ) -> Self {
         Remotes {
             epoch,
             heartbeat_ms,
             timeout_ms,
-            started_ms: now_ms(),
+            started_ms: clock.now_ms(),
             agents: BTreeMap::new(),
             connections: HashMap::new(),
             awaiting: Vec::new(),
@@ -75,6 +82,7 @@ impl Remotes {
             reads: HashMap::new(),
             next_read: 0,
             kill_on_claim: Default::default(),
+            clock,
         }
     }
 
@@ -197,7 +205,7 @@ impl Remotes {
     fn seen(&mut self, connection: u64) -> Option<String> {
         let name = self.connections.get(&connection)?.agent.clone()?;
         let agent = self.agents.get_mut(&name)?;
-        agent.last_seen_ms = now_ms();
+        agent.last_seen_ms = self.clock.now_ms();
         Some(name)
     }
 
@@ -400,7 +408,7 @@ impl BrokerState {
             let here = self.placement.placed(task_id).map(|p| p.agent.as_str());
             if here != Some(name) {
                 let event = TaskEvent::Started {
-                    at_ms: now_ms(),
+                    at_ms: self.clock.now_ms(),
                     agent: name.to_string(),
                 };
                 let ack = self.ack_for(name, task_id, &event);
@@ -486,7 +494,7 @@ impl Remotes {
         });
         agent.id = registration.agent_id.clone();
         agent.connection = Some(connection);
-        agent.last_seen_ms = now_ms();
+        agent.last_seen_ms = self.clock.now_ms();
         agent.state = AgentState::Active;
         std::mem::take(&mut agent.deferred)
     }

@@ -11,6 +11,7 @@ use ractor::Actor;
 use tokio::sync::mpsc;
 
 use super::{BrokerMsg, LaunchRequest, OfferBroker, OfferBrokerArgs};
+use crate::clock::{SharedClock, SystemClock, TokioClock};
 
 fn request(task_id: &str) -> LaunchRequest {
     LaunchRequest {
@@ -33,9 +34,9 @@ async fn next(reported: &mut mpsc::UnboundedReceiver<TaskUpdate>) -> TaskUpdate 
     update.expect("no status update").expect("sink dropped")
 }
 
-#[tokio::test]
-async fn reports_go_to_the_status_sink() {
-    let (updates, mut reported) = mpsc::unbounded_channel();
+/// A broker with no local agent reporting to the returned channel.
+fn broker_args(clock: SharedClock) -> (OfferBrokerArgs, mpsc::UnboundedReceiver<TaskUpdate>) {
+    let (updates, reported) = mpsc::unbounded_channel();
     let status: StatusSink = Arc::new(move |update| {
         let _ = updates.send(update);
     });
@@ -47,7 +48,14 @@ async fn reports_go_to_the_status_sink() {
         weights: HashMap::new(),
         known_agents_file: None,
         status,
+        clock,
     };
+    (args, reported)
+}
+
+#[tokio::test]
+async fn reports_go_to_the_status_sink() {
+    let (args, mut reported) = broker_args(Arc::new(SystemClock));
     let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
 
     // No agent at all: the task waits for an offer, and says so.
@@ -80,4 +88,29 @@ async fn reports_go_to_the_status_sink() {
     assert_eq!(never.task_id, "ct:2:0:b:");
     assert!(matches!(never.event, TaskEvent::NeverLaunched));
     broker.stop(None);
+}
+
+/// The broker's time is the clock it was given: in paused time a waiting task's epsilon passes
+/// when tokio's clock reaches it, and its end carries that clock's time.
+#[tokio::test(start_paused = true)]
+async fn the_broker_keeps_the_time_of_the_clock_it_is_given() {
+    let start = chrono::DateTime::from_timestamp_millis(1_000_000).unwrap();
+    let (args, mut reported) = broker_args(Arc::new(TokioClock::starting_at(start)));
+    let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
+    let mut late = request("ct:1:0:a:");
+    late.start_deadline_ms = Some(1_030_000);
+    broker.send_message(BrokerMsg::Launch(late)).unwrap();
+    let waiting = next(&mut reported).await;
+    assert!(matches!(waiting.event, TaskEvent::WaitingForOffer { .. }));
+    // Its ticks (every 500 ms) pass in paused time until the deadline.
+    let update = tokio::time::timeout(Duration::from_secs(60), reported.recv()).await;
+    let expired = update.expect("the deadline passed").expect("sink dropped");
+    let TaskEvent::Ended {
+        end: TaskEnd::NotPlaced(_),
+        at_ms,
+    } = expired.event
+    else {
+        panic!("expected the task not placed, got {:?}", expired.event);
+    };
+    assert!((1_030_000..=1_031_000).contains(&at_ms), "{at_ms}");
 }

@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 
 use super::{APPLY_BATCH, Asker, BusMsg, Ingested, ToShards, apply_everywhere};
 use crate::error::CommandError;
-use crate::store::StoreError;
 
 /// A batch the store has recorded, and who to answer once it is applied.
 pub(super) struct Recorded {
@@ -38,8 +37,10 @@ impl Recorded {
             Asker::Announce(done) => {
                 let _ = done.send(match outcome {
                     Ok(true) => Ok(()),
-                    Ok(false) => Err(StoreError("not applied everywhere yet".into())),
-                    Err(error) => Err(StoreError(error.to_string())),
+                    Ok(false) => Err(CommandError::Unavailable(
+                        "resource events: not applied on every shard yet".into(),
+                    )),
+                    Err(error) => Err(error),
                 });
             }
         }

@@ -8,7 +8,7 @@ pub enum BusMsg {
     /// The link to the message broker: events to publish go down this channel, and the link
     /// answers [`BusMsg::Published`] once the broker has confirmed one.
     SetPublisher(mpsc::UnboundedSender<ResourceEvent>),
-    /// An event from outside (HTTP, or the message broker). Answers once the event is
+    /// An event from outside (HTTP, or RabbitMQ). Answers once the event is
     /// recorded and applied to every coordinator (or was a duplicate).
     Ingest {
         event: ResourceEvent,
@@ -52,11 +52,12 @@ pub struct ApplyEverywhere {
 /// waits in the channel.
 pub type ToShards = mpsc::UnboundedSender<ApplyEverywhere>;
 
-/// Where an event came from. Events from the message broker are not published back to it.
+/// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     Api,
-    Broker,
+    /// Consumed from RabbitMQ; not published back to it. (Not the offer broker, `broker`.)
+    Amqp,
     /// Announced by dron itself (`job:NAME@TIME`).
     Internal,
 }
@@ -65,7 +66,7 @@ impl Origin {
     pub fn as_str(self) -> &'static str {
         match self {
             Origin::Api => "api",
-            Origin::Broker => "amqp",
+            Origin::Amqp => "amqp",
             Origin::Internal => "internal",
         }
     }

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::SharedClock;
 use crate::error::CommandError;
-use crate::store::{ResourceOp, ResourceStore};
+use crate::store::{ResourceOp, ResourceStore, StoreError};
 
 /// How long applying one event to every coordinator may take before it is retried.
 pub(crate) const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -154,6 +154,9 @@ impl Actor for EventBus {
     }
 }
 
+/// What stopped when the resource store's acknowledgement of a write is dropped.
+const WRITER: &str = "the resource store's writer";
+
 fn unavailable(error: impl std::fmt::Display) -> CommandError {
     CommandError::Unavailable(format!("resource store: {error}"))
 }
@@ -196,7 +199,7 @@ impl BusState {
                 let _ = reply.send(Ok(ingested));
             }
             Ok(None) => {
-                let publish = origin != Origin::Broker;
+                let publish = origin != Origin::Amqp;
                 self.record_and_apply(myself, vec![event], publish, Asker::Ingest(reply));
             }
         }
@@ -240,26 +243,29 @@ impl BusState {
                 batch.push(event);
             }
         }
-        if deferred {
-            let (later, wait) = tokio::sync::oneshot::channel();
-            let _ = later.send(Err(crate::store::StoreError(
-                "an event of the same resource is being applied".into(),
-            )));
-            waits.push(wait);
-        }
-        if !batch.is_empty() {
-            let (done, wait) = tokio::sync::oneshot::channel();
+        let applied = (!batch.is_empty()).then(|| {
+            let (done, applied) = tokio::sync::oneshot::channel();
             self.record_and_apply(myself, batch, true, Asker::Announce(done));
-            waits.push(wait);
-        }
+            applied
+        });
         tokio::spawn(async move {
             let mut result = Ok(());
             for wait in waits {
-                match wait.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => result = Err(unavailable(error)),
-                    Err(_) => result = Err(unavailable("the write was dropped")),
+                let written = wait.await.unwrap_or(Err(StoreError::Stopped(WRITER)));
+                if let Err(error) = written {
+                    result = Err(unavailable(error));
                 }
+            }
+            if let Some(applied) = applied {
+                let stopped = || Err(CommandError::Unavailable("the event bus stopped".into()));
+                if let Err(error) = applied.await.unwrap_or_else(|_| stopped()) {
+                    result = Err(error);
+                }
+            }
+            if deferred {
+                // The coordinator's outbox keeps the event and sends it again.
+                let busy = "resource events: an event of the same resource is being applied";
+                result = Err(CommandError::Unavailable(busy.into()));
             }
             let _ = reply.send(result);
         });
@@ -326,9 +332,7 @@ impl BusState {
         let durable = self.store.submit(ops);
         let (applier, myself) = (self.applier.clone(), myself.clone());
         tokio::spawn(async move {
-            let written = durable
-                .await
-                .unwrap_or_else(|_| Err(crate::store::StoreError("write dropped".into())));
+            let written = durable.await.unwrap_or(Err(StoreError::Stopped(WRITER)));
             if let Err(error) = written {
                 tracing::error!(%error, "recording resource events failed");
                 // Not recorded: nothing to apply, and the sender may try again.
@@ -449,7 +453,7 @@ enum Asker {
     /// A coordinator's announcements: answered once applied everywhere, when it drops them
     /// from its outbox. Until then that outbox keeps them across a crash, so the store
     /// keeps no pending copy (only one to publish, once applied).
-    Announce(tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>),
+    Announce(tokio::sync::oneshot::Sender<Result<(), CommandError>>),
 }
 
 /// Hands events to every coordinator (through the router); true once all have applied them.

@@ -15,7 +15,7 @@ const HOUR_MS: i64 = 3_600_000;
 async fn ingest(system: &System, event: &ResourceEvent) -> Ingested {
     system
         .client
-        .ingest(event.clone(), Origin::Broker)
+        .ingest(event.clone(), Origin::Amqp)
         .await
         .unwrap()
 }

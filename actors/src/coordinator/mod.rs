@@ -393,9 +393,9 @@ impl CoordinatorState {
         };
         if self.committer.send(Commit { durable, effects }).is_err() {
             tracing::error!(shard = self.shard.index, "committer gone");
-            let _ = myself.send_message(CoordinatorMsg::StoreFailed(crate::store::StoreError(
-                "committer stopped".into(),
-            )));
+            let _ = myself.send_message(CoordinatorMsg::StoreFailed(
+                crate::store::StoreError::Stopped("the committer"),
+            ));
         }
     }
 
@@ -475,7 +475,7 @@ fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
                     continue;
                 }
                 Ok(Err(error)) => error,
-                Err(_) => crate::store::StoreError("store dropped a write".into()),
+                Err(_) => crate::store::StoreError::Stopped("the shard's writer"),
             };
             let _ = links
                 .coordinator

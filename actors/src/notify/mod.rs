@@ -283,7 +283,7 @@ impl NotifierState {
             };
             let written = durable
                 .await
-                .unwrap_or_else(|_| Err(StoreError("notice store dropped a write".into())));
+                .unwrap_or_else(|_| Err(StoreError::Stopped("the notice store's writer")));
             if let Err(error) = &written {
                 tracing::error!(%error, "recording notices failed");
             }

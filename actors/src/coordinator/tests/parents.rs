@@ -27,6 +27,10 @@ struct FaultyStore {
 /// Makes one batch durable (or failed).
 type Done = oneshot::Sender<Result<(), StoreError>>;
 
+fn injected_disk_error() -> StoreError {
+    StoreError::backend("writing a batch")(std::io::Error::other("disk error (injected)"))
+}
+
 impl FaultyStore {
     fn fails(&self, ops: &[StoreOp]) -> bool {
         let mut fail = self.fail_run_of.lock().unwrap();
@@ -58,7 +62,7 @@ impl ShardStore for FaultyStore {
     fn submit(&self, ops: Vec<StoreOp>) -> Durable {
         if self.fails(&ops) {
             let (done, durable) = oneshot::channel();
-            let _ = done.send(Err(StoreError("disk error (injected)".into())));
+            let _ = done.send(Err(injected_disk_error()));
             return durable;
         }
         let durable = self.memory.submit(ops);
