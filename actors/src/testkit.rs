@@ -64,7 +64,7 @@ impl System {
         let (bus, _) = Actor::spawn(None, EventBus, bus_args).await.unwrap();
         let (notifier, _) = Actor::spawn(None, Null(PhantomData), ()).await.unwrap();
         let router_args = RouterArgs {
-            factory: Arc::new(MemoryFactory::default()),
+            factory: Arc::new(MemoryFactory::<SlowStore>::default()),
             default_shard_count: shards,
             clock: clock.clone(),
             broker,
@@ -254,14 +254,30 @@ impl<M: ractor::Message> Actor for Null<M> {
     }
 }
 
-/// Shard stores in memory, each durable [`WRITE_LATENCY`] after a write.
-#[derive(Default)]
-struct MemoryFactory {
-    stores: Mutex<HashMap<u32, Arc<SlowStore>>>,
+/// Shard stores in memory that survive their coordinators' restarts (by default each durable
+/// [`WRITE_LATENCY`] after a write); tests with stores of their own name the type.
+pub struct MemoryFactory<S = SlowStore> {
+    stores: Mutex<HashMap<u32, Arc<S>>>,
     count: Mutex<Option<u32>>,
 }
 
-impl StoreFactory for MemoryFactory {
+impl<S> Default for MemoryFactory<S> {
+    fn default() -> Self {
+        MemoryFactory {
+            stores: Mutex::default(),
+            count: Mutex::default(),
+        }
+    }
+}
+
+impl<S> MemoryFactory<S> {
+    /// The store of shard `index` (it must have been opened).
+    pub fn store(&self, index: u32) -> Arc<S> {
+        self.stores.lock().unwrap()[&index].clone()
+    }
+}
+
+impl<S: ShardStore + Default> StoreFactory for MemoryFactory<S> {
     fn open(&self, index: u32) -> Result<Arc<dyn ShardStore>, StoreError> {
         let mut stores = self.stores.lock().unwrap();
         Ok(stores.entry(index).or_default().clone())
@@ -288,7 +304,7 @@ impl StoreFactory for MemoryFactory {
 
 /// A [`MemoryStore`] whose writes become durable [`WRITE_LATENCY`] later.
 #[derive(Default)]
-struct SlowStore(MemoryStore);
+pub struct SlowStore(MemoryStore);
 
 impl ShardStore for SlowStore {
     fn submit(&self, ops: Vec<StoreOp>) -> Durable {

@@ -2,14 +2,13 @@
 //! its children on other shards from the parent shard's outbox, through the bus, once each,
 //! even when a child's shard fails before it has recorded the success.
 
-use std::collections::HashMap;
-
 use dron_model::ids::parse_task_id;
 use dron_model::ring::Ring;
 
 use super::*;
 use crate::bus::{EventBus, EventBusArgs};
-use crate::router::{Router, RouterArgs, StoreFactory};
+use crate::router::{Router, RouterArgs};
+use crate::testkit::MemoryFactory;
 
 const SHARDS: u32 = 3;
 
@@ -90,36 +89,7 @@ impl ShardStore for FaultyStore {
 }
 
 /// Shards in memory that survive their coordinators' restarts.
-#[derive(Default)]
-struct Shards {
-    stores: Mutex<HashMap<u32, Arc<FaultyStore>>>,
-    count: Mutex<Option<u32>>,
-}
-
-impl StoreFactory for Shards {
-    fn open(&self, index: u32) -> Result<Arc<dyn ShardStore>, StoreError> {
-        let mut stores = self.stores.lock().unwrap();
-        Ok(stores.entry(index).or_default().clone())
-    }
-
-    fn existing(&self) -> Result<Vec<u32>, StoreError> {
-        Ok(self.stores.lock().unwrap().keys().copied().collect())
-    }
-
-    fn remove(&self, index: u32) -> Result<(), StoreError> {
-        self.stores.lock().unwrap().remove(&index);
-        Ok(())
-    }
-
-    fn load_shard_count(&self) -> Result<Option<u32>, StoreError> {
-        Ok(*self.count.lock().unwrap())
-    }
-
-    fn save_shard_count(&self, count: u32) -> Result<(), StoreError> {
-        *self.count.lock().unwrap() = Some(count);
-        Ok(())
-    }
-}
+type Shards = MemoryFactory<FaultyStore>;
 
 /// A server's actors over memory, with a stand-in broker.
 struct Server {
@@ -234,7 +204,7 @@ impl Server {
     }
 
     fn store(&self, shard: u32) -> Arc<FaultyStore> {
-        self.shards.stores.lock().unwrap()[&shard].clone()
+        self.shards.store(shard)
     }
 
     /// How many instances `job` has (its runs here never end).
