@@ -2,6 +2,7 @@
 //! and the domain model in `dron-model`; this package adds what needs the outside world:
 //!
 //! - [`cli`]: argument parsing and the subcommands.
+//! - [`cluster`]: several servers as one, over a Raft log (docs/cluster.md).
 //! - [`agent`]: `dron agent`, a remote agent offering its machine to a server.
 //! - [`server`]: `dron serve`, wiring storage, actors and HTTP.
 //! - [`http`]: the Chronos-compatible and native HTTP API.
@@ -12,6 +13,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod http;
