@@ -3,8 +3,11 @@
 //! - [`rocks`]: one database per shard (jobs, instances, history, outbox).
 //! - [`resources`]: one database per server for satisfied resources and pending events.
 //! - [`notices`]: one database per server for notices and their deliveries.
+//! - [`change`]: a store's write as physical changes (keys, encoded values), which a cluster
+//!   replicates.
 //! - [`writer`]: the group-commit writer thread they all use.
 
+pub mod change;
 pub mod notices;
 pub mod resources;
 pub mod rocks;

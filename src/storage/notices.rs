@@ -13,10 +13,13 @@ use dron_model::codec;
 use dron_model::notice::NoticeRecord;
 use rocksdb::{DB, WriteBatch};
 
+use super::change::{Change, add_change};
 use super::rocks::{Reads, decode_family, open_db};
-use super::writer::{AfterFailure, Writer, family};
+use super::writer::{AfterFailure, Writer};
 
 const NOTICES: &str = "notices";
+/// Every column family of the notice database.
+pub const FAMILIES: &[&str] = &[NOTICES];
 
 pub struct RocksNoticeStore {
     // Dropped first: the writer finishes its queue while the database is still open.
@@ -26,7 +29,7 @@ pub struct RocksNoticeStore {
 
 impl RocksNoticeStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Arc::new(open_db(path, &[NOTICES], Reads::Scans)?);
+        let db = Arc::new(open_db(path, FAMILIES, Reads::Scans)?);
         let writer = Writer::spawn(
             "notice-writer".into(),
             db.clone(),
@@ -44,19 +47,27 @@ impl NoticeStore for RocksNoticeStore {
 
     fn load(&self) -> Result<Vec<NoticeRecord>, StoreError> {
         self.writer.barrier()?;
-        decode_family(&self.db, NOTICES)
+        read_notices(&self.db)
     }
 }
 
+/// Every record, oldest first, as applied in `db`.
+pub fn read_notices(db: &DB) -> Result<Vec<NoticeRecord>, StoreError> {
+    decode_family(db, NOTICES)
+}
+
 fn add_op(db: &DB, batch: &mut WriteBatch, op: &NoticeOp) -> Result<(), StoreError> {
-    let cf = family(db, NOTICES)?;
+    add_change(db, batch, &change(op))
+}
+
+/// What `op` writes, as physical changes to the notice database.
+pub fn change(op: &NoticeOp) -> Change {
     match op {
         NoticeOp::Put(record) => {
-            batch.put_cf(cf, record.notice.key().as_bytes(), codec::encode(record))
+            Change::put(NOTICES, record.notice.key().as_bytes(), codec::encode(record))
         }
-        NoticeOp::Delete(key) => batch.delete_cf(cf, key.as_bytes()),
+        NoticeOp::Delete(key) => Change::delete(NOTICES, key.as_bytes()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

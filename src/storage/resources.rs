@@ -14,11 +14,16 @@ use dron_model::codec;
 use dron_model::resource::{PendingEvent, ResourceRecord};
 use rocksdb::{DB, WriteBatch};
 
+use super::change::{Change, add_change};
 use super::rocks::{Reads, decode_family, open_db};
 use super::writer::{AfterFailure, Writer, backend, family};
 
 const RESOURCES: &str = "resources";
 const PENDING: &str = "pending";
+/// Every column family of the resource database.
+pub const FAMILIES: &[&str] = &[RESOURCES, PENDING];
+/// How the resource database is read.
+pub const READS: Reads = Reads::PointLookups;
 
 pub struct RocksResourceStore {
     writer: Writer<ResourceOp>,
@@ -27,7 +32,7 @@ pub struct RocksResourceStore {
 
 impl RocksResourceStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Arc::new(open_db(path, &[RESOURCES, PENDING], Reads::PointLookups)?);
+        let db = Arc::new(open_db(path, FAMILIES, READS)?);
         let writer = Writer::spawn(
             "resource-writer".into(),
             db.clone(),
@@ -44,41 +49,51 @@ impl ResourceStore for RocksResourceStore {
     }
 
     fn get(&self, resource: &str) -> Result<Option<ResourceRecord>, StoreError> {
-        let cf = family(&self.db, RESOURCES)?;
-        let Some(bytes) = self
-            .db
-            .get_pinned_cf(cf, resource.as_bytes())
-            .map_err(backend("reading a resource"))?
-        else {
-            return Ok(None);
-        };
-        codec::decode(&bytes)
-            .map(Some)
-            .map_err(|error| StoreError::decode(format!("{RESOURCES}/{resource}"), error))
+        get_resource(&self.db, resource)
     }
 
     fn pending(&self) -> Result<Vec<PendingEvent>, StoreError> {
         self.writer.barrier()?;
-        decode_family(&self.db, PENDING)
+        read_pending(&self.db)
     }
 }
 
+/// A satisfied resource, as applied in `db`.
+pub fn get_resource(db: &DB, resource: &str) -> Result<Option<ResourceRecord>, StoreError> {
+    let cf = family(db, RESOURCES)?;
+    let Some(bytes) = db
+        .get_pinned_cf(cf, resource.as_bytes())
+        .map_err(backend("reading a resource"))?
+    else {
+        return Ok(None);
+    };
+    codec::decode(&bytes)
+        .map(Some)
+        .map_err(|error| StoreError::decode(format!("{RESOURCES}/{resource}"), error))
+}
+
+/// Events not yet applied everywhere or published, as applied in `db`.
+pub fn read_pending(db: &DB) -> Result<Vec<PendingEvent>, StoreError> {
+    decode_family(db, PENDING)
+}
+
 fn add_op(db: &DB, batch: &mut WriteBatch, op: &ResourceOp) -> Result<(), StoreError> {
-    let cf = |name| family(db, name);
+    add_change(db, batch, &change(op))
+}
+
+/// What `op` writes, as physical changes to the resource database.
+pub fn change(op: &ResourceOp) -> Change {
     match op {
-        ResourceOp::Satisfy(record) => batch.put_cf(
-            cf(RESOURCES)?,
-            record.resource.as_bytes(),
-            codec::encode(record),
-        ),
-        ResourceOp::PutPending(pending) => batch.put_cf(
-            cf(PENDING)?,
+        ResourceOp::Satisfy(record) => {
+            Change::put(RESOURCES, record.resource.as_bytes(), codec::encode(record))
+        }
+        ResourceOp::PutPending(pending) => Change::put(
+            PENDING,
             pending.event.key().as_bytes(),
             codec::encode(pending),
         ),
-        ResourceOp::DeletePending(key) => batch.delete_cf(cf(PENDING)?, key.as_bytes()),
+        ResourceOp::DeletePending(key) => Change::delete(PENDING, key.as_bytes()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use dron_model::codec;
 use dron_model::instance::HistoryEntry;
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
 
+use super::change::{Change, add_change};
 use super::writer::{AfterFailure, Writer, backend, family};
 
 const JOBS: &str = "jobs";
@@ -31,6 +32,8 @@ const INSTANCES: &str = "instances";
 const HISTORY: &str = "history";
 const OUTBOX: &str = "outbox";
 const NOTICES: &str = "notices";
+/// Every column family of a shard's database.
+pub const FAMILIES: &[&str] = &[JOBS, INSTANCES, HISTORY, OUTBOX, NOTICES];
 
 pub struct RocksShardStore {
     // Dropped first: the writer finishes its queue while the database is still open.
@@ -40,11 +43,7 @@ pub struct RocksShardStore {
 
 impl RocksShardStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Arc::new(open_db(
-            path,
-            &[JOBS, INSTANCES, HISTORY, OUTBOX, NOTICES],
-            Reads::Scans,
-        )?);
+        let db = Arc::new(open_db(path, FAMILIES, Reads::Scans)?);
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
         let writer = Writer::spawn(
             format!("shard-writer-{name}"),
@@ -119,12 +118,7 @@ impl ShardStore for RocksShardStore {
 
     fn load(&self) -> Result<ShardSnapshot, StoreError> {
         self.writer.barrier()?;
-        Ok(ShardSnapshot {
-            jobs: decode_family(&self.db, JOBS)?,
-            instances: decode_family(&self.db, INSTANCES)?,
-            announcements: decode_family(&self.db, OUTBOX)?,
-            notices: decode_family(&self.db, NOTICES)?,
-        })
+        load_shard(&self.db)
     }
 
     fn wait_applied(&self) -> Result<(), StoreError> {
@@ -132,61 +126,80 @@ impl ShardStore for RocksShardStore {
     }
 
     fn history(&self, job: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
-        let cf = family(&self.db, HISTORY)?;
-        let prefix = history_prefix(job);
-        let end = history_prefix_end(job);
-        let mut entries = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse))
-        {
-            let (key, value) = item.map_err(backend("reading history"))?;
-            if !key.starts_with(&prefix) || entries.len() == limit {
-                break;
-            }
-            let entry = codec::decode(&value)
-                .map_err(|error| StoreError::decode(format!("{HISTORY}/{job}"), error))?;
-            entries.push(entry);
-        }
-        Ok(entries)
+        read_history(&self.db, job, limit)
     }
+}
+
+/// Everything a coordinator rebuilds its memory from, as applied in `db`.
+pub fn load_shard(db: &DB) -> Result<ShardSnapshot, StoreError> {
+    Ok(ShardSnapshot {
+        jobs: decode_family(db, JOBS)?,
+        instances: decode_family(db, INSTANCES)?,
+        announcements: decode_family(db, OUTBOX)?,
+        notices: decode_family(db, NOTICES)?,
+    })
+}
+
+/// The newest `limit` history entries of `job` in `db`, newest first.
+pub fn read_history(db: &DB, job: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+    let cf = family(db, HISTORY)?;
+    let prefix = history_prefix(job);
+    let end = history_prefix_end(job);
+    let mut entries = Vec::new();
+    for item in db.iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse)) {
+        let (key, value) = item.map_err(backend("reading history"))?;
+        if !key.starts_with(&prefix) || entries.len() == limit {
+            break;
+        }
+        let entry = codec::decode(&value)
+            .map_err(|error| StoreError::decode(format!("{HISTORY}/{job}"), error))?;
+        entries.push(entry);
+    }
+    Ok(entries)
 }
 
 fn add_op(db: &DB, batch: &mut WriteBatch, op: &StoreOp) -> Result<(), StoreError> {
-    let cf = |name| family(db, name);
+    add_change(db, batch, &change(op))
+}
+
+/// What `op` writes, as physical changes to the shard's database.
+pub fn change(op: &StoreOp) -> Change {
     match op {
-        StoreOp::PutJob(job) => {
-            batch.put_cf(cf(JOBS)?, job.spec.name.as_bytes(), codec::encode(job))
-        }
-        StoreOp::DeleteJob(name) => batch.delete_cf(cf(JOBS)?, name.as_bytes()),
-        StoreOp::PutInstance(instance) => batch.put_cf(
-            cf(INSTANCES)?,
+        StoreOp::PutJob(job) => Change::put(JOBS, job.spec.name.as_bytes(), codec::encode(job)),
+        StoreOp::DeleteJob(name) => Change::delete(JOBS, name.as_bytes()),
+        StoreOp::PutInstance(instance) => Change::put(
+            INSTANCES,
             instance.id().as_bytes(),
             codec::encode(instance),
         ),
-        StoreOp::DeleteInstance(id) => batch.delete_cf(cf(INSTANCES)?, id.as_bytes()),
-        StoreOp::AppendHistory(entry) => {
-            let key = history_key(entry.job(), entry.target_ms());
-            batch.put_cf(cf(HISTORY)?, key, codec::encode(entry))
-        }
-        StoreOp::DeleteHistory { job } => {
-            batch.delete_range_cf(cf(HISTORY)?, history_prefix(job), history_prefix_end(job))
-        }
-        StoreOp::TrimHistory { job, keep } => trim_history(db, batch, job, *keep)?,
+        StoreOp::DeleteInstance(id) => Change::delete(INSTANCES, id.as_bytes()),
+        StoreOp::AppendHistory(entry) => Change::Put {
+            family: HISTORY.into(),
+            key: history_key(entry.job(), entry.target_ms()),
+            value: codec::encode(entry),
+        },
+        StoreOp::DeleteHistory { job } => Change::DeleteRange {
+            family: HISTORY.into(),
+            from: history_prefix(job),
+            to: history_prefix_end(job),
+        },
+        StoreOp::TrimHistory { job, keep } => Change::TrimHistory {
+            job: job.clone(),
+            keep: *keep as u64,
+        },
         StoreOp::PutAnnouncement(event) => {
-            batch.put_cf(cf(OUTBOX)?, event.key().as_bytes(), codec::encode(event))
+            Change::put(OUTBOX, event.key().as_bytes(), codec::encode(event))
         }
-        StoreOp::DeleteAnnouncement(key) => batch.delete_cf(cf(OUTBOX)?, key.as_bytes()),
+        StoreOp::DeleteAnnouncement(key) => Change::delete(OUTBOX, key.as_bytes()),
         StoreOp::PutNotice(notice) => {
-            batch.put_cf(cf(NOTICES)?, notice.key().as_bytes(), codec::encode(notice))
+            Change::put(NOTICES, notice.key().as_bytes(), codec::encode(notice))
         }
-        StoreOp::DeleteNotice(key) => batch.delete_cf(cf(NOTICES)?, key.as_bytes()),
+        StoreOp::DeleteNotice(key) => Change::delete(NOTICES, key.as_bytes()),
     }
-    Ok(())
 }
 
 /// Deletes all but the newest `keep` history entries of `job`.
-fn trim_history(db: &DB, batch: &mut WriteBatch, job: &str, keep: usize) -> Result<(), StoreError> {
+pub(super) fn trim_history(db: &DB, batch: &mut WriteBatch, job: &str, keep: usize) -> Result<(), StoreError> {
     let cf = family(db, HISTORY)?;
     let prefix = history_prefix(job);
     let end = history_prefix_end(job);

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod agents;
 pub mod amqp;
+pub mod cluster;
 pub mod notify;
 pub mod webdriver;
 

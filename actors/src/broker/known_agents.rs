@@ -2,33 +2,65 @@
 //! whose launch was in flight may be on one of them, so its adoption waits for them
 //! (`Remotes::any_known`).
 //!
-//! The file is replaced whole, durably (temporary file, fsync, rename, fsync of the
-//! directory), by a task of its own: the broker's handler only hands it the new list.
+//! A single server keeps them in a file, replaced whole, durably (temporary file, fsync,
+//! rename, fsync of the directory), by a task of its own: the broker's handler only hands it
+//! the new list. A cluster keeps them in its replicated state, so that a new leader knows the
+//! agents the old one saw ([`KnownAgentsRecord::Custom`]).
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
+
+/// Where a broker keeps the names of the remote agents it has seen.
+pub enum KnownAgentsRecord {
+    /// In memory only (tests).
+    Memory,
+    /// In this file (a single server's data directory).
+    File(PathBuf),
+    /// Elsewhere: the names known at start, and what records a new one.
+    Custom {
+        names: Vec<String>,
+        remember: Arc<dyn Fn(String) + Send + Sync>,
+    },
+}
 
 pub struct KnownAgents {
     names: BTreeSet<String>,
-    /// To the task that writes the file; None: kept in memory only.
-    writer: Option<mpsc::UnboundedSender<String>>,
+    persist: Persist,
+}
+
+enum Persist {
+    Nothing,
+    /// To the task that writes the file.
+    File(mpsc::UnboundedSender<String>),
+    Custom(Arc<dyn Fn(String) + Send + Sync>),
 }
 
 impl KnownAgents {
-    /// Reads the names from `file` (none if it is missing or unreadable). Writing starts a
-    /// task: call within a tokio runtime when `file` is given.
-    pub fn load(file: Option<PathBuf>) -> Self {
-        let names = file
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .map(|text| text.lines().map(str::to_string).collect())
-            .unwrap_or_default();
-        let writer = file.map(spawn_writer);
-        KnownAgents { names, writer }
+    /// Reads the names recorded (none if the file is missing or unreadable). A file is
+    /// written by a task: call within a tokio runtime when a file is given.
+    pub fn load(record: KnownAgentsRecord) -> Self {
+        match record {
+            KnownAgentsRecord::Memory => KnownAgents {
+                names: BTreeSet::new(),
+                persist: Persist::Nothing,
+            },
+            KnownAgentsRecord::File(file) => KnownAgents {
+                names: std::fs::read_to_string(&file)
+                    .map(|text| text.lines().map(str::to_string).collect())
+                    .unwrap_or_default(),
+                persist: Persist::File(spawn_writer(file)),
+            },
+            KnownAgentsRecord::Custom { names, remember } => KnownAgents {
+                names: names.into_iter().collect(),
+                persist: Persist::Custom(remember),
+            },
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -40,9 +72,13 @@ impl KnownAgents {
         if !self.names.insert(name.to_string()) {
             return;
         }
-        if let Some(writer) = &self.writer {
-            let text = self.names.iter().map(|n| format!("{n}\n")).collect();
-            let _ = writer.send(text);
+        match &self.persist {
+            Persist::Nothing => {}
+            Persist::File(writer) => {
+                let text = self.names.iter().map(|n| format!("{n}\n")).collect();
+                let _ = writer.send(text);
+            }
+            Persist::Custom(remember) => remember(name.to_string()),
         }
     }
 }
@@ -106,7 +142,7 @@ mod tests {
     async fn the_file_ends_with_every_name_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known-agents");
-        let mut known = KnownAgents::load(Some(path.clone()));
+        let mut known = KnownAgents::load(KnownAgentsRecord::File(path.clone()));
         assert!(known.is_empty());
         for name in ["b", "a", "c", "a"] {
             known.add(name);
@@ -114,7 +150,7 @@ mod tests {
         assert!(file_reads(&path, "a\nb\nc\n").await);
         assert!(!dir.path().join("known-agents.tmp").exists());
         drop(known);
-        let again = KnownAgents::load(Some(path));
+        let again = KnownAgents::load(KnownAgentsRecord::File(path));
         assert_eq!(
             again.names,
             BTreeSet::from(["a", "b", "c"].map(String::from))
@@ -123,7 +159,7 @@ mod tests {
 
     #[test]
     fn without_a_file_names_stay_in_memory() {
-        let mut known = KnownAgents::load(None);
+        let mut known = KnownAgents::load(KnownAgentsRecord::Memory);
         known.add("a");
         assert!(!known.is_empty());
     }

@@ -18,6 +18,7 @@ mod remote;
 mod tests;
 mod view;
 
+pub use known_agents::KnownAgentsRecord;
 pub use messages::{BrokerMsg, LaunchRequest, TaskEvent, TaskUpdate, UpdateAck};
 pub use placement::Placement;
 pub use view::{AgentState, AgentView};
@@ -48,8 +49,8 @@ pub struct OfferBrokerArgs {
     pub agent_timeout_ms: i64,
     /// Owners' weights for Dominant Resource Fairness (default 1).
     pub weights: HashMap<String, f64>,
-    /// Where the names of remote agents ever seen are kept (None: in memory only).
-    pub known_agents_file: Option<PathBuf>,
+    /// Where the names of remote agents ever seen are kept.
+    pub known_agents: KnownAgentsRecord,
     /// Where status updates go (to the coordinator that owns the task's job, through the
     /// router): a sink rather than the router's address, so that the broker does not depend
     /// on the router that depends on it.
@@ -98,7 +99,7 @@ impl Actor for OfferBroker {
             args.epoch,
             args.heartbeat_ms,
             args.agent_timeout_ms,
-            args.known_agents_file,
+            args.known_agents,
             args.clock.clone(),
         );
         let tick = Duration::from_millis((args.heartbeat_ms / 2).clamp(50, 1000));

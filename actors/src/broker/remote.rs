@@ -15,7 +15,7 @@ use ractor::RpcReplyPort;
 use tokio::sync::mpsc;
 
 use super::BrokerState;
-use super::known_agents::KnownAgents;
+use super::known_agents::{KnownAgents, KnownAgentsRecord};
 use super::messages::{BrokerMsg, LaunchRequest};
 use super::placement::AgentSlot;
 use super::view::{AgentState, AgentView};
@@ -67,7 +67,7 @@ impl Remotes {
         epoch: u64,
         heartbeat_ms: u64,
         timeout_ms: i64,
-        file: Option<PathBuf>,
+        known: KnownAgentsRecord,
         clock: SharedClock,
     ) -> Self {
         Remotes {
@@ -78,7 +78,7 @@ impl Remotes {
             agents: BTreeMap::new(),
             connections: HashMap::new(),
             awaiting: Vec::new(),
-            known: KnownAgents::load(file),
+            known: KnownAgents::load(known),
             reads: HashMap::new(),
             next_read: 0,
             kill_on_claim: Default::default(),

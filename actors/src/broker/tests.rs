@@ -10,7 +10,7 @@ use dron_task::{StatusSink, TaskCommand, TaskEnd, TaskEvent, TaskSpec, TaskUpdat
 use ractor::Actor;
 use tokio::sync::mpsc;
 
-use super::{BrokerMsg, LaunchRequest, OfferBroker, OfferBrokerArgs};
+use super::{BrokerMsg, KnownAgentsRecord, LaunchRequest, OfferBroker, OfferBrokerArgs};
 use crate::clock::{SharedClock, SystemClock, TokioClock};
 
 fn request(task_id: &str) -> LaunchRequest {
@@ -46,7 +46,7 @@ fn broker_args(clock: SharedClock) -> (OfferBrokerArgs, mpsc::UnboundedReceiver<
         heartbeat_ms: 1000,
         agent_timeout_ms: 5000,
         weights: HashMap::new(),
-        known_agents_file: None,
+        known_agents: KnownAgentsRecord::Memory,
         status,
         clock,
     };

@@ -1,0 +1,129 @@
+//! The leader's one queue into the Raft log. The stores submit commands here instead of to
+//! their writers; one task takes everything queued, proposes it as one entry (group commit,
+//! as the single server's writers do) and answers each submitter once the entry is committed
+//! by a quorum and applied here.
+//!
+//! A proposer lives for one leadership: after its first failure (this server lost the lead,
+//! or Raft stopped) it refuses everything after, because the coordinators pipeline batches
+//! that build on each other and batch N+1 must never commit without batch N. The next
+//! leadership starts a new proposer and the scheduler reloads what is committed.
+
+use std::sync::{Arc, OnceLock};
+
+use dron_actors::store::{Durable, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::command::{Command, Entry};
+use super::raft::RaftNode;
+
+/// Commands gathered into one entry at most.
+const MAX_GROUP: usize = 4096;
+
+type Acknowledge = oneshot::Sender<Result<(), StoreError>>;
+
+struct Submission {
+    commands: Vec<Command>,
+    done: Acknowledge,
+}
+
+#[derive(Clone)]
+pub struct Proposer {
+    queue: mpsc::UnboundedSender<Submission>,
+}
+
+impl Proposer {
+    /// Starts the proposing task (within a tokio runtime); it ends when every `Proposer`
+    /// clone is dropped, after what was queued.
+    pub fn start(raft: Arc<RaftNode>) -> Proposer {
+        let (queue, submissions) = mpsc::unbounded_channel();
+        tokio::spawn(propose_loop(raft, submissions));
+        Proposer { queue }
+    }
+
+    /// Queues `commands` as one atomic unit behind everything submitted before.
+    pub fn submit(&self, commands: Vec<Command>) -> Durable {
+        let (done, durable) = oneshot::channel();
+        // A closed queue drops `done`: the waiter sees the proposer stopped.
+        let _ = self.queue.send(Submission { commands, done });
+        durable
+    }
+
+    /// Resolves once everything submitted before is applied here (an empty entry behind it).
+    pub fn barrier(&self) -> Durable {
+        self.submit(Vec::new())
+    }
+
+    /// Waits for [`Proposer::barrier`] from a blocking thread (a store's read).
+    pub fn wait_barrier(&self) -> Result<(), StoreError> {
+        self.barrier().blocking_recv().unwrap_or(Err(STOPPED))?
+    }
+
+    /// Submits and waits, from a blocking thread (the store factory's calls).
+    pub fn submit_and_wait(&self, commands: Vec<Command>) -> Result<(), StoreError> {
+        self.submit(commands).blocking_recv().unwrap_or(Err(STOPPED))
+    }
+}
+
+const STOPPED: StoreError = StoreError::Stopped("the cluster's proposer");
+
+async fn propose_loop(raft: Arc<RaftNode>, mut submissions: mpsc::UnboundedReceiver<Submission>) {
+    // The first failure, set here or by a waiter: everything after it is refused.
+    let failed: Arc<OnceLock<Arc<StoreError>>> = Arc::default();
+    while let Some(first) = submissions.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match submissions.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        if let Some(failure) = failed.get() {
+            answer(group, Err(StoreError::RefusedAfter(failure.clone())));
+            continue;
+        }
+        let mut entry = Entry::default();
+        let mut waiters = Vec::with_capacity(group.len());
+        for submission in group {
+            entry.commands.extend(submission.commands);
+            waiters.push(submission.done);
+        }
+        match raft.propose(entry.encode()).await {
+            Ok(applied) => {
+                let failed = failed.clone();
+                tokio::spawn(async move {
+                    let result = match applied.await {
+                        Ok(Ok(_index)) => Ok(()),
+                        Ok(Err(error)) => Err(replication_failed(error)),
+                        Err(_) => Err(STOPPED),
+                    };
+                    if let Err(error) = &result {
+                        let _ = failed.set(Arc::new(error.clone()));
+                    }
+                    for done in waiters {
+                        let _ = done.send(result.clone());
+                    }
+                });
+            }
+            Err(error) => {
+                let error = replication_failed(error);
+                let _ = failed.set(Arc::new(error.clone()));
+                for done in waiters {
+                    let _ = done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn answer(group: Vec<Submission>, result: Result<(), StoreError>) {
+    for submission in group {
+        let _ = submission.done.send(result.clone());
+    }
+}
+
+fn replication_failed<E>(error: E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    StoreError::backend("replicating a write")(error)
+}

@@ -1,0 +1,89 @@
+//! A store's write as physical changes to its database: the keys and encoded values, with no
+//! clock and nothing left to decide. A single server adds them to its `WriteBatch` at once; a
+//! cluster carries them in its Raft log, so that every server applies the same bytes
+//! (src/cluster).
+//!
+//! One change still reads the database: trimming a job's history finds the oldest entries to
+//! delete where it is applied. It gives the same result on every server because every server
+//! applies the same entries, in the same groups, to the same state.
+
+use std::borrow::Cow;
+
+use dron_actors::store::StoreError;
+use rocksdb::{DB, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    Put {
+        family: Cow<'static, str>,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        family: Cow<'static, str>,
+        key: Vec<u8>,
+    },
+    /// Every key in `[from, to)`.
+    DeleteRange {
+        family: Cow<'static, str>,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+    /// Keeps only the newest `keep` history entries of `job` (a shard's history family).
+    TrimHistory { job: String, keep: u64 },
+}
+
+impl Change {
+    pub fn put(family: &'static str, key: &[u8], value: Vec<u8>) -> Change {
+        Change::Put {
+            family: Cow::Borrowed(family),
+            key: key.to_vec(),
+            value,
+        }
+    }
+
+    pub fn delete(family: &'static str, key: &[u8]) -> Change {
+        Change::Delete {
+            family: Cow::Borrowed(family),
+            key: key.to_vec(),
+        }
+    }
+}
+
+/// Adds `change` to `batch` (reading `db` only to trim history).
+pub fn add_change(db: &DB, batch: &mut WriteBatch, change: &Change) -> Result<(), StoreError> {
+    match change {
+        Change::Put { family, key, value } => batch.put_cf(cf(db, family)?, key, value),
+        Change::Delete { family, key } => batch.delete_cf(cf(db, family)?, key),
+        Change::DeleteRange { family, from, to } => batch.delete_range_cf(cf(db, family)?, from, to),
+        Change::TrimHistory { job, keep } => {
+            super::rocks::trim_history(db, batch, job, usize::try_from(*keep).unwrap_or(usize::MAX))?
+        }
+    }
+    Ok(())
+}
+
+/// A column family by a name that may have come off the network.
+fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
+    db.cf_handle(name)
+        .ok_or_else(|| StoreError::MissingFamily(static_family(name)))
+}
+
+/// The `'static` name of one of dron's column families, for [`StoreError::MissingFamily`].
+fn static_family(name: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "jobs",
+        "instances",
+        "history",
+        "outbox",
+        "notices",
+        "resources",
+        "pending",
+    ];
+    KNOWN
+        .iter()
+        .find(|known| **known == name)
+        .copied()
+        .unwrap_or("(unknown)")
+}

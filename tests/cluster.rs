@@ -1,0 +1,222 @@
+//! A cluster of three real `dron serve` processes on loopback with one real `dron agent`:
+//! the leader killed with SIGKILL under load, every server restarted in turn. Jobs record
+//! each run's task id (its target) in a file, and the test checks that every target ran
+//! exactly once and that every acknowledged job survived.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::cluster::{Cluster, ClusterAgent};
+use support::{targets, wait_for};
+
+/// Every job fires every `INTERVAL_S` seconds.
+const INTERVAL_S: i64 = 2;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A job that records each run's task id in `<out>/<name>`, firing every INTERVAL_S from
+/// `start_ms`, with an epsilon long enough to cover a failover.
+fn recording_job(name: &str, out: &Path, start_ms: i64) -> Value {
+    let start = chrono::DateTime::from_timestamp_millis(start_ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    json!({
+        "name": name,
+        "command": format!("echo $DRON_TASK_ID >> {}/{name}", out.display()),
+        "schedule": format!("R/{start}/PT{INTERVAL_S}S"),
+        "epsilon": "PT30S",
+        "retries": 0,
+        "cpus": 0.1,
+        "mem": 16,
+    })
+}
+
+/// Creates a job through server `index`; true if it was acknowledged (204).
+async fn create(cluster: &Cluster, index: usize, job: Value) -> bool {
+    matches!(
+        cluster.request(index, "POST", "/scheduler/iso8601", Some(job)).await,
+        Ok((204, _))
+    )
+}
+
+async fn wait_for_agent(cluster: &Cluster, name: &str) {
+    wait_for(&format!("agent {name} to be active"), Duration::from_secs(30), || async {
+        let Some(leader) = cluster.leader().await else {
+            return false;
+        };
+        let Ok((_, body)) = cluster.request(leader, "GET", "/api/agents", None).await else {
+            return false;
+        };
+        body["agents"]
+            .as_array()
+            .is_some_and(|agents| agents.iter().any(|a| a["name"] == name && a["state"] == "active"))
+    })
+    .await;
+}
+
+/// Checks every job's recorded targets: none twice, and every target of its schedule from
+/// `start_ms` up to `until_ms` present.
+fn check_targets(out: &Path, names: &[String], start_ms: i64, until_ms: i64, logs: &str) {
+    let mut problems = Vec::new();
+    for name in names {
+        let ran = targets(&out.join(name));
+        let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+        for target in &ran {
+            *counts.entry(*target).or_default() += 1;
+        }
+        for (target, count) in &counts {
+            if *count > 1 {
+                problems.push(format!("{name}: target {target} ran {count} times"));
+            }
+        }
+        let mut target = start_ms;
+        while target <= until_ms {
+            if !counts.contains_key(&target) {
+                problems.push(format!("{name}: target {target} never ran"));
+            }
+            target += INTERVAL_S * 1000;
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_killed_under_load_loses_no_acknowledged_job_and_no_target() {
+    let mut cluster = Cluster::start(3, "").await;
+    let _agent = ClusterAgent::start(&cluster, "w1", 8.0);
+    wait_for_agent(&cluster, "w1").await;
+    let out = tempfile::tempdir().unwrap();
+    // Whole seconds, a little ahead: every job's targets are start + k * INTERVAL_S.
+    let start_ms = (now_ms() / 1000 + 3) * 1000;
+    let mut names = Vec::new();
+    for i in 0..12 {
+        let name = format!("steady-{i}");
+        // Through every server: followers forward to the leader.
+        assert!(
+            create(&cluster, i % 3, recording_job(&name, out.path(), start_ms)).await,
+            "creating {name}\n{}",
+            cluster.logs()
+        );
+        names.push(name);
+    }
+    wait_for("every job to run twice", Duration::from_secs(30), || async {
+        names.iter().all(|n| targets(&out.path().join(n)).len() >= 2)
+    })
+    .await;
+
+    let old_leader = cluster.leader().await.expect("a leader");
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != old_leader).collect();
+    // Jobs created without pause through the survivors while the leader dies: the ones
+    // acknowledged must all exist afterwards.
+    let writer = {
+        let (http, urls) = (
+            cluster.http.clone(),
+            survivors.iter().map(|i| cluster.nodes[*i].url("")).collect::<Vec<_>>(),
+        );
+        let out = out.path().to_path_buf();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for n in 0..60 {
+                let name = format!("during-{n}");
+                let job = recording_job(&name, &out, (now_ms() / 1000 + 3600) * 1000);
+                let url = format!("{}/scheduler/iso8601", urls[n % urls.len()]);
+                if let Ok(response) = http.post(url).json(&job).send().await
+                    && response.status() == 204
+                {
+                    acknowledged.push(name);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed_at = Instant::now();
+    let killed_ms = now_ms();
+    cluster.kill9(old_leader);
+    let new_leader = cluster.wait_for_leader().await;
+    let failover = killed_at.elapsed();
+    assert_ne!(new_leader, old_leader);
+    eprintln!("failover: a new leader schedules {failover:?} after kill -9 of the old one");
+
+    let acknowledged = writer.await.unwrap();
+    assert!(!acknowledged.is_empty(), "no create was acknowledged during the failover");
+    for name in &acknowledged {
+        for index in &survivors {
+            let (status, body) = cluster
+                .request(*index, "GET", &format!("/scheduler/job/{name}"), None)
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "acknowledged {name} is missing: {body}\n{}", cluster.logs());
+        }
+    }
+
+    // Every target that fell due while the leader was dead runs late, once.
+    let until_ms = killed_ms + 6000;
+    wait_for("the targets after the failover to run", Duration::from_secs(40), || async {
+        now_ms() > until_ms + 4000
+    })
+    .await;
+    check_targets(out.path(), &names, start_ms, until_ms, &cluster.logs());
+
+    // The old leader comes back as a follower and catches up.
+    cluster.restart(old_leader);
+    wait_for("the old leader to catch up", Duration::from_secs(30), || async {
+        let (Some(mine), Some(leader)) = (
+            cluster.status(old_leader).await,
+            cluster.status(new_leader).await,
+        ) else {
+            return false;
+        };
+        mine["leader"] == leader["leader"]
+            && mine["lastApplied"].as_u64() >= leader["lastApplied"].as_u64().map(|i| i.saturating_sub(5))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_server_restarted_in_turn_loses_nothing() {
+    let mut cluster = Cluster::start(3, "").await;
+    let _agent = ClusterAgent::start(&cluster, "w1", 8.0);
+    wait_for_agent(&cluster, "w1").await;
+    let out = tempfile::tempdir().unwrap();
+    let start_ms = (now_ms() / 1000 + 3) * 1000;
+    let names: Vec<String> = (0..6).map(|i| format!("rolling-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        assert!(create(&cluster, i % 3, recording_job(name, out.path(), start_ms)).await);
+    }
+    for index in 0..3 {
+        cluster.kill9(index);
+        cluster.wait_for_leader().await;
+        cluster.restart(index);
+        wait_for("the restarted server to rejoin", Duration::from_secs(30), || async {
+            cluster
+                .status(index)
+                .await
+                .is_some_and(|s| s["leader"].is_u64())
+        })
+        .await;
+    }
+    let leader = cluster.wait_for_leader().await;
+    for name in &names {
+        let (status, _) = cluster
+            .request(leader, "GET", &format!("/scheduler/job/{name}"), None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{name} lost\n{}", cluster.logs());
+    }
+    let until_ms = now_ms() - 4000;
+    wait_for("the last targets to run", Duration::from_secs(30), || async {
+        names
+            .iter()
+            .all(|n| targets(&out.path().join(n)).iter().any(|t| *t >= until_ms))
+    })
+    .await;
+    check_targets(out.path(), &names, start_ms, until_ms, &cluster.logs());
+}

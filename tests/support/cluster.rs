@@ -1,0 +1,260 @@
+//! A cluster of real `dron serve` processes on loopback for end-to-end tests, each with its
+//! own data directory and port, killed with SIGKILL and restarted; and `dron agent`
+//! processes that know every server.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{free_port, wait_for};
+
+/// The cluster's shared secret, as its servers read it from a file.
+const SECRET: &str = "a-test-secret-of-enough-length";
+
+pub struct Node {
+    pub id: u64,
+    pub port: u16,
+    pub data: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub http: reqwest::Client,
+    peers: String,
+    /// TOML appended to every server's config file.
+    extra_config: String,
+}
+
+impl Cluster {
+    /// Starts `size` servers and waits until they agree on a leader that schedules.
+    pub async fn start(size: u64, extra_toml: &str) -> Cluster {
+        let nodes: Vec<Node> = (1..=size)
+            .map(|id| Node {
+                id,
+                port: free_port(),
+                data: tempfile::tempdir().expect("temp dir"),
+                child: None,
+            })
+            .collect();
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}=http://127.0.0.1:{}", n.id, n.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            nodes,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            peers,
+            extra_config: extra_toml.to_string(),
+        };
+        for index in 0..cluster.nodes.len() {
+            cluster.spawn(index);
+        }
+        cluster.wait_for_leader().await;
+        cluster
+    }
+
+    /// Every server's address, as agents take them.
+    pub fn server_list(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url(""))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        let dir = node.data.path();
+        let config = dir.join("dron.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[scheduler]\nretry_backoff_ms = 200\n[agents]\nlocal = false\nheartbeat_ms = 100\ntimeout_ms = 10000\n{}\n",
+                self.extra_config
+            ),
+        )
+        .unwrap();
+        let secret = dir.join("cluster-secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_dron"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--listen", &format!("127.0.0.1:{}", node.port)])
+            .args(["--node-id", &node.id.to_string(), "--peers", &self.peers])
+            .arg("--cluster-secret-file")
+            .arg(&secret)
+            .env("DRON_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting dron");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL of one server, as a crash.
+    pub fn kill9(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reaping the killed server");
+        }
+    }
+
+    /// Starts a killed server again on its data directory and port (no wait).
+    pub fn restart(&mut self, index: usize) {
+        self.kill9(index);
+        self.spawn(index);
+    }
+
+    /// `GET /api/cluster` of one server; None if it does not answer.
+    pub async fn status(&self, index: usize) -> Option<Value> {
+        let response = self
+            .http
+            .get(self.nodes[index].url("/api/cluster"))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+
+    /// The index of the server that leads and schedules, as every running server sees it.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut agreed = None;
+        for (index, node) in self.nodes.iter().enumerate() {
+            if !node.is_running() {
+                continue;
+            }
+            let status = self.status(index).await?;
+            let leader = status["leader"].as_u64()?;
+            match agreed {
+                None => agreed = Some(leader),
+                Some(other) if other != leader => return None,
+                Some(_) => {}
+            }
+        }
+        let leader = self.nodes.iter().position(|n| Some(n.id) == agreed)?;
+        let scheduling = self.status(leader).await?["scheduling"] == true;
+        scheduling.then_some(leader)
+    }
+
+    /// Waits until the running servers agree on a leader that schedules; answers its index.
+    pub async fn wait_for_leader(&self) -> usize {
+        wait_for("the servers to agree on a leader", Duration::from_secs(60), || async {
+            self.leader().await.is_some()
+        })
+        .await;
+        self.leader().await.unwrap()
+    }
+
+    /// A request to one server (any server answers every request).
+    pub async fn request(
+        &self,
+        index: usize,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, self.nodes[index].url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- node {} ---\n{}", n.id, n.log()))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.kill9(index);
+        }
+    }
+}
+
+/// A `dron agent` that knows every server of a cluster.
+pub struct ClusterAgent {
+    pub work_dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl ClusterAgent {
+    pub fn start(cluster: &Cluster, name: &str, cpus: f64) -> ClusterAgent {
+        let work_dir = tempfile::tempdir().expect("agent work dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(work_dir.path().join("agent.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_dron"))
+            .args(["agent", "--server", &cluster.server_list(), "--name", name])
+            .args(["--cpus", &cpus.to_string(), "--mem", "8192", "--disk", "10240"])
+            .arg("--work-dir")
+            .arg(work_dir.path().join("work"))
+            .env("DRON_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting dron agent");
+        ClusterAgent {
+            work_dir,
+            child: Some(child),
+        }
+    }
+
+    pub fn runs_root(&self) -> PathBuf {
+        self.work_dir.path().join("work/runs")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.work_dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ClusterAgent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        super::agents::kill_task_groups(&self.runs_root());
+    }
+}
