@@ -1,10 +1,11 @@
 //! Command-line interface: `dron serve`, the client commands (`dron job ...`, `dron runs`,
 //! `dron shards ...`, `dron logs`, `dron next`, `dron sync`, `dron why`, `dron resource`,
-//! `dron notifications`, `dron agents`) talking to a running server over HTTP, `dron agent`
+//! `dron notifications`, `dron agents`, `dron cluster`) talking to a running server over HTTP, `dron agent`
 //! (a remote agent), and the hidden `dron task-shim` and `dron task-launcher`.
 
 mod agents;
 mod client;
+mod cluster;
 mod job;
 mod logs;
 mod next;
@@ -56,6 +57,17 @@ enum Command {
         /// (e.g. amqp://guest:guest@127.0.0.1:5672/%2f).
         #[arg(long)]
         amqp: Option<String>,
+        /// This server's id in a cluster: one of the ids in --peers.
+        #[arg(long)]
+        node_id: Option<u64>,
+        /// Every server of the cluster, this one included, as ID=URL pairs: each URL is that
+        /// server's HTTP address, e.g. 1=http://10.0.0.1:4400,2=http://10.0.0.2:4400,3=...
+        /// Without it, a single server.
+        #[arg(long, value_parser = crate::config::parse_peers)]
+        peers: Option<std::collections::BTreeMap<u64, String>>,
+        /// A file holding the secret the cluster's servers share (at least 16 bytes).
+        #[arg(long)]
+        cluster_secret_file: Option<PathBuf>,
     },
     /// Add, list, show, run, kill or delete jobs on a running server.
     Job {
@@ -141,9 +153,15 @@ enum Command {
     },
     /// Run a remote agent: offer this machine's resources to a server and run its tasks.
     Agent {
-        /// The server's URL.
-        #[arg(long, env = "DRON_URL", default_value = "http://127.0.0.1:4400")]
-        server: String,
+        /// The server's URL; for a cluster, its servers' URLs, comma-separated (the agent
+        /// finds the leader among them).
+        #[arg(
+            long,
+            env = "DRON_URL",
+            default_value = "http://127.0.0.1:4400",
+            value_delimiter = ','
+        )]
+        server: Vec<String>,
         /// A bearer token, for a server whose config has `[auth] tokens`.
         #[arg(long, env = "DRON_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -174,6 +192,14 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Show the cluster: which server leads, in which term, and each server's role and lag.
+    Cluster {
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Run one task and record its end (started by the server for each task).
     #[command(hide = true)]
     TaskShim { run_dir: PathBuf },
@@ -193,6 +219,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             listen,
             shards,
             amqp,
+            node_id,
+            peers,
+            cluster_secret_file,
         } => {
             init_tracing();
             let mut config = Config::load(config.as_deref())?;
@@ -201,6 +230,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             config.shards = shards.unwrap_or(config.shards);
             config.events.amqp_url = amqp.or(config.events.amqp_url);
             anyhow::ensure!(config.shards >= 1, "--shards must be at least 1");
+            let cluster = &mut config.cluster;
+            cluster.node_id = node_id.or(cluster.node_id);
+            cluster.peers = peers.unwrap_or(std::mem::take(&mut cluster.peers));
+            cluster.secret_file = cluster_secret_file.or(cluster.secret_file.take());
+            config.settle()?;
             runtime()?.block_on(crate::server::serve(config))?;
             Ok(0)
         }
@@ -216,7 +250,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             init_tracing();
             let options = crate::agent::AgentOptions {
-                server,
+                servers: server,
                 token,
                 name: name.unwrap_or_else(hostname),
                 cpus,
@@ -230,6 +264,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Agents { json, remote } => remote_command(&remote, |client| async move {
             agents::agents(&client, json).await
+        }),
+        Command::Cluster { json, remote } => remote_command(&remote, |client| async move {
+            cluster::cluster(&client, json).await
         }),
         Command::Job { action, remote } => {
             remote_command(

@@ -2,8 +2,10 @@
 //! `config/dron.toml`, which lists every key with its default), then command-line flags.
 //! Without `--config`, the defaults below apply.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use dron_actors::notify::WebhookTarget;
@@ -26,14 +28,18 @@ pub struct Config {
     pub events: EventsConfig,
     pub notify: NotifyConfig,
     pub agents: AgentsConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Where tasks run: the server's own agent, remote `dron agent` processes, or both.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "AgentsFile")]
 pub struct AgentsConfig {
-    /// Run tasks on an agent inside the server process too.
+    /// Run tasks on an agent inside the server process too: as the file says, else on for a
+    /// single server and off in a cluster (settled by [`Config::settle`]).
     pub local: bool,
+    /// `local` as the file gives it; None: the default for this server's mode.
+    local_setting: Option<bool>,
     /// What the local agent offers; 0: the machine's cores, memory and free disk (MB).
     pub local_cpus: f64,
     pub local_mem_mb: f64,
@@ -48,10 +54,41 @@ pub struct AgentsConfig {
     pub weights: std::collections::HashMap<String, f64>,
 }
 
+/// `[agents]` as written: `local` may be left out, and its default depends on the cluster.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentsFile {
+    local: Option<bool>,
+    local_cpus: Option<f64>,
+    local_mem_mb: Option<f64>,
+    local_disk_mb: Option<f64>,
+    heartbeat_ms: Option<u64>,
+    timeout_ms: Option<i64>,
+    #[serde(default)]
+    weights: std::collections::HashMap<String, f64>,
+}
+
+impl From<AgentsFile> for AgentsConfig {
+    fn from(file: AgentsFile) -> Self {
+        let defaults = AgentsConfig::default();
+        AgentsConfig {
+            local: file.local.unwrap_or(defaults.local),
+            local_setting: file.local,
+            local_cpus: file.local_cpus.unwrap_or(defaults.local_cpus),
+            local_mem_mb: file.local_mem_mb.unwrap_or(defaults.local_mem_mb),
+            local_disk_mb: file.local_disk_mb.unwrap_or(defaults.local_disk_mb),
+            heartbeat_ms: file.heartbeat_ms.unwrap_or(defaults.heartbeat_ms),
+            timeout_ms: file.timeout_ms.unwrap_or(defaults.timeout_ms),
+            weights: file.weights,
+        }
+    }
+}
+
 impl Default for AgentsConfig {
     fn default() -> Self {
         AgentsConfig {
             local: true,
+            local_setting: None,
             local_cpus: 0.0,
             local_mem_mb: 0.0,
             local_disk_mb: 0.0,
@@ -94,6 +131,209 @@ impl AgentsConfig {
         );
         Ok(())
     }
+}
+
+/// A cluster of servers over one Raft log (docs/cluster.md). Without `peers` this server is a
+/// single server, exactly as before clusters existed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This server's id among the peers (`--node-id`).
+    pub node_id: Option<u64>,
+    /// Every server of the cluster, this one included: node id → its HTTP base URL, e.g.
+    /// `{ 1 = "http://10.0.0.1:4400", 2 = "http://10.0.0.2:4400", 3 = "http://10.0.0.3:4400" }`
+    /// (`--peers 1=URL,2=URL,3=URL`). Raft traffic rides on the same port under `/internal/`.
+    #[serde(deserialize_with = "node_map")]
+    pub peers: BTreeMap<u64, String>,
+    /// A file holding the secret the servers authenticate their Raft traffic with (at least
+    /// 16 bytes, surrounding whitespace ignored); required with `peers`
+    /// (`--cluster-secret-file`).
+    pub secret_file: Option<PathBuf>,
+    /// How often the leader heartbeats its followers.
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time between this and twice this starts
+    /// an election.
+    pub election_timeout_ms: u64,
+}
+
+/// The least length of the cluster secret, in bytes.
+pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: None,
+            peers: BTreeMap::new(),
+            secret_file: None,
+            heartbeat_ms: 250,
+            election_timeout_ms: 1000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this server is one of a cluster (peers are given).
+    pub fn enabled(&self) -> bool {
+        !self.peers.is_empty()
+    }
+
+    /// The upper end of the election timeout's random range: twice `election_timeout_ms`.
+    pub fn election_timeout_max_ms(&self) -> u64 {
+        self.election_timeout_ms.saturating_mul(2)
+    }
+
+    /// This server's own address among the peers.
+    pub fn this_address(&self) -> Option<&str> {
+        self.peers.get(&self.node_id?).map(String::as_str)
+    }
+
+    /// The cluster secret, read from `secret_file` and trimmed.
+    pub fn secret(&self) -> anyhow::Result<Arc<str>> {
+        let Some(path) = &self.secret_file else {
+            anyhow::bail!(
+                "cluster: a secret file is required with --peers (--cluster-secret-file FILE, or \
+                 secret_file under [cluster]): the servers authenticate their Raft traffic with it"
+            );
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cluster: reading the secret file {}", path.display()))?;
+        let secret = text.trim();
+        anyhow::ensure!(
+            secret.len() >= MIN_CLUSTER_SECRET_BYTES,
+            "cluster: the secret in {} is {} bytes long; at least {MIN_CLUSTER_SECRET_BYTES} are \
+             needed (e.g. `head -c 32 /dev/urandom | base64 > {}`, the same file on every server)",
+            path.display(),
+            secret.len(),
+            path.display()
+        );
+        Ok(Arc::from(secret))
+    }
+
+    /// Checks what can be checked of the section alone, cluster or not.
+    fn validate_timing(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.heartbeat_ms >= 10,
+            "cluster.heartbeat_ms must be at least 10 (it is {})",
+            self.heartbeat_ms
+        );
+        anyhow::ensure!(
+            self.election_timeout_ms >= 3 * self.heartbeat_ms,
+            "cluster.election_timeout_ms ({}) must be at least three heartbeats \
+             (3 x cluster.heartbeat_ms = {}): followers would elect a new leader between two \
+             heartbeats of a live one",
+            self.election_timeout_ms,
+            3 * self.heartbeat_ms
+        );
+        Ok(())
+    }
+
+    /// Checks the section once flags are applied: ids, addresses, the secret.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.validate_timing()?;
+        if !self.enabled() {
+            // A server meant to be a member but started without its peers would schedule
+            // on its own beside the cluster: every job would run twice.
+            anyhow::ensure!(
+                self.node_id.is_none(),
+                "cluster: --node-id (cluster.node_id) is given without --peers (cluster.peers): \
+                 this server would run alone beside its cluster and every job would run twice; \
+                 give the peers, or neither"
+            );
+            return Ok(());
+        }
+        let ids = || {
+            let ids: Vec<String> = self.peers.keys().map(u64::to_string).collect();
+            ids.join(", ")
+        };
+        let Some(node_id) = self.node_id else {
+            anyhow::bail!(
+                "cluster: --node-id (cluster.node_id) is required with --peers: which of the \
+                 peers ({}) is this server?",
+                ids()
+            );
+        };
+        anyhow::ensure!(
+            self.peers.contains_key(&node_id),
+            "cluster: node id {node_id} is not among the peers ({}): list this server in \
+             --peers too, with its own address",
+            ids()
+        );
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+        for (id, address) in &self.peers {
+            validate_peer_address(*id, address)?;
+            let key = address.trim_end_matches('/').to_ascii_lowercase();
+            if let Some(other) = seen.insert(key, *id) {
+                anyhow::bail!(
+                    "cluster.peers: nodes {other} and {id} have the same address {address}"
+                );
+            }
+        }
+        self.secret()?;
+        Ok(())
+    }
+}
+
+/// A peer's address: an http(s) base URL with a host, and no path, query or fragment.
+fn validate_peer_address(id: u64, address: &str) -> anyhow::Result<()> {
+    let problem = |what: &str| {
+        anyhow::anyhow!(
+            "cluster.peers: node {id}'s address '{address}' {what} (the server's HTTP base URL, \
+             e.g. http://10.0.0.1:4400)"
+        )
+    };
+    let url = reqwest::Url::parse(address).map_err(|e| problem(&format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(problem("must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(problem("has no host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(problem("must have no path, query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(problem("must not carry credentials"));
+    }
+    Ok(())
+}
+
+/// `--peers 1=http://a:4400,2=http://b:4400`: node id → address.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((id, address)) = pair.split_once('=') else {
+            return Err(format!(
+                "peer '{pair}' is not ID=URL (e.g. 1=http://10.0.0.1:4400)"
+            ));
+        };
+        let id = parse_node_id(id.trim())?;
+        let address = address.trim().to_string();
+        if peers.insert(id, address).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    Ok(peers)
+}
+
+fn parse_node_id(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|_| format!("'{text}' is not a node id (a whole number, e.g. 1)"))
+}
+
+/// `[cluster] peers`: TOML keys are strings; each must be a node id.
+fn node_map<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<u64, String>, D::Error> {
+    let by_text = BTreeMap::<String, String>::deserialize(deserializer)?;
+    by_text
+        .into_iter()
+        .map(|(id, address)| {
+            Ok((
+                parse_node_id(&id).map_err(serde::de::Error::custom)?,
+                address,
+            ))
+        })
+        .collect()
 }
 
 /// Failure notifications: mail to each job's owner, and webhooks.
@@ -319,6 +559,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             notify: NotifyConfig::default(),
             agents: AgentsConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -355,7 +596,7 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        let config: Config =
+        let mut config: Config =
             toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
         anyhow::ensure!(config.shards >= 1, "shards must be at least 1");
         anyhow::ensure!(
@@ -364,7 +605,35 @@ impl Config {
         );
         config.notify.validate()?;
         config.agents.validate()?;
+        config.cluster.validate_timing()?;
+        config.agents.local = config.local_agent()?;
         Ok(config)
+    }
+
+    /// Settles what depends on settings given apart (the file, then flags): the local
+    /// agent's default, and the cluster's checks (node id among the peers, their addresses,
+    /// the secret). `dron serve` calls it once the flags are applied.
+    pub fn settle(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.shards >= 1, "shards must be at least 1");
+        self.cluster.validate()?;
+        self.agents.local = self.local_agent()?;
+        Ok(())
+    }
+
+    /// Whether the server runs a local agent: as configured; by default on for a single
+    /// server, off in a cluster, where it is refused.
+    fn local_agent(&self) -> anyhow::Result<bool> {
+        let cluster = self.cluster.enabled();
+        match self.agents.local_setting {
+            Some(true) if cluster => anyhow::bail!(
+                "agents.local = true is refused in a cluster: a task started by a server's own \
+                 agent cannot be adopted by another server after a failover, so it would run \
+                 twice. Run `dron agent --server URL1,URL2,URL3` processes instead (and leave \
+                 agents.local unset or false)"
+            ),
+            Some(local) => Ok(local),
+            None => Ok(!cluster),
+        }
     }
 }
 
@@ -399,6 +668,13 @@ mod tests {
         assert_eq!(agents.heartbeat_ms, default_agents.heartbeat_ms);
         assert_eq!(agents.timeout_ms, default_agents.timeout_ms);
         assert!(agents.weights.is_empty());
+        let (cluster, default_cluster) = (&config.cluster, &defaults.cluster);
+        assert!(!cluster.enabled() && cluster.node_id.is_none() && cluster.secret_file.is_none());
+        assert_eq!(cluster.heartbeat_ms, default_cluster.heartbeat_ms);
+        assert_eq!(
+            cluster.election_timeout_ms,
+            default_cluster.election_timeout_ms
+        );
     }
 
     #[test]
@@ -473,6 +749,166 @@ mod tests {
             toml::from_str::<Config>("[notify.smtp]\nhost = \"h\"").is_err(),
             "from is required"
         );
+    }
+
+    /// A config with `[cluster]` from `toml`, settled as `dron serve` does.
+    fn settled(toml: &str) -> anyhow::Result<Config> {
+        let mut config: Config = toml::from_str(toml)?;
+        config.agents.local = config.local_agent()?;
+        config.settle()?;
+        Ok(config)
+    }
+
+    fn secret_file(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    fn cluster_toml(secret: &Path, extra: &str) -> String {
+        format!(
+            "[cluster]\nnode_id = 2\nsecret_file = {secret:?}\n{extra}\n\
+             [cluster.peers]\n1 = \"http://127.0.0.1:4401\"\n2 = \"http://127.0.0.1:4402\"\n\
+             3 = \"https://dron-3.example.com\"\n"
+        )
+    }
+
+    fn error_of(result: anyhow::Result<Config>) -> String {
+        format!("{:#}", result.expect_err("refused"))
+    }
+
+    #[test]
+    fn a_cluster_parses_with_its_defaults() {
+        let secret = secret_file("  0123456789abcdef-long-enough\n");
+        let config = settled(&cluster_toml(secret.path(), "")).unwrap();
+        let cluster = &config.cluster;
+        assert!(cluster.enabled());
+        assert_eq!(cluster.node_id, Some(2));
+        assert_eq!(cluster.peers.len(), 3);
+        assert_eq!(cluster.this_address(), Some("http://127.0.0.1:4402"));
+        assert_eq!(
+            (cluster.heartbeat_ms, cluster.election_timeout_ms),
+            (250, 1000)
+        );
+        assert_eq!(cluster.election_timeout_max_ms(), 2000);
+        assert_eq!(&*cluster.secret().unwrap(), "0123456789abcdef-long-enough");
+        assert!(
+            !config.agents.local,
+            "no local agent in a cluster by default"
+        );
+    }
+
+    #[test]
+    fn a_single_server_keeps_its_local_agent() {
+        let config = settled("").unwrap();
+        assert!(!config.cluster.enabled());
+        assert!(config.agents.local);
+        let config = settled("[agents]\nlocal = false\n").unwrap();
+        assert!(!config.agents.local);
+    }
+
+    #[test]
+    fn a_local_agent_in_a_cluster_is_refused_with_the_reason() {
+        let secret = secret_file("0123456789abcdef");
+        let text = format!(
+            "[agents]\nlocal = true\n{}",
+            cluster_toml(secret.path(), "")
+        );
+        let error = error_of(settled(&text));
+        assert!(
+            error.contains("agents.local = true is refused in a cluster"),
+            "{error}"
+        );
+        assert!(error.contains("run twice"), "{error}");
+        let text = format!(
+            "[agents]\nlocal = false\n{}",
+            cluster_toml(secret.path(), "")
+        );
+        assert!(!settled(&text).unwrap().agents.local);
+    }
+
+    #[test]
+    fn cluster_errors_name_the_problem() {
+        let secret = secret_file("0123456789abcdef");
+        let path = secret.path();
+        let peers = "[cluster.peers]\n1 = \"http://a:4400\"\n2 = \"http://b:4400\"\n";
+        let with = |cluster: &str, peers: &str| settled(&format!("[cluster]\n{cluster}\n{peers}"));
+        let secret_line = format!("secret_file = {path:?}");
+
+        let error = error_of(with(&secret_line, peers));
+        assert!(
+            error.contains("--node-id (cluster.node_id) is required"),
+            "{error}"
+        );
+        assert!(error.contains("(1, 2)"), "{error}");
+
+        let error = error_of(with(&format!("node_id = 7\n{secret_line}"), peers));
+        assert!(
+            error.contains("node id 7 is not among the peers (1, 2)"),
+            "{error}"
+        );
+
+        let error = error_of(with("node_id = 1", peers));
+        assert!(error.contains("a secret file is required"), "{error}");
+
+        let short = secret_file(" short \n");
+        let line = format!("node_id = 1\nsecret_file = {:?}", short.path());
+        let error = error_of(with(&line, peers));
+        assert!(error.contains("is 5 bytes long; at least 16"), "{error}");
+
+        let line = "node_id = 1\nsecret_file = \"/nonexistent/dron-secret\"";
+        let error = error_of(with(line, peers));
+        assert!(
+            error.contains("reading the secret file /nonexistent/dron-secret"),
+            "{error}"
+        );
+
+        let line = format!("node_id = 1\n{secret_line}");
+        for (address, problem) in [
+            ("ftp://a:4400", "must be an http:// or https:// URL"),
+            ("a:4400", "must be an http:// or https:// URL"),
+            ("nonsense", "is not a URL"),
+            ("http://a:4400/dron", "must have no path"),
+            ("http://u:p@a:4400", "must not carry credentials"),
+        ] {
+            let peers = format!("[cluster.peers]\n1 = \"http://z:1\"\n2 = \"{address}\"\n");
+            let error = error_of(with(&line, &peers));
+            assert!(error.contains("node 2's address"), "{address}: {error}");
+            assert!(error.contains(problem), "{address}: {error}");
+        }
+        let same = "[cluster.peers]\n1 = \"http://a:4400\"\n2 = \"http://A:4400/\"\n";
+        let error = error_of(with(&line, same));
+        assert!(
+            error.contains("nodes 1 and 2 have the same address"),
+            "{error}"
+        );
+
+        let error = error_of(with("node_id = 1", ""));
+        assert!(error.contains("without --peers"), "{error}");
+        assert!(error.contains("run twice"), "{error}");
+
+        let error = error_of(settled(
+            "[cluster]\nheartbeat_ms = 500\nelection_timeout_ms = 1000",
+        ));
+        assert!(error.contains("at least three heartbeats"), "{error}");
+
+        let error = toml::from_str::<Config>("[cluster.peers]\none = \"http://a:1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("'one' is not a node id"), "{error}");
+    }
+
+    #[test]
+    fn peers_flags_parse() {
+        let peers = parse_peers("1=http://127.0.0.1:4401, 2=http://127.0.0.1:4402,").unwrap();
+        assert_eq!(peers[&1], "http://127.0.0.1:4401");
+        assert_eq!(peers[&2], "http://127.0.0.1:4402");
+        let error = parse_peers("1=http://a:1,1=http://b:1").unwrap_err();
+        assert!(error.contains("node 1 is listed twice"), "{error}");
+        let error = parse_peers("http://a:1").unwrap_err();
+        assert!(error.contains("is not ID=URL"), "{error}");
+        let error = parse_peers("x=http://a:1").unwrap_err();
+        assert!(error.contains("'x' is not a node id"), "{error}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use support::Server;
 
-const ENDPOINTS: [(&str, &str); 22] = [
+const ENDPOINTS: [(&str, &str); 23] = [
     ("/health", "get"),
     ("/ping", "get"),
     ("/metrics", "get"),
@@ -27,6 +27,7 @@ const ENDPOINTS: [(&str, &str); 22] = [
     ("/api/shards", "put"),
     ("/api/agents", "get"),
     ("/api/agents/connect", "get"),
+    ("/api/cluster", "get"),
     ("/api/notifications", "get"),
     ("/api/notifications/test", "post"),
 ];

@@ -5,6 +5,10 @@
 //! checks the server's epoch against its fence, then heartbeats, obeys commands and sends
 //! status updates. Every update is kept until the server acknowledges it and resent on each
 //! new session and every few seconds, so a server restart or a network cut loses none.
+//!
+//! Given several servers (a cluster), it connects to the one that last accepted it first,
+//! then the others in turn. A server that does not lead refuses the connection with 503 and
+//! the leader's address, where the next attempt goes ([`Servers`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -45,8 +49,97 @@ struct Unacked {
     ended: Option<TaskEvent>,
 }
 
-pub struct Link {
+/// Where the agent connects: the servers it was given, in turn, after the one that last
+/// accepted it and the leader a refusing server named.
+#[derive(Debug)]
+pub struct Servers {
+    list: Vec<String>,
+    /// The list's entry to try next.
+    next: usize,
+    /// The server that last accepted this agent: tried first on the next connection.
+    accepted: Option<String>,
+    /// The leader a server that refused this agent named: tried next.
+    leader: Option<String>,
+}
+
+impl Servers {
+    /// Checks each address (plain http://, or a bare host:port).
+    pub fn new(list: Vec<String>) -> anyhow::Result<Servers> {
+        let list: Vec<String> = list
+            .into_iter()
+            .map(|server| server.trim().trim_end_matches('/').to_string())
+            .filter(|server| !server.is_empty())
+            .collect();
+        anyhow::ensure!(!list.is_empty(), "--server: give at least one server URL");
+        for server in &list {
+            connect_url(server)?;
+        }
+        Ok(Servers {
+            list,
+            next: 0,
+            accepted: None,
+            leader: None,
+        })
+    }
+
+    /// The server to try now.
+    fn pick(&mut self) -> String {
+        if let Some(leader) = self.leader.take() {
+            return leader;
+        }
+        if let Some(accepted) = self.accepted.take() {
+            return accepted;
+        }
+        let server = self.list[self.next % self.list.len()].clone();
+        self.next = (self.next + 1) % self.list.len();
+        server
+    }
+
+    /// `server` accepted this agent: the next connection tries it first.
+    fn accepted(&mut self, server: &str) {
+        self.accepted = Some(server.to_string());
+        if let Some(at) = self.list.iter().position(|s| s == server) {
+            // Should it fail, go on with the one after it.
+            self.next = (at + 1) % self.list.len();
+        }
+    }
+
+    /// A refusing server named the leader: try it next.
+    fn redirect(&mut self, leader: &str) {
+        self.leader = Some(leader.trim_end_matches('/').to_string());
+    }
+}
+
+/// A server refused the agent because it does not lead; `leader` is where it says the leader
+/// is, if it knows.
+#[derive(Debug)]
+struct NotLeader {
     server: String,
+    leader: Option<String>,
+    message: String,
+}
+
+impl std::fmt::Display for NotLeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.leader {
+            Some(leader) => write!(
+                f,
+                "{}: {}; the leader is at {leader}",
+                self.server, self.message
+            ),
+            None => write!(
+                f,
+                "{}: {}; no leader is known yet",
+                self.server, self.message
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NotLeader {}
+
+pub struct Link {
+    servers: Servers,
     token: Option<String>,
     identity: Identity,
     dir: WorkDir,
@@ -57,7 +150,7 @@ pub struct Link {
 
 impl Link {
     pub fn new(
-        server: String,
+        servers: Servers,
         token: Option<String>,
         identity: Identity,
         dir: WorkDir,
@@ -65,7 +158,7 @@ impl Link {
     ) -> Link {
         let fence = dir.fence();
         Link {
-            server,
+            servers,
             token,
             identity,
             dir,
@@ -79,12 +172,23 @@ impl Link {
     pub async fn run(mut self, mut updates: UnboundedReceiver<TaskUpdate>) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.session(&mut updates).await {
-                Ok(()) => {
-                    tracing::warn!(server = self.server, "server closed the connection");
-                    backoff = FIRST_BACKOFF;
-                }
-                Err(error) => tracing::warn!(server = self.server, "{error:#}"),
+            let server = self.servers.pick();
+            let mut registered = false;
+            match self.session(&server, &mut registered, &mut updates).await {
+                Ok(()) => tracing::warn!(server, "server closed the connection"),
+                Err(error) => match error.downcast_ref::<NotLeader>() {
+                    Some(refusal) => {
+                        tracing::info!("{refusal}");
+                        if let Some(leader) = &refusal.leader {
+                            self.servers.redirect(leader);
+                        }
+                    }
+                    None => tracing::warn!(server, "{error:#}"),
+                },
+            }
+            if registered {
+                self.servers.accepted(&server);
+                backoff = FIRST_BACKOFF;
             }
             let pause = tokio::time::sleep(backoff);
             tokio::pin!(pause);
@@ -98,15 +202,28 @@ impl Link {
         }
     }
 
-    async fn session(&mut self, updates: &mut UnboundedReceiver<TaskUpdate>) -> anyhow::Result<()> {
-        let mut request = connect_url(&self.server)?.into_client_request()?;
+    async fn session(
+        &mut self,
+        server: &str,
+        registered: &mut bool,
+        updates: &mut UnboundedReceiver<TaskUpdate>,
+    ) -> anyhow::Result<()> {
+        let mut request = connect_url(server)?.into_client_request()?;
         if let Some(token) = &self.token {
             let value = format!("Bearer {token}").parse()?;
             request.headers_mut().insert("authorization", value);
         }
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .with_context(|| format!("connecting to {}", self.server))?;
+        let socket = match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => socket,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response))
+                if response.status() == 503 =>
+            {
+                return Err(not_leader(server, response.body().as_deref()).await.into());
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("connecting to {server}"));
+            }
+        };
         let (mut sink, mut stream) = socket.split();
         send(&mut sink, &self.registration()).await?;
         let first = tokio::time::timeout(REGISTER_TIMEOUT, next_message(&mut stream))
@@ -124,11 +241,8 @@ impl Link {
             Some(ServerMessage::Refused { reason }) => bail!("registration refused: {reason}"),
             other => bail!("expected the server's registration answer, got {other:?}"),
         };
-        tracing::info!(
-            server = self.server,
-            epoch = self.fence.newest_epoch,
-            "registered"
-        );
+        *registered = true;
+        tracing::info!(server, epoch = self.fence.newest_epoch, "registered");
         self.resend(&mut sink).await?;
         let every = Duration::from_millis(heartbeat_ms.max(50));
         // The server answers every heartbeat: this much silence means the link is dead.
@@ -301,6 +415,49 @@ fn status_message(update: &TaskUpdate) -> Option<AgentMessage> {
     })
 }
 
+/// What a server that refused the agent with 503 says: `{"error", "leader"}`, the leader's
+/// address or null. The body comes with the handshake's answer only when it arrived in the
+/// same read; else the server's `/health` (open, small) says who leads.
+async fn not_leader(server: &str, body: Option<&[u8]>) -> NotLeader {
+    let answer = body.and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok());
+    let answer = match answer {
+        Some(answer) if answer.get("leader").is_some() => answer,
+        _ => health(server).await.unwrap_or_default(),
+    };
+    let leader = answer["leader"]
+        .as_str()
+        .or(answer["leaderAddress"].as_str())
+        .map(str::to_string);
+    let message = answer["error"]
+        .as_str()
+        .unwrap_or("the server is not ready for agents")
+        .to_string();
+    NotLeader {
+        server: server.to_string(),
+        leader,
+        message,
+    }
+}
+
+/// The server's `GET /health`, whatever its status.
+async fn health(server: &str) -> Option<serde_json::Value> {
+    let base = match server.split_once("://") {
+        Some((_, rest)) => rest,
+        None => server,
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let answer = http
+        .get(format!("http://{base}/health"))
+        .send()
+        .await
+        .ok()?;
+    answer.json().await.ok()
+}
+
 /// `http://host:port` → `ws://host:port/api/agents/connect`.
 fn connect_url(server: &str) -> anyhow::Result<String> {
     let base = server.trim_end_matches('/');
@@ -351,6 +508,67 @@ fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use super::Servers;
+
+    fn servers(list: &[&str]) -> Servers {
+        Servers::new(list.iter().map(|s| s.to_string()).collect()).unwrap()
+    }
+
+    #[test]
+    fn servers_are_tried_in_turn() {
+        let mut servers = servers(&["http://a:1", "http://b:1/", "http://c:1"]);
+        let picked: Vec<String> = (0..4).map(|_| servers.pick()).collect();
+        assert_eq!(
+            picked,
+            ["http://a:1", "http://b:1", "http://c:1", "http://a:1"]
+        );
+    }
+
+    #[test]
+    fn the_last_server_that_accepted_comes_first_then_the_ones_after_it() {
+        let mut servers = servers(&["http://a:1", "http://b:1", "http://c:1"]);
+        assert_eq!(servers.pick(), "http://a:1");
+        assert_eq!(servers.pick(), "http://b:1");
+        servers.accepted("http://b:1");
+        assert_eq!(servers.pick(), "http://b:1");
+        assert_eq!(servers.pick(), "http://c:1");
+        assert_eq!(servers.pick(), "http://a:1");
+    }
+
+    #[test]
+    fn a_named_leader_comes_next_even_outside_the_list() {
+        let mut servers = servers(&["http://a:1", "http://b:1"]);
+        assert_eq!(servers.pick(), "http://a:1");
+        servers.redirect("http://10.0.0.9:4400/");
+        assert_eq!(servers.pick(), "http://10.0.0.9:4400");
+        servers.accepted("http://10.0.0.9:4400");
+        assert_eq!(servers.pick(), "http://10.0.0.9:4400");
+        assert_eq!(servers.pick(), "http://b:1", "then the list where it was");
+    }
+
+    #[test]
+    fn server_lists_are_checked() {
+        assert!(Servers::new(vec![]).is_err());
+        assert!(Servers::new(vec![" ".into()]).is_err());
+        let error = Servers::new(vec!["http://a:1".into(), "https://b:1".into()]).unwrap_err();
+        assert!(error.to_string().contains("https"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_names_the_leader() {
+        let body =
+            br#"{"error": "this server is not the leader", "leader": "http://127.0.0.1:4402"}"#;
+        let refusal = super::not_leader("http://127.0.0.1:4401", Some(body)).await;
+        assert_eq!(refusal.leader.as_deref(), Some("http://127.0.0.1:4402"));
+        let body = br#"{"error": "this server is not the leader", "leader": null}"#;
+        let refusal = super::not_leader("http://127.0.0.1:4401", Some(body)).await;
+        assert_eq!(refusal.leader, None);
+        assert!(
+            refusal.to_string().contains("no leader is known yet"),
+            "{refusal}"
+        );
+    }
+
     #[test]
     fn connect_urls() {
         let url = super::connect_url("http://10.0.0.5:4400/").unwrap();

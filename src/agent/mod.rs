@@ -26,8 +26,9 @@ use work_dir::WorkDir;
 pub use work_dir::write_synced;
 
 pub struct AgentOptions {
-    /// The server's base URL, e.g. `http://10.0.0.5:4400`.
-    pub server: String,
+    /// The server's base URL, e.g. `http://10.0.0.5:4400`; for a cluster, its servers' (the
+    /// agent finds the leader among them).
+    pub servers: Vec<String>,
     pub token: Option<String>,
     pub name: String,
     /// What the agent offers; None: the machine's size.
@@ -41,6 +42,7 @@ pub struct AgentOptions {
 /// Runs the agent until SIGTERM or Ctrl-C. Tasks keep running under their shims when it
 /// stops; the next start adopts them.
 pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
+    let servers = link::Servers::new(options.servers.clone())?;
     let dir = WorkDir::open(&options.work_dir)?;
     let machine = machine::machine_resources(&options.work_dir);
     let resources = Resources::new(
@@ -69,14 +71,15 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
             timeout_deadline_ms,
         })?;
     }
-    tracing::info!(name = options.name, %resources, server = options.server, "dron agent starting");
+    let server = options.servers.join(",");
+    tracing::info!(name = options.name, %resources, server, "dron agent starting");
     let identity = link::Identity {
         agent_id: dir.identity()?,
         name: options.name.clone(),
         resources,
         attributes: options.attributes.clone(),
     };
-    let session = link::Link::new(options.server, options.token, identity, dir, tasks.clone());
+    let session = link::Link::new(servers, options.token, identity, dir, tasks.clone());
     tokio::select! {
         () = session.run(updates) => {}
         () = crate::server::shutdown_signal() => {}

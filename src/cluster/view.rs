@@ -58,4 +58,11 @@ pub struct ClusterStatus {
 /// Something that can say what the cluster looks like now (the Raft node, in a server).
 pub trait ClusterView: Send + Sync + 'static {
     fn status(&self) -> ClusterStatus;
+
+    /// Whether the scheduler runs on this server: `status().scheduling`. The API asks it on
+    /// every request (to forward those it cannot answer): override it with something cheaper
+    /// (an atomic load) where `status` builds the whole answer.
+    fn scheduling(&self) -> bool {
+        self.status().scheduling
+    }
 }

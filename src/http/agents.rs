@@ -1,7 +1,9 @@
 //! Agents: `GET /api/agents` lists them; `GET /api/agents/connect` is where `dron agent`
 //! processes connect (a WebSocket carrying the agent protocol, see
 //! `dron_task::protocol`). Each connection is a task that turns frames into broker
-//! messages and the broker's messages into frames.
+//! messages and the broker's messages into frames, until either side closes or the broker
+//! stops (this server stopped leading). In a cluster only the leader takes agents: another
+//! server answers 503 naming the leader's address.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,7 +46,20 @@ async fn connect(
             format!("this endpoint is for `dron agent`, over a WebSocket: {rejection}"),
         )
     })?;
-    let broker = state.broker()?.clone();
+    // In a cluster agents connect to the leader only (it may still be recovering: its
+    // coordinators adopt the agents' running tasks). Elsewhere the answer names the leader,
+    // where the agent goes next.
+    if state.cluster.is_some() {
+        let cluster = state.cluster_status();
+        if cluster.leader != Some(cluster.this_node) {
+            let leader = cluster.leader_address.as_deref();
+            return Ok(super::forward::unavailable(
+                "this server is not the leader",
+                leader,
+            ));
+        }
+    }
+    let broker = state.broker()?;
     Ok(upgrade.on_upgrade(move |socket| carry(socket, broker)))
 }
 
@@ -62,8 +77,13 @@ async fn carry(socket: WebSocket, broker: ActorRef<BrokerMsg>) {
         return;
     }
     let (mut sink, mut stream) = socket.split();
+    // When this server stops leading, its broker is stopped: every agent's socket closes, and
+    // the agents go to the new leader.
+    let broker_gone = broker.wait(None);
+    tokio::pin!(broker_gone);
     loop {
         tokio::select! {
+            _ = &mut broker_gone => break,
             outgoing = to_agent.recv() => {
                 // None: the broker dropped the connection (the agent went silent).
                 let Some(message) = outgoing else { break };

@@ -1,6 +1,7 @@
 //! Optional authentication: HTTP Basic (what Chronos clients send) or a bearer token, from
 //! the `[auth]` section of the config. With neither configured every endpoint is open;
-//! otherwise all but `/health` and `/ping` need credentials.
+//! otherwise all but `/health` and `/ping` need credentials (and the cluster's `/internal/`
+//! routes, which check the cluster secret instead).
 
 use std::sync::Arc;
 
@@ -122,7 +123,9 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     let Some(credentials) = state.auth.as_deref() else {
         return next.run(request).await;
     };
-    if OPEN_PATHS.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    // The cluster's internal routes check the cluster secret themselves.
+    if OPEN_PATHS.contains(&path) || path.starts_with(super::INTERNAL_PREFIX) {
         return next.run(request).await;
     }
     let accepted = request

@@ -44,7 +44,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 /// `GET /metrics`: the Prometheus text format. Per-shard gauges are refreshed first; while
 /// shards recover they are simply left out.
 pub async fn render(State(state): State<AppState>) -> Response {
-    if let Some(client) = state.scheduler.get()
+    if let Some(client) = state.scheduler()
         && let Ok(stats) = client.shard_stats().await
     {
         for shard in stats {
@@ -62,9 +62,15 @@ pub async fn render(State(state): State<AppState>) -> Response {
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Records `dron_api_request_duration_seconds{method, status}` for every request.
+/// Records `dron_api_request_duration_seconds{method, status}` for every request; the
+/// cluster's internal traffic (`/internal/...`, should it pass here) as
+/// `dron_internal_request_duration_seconds` instead, so Raft's heartbeats do not drown the
+/// API's latencies.
 pub async fn track(request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
+    if request.uri().path().starts_with(super::INTERNAL_PREFIX) {
+        return track_internal(request, next).await;
+    }
+    let method = method_label(&request);
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
@@ -75,4 +81,34 @@ pub async fn track(request: Request, next: Next) -> Response {
     )
     .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Records `dron_internal_request_duration_seconds{method, status}`: the cluster's traffic
+/// between servers, all of its routes as one.
+pub async fn track_internal(request: Request, next: Next) -> Response {
+    let method = method_label(&request);
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(
+        "dron_internal_request_duration_seconds",
+        "method" => method,
+        "status" => status
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The request's method as a label: the standard ones by name, any other as `other`, so a
+/// client inventing methods cannot grow the label set.
+fn method_label(request: &Request) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+    ];
+    let method = request.method().as_str();
+    KNOWN
+        .iter()
+        .find(|known| **known == method)
+        .copied()
+        .unwrap_or("other")
 }

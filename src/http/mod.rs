@@ -5,14 +5,16 @@ mod agents;
 pub mod auth;
 mod chronos;
 mod chronos_extra;
+mod cluster;
 mod cross_site;
 pub mod error;
+mod forward;
 mod json;
 pub mod metrics;
 mod native;
 mod ui;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
@@ -21,15 +23,22 @@ use dron_actors::client::SchedulerClient;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 
+use crate::cluster::view::{ClusterStatus, ClusterView, NodeStatus, Role};
 use error::ApiError;
 pub use json::MAX_BODY_BYTES;
 
 /// Shared by every handler. The scheduler handle is set once recovery has finished; until
 /// then every endpoint answers 503, `/health` included (`/ping` aside: it only says the
 /// process is up).
+///
+/// In a cluster the scheduler, the broker and the AMQP link run on the leader only: they are
+/// set when this server starts leading ([`AppState::set_broker`], [`AppState::set_ready`],
+/// [`AppState::set_amqp`]) and cleared when it stops ([`AppState::stand_down`]); meanwhile
+/// the API's requests are forwarded to the leader (`forward.rs`). Each is read through an
+/// uncontended read lock: one atomic increment more than the `OnceLock` of a single server.
 #[derive(Clone)]
 pub struct AppState {
-    scheduler: Arc<OnceLock<SchedulerClient>>,
+    scheduler: Arc<RwLock<Option<Arc<SchedulerClient>>>>,
     /// The address this server listens on, answered as Chronos's leader.
     leader: Arc<str>,
     /// Renders `GET /metrics`; None: the endpoint answers an empty page.
@@ -37,9 +46,31 @@ pub struct AppState {
     /// None: authentication is off.
     auth: Option<Arc<auth::Credentials>>,
     /// Set when the AMQP link runs: whether it is connected.
-    amqp: Arc<OnceLock<crate::events::amqp::Connected>>,
+    amqp: Arc<RwLock<Option<crate::events::amqp::Connected>>>,
     /// The offer broker, set as soon as it runs (agents may connect while shards recover).
-    broker: Arc<OnceLock<ActorRef<BrokerMsg>>>,
+    broker: Arc<RwLock<Option<ActorRef<BrokerMsg>>>>,
+    /// Set in a cluster: who leads, and whether this server schedules. None: a single server.
+    cluster: Option<Arc<dyn ClusterView>>,
+    /// Carries requests to the leader, in a cluster.
+    forwarder: Option<Arc<forward::Forwarder>>,
+}
+
+/// What a single server calls itself in `GET /api/cluster`.
+pub const SINGLE_NODE_ID: u64 = 1;
+
+/// Reads a slot whatever a panicking writer left (the values are replaced whole).
+fn read<T: Clone>(slot: &RwLock<Option<T>>) -> Option<T> {
+    match slot.read() {
+        Ok(value) => value.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn write<T>(slot: &RwLock<Option<T>>, value: Option<T>) {
+    match slot.write() {
+        Ok(mut guard) => *guard = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
+    }
 }
 
 impl AppState {
@@ -51,17 +82,25 @@ impl AppState {
             auth: None,
             amqp: Arc::default(),
             broker: Arc::default(),
+            cluster: None,
+            forwarder: None,
         }
     }
 
-    pub fn set_broker(&self, broker: ActorRef<BrokerMsg>) {
-        let _ = self.broker.set(broker);
+    /// This server is one of a cluster: `view` says who leads and whether the scheduler runs
+    /// here; where it does not, API requests are forwarded to the leader.
+    pub fn with_cluster(mut self, view: Arc<dyn ClusterView>) -> Self {
+        self.cluster = Some(view);
+        self.forwarder = Some(Arc::new(forward::Forwarder::new()));
+        self
     }
 
-    fn broker(&self) -> Result<&ActorRef<BrokerMsg>, ApiError> {
-        self.broker
-            .get()
-            .ok_or_else(|| ApiError::unavailable("dron is starting; retry shortly"))
+    pub fn set_broker(&self, broker: ActorRef<BrokerMsg>) {
+        write(&self.broker, Some(broker));
+    }
+
+    fn broker(&self) -> Result<ActorRef<BrokerMsg>, ApiError> {
+        read(&self.broker).ok_or_else(|| ApiError::unavailable("dron is starting; retry shortly"))
     }
 
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
@@ -75,12 +114,12 @@ impl AppState {
     }
 
     pub fn set_amqp(&self, connected: crate::events::amqp::Connected) {
-        let _ = self.amqp.set(connected);
+        write(&self.amqp, Some(connected));
     }
 
     /// "off" without AMQP, else "connected" or "disconnected" (dron keeps scheduling).
     fn amqp_status(&self) -> &'static str {
-        match self.amqp.get() {
+        match read(&self.amqp) {
             None => "off",
             Some(up) if up.load(std::sync::atomic::Ordering::Relaxed) => "connected",
             Some(_) => "disconnected",
@@ -88,13 +127,51 @@ impl AppState {
     }
 
     pub fn set_ready(&self, client: SchedulerClient) {
-        let _ = self.scheduler.set(client);
+        write(&self.scheduler, Some(Arc::new(client)));
     }
 
-    fn client(&self) -> Result<&SchedulerClient, ApiError> {
-        self.scheduler
-            .get()
+    /// This server stopped leading: the scheduler, the broker and the AMQP link are gone
+    /// (the caller stops them). Until the next `set_*`, the API answers as not ready, and in a
+    /// cluster forwards to the new leader; agents' connections are refused.
+    pub fn stand_down(&self) {
+        write(&self.scheduler, None);
+        write(&self.broker, None);
+        write(&self.amqp, None);
+    }
+
+    fn scheduler(&self) -> Option<Arc<SchedulerClient>> {
+        read(&self.scheduler)
+    }
+
+    fn client(&self) -> Result<Arc<SchedulerClient>, ApiError> {
+        self.scheduler()
             .ok_or_else(|| ApiError::unavailable("dron is recovering its shards; retry shortly"))
+    }
+
+    /// The cluster as this server sees it; a single server is a cluster of one, which it
+    /// leads, in term 0, scheduling once recovered.
+    pub fn cluster_status(&self) -> ClusterStatus {
+        if let Some(view) = &self.cluster {
+            return view.status();
+        }
+        let address = format!("http://{}", self.leader);
+        ClusterStatus {
+            leader: Some(SINGLE_NODE_ID),
+            leader_address: Some(address.clone()),
+            term: 0,
+            this_node: SINGLE_NODE_ID,
+            role: Role::Leader,
+            scheduling: self.scheduler().is_some(),
+            last_log_index: None,
+            last_applied: None,
+            nodes: vec![NodeStatus {
+                id: SINGLE_NODE_ID,
+                address,
+                role: Role::Leader,
+                matched_index: None,
+                lag_ms: None,
+            }],
+        }
     }
 }
 
@@ -104,11 +181,18 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .nest("/v1", chronos::routes())
         .merge(native::routes(fault_injection))
         .merge(agents::routes())
+        .merge(cluster::routes())
         .merge(ui::routes())
         .route("/ping", axum::routing::get(ping))
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the body limit (the forwarded body is read under it), after authentication
+        // and the cross-site check (refused here, they never reach the leader).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_leader,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(
             cross_site::refuse_cross_site_writes,
@@ -121,6 +205,22 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
+
+/// The API's router with the cluster's internal routes (`/internal/...`, the Raft adapter's)
+/// beside it: they carry their own authentication (the cluster secret), so none of the API's
+/// layers wrap them (no API credentials, no forwarding, no body limit), and their requests
+/// are timed as one route, apart from the API's.
+pub fn router_with_internal(
+    state: AppState,
+    fault_injection: bool,
+    internal: axum::Router,
+) -> axum::Router {
+    let internal = internal.layer(axum::middleware::from_fn(metrics::track_internal));
+    router(state, fault_injection).merge(internal)
+}
+
+/// Paths of the cluster's own traffic between servers.
+pub const INTERNAL_PREFIX: &str = "/internal/";
 
 /// Chronos's liveness probe (Dropwizard's ping): answers while shards still recover, since
 /// it says only that the process serves HTTP; `/health` says whether it is ready.
@@ -137,4 +237,91 @@ async fn method_not_allowed(uri: Uri) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{} does not accept this method", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::marker::PhantomData;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    use dron_actors::bus::BusMsg;
+    use dron_actors::router::RouterMsg;
+    use ractor::{Actor, ActorProcessingErr};
+
+    use super::*;
+
+    /// An actor that takes messages of type `M` and does nothing: the handles the state holds.
+    struct Idle<M>(PhantomData<fn() -> M>);
+
+    impl<M: ractor::Message> Actor for Idle<M> {
+        type Msg = M;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _: ActorRef<M>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    async fn idle<M: ractor::Message>() -> ActorRef<M> {
+        Actor::spawn(None, Idle(PhantomData), ()).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn leadership_sets_and_clears_the_scheduler_broker_and_amqp() {
+        let state = AppState::new("127.0.0.1:4400");
+        assert!(state.client().is_err() && state.broker().is_err());
+        assert_eq!(state.amqp_status(), "off");
+        assert!(!state.cluster_status().scheduling);
+
+        for _term in 0..2 {
+            let client = SchedulerClient::new(idle::<RouterMsg>().await, idle::<BusMsg>().await);
+            state.set_broker(idle::<BrokerMsg>().await);
+            state.set_ready(client);
+            state.set_amqp(Arc::new(AtomicBool::new(true)));
+            assert!(state.client().is_ok() && state.broker().is_ok());
+            assert_eq!(state.amqp_status(), "connected");
+            assert!(
+                state.cluster_status().scheduling,
+                "a single server schedules once ready"
+            );
+
+            state.stand_down();
+            let Err(error) = state.client() else {
+                panic!("a scheduler after standing down")
+            };
+            assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(state.broker().is_err());
+            assert_eq!(state.amqp_status(), "off");
+            assert!(!state.cluster_status().scheduling);
+        }
+    }
+
+    /// The scheduler handle is read on every request: a read lock and a reference count now,
+    /// against a `OnceLock` before. Prints both (`--nocapture`); fails only when far off.
+    #[tokio::test]
+    async fn reading_the_scheduler_costs_about_a_once_lock() {
+        let state = AppState::new("127.0.0.1:4400");
+        let client = SchedulerClient::new(idle::<RouterMsg>().await, idle::<BusMsg>().await);
+        state.set_ready(client.clone());
+        let once = std::sync::OnceLock::new();
+        let _ = once.set(client);
+        const READS: u32 = 1_000_000;
+        let started = Instant::now();
+        for _ in 0..READS {
+            std::hint::black_box(state.client().is_ok());
+        }
+        let now = started.elapsed() / READS;
+        let started = Instant::now();
+        for _ in 0..READS {
+            std::hint::black_box(once.get().is_some());
+        }
+        let before = started.elapsed() / READS;
+        println!("scheduler handle read: {now:?} (OnceLock: {before:?})");
+        assert!(
+            now < std::time::Duration::from_micros(1),
+            "{now:?} per read"
+        );
+    }
 }

@@ -68,13 +68,43 @@ async fn openapi() -> impl axum::response::IntoResponse {
 }
 
 /// 200 once recovery has finished (the router answers only after every shard has loaded);
-/// 503 before.
-async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let client = state.client()?;
-    let shards = client.shard_count().await?;
-    Ok(Json(
-        json!({ "status": "ok", "shards": shards, "amqp": state.amqp_status() }),
-    ))
+/// 503 before. In a cluster, 200 only where a leader is known: on the leader once it
+/// schedules, on a follower that knows the leader (it forwards the API there). Says the
+/// server's `role` and the `leader`'s id (and `leaderAddress`).
+async fn health(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let cluster = state.cluster_status();
+    let mut body = json!({
+        "role": cluster.role,
+        "leader": cluster.leader,
+        "leaderAddress": cluster.leader_address,
+        "amqp": state.amqp_status(),
+    });
+    let leads = cluster.leader == Some(cluster.this_node);
+    let problem = if cluster.scheduling || (leads && state.cluster.is_none()) {
+        match state.client() {
+            Ok(client) => match client.shard_count().await {
+                Ok(shards) => {
+                    body["status"] = json!("ok");
+                    body["shards"] = json!(shards);
+                    return Json(body).into_response();
+                }
+                Err(error) => ApiError::from(error).message,
+            },
+            Err(error) => error.message,
+        }
+    } else if leads {
+        "this server was elected leader and is recovering its shards; retry shortly".to_string()
+    } else if cluster.leader.is_some() && cluster.leader_address.is_some() {
+        // A follower: it forwards the API to the leader it knows.
+        body["status"] = json!("ok");
+        return Json(body).into_response();
+    } else {
+        "no leader is elected yet; retry shortly".to_string()
+    };
+    body["status"] = json!("unavailable");
+    body["error"] = json!(problem);
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn job(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {

@@ -33,6 +33,19 @@ impl Agent {
         mem: f64,
         attributes: &str,
     ) -> Agent {
+        Agent::start_with_servers(server, &server.url(""), name, cpus, mem, attributes).await
+    }
+
+    /// As `start`, with `--server servers` (a comma-separated list of URLs); waits until
+    /// `server` lists it as active.
+    pub async fn start_with_servers(
+        server: &Server,
+        servers: &str,
+        name: &str,
+        cpus: f64,
+        mem: f64,
+        attributes: &str,
+    ) -> Agent {
         let offer = [
             "--cpus",
             &cpus.to_string(),
@@ -46,7 +59,7 @@ impl Agent {
         let mut agent = Agent {
             name: name.to_string(),
             work_dir: tempfile::tempdir().expect("agent work dir"),
-            server_url: server.url(""),
+            server_url: servers.to_string(),
             offer: offer.iter().map(|s| s.to_string()).collect(),
             child: None,
         };

@@ -220,7 +220,8 @@ impl RemoteRead {
                 self.agent
             ))
         };
-        let asked = state.broker()?.call(
+        let broker = state.broker()?;
+        let asked = broker.call(
             |reply| BrokerMsg::ReadOutput {
                 agent: self.agent.clone(),
                 task_id: self.task_id.clone(),
