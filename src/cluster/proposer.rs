@@ -55,7 +55,7 @@ impl Proposer {
 
     /// Waits for [`Proposer::barrier`] from a blocking thread (a store's read).
     pub fn wait_barrier(&self) -> Result<(), StoreError> {
-        self.barrier().blocking_recv().unwrap_or(Err(STOPPED))?
+        self.barrier().blocking_recv().unwrap_or(Err(STOPPED))
     }
 
     /// Submits and waits, from a blocking thread (the store factory's calls).

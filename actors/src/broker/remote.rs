@@ -7,7 +7,6 @@
 //! about every task it reports; those its coordinator no longer counts as current are killed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 
 use dron_task::protocol::{AgentMessage, OutputChunk, PROTOCOL_VERSION, ServerMessage};
 use dron_task::{LOCAL_AGENT, TaskEnd, TaskEvent, TaskSpec, TaskUpdate, UpdateAck};
