@@ -114,6 +114,26 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, reqwest::header::Header
 
 const TOKEN: &str = "forwarding-test-token";
 
+/// Runs the real `dron` binary; answers (exit code, stdout, stderr). Fails the test if it has
+/// not ended within 20 s.
+async fn dron(args: &[&str]) -> (i32, String, String) {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_dron"))
+        .args(args)
+        .env_remove("DRON_URL")
+        .env_remove("DRON_TOKEN")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap_or_else(|_| panic!("dron {args:?} did not end"))
+        .expect("running dron");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_forwards_the_api_to_the_leader() {
     let auth = format!("[auth]\ntokens = [\"{TOKEN}\"]\n");
@@ -267,6 +287,29 @@ async fn a_follower_forwards_the_api_to_the_leader() {
         (&json!(1), &json!(5), &json!(42))
     );
 
+    // `dron cluster` asks any server.
+    let (code, out, err) = dron(&["cluster", "--url", &follower.url(""), "--token", TOKEN]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let first = format!("leader: node 2 at {}, term 5\n", leader.url(""));
+    assert!(out.starts_with(&first), "{out}");
+    assert!(
+        out.contains("asked:  node 1 (follower, not scheduling)"),
+        "{out}"
+    );
+    assert!(out.contains("1 *  http://127.0.0.1:1"), "{out}");
+    let (code, out, _) = dron(&[
+        "cluster",
+        "--json",
+        "--url",
+        &leader.url(""),
+        "--token",
+        TOKEN,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let single: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(single["thisNode"], 1, "{out}");
+
     // The single server (the leader here) is a cluster of one, and says so in /health.
     let single = leader
         .http
@@ -415,4 +458,87 @@ async fn an_agent_finds_the_leader_through_its_server_list() {
         || async { agent_view(&leader, "listed").await["state"] == "active" },
     )
     .await;
+}
+
+#[tokio::test]
+async fn serve_refuses_a_cluster_it_cannot_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short-secret");
+    std::fs::write(&short, "too short\n").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a-secret-of-more-than-16-bytes\n").unwrap();
+    let local = dir.path().join("local.toml");
+    std::fs::write(&local, "[agents]\nlocal = true\n").unwrap();
+    let data = dir.path().join("data");
+    let peers = "1=http://127.0.0.1:4401,2=http://127.0.0.1:4402,3=http://127.0.0.1:4403";
+    let (short, secret, local) = (
+        short.to_str().unwrap(),
+        secret.to_str().unwrap(),
+        local.to_str().unwrap(),
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--peers", peers],
+            "--node-id (cluster.node_id) is required",
+        ),
+        (
+            &["--node-id", "4", "--peers", peers],
+            "node id 4 is not among the peers (1, 2, 3)",
+        ),
+        (
+            &["--node-id", "1", "--peers", peers],
+            "a secret file is required",
+        ),
+        (
+            &[
+                "--node-id",
+                "1",
+                "--peers",
+                peers,
+                "--cluster-secret-file",
+                short,
+            ],
+            "is 9 bytes long; at least 16",
+        ),
+        (
+            &[
+                "--node-id",
+                "1",
+                "--peers",
+                "1=ftp://127.0.0.1:4401",
+                "--cluster-secret-file",
+                secret,
+            ],
+            "node 1's address 'ftp://127.0.0.1:4401' must be an http:// or https:// URL",
+        ),
+        (&["--node-id", "1"], "without --peers"),
+        (
+            &["--peers", "1=http://a:1,1=http://b:1"],
+            "node 1 is listed twice",
+        ),
+        (
+            &[
+                "--config",
+                local,
+                "--node-id",
+                "1",
+                "--peers",
+                peers,
+                "--cluster-secret-file",
+                secret,
+            ],
+            "agents.local = true is refused in a cluster",
+        ),
+    ];
+    for (flags, problem) in cases {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir"];
+        args.push(data.to_str().unwrap());
+        args.extend_from_slice(flags);
+        let (code, out, err) = dron(&args).await;
+        assert_ne!(code, 0, "{flags:?} was accepted:\n{out}{err}");
+        assert!(
+            err.contains(problem),
+            "{flags:?}: expected '{problem}' in:\n{err}"
+        );
+    }
 }
