@@ -542,3 +542,82 @@ async fn serve_refuses_a_cluster_it_cannot_form() {
         );
     }
 }
+
+/// A broker that hands each connection's outbox to the test, and keeps no state of its own:
+/// the outbox outlives it, so only the broker's end can close the socket.
+struct HandingBroker;
+
+impl ractor::Actor for HandingBroker {
+    type Msg = dron_actors::broker::BrokerMsg;
+    type State = tokio::sync::mpsc::UnboundedSender<Box<dyn std::any::Any + Send>>;
+    type Arguments = Self::State;
+
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<Self::Msg>,
+        to_test: Self::State,
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok(to_test)
+    }
+
+    async fn handle(
+        &self,
+        _: ractor::ActorRef<Self::Msg>,
+        message: Self::Msg,
+        to_test: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        if let dron_actors::broker::BrokerMsg::Connected { outbox, .. } = message {
+            let _ = to_test.send(Box::new(outbox));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_connection_ends_when_the_broker_stops() {
+    use futures_util::StreamExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let state = AppState::new(format!("127.0.0.1:{port}"));
+    let (to_test, mut outboxes) = tokio::sync::mpsc::unbounded_channel();
+    let (broker, _) = ractor::Actor::spawn(None, HandingBroker, to_test)
+        .await
+        .unwrap();
+    state.set_broker(broker.clone());
+    let app = dron::http::router(state.clone(), false);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let url = format!("ws://127.0.0.1:{port}/api/agents/connect");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let _outbox = outboxes
+        .recv()
+        .await
+        .expect("the broker was told of the connection");
+
+    // This server stops leading: the broker stops, the API stands down.
+    state.stand_down();
+    broker.stop(None);
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(message)) if message.is_close() => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the agent's socket closed when the broker stopped"
+    );
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503),
+        "no broker, no agents: {refused:?}"
+    );
+    server.abort();
+}
