@@ -64,6 +64,15 @@ fn follower_of(leader: &str) -> Arc<View> {
     })))
 }
 
+/// The process's metrics recorder, installed once for all the tests here.
+fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| dron::http::metrics::install().expect("installing the recorder"))
+        .clone()
+}
+
 /// The follower: dron's router on a port of its own, in this process.
 struct Follower {
     port: u16,
@@ -77,6 +86,7 @@ impl Follower {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = AppState::new(format!("127.0.0.1:{port}"))
+            .with_metrics(metrics())
             .with_auth(auth)
             .with_cluster(view.clone());
         let app = dron::http::router(state, false);
@@ -245,6 +255,18 @@ async fn a_follower_forwards_the_api_to_the_leader() {
     let (_, _, answer) = send(asked).await;
     assert_eq!(answer["leader"], format!("127.0.0.1:{}", leader.port));
 
+    // Bodies are capped as the API caps them, before anything reaches the leader.
+    let large = http
+        .post(follower.url("/scheduler/iso8601"))
+        .bearer_auth(TOKEN)
+        .body(vec![b' '; 2 * 1024 * 1024]);
+    let (status, _, body) = send(large).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("larger than"),
+        "{body}"
+    );
+
     // A request already forwarded once is not forwarded again.
     let again = http
         .get(follower.url("/scheduler/jobs"))
@@ -285,6 +307,15 @@ async fn a_follower_forwards_the_api_to_the_leader() {
             &cluster["lastApplied"]
         ),
         (&json!(1), &json!(5), &json!(42))
+    );
+
+    let metrics = http.get(follower.url("/metrics")).bearer_auth(TOKEN);
+    let (_, _, metrics) = send(metrics).await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains("dron_api_forwarded_total{outcome=\"forwarded\"}")
+            && metrics.contains("dron_api_forwarded_total{outcome=\"loop\"} 1"),
+        "{metrics}"
     );
 
     // `dron cluster` asks any server.
