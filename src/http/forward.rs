@@ -87,11 +87,11 @@ pub async fn to_leader(State(state): State<AppState>, request: Request, next: Ne
         return unavailable(&message, status.leader_address.as_deref());
     }
     let (leader, address) = match (status.leader, status.leader_address) {
-        (Some(leader), _) if leader == this_node => {
+        (Some(leader), address) if leader == this_node => {
             let message =
                 "this server was elected leader and is recovering its shards; retry shortly";
             counted("recovering");
-            return unavailable(message, None);
+            return unavailable(message, address.as_deref());
         }
         (Some(leader), Some(address)) => (leader, address),
         _ => {
