@@ -64,6 +64,15 @@ fn follower_of(leader: &str) -> Arc<View> {
     })))
 }
 
+/// The process's metrics recorder, installed once for all the tests here.
+fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| dron::http::metrics::install().expect("installing the recorder"))
+        .clone()
+}
+
 /// The follower: dron's router on a port of its own, in this process.
 struct Follower {
     port: u16,
@@ -77,6 +86,7 @@ impl Follower {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = AppState::new(format!("127.0.0.1:{port}"))
+            .with_metrics(metrics())
             .with_auth(auth)
             .with_cluster(view.clone());
         let app = dron::http::router(state, false);
@@ -113,6 +123,26 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, reqwest::header::Header
 }
 
 const TOKEN: &str = "forwarding-test-token";
+
+/// Runs the real `dron` binary; answers (exit code, stdout, stderr). Fails the test if it has
+/// not ended within 20 s.
+async fn dron(args: &[&str]) -> (i32, String, String) {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_dron"))
+        .args(args)
+        .env_remove("DRON_URL")
+        .env_remove("DRON_TOKEN")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap_or_else(|_| panic!("dron {args:?} did not end"))
+        .expect("running dron");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_forwards_the_api_to_the_leader() {
@@ -225,6 +255,18 @@ async fn a_follower_forwards_the_api_to_the_leader() {
     let (_, _, answer) = send(asked).await;
     assert_eq!(answer["leader"], format!("127.0.0.1:{}", leader.port));
 
+    // Bodies are capped as the API caps them, before anything reaches the leader.
+    let large = http
+        .post(follower.url("/scheduler/iso8601"))
+        .bearer_auth(TOKEN)
+        .body(vec![b' '; 2 * 1024 * 1024]);
+    let (status, _, body) = send(large).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("larger than"),
+        "{body}"
+    );
+
     // A request already forwarded once is not forwarded again.
     let again = http
         .get(follower.url("/scheduler/jobs"))
@@ -266,6 +308,38 @@ async fn a_follower_forwards_the_api_to_the_leader() {
         ),
         (&json!(1), &json!(5), &json!(42))
     );
+
+    let metrics = http.get(follower.url("/metrics")).bearer_auth(TOKEN);
+    let (_, _, metrics) = send(metrics).await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains("dron_api_forwarded_total{outcome=\"forwarded\"}")
+            && metrics.contains("dron_api_forwarded_total{outcome=\"loop\"} 1"),
+        "{metrics}"
+    );
+
+    // `dron cluster` asks any server.
+    let (code, out, err) = dron(&["cluster", "--url", &follower.url(""), "--token", TOKEN]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let first = format!("leader: node 2 at {}, term 5\n", leader.url(""));
+    assert!(out.starts_with(&first), "{out}");
+    assert!(
+        out.contains("asked:  node 1 (follower, not scheduling)"),
+        "{out}"
+    );
+    assert!(out.contains("1 *  http://127.0.0.1:1"), "{out}");
+    let (code, out, _) = dron(&[
+        "cluster",
+        "--json",
+        "--url",
+        &leader.url(""),
+        "--token",
+        TOKEN,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let single: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(single["thisNode"], 1, "{out}");
 
     // The single server (the leader here) is a cluster of one, and says so in /health.
     let single = leader
@@ -415,4 +489,166 @@ async fn an_agent_finds_the_leader_through_its_server_list() {
         || async { agent_view(&leader, "listed").await["state"] == "active" },
     )
     .await;
+}
+
+#[tokio::test]
+async fn serve_refuses_a_cluster_it_cannot_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short-secret");
+    std::fs::write(&short, "too short\n").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a-secret-of-more-than-16-bytes\n").unwrap();
+    let local = dir.path().join("local.toml");
+    std::fs::write(&local, "[agents]\nlocal = true\n").unwrap();
+    let data = dir.path().join("data");
+    let peers = "1=http://127.0.0.1:4401,2=http://127.0.0.1:4402,3=http://127.0.0.1:4403";
+    let (short, secret, local) = (
+        short.to_str().unwrap(),
+        secret.to_str().unwrap(),
+        local.to_str().unwrap(),
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--peers", peers],
+            "--node-id (cluster.node_id) is required",
+        ),
+        (
+            &["--node-id", "4", "--peers", peers],
+            "node id 4 is not among the peers (1, 2, 3)",
+        ),
+        (
+            &["--node-id", "1", "--peers", peers],
+            "a secret file is required",
+        ),
+        (
+            &[
+                "--node-id",
+                "1",
+                "--peers",
+                peers,
+                "--cluster-secret-file",
+                short,
+            ],
+            "is 9 bytes long; at least 16",
+        ),
+        (
+            &[
+                "--node-id",
+                "1",
+                "--peers",
+                "1=ftp://127.0.0.1:4401",
+                "--cluster-secret-file",
+                secret,
+            ],
+            "node 1's address 'ftp://127.0.0.1:4401' must be an http:// or https:// URL",
+        ),
+        (&["--node-id", "1"], "without --peers"),
+        (
+            &["--peers", "1=http://a:1,1=http://b:1"],
+            "node 1 is listed twice",
+        ),
+        (
+            &[
+                "--config",
+                local,
+                "--node-id",
+                "1",
+                "--peers",
+                peers,
+                "--cluster-secret-file",
+                secret,
+            ],
+            "agents.local = true is refused in a cluster",
+        ),
+    ];
+    for (flags, problem) in cases {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir"];
+        args.push(data.to_str().unwrap());
+        args.extend_from_slice(flags);
+        let (code, out, err) = dron(&args).await;
+        assert_ne!(code, 0, "{flags:?} was accepted:\n{out}{err}");
+        assert!(
+            err.contains(problem),
+            "{flags:?}: expected '{problem}' in:\n{err}"
+        );
+    }
+}
+
+/// A broker that hands each connection's outbox to the test, and keeps no state of its own:
+/// the outbox outlives it, so only the broker's end can close the socket.
+struct HandingBroker;
+
+impl ractor::Actor for HandingBroker {
+    type Msg = dron_actors::broker::BrokerMsg;
+    type State = tokio::sync::mpsc::UnboundedSender<Box<dyn std::any::Any + Send>>;
+    type Arguments = Self::State;
+
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<Self::Msg>,
+        to_test: Self::State,
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok(to_test)
+    }
+
+    async fn handle(
+        &self,
+        _: ractor::ActorRef<Self::Msg>,
+        message: Self::Msg,
+        to_test: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        if let dron_actors::broker::BrokerMsg::Connected { outbox, .. } = message {
+            let _ = to_test.send(Box::new(outbox));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_connection_ends_when_the_broker_stops() {
+    use futures_util::StreamExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let state = AppState::new(format!("127.0.0.1:{port}"));
+    let (to_test, mut outboxes) = tokio::sync::mpsc::unbounded_channel();
+    let (broker, _) = ractor::Actor::spawn(None, HandingBroker, to_test)
+        .await
+        .unwrap();
+    state.set_broker(broker.clone());
+    let app = dron::http::router(state.clone(), false);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let url = format!("ws://127.0.0.1:{port}/api/agents/connect");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let _outbox = outboxes
+        .recv()
+        .await
+        .expect("the broker was told of the connection");
+
+    // This server stops leading: the broker stops, the API stands down.
+    state.stand_down();
+    broker.stop(None);
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(message)) if message.is_close() => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the agent's socket closed when the broker stopped"
+    );
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503),
+        "no broker, no agents: {refused:?}"
+    );
+    server.abort();
 }

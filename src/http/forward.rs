@@ -83,19 +83,30 @@ pub async fn to_leader(State(state): State<AppState>, request: Request, next: Ne
             "node {by} forwarded this request to node {this_node}, which does not lead either \
              (it was elected or deposed meanwhile); a request is forwarded once only: retry shortly"
         );
+        counted("loop");
         return unavailable(&message, status.leader_address.as_deref());
     }
     let (leader, address) = match (status.leader, status.leader_address) {
-        (Some(leader), _) if leader == this_node => {
+        (Some(leader), address) if leader == this_node => {
             let message =
                 "this server was elected leader and is recovering its shards; retry shortly";
-            return unavailable(message, None);
+            counted("recovering");
+            return unavailable(message, address.as_deref());
         }
         (Some(leader), Some(address)) => (leader, address),
-        _ => return unavailable("no leader is elected yet; retry shortly", None),
+        _ => {
+            counted("no_leader");
+            return unavailable("no leader is elected yet; retry shortly", None);
+        }
     };
     let forwarder = state.forwarder.as_deref().expect("set with the cluster");
     forward(forwarder, request, this_node, leader, &address).await
+}
+
+/// Counts `dron_api_forwarded_total{outcome}`: `forwarded` (the leader answered), or why
+/// not: `no_leader`, `unreachable`, `loop` (forwarded already), `recovering` (elected here).
+fn counted(outcome: &'static str) {
+    metrics::counter!("dron_api_forwarded_total", "outcome" => outcome).increment(1);
 }
 
 /// 503 with `Retry-After: 1` and `{"error", "leader"}` (the leader's address, or null).
@@ -145,7 +156,10 @@ async fn forward(
         .send()
         .await;
     let answer = match sent {
-        Ok(answer) => answer,
+        Ok(answer) => {
+            counted("forwarded");
+            answer
+        }
         Err(error) => {
             tracing::warn!(leader, address, %error, "the leader did not answer a forwarded request");
             let message = format!(
@@ -153,6 +167,7 @@ async fn forward(
                  be reached: {}; retry shortly",
                 chain(&error)
             );
+            counted("unreachable");
             return unavailable(&message, Some(address));
         }
     };

@@ -35,7 +35,9 @@ pub use json::MAX_BODY_BYTES;
 /// set when this server starts leading ([`AppState::set_broker`], [`AppState::set_ready`],
 /// [`AppState::set_amqp`]) and cleared when it stops ([`AppState::stand_down`]); meanwhile
 /// the API's requests are forwarded to the leader (`forward.rs`). Each is read through an
-/// uncontended read lock: one atomic increment more than the `OnceLock` of a single server.
+/// uncontended read lock and cloned out (the scheduler as one `Arc`): about 30 ns a request
+/// on this project's machine, against about 1 ns for the `OnceLock` it replaces (see the
+/// test `reading_the_scheduler_costs_about_a_once_lock`).
 #[derive(Clone)]
 pub struct AppState {
     scheduler: Arc<RwLock<Option<Arc<SchedulerClient>>>>,

@@ -55,7 +55,12 @@ async function showHealth() {
   try {
     const h = await api.health();
     el.className = 'health ok';
-    el.textContent = `${h.status} · ${h.shards} shards · amqp ${h.amqp}`;
+    // A follower of a cluster has no shards of its own: it forwards to the leader.
+    const parts = [h.status];
+    if (h.shards != null) parts.push(`${h.shards} shards`);
+    parts.push(`amqp ${h.amqp}`);
+    if (h.role && h.role !== 'leader') parts.push(h.leader != null ? `${h.role} of node ${h.leader}` : h.role);
+    el.textContent = parts.join(' · ');
   } catch (e) {
     el.className = 'health down';
     el.textContent = e.status ? e.message : 'server unreachable';
