@@ -89,7 +89,7 @@ fn check_targets(out: &Path, names: &[String], start_ms: i64, until_ms: i64, log
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_killed_under_load_loses_no_acknowledged_job_and_no_target() {
     let mut cluster = Cluster::start(3, "").await;
-    let _agent = ClusterAgent::start(&cluster, "w1", 8.0);
+    let agent = ClusterAgent::start(&cluster, "w1", 8.0);
     wait_for_agent(&cluster, "w1").await;
     let out = tempfile::tempdir().unwrap();
     // Whole seconds, a little ahead: every job's targets are start + k * INTERVAL_S.
@@ -157,13 +157,17 @@ async fn a_leader_killed_under_load_loses_no_acknowledged_job_and_no_target() {
         }
     }
 
-    // Every target that fell due while the leader was dead runs late, once.
+    // Every target that fell due while the leader was dead runs late, once: wait until every
+    // job has run a target after them.
     let until_ms = killed_ms + 6000;
     wait_for("the targets after the failover to run", Duration::from_secs(40), || async {
-        now_ms() > until_ms + 4000
+        names
+            .iter()
+            .all(|n| targets(&out.path().join(n)).iter().any(|t| *t > until_ms))
     })
     .await;
-    check_targets(out.path(), &names, start_ms, until_ms, &cluster.logs());
+    let logs = format!("{}\n--- agent ---\n{}", cluster.logs(), agent.log());
+    check_targets(out.path(), &names, start_ms, until_ms, &logs);
 
     // The old leader comes back as a follower and catches up.
     cluster.restart(old_leader);

@@ -29,6 +29,9 @@ use super::work_dir::WorkDir;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest pause between attempts when the agent knows several servers (a cluster): a
+/// failover must not find the agent asleep for seconds after the new leader is elected.
+const CLUSTER_MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Unacknowledged updates are sent again at this pace.
 const RESEND_EVERY: Duration = Duration::from_secs(2);
 /// How long the server may take to answer a registration.
@@ -171,6 +174,10 @@ impl Link {
     /// Runs sessions forever; between them, keeps collecting the tasks' updates.
     pub async fn run(mut self, mut updates: UnboundedReceiver<TaskUpdate>) {
         let mut backoff = FIRST_BACKOFF;
+        let max_backoff = match self.servers.list.len() {
+            1 => MAX_BACKOFF,
+            _ => CLUSTER_MAX_BACKOFF,
+        };
         loop {
             let server = self.servers.pick();
             let mut registered = false;
@@ -198,7 +205,7 @@ impl Link {
                     Some(update) = updates.recv() => self.keep(update),
                 }
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = (backoff * 2).min(max_backoff);
         }
     }
 

@@ -45,8 +45,12 @@ struct NodeView {
 impl ClusterView for NodeView {
     fn status(&self) -> ClusterStatus {
         let mut status = self.raft.status();
-        status.scheduling = self.scheduling.load(Ordering::Acquire);
+        status.scheduling = self.scheduling();
         status
+    }
+
+    fn scheduling(&self) -> bool {
+        self.scheduling.load(Ordering::Acquire)
     }
 }
 
@@ -91,7 +95,7 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
         .local_addr()
         .context("reading the listening address")?
         .to_string();
-    let app = crate::server::api(&config, state.clone()).merge(raft.routes());
+    let app = crate::server::api(&config, state.clone(), raft.routes());
     let http_server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(crate::server::shutdown_signal())

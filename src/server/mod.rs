@@ -35,7 +35,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.cluster.enabled() {
         return crate::cluster::leadership::serve(config, listener, state).await;
     }
-    let app = api(&config, state.clone());
+    let app = api(&config, state.clone(), axum::Router::new());
     let http_server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
@@ -59,10 +59,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The HTTP API with the run directories it serves output from.
-pub fn api(config: &Config, state: AppState) -> axum::Router {
+/// The HTTP API with the run directories it serves output from, and `internal` routes (a
+/// cluster's Raft traffic) beside it.
+pub fn api(config: &Config, state: AppState, internal: axum::Router) -> axum::Router {
     let runs: Arc<std::path::Path> = Arc::from(config.data_dir.join("runs"));
-    http::router(state, config.fault_injection).layer(axum::Extension(runs))
+    http::router_with_internal(state, config.fault_injection, internal)
+        .layer(axum::Extension(runs))
 }
 
 /// A single server's stores: its own databases in the data directory.
