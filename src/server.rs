@@ -13,9 +13,10 @@ use dron_actors::bus::{EventBus, EventBusArgs};
 use dron_actors::client::SchedulerClient;
 use dron_actors::clock::{SharedClock, SystemClock};
 use dron_actors::notify::{Notifier, NotifierArgs};
-use dron_actors::router::{Router, RouterArgs, RouterMsg};
+use dron_actors::router::RouterMsg;
+use dron_actors::shards::{Shards, ShardsArgs};
 use dron_task::StatusSink;
-use ractor::{Actor, ActorRef, ActorRuntime};
+use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -86,7 +87,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Actor::spawn(Some("notifier".into()), Notifier, notifier_args)
             .await
             .context("starting the notifier")?;
-    let router_args = RouterArgs {
+    let shards_args = ShardsArgs {
         factory: Arc::new(RocksStoreFactory::new(config.data_dir.join("shards"))?),
         default_shard_count: config.shards,
         clock: clock.clone(),
@@ -98,8 +99,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     // Spawned without waiting for its recovery, so that its address exists before anything
     // can report a status (see `to_router`); what arrives while it recovers waits in its mailbox.
-    let (router, router_started) =
-        ActorRuntime::spawn_instant(Some("router".into()), Router, (router_args, from_bus))?;
+    let (router, _supervisor, router_started) = Shards::start(shards_args, from_bus)?;
     let _ = router_cell.set(router.clone());
     // Only now may remote agents connect: they report statuses.
     state.set_broker(broker.clone());

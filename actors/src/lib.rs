@@ -2,11 +2,14 @@
 //!
 //! ```text
 //!  SchedulerClient ──► Router ──(ring: job → shard)──► Coordinator ×N ──► OfferBroker ──► LocalAgent
-//!                        ▲  supervises coordinators        │ owns a ShardStore    │           │
+//!                        ▲  ▲ table, moves                 │ owns a ShardStore    │           │
+//!                        │  ShardSupervisor ── spawns, restarts ─┘                 │           │
 //!                        └──────── status updates ─────────┴──────────────────────┴───────────┘
 //! ```
 //!
-//! - [`router`]: the thin router, supervisor of the coordinators, and resharding.
+//! - [`router`]: the routing table (ring and coordinators); moves jobs when the ring changes.
+//! - [`shards`]: the shard supervisor: opens shard storage, runs and restarts the
+//!   coordinators, runs reshards; [`shards::Shards::start`] starts it with the router.
 //! - [`coordinator`]: one per shard: timers, instances, retries, dependencies, recovery.
 //! - [`broker`]: places tasks on agents (offers, constraints, Dominant Resource Fairness),
 //!   tracks remote agents (heartbeats, loss, reconciliation) and routes status back.
@@ -33,6 +36,7 @@ pub mod listing;
 pub mod notify;
 pub mod router;
 pub mod search;
+pub mod shards;
 pub mod stats;
 pub mod store;
 #[cfg(test)]
