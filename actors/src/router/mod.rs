@@ -13,8 +13,8 @@ pub(crate) mod moves;
 #[cfg(test)]
 mod tests;
 
-/// Kept at its old path: the factory now belongs to the shard supervisor.
-pub use crate::shards::StoreFactory;
+/// Kept at its old path (the shard supervisor holds the factory now, not the router).
+pub use crate::store::StoreFactory;
 pub use messages::{Resharding, RouterMsg};
 
 use dron_model::ids::parse_task_id;

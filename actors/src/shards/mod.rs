@@ -16,10 +16,13 @@
 //! supervisor and with it every coordinator; a supervisor that gives up stops the router.
 
 mod reshard;
-
-use reshard::Mover;
 #[cfg(test)]
 mod tests;
+
+/// The shard supervisor's; implemented over RocksDB by the server, in memory by tests.
+pub use crate::store::StoreFactory;
+
+use reshard::Mover;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -34,7 +37,7 @@ use crate::bus::BusMsg;
 use crate::clock::SharedClock;
 use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg, ShardConfig};
 use crate::router::{FromBus, Resharding, Router, RouterMsg, Table};
-use crate::store::{ResourceStore, ShardStore, StoreError};
+use crate::store::{ResourceStore, ShardStore};
 
 /// Restarts allowed per shard within [`RESTART_WINDOW`] before the supervisor gives up (and
 /// so stops the server loudly rather than crash-looping).
@@ -42,17 +45,6 @@ pub const MAX_RESTARTS: usize = 10;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// The most shards a server may have.
 pub const MAX_SHARDS: u32 = 1024;
-
-/// Opens shard storage; implemented over RocksDB by the server, in memory by tests.
-pub trait StoreFactory: Send + Sync + 'static {
-    fn open(&self, index: u32) -> Result<Arc<dyn ShardStore>, StoreError>;
-    /// Indexes of shards that exist in storage (they may hold jobs to move after a crash).
-    fn existing(&self) -> Result<Vec<u32>, StoreError>;
-    /// Deletes a drained shard's storage (its store has been dropped).
-    fn remove(&self, index: u32) -> Result<(), StoreError>;
-    fn load_shard_count(&self) -> Result<Option<u32>, StoreError>;
-    fn save_shard_count(&self, count: u32) -> Result<(), StoreError>;
-}
 
 /// Runs a factory call (opening RocksDB, an fsync, deleting a directory) on a blocking thread,
 /// so that it holds up no runtime worker and the actors on it. The caller still awaits it: a
