@@ -20,6 +20,7 @@
 //! - [`store`]: the storage trait a coordinator writes through (RocksDB lives in the server).
 //! - [`client`]: the async handle the HTTP API and CLI use.
 //! - [`clock`]: wall clock, or tokio's for paused-time tests.
+//! - [`trace`]: the `run` span (job, task, shard) each actor on a run's path logs in.
 //! - [`search`], [`stats`]: Chronos's job search and run-time statistics, as plain logic.
 //! - [`listing`], [`graph`]: the UI's jobs table and dependency graph, computed on the shards
 //!   over the plain [`views`] they answer.
@@ -41,4 +42,5 @@ pub mod stats;
 pub mod store;
 #[cfg(test)]
 mod testkit;
+pub mod trace;
 pub mod views;

@@ -57,12 +57,58 @@ impl System {
 
     /// Starts with the shard stores of `factory`.
     pub async fn start_over(shards: u32, factory: Arc<MemoryFactory>) -> System {
+        System::build(shards, factory, None).await
+    }
+
+    /// Starts with the real offer broker and its local agent (run directories under
+    /// `runs_root`), in place of the fake one: for jobs with `builtinSleepMs`, which run no
+    /// process. Nothing is recorded in `runs`.
+    pub async fn start_with_local_agent(shards: u32, runs_root: &std::path::Path) -> System {
+        System::build(shards, Arc::default(), Some(runs_root.to_path_buf())).await
+    }
+
+    async fn build(
+        shards: u32,
+        factory: Arc<MemoryFactory>,
+        local_agent: Option<std::path::PathBuf>,
+    ) -> System {
         let clock: SharedClock = Arc::new(TokioClock::starting_at(ms_to_time(T0)));
         let resources = Arc::new(MemoryResourceStore::default());
         let runs = Arc::new(Runs::default());
-        let router_cell = Arc::new(OnceLock::new());
-        let broker_args = (runs.clone(), router_cell.clone());
-        let (broker, _) = Actor::spawn(None, FakeBroker, broker_args).await.unwrap();
+        let router_cell: Arc<OnceLock<ActorRef<RouterMsg>>> = Arc::new(OnceLock::new());
+        let broker = match local_agent {
+            None => {
+                let broker_args = (runs.clone(), router_cell.clone());
+                Actor::spawn(None, FakeBroker, broker_args).await.unwrap().0
+            }
+            Some(runs_root) => {
+                let router = router_cell.clone();
+                let status: dron_task::StatusSink = Arc::new(move |update| {
+                    let _ = router.wait().send_message(RouterMsg::TaskUpdate(update));
+                });
+                let local = crate::broker::LocalAgentConfig {
+                    shim_program: "/nonexistent/dron-shim".into(),
+                    runs_root,
+                    resources: dron_model::demand::Resources {
+                        cpus: 64.0,
+                        mem: 65_536.0,
+                        disk: 65_536.0,
+                    },
+                };
+                let broker_args = crate::broker::OfferBrokerArgs {
+                    local: Some(local),
+                    epoch: 1,
+                    heartbeat_ms: 1000,
+                    agent_timeout_ms: 5000,
+                    weights: HashMap::new(),
+                    known_agents_file: None,
+                    status,
+                    clock: clock.clone(),
+                };
+                let broker = crate::broker::OfferBroker;
+                Actor::spawn(None, broker, broker_args).await.unwrap().0
+            }
+        };
         let (to_shards, from_bus) = tokio::sync::mpsc::unbounded_channel();
         let bus_args = EventBusArgs {
             store: resources.clone(),

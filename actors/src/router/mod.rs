@@ -191,7 +191,16 @@ impl RouterState {
                 "status update for a foreign task id"
             );
         };
-        self.route(&task.job, CoordinatorMsg::TaskUpdate { update, forwarded });
+        let shard = self.ring.owner(&task.job);
+        let _run = crate::trace::run_on_shard(&update.task_id, shard).entered();
+        tracing::debug!(forwarded, "status routed");
+        let message = CoordinatorMsg::TaskUpdate { update, forwarded };
+        if self.coordinators[shard as usize]
+            .send_message(message)
+            .is_err()
+        {
+            tracing::warn!(job = task.job, "shard unavailable, message dropped");
+        }
     }
 
     /// Moves every job to its owner on the ring of `count` shards, all inside this message:
