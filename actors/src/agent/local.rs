@@ -98,12 +98,12 @@ impl Actor for LocalAgent {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             AgentMsg::Launch(spec) => {
-                let _run = crate::trace::run(&spec.task_id).entered();
+                let _run = crate::trace::enter(&spec.task_id);
                 tracing::debug!("launching");
                 state.launch(myself, spec)
             }
             AgentMsg::Kill { task_id } => {
-                let _run = crate::trace::run(&task_id).entered();
+                let _run = crate::trace::enter(&task_id);
                 tracing::debug!("kill");
                 state.kill(&task_id)
             }
@@ -111,7 +111,7 @@ impl Actor for LocalAgent {
                 task_id,
                 timeout_deadline_ms,
             } => {
-                let _run = crate::trace::run(&task_id).entered();
+                let _run = crate::trace::enter(&task_id);
                 tracing::debug!("adopting");
                 state.adopt(myself, task_id, timeout_deadline_ms)
             }
@@ -120,7 +120,7 @@ impl Actor for LocalAgent {
                 state.sleepers.remove(&task_id);
             }
             AgentMsg::Launched { task_id, launched } => {
-                let _run = crate::trace::run(&task_id).entered();
+                let _run = crate::trace::enter(&task_id);
                 state.launched(myself, task_id, launched)
             }
         }
@@ -300,7 +300,7 @@ impl LocalAgentState {
 
 /// Reports a task's status, in its run's span (a watching task has none of its own).
 fn reported(report: &ReportFn, update: TaskUpdate) {
-    let _run = crate::trace::run(&update.task_id).entered();
+    let _run = crate::trace::enter(&update.task_id);
     tracing::debug!(event = ?update.event, "reported");
     report(update);
 }

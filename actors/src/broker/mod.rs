@@ -195,8 +195,7 @@ impl BrokerState {
     /// Queues the task for an offer and places whatever fits now.
     fn launch(&mut self, request: LaunchRequest) {
         let task_id = &request.spec.task_id;
-        let run = trace::run(task_id);
-        let _run = run.enter();
+        let _run = trace::enter(task_id);
         if self.placement.placed(task_id).is_some() || self.placement.is_pending(task_id) {
             // Launches are idempotent per task id (a coordinator may ask again on recovery).
             return tracing::debug!(task_id, "launch of a task already placed ignored");
@@ -209,7 +208,7 @@ impl BrokerState {
     /// Launches what fits, and tells coordinators why the rest waits.
     fn place(&mut self) {
         for (request, agent) in self.placement.place() {
-            let _run = trace::run(&request.spec.task_id).entered();
+            let _run = trace::enter(&request.spec.task_id);
             tracing::debug!(agent, "placed");
             if agent == LOCAL_AGENT {
                 self.to_local(AgentMsg::Launch(request.spec));
@@ -218,7 +217,7 @@ impl BrokerState {
             }
         }
         for (task_id, reason) in self.placement.unreported_waits() {
-            let _run = trace::run(&task_id).entered();
+            let _run = trace::enter(&task_id);
             tracing::debug!(reason, "waiting for an offer");
             self.report(TaskUpdate::new(
                 task_id,
@@ -228,7 +227,7 @@ impl BrokerState {
     }
 
     fn kill(&mut self, task_id: &str) {
-        let _run = trace::run(task_id).entered();
+        let _run = trace::enter(task_id);
         tracing::debug!("kill");
         if self.placement.withdraw(task_id).is_some() {
             return self.report_end(task_id, TaskEnd::Killed);
@@ -252,7 +251,7 @@ impl BrokerState {
     /// After a server restart: reconnect a running task with the agent that runs it.
     fn adopt(&mut self, request: LaunchRequest, agent: Option<String>, deadline: Option<i64>) {
         let task_id = request.spec.task_id.clone();
-        let _run = trace::run(&task_id).entered();
+        let _run = trace::enter(&task_id);
         tracing::debug!(agent = agent.as_deref(), "adoption");
         let on_local = match &agent {
             Some(agent) => agent == LOCAL_AGENT,
@@ -283,8 +282,7 @@ impl BrokerState {
     /// A status update from an agent: frees what an ended task used, and goes to its
     /// coordinator.
     fn task_update(&mut self, agent: &str, update: TaskUpdate) {
-        let run = trace::run(&update.task_id);
-        let _run = run.enter();
+        let _run = trace::enter(&update.task_id);
         tracing::debug!(agent, event = ?update.event, "status");
         let ended = matches!(
             update.event,
@@ -362,7 +360,7 @@ impl BrokerState {
     }
 
     fn report_end(&mut self, task_id: &str, end: TaskEnd) {
-        let _run = trace::run(task_id).entered();
+        let _run = trace::enter(task_id);
         tracing::debug!(?end, "ended here");
         let at_ms = self.clock.now_ms();
         self.report(TaskUpdate::new(task_id, TaskEvent::Ended { end, at_ms }));

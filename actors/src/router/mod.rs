@@ -192,7 +192,7 @@ impl RouterState {
             );
         };
         let shard = self.ring.owner(&task.job);
-        let _run = crate::trace::run_on_shard(&update.task_id, shard).entered();
+        let _run = crate::trace::enter_on_shard(&update.task_id, shard);
         tracing::debug!(forwarded, "status routed");
         let message = CoordinatorMsg::TaskUpdate { update, forwarded };
         if self.coordinators[shard as usize]

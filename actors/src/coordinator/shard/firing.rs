@@ -177,7 +177,7 @@ impl Shard {
         }
         out.ops.push(StoreOp::PutInstance(instance.clone()));
         let request = self.launch_request(&instance);
-        let _run = crate::trace::run_on_shard(&request.spec.task_id, self.index).entered();
+        let _run = crate::trace::enter_on_shard(&request.spec.task_id, self.index);
         tracing::debug!(attempt = instance.attempt, "launch staged");
         out.launches.push(request);
     }
