@@ -2,11 +2,14 @@
 //!
 //! ```text
 //!  SchedulerClient ──► Router ──(ring: job → shard)──► Coordinator ×N ──► OfferBroker ──► LocalAgent
-//!                        ▲  supervises coordinators        │ owns a ShardStore    │           │
+//!                        ▲  ▲ table, moves                 │ owns a ShardStore    │           │
+//!                        │  ShardSupervisor ── spawns, restarts ─┘                 │           │
 //!                        └──────── status updates ─────────┴──────────────────────┴───────────┘
 //! ```
 //!
-//! - [`router`]: the thin router, supervisor of the coordinators, and resharding.
+//! - [`router`]: the routing table (ring and coordinators); moves jobs when the ring changes.
+//! - [`shards`]: the shard supervisor: opens shard storage, runs and restarts the
+//!   coordinators, runs reshards; [`shards::Shards::start`] starts it with the router.
 //! - [`coordinator`]: one per shard: timers, instances, retries, dependencies, recovery.
 //! - [`broker`]: places tasks on agents (offers, constraints, Dominant Resource Fairness),
 //!   tracks remote agents (heartbeats, loss, reconciliation) and routes status back.
@@ -17,6 +20,7 @@
 //! - [`store`]: the storage trait a coordinator writes through (RocksDB lives in the server).
 //! - [`client`]: the async handle the HTTP API and CLI use.
 //! - [`clock`]: wall clock, or tokio's for paused-time tests.
+//! - [`trace`]: the `run` span (job, task, shard) each actor on a run's path logs in.
 //! - [`search`], [`stats`]: Chronos's job search and run-time statistics, as plain logic.
 //! - [`listing`], [`graph`]: the UI's jobs table and dependency graph, computed on the shards
 //!   over the plain [`views`] they answer.
@@ -33,8 +37,10 @@ pub mod listing;
 pub mod notify;
 pub mod router;
 pub mod search;
+pub mod shards;
 pub mod stats;
 pub mod store;
 #[cfg(test)]
 mod testkit;
+pub mod trace;
 pub mod views;

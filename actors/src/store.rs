@@ -170,6 +170,18 @@ pub trait ShardStore: Send + Sync + 'static {
     }
 }
 
+/// Opens shard storage; implemented over RocksDB by the server, in memory by tests. Only the
+/// shard supervisor (`crate::shards`) holds one.
+pub trait StoreFactory: Send + Sync + 'static {
+    fn open(&self, index: u32) -> Result<Arc<dyn ShardStore>, StoreError>;
+    /// Indexes of shards that exist in storage (they may hold jobs to move after a crash).
+    fn existing(&self) -> Result<Vec<u32>, StoreError>;
+    /// Deletes a drained shard's storage (its store has been dropped).
+    fn remove(&self, index: u32) -> Result<(), StoreError>;
+    fn load_shard_count(&self) -> Result<Option<u32>, StoreError>;
+    fn save_shard_count(&self, count: u32) -> Result<(), StoreError>;
+}
+
 /// One change to the resource store.
 #[derive(Debug, Clone)]
 pub enum ResourceOp {

@@ -1,5 +1,5 @@
 //! A whole scheduler in memory, for actor tests under paused tokio time: the real router,
-//! coordinators and event bus over memory stores, and in place of the broker and its agents
+//! shard supervisor, coordinators and event bus over memory stores, and in place of the broker and its agents
 //! one that "runs" every task for a fixed time and reports it succeeded. It keeps every
 //! launch, so tests can tell what ran, and how often.
 
@@ -19,7 +19,8 @@ use crate::bus::{EventBus, EventBusArgs, ToShards};
 use crate::client::SchedulerClient;
 use crate::clock::{SharedClock, TokioClock};
 use crate::coordinator::ShardConfig;
-use crate::router::{Router, RouterArgs, RouterMsg, StoreFactory};
+use crate::router::RouterMsg;
+use crate::shards::{Shards, ShardsArgs, StoreFactory, SupervisorMsg};
 use crate::store::{
     Durable, MemoryResourceStore, MemoryStore, ShardSnapshot, ShardStore, StoreError, StoreOp,
 };
@@ -36,24 +37,78 @@ pub const RUN_TIME: Duration = Duration::from_millis(300);
 
 pub struct System {
     pub router: ActorRef<RouterMsg>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+    /// The shard stores.
+    pub factory: Arc<MemoryFactory>,
     /// The bus's link to the router, for a second bus (a restarted one).
     pub to_shards: ToShards,
     pub client: SchedulerClient,
     pub resources: Arc<MemoryResourceStore>,
     pub runs: Arc<Runs>,
     pub clock: SharedClock,
-    /// Ends when the router stops.
-    pub router_handle: JoinHandle<()>,
+    /// Ends when the shards stop (the supervisor gave up, or the router stopped).
+    pub shards_handle: JoinHandle<()>,
 }
 
 impl System {
     pub async fn start(shards: u32) -> System {
+        System::start_over(shards, Arc::default()).await
+    }
+
+    /// Starts with the shard stores of `factory`.
+    pub async fn start_over(shards: u32, factory: Arc<MemoryFactory>) -> System {
+        System::build(shards, factory, None).await
+    }
+
+    /// Starts with the real offer broker and its local agent (run directories under
+    /// `runs_root`), in place of the fake one: for jobs with `builtinSleepMs`, which run no
+    /// process. Nothing is recorded in `runs`.
+    pub async fn start_with_local_agent(shards: u32, runs_root: &std::path::Path) -> System {
+        System::build(shards, Arc::default(), Some(runs_root.to_path_buf())).await
+    }
+
+    async fn build(
+        shards: u32,
+        factory: Arc<MemoryFactory>,
+        local_agent: Option<std::path::PathBuf>,
+    ) -> System {
         let clock: SharedClock = Arc::new(TokioClock::starting_at(ms_to_time(T0)));
         let resources = Arc::new(MemoryResourceStore::default());
         let runs = Arc::new(Runs::default());
-        let router_cell = Arc::new(OnceLock::new());
-        let broker_args = (runs.clone(), router_cell.clone());
-        let (broker, _) = Actor::spawn(None, FakeBroker, broker_args).await.unwrap();
+        let router_cell: Arc<OnceLock<ActorRef<RouterMsg>>> = Arc::new(OnceLock::new());
+        let broker = match local_agent {
+            None => {
+                let broker_args = (runs.clone(), router_cell.clone());
+                Actor::spawn(None, FakeBroker, broker_args).await.unwrap().0
+            }
+            Some(runs_root) => {
+                let router = router_cell.clone();
+                let status: dron_task::StatusSink = Arc::new(move |update| {
+                    let _ = router.wait().send_message(RouterMsg::TaskUpdate(update));
+                });
+                let local = crate::broker::LocalAgentConfig {
+                    shim_program: "/nonexistent/dron-shim".into(),
+                    runs_root,
+                    resources: dron_model::demand::Resources {
+                        cpus: 64.0,
+                        mem: 65_536.0,
+                        disk: 65_536.0,
+                    },
+                };
+                let broker_args = crate::broker::OfferBrokerArgs {
+                    local: Some(local),
+                    epoch: 1,
+                    heartbeat_ms: 1000,
+                    agent_timeout_ms: 5000,
+                    weights: HashMap::new(),
+                    known_agents_file: None,
+                    status,
+                    clock: clock.clone(),
+                };
+                let broker = crate::broker::OfferBroker;
+                Actor::spawn(None, broker, broker_args).await.unwrap().0
+            }
+        };
         let (to_shards, from_bus) = tokio::sync::mpsc::unbounded_channel();
         let bus_args = EventBusArgs {
             store: resources.clone(),
@@ -63,8 +118,8 @@ impl System {
         };
         let (bus, _) = Actor::spawn(None, EventBus, bus_args).await.unwrap();
         let (notifier, _) = Actor::spawn(None, Null(PhantomData), ()).await.unwrap();
-        let router_args = RouterArgs {
-            factory: Arc::new(MemoryFactory::<SlowStore>::default()),
+        let shards_args = ShardsArgs {
+            factory: factory.clone(),
             default_shard_count: shards,
             clock: clock.clone(),
             broker,
@@ -73,19 +128,20 @@ impl System {
             resources: resources.clone(),
             config: ShardConfig::default(),
         };
-        let (router, router_handle) = Actor::spawn(None, Router, (router_args, from_bus))
-            .await
-            .unwrap();
+        let (router, supervisor, started) = Shards::start(shards_args, from_bus).unwrap();
         router_cell.set(router.clone()).unwrap();
+        let shards_handle = started.await.unwrap().unwrap();
         let client = SchedulerClient::new(router.clone(), bus.clone());
         System {
             router,
+            supervisor,
+            factory,
             to_shards,
             client,
             resources,
             runs,
             clock,
-            router_handle,
+            shards_handle,
         }
     }
 
@@ -133,6 +189,47 @@ pub fn spec(json: serde_json::Value, kind: JobKind, now_ms: i64) -> JobSpec {
 
 pub fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap()
+}
+
+/// A job that runs for each `products:*` event.
+pub fn triggered(name: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "command": "true", "triggeredBy": "products:*"})
+}
+
+/// A job that runs every second from [`T0`].
+pub fn every_second(name: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1S"})
+}
+
+/// `prefix-0`, `prefix-1`, ...
+pub fn names(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// The first target of a job every second created at `created_ms`.
+pub fn first_target(created_ms: i64) -> i64 {
+    (created_ms + 999) / 1000 * 1000
+}
+
+/// Checks that `job` was launched once for each second from `from` to `until` (inclusive),
+/// and never twice for any time.
+pub fn ran_every_second(
+    launches: &BTreeMap<(String, i64), usize>,
+    job: &str,
+    from: i64,
+    until: i64,
+) {
+    let mine: BTreeMap<i64, usize> = launches
+        .iter()
+        .filter(|((name, _), _)| name == job)
+        .map(|((_, at), count)| (*at, *count))
+        .collect();
+    assert!(mine.values().all(|&n| n == 1), "{job} ran twice: {mine:?}");
+    let missed: Vec<i64> = (from..=until)
+        .step_by(1000)
+        .filter(|at| !mine.contains_key(at))
+        .collect();
+    assert!(missed.is_empty(), "{job} missed {missed:?}");
 }
 
 /// Waits, in tokio's (paused) time, until `done` holds; fails the test after `within`.
@@ -259,6 +356,8 @@ impl<M: ractor::Message> Actor for Null<M> {
 pub struct MemoryFactory<S = SlowStore> {
     stores: Mutex<HashMap<u32, Arc<S>>>,
     count: Mutex<Option<u32>>,
+    /// While true, opening a shard that was never opened waits (as a slow disk would).
+    opens_held: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl<S> Default for MemoryFactory<S> {
@@ -266,6 +365,7 @@ impl<S> Default for MemoryFactory<S> {
         MemoryFactory {
             stores: Mutex::default(),
             count: Mutex::default(),
+            opens_held: Default::default(),
         }
     }
 }
@@ -275,10 +375,44 @@ impl<S> MemoryFactory<S> {
     pub fn store(&self, index: u32) -> Arc<S> {
         self.stores.lock().unwrap()[&index].clone()
     }
+
+    /// The shards whose storage exists, in order.
+    pub fn existing_shards(&self) -> Vec<u32> {
+        let mut shards: Vec<u32> = self.stores.lock().unwrap().keys().copied().collect();
+        shards.sort_unstable();
+        shards
+    }
+
+    /// The shard count saved last.
+    pub fn saved_count(&self) -> Option<u32> {
+        *self.count.lock().unwrap()
+    }
+
+    /// Until the answer is dropped, opening a new shard blocks its (blocking) thread. (A
+    /// test that fails meanwhile drops it while unwinding: its runtime, which waits for its
+    /// blocking threads when it shuts down, does not hang.)
+    pub fn hold_opens(self: &Arc<Self>) -> OpensHeld<S> {
+        *self.opens_held.0.lock().unwrap() = true;
+        OpensHeld(self.clone())
+    }
+}
+
+/// Opening new shards is held while this lives.
+pub struct OpensHeld<S>(Arc<MemoryFactory<S>>);
+
+impl<S> Drop for OpensHeld<S> {
+    fn drop(&mut self) {
+        *self.0.opens_held.0.lock().unwrap() = false;
+        self.0.opens_held.1.notify_all();
+    }
 }
 
 impl<S: ShardStore + Default> StoreFactory for MemoryFactory<S> {
     fn open(&self, index: u32) -> Result<Arc<dyn ShardStore>, StoreError> {
+        if !self.stores.lock().unwrap().contains_key(&index) {
+            let (held, released) = &self.opens_held;
+            let _released = released.wait_while(held.lock().unwrap(), |held| *held);
+        }
         let mut stores = self.stores.lock().unwrap();
         Ok(stores.entry(index).or_default().clone())
     }

@@ -15,11 +15,12 @@ use dron_actors::bus::{EventBus, EventBusArgs, BusMsg};
 use dron_actors::client::SchedulerClient;
 use dron_actors::clock::SharedClock;
 use dron_actors::notify::{Notifier, NotifierArgs, NotifierMsg};
-use dron_actors::router::{Router, RouterArgs, RouterMsg, StoreFactory};
+use dron_actors::router::{RouterMsg, StoreFactory};
+use dron_actors::shards::{Shards, ShardsArgs};
 use dron_actors::broker::BrokerMsg;
 use dron_actors::store::{NoticeStore, ResourceStore};
 use dron_task::StatusSink;
-use ractor::{Actor, ActorRef, ActorRuntime};
+use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -95,7 +96,7 @@ impl Scheduler {
             Actor::spawn(Some("notifier".into()), Notifier, notifier_args)
                 .await
                 .context("starting the notifier")?;
-        let router_args = RouterArgs {
+        let shards_args = ShardsArgs {
             factory,
             default_shard_count: config.shards,
             clock,
@@ -108,8 +109,7 @@ impl Scheduler {
         // Spawned without waiting for its recovery, so that its address exists before
         // anything can report a status (see `to_router`); what arrives while it recovers
         // waits in its mailbox.
-        let (router, router_started) =
-            ActorRuntime::spawn_instant(Some("router".into()), Router, (router_args, from_bus))?;
+        let (router, _supervisor, router_started) = Shards::start(shards_args, from_bus)?;
         let _ = router_cell.set(router.clone());
         // Only now may remote agents connect: they report statuses.
         state.set_broker(broker.clone());
@@ -171,12 +171,13 @@ impl Scheduler {
 }
 
 /// The broker's status sink: to the router, which routes each update to its job's coordinator.
+/// (The coordinators are the shard supervisor's children; the router only routes.)
 ///
 /// The router's coordinators launch through the broker, so the broker starts first and the
 /// router's address goes into `router` after. This is not the late binding it replaces (a
 /// `SetRouter` message, and updates buffered in the broker until it came): `start` fills the
 /// cell right after spawning the router, before anything can report a status (the
-/// coordinators that launch and adopt are the router's children, remote agents connect only
+/// coordinators that launch and adopt start with the router, remote agents connect only
 /// after `set_broker`, and the local agent and the broker's timers act only on those), so
 /// nothing is buffered, and the broker neither knows the router nor has a state without it.
 /// `wait` covers the few instructions between the router's spawn and the fill, during which

@@ -97,17 +97,32 @@ impl Actor for LocalAgent {
         state: &mut LocalAgentState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AgentMsg::Launch(spec) => state.launch(myself, spec),
-            AgentMsg::Kill { task_id } => state.kill(&task_id),
+            AgentMsg::Launch(spec) => {
+                let _run = crate::trace::enter(&spec.task_id);
+                tracing::debug!("launching");
+                state.launch(myself, spec)
+            }
+            AgentMsg::Kill { task_id } => {
+                let _run = crate::trace::enter(&task_id);
+                tracing::debug!("kill");
+                state.kill(&task_id)
+            }
             AgentMsg::Adopt {
                 task_id,
                 timeout_deadline_ms,
-            } => state.adopt(myself, task_id, timeout_deadline_ms),
+            } => {
+                let _run = crate::trace::enter(&task_id);
+                tracing::debug!("adopting");
+                state.adopt(myself, task_id, timeout_deadline_ms)
+            }
             AgentMsg::Finished { task_id } => {
                 state.killers.remove(&task_id);
                 state.sleepers.remove(&task_id);
             }
-            AgentMsg::Launched { task_id, launched } => state.launched(myself, task_id, launched),
+            AgentMsg::Launched { task_id, launched } => {
+                let _run = crate::trace::enter(&task_id);
+                state.launched(myself, task_id, launched)
+            }
         }
         Ok(())
     }
@@ -218,10 +233,8 @@ impl LocalAgentState {
         let id = task_id.clone();
         let sleeping = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            report(TaskUpdate::new(
-                id.clone(),
-                ended(&*clock, TaskEnd::Exited(0)),
-            ));
+            let update = TaskUpdate::new(id.clone(), ended(&*clock, TaskEnd::Exited(0)));
+            reported(&report, update);
             let _ = myself.send_message(AgentMsg::Finished { task_id: id });
         });
         self.sleepers.insert(task_id, sleeping.abort_handle());
@@ -257,13 +270,16 @@ impl LocalAgentState {
         let (report, clock) = (self.args.report.clone(), self.args.clock.clone());
         tokio::spawn(async move {
             let end = running.wait().await;
-            report(TaskUpdate::new(task_id.clone(), ended(&*clock, end)));
+            reported(
+                &report,
+                TaskUpdate::new(task_id.clone(), ended(&*clock, end)),
+            );
             let _ = myself.send_message(AgentMsg::Finished { task_id });
         });
     }
 
     fn report(&self, task_id: &str, event: TaskEvent) {
-        (self.args.report)(TaskUpdate::new(task_id, event));
+        reported(&self.args.report, TaskUpdate::new(task_id, event));
     }
 
     fn started(&self) -> TaskEvent {
@@ -280,6 +296,13 @@ impl LocalAgentState {
     fn now_ms(&self) -> i64 {
         self.args.clock.now_ms()
     }
+}
+
+/// Reports a task's status, in its run's span (a watching task has none of its own).
+fn reported(report: &ReportFn, update: TaskUpdate) {
+    let _run = crate::trace::enter(&update.task_id);
+    tracing::debug!(event = ?update.event, "reported");
+    report(update);
 }
 
 fn ended(clock: &dyn Clock, end: TaskEnd) -> TaskEvent {

@@ -34,6 +34,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::agent::{AgentMsg, LocalAgent, LocalAgentArgs, ReportFn};
 use crate::clock::SharedClock;
+use crate::trace;
 use remote::Remotes;
 
 pub struct OfferBroker;
@@ -195,10 +196,12 @@ impl BrokerState {
     /// Queues the task for an offer and places whatever fits now.
     fn launch(&mut self, request: LaunchRequest) {
         let task_id = &request.spec.task_id;
+        let _run = trace::enter(task_id);
         if self.placement.placed(task_id).is_some() || self.placement.is_pending(task_id) {
             // Launches are idempotent per task id (a coordinator may ask again on recovery).
             return tracing::debug!(task_id, "launch of a task already placed ignored");
         }
+        tracing::debug!(owner = request.owner, "launch queued");
         self.placement.enqueue(request);
         self.place();
     }
@@ -206,6 +209,8 @@ impl BrokerState {
     /// Launches what fits, and tells coordinators why the rest waits.
     fn place(&mut self) {
         for (request, agent) in self.placement.place() {
+            let _run = trace::enter(&request.spec.task_id);
+            tracing::debug!(agent, "placed");
             if agent == LOCAL_AGENT {
                 self.to_local(AgentMsg::Launch(request.spec));
             } else {
@@ -213,6 +218,8 @@ impl BrokerState {
             }
         }
         for (task_id, reason) in self.placement.unreported_waits() {
+            let _run = trace::enter(&task_id);
+            tracing::debug!(reason, "waiting for an offer");
             self.report(TaskUpdate::new(
                 task_id,
                 TaskEvent::WaitingForOffer { reason },
@@ -221,6 +228,8 @@ impl BrokerState {
     }
 
     fn kill(&mut self, task_id: &str) {
+        let _run = trace::enter(task_id);
+        tracing::debug!("kill");
         if self.placement.withdraw(task_id).is_some() {
             return self.report_end(task_id, TaskEnd::Killed);
         }
@@ -243,6 +252,8 @@ impl BrokerState {
     /// After a server restart: reconnect a running task with the agent that runs it.
     fn adopt(&mut self, request: LaunchRequest, agent: Option<String>, deadline: Option<i64>) {
         let task_id = request.spec.task_id.clone();
+        let _run = trace::enter(&task_id);
+        tracing::debug!(agent = agent.as_deref(), "adoption");
         let on_local = match &agent {
             Some(agent) => agent == LOCAL_AGENT,
             None => self.launched_locally(&task_id) || !self.remotes.any_known(),
@@ -272,6 +283,8 @@ impl BrokerState {
     /// A status update from an agent: frees what an ended task used, and goes to its
     /// coordinator.
     fn task_update(&mut self, agent: &str, update: TaskUpdate) {
+        let _run = trace::enter(&update.task_id);
+        tracing::debug!(agent, event = ?update.event, "status");
         let ended = matches!(
             update.event,
             TaskEvent::Ended { .. } | TaskEvent::NeverLaunched
@@ -348,6 +361,8 @@ impl BrokerState {
     }
 
     fn report_end(&mut self, task_id: &str, end: TaskEnd) {
+        let _run = trace::enter(task_id);
+        tracing::debug!(?end, "ended here");
         let at_ms = self.clock.now_ms();
         self.report(TaskUpdate::new(task_id, TaskEvent::Ended { end, at_ms }));
     }

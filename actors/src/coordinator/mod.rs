@@ -35,6 +35,7 @@ use crate::clock::SharedClock;
 use crate::notify::NotifierMsg;
 use crate::router::RouterMsg;
 use crate::store::{Durable, ResourceStore, ShardStore, StoreError, StoreOp};
+use crate::trace;
 
 pub struct Coordinator;
 
@@ -114,6 +115,7 @@ impl Actor for Coordinator {
         let (deadline, deadline_rx) = watch::channel(None);
         ticker::spawn(myself.clone(), args.clock.clone(), deadline_rx);
         let links = Links {
+            shard: args.index,
             coordinator: myself.clone(),
             broker: args.broker,
             bus: args.bus,
@@ -256,7 +258,14 @@ impl CoordinatorState {
             }
             CoordinatorMsg::TaskUpdate { update, forwarded } => {
                 let ack = update.ack.clone();
-                let applied = self.shard.task_update(update.clone(), now_ms, &mut out);
+                let applied = {
+                    // Only while the shard applies it: the `Flush` staged below is not this
+                    // run's.
+                    let _run = trace::enter_on_shard(&update.task_id, self.shard.index);
+                    let applied = self.shard.task_update(update.clone(), now_ms, &mut out);
+                    tracing::debug!(event = ?update.event, ?applied, forwarded, "status applied");
+                    applied
+                };
                 if applied == Applied::Unknown && !forwarded {
                     // Sent here before its job moved to another shard: pass it on to the owner.
                     let _ = self
@@ -458,6 +467,7 @@ fn reply_later<T: Send + 'static>(
 
 /// Where a commit's effects go.
 struct Links {
+    shard: u32,
     coordinator: ActorRef<CoordinatorMsg>,
     broker: ActorRef<BrokerMsg>,
     bus: ActorRef<BusMsg>,
@@ -494,12 +504,18 @@ impl Staged {
 
 fn release(effects: Effects, links: &Links) {
     for request in effects.launches {
+        let _run = trace::enter_on_shard(&request.spec.task_id, links.shard);
+        tracing::debug!("launch released");
         let _ = links.broker.send_message(BrokerMsg::Launch(request));
     }
     for task_id in effects.kills {
+        let _run = trace::enter_on_shard(&task_id, links.shard);
+        tracing::debug!("kill released");
         let _ = links.broker.send_message(BrokerMsg::Kill { task_id });
     }
     for adoption in effects.adopts {
+        let _run = trace::enter_on_shard(&adoption.request.spec.task_id, links.shard);
+        tracing::debug!(agent = adoption.agent.as_deref(), "adoption asked");
         let _ = links.broker.send_message(BrokerMsg::Adopt {
             request: adoption.request,
             agent: adoption.agent,

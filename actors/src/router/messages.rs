@@ -30,7 +30,8 @@ pub enum RouterMsg {
         events: Vec<ResourceEvent>,
         reply: RpcReplyPort<bool>,
     },
-    /// Change the number of shards online; answers the new count.
+    /// Change the number of shards online; answers the new count. The router passes it to
+    /// the shard supervisor, which opens the new shards and then sends the router `Move`.
     Reshard {
         count: u32,
         reply: Reply<u32>,
@@ -43,4 +44,27 @@ pub enum RouterMsg {
         shard: u32,
         reply: Reply<()>,
     },
+    /// From the shard supervisor: shard `shard` has a new coordinator (the old one failed
+    /// and was rebuilt from the shard's storage).
+    SetCoordinator {
+        shard: u32,
+        coordinator: ActorRef<CoordinatorMsg>,
+    },
+    /// From the shard supervisor, once it has opened the shards a reshard needs: move every
+    /// job to its owner on the ring of `count` shards. `coordinators` are those of every open
+    /// shard, the first `count` of them the shards that remain; the router routes to those
+    /// once the move is done (the supervisor then stops the others). Answers how many jobs
+    /// moved.
+    Move {
+        count: u32,
+        coordinators: Vec<ActorRef<CoordinatorMsg>>,
+        reply: Reply<usize>,
+    },
+}
+
+/// A reshard asked of the router, which it passes on to whoever opens and closes shards (the
+/// shard supervisor): the router knows only this message, not the supervisor.
+pub struct Resharding {
+    pub count: u32,
+    pub reply: Reply<u32>,
 }

@@ -1,160 +1,109 @@
-//! The router: thin. It maps a job name to its shard on the consistent-hash ring and forwards;
-//! it owns no job state. It is also the supervisor of the coordinators: a coordinator that
-//! panics or fails is rebuilt from its shard's storage (one-for-one, with a restart cap), and
-//! the router alone knows the current coordinator of each shard, so nobody holds a stale one.
-//! Resharding runs here too, since it changes the ring.
+//! The router: a routing table. It maps a job name to its shard on the consistent-hash ring
+//! and forwards; it owns no job state, no storage and no coordinator's life. Its table (the
+//! ring and each shard's current coordinator) is set by the shard supervisor
+//! ([`crate::shards`]), which opens the shards, runs their coordinators and rebuilds a failed
+//! one (then it sends [`RouterMsg::SetCoordinator`]). A reshard asked of the router goes to
+//! the supervisor, which opens the new shards off the router's path and then sends one
+//! [`RouterMsg::Move`]: the router moves the jobs inside that one message (`moves`), so that
+//! every coordinator sees the move in order with whatever was routed to it before.
 
 pub(crate) mod fanout;
 mod messages;
-mod reshard;
+pub(crate) mod moves;
 #[cfg(test)]
 mod tests;
 
-pub use messages::RouterMsg;
-
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+/// Kept at its old path (the shard supervisor holds the factory now, not the router).
+pub use crate::store::StoreFactory;
+pub use messages::{Resharding, RouterMsg};
 
 use dron_model::ids::parse_task_id;
 use dron_model::resource::ResourceEvent;
 use dron_model::ring::Ring;
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort};
 
-use crate::broker::BrokerMsg;
-use crate::bus::{ApplyEverywhere, BusMsg};
-use crate::clock::SharedClock;
-use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg, ShardConfig};
-use crate::store::{ResourceStore, ShardStore, StoreError};
+use crate::bus::ApplyEverywhere;
+use crate::coordinator::CoordinatorMsg;
+use crate::error::CommandError;
 use dron_task::TaskUpdate;
 
-/// Restarts allowed per shard within [`RESTART_WINDOW`] before the router gives up (and so
-/// stops the server loudly rather than crash-looping).
-const MAX_RESTARTS: usize = 10;
-const RESTART_WINDOW: Duration = Duration::from_secs(60);
-/// The most shards a server may have.
-pub const MAX_SHARDS: u32 = 1024;
-
-/// Opens shard storage; implemented over RocksDB by the server, in memory by tests.
-pub trait StoreFactory: Send + Sync + 'static {
-    fn open(&self, index: u32) -> Result<Arc<dyn ShardStore>, StoreError>;
-    /// Indexes of shards that exist in storage (they may hold jobs to move after a crash).
-    fn existing(&self) -> Result<Vec<u32>, StoreError>;
-    /// Deletes a drained shard's storage (its store has been dropped).
-    fn remove(&self, index: u32) -> Result<(), StoreError>;
-    fn load_shard_count(&self) -> Result<Option<u32>, StoreError>;
-    fn save_shard_count(&self, count: u32) -> Result<(), StoreError>;
-}
-
-pub struct Router;
-
-/// Runs a factory call (opening RocksDB, an fsync, deleting a directory) on a blocking thread,
-/// so that it holds up no runtime worker and the actors on it. The caller still awaits it: a
-/// reshard's steps stay in order. A panic in the call is the caller's panic, as in line.
-pub(crate) async fn unblocked<T: Send + 'static>(
-    factory: &Arc<dyn StoreFactory>,
-    call: impl FnOnce(&dyn StoreFactory) -> T + Send + 'static,
-) -> T {
-    let factory = factory.clone();
-    match tokio::task::spawn_blocking(move || call(factory.as_ref())).await {
-        Ok(value) => value,
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(error) => panic!("storage call cancelled: {error}"),
-    }
-}
+pub(crate) struct Router;
 
 /// The receiving end of the event bus's link to the shards ([`crate::bus::ToShards`]), given to
-/// the router at its start beside its [`RouterArgs`].
+/// the router at its start.
 pub type FromBus = tokio::sync::mpsc::UnboundedReceiver<ApplyEverywhere>;
 
-pub struct RouterArgs {
-    pub factory: Arc<dyn StoreFactory>,
-    /// Used when storage does not record a shard count yet (a new data directory).
-    pub default_shard_count: u32,
-    pub clock: SharedClock,
-    pub broker: ActorRef<BrokerMsg>,
-    pub bus: ActorRef<BusMsg>,
-    pub notifier: ActorRef<crate::notify::NotifierMsg>,
-    /// Where coordinators look up satisfied resources.
-    pub resources: Arc<dyn ResourceStore>,
-    pub config: ShardConfig,
+/// The router's first table, sent by the shard supervisor once every shard is recovered (and
+/// an interrupted move finished). The router answers nothing before: what is sent to it
+/// meanwhile waits in its mailbox.
+pub(crate) struct Table {
+    pub ring: Ring,
+    /// One per shard of the ring, in order.
+    pub coordinators: Vec<ActorRef<CoordinatorMsg>>,
+    /// Where reshards go.
+    pub supervisor: DerivedActorRef<Resharding>,
 }
 
-struct ShardSlot {
-    coordinator: ActorRef<CoordinatorMsg>,
-    store: Arc<dyn ShardStore>,
-    restarts: VecDeque<Instant>,
-}
+pub(crate) type RouterArgs = (tokio::sync::oneshot::Receiver<Table>, FromBus);
 
-pub struct RouterState {
-    args: RouterArgs,
+pub(crate) struct RouterState {
     ring: Ring,
-    slots: Vec<ShardSlot>,
+    /// Each shard's current coordinator, by shard number. During a move, every open shard's.
+    coordinators: Vec<ActorRef<CoordinatorMsg>>,
+    supervisor: DerivedActorRef<Resharding>,
 }
 
 impl Actor for Router {
     type Msg = RouterMsg;
     type State = RouterState;
-    type Arguments = (RouterArgs, FromBus);
+    type Arguments = RouterArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<RouterMsg>,
-        (args, from_bus): (RouterArgs, FromBus),
+        (table, from_bus): RouterArgs,
     ) -> Result<RouterState, ActorProcessingErr> {
-        let stored = unblocked(&args.factory, |factory| factory.load_shard_count()).await?;
-        let count = stored.unwrap_or(args.default_shard_count);
-        if stored.is_some_and(|stored| stored != args.default_shard_count) {
-            tracing::warn!(
-                stored = count,
-                configured = args.default_shard_count,
-                "the data directory records its own shard count; change it with `dron shards set`"
-            );
-        }
-        // Open every shard that exists, not only the first `count`: after a crash in the
-        // middle of a move, jobs may still sit on a shard beyond the count.
-        let existing = unblocked(&args.factory, |factory| factory.existing()).await?;
-        let opened = existing.iter().map(|i| i + 1).max().unwrap_or(0).max(count);
-        let mut state = RouterState {
-            ring: Ring::new(count),
-            slots: Vec::new(),
-            args,
+        let Ok(table) = table.await else {
+            return Err("the shard supervisor did not start".into());
         };
-        for index in 0..opened {
-            state.spawn_shard(&myself, index).await?;
-        }
-        // Move any job that is not on its owner (an interrupted reshard) and drop extra shards.
-        state.reshard(&myself, count).await?;
         forward_from_bus(from_bus, myself);
-        Ok(state)
+        Ok(RouterState {
+            ring: table.ring,
+            coordinators: table.coordinators,
+            supervisor: table.supervisor,
+        })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<RouterMsg>,
+        _myself: ActorRef<RouterMsg>,
         message: RouterMsg,
         state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RouterMsg::Route { job, message } => state.route(&job, message),
             RouterMsg::Shards { reply } => {
-                let _ = reply.send(state.slots.iter().map(|s| s.coordinator.clone()).collect());
+                let _ = reply.send(state.coordinators.clone());
             }
             RouterMsg::TaskUpdate(update) => state.route_update(update, false),
             RouterMsg::ForwardTaskUpdate(update) => state.route_update(update, true),
             RouterMsg::ResourceReady { events, reply } => state.resource_ready(events, reply),
             RouterMsg::Reshard { count, reply } => {
-                let result = state.reshard(&myself, count).await.map(|_| count);
-                let _ = reply.send(result);
+                if let Err(error) = state.supervisor.send_message(Resharding { count, reply }) {
+                    let message = "the shard supervisor stopped".to_string();
+                    if let ractor::MessagingErr::SendErr(Resharding { reply, .. }) = error {
+                        let _ = reply.send(Err(CommandError::Unavailable(message)));
+                    }
+                }
             }
             RouterMsg::ShardCount { reply } => {
                 let _ = reply.send(state.ring.shard_count());
             }
             RouterMsg::InjectPanic { shard, reply } => {
-                let result = match state.slots.get(shard as usize) {
-                    Some(slot) => {
-                        let _ = slot.coordinator.send_message(CoordinatorMsg::InjectPanic);
+                let result = match state.coordinators.get(shard as usize) {
+                    Some(coordinator) => {
+                        let _ = coordinator.send_message(CoordinatorMsg::InjectPanic);
                         Ok(())
                     }
                     None => Err(dron_model::error::Invalid::new(
@@ -165,37 +114,29 @@ impl Actor for Router {
                 };
                 let _ = reply.send(result);
             }
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<RouterMsg>,
-        event: SupervisionEvent,
-        state: &mut RouterState,
-    ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(cell, error) => {
-                tracing::error!(actor = ?cell.get_id(), %error, "coordinator failed");
-                state.restart(&myself, cell.get_id()).await?;
+            RouterMsg::SetCoordinator { shard, coordinator } => {
+                match state.coordinators.get_mut(shard as usize) {
+                    Some(current) => *current = coordinator,
+                    // A shard opened for a reshard that did not reach the router: the next
+                    // move names its coordinator.
+                    None => tracing::debug!(shard, "coordinator of a shard not routed to yet"),
+                }
             }
-            // Coordinators stop only when the router stops them (a shard removed, and then
-            // no longer in a slot); any other stop is a failure.
-            SupervisionEvent::ActorTerminated(cell, _, reason)
-                if state.slot_of(cell.get_id()).is_some() =>
-            {
-                tracing::error!(actor = ?cell.get_id(), ?reason, "coordinator stopped unexpectedly");
-                state.restart(&myself, cell.get_id()).await?;
+            RouterMsg::Move {
+                count,
+                coordinators,
+                reply,
+            } => {
+                let moved = state.move_jobs(count, coordinators).await;
+                let _ = reply.send(moved);
             }
-            _ => {}
         }
         Ok(())
     }
 }
 
 /// Passes what the event bus sends down its link into the router's mailbox, where it is
-/// ordered with everything else the router handles (resharding above all).
+/// ordered with everything else the router handles (moves above all).
 fn forward_from_bus(mut from_bus: FromBus, router: ActorRef<RouterMsg>) {
     tokio::spawn(async move {
         while let Some(ApplyEverywhere { events, reply }) = from_bus.recv().await {
@@ -208,12 +149,12 @@ fn forward_from_bus(mut from_bus: FromBus, router: ActorRef<RouterMsg>) {
 }
 
 impl RouterState {
-    fn owner(&self, job: &str) -> &ShardSlot {
-        &self.slots[self.ring.owner(job) as usize]
+    fn owner(&self, job: &str) -> &ActorRef<CoordinatorMsg> {
+        &self.coordinators[self.ring.owner(job) as usize]
     }
 
     fn route(&self, job: &str, message: CoordinatorMsg) {
-        if self.owner(job).coordinator.send_message(message).is_err() {
+        if self.owner(job).send_message(message).is_err() {
             // The coordinator is restarting; the caller's reply port is dropped with the
             // message, so it sees an error and was not acknowledged.
             tracing::warn!(job, "shard unavailable, message dropped");
@@ -224,14 +165,13 @@ impl RouterState {
     /// durably.
     ///
     /// The events are sent here, while this message is handled, so that they are ordered with
-    /// resharding: each coordinator's mailbox holds them ahead of whatever a later `Reshard`
+    /// resharding: each coordinator's mailbox holds them ahead of whatever a later `Move`
     /// sends it (see [`fanout`]). A job on the move thus applies them on the shard that holds
     /// it, before that shard releases it (with what they triggered), and a later event finds
     /// the job on its new owner. Only the wait for the answers is left to a task: awaiting
     /// them here would hold every API call and status update behind a commit on every shard.
     fn resource_ready(&self, events: Vec<ResourceEvent>, reply: RpcReplyPort<bool>) {
-        let shards = self.slots.iter().map(|slot| &slot.coordinator);
-        let asked = fanout::ask_each(shards, |reply| CoordinatorMsg::ResourceReady {
+        let asked = fanout::ask_each(&self.coordinators, |reply| CoordinatorMsg::ResourceReady {
             events: events.clone(),
             reply,
         });
@@ -251,76 +191,36 @@ impl RouterState {
                 "status update for a foreign task id"
             );
         };
-        self.route(&task.job, CoordinatorMsg::TaskUpdate { update, forwarded });
-    }
-
-    fn slot_of(&self, id: ractor::ActorId) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|slot| slot.coordinator.get_id() == id)
-    }
-
-    async fn spawn_shard(
-        &mut self,
-        myself: &ActorRef<RouterMsg>,
-        index: u32,
-    ) -> Result<(), ActorProcessingErr> {
-        let store = unblocked(&self.args.factory, move |factory| factory.open(index)).await?;
-        let coordinator = self.spawn_coordinator(myself, index, store.clone()).await?;
-        self.slots.push(ShardSlot {
-            coordinator,
-            store,
-            restarts: VecDeque::new(),
-        });
-        Ok(())
-    }
-
-    async fn spawn_coordinator(
-        &self,
-        myself: &ActorRef<RouterMsg>,
-        index: u32,
-        store: Arc<dyn ShardStore>,
-    ) -> Result<ActorRef<CoordinatorMsg>, ActorProcessingErr> {
-        let args = CoordinatorArgs {
-            index,
-            store,
-            clock: self.args.clock.clone(),
-            broker: self.args.broker.clone(),
-            router: myself.clone(),
-            bus: self.args.bus.clone(),
-            notifier: self.args.notifier.clone(),
-            resources: self.args.resources.clone(),
-            config: self.args.config.clone(),
-        };
-        let (coordinator, _) =
-            Actor::spawn_linked(None, Coordinator, args, myself.get_cell()).await?;
-        Ok(coordinator)
-    }
-
-    /// Rebuilds a failed coordinator from its shard's storage.
-    async fn restart(
-        &mut self,
-        myself: &ActorRef<RouterMsg>,
-        id: ractor::ActorId,
-    ) -> Result<(), ActorProcessingErr> {
-        let Some(index) = self.slot_of(id) else {
-            return Ok(());
-        };
-        let slot = &mut self.slots[index];
-        let now = Instant::now();
-        slot.restarts
-            .retain(|at| now.duration_since(*at) < RESTART_WINDOW);
-        if slot.restarts.len() >= MAX_RESTARTS {
-            return Err(format!(
-                "shard {index} failed {MAX_RESTARTS} times within a minute; giving up"
-            )
-            .into());
+        let shard = self.ring.owner(&task.job);
+        let _run = crate::trace::enter_on_shard(&update.task_id, shard);
+        tracing::debug!(forwarded, "status routed");
+        let message = CoordinatorMsg::TaskUpdate { update, forwarded };
+        if self.coordinators[shard as usize]
+            .send_message(message)
+            .is_err()
+        {
+            tracing::warn!(job = task.job, "shard unavailable, message dropped");
         }
-        slot.restarts.push_back(now);
-        let store = slot.store.clone();
-        let coordinator = self.spawn_coordinator(myself, index as u32, store).await?;
-        tracing::info!(shard = index, "coordinator restarted from storage");
-        self.slots[index].coordinator = coordinator;
-        Ok(())
+    }
+
+    /// Moves every job to its owner on the ring of `count` shards, all inside this message:
+    /// release → ring switch → adopt → forget (see [`moves`]).
+    async fn move_jobs(
+        &mut self,
+        count: u32,
+        coordinators: Vec<ActorRef<CoordinatorMsg>>,
+    ) -> Result<usize, CommandError> {
+        if coordinators.len() < count as usize {
+            let message = format!("a move to {count} shards names {}", coordinators.len());
+            return Err(CommandError::Unavailable(message));
+        }
+        // Every open shard is routed to until the move is done, as the old ring may name any.
+        self.coordinators = coordinators;
+        let ring = Ring::new(count);
+        let released = moves::release(&self.coordinators, &ring).await?;
+        self.ring = ring;
+        let moved = released.hand_over(&self.coordinators, &self.ring).await?;
+        self.coordinators.truncate(count as usize);
+        Ok(moved)
     }
 }

@@ -1,31 +1,21 @@
-//! The router with real coordinators over memory stores, under paused time: routing,
-//! supervision, and resource events and jobs kept whole across resharding.
+//! The router with real coordinators over memory stores, under paused time: routing, and
+//! resource events and jobs kept whole across resharding (supervision: `shards/tests.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use dron_model::resource::ResourceEvent;
 use dron_model::ring::Ring;
 use ractor::call;
-use serde_json::json;
 
 use super::*;
 use crate::bus::Origin;
-use crate::testkit::{RUN_TIME, System, T0, wait_until};
+use crate::testkit::{
+    RUN_TIME, System, T0, every_second, first_target, names, ran_every_second, triggered,
+    wait_until,
+};
 
 const HOUR_MS: i64 = 3_600_000;
-
-fn triggered(name: &str) -> serde_json::Value {
-    json!({"name": name, "command": "true", "triggeredBy": "products:*"})
-}
-
-fn every_second(name: &str) -> serde_json::Value {
-    json!({"name": name, "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1S"})
-}
-
-fn names(prefix: &str, count: usize) -> Vec<String> {
-    (0..count).map(|i| format!("{prefix}-{i}")).collect()
-}
 
 /// Sends `events` to the router as the bus does, and a reshard to `count` right behind them
 /// (both in its mailbox before it handles either); answers whether every shard applied them.
@@ -130,87 +120,6 @@ async fn each_job_lands_on_the_shard_the_ring_names() {
             assert_eq!(held, owned, "shard {index} of {count}");
         }
     }
-}
-
-/// The first target of a job every second created at `created_ms`.
-fn first_target(created_ms: i64) -> i64 {
-    (created_ms + 999) / 1000 * 1000
-}
-
-/// Checks that `job` was launched once for each second from `from` to `until` (inclusive),
-/// and never twice for any time.
-fn ran_every_second(launches: &BTreeMap<(String, i64), usize>, job: &str, from: i64, until: i64) {
-    let mine: BTreeMap<i64, usize> = launches
-        .iter()
-        .filter(|((name, _), _)| name == job)
-        .map(|((_, at), count)| (*at, *count))
-        .collect();
-    assert!(mine.values().all(|&n| n == 1), "{job} ran twice: {mine:?}");
-    let missed: Vec<i64> = (from..=until)
-        .step_by(1000)
-        .filter(|at| !mine.contains_key(at))
-        .collect();
-    assert!(missed.is_empty(), "{job} missed {missed:?}");
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_coordinator_that_panics_is_rebuilt_from_its_storage() {
-    let system = System::start(2).await;
-    let jobs = names("tick", 8);
-    let mut created = Vec::new();
-    for job in &jobs {
-        created.push(system.put(every_second(job)).await);
-    }
-    let on_one = jobs.iter().filter(|j| Ring::new(2).owner(j) == 1).count();
-    assert!(on_one > 0, "shard 1 holds jobs");
-    // Panics while the runs of T0 + 2 s are running: the rebuilt shard adopts them.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let before = system.shards().await;
-    system.client.inject_panic(1).await.unwrap();
-    wait_until("shard 1 to restart", Duration::from_secs(5), || async {
-        system.shards().await[1].get_id() != before[1].get_id()
-    })
-    .await;
-    assert_eq!(
-        system.shards().await[0].get_id(),
-        before[0].get_id(),
-        "one for one: shard 0 keeps running"
-    );
-    // The rebuilt shard has its jobs back, adopts the runs it had launched, and runs them
-    // on: every second, none twice.
-    let stats = system.client.shard_stats().await.unwrap();
-    assert_eq!(stats[1].jobs, on_one);
-    wait_until(
-        "the running tasks adopted",
-        Duration::from_secs(1),
-        || async { system.runs.adopted().len() == on_one },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let until = system.clock.now_ms() - 1000;
-    let launches = system.runs.launches_per_target();
-    for (job, created_ms) in jobs.iter().zip(created) {
-        ran_every_second(&launches, job, first_target(created_ms), until);
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_shard_that_keeps_failing_stops_the_router() {
-    let system = System::start(1).await;
-    for _ in 0..MAX_RESTARTS {
-        let before = system.shards().await[0].get_id();
-        system.client.inject_panic(0).await.unwrap();
-        wait_until("shard 0 to restart", Duration::from_secs(5), || async {
-            system.shards().await[0].get_id() != before
-        })
-        .await;
-    }
-    system.client.inject_panic(0).await.unwrap();
-    let stopped = tokio::time::timeout(Duration::from_secs(5), system.router_handle).await;
-    assert!(
-        stopped.is_ok(),
-        "the router gives up rather than crash-loop"
-    );
 }
 
 /// Jobs fire every second, new ones are created and events arrive while the shard count

@@ -176,7 +176,10 @@ impl Shard {
             metrics::histogram!("dron_start_lateness_seconds").record(lateness);
         }
         out.ops.push(StoreOp::PutInstance(instance.clone()));
-        out.launches.push(self.launch_request(&instance));
+        let request = self.launch_request(&instance);
+        let _run = crate::trace::enter_on_shard(&request.spec.task_id, self.index);
+        tracing::debug!(attempt = instance.attempt, "launch staged");
+        out.launches.push(request);
     }
 
     fn start_retry(&mut self, id: &str, now_ms: i64, out: &mut Outbox) {

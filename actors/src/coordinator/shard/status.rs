@@ -237,6 +237,12 @@ impl Shard {
         } = ending;
         instance.state = state;
         instance.ended_ms = Some(now_ms);
+        tracing::debug!(
+            instance = id,
+            state = state.as_str(),
+            exit_code,
+            "run ended"
+        );
         metrics::counter!("dron_runs_finished_total", "state" => state.as_str()).increment(1);
         instance.exit_code = exit_code.or(instance.exit_code);
         instance.message = message;

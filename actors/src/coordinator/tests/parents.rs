@@ -7,7 +7,7 @@ use dron_model::ring::Ring;
 
 use super::*;
 use crate::bus::{EventBus, EventBusArgs};
-use crate::router::{Router, RouterArgs};
+use crate::shards::ShardsArgs;
 use crate::testkit::MemoryFactory;
 
 const SHARDS: u32 = 3;
@@ -122,7 +122,7 @@ async fn serve_shards(count: u32) -> Server {
         shards: to_shards,
     };
     let (bus, _) = Actor::spawn(None, EventBus, bus_args).await.unwrap();
-    let router_args = RouterArgs {
+    let shards_args = ShardsArgs {
         factory: shards.clone(),
         default_shard_count: count,
         clock,
@@ -132,9 +132,8 @@ async fn serve_shards(count: u32) -> Server {
         resources,
         config: ShardConfig::default(),
     };
-    let (router, _) = Actor::spawn(None, Router, (router_args, from_bus))
-        .await
-        .unwrap();
+    let (router, _, started) = crate::shards::Shards::start(shards_args, from_bus).unwrap();
+    started.await.unwrap().unwrap();
     Server {
         router,
         shards,
