@@ -129,6 +129,16 @@ pub trait Applier: Send + Sync + 'static {
     /// below what `applied_index` returns may be offered again: the applier skips them. An
     /// empty payload is a no-op entry (still counts as applied).
     fn apply(&self, index: u64, payload: &[u8]) -> Result<(), StoreError>;
+    /// Applies consecutive committed entries `(index, payload)`, in log order, as `apply` would
+    /// one by one (which is what this default does). Override it to make a batch durable with
+    /// one sync: openraft hands over at once every entry committed since its last batch. If it
+    /// fails, `applied_index` tells how far it got.
+    fn apply_all(&self, entries: &[(u64, &[u8])]) -> Result<(), StoreError> {
+        for (index, payload) in entries {
+            self.apply(*index, payload)?;
+        }
+        Ok(())
+    }
     /// The last index applied (or installed), durably.
     fn applied_index(&self) -> Result<Option<u64>, StoreError>;
     /// Everything applied so far, as bytes, for a snapshot. Called between two `apply`s.
@@ -155,6 +165,11 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 impl RaftNode {
     /// Opens (or creates) the log in `dir`, starts openraft, and initializes the cluster with
     /// `members` if this node's log is empty (safe on every node with the same members).
+    /// Afterwards the membership in the log rules: `members` is not compared with it, so a
+    /// changed address takes a membership change (not part of this adapter yet).
+    ///
+    /// Starting re-applies the committed entries the applier may lack, and, when the log has
+    /// been purged, takes a snapshot (openraft 0.9 wants one to exist): both before it returns.
     pub async fn start(
         this: NodeId,
         members: BTreeMap<NodeId, Member>,
@@ -246,6 +261,11 @@ impl RaftNode {
     /// applied on this server, with its log index, or with why not (`NotLeader` with the
     /// leader this server knows of). A receiver whose sender is dropped (the Raft stopped
     /// before answering) answers `RecvError`: treat it as [`ProposeError::Stopped`].
+    ///
+    /// On a leader that is deposed, a proposal resolves once its entry is committed by the
+    /// next leader (`Ok`: it was kept) or replaced (`NotLeader`); while this server is cut
+    /// off from the majority it stays pending: the layer above bounds its wait with the
+    /// leader lease ([`Self::confirm_leadership`], [`Leadership::quorum_acked_at`]).
     pub async fn propose(
         &self,
         payload: Vec<u8>,

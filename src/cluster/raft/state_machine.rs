@@ -1,5 +1,6 @@
 //! openraft's state machine (`RaftStateMachine`): committed entries go to the [`Applier`]
-//! (dron's stores on this server), in log order, on a blocking thread.
+//! (dron's stores on this server), in log order, on a blocking thread, each batch openraft
+//! hands over in one `Applier::apply_all` call.
 //!
 //! Every entry reaches the applier, blank and membership entries with an empty payload, so its
 //! applied index is exactly the last applied entry's. This module keeps openraft's own
@@ -166,27 +167,36 @@ impl Shared {
     }
 
     fn apply(&self, entries: Vec<Entry>) -> Result<Vec<()>, StorageError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(Vec::new());
+        };
+        let (first, last) = (first.log_id, last.log_id);
         let mut applied = lock(&self.applied);
-        let count = entries.len();
-        for entry in entries {
+        let mut membership = None;
+        let mut batch: Vec<(u64, &[u8])> = Vec::with_capacity(entries.len());
+        for entry in &entries {
             let payload: &[u8] = match &entry.payload {
                 EntryPayload::Normal(payload) => &payload.0,
                 EntryPayload::Blank => &[],
-                EntryPayload::Membership(membership) => {
-                    applied.membership =
-                        StoredMembership::new(Some(entry.log_id), membership.clone());
+                EntryPayload::Membership(change) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), change.clone()));
                     &[]
                 }
             };
-            if let Err(error) = self.applier.apply(entry.log_id.index, payload) {
-                // What was applied before it is recorded, so a restart resumes right there.
-                let _ = self.record(&applied);
-                return Err(StorageIOError::apply(entry.log_id, AnyError::new(&error)).into());
-            }
-            applied.last = Some(entry.log_id);
+            batch.push((entry.log_id.index, payload));
         }
+        self.applier.apply_all(&batch).map_err(|error| {
+            // Raft stops here; after a restart the applier's index says how far it got.
+            let cause = AnyError::new(&error)
+                .add_context(|| format!("applying entries {}..={}", first.index, last.index));
+            StorageIOError::apply(last, cause)
+        })?;
+        if let Some(membership) = membership {
+            applied.membership = membership;
+        }
+        applied.last = Some(last);
         self.record(&applied).map_err(sm_write_error)?;
-        Ok(vec![(); count])
+        Ok(vec![(); entries.len()])
     }
 
     fn build(&self) -> Result<Current, StorageError> {

@@ -97,6 +97,29 @@ impl Applier for KvApplier {
             .map_err(kv_error("applying"))
     }
 
+    /// One synced batch for all of them, as dron's stores will do.
+    fn apply_all(&self, entries: &[(u64, &[u8])]) -> Result<(), StoreError> {
+        let applied = self.applied_index()?;
+        let mut batch = WriteBatch::default();
+        let mut last = None;
+        for &(index, payload) in entries {
+            if applied >= Some(index) {
+                continue;
+            }
+            if !payload.is_empty() {
+                let text = String::from_utf8_lossy(payload);
+                let (key, value) = text.split_once('=').unwrap_or((&text, ""));
+                batch.put([DATA, key.as_bytes()].concat(), value);
+            }
+            last = Some(index);
+        }
+        let Some(last) = last else { return Ok(()) };
+        batch.put(APPLIED, last.to_be_bytes());
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(kv_error("applying"))
+    }
+
     fn applied_index(&self) -> Result<Option<u64>, StoreError> {
         let value = self.db.get(APPLIED).map_err(kv_error("reading"))?;
         Ok(value.map(|bytes| u64::from_be_bytes(bytes.try_into().expect("8 bytes"))))
