@@ -39,8 +39,19 @@
 //!   version streams RocksDB checkpoints from files instead.
 //! - Proposals are answered through their own responder ([`types::ProposeResponder`]): the
 //!   receiver `propose` returns is openraft's own channel, with no task per proposal.
-//! - openraft 0.9 gives an AppendEntries RPC the heartbeat interval as its deadline (follower
-//!   fsync included), and a vote the minimum election timeout.
+//!
+//! # Timing (openraft 0.9.25, read from its source)
+//!
+//! - **Failover takes longer than one election timeout.** A follower that knows a leader
+//!   stands for election only `election_timeout_max` (the leader lease, during which it also
+//!   refuses to vote for anyone) plus a random election timeout in `[min, max)` after it last
+//!   heard from the leader, checked every `1.5 × heartbeat`; and `2 × max` more while it knows
+//!   of a longer log than its own. With the defaults (1000–2000 ms) a dead leader is replaced
+//!   after 3–4 s; the tests (100 ms heartbeat, 400–800 ms) see about 1.5 s. For failover
+//!   within 3 s, use about 500–1000 ms.
+//! - An AppendEntries RPC's deadline is the heartbeat interval (the follower's fsync
+//!   included), a vote's the minimum election timeout, a snapshot chunk's
+//!   `max(election_timeout_max, 1 s)` here (openraft's default is 200 ms).
 
 mod db;
 pub mod error;

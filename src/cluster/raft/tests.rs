@@ -402,6 +402,7 @@ async fn a_new_leader_takes_over_and_the_old_one_catches_up() {
     assert_ne!(new, old);
     assert!(cluster.node(new).raft.leadership().borrow().term > old_term);
     assert!(took < Duration::from_secs(5), "the election took {took:?}");
+    eprintln!("node {new} leads {took:?} after node {old} stopped");
 
     let mut last = 0;
     for n in 0..10 {
