@@ -1,2 +1,343 @@
-//! The adapter to openraft (see the module docs of [`super`]). Written by the Raft adapter
-//! work; nothing outside this module names an openraft type except through what it exports.
+//! The adapter to openraft: one Raft log per cluster, its log store and state machine on
+//! RocksDB, its transport on the server's own HTTP port. It knows nothing of dron's records:
+//! it carries opaque payloads and hands committed ones, in log order, to an [`Applier`] (dron's
+//! stores on this server). The layer above decides what the payloads are, and runs the
+//! scheduler where [`RaftNode::leadership`] says this server leads.
+//!
+//! | file | what |
+//! |---|---|
+//! | [`types`] | openraft's type configuration: payload, [`Member`], the proposal responder |
+//! | `db` | the Raft directory's one RocksDB and its column families |
+//! | [`log_store`] | the log, vote, committed and purged pointers (`RaftLogStorage`) |
+//! | [`state_machine`] | applying through the [`Applier`], snapshots (`RaftStateMachine`) |
+//! | [`network`] | RPCs to the other members over HTTP (`RaftNetwork`) |
+//! | [`service`] | the internal routes that receive them, behind the cluster secret |
+//! | [`leadership`] | leadership changes and the cluster's status, from openraft's metrics |
+//!
+//! # Why openraft 0.9.25
+//!
+//! It is the stable line (0.10 was only served here as alphas), and 0.9.25 carries the fixes
+//! for a commit on a quorum that never existed (openraft #1802) and membership divergence
+//! (#1808). 0.9 lacks two things 0.10 has: **pre-vote**, so a member cut off from the others
+//! that rejoins has raised its term while alone and forces one extra election (a second or
+//! two without a leader, nothing lost), and **leader transfer**, so leadership cannot be
+//! handed over before a planned restart (the leader's restart costs one election timeout).
+//! The version is pinned exactly and everything openraft-specific stays in this module.
+//!
+//! # Choices
+//!
+//! - One RocksDB in the Raft directory for the log and the state machine's bookkeeping: one
+//!   WAL orders every write, and appends are group-committed by a syncer thread while the
+//!   leader already replicates them ([`log_store`]).
+//! - Every committed entry reaches the applier, blank and membership entries with an empty
+//!   payload, so the applier's applied index is exact and is the truth after a crash
+//!   ([`state_machine`]).
+//! - Snapshots are the applier's bytes in memory (`SnapshotData = Cursor<Vec<u8>>`), sent in
+//!   openraft's chunks. For a large state that costs memory: the current snapshot is held
+//!   whole, each send copies it, and a receiver holds it whole before installing it; and
+//!   taking it blocks applying for as long as the applier takes to produce it. A later
+//!   version streams RocksDB checkpoints from files instead.
+//! - Proposals are answered through their own responder ([`types::ProposeResponder`]): the
+//!   receiver `propose` returns is openraft's own channel, with no task per proposal.
+//!
+//! # Timing (openraft 0.9.25, read from its source)
+//!
+//! - **Failover takes longer than one election timeout.** A follower that knows a leader
+//!   stands for election only `election_timeout_max` (the leader lease, during which it also
+//!   refuses to vote for anyone) plus a random election timeout in `[min, max)` after it last
+//!   heard from the leader, checked every `1.5 × heartbeat`; and `2 × max` more while it knows
+//!   of a longer log than its own. With the defaults (1000–2000 ms) a dead leader is replaced
+//!   after 3–4 s; the tests (100 ms heartbeat, 400–800 ms) see about 1.5 s. For failover
+//!   within 3 s, use about 500–1000 ms.
+//! - An AppendEntries RPC's deadline is the heartbeat interval (the follower's fsync
+//!   included), a vote's the minimum election timeout, a snapshot chunk's
+//!   `max(election_timeout_max, 1 s)` here (openraft's default is 200 ms).
+
+mod db;
+pub mod error;
+pub mod leadership;
+pub mod log_store;
+pub mod network;
+pub mod service;
+pub mod state_machine;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dron_actors::store::StoreError;
+use openraft::error::{Fatal, InitializeError, RaftError};
+use openraft::{Config, SnapshotPolicy};
+use tokio::sync::{oneshot, watch};
+
+pub use self::error::{ClusterError, ProposeError};
+pub use self::leadership::Leadership;
+pub use self::types::{Member, Proposed};
+use self::types::{Payload, Raft};
+pub use crate::cluster::view::NodeId;
+use crate::cluster::view::{ClusterStatus, ClusterView};
+
+/// Timing and compaction of the Raft log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftSettings {
+    /// How often the leader sends heartbeats (and the deadline of each AppendEntries RPC).
+    pub heartbeat_ms: u64,
+    /// A follower that has not heard from a leader for a random time in this range stands for
+    /// election. The minimum must exceed the heartbeat.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// A snapshot is taken after this many entries since the last one (0: never).
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot, so that a member a little behind catches up
+    /// from the log rather than from a snapshot.
+    pub entries_kept_after_snapshot: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_ms: 250,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            snapshot_after_entries: 50_000,
+            entries_kept_after_snapshot: 10_000,
+        }
+    }
+}
+
+impl RaftSettings {
+    fn config(&self) -> Result<Config, ClusterError> {
+        Config {
+            cluster_name: "dron".to_string(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            // Each chunk's deadline: openraft's 200 ms default is short for a megabyte on a
+            // busy machine.
+            install_snapshot_timeout: self.election_timeout_max_ms.max(1000),
+            snapshot_max_chunk_size: 1 << 20,
+            snapshot_policy: match self.snapshot_after_entries {
+                0 => SnapshotPolicy::Never,
+                entries => SnapshotPolicy::LogsSinceLast(entries),
+            },
+            max_in_snapshot_log_to_keep: self.entries_kept_after_snapshot,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|error| ClusterError::Settings(Box::new(error)))
+    }
+}
+
+/// What committed entries are applied to (dron's stores on this server).
+pub trait Applier: Send + Sync + 'static {
+    /// Applies the committed entry at `index`. Called in log order, on a blocking thread. Must
+    /// be deterministic and durable (synced) when it returns. After a restart, entries at or
+    /// below what `applied_index` returns may be offered again: the applier skips them. An
+    /// empty payload is a no-op entry (still counts as applied).
+    fn apply(&self, index: u64, payload: &[u8]) -> Result<(), StoreError>;
+    /// Applies consecutive committed entries `(index, payload)`, in log order, as `apply` would
+    /// one by one (which is what this default does). Override it to make a batch durable with
+    /// one sync: openraft hands over at once every entry committed since its last batch. If it
+    /// fails, `applied_index` tells how far it got.
+    fn apply_all(&self, entries: &[(u64, &[u8])]) -> Result<(), StoreError> {
+        for (index, payload) in entries {
+            self.apply(*index, payload)?;
+        }
+        Ok(())
+    }
+    /// The last index applied (or installed), durably.
+    fn applied_index(&self) -> Result<Option<u64>, StoreError>;
+    /// Everything applied so far, as bytes, for a snapshot. Called between two `apply`s.
+    fn snapshot(&self) -> Result<Vec<u8>, StoreError>;
+    /// Replaces everything with a snapshot's bytes, which include every entry up to `index`;
+    /// `applied_index` answers `index` afterwards. Durable when it returns.
+    fn install(&self, index: u64, bytes: &[u8]) -> Result<(), StoreError>;
+}
+
+/// This server's member of the Raft cluster.
+pub struct RaftNode {
+    this: NodeId,
+    raft: Raft,
+    secret: Arc<str>,
+    leadership: watch::Receiver<Leadership>,
+    lag: Arc<Mutex<leadership::Lag>>,
+    /// Raised once the Raft directory's database is closed.
+    db_closed: watch::Receiver<bool>,
+}
+
+/// How long `shutdown` waits for openraft's tasks to let go of the database.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl RaftNode {
+    /// Opens (or creates) the log in `dir`, starts openraft, and initializes the cluster with
+    /// `members` if this node's log is empty (safe on every node with the same members).
+    /// Afterwards the membership in the log rules: `members` is not compared with it, so a
+    /// changed address takes a membership change (not part of this adapter yet).
+    ///
+    /// Starting re-applies the committed entries the applier may lack, and, when the log has
+    /// been purged, takes a snapshot (openraft 0.9 wants one to exist): both before it returns.
+    pub async fn start(
+        this: NodeId,
+        members: BTreeMap<NodeId, Member>,
+        dir: &Path,
+        secret: Arc<str>,
+        applier: Arc<dyn Applier>,
+        settings: RaftSettings,
+    ) -> Result<RaftNode, ClusterError> {
+        if secret.is_empty() {
+            return Err(ClusterError::EmptySecret);
+        }
+        if !members.contains_key(&this) {
+            return Err(ClusterError::NotAMember {
+                this,
+                members: members.keys().copied().collect(),
+            });
+        }
+        for (id, member) in &members {
+            let url = reqwest::Url::parse(&member.address);
+            if !url.is_ok_and(|url| matches!(url.scheme(), "http" | "https")) {
+                return Err(ClusterError::BadAddress {
+                    id: *id,
+                    address: member.address.clone(),
+                });
+            }
+        }
+        let config = Arc::new(settings.config()?);
+
+        let open = |source| ClusterError::Open {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let (db, db_closed) = db::RaftDb::open(dir).map_err(open)?;
+        let log_store = log_store::LogStore::new(db.clone()).map_err(open)?;
+        let state_machine = state_machine::StateMachine::open(db, applier).map_err(open)?;
+        // A connection that takes longer than a vote's deadline is as good as refused.
+        let network = Arc::new(network::Network::new(
+            this,
+            secret.clone(),
+            Duration::from_millis(settings.election_timeout_min_ms),
+        ));
+        for (id, member) in &members {
+            network
+                .client(*id, &member.address)
+                .map_err(|cause| ClusterError::Client { id: *id, cause })?;
+        }
+
+        let raft = Raft::new(this, config, network, log_store, state_machine)
+            .await
+            .map_err(|fatal| ClusterError::Start(fatal.to_string()))?;
+
+        let initialize = |cause: String| ClusterError::Initialize {
+            members: members.keys().copied().collect(),
+            cause,
+        };
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|fatal| initialize(fatal.to_string()))?;
+        if !initialized {
+            match raft.initialize(members.clone()).await {
+                // Another member's entries reached this one first: it is initialized already.
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(error) => return Err(initialize(error.to_string())),
+            }
+        }
+
+        let (publish, leadership) = watch::channel(Leadership::starting(this));
+        let lag = Arc::new(Mutex::new(leadership::Lag::default()));
+        tokio::spawn(leadership::follow(raft.metrics(), publish, lag.clone()));
+
+        Ok(RaftNode {
+            this,
+            raft,
+            secret,
+            leadership,
+            lag,
+            db_closed,
+        })
+    }
+
+    /// This server's node id.
+    pub fn id(&self) -> NodeId {
+        self.this
+    }
+
+    /// Queues `payload` behind every earlier proposal (the await only queues: openraft's
+    /// `client_write_ff`), returning a receiver that resolves once the entry is committed and
+    /// applied on this server, with its log index, or with why not (`NotLeader` with the
+    /// leader this server knows of). A receiver whose sender is dropped (the Raft stopped
+    /// before answering) answers `RecvError`: treat it as [`ProposeError::Stopped`].
+    ///
+    /// On a leader that is deposed, a proposal resolves once its entry is committed by the
+    /// next leader (`Ok`: it was kept) or replaced (`NotLeader`); while this server is cut
+    /// off from the majority it stays pending: the layer above bounds its wait with the
+    /// leader lease ([`Self::confirm_leadership`], [`Leadership::quorum_acked_at`]).
+    pub async fn propose(
+        &self,
+        payload: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Proposed>, ProposeError> {
+        self.raft
+            .client_write_ff(Payload(payload))
+            .await
+            .map_err(|fatal| match fatal {
+                Fatal::Stopped => ProposeError::Stopped,
+                other => ProposeError::Raft(format!("the Raft node has failed: {other}")),
+            })
+    }
+
+    /// Leadership as it changes: watchers are woken when the role, the leader, the term or
+    /// the last applied index change (the quorum ack's age is refreshed in place).
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// Whether this node still leads, confirmed by a quorum (a heartbeat round, as for a
+    /// linearizable read) within `within`. False on a follower, on a leader cut off from the
+    /// majority, or when no answer came in time.
+    pub async fn confirm_leadership(&self, within: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, self.raft.get_read_log_id()).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// The cluster as `GET /api/cluster` shows it (`scheduling` false: the layer above sets
+    /// it).
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        leadership::status(&metrics, &self.lag)
+    }
+
+    /// The internal routes Raft traffic uses (`POST /internal/raft/{append,vote,snapshot}`),
+    /// behind the cluster secret: merge them into the server's router.
+    pub fn routes(&self) -> axum::Router {
+        service::routes(self.raft.clone(), &self.secret)
+    }
+
+    /// Stops openraft and returns once the Raft directory's database is closed (so that it can
+    /// be opened again), or after 10 s with a warning. The routes answer 503 afterwards.
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "openraft's core task failed while shutting down");
+        }
+        let mut closed = self.db_closed.clone();
+        match tokio::time::timeout(CLOSE_TIMEOUT, closed.wait_for(|closed| *closed)).await {
+            Ok(_) => {}
+            Err(_) => tracing::warn!(
+                "the Raft log's database is still open {} s after shutdown",
+                CLOSE_TIMEOUT.as_secs()
+            ),
+        }
+    }
+}
+
+impl ClusterView for RaftNode {
+    fn status(&self) -> ClusterStatus {
+        RaftNode::status(self)
+    }
+}
