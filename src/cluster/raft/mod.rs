@@ -159,7 +159,8 @@ pub trait Applier: Send + Sync + 'static {
     fn install(&self, index: u64, bytes: &[u8]) -> Result<(), StoreError>;
 }
 
-/// This server's member of the Raft cluster.
+/// This server's member of the Raft cluster. Dropping it does not stop openraft (the routes
+/// hold a handle too): call [`RaftNode::shutdown`].
 pub struct RaftNode {
     this: NodeId,
     raft: Raft,
