@@ -21,7 +21,7 @@
 //! (#1808). 0.9 lacks two things 0.10 has: **pre-vote**, so a member cut off from the others
 //! that rejoins has raised its term while alone and forces one extra election (a second or
 //! two without a leader, nothing lost), and **leader transfer**, so leadership cannot be
-//! handed over before a planned restart (the leader's restart costs one election timeout).
+//! handed over before a planned restart (the leader's restart costs an election, see Timing).
 //! The version is pinned exactly and everything openraft-specific stays in this module.
 //!
 //! # Choices
@@ -159,7 +159,8 @@ pub trait Applier: Send + Sync + 'static {
     fn install(&self, index: u64, bytes: &[u8]) -> Result<(), StoreError>;
 }
 
-/// This server's member of the Raft cluster.
+/// This server's member of the Raft cluster. Dropping it does not stop openraft (the routes
+/// hold a handle too): call [`RaftNode::shutdown`].
 pub struct RaftNode {
     this: NodeId,
     raft: Raft,

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use super::db::RaftDb;
 use super::log_store::LogStore;
 use super::state_machine::StateMachine;
-use super::types::{Entry, Member, Payload, TypeConfig};
+use super::types::{Entry, Member, Payload, StoredMembership, TypeConfig};
 use super::*;
 use crate::cluster::view::Role;
 
@@ -781,6 +781,26 @@ async fn an_applier_behind_the_record_is_offered_entries_again() {
     assert_eq!(last, Some(entries[1].log_id));
     sm.apply(entries[2..].to_vec()).await.unwrap();
     assert_eq!(behind.contents().len(), 5);
+
+    // The other way round (a crash after the applier's sync, before our record): openraft
+    // offers entries again from our record, and the applier skips what it has.
+    let ahead_of_record = KvApplier::open(&dir.path().join("kv-ahead-of-record"));
+    for (index, payload) in [(1, "k1=1"), (2, "k2=2"), (3, "k3=changed-later")] {
+        ahead_of_record.apply(index, payload.as_bytes()).unwrap();
+    }
+    let record =
+        |last: &Entry| super::db::encode(&(Some(last.log_id), StoredMembership::default()));
+    let sm_cf = db.family(super::db::STATE_MACHINE).unwrap();
+    db.db()
+        .put_cf(sm_cf, super::db::APPLIED_KEY, record(&entries[0]))
+        .unwrap();
+    let mut sm = StateMachine::open(db.clone(), ahead_of_record.clone()).unwrap();
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(entries[0].log_id));
+    sm.apply(entries[1..].to_vec()).await.unwrap();
+    let contents = ahead_of_record.contents();
+    assert_eq!(contents["k3"], "changed-later", "entry 3 was applied once");
+    assert_eq!(contents["k5"], "5");
+    assert_eq!(ahead_of_record.applied_index().unwrap(), Some(5));
 
     // With the log purged past what the stores hold, start-up refuses.
     let purged_cf = db.family(super::db::PURGED).unwrap();
