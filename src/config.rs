@@ -165,8 +165,10 @@ impl Default for ClusterConfig {
             node_id: None,
             peers: BTreeMap::new(),
             secret_file: None,
-            heartbeat_ms: 250,
-            election_timeout_ms: 1000,
+            // A dead leader is replaced after openraft's leader lease (the longest election
+            // timeout) plus one election timeout: about 2-2.5 s with these (docs/cluster.md).
+            heartbeat_ms: 150,
+            election_timeout_ms: 600,
         }
     }
 }

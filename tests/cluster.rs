@@ -40,23 +40,31 @@ fn recording_job(name: &str, out: &Path, start_ms: i64) -> Value {
 /// Creates a job through server `index`; true if it was acknowledged (204).
 async fn create(cluster: &Cluster, index: usize, job: Value) -> bool {
     matches!(
-        cluster.request(index, "POST", "/scheduler/iso8601", Some(job)).await,
+        cluster
+            .request(index, "POST", "/scheduler/iso8601", Some(job))
+            .await,
         Ok((204, _))
     )
 }
 
 async fn wait_for_agent(cluster: &Cluster, name: &str) {
-    wait_for(&format!("agent {name} to be active"), Duration::from_secs(30), || async {
-        let Some(leader) = cluster.leader().await else {
-            return false;
-        };
-        let Ok((_, body)) = cluster.request(leader, "GET", "/api/agents", None).await else {
-            return false;
-        };
-        body["agents"]
-            .as_array()
-            .is_some_and(|agents| agents.iter().any(|a| a["name"] == name && a["state"] == "active"))
-    })
+    wait_for(
+        &format!("agent {name} to be active"),
+        Duration::from_secs(30),
+        || async {
+            let Some(leader) = cluster.leader().await else {
+                return false;
+            };
+            let Ok((_, body)) = cluster.request(leader, "GET", "/api/agents", None).await else {
+                return false;
+            };
+            body["agents"].as_array().is_some_and(|agents| {
+                agents
+                    .iter()
+                    .any(|a| a["name"] == name && a["state"] == "active")
+            })
+        },
+    )
     .await;
 }
 
@@ -105,9 +113,15 @@ async fn a_leader_killed_under_load_loses_no_acknowledged_job_and_no_target() {
         );
         names.push(name);
     }
-    wait_for("every job to run twice", Duration::from_secs(30), || async {
-        names.iter().all(|n| targets(&out.path().join(n)).len() >= 2)
-    })
+    wait_for(
+        "every job to run twice",
+        Duration::from_secs(30),
+        || async {
+            names
+                .iter()
+                .all(|n| targets(&out.path().join(n)).len() >= 2)
+        },
+    )
     .await;
 
     let old_leader = cluster.leader().await.expect("a leader");
@@ -117,7 +131,10 @@ async fn a_leader_killed_under_load_loses_no_acknowledged_job_and_no_target() {
     let writer = {
         let (http, urls) = (
             cluster.http.clone(),
-            survivors.iter().map(|i| cluster.nodes[*i].url("")).collect::<Vec<_>>(),
+            survivors
+                .iter()
+                .map(|i| cluster.nodes[*i].url(""))
+                .collect::<Vec<_>>(),
         );
         let out = out.path().to_path_buf();
         tokio::spawn(async move {
@@ -146,41 +163,58 @@ async fn a_leader_killed_under_load_loses_no_acknowledged_job_and_no_target() {
     eprintln!("failover: a new leader schedules {failover:?} after kill -9 of the old one");
 
     let acknowledged = writer.await.unwrap();
-    assert!(!acknowledged.is_empty(), "no create was acknowledged during the failover");
+    assert!(
+        !acknowledged.is_empty(),
+        "no create was acknowledged during the failover"
+    );
     for name in &acknowledged {
         for index in &survivors {
             let (status, body) = cluster
                 .request(*index, "GET", &format!("/scheduler/job/{name}"), None)
                 .await
                 .unwrap();
-            assert_eq!(status, 200, "acknowledged {name} is missing: {body}\n{}", cluster.logs());
+            assert_eq!(
+                status,
+                200,
+                "acknowledged {name} is missing: {body}\n{}",
+                cluster.logs()
+            );
         }
     }
 
     // Every target that fell due while the leader was dead runs late, once: wait until every
     // job has run a target after them.
     let until_ms = killed_ms + 6000;
-    wait_for("the targets after the failover to run", Duration::from_secs(40), || async {
-        names
-            .iter()
-            .all(|n| targets(&out.path().join(n)).iter().any(|t| *t > until_ms))
-    })
+    wait_for(
+        "the targets after the failover to run",
+        Duration::from_secs(40),
+        || async {
+            names
+                .iter()
+                .all(|n| targets(&out.path().join(n)).iter().any(|t| *t > until_ms))
+        },
+    )
     .await;
     let logs = format!("{}\n--- agent ---\n{}", cluster.logs(), agent.log());
     check_targets(out.path(), &names, start_ms, until_ms, &logs);
 
     // The old leader comes back as a follower and catches up.
     cluster.restart(old_leader);
-    wait_for("the old leader to catch up", Duration::from_secs(30), || async {
-        let (Some(mine), Some(leader)) = (
-            cluster.status(old_leader).await,
-            cluster.status(new_leader).await,
-        ) else {
-            return false;
-        };
-        mine["leader"] == leader["leader"]
-            && mine["lastApplied"].as_u64() >= leader["lastApplied"].as_u64().map(|i| i.saturating_sub(5))
-    })
+    wait_for(
+        "the old leader to catch up",
+        Duration::from_secs(30),
+        || async {
+            let (Some(mine), Some(leader)) = (
+                cluster.status(old_leader).await,
+                cluster.status(new_leader).await,
+            ) else {
+                return false;
+            };
+            mine["leader"] == leader["leader"]
+                && mine["lastApplied"].as_u64()
+                    >= leader["lastApplied"].as_u64().map(|i| i.saturating_sub(5))
+        },
+    )
     .await;
 }
 
@@ -199,12 +233,16 @@ async fn every_server_restarted_in_turn_loses_nothing() {
         cluster.kill9(index);
         cluster.wait_for_leader().await;
         cluster.restart(index);
-        wait_for("the restarted server to rejoin", Duration::from_secs(30), || async {
-            cluster
-                .status(index)
-                .await
-                .is_some_and(|s| s["leader"].is_u64())
-        })
+        wait_for(
+            "the restarted server to rejoin",
+            Duration::from_secs(30),
+            || async {
+                cluster
+                    .status(index)
+                    .await
+                    .is_some_and(|s| s["leader"].is_u64())
+            },
+        )
         .await;
     }
     let leader = cluster.wait_for_leader().await;
@@ -216,11 +254,15 @@ async fn every_server_restarted_in_turn_loses_nothing() {
         assert_eq!(status, 200, "{name} lost\n{}", cluster.logs());
     }
     let until_ms = now_ms() - 4000;
-    wait_for("the last targets to run", Duration::from_secs(30), || async {
-        names
-            .iter()
-            .all(|n| targets(&out.path().join(n)).iter().any(|t| *t >= until_ms))
-    })
+    wait_for(
+        "the last targets to run",
+        Duration::from_secs(30),
+        || async {
+            names
+                .iter()
+                .all(|n| targets(&out.path().join(n)).iter().any(|t| *t >= until_ms))
+        },
+    )
     .await;
     check_targets(out.path(), &names, start_ms, until_ms, &cluster.logs());
 }

@@ -38,7 +38,10 @@ pub enum MetaChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// One store's batch: applied atomically with the rest of this entry's changes to `db`.
-    Write { db: Db, changes: Vec<Change> },
+    Write {
+        db: Db,
+        changes: Vec<Change>,
+    },
     Meta(MetaChange),
 }
 
@@ -97,6 +100,9 @@ mod tests {
         };
         assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
         assert_eq!(Entry::decode(&[]).unwrap(), Entry::default());
-        assert!(Entry::decode(&[9, 0]).is_err(), "an unknown format is refused");
+        assert!(
+            Entry::decode(&[9, 0]).is_err(),
+            "an unknown format is refused"
+        );
     }
 }

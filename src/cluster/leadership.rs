@@ -63,11 +63,17 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
         .cluster
         .peers
         .iter()
-        .map(|(id, address)| (*id, Member { address: address.clone() }))
+        .map(|(id, address)| {
+            (
+                *id,
+                Member {
+                    address: address.clone(),
+                },
+            )
+        })
         .collect();
-    let replicated = Arc::new(
-        ReplicatedState::open(&config.data_dir).context("opening the replicated state")?,
-    );
+    let replicated =
+        Arc::new(ReplicatedState::open(&config.data_dir).context("opening the replicated state")?);
     let settings = RaftSettings {
         heartbeat_ms: config.cluster.heartbeat_ms,
         election_timeout_min_ms: config.cluster.election_timeout_ms,
@@ -103,7 +109,12 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
     });
     tracing::info!(node = this, listen = %config.listen, data_dir = %config.data_dir.display(), "dron cluster node starting");
     let leading = tokio::spawn(lead_when_elected(
-        config, raft.clone(), replicated, state, view, address,
+        config,
+        raft.clone(),
+        replicated,
+        state,
+        view,
+        address,
     ));
     let served = http_server.await;
     leading.abort();
@@ -133,7 +144,8 @@ async fn lead_when_elected(
             return; // Raft stopped
         };
         let proposer = Proposer::start(raft.clone());
-        let scheduler = match start_leading(&config, &proposer, &replicated, &state, &address).await {
+        let scheduler = match start_leading(&config, &proposer, &replicated, &state, &address).await
+        {
             Ok(scheduler) => scheduler,
             Err(error) => {
                 // Still the leader, most likely: try again shortly, with a new epoch.
@@ -145,8 +157,23 @@ async fn lead_when_elected(
         };
         view.scheduling.store(true, Ordering::Release);
         tracing::info!(node = this, term, "leading: the scheduler runs here");
-        let why = lead(scheduler, &raft, &mut leadership, this, term, lease, &state, &view).await;
-        tracing::warn!(node = this, term, why, "no longer leading: the scheduler stopped here");
+        let why = lead(
+            scheduler,
+            &raft,
+            &mut leadership,
+            this,
+            term,
+            lease,
+            &state,
+            &view,
+        )
+        .await;
+        tracing::warn!(
+            node = this,
+            term,
+            why,
+            "no longer leading: the scheduler stopped here"
+        );
     }
 }
 

@@ -60,7 +60,9 @@ impl Proposer {
 
     /// Submits and waits, from a blocking thread (the store factory's calls).
     pub fn submit_and_wait(&self, commands: Vec<Command>) -> Result<(), StoreError> {
-        self.submit(commands).blocking_recv().unwrap_or(Err(STOPPED))
+        self.submit(commands)
+            .blocking_recv()
+            .unwrap_or(Err(STOPPED))
     }
 }
 

@@ -49,7 +49,11 @@ impl ReplicatedState {
         std::fs::create_dir_all(&shards_dir).map_err(backend("creating the shards directory"))?;
         let state = ReplicatedState {
             root: data_dir.to_path_buf(),
-            meta: open_db(&data_dir.join("cluster-meta"), &[META, AGENTS, APPLIED], Reads::Scans)?,
+            meta: open_db(
+                &data_dir.join("cluster-meta"),
+                &[META, AGENTS, APPLIED],
+                Reads::Scans,
+            )?,
             resources: Arc::new(open_replicated(
                 &data_dir.join("resources"),
                 resources::FAMILIES,
@@ -61,7 +65,7 @@ impl ReplicatedState {
                 Reads::Scans,
             )?),
             shards: RwLock::default(),
-        applying: Mutex::default(),
+            applying: Mutex::default(),
         };
         for index in existing_shards(&shards_dir)? {
             state.shard(index)?;
@@ -101,7 +105,12 @@ impl ReplicatedState {
 
     /// The shards that have a database here.
     pub fn shard_indexes(&self) -> Vec<u32> {
-        self.shards.read().expect("shards lock").keys().copied().collect()
+        self.shards
+            .read()
+            .expect("shards lock")
+            .keys()
+            .copied()
+            .collect()
     }
 
     pub fn shard_count(&self) -> Result<Option<u32>, StoreError> {
@@ -130,49 +139,72 @@ impl ReplicatedState {
 
     /// Applies the committed entry at `index` (see the module docs).
     pub fn apply_entry(&self, index: u64, payload: &[u8]) -> Result<(), StoreError> {
+        self.apply_entries(&[(index, payload)])
+    }
+
+    /// Applies committed entries in order, with one sync per database touched: each entry's
+    /// writes go to the databases unsynced (with its index), then every touched database's
+    /// log is synced, then the meta database records the last index, synced. A crash before
+    /// the end re-offers the entries, and each database skips those it has.
+    pub fn apply_entries(&self, entries: &[(u64, &[u8])]) -> Result<(), StoreError> {
         let _applying = self.applying.lock().expect("apply lock");
-        if self.last_applied()?.is_some_and(|applied| applied >= index) {
-            return Ok(());
-        }
-        let entry = Entry::decode(payload).map_err(|error| StoreError::decode("a Raft entry", error))?;
-        let mut writes: BTreeMap<Db, Vec<&Change>> = BTreeMap::new();
+        let applied = self.last_applied()?;
+        let mut touched: BTreeMap<Db, Arc<DB>> = BTreeMap::new();
         let mut meta = WriteBatch::default();
+        let mut last = None;
+        for (index, payload) in entries {
+            if applied.is_some_and(|applied| applied >= *index) {
+                continue;
+            }
+            self.apply_one(*index, payload, &mut meta, &mut touched)?;
+            last = Some(*index);
+        }
+        let Some(last) = last else {
+            return Ok(());
+        };
+        for db in touched.values() {
+            db.flush_wal(true)
+                .map_err(backend("syncing replicated writes"))?;
+        }
+        meta.put_cf(family(&self.meta, APPLIED)?, INDEX_KEY, last.to_be_bytes());
+        self.meta
+            .write_opt(meta, &synced())
+            .map_err(backend("applying a replicated entry"))
+    }
+
+    /// One entry: its writes to each database (unsynced), its meta changes into `meta`.
+    fn apply_one(
+        &self,
+        index: u64,
+        payload: &[u8],
+        meta: &mut WriteBatch,
+        touched: &mut BTreeMap<Db, Arc<DB>>,
+    ) -> Result<(), StoreError> {
+        let entry =
+            Entry::decode(payload).map_err(|error| StoreError::decode("a Raft entry", error))?;
+        let mut writes: BTreeMap<Db, Vec<&Change>> = BTreeMap::new();
         let mut removed = Vec::new();
         for command in &entry.commands {
             match command {
                 Command::Write { db, changes } => writes.entry(*db).or_default().extend(changes),
-                Command::Meta(change) => self.add_meta(&mut meta, change, &mut removed)?,
+                Command::Meta(change) => self.add_meta(meta, change, &mut removed)?,
             }
         }
         for (db, changes) in writes {
             if removed.contains(&db) {
                 continue;
             }
-            self.apply_writes(&*self.db(db)?, index, &changes)?;
+            let handle = self.db(db)?;
+            apply_writes(&handle, index, &changes)?;
+            touched.insert(db, handle);
         }
         for shard in removed {
             if let Db::Shard(index) = shard {
+                touched.remove(&shard);
                 self.remove_shard(index)?;
             }
         }
-        meta.put_cf(family(&self.meta, APPLIED)?, INDEX_KEY, index.to_be_bytes());
-        self.meta
-            .write_opt(meta, &synced())
-            .map_err(backend("applying a replicated entry"))
-    }
-
-    /// One database's part of an entry, unless that database has applied it already.
-    fn apply_writes(&self, db: &DB, index: u64, changes: &[&Change]) -> Result<(), StoreError> {
-        if read_u64(db, APPLIED, INDEX_KEY)?.is_some_and(|applied| applied >= index) {
-            return Ok(());
-        }
-        let mut batch = WriteBatch::default();
-        for change in changes {
-            add_change(db, &mut batch, change)?;
-        }
-        batch.put_cf(family(db, APPLIED)?, INDEX_KEY, index.to_be_bytes());
-        db.write_opt(batch, &synced())
-            .map_err(backend("applying a replicated entry"))
+        Ok(())
     }
 
     fn add_meta(
@@ -268,7 +300,11 @@ struct DatabaseDump {
     families: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>,
 }
 
-fn dump_db(which: Option<Db>, db: &DB, families: &[&'static str]) -> Result<DatabaseDump, StoreError> {
+fn dump_db(
+    which: Option<Db>,
+    db: &DB,
+    families: &[&'static str],
+) -> Result<DatabaseDump, StoreError> {
     let mut dump = DatabaseDump {
         db: which,
         families: Vec::new(),
@@ -311,6 +347,21 @@ fn restore_db(db: &DB, dump: &DatabaseDump, applied: u64) -> Result<(), StoreErr
         .map_err(backend("installing a snapshot"))
 }
 
+/// One database's part of an entry, unless that database has applied it already; unsynced
+/// (the caller syncs once for many entries).
+fn apply_writes(db: &DB, index: u64, changes: &[&Change]) -> Result<(), StoreError> {
+    if read_u64(db, APPLIED, INDEX_KEY)?.is_some_and(|applied| applied >= index) {
+        return Ok(());
+    }
+    let mut batch = WriteBatch::default();
+    for change in changes {
+        add_change(db, &mut batch, change)?;
+    }
+    batch.put_cf(family(db, APPLIED)?, INDEX_KEY, index.to_be_bytes());
+    db.write(batch)
+        .map_err(backend("applying a replicated entry"))
+}
+
 fn open_replicated(path: &Path, families: &[&'static str], reads: Reads) -> Result<DB, StoreError> {
     let families: Vec<&str> = families.iter().copied().chain([APPLIED]).collect();
     open_db(path, &families, reads)
@@ -347,6 +398,10 @@ fn synced() -> WriteOptions {
 impl super::raft::Applier for ReplicatedState {
     fn apply(&self, index: u64, payload: &[u8]) -> Result<(), StoreError> {
         self.apply_entry(index, payload)
+    }
+
+    fn apply_all(&self, entries: &[(u64, &[u8])]) -> Result<(), StoreError> {
+        self.apply_entries(entries)
     }
 
     fn applied_index(&self) -> Result<Option<u64>, StoreError> {
@@ -399,7 +454,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = ReplicatedState::open(dir.path()).unwrap();
         let appends: Vec<StoreOp> = (1..=4).map(|t| run("a", t)).collect();
-        state.apply_entry(1, &entry(vec![shard_write(0, &appends)])).unwrap();
+        state
+            .apply_entry(1, &entry(vec![shard_write(0, &appends)]))
+            .unwrap();
         let trim = StoreOp::TrimHistory {
             job: "a".into(),
             keep: 2,
@@ -427,11 +484,14 @@ mod tests {
     fn a_snapshot_restores_every_database_and_removes_what_it_lacks() {
         let (from_dir, to_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let from = ReplicatedState::open(from_dir.path()).unwrap();
-        from.apply_entry(1, &entry(vec![shard_write(1, &[run("a", 1)])])).unwrap();
-        from.apply_entry(2, &entry(vec![Command::Meta(MetaChange::Epoch(42))])).unwrap();
+        from.apply_entry(1, &entry(vec![shard_write(1, &[run("a", 1)])]))
+            .unwrap();
+        from.apply_entry(2, &entry(vec![Command::Meta(MetaChange::Epoch(42))]))
+            .unwrap();
         let to = ReplicatedState::open(to_dir.path()).unwrap();
         // A shard the snapshot does not have, and a history entry it does not have.
-        to.apply_entry(1, &entry(vec![shard_write(7, &[run("b", 1)])])).unwrap();
+        to.apply_entry(1, &entry(vec![shard_write(7, &[run("b", 1)])]))
+            .unwrap();
         to.restore(1, &from.dump().unwrap()).unwrap();
         assert_eq!(to.shard_indexes(), vec![1]);
         assert_eq!(history(&to, 1, "a"), vec![1]);

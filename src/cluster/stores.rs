@@ -62,7 +62,8 @@ pub struct ReplicatedResourceStore(pub Replicated);
 
 impl ResourceStore for ReplicatedResourceStore {
     fn submit(&self, ops: Vec<ResourceOp>) -> Durable {
-        self.0.write(Db::Resources, ops.iter().map(resources::change).collect())
+        self.0
+            .write(Db::Resources, ops.iter().map(resources::change).collect())
     }
 
     fn get(&self, resource: &str) -> Result<Option<ResourceRecord>, StoreError> {
@@ -80,7 +81,8 @@ pub struct ReplicatedNoticeStore(pub Replicated);
 
 impl NoticeStore for ReplicatedNoticeStore {
     fn submit(&self, ops: Vec<NoticeOp>) -> Durable {
-        self.0.write(Db::Notices, ops.iter().map(notices::change).collect())
+        self.0
+            .write(Db::Notices, ops.iter().map(notices::change).collect())
     }
 
     // Read once, when the notifier starts (see `ReplicatedResourceStore::pending`).

@@ -63,8 +63,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// cluster's Raft traffic) beside it.
 pub fn api(config: &Config, state: AppState, internal: axum::Router) -> axum::Router {
     let runs: Arc<std::path::Path> = Arc::from(config.data_dir.join("runs"));
-    http::router_with_internal(state, config.fault_injection, internal)
-        .layer(axum::Extension(runs))
+    http::router_with_internal(state, config.fault_injection, internal).layer(axum::Extension(runs))
 }
 
 /// A single server's stores: its own databases in the data directory.

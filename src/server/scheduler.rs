@@ -10,14 +10,14 @@
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
+use dron_actors::broker::BrokerMsg;
 use dron_actors::broker::{KnownAgentsRecord, LocalAgentConfig, OfferBroker, OfferBrokerArgs};
-use dron_actors::bus::{EventBus, EventBusArgs, BusMsg};
+use dron_actors::bus::{BusMsg, EventBus, EventBusArgs};
 use dron_actors::client::SchedulerClient;
 use dron_actors::clock::SharedClock;
 use dron_actors::notify::{Notifier, NotifierArgs, NotifierMsg};
 use dron_actors::router::{RouterMsg, StoreFactory};
 use dron_actors::shards::{Shards, ShardsArgs};
-use dron_actors::broker::BrokerMsg;
 use dron_actors::store::{NoticeStore, ResourceStore};
 use dron_task::StatusSink;
 use ractor::{Actor, ActorRef};

@@ -56,10 +56,15 @@ pub fn add_change(db: &DB, batch: &mut WriteBatch, change: &Change) -> Result<()
     match change {
         Change::Put { family, key, value } => batch.put_cf(cf(db, family)?, key, value),
         Change::Delete { family, key } => batch.delete_cf(cf(db, family)?, key),
-        Change::DeleteRange { family, from, to } => batch.delete_range_cf(cf(db, family)?, from, to),
-        Change::TrimHistory { job, keep } => {
-            super::rocks::trim_history(db, batch, job, usize::try_from(*keep).unwrap_or(usize::MAX))?
+        Change::DeleteRange { family, from, to } => {
+            batch.delete_range_cf(cf(db, family)?, from, to)
         }
+        Change::TrimHistory { job, keep } => super::rocks::trim_history(
+            db,
+            batch,
+            job,
+            usize::try_from(*keep).unwrap_or(usize::MAX),
+        )?,
     }
     Ok(())
 }

@@ -63,9 +63,11 @@ fn add_op(db: &DB, batch: &mut WriteBatch, op: &NoticeOp) -> Result<(), StoreErr
 /// What `op` writes, as physical changes to the notice database.
 pub fn change(op: &NoticeOp) -> Change {
     match op {
-        NoticeOp::Put(record) => {
-            Change::put(NOTICES, record.notice.key().as_bytes(), codec::encode(record))
-        }
+        NoticeOp::Put(record) => Change::put(
+            NOTICES,
+            record.notice.key().as_bytes(),
+            codec::encode(record),
+        ),
         NoticeOp::Delete(key) => Change::delete(NOTICES, key.as_bytes()),
     }
 }

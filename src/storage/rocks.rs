@@ -167,11 +167,9 @@ pub fn change(op: &StoreOp) -> Change {
     match op {
         StoreOp::PutJob(job) => Change::put(JOBS, job.spec.name.as_bytes(), codec::encode(job)),
         StoreOp::DeleteJob(name) => Change::delete(JOBS, name.as_bytes()),
-        StoreOp::PutInstance(instance) => Change::put(
-            INSTANCES,
-            instance.id().as_bytes(),
-            codec::encode(instance),
-        ),
+        StoreOp::PutInstance(instance) => {
+            Change::put(INSTANCES, instance.id().as_bytes(), codec::encode(instance))
+        }
         StoreOp::DeleteInstance(id) => Change::delete(INSTANCES, id.as_bytes()),
         StoreOp::AppendHistory(entry) => Change::Put {
             family: HISTORY.into(),
@@ -199,7 +197,12 @@ pub fn change(op: &StoreOp) -> Change {
 }
 
 /// Deletes all but the newest `keep` history entries of `job`.
-pub(super) fn trim_history(db: &DB, batch: &mut WriteBatch, job: &str, keep: usize) -> Result<(), StoreError> {
+pub(super) fn trim_history(
+    db: &DB,
+    batch: &mut WriteBatch,
+    job: &str,
+    keep: usize,
+) -> Result<(), StoreError> {
     let cf = family(db, HISTORY)?;
     let prefix = history_prefix(job);
     let end = history_prefix_end(job);

@@ -167,9 +167,11 @@ impl Cluster {
 
     /// Waits until the running servers agree on a leader that schedules; answers its index.
     pub async fn wait_for_leader(&self) -> usize {
-        wait_for("the servers to agree on a leader", Duration::from_secs(60), || async {
-            self.leader().await.is_some()
-        })
+        wait_for(
+            "the servers to agree on a leader",
+            Duration::from_secs(60),
+            || async { self.leader().await.is_some() },
+        )
         .await;
         self.leader().await.unwrap()
     }
@@ -190,7 +192,10 @@ impl Cluster {
         let response = request.send().await?;
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 
     pub fn logs(&self) -> String {
@@ -225,7 +230,14 @@ impl ClusterAgent {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_dron"))
             .args(["agent", "--server", &cluster.server_list(), "--name", name])
-            .args(["--cpus", &cpus.to_string(), "--mem", "8192", "--disk", "10240"])
+            .args([
+                "--cpus",
+                &cpus.to_string(),
+                "--mem",
+                "8192",
+                "--disk",
+                "10240",
+            ])
             .arg("--work-dir")
             .arg(work_dir.path().join("work"))
             .env("DRON_LOG", "info")

@@ -46,9 +46,9 @@
 //!   stands for election only `election_timeout_max` (the leader lease, during which it also
 //!   refuses to vote for anyone) plus a random election timeout in `[min, max)` after it last
 //!   heard from the leader, checked every `1.5 × heartbeat`; and `2 × max` more while it knows
-//!   of a longer log than its own. With the defaults (1000–2000 ms) a dead leader is replaced
-//!   after 3–4 s; the tests (100 ms heartbeat, 400–800 ms) see about 1.5 s. For failover
-//!   within 3 s, use about 500–1000 ms.
+//!   of a longer log than its own. With 1000–2000 ms a dead leader is replaced after 3–4 s;
+//!   with the defaults (150 ms heartbeat, 600–1200 ms) about 2–2.5 s; the tests (100 ms
+//!   heartbeat, 400–800 ms) see about 1.5 s.
 //! - An AppendEntries RPC's deadline is the heartbeat interval (the follower's fsync
 //!   included), a vote's the minimum election timeout, a snapshot chunk's
 //!   `max(election_timeout_max, 1 s)` here (openraft's default is 200 ms).
@@ -101,9 +101,9 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
-            heartbeat_ms: 250,
-            election_timeout_min_ms: 1000,
-            election_timeout_max_ms: 2000,
+            heartbeat_ms: 150,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
             snapshot_after_entries: 50_000,
             entries_kept_after_snapshot: 10_000,
         }
