@@ -101,7 +101,7 @@ impl System {
                     heartbeat_ms: 1000,
                     agent_timeout_ms: 5000,
                     weights: HashMap::new(),
-                    known_agents_file: None,
+                    known_agents: crate::broker::KnownAgentsRecord::Memory,
                     status,
                     clock: clock.clone(),
                 };
