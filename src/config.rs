@@ -790,9 +790,9 @@ mod tests {
         assert_eq!(cluster.this_address(), Some("http://127.0.0.1:4402"));
         assert_eq!(
             (cluster.heartbeat_ms, cluster.election_timeout_ms),
-            (250, 1000)
+            (150, 600)
         );
-        assert_eq!(cluster.election_timeout_max_ms(), 2000);
+        assert_eq!(cluster.election_timeout_max_ms(), 1200);
         assert_eq!(&*cluster.secret().unwrap(), "0123456789abcdef-long-enough");
         assert!(
             !config.agents.local,
