@@ -1,3 +1,12 @@
+"""Failover timeline of a local cluster started by loadtest/scripts/cluster.sh DRON DIR.
+
+    python3 loadtest/scripts/failover.py DIR RESTART ROUNDS
+
+Each round kill -9s the leader (its pid from DIR/nN/pid), polls a survivor's /api/cluster
+until it names a new leader and creates a job through it every 20 ms until one is accepted
+(204), prints both times, then restarts the killed server with RESTART (a shell command in
+which N is the node id; see docs/benchmarks.md for the one used there).
+"""
 import json, os, signal, subprocess, sys, time, urllib.request
 def get(url):
     try:
