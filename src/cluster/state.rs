@@ -293,11 +293,14 @@ struct Dump {
     databases: Vec<DatabaseDump>,
 }
 
+/// A family's keys and values, in key order.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 #[derive(Serialize, Deserialize)]
 struct DatabaseDump {
     /// None: the meta database.
     db: Option<Db>,
-    families: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>,
+    families: Vec<(String, Pairs)>,
 }
 
 fn dump_db(
