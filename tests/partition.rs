@@ -234,7 +234,6 @@ async fn a_leader_cut_off_stops_the_majority_goes_on_and_the_heal_loses_nothing(
     let old = cluster.leader(&all).await.expect("a leader");
     let old_term = cluster.status(old).await.unwrap()["term"].as_u64().unwrap();
     let majority: Vec<usize> = all.iter().copied().filter(|i| *i != old).collect();
-    let old_ns = cluster.nodes[old].host.namespace.clone();
 
     // Writes through the majority for the whole partition (forwarded to whoever leads there),
     // and, from the cut, through the cut-off leader: what any of them acknowledges must exist
@@ -249,7 +248,7 @@ async fn a_leader_cut_off_stops_the_majority_goes_on_and_the_heal_loses_nothing(
     );
     // The cut.
     let cut_at = Instant::now();
-    cluster.network.cut(&old_ns);
+    cluster.network.cut(&cluster.nodes[old].host);
     let minority_writer = spawn_writer(
         &cluster,
         vec![cluster.nodes[old].url("")],
@@ -367,7 +366,7 @@ async fn a_leader_cut_off_stops_the_majority_goes_on_and_the_heal_loses_nothing(
     // (3) The heal: the old leader follows the new term.
     let healed_at = cut_at.elapsed();
     let healed_ms = now_ms();
-    cluster.network.heal(&old_ns);
+    cluster.network.heal(&cluster.nodes[old].host);
     eprintln!("timeline: +{} ms: healed", ms(healed_at));
     wait_or_fail(
         "the old leader to follow the new leader",

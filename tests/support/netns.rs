@@ -4,7 +4,8 @@
 //! The network (as root, with iproute2):
 //! - a namespace `dron-<pid>-br` holds a bridge; every server's namespace (`dron-<pid>-n1..`)
 //!   and the agent's (`dron-<pid>-a`) join it through a "cluster" veth (`c0`, 10.77.0.0/24):
-//!   Raft, forwarding and agent traffic go over it. A partition sets a namespace's `c0` down.
+//!   Raft, forwarding and agent traffic go over it. A partition sets the bridge's end of a
+//!   namespace's cluster veth down.
 //! - each server's namespace also has a "control" veth (`k0`) to the root namespace (a /30
 //!   of its own), through which the test reaches the server even while it is cut off.
 //!
@@ -126,6 +127,8 @@ pub struct Network {
 /// Where a server's namespace is reached.
 pub struct Host {
     pub namespace: String,
+    /// The bridge's end of its cluster veth (in the bridge's namespace).
+    pub port: String,
     /// Its address on the cluster network.
     pub cluster_ip: String,
     /// Its address on its control link (from the root namespace), if any.
@@ -232,19 +235,24 @@ impl Network {
         };
         Ok(Host {
             namespace: ns,
+            port,
             cluster_ip,
             control_ip,
         })
     }
 
-    /// Cuts namespace `ns` off the cluster network (its end of the cluster veth down).
-    pub fn cut(&self, ns: &str) {
-        ip(&["-n", ns, "link", "set", "c0", "down"]).expect("cutting the cluster link");
+    /// Cuts `host` off the cluster network: the bridge's end of its cluster veth goes down.
+    /// Its own end stays up (without carrier), so it sees silence, as across a real
+    /// partition: what it sends is dropped, not refused.
+    pub fn cut(&self, host: &Host) {
+        ip(&["-n", &self.bridge, "link", "set", &host.port, "down"])
+            .expect("cutting the cluster link");
     }
 
-    /// Joins `ns` to the cluster network again.
-    pub fn heal(&self, ns: &str) {
-        ip(&["-n", ns, "link", "set", "c0", "up"]).expect("healing the cluster link");
+    /// Joins `host` to the cluster network again.
+    pub fn heal(&self, host: &Host) {
+        ip(&["-n", &self.bridge, "link", "set", &host.port, "up"])
+            .expect("healing the cluster link");
     }
 }
 
