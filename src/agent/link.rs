@@ -36,6 +36,10 @@ const CLUSTER_MAX_BACKOFF: Duration = Duration::from_secs(1);
 const RESEND_EVERY: Duration = Duration::from_secs(2);
 /// How long the server may take to answer a registration.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting (TCP and the WebSocket handshake) may take. A server cut off by the
+/// network drops the packets: without a bound, connect waits for the kernel's SYN retries
+/// (about two minutes) before the agent tries the next server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the agent says about itself when it registers.
 pub struct Identity {
@@ -220,7 +224,12 @@ impl Link {
             let value = format!("Bearer {token}").parse()?;
             request.headers_mut().insert("authorization", value);
         }
-        let socket = match tokio_tungstenite::connect_async(request).await {
+        let connecting =
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request));
+        let Ok(connected) = connecting.await else {
+            bail!("connecting to {server}: no answer within {CONNECT_TIMEOUT:?}");
+        };
+        let socket = match connected {
             Ok((socket, _)) => socket,
             Err(tokio_tungstenite::tungstenite::Error::Http(response))
                 if response.status() == 503 =>
