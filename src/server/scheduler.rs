@@ -74,6 +74,7 @@ impl Scheduler {
         let broker_args = broker_args(config, status, clock.clone(), epoch, known_agents)?;
         let (broker, broker_handle) =
             Actor::spawn(Some("broker".into()), OfferBroker, broker_args).await?;
+        let mut started = Started(vec![broker.get_cell()]);
         // The bus hands events to the shards through the router, which starts after it.
         let (to_shards, from_bus) = tokio::sync::mpsc::unbounded_channel();
         let bus_args = EventBusArgs {
@@ -85,6 +86,7 @@ impl Scheduler {
         let (bus, bus_handle) = Actor::spawn(Some("bus".into()), EventBus, bus_args)
             .await
             .context("starting the event bus")?;
+        started.0.push(bus.get_cell());
         let notifier_args = NotifierArgs {
             config: config.notify.actor_config(address),
             store: notices,
@@ -96,6 +98,7 @@ impl Scheduler {
             Actor::spawn(Some("notifier".into()), Notifier, notifier_args)
                 .await
                 .context("starting the notifier")?;
+        started.0.push(notifier.get_cell());
         let shards_args = ShardsArgs {
             factory,
             default_shard_count: config.shards,
@@ -110,6 +113,7 @@ impl Scheduler {
         // anything can report a status (see `to_router`); what arrives while it recovers
         // waits in its mailbox.
         let (router, _supervisor, router_started) = Shards::start(shards_args, from_bus)?;
+        started.0.push(router.get_cell());
         let _ = router_cell.set(router.clone());
         // Only now may remote agents connect: they report statuses.
         state.set_broker(broker.clone());
@@ -129,6 +133,7 @@ impl Scheduler {
             state.set_amqp(amqp::spawn(settings, client.clone(), bus.clone()));
         }
         state.set_ready(client);
+        started.0.clear(); // all started: they are the scheduler's now
         Ok(Scheduler {
             router,
             broker,
@@ -166,6 +171,18 @@ impl Scheduler {
             if !handle.is_finished() {
                 let _ = handle.await;
             }
+        }
+    }
+}
+
+/// The actors started so far, stopped if starting the rest fails: a cluster's leader tries
+/// again, and must not find their names taken (nor leave a broker commanding agents).
+struct Started(Vec<ractor::ActorCell>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for actor in &self.0 {
+            actor.stop(Some("the scheduler failed to start".into()));
         }
     }
 }
