@@ -16,64 +16,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::netns::{NsAgent, NsCluster};
+use support::recording::{INTERVAL_S, check_targets, now_ms, recording_job};
 use support::{targets, wait_for};
 
-/// Every job fires every `INTERVAL_S` seconds.
-const INTERVAL_S: i64 = 2;
 /// The servers' Raft timing: short, so that the test is quick.
 const HEARTBEAT_MS: u64 = 100;
 const ELECTION_TIMEOUT_MS: u64 = 500;
 /// How long after the cut the old leader may still report that it schedules: its lease (the
 /// election timeout) and a margin for a busy machine.
 const STOP_WITHIN: Duration = Duration::from_millis(ELECTION_TIMEOUT_MS + 3000);
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// A job that records each run's task id in `<out>/<name>`, firing every INTERVAL_S from
-/// `start_ms`, with an epsilon long enough to cover the election and the agent's reconnection.
-fn recording_job(name: &str, out: &Path, start_ms: i64) -> Value {
-    let start = chrono::DateTime::from_timestamp_millis(start_ms)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    json!({
-        "name": name,
-        "command": format!("echo $DRON_TASK_ID >> {}/{name}", out.display()),
-        "schedule": format!("R/{start}/PT{INTERVAL_S}S"),
-        "epsilon": "PT30S",
-        "retries": 0,
-        "cpus": 0.1,
-        "mem": 16,
-    })
-}
-
-/// Checks every job's recorded targets: none twice, and every target of its schedule from
-/// `start_ms` up to `until_ms` present.
-fn check_targets(out: &Path, names: &[String], start_ms: i64, until_ms: i64, logs: &str) {
-    let mut problems = Vec::new();
-    for name in names {
-        let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
-        for target in targets(&out.join(name)) {
-            *counts.entry(target).or_default() += 1;
-        }
-        for (target, count) in &counts {
-            if *count > 1 {
-                problems.push(format!("{name}: target {target} ran {count} times"));
-            }
-        }
-        let mut target = start_ms;
-        while target <= until_ms {
-            if !counts.contains_key(&target) {
-                problems.push(format!("{name}: target {target} never ran"));
-            }
-            target += INTERVAL_S * 1000;
-        }
-    }
-    assert!(problems.is_empty(), "{problems:#?}\n{logs}");
-}
 
 /// What a writer tried, and what it was answered.
 struct Writes {

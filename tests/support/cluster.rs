@@ -184,18 +184,7 @@ impl Cluster {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), reqwest::Error> {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self.http.request(method, self.nodes[index].url(path));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        super::request_json(&self.http, method, self.nodes[index].url(path), body).await
     }
 
     pub fn logs(&self) -> String {

@@ -16,6 +16,7 @@ pub mod amqp;
 pub mod cluster;
 pub mod netns;
 pub mod notify;
+pub mod recording;
 pub mod webdriver;
 
 pub struct Server {
@@ -268,6 +269,28 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Sends `method path` with an optional JSON body; answers the status and the body as JSON
+/// (or as a JSON string when it is not JSON).
+pub async fn request_json(
+    http: &reqwest::Client,
+    method: &str,
+    url: String,
+    body: Option<Value>,
+) -> Result<(u16, Value), reqwest::Error> {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = http.request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 /// Polls `condition` every 50 ms until it holds; fails the test after `timeout`.
