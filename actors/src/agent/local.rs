@@ -38,7 +38,24 @@ pub enum AgentMsg {
     /// From the agent's launching task: how a launch went.
     Launched {
         task_id: String,
-        launched: Result<RunningTask, ProcessError>,
+        launched: Launched,
+    },
+    /// From an adoption's blocking read of the run directory: what it found (None: the task
+    /// was never launched here).
+    Adopted {
+        task_id: String,
+        adopted: Option<Adopted>,
+    },
+}
+
+/// How a launch went, found by the launching task.
+pub enum Launched {
+    Running(RunningTask),
+    Failed(ProcessError),
+    /// Its run directory already holds a task file: launched before (by this agent, or by
+    /// the server before a restart), to be adopted rather than started twice.
+    Before {
+        timeout_ms: Option<u64>,
     },
 }
 
@@ -63,7 +80,8 @@ pub struct LocalAgentState {
     args: LocalAgentArgs,
     /// To the task that launches, one at a time, through the launcher.
     launches: mpsc::UnboundedSender<(PathBuf, TaskSpec)>,
-    /// Tasks handed to it and not yet launched, and whether a kill came for them meanwhile.
+    /// Tasks handed to it and not yet watched (being launched, or their run directory read
+    /// for an adoption), and whether a kill came for them meanwhile.
     launching: HashMap<String, bool>,
     killers: HashMap<String, TaskKiller>,
     /// Built-in sleep tasks running, by task id.
@@ -123,6 +141,10 @@ impl Actor for LocalAgent {
                 let _run = crate::trace::enter(&task_id);
                 state.launched(myself, task_id, launched)
             }
+            AgentMsg::Adopted { task_id, adopted } => {
+                let _run = crate::trace::enter(&task_id);
+                state.adopted(myself, task_id, adopted)
+            }
         }
         Ok(())
     }
@@ -140,7 +162,20 @@ fn spawn_launching(
     tokio::spawn(async move {
         while let Some((dir, spec)) = requests.recv().await {
             let shim = &shim_program;
-            let launched = launch(Some(&mut launcher), shim, &[SHIM_SUBCOMMAND], &dir, &spec).await;
+            // Launches are idempotent per task id: after a coordinator restart the same
+            // attempt may be asked for twice (once by the old coordinator's last commit, once
+            // on recovery). A task file says the first got this far.
+            let before = tokio::fs::try_exists(dir.join(TASK_FILE)).await;
+            let launched = if before.unwrap_or(false) {
+                Launched::Before {
+                    timeout_ms: spec.timeout_ms,
+                }
+            } else {
+                match launch(Some(&mut launcher), shim, &[SHIM_SUBCOMMAND], &dir, &spec).await {
+                    Ok(running) => Launched::Running(running),
+                    Err(error) => Launched::Failed(error),
+                }
+            };
             let task_id = spec.task_id;
             if agent
                 .send_message(AgentMsg::Launched { task_id, launched })
@@ -167,13 +202,10 @@ impl LocalAgentState {
             // Its launch in flight reports how it went.
             return tracing::debug!(task_id, "launch of a task being launched ignored");
         }
-        // Launches are idempotent per task id: after a coordinator restart the same attempt
-        // may be asked for twice (once by the old coordinator's last commit, once on recovery).
-        // The second is answered with what the first did: still running, or how it ended.
-        if self.killers.contains_key(&task_id) || dir.join(TASK_FILE).exists() {
-            tracing::info!(task_id, "launch of a task already launched: reporting it");
-            let deadline = spec.timeout_ms.map(|t| self.now_ms() + t as i64);
-            return self.adopt(myself, task_id, deadline);
+        // Launches are idempotent per task id (see `spawn_launching` for one launched before
+        // a restart): a second is answered with what the first did.
+        if self.killers.contains_key(&task_id) {
+            return self.report(&task_id, self.started());
         }
         if self.launches.send((dir, spec)).is_err() {
             let end = TaskEnd::FailedToStart("the agent's launching task stopped".into());
@@ -183,26 +215,35 @@ impl LocalAgentState {
     }
 
     /// A launch finished: watch the task, and kill it now if that was asked meanwhile.
-    fn launched(
-        &mut self,
-        myself: ActorRef<AgentMsg>,
-        task_id: String,
-        launched: Result<RunningTask, ProcessError>,
-    ) {
-        let kill = self.launching.remove(&task_id).unwrap_or(false);
+    fn launched(&mut self, myself: ActorRef<AgentMsg>, task_id: String, launched: Launched) {
         match launched {
-            Ok(running) => {
-                self.report(&task_id, self.started());
-                let killer = running.killer();
-                self.watch(myself, task_id, running);
-                if kill {
-                    killer.kill();
-                }
-            }
-            Err(error) => {
+            Launched::Running(running) => self.running(myself, task_id, running),
+            Launched::Failed(error) => {
+                self.launching.remove(&task_id);
                 let end = TaskEnd::FailedToStart(error.to_string());
                 self.report(&task_id, self.ended(end))
             }
+            Launched::Before { timeout_ms } => {
+                tracing::info!(task_id, "launch of a task already launched: reporting it");
+                let kill = self.launching.remove(&task_id).unwrap_or(false);
+                let deadline_ms = timeout_ms.map(|t| self.now_ms() + t as i64);
+                self.read_run_dir(myself, task_id.clone(), deadline_ms);
+                if kill {
+                    self.kill(&task_id);
+                }
+            }
+        }
+    }
+
+    /// A task launched or adopted runs: report it, watch it, and kill it now if that was
+    /// asked while it was being launched or adopted.
+    fn running(&mut self, myself: ActorRef<AgentMsg>, task_id: String, running: RunningTask) {
+        let kill = self.launching.remove(&task_id).unwrap_or(false);
+        self.report(&task_id, self.started());
+        let killer = running.killer();
+        self.watch(myself, task_id, running);
+        if kill {
+            killer.kill();
         }
     }
 
@@ -242,24 +283,48 @@ impl LocalAgentState {
 
     fn adopt(&mut self, myself: ActorRef<AgentMsg>, task_id: String, deadline_ms: Option<i64>) {
         if self.launching.contains_key(&task_id) {
-            return; // its launch in flight reports how it went
+            return; // its launch or adoption in flight reports how it went
         }
         if self.killers.contains_key(&task_id) || self.sleepers.contains_key(&task_id) {
             return self.report(&task_id, self.started()); // already watched here
         }
+        self.read_run_dir(myself, task_id, deadline_ms);
+    }
+
+    /// Reads a task's run directory on a blocking thread (files and a pidfd: not in this
+    /// actor's handler) to find whether it still runs, how it ended, or that it never
+    /// launched here; the answer comes back as [`AgentMsg::Adopted`].
+    fn read_run_dir(
+        &mut self,
+        myself: ActorRef<AgentMsg>,
+        task_id: String,
+        deadline_ms: Option<i64>,
+    ) {
         let Some(dir) = run_dir(&self.args.runs_root, &task_id) else {
             return self.report(&task_id, TaskEvent::NeverLaunched);
         };
-        if !dir.join(TASK_FILE).exists() {
-            return self.report(&task_id, TaskEvent::NeverLaunched);
-        }
+        self.launching.insert(task_id.clone(), false);
         let deadline = deadline_ms.map(|ms| self.args.clock.instant_at(ms));
-        match adopt(&dir, deadline) {
-            Adopted::Finished(end) => self.report(&task_id, self.ended(end)),
-            Adopted::Running(running) => {
+        tokio::task::spawn_blocking(move || {
+            let adopted = dir.join(TASK_FILE).exists().then(|| adopt(&dir, deadline));
+            let _ = myself.send_message(AgentMsg::Adopted { task_id, adopted });
+        });
+    }
+
+    /// What an adoption's read of the run directory found.
+    fn adopted(&mut self, myself: ActorRef<AgentMsg>, task_id: String, adopted: Option<Adopted>) {
+        match adopted {
+            None => {
+                self.launching.remove(&task_id);
+                self.report(&task_id, TaskEvent::NeverLaunched)
+            }
+            Some(Adopted::Finished(end)) => {
+                self.launching.remove(&task_id);
+                self.report(&task_id, self.ended(end))
+            }
+            Some(Adopted::Running(running)) => {
                 tracing::info!(task_id, "adopted a task still running");
-                self.report(&task_id, self.started());
-                self.watch(myself, task_id, running)
+                self.running(myself, task_id, running)
             }
         }
     }
@@ -378,6 +443,47 @@ mod tests {
         };
         let answered = tokio::time::timeout(Duration::from_secs(1), killed).await;
         assert!(answered.is_ok(), "the kill waited behind the launch");
+        agent.stop(None);
+    }
+
+    /// A launch of a task whose run directory already has its task file (launched before a
+    /// restart) starts nothing: the run is adopted, here found gone without a status.
+    #[tokio::test]
+    async fn a_launch_of_a_task_launched_before_is_adopted_not_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (updates, mut reported) = mpsc::unbounded_channel();
+        let runs_root = dir.path().join("runs");
+        let id = task_id("again", 1, 0);
+        let run = run_dir(&runs_root, &id).unwrap();
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join(TASK_FILE), "{}").unwrap();
+        let args = LocalAgentArgs {
+            name: "test".into(),
+            shim_program: dir.path().join("no-shim"),
+            runs_root,
+            report: Arc::new(move |update| {
+                let _ = updates.send(update);
+            }),
+            clock: Arc::new(crate::clock::SystemClock),
+        };
+        let (agent, _) = Actor::spawn(None, LocalAgent, args).await.unwrap();
+        let again = spec(id, TaskCommand::Shell("true".into()));
+        agent.send_message(AgentMsg::Launch(again)).unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(5), reported.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .event;
+        assert!(
+            matches!(
+                &event,
+                TaskEvent::Ended {
+                    end: TaskEnd::Lost(_),
+                    ..
+                }
+            ),
+            "expected the earlier run adopted (and found lost), got {event:?}"
+        );
         agent.stop(None);
     }
 

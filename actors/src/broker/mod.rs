@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dron_model::demand::Resources;
-use dron_task::{LOCAL_AGENT, StatusSink, TASK_FILE, TaskEnd, run_dir};
+use dron_task::{LOCAL_AGENT, StatusSink, TaskEnd};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::agent::{AgentMsg, LocalAgent, LocalAgentArgs, ReportFn};
@@ -69,7 +69,10 @@ pub struct LocalAgentConfig {
 
 pub struct BrokerState {
     placement: Placement,
-    local: Option<(ActorRef<AgentMsg>, PathBuf)>,
+    local: Option<ActorRef<AgentMsg>>,
+    /// Adoptions sent to the local agent although their agent was not recorded, while
+    /// remote agents are known: task id → what to adopt remotely if it was not local.
+    unsure_local: HashMap<String, (LaunchRequest, Option<i64>)>,
     remotes: Remotes,
     status: StatusSink,
     myself: ActorRef<BrokerMsg>,
@@ -93,7 +96,7 @@ impl Actor for OfferBroker {
                 let agent = spawn_local_agent(&myself, &config, args.clock.clone()).await?;
                 let attributes = Default::default();
                 placement.upsert_agent(LOCAL_AGENT, attributes, config.resources);
-                Some((agent, config.runs_root))
+                Some(agent)
             }
         };
         let remotes = Remotes::new(
@@ -108,6 +111,7 @@ impl Actor for OfferBroker {
         Ok(BrokerState {
             placement,
             local,
+            unsure_local: HashMap::new(),
             remotes,
             status: args.status,
             myself,
@@ -129,7 +133,11 @@ impl Actor for OfferBroker {
                 agent,
                 timeout_deadline_ms,
             } => state.adopt(request, agent, timeout_deadline_ms),
-            BrokerMsg::Update(update) => state.task_update(LOCAL_AGENT, update),
+            BrokerMsg::Update(update) => {
+                if !state.not_local_after_all(&update) {
+                    state.task_update(LOCAL_AGENT, update)
+                }
+            }
             BrokerMsg::UpdateApplied {
                 agent,
                 task_id,
@@ -256,13 +264,20 @@ impl BrokerState {
         tracing::debug!(agent = agent.as_deref(), "adoption");
         let on_local = match &agent {
             Some(agent) => agent == LOCAL_AGENT,
-            None => self.launched_locally(&task_id) || !self.remotes.any_known(),
+            // Its start was never recorded: the local agent looks for its run directory
+            // first (off this actor), and when it never launched it there, the remote agents
+            // are asked (see `task_update`).
+            None => self.local.is_some() || !self.remotes.any_known(),
         };
         if !on_local {
             return self.adopt_remote(request, agent, deadline);
         }
         if self.local.is_none() {
             return self.report(TaskUpdate::new(task_id, TaskEvent::NeverLaunched));
+        }
+        if agent.is_none() && self.remotes.any_known() {
+            self.unsure_local
+                .insert(task_id.clone(), (request.clone(), deadline));
         }
         let resources = request.demand.resources;
         self.placement
@@ -273,11 +288,19 @@ impl BrokerState {
         });
     }
 
-    fn launched_locally(&self, task_id: &str) -> bool {
-        let Some((_, runs_root)) = &self.local else {
+    /// The local agent's answer to an adoption of a task whose agent was not recorded: when
+    /// it never launched the task, a remote agent may have; the adoption goes to them
+    /// instead (answers true: the update is handled).
+    fn not_local_after_all(&mut self, update: &TaskUpdate) -> bool {
+        let Some((request, deadline)) = self.unsure_local.remove(&update.task_id) else {
             return false;
         };
-        run_dir(runs_root, task_id).is_some_and(|dir| dir.join(TASK_FILE).exists())
+        if !matches!(update.event, TaskEvent::NeverLaunched) {
+            return false;
+        }
+        self.placement.release(&update.task_id);
+        self.adopt_remote(request, None, deadline);
+        true
     }
 
     /// A status update from an agent: frees what an ended task used, and goes to its
@@ -372,7 +395,7 @@ impl BrokerState {
     }
 
     fn to_local(&self, message: AgentMsg) {
-        if let Some((agent, _)) = &self.local {
+        if let Some(agent) = &self.local {
             let _ = agent.send_message(message);
         }
     }

@@ -114,3 +114,42 @@ async fn the_broker_keeps_the_time_of_the_clock_it_is_given() {
     };
     assert!((1_030_000..=1_031_000).contains(&at_ms), "{at_ms}");
 }
+
+/// A task whose agent was not recorded (its start never reached storage before a restart),
+/// not found in the local agent's runs: the local agent says so, and the broker asks the
+/// remote agents it knows instead of reporting it never launched; only when none claims it
+/// in the agents' timeout is it reported unlaunched (so it runs once, not twice).
+#[tokio::test(start_paused = true)]
+async fn an_adoption_not_found_locally_goes_to_the_known_remote_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = chrono::DateTime::from_timestamp_millis(1_000_000).unwrap();
+    let (mut args, mut reported) = broker_args(Arc::new(TokioClock::starting_at(start)));
+    args.local = Some(super::LocalAgentConfig {
+        shim_program: dir.path().join("no-shim"),
+        runs_root: dir.path().join("runs"),
+        resources: Default::default(),
+    });
+    args.known_agents = KnownAgentsRecord::Custom {
+        names: vec!["far".into()],
+        remember: Arc::new(|_| {}),
+    };
+    let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
+    let asked = tokio::time::Instant::now();
+    let adopt = BrokerMsg::Adopt {
+        request: request("ct:2:0:b:"),
+        agent: None,
+        timeout_deadline_ms: None,
+    };
+    broker.send_message(adopt).unwrap();
+    let never = tokio::time::timeout(Duration::from_secs(60), reported.recv())
+        .await
+        .expect("an answer after the agents' timeout")
+        .unwrap();
+    assert!(matches!(never.event, TaskEvent::NeverLaunched));
+    assert!(
+        asked.elapsed() >= Duration::from_millis(5000),
+        "answered after {:?}: the remote agents were not waited for",
+        asked.elapsed()
+    );
+    broker.stop(None);
+}

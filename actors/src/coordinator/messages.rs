@@ -98,6 +98,11 @@ pub enum CoordinatorMsg {
         events: Vec<ResourceEvent>,
         reply: Reply<()>,
     },
+    /// Those of the resources admitted instances wait for that the resource store holds
+    /// (looked up off the actor: see `Outbox::lookups`).
+    ResourcesFound {
+        found: Vec<String>,
+    },
     /// The bus has recorded and applied these announcements (by key): drop them from the outbox.
     AnnouncementsDone {
         keys: Vec<String>,

@@ -19,7 +19,7 @@ pub use crate::views::{JobSummary, RunState};
 pub use messages::{
     CoordinatorMsg, JobView, MovedJob, PutOutcome, Reply, ShardLineage, ShardStats,
 };
-pub use shard::{Adoption, Applied, Outbox, Shard, ShardConfig, SharedIndexes};
+pub use shard::{Adoption, Applied, Outbox, Shard, ShardConfig};
 
 use std::sync::Arc;
 
@@ -54,6 +54,8 @@ pub struct CoordinatorArgs {
 pub struct CoordinatorState {
     shard: Shard,
     store: Arc<dyn ShardStore>,
+    /// Where admitted instances' resources are looked up (see `look_up`).
+    resources: Arc<dyn ResourceStore>,
     clock: SharedClock,
     router: ActorRef<RouterMsg>,
     deadline: watch::Sender<Option<i64>>,
@@ -103,10 +105,7 @@ impl Actor for Coordinator {
         let store = args.store.clone();
         let snapshot = tokio::task::spawn_blocking(move || store.load()).await??;
         let now_ms = args.clock.now_ms();
-        let shared = SharedIndexes {
-            resources: args.resources,
-        };
-        let (shard, recovered) = Shard::recover(args.index, args.config, shared, snapshot, now_ms);
+        let (shard, recovered) = Shard::recover(args.index, args.config, snapshot, now_ms);
         tracing::info!(
             shard = args.index,
             jobs = shard.stats().jobs,
@@ -125,6 +124,7 @@ impl Actor for Coordinator {
         let mut state = CoordinatorState {
             shard,
             store: args.store,
+            resources: args.resources,
             clock: args.clock,
             router: args.router,
             deadline,
@@ -244,6 +244,10 @@ impl CoordinatorState {
                 }
                 self.stage(myself, out, reply_later(reply, Ok(())));
             }
+            CoordinatorMsg::ResourcesFound { found } => {
+                self.shard.resources_found(&found, now_ms, &mut out);
+                self.stage(myself, out, None);
+            }
             CoordinatorMsg::AnnouncementsDone { keys } => {
                 out.ops
                     .extend(keys.into_iter().map(StoreOp::DeleteAnnouncement));
@@ -356,16 +360,33 @@ impl CoordinatorState {
     /// Stages the outbox's writes and effects for the next flush.
     fn stage(&mut self, myself: &ActorRef<CoordinatorMsg>, mut out: Outbox, then: Option<Then>) {
         self.publish_deadline();
-        if let Some(error) = out.read_failed.take() {
-            // A waiting instance could not be checked against the resource store: rebuild
-            // this shard from storage rather than run on a guess.
-            let _ = myself.send_message(CoordinatorMsg::StoreFailed(error));
+        if !out.lookups.is_empty() {
+            self.look_up(myself, std::mem::take(&mut out.lookups));
         }
         self.staged.out.absorb(out);
         self.staged.thens.extend(then);
         if !self.staged.flush_queued && !self.staged.is_empty() {
             self.staged.flush_queued = myself.send_message(CoordinatorMsg::Flush).is_ok();
         }
+    }
+
+    /// Looks up, on a blocking thread (RocksDB reads must not hold up this actor's worker),
+    /// which of `resources` the resource store holds, and hands those back
+    /// (`ResourcesFound`). A store that cannot answer fails the shard, which its supervisor
+    /// rebuilds from storage rather than let it run on a guess.
+    fn look_up(&self, myself: &ActorRef<CoordinatorMsg>, mut resources: Vec<String>) {
+        resources.sort_unstable();
+        resources.dedup();
+        let store = self.resources.clone();
+        let coordinator = myself.clone();
+        tokio::task::spawn_blocking(move || {
+            let message = match satisfied_among(store.as_ref(), resources) {
+                Ok(found) if found.is_empty() => return,
+                Ok(found) => CoordinatorMsg::ResourcesFound { found },
+                Err(error) => CoordinatorMsg::StoreFailed(error),
+            };
+            let _ = coordinator.send_message(message);
+        });
     }
 
     /// Hands the staged writes to the store and their effects to the committer.
@@ -433,6 +454,20 @@ fn run_durations(
         durations.push((name, runs.collect()));
     }
     Ok(durations)
+}
+
+/// Those of `resources` that `store` holds.
+fn satisfied_among(
+    store: &dyn ResourceStore,
+    resources: Vec<String>,
+) -> Result<Vec<String>, StoreError> {
+    let mut found = Vec::new();
+    for resource in resources {
+        if store.get(&resource)?.is_some() {
+            found.push(resource);
+        }
+    }
+    Ok(found)
 }
 
 /// Fills in the history of jobs leaving this shard.

@@ -2,14 +2,12 @@
 //! changes memory and records in an [`Outbox`] what must be written and what must happen once
 //! the write is durable. It writes nothing itself, so it reads (and tests) as plain logic.
 //!
-//! Its one read: admitting an instance that depends on resources asks the server's
-//! [`ResourceStore`] which of them are already satisfied (`missing_resources` in
-//! `shard/admit.rs`, the only call to the store; a failed read is reported in
-//! [`Outbox::read_failed`], and the coordinator then rebuilds the shard). So `recover`, `tick`,
-//! `resource_ready` (which also counts parents' successes) and `adopt` may read; nothing else does (`run_now`'s
-//! instances never wait). It reads there because an instance created after its resource was
-//! announced must see it satisfied, and only admission knows the instance's resources (its
-//! templates expanded for its logical time).
+//! It reads nothing either: admitting an instance that depends on resources must know which
+//! of them are already satisfied (an instance created after its resource was announced must
+//! see it satisfied, and only admission knows the instance's resources, its templates expanded
+//! for its logical time). It asks: the instance waits for all of them, and the coordinator
+//! looks them up off the actor ([`Outbox::lookups`]) and hands back those satisfied
+//! ([`Shard::resources_found`] in `shard/deps.rs`, which says why no event can be missed).
 //!
 //! Layout: the indexes own their invariants ([`live::LiveSet`]: live instances and retries;
 //! [`wait::WaitIndex`]: instances waiting for resources, and their deadlines;
@@ -42,7 +40,7 @@ use dron_model::schedule::Schedule;
 
 pub use outbox::{Adoption, Applied, Outbox};
 
-use crate::store::{ResourceStore, ShardSnapshot, StoreOp};
+use crate::store::{ShardSnapshot, StoreOp};
 use live::LiveSet;
 use timers::Timers;
 use wait::WaitIndex;
@@ -73,13 +71,6 @@ impl Default for ShardConfig {
     }
 }
 
-/// Indexes shared by every shard of a server.
-#[derive(Clone)]
-pub struct SharedIndexes {
-    /// Where satisfied resources are looked up.
-    pub resources: Arc<dyn ResourceStore>,
-}
-
 struct JobEntry {
     record: JobRecord,
     /// Boxed to keep the entry within 512 bytes (an allocator size class) at a million jobs.
@@ -108,8 +99,6 @@ pub struct Shard {
     appends_since_trim: HashMap<String, usize>,
     /// Jobs handed to another shard and not yet forgotten, with their instance ids.
     released: HashMap<String, Vec<String>>,
-    /// Where satisfied resources are looked up (the shard's one read: see the module docs).
-    resources: Arc<dyn ResourceStore>,
     /// `triggeredBy` jobs: name → pattern.
     triggered: BTreeMap<String, String>,
 }
@@ -124,11 +113,9 @@ impl Shard {
     pub fn recover(
         index: u32,
         config: ShardConfig,
-        shared: SharedIndexes,
         snapshot: ShardSnapshot,
         now_ms: i64,
     ) -> (Shard, Outbox) {
-        let SharedIndexes { resources } = shared;
         let mut shard = Shard {
             index,
             config,
@@ -139,7 +126,6 @@ impl Shard {
             children: HashMap::new(),
             appends_since_trim: HashMap::new(),
             released: HashMap::new(),
-            resources,
             triggered: BTreeMap::new(),
         };
         for record in snapshot.jobs {

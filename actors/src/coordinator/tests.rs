@@ -121,6 +121,11 @@ struct Harness {
 }
 
 async fn start() -> Harness {
+    start_over(Arc::new(MemoryResourceStore::default())).await
+}
+
+/// A harness whose coordinator looks resources up in `resources`.
+async fn start_over(resources: Arc<MemoryResourceStore>) -> Harness {
     let store = Arc::new(GatedStore::default());
     let (broker, launches) = recorder(|m: &BrokerMsg| match m {
         BrokerMsg::Launch(request) => Some(request.spec.task_id.clone()),
@@ -143,7 +148,7 @@ async fn start() -> Harness {
         router,
         bus,
         notifier,
-        resources: Arc::new(MemoryResourceStore::default()),
+        resources,
         config: ShardConfig::default(),
     };
     let (coordinator, _) = Actor::spawn(None, Coordinator, args).await.unwrap();
@@ -180,11 +185,8 @@ fn ask<T>(
     answer
 }
 
-/// Puts a job whose first target is far off, its write made durable.
-async fn put_idle_job(harness: &Harness, name: &str) {
-    let spec = job(serde_json::json!({
-        "name": name, "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"
-    }));
+/// Puts a job, its write made durable.
+async fn put_durable(harness: &Harness, spec: JobSpec) {
     let reply = ask(&harness.coordinator, |reply| CoordinatorMsg::PutJob {
         spec,
         received_ms: T0,
@@ -193,6 +195,22 @@ async fn put_idle_job(harness: &Harness, name: &str) {
     settle().await;
     harness.store.make_durable();
     assert!(matches!(reply.await, Ok(Ok(PutOutcome::Created))));
+}
+
+/// Puts a job whose first target is at T0 + 1 s, its write made durable, and lets that
+/// target fall due.
+async fn put_then_fire(harness: &Harness, spec: JobSpec) {
+    put_durable(harness, spec).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await; // the target falls due
+    settle().await;
+}
+
+/// Puts a job whose first target is far off, its write made durable.
+async fn put_idle_job(harness: &Harness, name: &str) {
+    let spec = job(serde_json::json!({
+        "name": name, "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"
+    }));
+    put_durable(harness, spec).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -252,21 +270,52 @@ async fn a_fired_target_is_launched_only_once_durable() {
     let spec = job(serde_json::json!({
         "name": "a", "command": "true", "schedule": "R/2026-11-23T10:00:01Z/PT1H"
     }));
-    let reply = ask(&harness.coordinator, |reply| CoordinatorMsg::PutJob {
-        spec,
-        received_ms: T0,
-        reply,
-    });
-    settle().await;
-    harness.store.make_durable();
-    assert!(matches!(reply.await, Ok(Ok(PutOutcome::Created))));
-    tokio::time::sleep(Duration::from_millis(1_000)).await; // the target falls due
-    settle().await;
+    put_then_fire(&harness, spec).await;
     assert_eq!(harness.store.held(), 1, "the fired target was submitted");
     assert!(
         seen(&harness.launches).is_empty(),
         "no launch before it is durable"
     );
+    harness.store.make_durable();
+    settle().await;
+    assert_eq!(seen(&harness.launches), [format!("ct:{}:0:a:", T0 + 1000)]);
+}
+
+/// The shard reads nothing: an instance whose resource was recorded before it was created
+/// waits until the coordinator's lookup (on a blocking thread) finds it, then runs.
+#[tokio::test(start_paused = true)]
+async fn an_instance_runs_once_the_lookup_finds_its_resource_recorded() {
+    let resources = Arc::new(MemoryResourceStore::default());
+    let record = dron_model::resource::ResourceRecord {
+        resource: "data/2026-11-23T10".into(),
+        at_ms: T0,
+        recorded_ms: T0,
+        meta_json: String::new(),
+    };
+    drop(resources.submit(vec![crate::store::ResourceOp::Satisfy(record)]));
+    let harness = start_over(resources).await;
+    let spec = job(serde_json::json!({
+        "name": "a", "command": "true", "schedule": "R/2026-11-23T10:00:01Z/PT1H",
+        "dependsOn": ["data/{HOUR}", "other/{HOUR}"], "waitTimeout": "PT1H"
+    }));
+    put_then_fire(&harness, spec).await;
+    harness.store.make_durable();
+    settle().await;
+    assert!(
+        seen(&harness.launches).is_empty(),
+        "other/ is still missing"
+    );
+    let other = ResourceEvent::ready("other/2026-11-23T10", Some(T0));
+    let applied = ask(&harness.coordinator, |reply| {
+        CoordinatorMsg::ResourceReady {
+            events: vec![other],
+            reply,
+        }
+    });
+    settle().await;
+    harness.store.make_durable();
+    assert!(matches!(applied.await, Ok(Ok(()))));
+    settle().await;
     harness.store.make_durable();
     settle().await;
     assert_eq!(seen(&harness.launches), [format!("ct:{}:0:a:", T0 + 1000)]);

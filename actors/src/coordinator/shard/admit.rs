@@ -1,6 +1,5 @@
 //! Admission: a new, recovered or moved-in instance enters the live set and, while resources
-//! it depends on are missing, the wait index. Home of the shard's one read (see the docs of
-//! `shard.rs`): [`Shard::missing_resources`].
+//! it depends on are missing, the wait index.
 
 use std::collections::BTreeSet;
 
@@ -41,43 +40,28 @@ impl Shard {
         }
     }
 
-    /// Indexes a live instance. A waiting one is checked against the resource store: what
-    /// it still misses is indexed, and once nothing is missing it is ready to start.
+    /// Indexes a live instance. A waiting one waits for all its resources, and its
+    /// admission asks the coordinator to look them up in the resource store
+    /// ([`Outbox::lookups`]): those already satisfied release it when the answer comes
+    /// ([`Shard::resources_found`]). The shard itself reads nothing.
     pub(super) fn add_live(&mut self, mut instance: InstanceRecord, now_ms: i64, out: &mut Outbox) {
         if instance.state == InstanceState::Waiting {
-            let missing = self.missing_resources(&instance.resources, out);
-            if missing.is_empty() {
+            if instance.resources.is_empty() {
+                // Templates that expanded to nothing: nothing to wait for.
                 instance.state = InstanceState::Queued;
                 instance.ready_ms = Some(now_ms);
                 out.ops.push(StoreOp::PutInstance(instance.clone()));
             } else {
+                let wanted: BTreeSet<String> = instance.resources.iter().cloned().collect();
+                out.lookups.extend(wanted.iter().cloned());
                 let timeout = self.jobs[instance.job.as_str()]
                     .record
                     .spec
                     .wait_timeout_ms();
                 let deadline_ms = instance.created_ms.saturating_add(timeout);
-                self.waits.wait(&instance.id(), missing, deadline_ms);
+                self.waits.wait(&instance.id(), wanted, deadline_ms);
             }
         }
         self.live.insert(instance, now_ms);
-    }
-
-    /// The resources of `wanted` the store does not hold: the shard's one read. A store that
-    /// cannot answer fails the shard (its supervisor rebuilds it), as a failed write does.
-    fn missing_resources(&self, wanted: &[String], out: &mut Outbox) -> BTreeSet<String> {
-        let mut missing = BTreeSet::new();
-        for resource in wanted {
-            match self.resources.get(resource) {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    missing.insert(resource.clone());
-                }
-                Err(error) => {
-                    out.read_failed = Some(error);
-                    missing.insert(resource.clone());
-                }
-            }
-        }
-        missing
     }
 }

@@ -110,16 +110,7 @@ impl Shard {
         if event.status != EventStatus::Ready {
             return;
         }
-        let mut to_start = BTreeSet::new();
-        for id in self.waits.satisfy(&event.resource) {
-            let queued = self.live.update(&id, |instance| {
-                instance.state = InstanceState::Queued;
-                instance.ready_ms = Some(now_ms);
-                out.ops.push(StoreOp::PutInstance(instance.clone()));
-                instance.job.clone()
-            });
-            to_start.extend(queued);
-        }
+        let mut to_start = self.release_waiters(&event.resource, now_ms, out);
         let matching: Vec<String> = self
             .triggered
             .iter()
@@ -137,6 +128,46 @@ impl Shard {
         if let Some(parent) = announced_job(&event.resource) {
             self.parent_succeeded(parent, event.at_ms.unwrap_or(now_ms), now_ms, out);
         }
+    }
+
+    /// The resource store's answer to the lookups asked by admissions ([`Outbox::lookups`]):
+    /// `found` are those of them it holds. Each releases the instances waiting for it, as its
+    /// event did or would have; no `triggeredBy` job fires and no parent counts (a lookup is
+    /// not an event). Answering the same again changes nothing.
+    ///
+    /// Why this cannot miss a resource: the bus records a resource before it sends its event
+    /// here. An event handled before an instance's admission was recorded before the lookup
+    /// that admission asked for, so the lookup finds it; an event handled after it finds the
+    /// instance in the wait index.
+    pub fn resources_found(&mut self, found: &[String], now_ms: i64, out: &mut Outbox) {
+        let mut to_start = BTreeSet::new();
+        for resource in found {
+            to_start.append(&mut self.release_waiters(resource, now_ms, out));
+        }
+        for job in to_start {
+            self.try_start(&job, now_ms, out);
+        }
+    }
+
+    /// `resource` is satisfied: instances it was the last missing resource of are queued.
+    /// Answers their jobs, which may start one.
+    fn release_waiters(
+        &mut self,
+        resource: &str,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) -> BTreeSet<String> {
+        let mut jobs = BTreeSet::new();
+        for id in self.waits.satisfy(resource) {
+            let queued = self.live.update(&id, |instance| {
+                instance.state = InstanceState::Queued;
+                instance.ready_ms = Some(now_ms);
+                out.ops.push(StoreOp::PutInstance(instance.clone()));
+                instance.job.clone()
+            });
+            jobs.extend(queued);
+        }
+        jobs
     }
 
     /// Creates the instance of an event-triggered job for logical time `at_ms`, unless that

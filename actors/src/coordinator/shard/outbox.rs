@@ -5,7 +5,7 @@ use dron_model::notice::Notice;
 use dron_model::resource::ResourceEvent;
 
 use crate::broker::LaunchRequest;
-use crate::store::{StoreError, StoreOp};
+use crate::store::StoreOp;
 
 /// What a change needs written, and what to do once it is durable.
 #[derive(Default)]
@@ -24,8 +24,10 @@ pub struct Outbox {
     pub notices: Vec<Notice>,
     /// Set when a tick stopped at `max_instances_per_tick`: tick again at once.
     pub more_due: bool,
-    /// A read of the resource store failed: the shard must be rebuilt.
-    pub read_failed: Option<StoreError>,
+    /// Resources that admitted instances wait for, to look up in the resource store (off
+    /// the actor): those it holds come back through [`super::Shard::resources_found`]. Not a
+    /// write: nothing waits for durability to ask.
+    pub lookups: Vec<String>,
 }
 
 impl Outbox {
@@ -48,7 +50,7 @@ impl Outbox {
         append(&mut self.announcements, later.announcements);
         append(&mut self.notices, later.notices);
         self.more_due |= later.more_due;
-        self.read_failed = self.read_failed.take().or(later.read_failed);
+        append(&mut self.lookups, later.lookups);
     }
 }
 

@@ -71,7 +71,7 @@ fn marking_a_job_successful_counts_a_success_and_announces_it_without_a_run() {
 #[test]
 fn an_instance_waits_for_its_resources_and_starts_when_the_last_lands() {
     let store = no_resources();
-    let mut shard = shard_over(store.clone());
+    let mut shard = empty_shard();
     let job = hourly_waiting_for(&["hive:a/{HOUR}", "hive:b/{TODAY}"]);
     shard.put_job(job, T0, &mut Outbox::default());
     let out = tick(&mut shard, T0);
@@ -102,13 +102,28 @@ fn an_instance_waits_for_its_resources_and_starts_when_the_last_lands() {
 fn an_instance_created_after_its_resource_landed_runs_at_once() {
     let store = no_resources();
     satisfy(&store, "hive:a/2026-11-23T10");
-    let mut shard = shard_over(store);
+    let mut shard = empty_shard();
     shard.put_job(
-        hourly_waiting_for(&["hive:a/{HOUR}"]),
+        hourly_waiting_for(&["hive:a/{HOUR}", "hive:b/{HOUR}"]),
         T0,
         &mut Outbox::default(),
     );
-    assert_eq!(tick(&mut shard, T0).launches.len(), 1);
+    let mut out = tick(&mut shard, T0);
+    assert_eq!(
+        out.lookups,
+        ["hive:a/2026-11-23T10", "hive:b/2026-11-23T10"]
+    );
+    assert!(out.launches.is_empty(), "not before the store has answered");
+    // The other resource lands while the lookup is on its way: its event is not lost.
+    let event = satisfy(&store, "hive:b/2026-11-23T10");
+    shard.resource_ready(&event, T0 + 1, &mut out);
+    assert!(out.launches.is_empty());
+    look_up(&mut shard, &store, T0 + 2, &mut out);
+    assert_eq!(out.launches.len(), 1);
+    // An answer that comes again changes nothing.
+    let mut again = Outbox::default();
+    shard.resources_found(&["hive:a/2026-11-23T10".into()], T0 + 3, &mut again);
+    assert!(again.is_empty());
 }
 
 #[test]
@@ -251,13 +266,7 @@ fn an_announcement_applied_again_runs_the_child_no_second_time() {
     assert_eq!(launched(&again, "c"), 0);
     assert!(again.ops.is_empty(), "nothing to write for a repeat");
     let snapshot = store.load().unwrap();
-    let (mut rebuilt, _) = Shard::recover(
-        0,
-        ShardConfig::default(),
-        shared(no_resources()),
-        snapshot,
-        T0 + 30,
-    );
+    let (mut rebuilt, _) = Shard::recover(0, ShardConfig::default(), snapshot, T0 + 30);
     let mut again = Outbox::default();
     rebuilt.resource_ready(&first, T0 + 40, &mut again);
     assert_eq!(launched(&again, "c"), 0, "the counted time is durable");

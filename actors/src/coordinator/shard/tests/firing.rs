@@ -116,8 +116,7 @@ fn skipped_targets_and_expiries_are_noticed() {
     assert_eq!((notice.kind, notice.count), (NoticeKind::Skipped, 540));
     assert_eq!(notice.task_id, None);
 
-    let store = Arc::new(MemoryResourceStore::default());
-    let mut shard = shard_over(store);
+    let mut shard = empty_shard();
     let mut job = hourly_waiting_for(&["never/{TODAY}"]);
     job.wait_timeout_ms = Some(1000);
     shard.put_job(job, T0, &mut Outbox::default());
@@ -134,7 +133,7 @@ fn a_tick_makes_at_most_the_cap_of_instances_and_the_next_tick_the_rest() {
         ..ShardConfig::default()
     };
     let snapshot = ShardSnapshot::default();
-    let mut shard = Shard::recover(0, config, shared(no_resources()), snapshot, T0).0;
+    let mut shard = Shard::recover(0, config, snapshot, T0).0;
     let concurrent = spec(
         serde_json::json!({"name": "a", "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1S",
                            "concurrent": true}),

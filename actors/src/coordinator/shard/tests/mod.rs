@@ -17,7 +17,7 @@ use dron_model::ring::Ring;
 use super::*;
 use crate::error::CommandError;
 use crate::store::{
-    MemoryResourceStore, MemoryStore, ResourceOp, ShardSnapshot, ShardStore, StoreOp,
+    MemoryResourceStore, MemoryStore, ResourceOp, ResourceStore, ShardSnapshot, ShardStore, StoreOp,
 };
 use crate::views::RunState;
 use dron_task::{TaskEnd, TaskEvent, TaskUpdate};
@@ -26,9 +26,15 @@ fn no_resources() -> Arc<MemoryResourceStore> {
     Arc::new(MemoryResourceStore::default())
 }
 
-/// A shard's own indexes, shared with nobody.
-fn shared(resources: Arc<MemoryResourceStore>) -> SharedIndexes {
-    SharedIndexes { resources }
+/// Answers the lookups an outbox asks for against `store`, as the coordinator does: the
+/// found resources release their waiters, with their effects in `out`.
+fn look_up(shard: &mut Shard, store: &MemoryResourceStore, now_ms: i64, out: &mut Outbox) {
+    let asked = std::mem::take(&mut out.lookups);
+    let found: Vec<String> = asked
+        .into_iter()
+        .filter(|resource| store.get(resource).unwrap().is_some())
+        .collect();
+    shard.resources_found(&found, now_ms, out);
 }
 
 /// The announcement of a success of `job` for logical time `at_ms`, as the bus applies it.
@@ -56,18 +62,7 @@ fn every_second(name: &str) -> JobSpec {
 }
 
 fn empty_shard() -> Shard {
-    shard_over(Arc::new(MemoryResourceStore::default()))
-}
-
-fn shard_over(resources: Arc<MemoryResourceStore>) -> Shard {
-    Shard::recover(
-        0,
-        ShardConfig::default(),
-        shared(resources),
-        ShardSnapshot::default(),
-        T0,
-    )
-    .0
+    Shard::recover(0, ShardConfig::default(), ShardSnapshot::default(), T0).0
 }
 
 fn ended(task_id: &str, end: TaskEnd) -> TaskUpdate {

@@ -11,13 +11,8 @@ fn recovery_adopts_running_tasks_and_keeps_timers() {
     let store = MemoryStore::default();
     drop(store.submit(out.ops));
     drop(store.submit(fired.ops));
-    let (recovered, out) = Shard::recover(
-        0,
-        ShardConfig::default(),
-        shared(no_resources()),
-        store.load().unwrap(),
-        T0 + 500,
-    );
+    let (recovered, out) =
+        Shard::recover(0, ShardConfig::default(), store.load().unwrap(), T0 + 500);
     assert_eq!(
         out.adopts.len(),
         1,
@@ -46,14 +41,7 @@ fn release_and_adopt_move_a_job_with_its_live_instances() {
             .iter()
             .all(|m| ring.owner(&m.record.spec.name) == 1 && m.live.len() == 1)
     );
-    let mut destination = Shard::recover(
-        1,
-        ShardConfig::default(),
-        shared(no_resources()),
-        ShardSnapshot::default(),
-        T0,
-    )
-    .0;
+    let mut destination = Shard::recover(1, ShardConfig::default(), ShardSnapshot::default(), T0).0;
     let mut out = Outbox::default();
     destination.adopt(moved.clone(), T0 + 100, &mut out);
     assert!(
@@ -72,26 +60,16 @@ fn release_and_adopt_move_a_job_with_its_live_instances() {
 fn waiting_instances_are_rebuilt_from_storage() {
     let store = MemoryStore::default();
     let resources = no_resources();
-    let (mut shard, _) = Shard::recover(
-        0,
-        ShardConfig::default(),
-        shared(resources.clone()),
-        ShardSnapshot::default(),
-        T0,
-    );
+    let (mut shard, _) = Shard::recover(0, ShardConfig::default(), ShardSnapshot::default(), T0);
     let mut out = Outbox::default();
     shard.put_job(hourly_waiting_for(&["a/{HOUR}", "b/{HOUR}"]), T0, &mut out);
     shard.tick(T0, &mut out);
     drop(store.submit(out.ops));
     // One resource landed while the shard was down.
     satisfy(&resources, "a/2026-11-23T10");
-    let (mut shard, _) = Shard::recover(
-        0,
-        ShardConfig::default(),
-        shared(resources.clone()),
-        store.load().unwrap(),
-        T0 + 1000,
-    );
+    let (mut shard, mut recovered) =
+        Shard::recover(0, ShardConfig::default(), store.load().unwrap(), T0 + 1000);
+    look_up(&mut shard, &resources, T0 + 1000, &mut recovered);
     let view = shard.job_view("load").unwrap();
     assert_eq!(view.waiting_for[0].1, ["b/2026-11-23T10"]);
     let event = satisfy(&resources, "b/2026-11-23T10");
@@ -119,12 +97,6 @@ fn notices_left_in_the_outbox_are_handed_over_again_after_a_restart() {
         stderr_tail: String::new(),
     };
     drop(store.submit(vec![StoreOp::PutNotice(notice.clone())]));
-    let (_, out) = Shard::recover(
-        0,
-        ShardConfig::default(),
-        shared(no_resources()),
-        store.load().unwrap(),
-        T0,
-    );
+    let (_, out) = Shard::recover(0, ShardConfig::default(), store.load().unwrap(), T0);
     assert_eq!(out.notices, [notice]);
 }
