@@ -8,6 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::amqp::Broker;
 use support::cluster::{Cluster, ClusterAgent};
 use support::recording::{check_targets, now_ms, recording_job};
 use support::{targets, wait_for};
@@ -214,4 +215,87 @@ async fn every_server_restarted_in_turn_loses_nothing() {
     )
     .await;
     check_targets(out.path(), &names, start_ms, until_ms, &cluster.logs());
+}
+
+/// How many consumers RabbitMQ counts on the cluster's queue.
+async fn consumers(broker: &Broker, channel: &lapin::Channel) -> u32 {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare(
+            broker.dron_queue.as_str().into(),
+            passive,
+            Default::default(),
+        )
+        .await;
+    queue.map_or(0, |q| q.consumer_count())
+}
+
+/// Resource events published to RabbitMQ reach a cluster through its leader alone (the one
+/// consumer of the servers' shared queue), and a leader killed while events arrive loses
+/// none and applies none twice: a `triggeredBy` job runs once per event time, before and
+/// after the failover.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_reach_only_the_leader_and_a_failover_loses_none() {
+    let broker = Broker::new("cluster");
+    let channel = broker.channel().await;
+    let mut cluster = Cluster::start(3, &broker.config()).await;
+    let _agent = ClusterAgent::start(&cluster, "w1", 8.0);
+    wait_for_agent(&cluster, "w1").await;
+    wait_for(
+        "the leader's AMQP consumer",
+        Duration::from_secs(20),
+        || async { consumers(&broker, &channel).await == 1 },
+    )
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let job = serde_json::json!({
+        "name": "fed", "triggeredBy": "feed/*", "epsilon": "PT60S", "retries": 0,
+        "command": format!("echo $DRON_TASK_ID >> {}/fed", out.path().display()),
+        "cpus": 0.1, "mem": 16,
+    });
+    let follower = (cluster.wait_for_leader().await + 1) % 3;
+    assert!(create(&cluster, follower, job).await, "{}", cluster.logs());
+    // Whole seconds in the past: event n is the logical time base + n s.
+    let base_ms = (now_ms() / 1000 - 600) * 1000;
+    let publish = |range: std::ops::Range<i64>| {
+        let (broker, channel) = (broker.clone(), channel.clone());
+        async move {
+            for n in range {
+                let event =
+                    serde_json::json!({"resource": format!("feed/{n}"), "at": base_ms + n * 1000});
+                broker.publish(&channel, &event).await.unwrap();
+            }
+        }
+    };
+    let ran = |count: usize| {
+        let file = out.path().join("fed");
+        move || {
+            let file = file.clone();
+            async move { targets(&file).len() >= count }
+        }
+    };
+    publish(0..10).await;
+    wait_for("the first events' runs", Duration::from_secs(30), ran(10)).await;
+    let old_leader = cluster.leader().await.expect("a leader");
+    cluster.kill9(old_leader);
+    // Published while no server leads, or a new one is taking over: they wait in the queue.
+    publish(10..20).await;
+    let new_leader = cluster.wait_for_leader().await;
+    assert_ne!(new_leader, old_leader);
+    wait_for("every event's run", Duration::from_secs(60), ran(20)).await;
+    assert_eq!(
+        consumers(&broker, &channel).await,
+        1,
+        "only the new leader consumes"
+    );
+    // Redelivered events (those the old leader took and never acked) run nothing twice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut runs = targets(&out.path().join("fed"));
+    runs.sort();
+    let expected: Vec<i64> = (0..20).map(|n| base_ms + n * 1000).collect();
+    assert_eq!(runs, expected, "one run per event time\n{}", cluster.logs());
+    broker.clean_up(&channel, &[]).await;
 }
