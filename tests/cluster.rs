@@ -299,3 +299,62 @@ async fn events_reach_only_the_leader_and_a_failover_loses_none() {
     assert_eq!(runs, expected, "one run per event time\n{}", cluster.logs());
     broker.clean_up(&channel, &[]).await;
 }
+
+/// The shard count changed on a cluster (through a follower, which forwards it) is a
+/// replicated fact like the jobs it moves: the next leader has every job on exactly one of
+/// the new shards, and no target is missed or run twice across the move and the failover.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reshard_survives_the_leader_and_moves_every_job_once() {
+    let mut cluster = Cluster::start(3, "").await;
+    let _agent = ClusterAgent::start(&cluster, "w1", 8.0);
+    wait_for_agent(&cluster, "w1").await;
+    let out = tempfile::tempdir().unwrap();
+    let start_ms = (now_ms() / 1000 + 3) * 1000;
+    let names: Vec<String> = (0..8).map(|i| format!("moved-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        assert!(create(&cluster, i % 3, recording_job(name, out.path(), start_ms)).await);
+    }
+    wait_for("every job to run", Duration::from_secs(30), || async {
+        names
+            .iter()
+            .all(|n| !targets(&out.path().join(n)).is_empty())
+    })
+    .await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (leader + 1) % 3;
+    let count = serde_json::json!({"count": 5});
+    let (status, answer) = cluster
+        .request(follower, "PUT", "/api/shards", Some(count))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, &answer["count"]),
+        (200, &serde_json::json!(5)),
+        "{answer}"
+    );
+    cluster.kill9(leader);
+    let new_leader = cluster.wait_for_leader().await;
+    let (_, shards) = cluster
+        .request(new_leader, "GET", "/api/shards", None)
+        .await
+        .unwrap();
+    let jobs: u64 = shards["shards"]
+        .as_array()
+        .expect("the leader's shards")
+        .iter()
+        .map(|s| s["jobs"].as_u64().unwrap())
+        .sum();
+    assert_eq!((shards["count"].as_u64(), jobs), (Some(5), 8), "{shards}");
+    let until_ms = now_ms() + 2000;
+    wait_for(
+        "targets after the failover",
+        Duration::from_secs(30),
+        || async {
+            names
+                .iter()
+                .all(|n| targets(&out.path().join(n)).iter().any(|t| *t >= until_ms))
+        },
+    )
+    .await;
+    check_targets(out.path(), &names, start_ms, until_ms, &cluster.logs());
+}
