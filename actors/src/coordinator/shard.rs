@@ -29,7 +29,7 @@ mod status;
 mod timers;
 mod wait;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::DateTime;
@@ -99,6 +99,10 @@ pub struct Shard {
     appends_since_trim: HashMap<String, usize>,
     /// Jobs handed to another shard and not yet forgotten, with their instance ids.
     released: HashMap<String, Vec<String>>,
+    /// Jobs that run one instance at a time, whose slot is taken while targets are due: no
+    /// timer and no instance for those targets until the slot frees (see
+    /// `fire_due_targets` in `shard/firing.rs`).
+    parked: HashSet<String>,
     /// `triggeredBy` jobs: name → pattern.
     triggered: BTreeMap<String, String>,
 }
@@ -126,6 +130,7 @@ impl Shard {
             children: HashMap::new(),
             appends_since_trim: HashMap::new(),
             released: HashMap::new(),
+            parked: HashSet::new(),
             triggered: BTreeMap::new(),
         };
         for record in snapshot.jobs {
@@ -200,6 +205,7 @@ impl Shard {
         }
         self.appends_since_trim.remove(name);
         self.triggered.remove(name);
+        self.parked.remove(name);
         Some(entry.record)
     }
 

@@ -35,39 +35,37 @@ impl Shard {
     /// whose epsilon window has closed are recorded as one skipped range; those still open
     /// run, late. Answers the first target left due when it stopped at the cap: the caller
     /// puts its timer back (this tick must not fire it again).
+    ///
+    /// A job that runs one instance at a time (not `concurrent`) gets no instance for a target
+    /// while its slot is taken ([`Shard::slot_taken`]): it is *parked*, its due targets kept
+    /// implicit in its durable `next_target_ms`, with no timer. When the slot frees
+    /// (`try_start`), this runs again: the targets past their epsilon become one skipped
+    /// range and the oldest still open starts. So an overloaded server, whose runs end late,
+    /// writes nothing per waiting target (queued instances cost a write when queued and
+    /// another when skipped): the overloaded path is the cheap one.
     fn fire_due_targets(&mut self, name: &str, now_ms: i64, out: &mut Outbox) -> Option<i64> {
         let cap = self.config.max_instances_per_tick;
         let entry = self.jobs.get_mut(name)?;
         let schedule = entry.schedule.clone()?;
         let epsilon = entry.record.spec.epsilon_ms;
+        let one_at_a_time = !entry.record.spec.concurrent;
         let mut next = entry.record.state.next_target_ms;
         if let Some(first_due) = next.filter(|t| t + epsilon < now_ms) {
             let open_from = now_ms - epsilon;
-            let count =
-                schedule.count_between(ms_to_time(first_due), ms_to_time(open_from), u64::MAX);
             next = schedule
                 .first_at_or_after(ms_to_time(open_from))
                 .map(|t| t.timestamp_millis());
-            if count > 0 {
-                let reason = "could not start within epsilon (server down or busy)".to_string();
-                let skipped = SkippedTargets {
-                    job: name.to_string(),
-                    first_target_ms: first_due,
-                    until_ms: open_from,
-                    count,
-                    recorded_ms: now_ms,
-                    reason,
-                };
-                tracing::warn!(job = name, count, "targets skipped");
-                metrics::counter!("dron_skipped_targets_total").increment(count);
-                let notice = skipped_notice(&entry.record.spec, &skipped);
-                push_notice(notice, out);
-                self.append_history(HistoryEntry::Skipped(skipped), out);
-            }
+            let reason = "could not start within epsilon (server down or busy)";
+            self.skip_range(name, first_due, open_from, reason, now_ms, out);
         }
         let mut created = 0;
         let mut capped = None;
+        let mut parked = false;
         while let Some(target) = next.filter(|t| *t <= now_ms) {
+            if one_at_a_time && self.slot_taken(name) {
+                parked = true;
+                break;
+            }
             if created == cap {
                 out.more_due = true;
                 capped = Some(target);
@@ -83,13 +81,94 @@ impl Shard {
                 .map(|t| t.timestamp_millis());
         }
         let entry = self.jobs.get_mut(name).expect("job present");
-        entry.record.state.next_target_ms = next;
-        if let (Some(next), None) = (next, capped) {
+        if parked {
+            self.parked.insert(name.to_string());
+        } else if let (Some(next), None) = (next, capped) {
             self.timers.insert(next, name);
         }
-        out.ops.push(StoreOp::PutJob(entry.record.clone()));
+        if entry.record.state.next_target_ms != next {
+            entry.record.state.next_target_ms = next;
+            out.ops.push(StoreOp::PutJob(entry.record.clone()));
+        }
         self.try_start(name, now_ms, out);
         capped
+    }
+
+    /// Records the targets of `name` in `[first_ms, until_ms)` as one skipped range (one
+    /// history entry and one notice, whatever their number).
+    fn skip_range(
+        &mut self,
+        name: &str,
+        first_ms: i64,
+        until_ms: i64,
+        reason: &str,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) {
+        let Some(entry) = self.jobs.get(name) else {
+            return;
+        };
+        let Some(schedule) = &entry.schedule else {
+            return;
+        };
+        let count = schedule.count_between(ms_to_time(first_ms), ms_to_time(until_ms), u64::MAX);
+        if count == 0 {
+            return;
+        }
+        let skipped = SkippedTargets {
+            job: name.to_string(),
+            first_target_ms: first_ms,
+            until_ms,
+            count,
+            recorded_ms: now_ms,
+            reason: reason.to_string(),
+        };
+        tracing::warn!(job = name, count, reason, "targets skipped");
+        metrics::counter!("dron_skipped_targets_total").increment(count);
+        let notice = skipped_notice(&entry.record.spec, &skipped);
+        push_notice(notice, out);
+        self.append_history(HistoryEntry::Skipped(skipped), out);
+    }
+
+    /// Whether a job that runs one instance at a time has its slot taken: an instance runs,
+    /// waits to retry, or is queued to start. (Instances waiting for resources do not take
+    /// it: several targets may wait for their data at once.)
+    fn slot_taken(&self, name: &str) -> bool {
+        self.live.instances_of(name).any(|instance| {
+            matches!(
+                instance.state,
+                InstanceState::Running | InstanceState::RetryWait | InstanceState::Queued
+            )
+        })
+    }
+
+    /// A parked job's due targets, dropped with the job's tasks (`kill_tasks`): recorded as
+    /// one skipped range, and its timer armed for its next target after now. Answers how
+    /// many were dropped.
+    pub(super) fn drop_parked_targets(&mut self, name: &str, now_ms: i64, out: &mut Outbox) -> u64 {
+        if !self.parked.remove(name) {
+            return 0;
+        }
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return 0;
+        };
+        let (Some(first), Some(schedule)) = (entry.record.state.next_target_ms, &entry.schedule)
+        else {
+            return 0;
+        };
+        let next = schedule
+            .next_after(ms_to_time(now_ms))
+            .map(|t| t.timestamp_millis());
+        let until = next.unwrap_or(now_ms + 1);
+        let count = schedule.count_between(ms_to_time(first), ms_to_time(until), u64::MAX);
+        entry.record.state.next_target_ms = next;
+        out.ops.push(StoreOp::PutJob(entry.record.clone()));
+        if let Some(next) = next {
+            self.timers.insert(next, name);
+        }
+        let reason = "killed on request before it started";
+        self.skip_range(name, first, until, reason, now_ms, out);
+        count
     }
 
     pub fn run_now(
@@ -128,6 +207,19 @@ impl Shard {
     /// Starts what may start of a job's queued instances: the oldest one, or all of them for
     /// a concurrent job. A queued target past its epsilon is skipped instead.
     pub(super) fn try_start(&mut self, name: &str, now_ms: i64, out: &mut Outbox) {
+        self.start_queued(name, now_ms, out);
+        if self.parked.contains(name) && !self.slot_taken(name) {
+            // Its slot is free: fire its implicit targets now (which starts the oldest open
+            // one, through here again).
+            self.parked.remove(name);
+            if let Some(due) = self.fire_due_targets(name, now_ms, out) {
+                self.timers.insert(due, name);
+            }
+        }
+    }
+
+    /// Starts what may start of a job's queued instances (see `try_start`).
+    fn start_queued(&mut self, name: &str, now_ms: i64, out: &mut Outbox) {
         let Some(entry) = self.jobs.get(name) else {
             return;
         };

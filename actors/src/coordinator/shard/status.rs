@@ -328,7 +328,8 @@ impl Shard {
                 self.record_end(id, ending, now_ms, out);
             }
         }
-        Ok(ids.len())
+        let dropped = self.drop_parked_targets(name, now_ms, out);
+        Ok(ids.len() + dropped as usize)
     }
 }
 

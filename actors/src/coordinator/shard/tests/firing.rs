@@ -56,12 +56,15 @@ fn targets_missed_beyond_epsilon_are_recorded_as_one_skipped_range() {
         .collect();
     assert_eq!(skipped.len(), 1);
     assert_eq!(skipped[0].count, 540, "targets T0 .. now-60s");
-    // The 61 targets whose window is still open become instances; the oldest starts.
-    assert_eq!(shard.stats().live_instances, 61);
+    // Of the 61 targets whose window is still open, the oldest starts; the job runs one at
+    // a time, so the others stay implicit in its next target (no instance, no write).
+    assert_eq!(shard.stats().live_instances, 1);
     assert_eq!(
         out.launches[0].spec.task_id,
         format!("ct:{}:0:a:", now - 60_000)
     );
+    let next = shard.job_view("a").unwrap().record.state.next_target_ms;
+    assert_eq!(next, Some(now - 59_000));
 }
 
 #[test]
@@ -72,12 +75,38 @@ fn queued_targets_past_epsilon_are_skipped_while_the_previous_run_goes_on() {
         JobKind::Scheduled,
     );
     shard.put_job(job, T0, &mut Outbox::default());
-    tick(&mut shard, T0); // starts and keeps running
+    let first = tick(&mut shard, T0).launches.remove(0).spec.task_id; // keeps running
     for second in 1..=10 {
-        tick(&mut shard, T0 + second * 1000);
+        let out = tick(&mut shard, T0 + second * 1000);
+        assert!(out.ops.is_empty(), "a parked job writes nothing per target");
     }
-    // Only the targets still inside their 2 s window wait; the rest were skipped on the way.
-    assert_eq!(shard.stats().live_instances, 1 + 3);
+    // Its targets wait implicitly, with no instance and no timer.
+    assert_eq!(shard.stats().live_instances, 1);
+    assert_eq!(shard.next_deadline(), None);
+    // When the run ends, the targets past their 2 s window are skipped as one range and the
+    // oldest still inside it starts at once.
+    let mut out = Outbox::default();
+    let now = T0 + 10_500;
+    shard.task_update(ended(&first, TaskEnd::Exited(0)), now, &mut out);
+    let skipped: Vec<&SkippedTargets> = out
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::AppendHistory(HistoryEntry::Skipped(s)) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        (skipped.len(), skipped[0].first_target_ms, skipped[0].count),
+        (1, T0 + 1000, 8),
+        "targets 1 s .. 8 s"
+    );
+    assert_eq!(out.launches.len(), 1);
+    assert_eq!(
+        out.launches[0].spec.task_id,
+        format!("ct:{}:0:a:", T0 + 9000)
+    );
+    assert_eq!(shard.stats().live_instances, 1, "T0 + 10 s stays implicit");
 }
 
 #[test]
@@ -92,11 +121,11 @@ fn summaries_say_whether_a_job_is_idle_queued_or_running() {
     assert_eq!(
         state_of(&shard),
         RunState::Running,
-        "one running, one queued behind it"
+        "one running, the next target waiting behind it"
     );
     let mut out = Outbox::default();
     shard.kill_tasks("a", T0 + 1001, &mut out).unwrap();
-    // The running one is asked to die; the queued one ended at once.
+    // The running one is asked to die; the waiting target is dropped at once.
     let task = out.kills[0].clone();
     shard.task_update(ended(&task, TaskEnd::Killed), T0 + 1002, &mut out);
     assert_eq!(state_of(&shard), RunState::Idle);

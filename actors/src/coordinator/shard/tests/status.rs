@@ -144,15 +144,24 @@ fn kill_ends_queued_runs_and_signals_running_ones() {
     let mut shard = empty_shard();
     shard.put_job(every_second("a"), T0, &mut Outbox::default());
     let running = tick(&mut shard, T0).launches.remove(0).spec.task_id;
-    tick(&mut shard, T0 + 1000); // queued behind the running one
+    tick(&mut shard, T0 + 1000); // waiting behind the running one
     let mut out = Outbox::default();
     assert_eq!(shard.kill_tasks("a", T0 + 1100, &mut out).unwrap(), 2);
     assert_eq!(out.kills, vec![running.clone()]);
     assert!(out.launches.is_empty(), "a killed queue does not start");
     let mut out = Outbox::default();
     shard.task_update(ended(&running, TaskEnd::Signaled(9)), T0 + 1200, &mut out);
+    assert!(
+        out.launches.is_empty(),
+        "the dropped target does not start either"
+    );
     assert_eq!(shard.stats().live_instances, 0);
-    assert_eq!(shard.job_view("a").unwrap().record.state.error_count, 2);
+    assert_eq!(shard.job_view("a").unwrap().record.state.error_count, 1);
+    assert_eq!(
+        shard.next_deadline(),
+        Some(T0 + 2000),
+        "the schedule goes on"
+    );
 }
 
 #[test]
