@@ -271,3 +271,45 @@ async fn deleting_a_parent_rewires_its_children_as_chronos_does() {
     assert_eq!(server.job("leaf").await["disabled"], true);
     assert_eq!(server.job("only").await["successCount"], 1);
 }
+
+/// Jobs whose runs outlast their period are overloaded for good: each keeps one live
+/// instance (its running run), its targets due meanwhile wait with no record of their own,
+/// and those that cannot start within epsilon are recorded as skipped ranges. Before, every
+/// due target became a queued instance (written when queued and again when skipped), and the
+/// live set grew with the overload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_slower_than_their_period_keep_one_live_instance_each() {
+    let server = Server::start(2).await;
+    let jobs = 20;
+    for i in 0..jobs {
+        server
+            .create(json!({
+                "name": format!("slow-{i}"), "command": "", "builtinSleepMs": 1500,
+                "schedule": "R//PT0.2S", "epsilon": "PT0.5S",
+            }))
+            .await;
+    }
+    let live = || async {
+        let shards = server.ok("GET", "/api/shards", None).await;
+        let shards = shards["shards"].as_array().cloned().unwrap_or_default();
+        shards
+            .iter()
+            .map(|s| s["live_instances"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let mut most = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        most = most.max(live().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(most <= jobs, "{most} live instances for {jobs} jobs");
+    let runs = server
+        .ok("GET", "/api/jobs/slow-0/runs?limit=50", None)
+        .await;
+    let runs = runs["runs"].as_array().unwrap();
+    let kinds = |kind: &str| runs.iter().filter(|r| r["kind"] == kind).count();
+    assert!(kinds("skipped") >= 1, "skipped ranges recorded: {runs:#?}");
+    let succeeded = runs.iter().filter(|r| r["state"] == "succeeded").count();
+    assert!(succeeded >= 2, "runs go on one after another: {runs:#?}");
+}
