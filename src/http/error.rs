@@ -61,7 +61,16 @@ impl IntoResponse for ApiError {
             Some(field) => json!({ "error": self.message, "field": field }),
             None => json!({ "error": self.message }),
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 here is a passing state (a shard restarting or overloaded, recovery
+            // under way): clients may retry after a second.
+            let retry = axum::http::HeaderValue::from_static("1");
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry);
+        }
+        response
     }
 }
 

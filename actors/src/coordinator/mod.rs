@@ -22,6 +22,7 @@ pub use messages::{
 pub use shard::{Adoption, Applied, Outbox, Shard, ShardConfig};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
@@ -53,6 +54,10 @@ pub struct CoordinatorArgs {
 
 pub struct CoordinatorState {
     shard: Shard,
+    /// Batches submitted and not durable yet, and whether a tick waits for them to drain
+    /// (shared with the committer: see [`Backlog`]).
+    backlog: Arc<Backlog>,
+    max_writes_in_flight: usize,
     store: Arc<dyn ShardStore>,
     /// Where admitted instances' resources are looked up (see `look_up`).
     resources: Arc<dyn ResourceStore>,
@@ -80,6 +85,8 @@ type Then = Box<dyn FnOnce() + Send>;
 struct Commit {
     durable: Durable,
     effects: Effects,
+    /// Counted in the shard's [`Backlog`] (it has writes) until its durability resolves.
+    in_backlog: bool,
 }
 
 struct Effects {
@@ -105,6 +112,7 @@ impl Actor for Coordinator {
         let store = args.store.clone();
         let snapshot = tokio::task::spawn_blocking(move || store.load()).await??;
         let now_ms = args.clock.now_ms();
+        let max_writes_in_flight = args.config.max_writes_in_flight.max(1);
         let (shard, recovered) = Shard::recover(args.index, args.config, snapshot, now_ms);
         tracing::info!(
             shard = args.index,
@@ -113,7 +121,10 @@ impl Actor for Coordinator {
         );
         let (deadline, deadline_rx) = watch::channel(None);
         ticker::spawn(myself.clone(), args.clock.clone(), deadline_rx);
+        let backlog = Arc::new(Backlog::default());
         let links = Links {
+            backlog: backlog.clone(),
+            low_water: max_writes_in_flight / 2,
             shard: args.index,
             coordinator: myself.clone(),
             broker: args.broker,
@@ -123,6 +134,8 @@ impl Actor for Coordinator {
         let committer = spawn_committer(links);
         let mut state = CoordinatorState {
             shard,
+            backlog,
+            max_writes_in_flight,
             store: args.store,
             resources: args.resources,
             clock: args.clock,
@@ -155,6 +168,10 @@ impl CoordinatorState {
     ) -> Result<(), ActorProcessingErr> {
         let now_ms = self.clock.now_ms();
         let mut out = Outbox::default();
+        let message = match self.push_back(message) {
+            Some(message) => message,
+            None => return Ok(()),
+        };
         match message {
             CoordinatorMsg::PutJob {
                 spec,
@@ -341,6 +358,42 @@ impl CoordinatorState {
         Ok(())
     }
 
+    /// While the store is behind (more than `max_writes_in_flight` batches not durable),
+    /// new work is pushed back instead of queued in memory: new jobs and runs are refused with
+    /// a 503 (their callers retry), and a tick waits until the committer has seen the backlog
+    /// drain (it sends the tick then). Ends, kills, deletions and events go on: they free
+    /// resources or must not be lost. Answers the message when it is to be handled.
+    fn push_back(&mut self, message: CoordinatorMsg) -> Option<CoordinatorMsg> {
+        let in_flight = self.backlog.in_flight.load(Ordering::Acquire);
+        if in_flight <= self.max_writes_in_flight {
+            return Some(message);
+        }
+        let busy = || {
+            let shard = self.shard.index;
+            metrics::counter!("dron_writes_pushed_back_total").increment(1);
+            crate::error::CommandError::Unavailable(format!(
+                "shard {shard} is overloaded: {in_flight} writes wait for the disk; retry shortly"
+            ))
+        };
+        match message {
+            CoordinatorMsg::PutJob { reply, .. } => drop(reply.send(Err(busy()))),
+            CoordinatorMsg::RunNow { reply, .. } => drop(reply.send(Err(busy()))),
+            CoordinatorMsg::MarkSuccess { reply, .. } => drop(reply.send(Err(busy()))),
+            CoordinatorMsg::Tick => {
+                self.backlog.tick_deferred.store(true, Ordering::Release);
+                // The backlog may have drained between the load above and the store: the
+                // committer then saw no deferred tick, so tick now after all.
+                if self.backlog.in_flight.load(Ordering::Acquire) <= self.max_writes_in_flight
+                    && self.backlog.tick_deferred.swap(false, Ordering::AcqRel)
+                {
+                    return Some(CoordinatorMsg::Tick);
+                }
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
     /// Runs `read` against the store on a blocking thread (a RocksDB read must not hold up
     /// this actor's worker) and answers from there. It sees every write of every message
     /// handled before this one, as a read in the handler after a flush would: the flush
@@ -416,12 +469,19 @@ impl CoordinatorState {
             notices,
             thens,
         };
-        let durable = if ops.is_empty() {
-            already_durable()
-        } else {
+        let in_backlog = !ops.is_empty();
+        let durable = if in_backlog {
+            self.backlog.in_flight.fetch_add(1, Ordering::AcqRel);
             self.store.submit(crate::store::coalesce(ops))
+        } else {
+            already_durable()
         };
-        if self.committer.send(Commit { durable, effects }).is_err() {
+        let commit = Commit {
+            durable,
+            effects,
+            in_backlog,
+        };
+        if self.committer.send(commit).is_err() {
             tracing::error!(shard = self.shard.index, "committer gone");
             let _ = myself.send_message(CoordinatorMsg::StoreFailed(
                 crate::store::StoreError::Stopped("the committer"),
@@ -483,6 +543,15 @@ fn unavailable(error: crate::store::StoreError) -> crate::error::CommandError {
     crate::error::CommandError::Unavailable(error.to_string())
 }
 
+/// What a shard has submitted and is not durable yet, shared by the coordinator (which
+/// pushes back while it is large) and its committer (which sends the deferred tick once it
+/// has drained to half the limit).
+#[derive(Default)]
+struct Backlog {
+    in_flight: AtomicUsize,
+    tick_deferred: AtomicBool,
+}
+
 /// For effects with nothing to write.
 fn already_durable() -> Durable {
     let (done, durable) = tokio::sync::oneshot::channel();
@@ -502,6 +571,9 @@ fn reply_later<T: Send + 'static>(
 
 /// Where a commit's effects go.
 struct Links {
+    backlog: Arc<Backlog>,
+    /// The backlog at which a deferred tick is sent.
+    low_water: usize,
     shard: u32,
     coordinator: ActorRef<CoordinatorMsg>,
     broker: ActorRef<BrokerMsg>,
@@ -513,10 +585,20 @@ struct Links {
 fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
     let (sender, mut commits) = mpsc::unbounded_channel::<Commit>();
     tokio::spawn(async move {
-        while let Some(Commit { durable, effects }) = commits.recv().await {
-            let error = match durable.await {
+        while let Some(commit) = commits.recv().await {
+            let Commit {
+                durable,
+                effects,
+                in_backlog,
+            } = commit;
+            let resolved = durable.await;
+            if in_backlog {
+                links.backlog.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+            let error = match resolved {
                 Ok(Ok(())) => {
                     release(effects, &links);
+                    links.tick_if_drained();
                     continue;
                 }
                 Ok(Err(error)) => error,
@@ -529,6 +611,17 @@ fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
         }
     });
     sender
+}
+
+impl Links {
+    /// Sends the tick the coordinator deferred while its backlog was large, once it has
+    /// drained to the low-water mark.
+    fn tick_if_drained(&self) {
+        let drained = self.backlog.in_flight.load(Ordering::Acquire) <= self.low_water;
+        if drained && self.backlog.tick_deferred.swap(false, Ordering::AcqRel) {
+            let _ = self.coordinator.send_message(CoordinatorMsg::Tick);
+        }
+    }
 }
 
 impl Staged {

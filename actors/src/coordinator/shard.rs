@@ -57,6 +57,10 @@ pub struct ShardConfig {
     /// Instances one job may create in one tick (a PT0.001S job after downtime must not
     /// stall its shard); the rest follow on the next tick.
     pub max_instances_per_tick: usize,
+    /// Batches submitted to the store and not yet durable, beyond which the shard pushes
+    /// back: it refuses new jobs and runs (503) and defers its ticks until the store has
+    /// caught up, rather than queue work in memory faster than the disk takes it.
+    pub max_writes_in_flight: usize,
 }
 
 impl Default for ShardConfig {
@@ -67,6 +71,7 @@ impl Default for ShardConfig {
             retry_backoff_ms: 1000,
             retry_backoff_max_ms: 60_000,
             max_instances_per_tick: 1000,
+            max_writes_in_flight: 64,
         }
     }
 }

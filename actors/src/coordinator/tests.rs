@@ -126,6 +126,10 @@ async fn start() -> Harness {
 
 /// A harness whose coordinator looks resources up in `resources`.
 async fn start_over(resources: Arc<MemoryResourceStore>) -> Harness {
+    start_with(resources, ShardConfig::default()).await
+}
+
+async fn start_with(resources: Arc<MemoryResourceStore>, config: ShardConfig) -> Harness {
     let store = Arc::new(GatedStore::default());
     let (broker, launches) = recorder(|m: &BrokerMsg| match m {
         BrokerMsg::Launch(request) => Some(request.spec.task_id.clone()),
@@ -149,7 +153,7 @@ async fn start_over(resources: Arc<MemoryResourceStore>) -> Harness {
         bus,
         notifier,
         resources,
-        config: ShardConfig::default(),
+        config,
     };
     let (coordinator, _) = Actor::spawn(None, Coordinator, args).await.unwrap();
     Harness {
@@ -423,4 +427,53 @@ async fn a_slow_history_read_holds_up_no_other_message() {
     assert!(history.try_recv().is_err(), "the read is still blocked");
     release.send(()).unwrap();
     assert!(matches!(history.await, Ok(Ok(_))));
+}
+
+/// While more batches than `max_writes_in_flight` wait to be durable, the shard pushes back:
+/// a new run is refused at once (the API answers 503) and a tick waits; once the store
+/// catches up, the deferred tick comes and new runs are taken again.
+#[tokio::test(start_paused = true)]
+async fn a_shard_behind_its_store_refuses_new_runs_and_defers_its_ticks() {
+    let config = ShardConfig {
+        max_writes_in_flight: 2,
+        ..ShardConfig::default()
+    };
+    let harness = start_with(Arc::new(MemoryResourceStore::default()), config).await;
+    put_idle_job(&harness, "idle").await;
+    let spec = job(serde_json::json!({
+        "name": "a", "command": "true", "schedule": "R/2026-11-23T10:00:01Z/PT1S",
+        "concurrent": true
+    }));
+    put_then_fire(&harness, spec).await; // fired at T0 + 1 s: held, not durable
+    let run_now = || {
+        ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
+            name: "idle".into(),
+            reply,
+        })
+    };
+    let _first = run_now();
+    settle().await;
+    let _second = run_now();
+    settle().await;
+    assert_eq!(harness.store.held(), 3, "three batches wait for the disk");
+    let mut refused = run_now();
+    settle().await;
+    assert!(
+        matches!(refused.try_recv(), Ok(Err(CommandError::Unavailable(_)))),
+        "a new run is pushed back at once"
+    );
+    tokio::time::sleep(Duration::from_millis(2_000)).await; // two targets fall due
+    settle().await;
+    assert_eq!(harness.store.held(), 3, "the tick waits");
+    harness.store.make_durable();
+    settle().await;
+    assert_eq!(
+        harness.store.held(),
+        1,
+        "the deferred tick fired the due targets"
+    );
+    let accepted = run_now();
+    settle().await;
+    harness.store.make_durable();
+    assert!(matches!(accepted.await, Ok(Ok(_))));
 }
