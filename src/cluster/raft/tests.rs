@@ -542,6 +542,18 @@ async fn a_joining_node_is_added_from_a_snapshot_and_members_are_removed() {
         raft(leader).remove_node(9).await,
         Err(MembershipError::UnknownNode { id: 9, .. })
     ));
+    // A server that never answers stays a learner, and can be removed.
+    let nowhere = "http://127.0.0.1:1".to_string();
+    assert!(matches!(
+        raft(leader)
+            .add_node(5, nowhere, Duration::from_millis(500))
+            .await,
+        Err(MembershipError::CatchUpTimeout { id: 5, .. })
+    ));
+    let learner = raft(leader).status().nodes.into_iter().find(|n| n.id == 5);
+    assert_eq!(learner.map(|n| n.role), Some(Role::Learner));
+    raft(leader).remove_node(5).await.unwrap();
+    assert!(raft(leader).status().nodes.iter().all(|n| n.id != 5));
     // The leader removes itself: it steps down and says it was removed.
     raft(leader).remove_node(leader).await.unwrap();
     wait(raft(leader).leadership(), |l| l.role == Role::Removed).await;
