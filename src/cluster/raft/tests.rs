@@ -554,10 +554,21 @@ async fn a_joining_node_is_added_from_a_snapshot_and_members_are_removed() {
     assert_eq!(learner.map(|n| n.role), Some(Role::Learner));
     raft(leader).remove_node(5).await.unwrap();
     assert!(raft(leader).status().nodes.iter().all(|n| n.id != 5));
+    // A follower removed while it runs may never hear of it: it stands for election and is
+    // refused, without raising anyone's term (its log lacks the change that removed it).
+    let term = raft(leader).status().term;
+    raft(leader).remove_node(follower).await.unwrap();
+    // Time for it to stand at least once: the lease, then up to the longest timeout, twice.
+    tokio::time::sleep(Duration::from_millis(4 * fast().election_timeout_max_ms)).await;
+    let status = raft(leader).status();
+    assert_eq!((status.leader, status.term), (Some(leader), term));
+    assert_ne!(raft(follower).status().role, Role::Leader);
+    cluster.write(leader, "undisturbed=1").await;
     // The leader removes itself: it steps down and says it was removed.
     raft(leader).remove_node(leader).await.unwrap();
     wait(raft(leader).leadership(), |l| l.role == Role::Removed).await;
     assert_eq!(raft(leader).status().leader, None);
+    cluster.stop(follower).await;
     cluster.stop(leader).await;
     let next = cluster.leader().await;
     assert_ne!(next, leader);
