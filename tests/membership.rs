@@ -153,6 +153,15 @@ async fn a_dead_server_is_replaced_by_a_new_one_that_catches_up_from_a_snapshot(
     })
     .await;
     assert_eq!(cluster.status(new).await.unwrap()["leader"], Value::Null);
+    let (health, body) = cluster.request(new, "GET", "/health", None).await.unwrap();
+    assert_eq!(health, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("waits to be added"),
+        "{body}"
+    );
     let address = cluster.nodes[new].url("");
     let (code, out, err) = cluster.cli(1 - leader, &["add-node", "4", &address]).await;
     assert_eq!(code, 0, "add-node: {out}{err}\n{}", cluster.logs());

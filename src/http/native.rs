@@ -97,6 +97,10 @@ async fn health(State(state): State<AppState>) -> axum::response::Response {
         "this server was removed from the cluster (dron cluster remove-node): it schedules \
          nothing; stop it"
             .to_string()
+    } else if cluster.role == crate::cluster::view::Role::Learner && cluster.nodes.is_empty() {
+        "this server was started with --join and waits to be added to a cluster (dron cluster \
+         add-node ID ADDRESS, through one of its servers)"
+            .to_string()
     } else if cluster.role == crate::cluster::view::Role::CutOff {
         "this server led, but no majority of the cluster has answered it within its lease: it \
          is cut off and schedules nothing"
