@@ -68,6 +68,10 @@ enum Command {
         /// A file holding the secret the cluster's servers share (at least 16 bytes).
         #[arg(long)]
         cluster_secret_file: Option<PathBuf>,
+        /// A new server for a running cluster: wait to be added (`dron cluster add-node ID
+        /// ADDRESS` on the cluster) instead of founding a cluster; --peers is not needed.
+        #[arg(long)]
+        join: bool,
     },
     /// Add, list, show, run, kill or delete jobs on a running server.
     Job {
@@ -192,10 +196,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Show the cluster: which server leads, in which term, and each server's role and lag.
+    /// Show the cluster: which server leads, in which term, and each server's role and lag;
+    /// add or remove a server.
     Cluster {
+        #[command(subcommand)]
+        action: Option<cluster::ClusterAction>,
         /// Print the server's JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
         #[command(flatten)]
         remote: Remote,
@@ -222,6 +229,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             node_id,
             peers,
             cluster_secret_file,
+            join,
         } => {
             init_tracing();
             let mut config = Config::load(config.as_deref())?;
@@ -234,6 +242,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             cluster.node_id = node_id.or(cluster.node_id);
             cluster.peers = peers.unwrap_or(std::mem::take(&mut cluster.peers));
             cluster.secret_file = cluster_secret_file.or(cluster.secret_file.take());
+            cluster.join |= join;
             config.settle()?;
             runtime()?.block_on(crate::server::serve(config))?;
             Ok(0)
@@ -265,8 +274,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Agents { json, remote } => remote_command(&remote, |client| async move {
             agents::agents(&client, json).await
         }),
-        Command::Cluster { json, remote } => remote_command(&remote, |client| async move {
-            cluster::cluster(&client, json).await
+        Command::Cluster {
+            action,
+            json,
+            remote,
+        } => remote_command(&remote, |client| async move {
+            cluster::cluster(&client, action, json).await
         }),
         Command::Job { action, remote } => {
             remote_command(

@@ -154,6 +154,17 @@ pub struct ClusterConfig {
     /// A follower that hears no leader for a random time between this and twice this starts
     /// an election.
     pub election_timeout_ms: u64,
+    /// A new server that waits to be added (`dron cluster add-node`) instead of founding a
+    /// cluster of its own: it never initializes a log, and `peers` may be left out
+    /// (`--join`). Harmless once it is a member: its log then rules.
+    pub join: bool,
+    /// A snapshot of the replicated state is taken after this many log entries since the
+    /// last one (0: never); the log behind it is then dropped, but for
+    /// `entries_kept_after_snapshot` entries.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot, so that a server a little behind catches up from
+    /// the log; one further behind (or a new one) gets the snapshot.
+    pub entries_kept_after_snapshot: u64,
 }
 
 /// The least length of the cluster secret, in bytes.
@@ -169,14 +180,17 @@ impl Default for ClusterConfig {
             // timeout) plus one election timeout: about 2-2.5 s with these (docs/cluster.md).
             heartbeat_ms: 150,
             election_timeout_ms: 600,
+            join: false,
+            snapshot_after_entries: 50_000,
+            entries_kept_after_snapshot: 10_000,
         }
     }
 }
 
 impl ClusterConfig {
-    /// Whether this server is one of a cluster (peers are given).
+    /// Whether this server is one of a cluster (peers are given, or it joins one).
     pub fn enabled(&self) -> bool {
-        !self.peers.is_empty()
+        !self.peers.is_empty() || self.join
     }
 
     /// The upper end of the election timeout's random range: twice `election_timeout_ms`.
@@ -193,8 +207,9 @@ impl ClusterConfig {
     pub fn secret(&self) -> anyhow::Result<Arc<str>> {
         let Some(path) = &self.secret_file else {
             anyhow::bail!(
-                "cluster: a secret file is required with --peers (--cluster-secret-file FILE, or \
-                 secret_file under [cluster]): the servers authenticate their Raft traffic with it"
+                "cluster: a secret file is required with --peers or --join (--cluster-secret-file \
+                 FILE, or secret_file under [cluster]): the servers authenticate their Raft \
+                 traffic with it"
             );
         };
         let text = std::fs::read_to_string(path)
@@ -248,14 +263,21 @@ impl ClusterConfig {
             ids.join(", ")
         };
         let Some(node_id) = self.node_id else {
+            if self.join {
+                anyhow::bail!(
+                    "cluster: --node-id (cluster.node_id) is required with --join: the id the \
+                     cluster will know this server by (`dron cluster add-node ID ADDRESS`)"
+                );
+            }
             anyhow::bail!(
                 "cluster: --node-id (cluster.node_id) is required with --peers: which of the \
                  peers ({}) is this server?",
                 ids()
             );
         };
+        // A joining server is added by the leader, under the id it is given there.
         anyhow::ensure!(
-            self.peers.contains_key(&node_id),
+            self.join || self.peers.contains_key(&node_id),
             "cluster: node id {node_id} is not among the peers ({}): list this server in \
              --peers too, with its own address",
             ids()
@@ -277,26 +299,34 @@ impl ClusterConfig {
 
 /// A peer's address: an http(s) base URL with a host, and no path, query or fragment.
 fn validate_peer_address(id: u64, address: &str) -> anyhow::Result<()> {
-    let problem = |what: &str| {
-        anyhow::anyhow!(
+    node_address_problem(address).map_or(Ok(()), |what| {
+        Err(anyhow::anyhow!(
             "cluster.peers: node {id}'s address '{address}' {what} (the server's HTTP base URL, \
              e.g. http://10.0.0.1:4400)"
-        )
+        ))
+    })
+}
+
+/// What is wrong with a cluster node's address, if anything: it must be an http(s) base URL
+/// with a host, and no path, query, fragment or credentials. (`--peers`, and the nodes
+/// `dron cluster add-node` adds.)
+pub fn node_address_problem(address: &str) -> Option<String> {
+    let url = match reqwest::Url::parse(address) {
+        Ok(url) => url,
+        Err(error) => return Some(format!("is not a URL: {error}")),
     };
-    let url = reqwest::Url::parse(address).map_err(|e| problem(&format!("is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(problem("must be an http:// or https:// URL"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(problem("has no host"));
-    }
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(problem("must have no path, query or fragment"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(problem("must not carry credentials"));
-    }
-    Ok(())
+    let problem = if !matches!(url.scheme(), "http" | "https") {
+        "must be an http:// or https:// URL"
+    } else if url.host_str().is_none_or(str::is_empty) {
+        "has no host"
+    } else if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        "must have no path, query or fragment"
+    } else if !url.username().is_empty() || url.password().is_some() {
+        "must not carry credentials"
+    } else {
+        return None;
+    };
+    Some(problem.to_string())
 }
 
 /// `--peers 1=http://a:4400,2=http://b:4400`: node id → address.
@@ -677,6 +707,18 @@ mod tests {
             cluster.election_timeout_ms,
             default_cluster.election_timeout_ms
         );
+        assert_eq!(
+            (
+                cluster.join,
+                cluster.snapshot_after_entries,
+                cluster.entries_kept_after_snapshot
+            ),
+            (
+                default_cluster.join,
+                default_cluster.snapshot_after_entries,
+                default_cluster.entries_kept_after_snapshot
+            )
+        );
     }
 
     #[test]
@@ -798,6 +840,31 @@ mod tests {
             !config.agents.local,
             "no local agent in a cluster by default"
         );
+    }
+
+    #[test]
+    fn a_joining_server_needs_its_id_and_secret_but_no_peers() {
+        let secret = secret_file("0123456789abcdef");
+        let text = format!(
+            "[cluster]\njoin = true\nnode_id = 4\nsecret_file = {:?}\n\
+             snapshot_after_entries = 10\nentries_kept_after_snapshot = 0\n",
+            secret.path()
+        );
+        let config = settled(&text).unwrap();
+        assert!(config.cluster.enabled() && config.cluster.join);
+        assert!(!config.agents.local, "no local agent on a joining server");
+        assert_eq!(config.cluster.snapshot_after_entries, 10);
+        assert_eq!(config.cluster.entries_kept_after_snapshot, 0);
+        // Listed peers that do not include it are fine: it is added under its own id.
+        let with_peers = format!("{text}[cluster.peers]\n1 = \"http://127.0.0.1:4401\"\n");
+        assert!(settled(&with_peers).is_ok());
+        let error = error_of(settled(&format!(
+            "[cluster]\njoin = true\nsecret_file = {:?}\n",
+            secret.path()
+        )));
+        assert!(error.contains("required with --join"), "{error}");
+        let error = error_of(settled("[cluster]\njoin = true\nnode_id = 4\n"));
+        assert!(error.contains("a secret file is required"), "{error}");
     }
 
     #[test]

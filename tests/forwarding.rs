@@ -56,6 +56,8 @@ fn follower_of(leader: &str) -> Arc<View> {
         scheduling: false,
         last_log_index: Some(42),
         last_applied: Some(42),
+        snapshot_index: None,
+        purged_index: None,
         nodes: vec![
             node(1, "http://127.0.0.1:1", Role::Follower),
             node(2, leader, Role::Leader),

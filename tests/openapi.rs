@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use support::Server;
 
-const ENDPOINTS: [(&str, &str); 23] = [
+const ENDPOINTS: [(&str, &str); 25] = [
     ("/health", "get"),
     ("/ping", "get"),
     ("/metrics", "get"),
@@ -28,6 +28,9 @@ const ENDPOINTS: [(&str, &str); 23] = [
     ("/api/agents", "get"),
     ("/api/agents/connect", "get"),
     ("/api/cluster", "get"),
+    // A single server refuses membership changes (400): it is not a cluster.
+    ("/api/cluster/nodes", "post"),
+    ("/api/cluster/nodes/{id}", "delete"),
     ("/api/notifications", "get"),
     ("/api/notifications/test", "post"),
 ];
@@ -58,7 +61,8 @@ async fn the_served_openapi_document_matches_the_routes() {
         );
         let concrete = path
             .replace("{name}", "hello")
-            .replace("{taskId}", &task_id);
+            .replace("{taskId}", &task_id)
+            .replace("{id}", "3");
         let (concrete, body) = match (path, method) {
             ("/api/schedule/preview", _) => (format!("{concrete}?schedule=R//PT1H&n=2"), None),
             ("/api/resources", "get") => (
@@ -71,6 +75,10 @@ async fn the_served_openapi_document_matches_the_routes() {
             ),
             // An out-of-range count is refused (400) without moving any job.
             ("/api/shards", "put") => (concrete, Some(json!({"count": 0}))),
+            ("/api/cluster/nodes", "post") => (
+                concrete,
+                Some(json!({"id": 4, "address": "http://127.0.0.1:4404"})),
+            ),
             _ => (concrete, None),
         };
         let (status, answer) = server

@@ -3,8 +3,11 @@
 # DIR), and AGENTS `dron agent` processes that know all three. Prints the servers' URLs, then
 # waits; Ctrl-C (or SIGTERM) stops everything.
 #
-#   loadtest/scripts/cluster.sh DRON_BIN DIR [AGENTS]
+#   loadtest/scripts/cluster.sh DRON_BIN DIR [AGENTS] [CONFIG]
 #   dron-loadtest --url http://127.0.0.1:4401 api --jobs 20000   # any server answers
+#
+# CONFIG: a dron.toml every server reads (e.g. [cluster] snapshot_after_entries).
+# A follower's catch-up after a minute down under load: loadtest/scripts/catchup.py.
 #
 # The leader's pid (for --server-pid): `dron cluster --url http://127.0.0.1:4401` names the
 # leader; its pid is in DIR/nN/pid.
@@ -12,6 +15,8 @@ set -euo pipefail
 dron=$(realpath "$1")
 dir=$(realpath -m "$2")
 agents=${3:-1}
+config=()
+[ -n "${4:-}" ] && config=(--config "$(realpath "$4")")
 mkdir -p "$dir"
 head -c 32 /dev/urandom | base64 > "$dir/secret"
 peers="1=http://127.0.0.1:4401,2=http://127.0.0.1:4402,3=http://127.0.0.1:4403"
@@ -19,7 +24,7 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 for n in 1 2 3; do
   mkdir -p "$dir/n$n"
-  "$dron" serve --node-id "$n" --peers "$peers" --cluster-secret-file "$dir/secret" \
+  "$dron" serve "${config[@]}" --node-id "$n" --peers "$peers" --cluster-secret-file "$dir/secret" \
     --listen "127.0.0.1:440$n" --data-dir "$dir/n$n/data" > "$dir/n$n/log" 2>&1 &
   pids+=($!)
   echo $! > "$dir/n$n/pid"

@@ -1,14 +1,51 @@
 //! `dron cluster`: who leads, in which term, and each server's role and lag, as the server
 //! asked sees it (`GET /api/cluster`; any server answers, a follower with what it knows).
+//! `dron cluster add-node ID ADDRESS` and `dron cluster remove-node ID` change the membership
+//! (`POST /api/cluster/nodes`, `DELETE /api/cluster/nodes/ID`, made by the leader), and print
+//! the cluster as it is afterwards.
 
+use clap::Subcommand;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::client::{Client, Outcome};
 use super::table::{cell, pretty, render};
 
-pub async fn cluster(client: &Client, json: bool) -> Outcome {
-    let answer = client.call(Method::GET, "/api/cluster", None).await?;
+#[derive(Subcommand)]
+pub enum ClusterAction {
+    /// Add a server: it must be running with `--join` (and the cluster's secret). It becomes
+    /// a voter once it has caught up (from a snapshot if the log behind has been dropped).
+    AddNode {
+        /// The new server's node id (its --node-id).
+        id: u64,
+        /// Its HTTP base address, as the other servers reach it, e.g. http://10.0.0.4:4400.
+        address: String,
+    },
+    /// Remove a server (dead or alive) from the cluster; stop it afterwards.
+    RemoveNode {
+        /// The server's node id.
+        id: u64,
+    },
+}
+
+pub async fn cluster(client: &Client, action: Option<ClusterAction>, json: bool) -> Outcome {
+    let answer = match action {
+        None => client.call(Method::GET, "/api/cluster", None).await?,
+        Some(ClusterAction::AddNode { id, address }) => {
+            let body = json!({ "id": id, "address": address });
+            let answer = client
+                .call(Method::POST, "/api/cluster/nodes", Some(&body))
+                .await?;
+            eprintln!("node {id} added at {address}");
+            answer
+        }
+        Some(ClusterAction::RemoveNode { id }) => {
+            let path = format!("/api/cluster/nodes/{id}");
+            let answer = client.call(Method::DELETE, &path, None).await?;
+            eprintln!("node {id} removed");
+            answer
+        }
+    };
     if json {
         println!("{}", pretty(&answer));
         return Ok(());

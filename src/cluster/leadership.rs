@@ -30,7 +30,7 @@ use super::state::ReplicatedState;
 use super::stores::{
     Replicated, ReplicatedNoticeStore, ReplicatedResourceStore, ReplicatedStoreFactory,
 };
-use super::view::{ClusterStatus, ClusterView, NodeId};
+use super::view::{Changing, ClusterStatus, ClusterView, NodeId, Role};
 use crate::config::Config;
 use crate::http::AppState;
 use crate::server::scheduler::{Scheduler, Storage};
@@ -42,6 +42,10 @@ struct NodeView {
     scheduling: AtomicBool,
 }
 
+/// How long `add-node` waits for the new server to catch up before it answers (the server
+/// stays a learner then, and add-node can be run again).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl ClusterView for NodeView {
     fn status(&self) -> ClusterStatus {
         let mut status = self.raft.status();
@@ -52,6 +56,14 @@ impl ClusterView for NodeView {
     fn scheduling(&self) -> bool {
         self.scheduling.load(Ordering::Acquire)
     }
+
+    fn add_node(&self, id: NodeId, address: String) -> Changing<'_> {
+        Box::pin(self.raft.add_node(id, address, CATCH_UP_TIMEOUT))
+    }
+
+    fn remove_node(&self, id: NodeId) -> Changing<'_> {
+        Box::pin(self.raft.remove_node(id))
+    }
 }
 
 pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> anyhow::Result<()> {
@@ -59,26 +71,24 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
         .cluster
         .node_id
         .context("a cluster node needs --node-id")?;
-    let members: BTreeMap<NodeId, Member> = config
-        .cluster
-        .peers
-        .iter()
-        .map(|(id, address)| {
-            (
-                *id,
-                Member {
-                    address: address.clone(),
-                },
-            )
-        })
+    // A joining server founds nothing: it waits for the leader to add it.
+    let founders = if config.cluster.join {
+        BTreeMap::new()
+    } else {
+        config.cluster.peers.clone()
+    };
+    let members: BTreeMap<NodeId, Member> = founders
+        .into_iter()
+        .map(|(id, address)| (id, Member { address }))
         .collect();
     let replicated =
         Arc::new(ReplicatedState::open(&config.data_dir).context("opening the replicated state")?);
     let settings = RaftSettings {
         heartbeat_ms: config.cluster.heartbeat_ms,
         election_timeout_min_ms: config.cluster.election_timeout_ms,
-        election_timeout_max_ms: config.cluster.election_timeout_ms * 2,
-        ..RaftSettings::default()
+        election_timeout_max_ms: config.cluster.election_timeout_max_ms(),
+        snapshot_after_entries: config.cluster.snapshot_after_entries,
+        entries_kept_after_snapshot: config.cluster.entries_kept_after_snapshot,
     };
     let raft = Arc::new(
         RaftNode::start(
@@ -107,7 +117,7 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
             .with_graceful_shutdown(crate::server::shutdown_signal())
             .await
     });
-    tracing::info!(node = this, listen = %config.listen, data_dir = %config.data_dir.display(), "dron cluster node starting");
+    tracing::info!(node = this, listen = %config.listen, data_dir = %config.data_dir.display(), join = config.cluster.join, "dron cluster node starting");
     let leading = tokio::spawn(lead_when_elected(
         config,
         raft.clone(),
@@ -262,7 +272,10 @@ async fn lost(
     loop {
         {
             let now = leadership.borrow_and_update();
-            if now.leader != Some(this) || now.term != term {
+            if now.role == Role::Removed {
+                return "this node was removed from the cluster";
+            }
+            if now.leader != Some(this) || now.term != term || now.role != Role::Leader {
                 return "another node leads";
             }
         }
@@ -282,7 +295,7 @@ async fn elected(leadership: &mut watch::Receiver<Leadership>, this: NodeId) -> 
     loop {
         {
             let now = leadership.borrow_and_update();
-            if now.leader == Some(this) {
+            if now.leader == Some(this) && now.role == Role::Leader {
                 return Some(now.term);
             }
         }

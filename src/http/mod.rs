@@ -166,6 +166,8 @@ impl AppState {
             scheduling: self.scheduler().is_some(),
             last_log_index: None,
             last_applied: None,
+            snapshot_index: None,
+            purged_index: None,
             nodes: vec![NodeStatus {
                 id: SINGLE_NODE_ID,
                 address,

@@ -93,6 +93,18 @@ async fn health(State(state): State<AppState>) -> axum::response::Response {
             },
             Err(error) => error.message,
         }
+    } else if cluster.role == crate::cluster::view::Role::Removed {
+        "this server was removed from the cluster (dron cluster remove-node): it schedules \
+         nothing; stop it"
+            .to_string()
+    } else if cluster.role == crate::cluster::view::Role::Learner && cluster.nodes.is_empty() {
+        "this server was started with --join and waits to be added to a cluster (dron cluster \
+         add-node ID ADDRESS, through one of its servers)"
+            .to_string()
+    } else if cluster.role == crate::cluster::view::Role::CutOff {
+        "this server led, but no majority of the cluster has answered it within its lease: it \
+         is cut off and schedules nothing"
+            .to_string()
     } else if leads {
         "this server was elected leader and is recovering its shards; retry shortly".to_string()
     } else if cluster.leader.is_some() && cluster.leader_address.is_some() {

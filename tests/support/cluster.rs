@@ -17,6 +17,11 @@ pub struct Node {
     pub id: u64,
     pub port: u16,
     pub data: tempfile::TempDir,
+    /// Started with `--join` (no `--peers`): a new server waiting to be added.
+    pub join: bool,
+    /// Counted when the servers must agree on a leader: false for a server that was removed
+    /// or is not added yet.
+    pub member: bool,
     child: Option<Child>,
 }
 
@@ -50,6 +55,8 @@ impl Cluster {
                 id,
                 port: free_port(),
                 data: tempfile::tempdir().expect("temp dir"),
+                join: false,
+                member: true,
                 child: None,
             })
             .collect();
@@ -108,7 +115,12 @@ impl Cluster {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--listen", &format!("127.0.0.1:{}", node.port)])
-            .args(["--node-id", &node.id.to_string(), "--peers", &self.peers])
+            .args(["--node-id", &node.id.to_string()])
+            .args(if node.join {
+                vec!["--join"]
+            } else {
+                vec!["--peers", &self.peers]
+            })
             .arg("--cluster-secret-file")
             .arg(&secret)
             .env("DRON_LOG", "info")
@@ -134,6 +146,45 @@ impl Cluster {
         self.spawn(index);
     }
 
+    /// Starts a new server `id` with an empty data directory and `--join`: it waits to be
+    /// added (`dron cluster add-node`). Answers its index (no wait).
+    pub fn start_joining(&mut self, id: u64) -> usize {
+        self.nodes.push(Node {
+            id,
+            port: free_port(),
+            data: tempfile::tempdir().expect("temp dir"),
+            join: true,
+            member: false,
+            child: None,
+        });
+        let index = self.nodes.len() - 1;
+        self.spawn(index);
+        index
+    }
+
+    /// Replaces a killed server's data directory by an empty one, as a new disk would.
+    pub fn wipe(&mut self, index: usize) {
+        assert!(!self.nodes[index].is_running(), "wipe a killed server only");
+        self.nodes[index].data = tempfile::tempdir().expect("temp dir");
+    }
+
+    /// `dron cluster ARGS --url <server index's URL> --json`: its exit code, stdout and stderr.
+    pub async fn cli(&self, index: usize, args: &[&str]) -> (i32, String, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dron"));
+        command
+            .arg("cluster")
+            .args(args)
+            .args(["--json", "--url", &self.nodes[index].url("")]);
+        let output = tokio::task::spawn_blocking(move || command.output().expect("running dron"))
+            .await
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
     /// `GET /api/cluster` of one server; None if it does not answer.
     pub async fn status(&self, index: usize) -> Option<Value> {
         let response = self
@@ -149,7 +200,7 @@ impl Cluster {
     pub async fn leader(&self) -> Option<usize> {
         let mut agreed = None;
         for (index, node) in self.nodes.iter().enumerate() {
-            if !node.is_running() {
+            if !node.is_running() || !node.member {
                 continue;
             }
             let status = self.status(index).await?;

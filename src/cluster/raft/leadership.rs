@@ -68,9 +68,15 @@ impl Leadership {
     }
 }
 
+/// This server's role. A server missing from a membership that has members was removed
+/// (`Removed`); one whose membership is empty has not been added yet (`Learner`).
 pub fn role_of(metrics: &Metrics) -> Role {
     if metrics.running_state.is_err() {
         return Role::Shutdown;
+    }
+    let membership = metrics.membership_config.membership();
+    if membership.get_node(&metrics.id).is_none() && membership.nodes().next().is_some() {
+        return Role::Removed;
     }
     match metrics.state {
         ServerState::Leader => Role::Leader,
@@ -81,7 +87,12 @@ pub fn role_of(metrics: &Metrics) -> Role {
     }
 }
 
+/// The leader this server knows of, and its address. None on a removed server: the leader
+/// it remembers may be itself, which leads no more.
 fn leader_of(metrics: &Metrics) -> Option<(NodeId, String)> {
+    if role_of(metrics) == Role::Removed {
+        return None;
+    }
     let leader = metrics.current_leader?;
     let member = metrics.membership_config.membership().get_node(&leader);
     Some((
@@ -183,10 +194,27 @@ fn lock(lag: &Mutex<Lag>) -> std::sync::MutexGuard<'_, Lag> {
 
 /// The cluster as `GET /api/cluster` shows it, from this server's metrics. `scheduling` is
 /// left false: the layer above knows whether its scheduler runs.
-pub fn status(metrics: &Metrics, lag: &Mutex<Lag>) -> ClusterStatus {
+///
+/// A leader that no quorum has acknowledged within `lease` (of `leadership`, which stays
+/// right between metrics reports) is cut off from the majority: openraft still calls it the
+/// leader of its term, which it cannot know it lost, but it leads nothing: it says
+/// `CutOff`, with no leader known.
+pub fn status(
+    metrics: &Metrics,
+    lag: &Mutex<Lag>,
+    leadership: &Leadership,
+    lease: std::time::Duration,
+) -> ClusterStatus {
     let now = Instant::now();
-    let role = role_of(metrics);
-    let leader = leader_of(metrics);
+    let mut role = role_of(metrics);
+    let mut leader = leader_of(metrics);
+    let cut_off = leadership
+        .quorum_acked_at
+        .is_some_and(|acked| now.saturating_duration_since(acked) > lease);
+    if role == Role::Leader && cut_off {
+        role = Role::CutOff;
+        leader = None;
+    }
     let membership = metrics.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     let lag = lock(lag);
@@ -201,10 +229,10 @@ pub fn status(metrics: &Metrics, lag: &Mutex<Lag>) -> ClusterStatus {
             NodeStatus {
                 id: *id,
                 address: member.address.clone(),
-                role: if Some(*id) == metrics.current_leader {
-                    Role::Leader
-                } else if *id == metrics.id {
+                role: if *id == metrics.id {
                     role
+                } else if Some(*id) == metrics.current_leader {
+                    Role::Leader
                 } else if voters.contains(id) {
                     Role::Follower
                 } else {
@@ -225,6 +253,8 @@ pub fn status(metrics: &Metrics, lag: &Mutex<Lag>) -> ClusterStatus {
         scheduling: false,
         last_log_index: metrics.last_log_index,
         last_applied: metrics.last_applied.map(|id| id.index),
+        snapshot_index: metrics.snapshot.map(|id| id.index),
+        purged_index: metrics.purged.map(|id| id.index),
         nodes,
     }
 }

@@ -13,6 +13,7 @@
 //! | [`network`] | RPCs to the other members over HTTP (`RaftNetwork`) |
 //! | [`service`] | the internal routes that receive them, behind the cluster secret |
 //! | [`leadership`] | leadership changes and the cluster's status, from openraft's metrics |
+//! | [`membership`] | adding and removing servers (joint consensus), on the leader |
 //!
 //! # Why openraft 0.9.25
 //!
@@ -37,8 +38,9 @@
 //!   whole, each send copies it, and a receiver holds it whole before installing it; and
 //!   taking it blocks applying for as long as the applier takes to produce it. A later
 //!   version streams RocksDB checkpoints from files instead.
-//! - Proposals are answered through their own responder ([`types::ProposeResponder`]): the
-//!   receiver `propose` returns is openraft's own channel, with no task per proposal.
+//! - Proposals are answered through openraft's own responder (its membership changes are
+//!   offered with no other): `propose` returns its receiver, mapped to dron's answer as it is
+//!   polled ([`types::Proposal`]), with no task per proposal.
 //!
 //! # Timing (openraft 0.9.25, read from its source)
 //!
@@ -57,6 +59,7 @@ mod db;
 pub mod error;
 pub mod leadership;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod service;
 pub mod state_machine;
@@ -73,12 +76,13 @@ use std::time::Duration;
 use dron_actors::store::StoreError;
 use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 pub use self::error::{ClusterError, ProposeError};
 pub use self::leadership::Leadership;
-pub use self::types::{Member, Proposed};
+pub use self::types::{Member, Proposal, Proposed};
 use self::types::{Payload, Raft};
+pub use crate::cluster::view::MembershipError;
 pub use crate::cluster::view::NodeId;
 use crate::cluster::view::{ClusterStatus, ClusterView};
 
@@ -167,6 +171,8 @@ pub struct RaftNode {
     secret: Arc<str>,
     leadership: watch::Receiver<Leadership>,
     lag: Arc<Mutex<leadership::Lag>>,
+    /// A leader that no quorum acknowledged for this long is cut off (the scheduler's lease).
+    lease: Duration,
     /// Raised once the Raft directory's database is closed.
     db_closed: watch::Receiver<bool>,
 }
@@ -178,7 +184,10 @@ impl RaftNode {
     /// Opens (or creates) the log in `dir`, starts openraft, and initializes the cluster with
     /// `members` if this node's log is empty (safe on every node with the same members).
     /// Afterwards the membership in the log rules: `members` is not compared with it, so a
-    /// changed address takes a membership change (not part of this adapter yet).
+    /// changed address takes a membership change ([`RaftNode::add_node`]).
+    ///
+    /// Empty `members`: this node joins a running cluster. It never initializes a log: it
+    /// waits until a leader adds it and replicates to it.
     ///
     /// Starting re-applies the committed entries the applier may lack, and, when the log has
     /// been purged, takes a snapshot (openraft 0.9 wants one to exist): both before it returns.
@@ -193,7 +202,7 @@ impl RaftNode {
         if secret.is_empty() {
             return Err(ClusterError::EmptySecret);
         }
-        if !members.contains_key(&this) {
+        if !members.is_empty() && !members.contains_key(&this) {
             return Err(ClusterError::NotAMember {
                 this,
                 members: members.keys().copied().collect(),
@@ -241,7 +250,7 @@ impl RaftNode {
             .is_initialized()
             .await
             .map_err(|fatal| initialize(fatal.to_string()))?;
-        if !initialized {
+        if !initialized && !members.is_empty() {
             match raft.initialize(members.clone()).await {
                 // Another member's entries reached this one first: it is initialized already.
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
@@ -259,6 +268,7 @@ impl RaftNode {
             secret,
             leadership,
             lag,
+            lease: Duration::from_millis(settings.election_timeout_min_ms),
             db_closed,
         })
     }
@@ -269,22 +279,20 @@ impl RaftNode {
     }
 
     /// Queues `payload` behind every earlier proposal (the await only queues: openraft's
-    /// `client_write_ff`), returning a receiver that resolves once the entry is committed and
+    /// `client_write_ff`), returning a future that resolves once the entry is committed and
     /// applied on this server, with its log index, or with why not (`NotLeader` with the
-    /// leader this server knows of). A receiver whose sender is dropped (the Raft stopped
-    /// before answering) answers `RecvError`: treat it as [`ProposeError::Stopped`].
+    /// leader this server knows of). It answers `RecvError` if the Raft stopped before
+    /// answering: treat it as [`ProposeError::Stopped`].
     ///
     /// On a leader that is deposed, a proposal resolves once its entry is committed by the
     /// next leader (`Ok`: it was kept) or replaced (`NotLeader`); while this server is cut
     /// off from the majority it stays pending: the layer above bounds its wait with the
     /// leader lease ([`Self::confirm_leadership`], [`Leadership::quorum_acked_at`]).
-    pub async fn propose(
-        &self,
-        payload: Vec<u8>,
-    ) -> Result<oneshot::Receiver<Proposed>, ProposeError> {
+    pub async fn propose(&self, payload: Vec<u8>) -> Result<Proposal, ProposeError> {
         self.raft
             .client_write_ff(Payload(payload))
             .await
+            .map(Proposal::new)
             .map_err(|fatal| match fatal {
                 Fatal::Stopped => ProposeError::Stopped,
                 other => ProposeError::Raft(format!("the Raft node has failed: {other}")),
@@ -311,7 +319,8 @@ impl RaftNode {
     /// it).
     pub fn status(&self) -> ClusterStatus {
         let metrics = self.raft.metrics().borrow().clone();
-        leadership::status(&metrics, &self.lag)
+        let leadership = self.leadership.borrow().clone();
+        leadership::status(&metrics, &self.lag, &leadership, self.lease)
     }
 
     /// The internal routes Raft traffic uses (`POST /internal/raft/{append,vote,snapshot}`),

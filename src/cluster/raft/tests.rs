@@ -217,10 +217,20 @@ impl Cluster {
     }
 
     async fn run(&mut self, id: NodeId, listener: TcpListener) {
+        self.run_with(id, listener, self.members.clone()).await;
+    }
+
+    /// Starts node `id` on `listener`, founding a cluster of `members` (none: it joins).
+    async fn run_with(
+        &mut self,
+        id: NodeId,
+        listener: TcpListener,
+        members: BTreeMap<NodeId, Member>,
+    ) {
         let applier = KvApplier::open(&self.dir(id).join("kv"));
         let raft = RaftNode::start(
             id,
-            self.members.clone(),
+            members,
             &self.dir(id).join("raft"),
             Arc::from(SECRET),
             applier.clone(),
@@ -464,6 +474,105 @@ async fn a_node_far_behind_catches_up_from_a_snapshot() {
         cluster.node(behind).applier.contents(),
         cluster.node(leader).applier.contents()
     );
+    cluster.stop_all().await;
+}
+
+/// (3b) A node started empty to join waits, founding nothing; added, it catches up from a
+/// snapshot (the log behind is purged) and votes; bad changes are refused with the reason;
+/// removed, it is told so when the leader removes itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_is_added_from_a_snapshot_and_members_are_removed() {
+    let settings = RaftSettings {
+        snapshot_after_entries: 5,
+        entries_kept_after_snapshot: 0,
+        ..fast()
+    };
+    let mut cluster = Cluster::start(&[1, 2, 3], settings).await;
+    let leader = cluster.leader().await;
+    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    for n in 0..12 {
+        cluster.write(leader, &format!("k{n}={n}")).await;
+    }
+    let mut metrics = cluster.node(leader).raft.raft.metrics();
+    within(metrics.wait_for(|m| m.purged.is_some()))
+        .await
+        .unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    cluster.run_with(4, listener, BTreeMap::new()).await;
+    let joining = cluster.node(4).raft.status();
+    assert_eq!((joining.leader, joining.role), (None, Role::Learner));
+    assert!(joining.nodes.is_empty(), "it founded nothing: {joining:?}");
+
+    let raft = |id| &cluster.node(id).raft;
+    let taken = cluster.members[&follower].address.clone();
+    assert_eq!(
+        raft(leader).add_node(1, address.clone(), WAIT).await,
+        Err(MembershipError::AlreadyMember {
+            id: 1,
+            address: cluster.members[&1].address.clone()
+        })
+    );
+    assert_eq!(
+        raft(leader).add_node(4, taken, WAIT).await,
+        Err(MembershipError::AddressTaken {
+            address: cluster.members[&follower].address.clone(),
+            other: follower
+        })
+    );
+    assert_eq!(
+        raft(follower).add_node(4, address.clone(), WAIT).await,
+        Err(MembershipError::NotLeader)
+    );
+    raft(leader).add_node(4, address, WAIT).await.unwrap();
+    let last = cluster.write(leader, "after=1").await;
+    cluster.applied_everywhere(last).await;
+    assert!(cluster.node(4).applier.installs.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        cluster.node(4).applier.contents(),
+        cluster.node(leader).applier.contents()
+    );
+    let status = raft(leader).status();
+    let roles: Vec<(NodeId, Role)> = status.nodes.iter().map(|n| (n.id, n.role)).collect();
+    assert_eq!(roles.len(), 4, "{roles:?}");
+    assert!(roles.contains(&(4, Role::Follower)), "{roles:?}");
+
+    assert!(matches!(
+        raft(leader).remove_node(9).await,
+        Err(MembershipError::UnknownNode { id: 9, .. })
+    ));
+    // A server that never answers stays a learner, and can be removed.
+    let nowhere = "http://127.0.0.1:1".to_string();
+    assert!(matches!(
+        raft(leader)
+            .add_node(5, nowhere, Duration::from_millis(500))
+            .await,
+        Err(MembershipError::CatchUpTimeout { id: 5, .. })
+    ));
+    let learner = raft(leader).status().nodes.into_iter().find(|n| n.id == 5);
+    assert_eq!(learner.map(|n| n.role), Some(Role::Learner));
+    raft(leader).remove_node(5).await.unwrap();
+    assert!(raft(leader).status().nodes.iter().all(|n| n.id != 5));
+    // A follower removed while it runs may never hear of it: it stands for election and is
+    // refused, without raising anyone's term (its log lacks the change that removed it).
+    let term = raft(leader).status().term;
+    raft(leader).remove_node(follower).await.unwrap();
+    // Time for it to stand at least once: the lease, then up to the longest timeout, twice.
+    tokio::time::sleep(Duration::from_millis(4 * fast().election_timeout_max_ms)).await;
+    let status = raft(leader).status();
+    assert_eq!((status.leader, status.term), (Some(leader), term));
+    assert_ne!(raft(follower).status().role, Role::Leader);
+    cluster.write(leader, "undisturbed=1").await;
+    // The leader removes itself: it steps down and says it was removed.
+    raft(leader).remove_node(leader).await.unwrap();
+    wait(raft(leader).leadership(), |l| l.role == Role::Removed).await;
+    assert_eq!(raft(leader).status().leader, None);
+    cluster.stop(follower).await;
+    cluster.stop(leader).await;
+    let next = cluster.leader().await;
+    assert_ne!(next, leader);
+    cluster.write(next, "still=1").await;
     cluster.stop_all().await;
 }
 

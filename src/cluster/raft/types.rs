@@ -1,11 +1,13 @@
 //! openraft's type configuration for dron, and the few types it names: the opaque payload, a
-//! member's address, and the responder that turns openraft's answer to a proposal into ours.
+//! member's address, and the future that turns openraft's answer to a proposal into ours.
 
+use std::future::Future;
 use std::io::Cursor;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use openraft::error::ClientWriteError;
-use openraft::raft::ClientWriteResponse;
-use openraft::raft::responder::Responder;
+use openraft::raft::ClientWriteResult;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -34,7 +36,8 @@ openraft::declare_raft_types!(
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
-        Responder = ProposeResponder,
+        // openraft's own: its membership changes are offered with this responder only.
+        Responder = openraft::raft::responder::OneshotResponder<TypeConfig>,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -47,40 +50,41 @@ pub type Snapshot = openraft::Snapshot<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type Raft = openraft::Raft<TypeConfig>;
 
-/// What a proposal's receiver resolves to: its log index once applied here, or why not.
+/// What a proposal resolves to: its log index once applied here, or why not.
 pub type Proposed = Result<u64, ProposeError>;
 
-/// Answers a proposal straight into the receiver `RaftNode::propose` hands out, mapping
-/// openraft's answer on the way, so that no task per proposal is needed to translate it.
-pub struct ProposeResponder {
-    tx: oneshot::Sender<Proposed>,
+/// A proposal's answer to come: openraft's own receiver, mapped to [`Proposed`] as it is
+/// polled, so that no task per proposal is needed to translate it. Resolves to `Err` if the
+/// Raft stopped before answering.
+pub struct Proposal(oneshot::Receiver<ClientWriteResult<TypeConfig>>);
+
+impl Proposal {
+    pub fn new(receiver: oneshot::Receiver<ClientWriteResult<TypeConfig>>) -> Proposal {
+        Proposal(receiver)
+    }
 }
 
-impl Responder<TypeConfig> for ProposeResponder {
-    type Receiver = oneshot::Receiver<Proposed>;
+impl Future for Proposal {
+    type Output = Result<Proposed, oneshot::error::RecvError>;
 
-    fn from_app_data(app_data: Payload) -> (Payload, Self, Self::Receiver) {
-        let (tx, rx) = oneshot::channel();
-        (app_data, ProposeResponder { tx }, rx)
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(context)
+            .map(|answer| answer.map(proposed))
     }
+}
 
-    fn send(
-        self,
-        result: Result<ClientWriteResponse<TypeConfig>, ClientWriteError<NodeId, Member>>,
-    ) {
-        let answer = match result {
-            Ok(response) => Ok(response.log_id.index),
-            Err(ClientWriteError::ForwardToLeader(forward)) => Err(ProposeError::NotLeader {
-                leader: forward
-                    .leader_id
-                    .zip(forward.leader_node.map(|member| member.address)),
-            }),
-            // Only membership changes answer this, and the adapter proposes none.
-            Err(ClientWriteError::ChangeMembershipError(error)) => {
-                Err(ProposeError::Raft(error.to_string()))
-            }
-        };
-        // The proposer may have stopped waiting: nothing to do then.
-        let _ = self.tx.send(answer);
+fn proposed(answer: ClientWriteResult<TypeConfig>) -> Proposed {
+    match answer {
+        Ok(response) => Ok(response.log_id.index),
+        Err(ClientWriteError::ForwardToLeader(forward)) => Err(ProposeError::NotLeader {
+            leader: forward
+                .leader_id
+                .zip(forward.leader_node.map(|member| member.address)),
+        }),
+        // Only membership changes answer this, and they do not go through `propose`.
+        Err(ClientWriteError::ChangeMembershipError(error)) => {
+            Err(ProposeError::Raft(error.to_string()))
+        }
     }
 }
