@@ -33,6 +33,7 @@ use workloads::facebook::FacebookOptions;
 use workloads::fire::FireOptions;
 use workloads::highload::HighloadOptions;
 use workloads::million::MillionOptions;
+use workloads::overload::OverloadOptions;
 use workloads::saturate::SaturateOptions;
 use workloads::smoke::SmokeOptions;
 use workloads::ui::UiOptions;
@@ -132,6 +133,20 @@ enum Workload {
         /// `peer celery saturate` does), instead of from the server's metrics.
         #[arg(long, conflicts_with = "builtin")]
         runs: Option<PathBuf>,
+    },
+    /// What dron does past its ceiling: finds the rate held (saturate's steps), offers
+    /// `factor` times it for `secs` seconds, then drops back and times the recovery. Last
+    /// line: held, offered and started rates, RSS held and peak, recovery time.
+    Overload {
+        /// The built-in task (no process) instead of `true` through the task shim.
+        #[arg(long)]
+        builtin: bool,
+        #[command(flatten)]
+        steps: SaturateSteps,
+        #[arg(long, default_value_t = 2.0)]
+        factor: f64,
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
     },
     /// Dron's high-load benchmark: long-running jobs added step by step up to a number running
     /// at once; server CPU and RSS over time.
@@ -289,6 +304,20 @@ async fn run(
             // than the run; a managed server goes with its data directory anyway.
             options.delete_jobs = !throwaway;
             workloads::saturate::run(url, options).await
+        }
+        Workload::Overload {
+            builtin,
+            steps,
+            factor,
+            secs,
+        } => {
+            let saturate = steps.options(builtin, None, server_pid);
+            let options = OverloadOptions {
+                saturate,
+                factor,
+                secs,
+            };
+            workloads::overload::run(url, options).await
         }
         Workload::Highload {
             builtin,

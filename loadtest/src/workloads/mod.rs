@@ -7,6 +7,7 @@ pub mod fire;
 pub mod floor;
 pub mod highload;
 pub mod million;
+pub mod overload;
 pub mod saturate;
 pub mod smoke;
 pub mod ui;

@@ -29,6 +29,7 @@ use crate::recorder::{read_runs_dir, recorded_command};
 use crate::scrape::Scrape;
 use crate::server::ProcessStats;
 
+#[derive(Clone)]
 pub struct SaturateOptions {
     pub builtin: bool,
     /// Jobs per step (the first step too).
@@ -47,10 +48,10 @@ pub struct SaturateOptions {
     pub delete_jobs: bool,
 }
 
-struct Step {
-    jobs: usize,
-    offered_per_s: f64,
-    started_per_s: f64,
+pub(crate) struct Step {
+    pub(crate) jobs: usize,
+    pub(crate) offered_per_s: f64,
+    pub(crate) started_per_s: f64,
     mean_ms: Option<f64>,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
@@ -62,13 +63,13 @@ struct Step {
 }
 
 impl Step {
-    fn held(&self, limit_ms: f64) -> bool {
+    pub(crate) fn held(&self, limit_ms: f64) -> bool {
         self.skipped == 0.0
             && self.p99_ms.is_some_and(|p99| p99 <= limit_ms)
             && (self.window_targets.is_some() || self.started_per_s >= 0.9 * self.offered_per_s)
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "jobs": self.jobs, "offered_per_s": self.offered_per_s.round(),
             "started_per_s": self.started_per_s.round(),
@@ -356,7 +357,7 @@ pub fn measure_runs(jobs: &[JobTargets], window: Window, runs: &[Run]) -> RunFig
     figures
 }
 
-async fn add_jobs(
+pub(crate) async fn add_jobs(
     client: &reqwest::Client,
     url: &str,
     prefix: &str,
@@ -390,7 +391,7 @@ async fn add_jobs(
 }
 
 /// One step's figures, between two scrapes `step_secs` apart (plus the exporter's upkeep).
-async fn measure(
+pub(crate) async fn measure(
     client: &reqwest::Client,
     url: &str,
     jobs: usize,
