@@ -13,7 +13,7 @@ pub mod smoke;
 pub mod ui;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -48,9 +48,20 @@ pub async fn create_all(
             let name = job["name"].as_str().unwrap_or_default().to_string();
             in_flight.spawn(async move {
                 let started = Instant::now();
-                let response = request.send().await.context("server unreachable")?;
-                let status = response.status();
-                if status != 204 {
+                let mut attempts = 0;
+                loop {
+                    let attempt = request.try_clone().context("a JSON request clones")?;
+                    let response = attempt.send().await.context("server unreachable")?;
+                    let status = response.status();
+                    if status == 204 {
+                        break;
+                    }
+                    // An overloaded server pushes back with 503 and Retry-After: do as told.
+                    attempts += 1;
+                    if status == 503 && attempts < MAX_ATTEMPTS {
+                        tokio::time::sleep(retry_after(&response)).await;
+                        continue;
+                    }
                     let body = response.text().await.unwrap_or_default();
                     bail!("create of {name} answered {status}: {body}");
                 }
@@ -66,6 +77,20 @@ pub async fn create_all(
         }
     }
     Ok(acks)
+}
+
+/// Tries of a create answered 503 before the workload gives up.
+const MAX_ATTEMPTS: u32 = 60;
+
+/// How long a 503 asks to wait (`Retry-After` in seconds; one second if absent).
+fn retry_after(response: &reqwest::Response) -> Duration {
+    let seconds = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1);
+    Duration::from_secs(seconds)
 }
 
 /// Chronos has one endpoint for scheduled jobs and one for dependent jobs.
