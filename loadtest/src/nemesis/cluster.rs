@@ -452,3 +452,13 @@ pub fn agent_of(working_dir: &str) -> Option<usize> {
     let rest = working_dir.split("/agent-").nth(1)?;
     rest.split('/').next()?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_runs_agent_is_read_from_its_working_directory() {
+        let dir = "/tmp/dron-nemesis-1/agent-2/work/runs/ct:1:0:j:";
+        assert_eq!(super::agent_of(dir), Some(2));
+        assert_eq!(super::agent_of("/tmp/elsewhere"), None);
+    }
+}

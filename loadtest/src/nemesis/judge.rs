@@ -53,6 +53,8 @@ pub struct Verdict {
     pub lost_jobs: Vec<String>,
     pub dependency_violations: Vec<String>,
     pub max_recovery_ms: i64,
+    /// Where `max_recovery_ms` was measured: the fault, the job and the target.
+    pub slowest_recovery: Option<String>,
     pub runs: u64,
     pub unchecked_jobs: u64,
 }
@@ -105,6 +107,12 @@ impl Verdict {
         }
         lines.extend(self.lost_jobs.iter().map(|job| format!("lost: {job}")));
         lines.extend(self.dependency_violations.iter().cloned());
+        if let Some(at) = &self.slowest_recovery {
+            lines.push(format!(
+                "slowest recovery: {} ms, {at}",
+                self.max_recovery_ms
+            ));
+        }
         lines
     }
 }
@@ -171,7 +179,9 @@ pub fn judge(input: Input) -> Verdict {
         })
         .collect();
     verdict.lost_jobs = lost_jobs(&input);
-    verdict.max_recovery_ms = max_recovery(&input, &history, &runs);
+    let (worst, at) = max_recovery(&input, &history, &runs);
+    verdict.max_recovery_ms = worst;
+    verdict.slowest_recovery = at;
     verdict
 }
 
@@ -294,6 +304,15 @@ fn excuse(input: &Input, runs: &[&Run]) -> Option<String> {
 /// Each acknowledged event owes one run of its triggered job, with the event's `at` as target.
 fn judge_events(input: &Input, runs: &HashMap<(&str, i64), Vec<&Run>>, verdict: &mut Verdict) {
     for (job, at) in &input.acked.events {
+        // An event that came before its job was acknowledged may have found no job.
+        if input
+            .recorded
+            .created
+            .get(job)
+            .is_none_or(|created| created >= at)
+        {
+            continue;
+        }
         verdict.targets += 1;
         let these = runs.get(&(job.as_str(), *at)).cloned().unwrap_or_default();
         match these.len() {
@@ -309,9 +328,13 @@ fn judge_events(input: &Input, runs: &HashMap<(&str, i64), Vec<&Run>>, verdict: 
 }
 
 /// The longest wait, after a server fault, for a target due while it held (see the module
-/// comment); 0 without such targets.
-fn max_recovery(input: &Input, history: &History, runs: &HashMap<(&str, i64), Vec<&Run>>) -> i64 {
-    let mut worst = 0;
+/// comment), and where it was; 0 without such targets.
+fn max_recovery(
+    input: &Input,
+    history: &History,
+    runs: &HashMap<(&str, i64), Vec<&Run>>,
+) -> (i64, Option<String>) {
+    let mut worst = (0, None);
     for fault in input.faults {
         let from_heal = match fault.impact {
             Impact::Service => true,
@@ -327,16 +350,174 @@ fn max_recovery(input: &Input, history: &History, runs: &HashMap<(&str, i64), Ve
                 let first = runs
                     .get(&(job.name.as_str(), target))
                     .and_then(|r| r.iter().map(|r| r.start_ms).min());
-                if let Some(start) = first {
-                    let since = if from_heal {
-                        target.max(fault.heal_ms)
-                    } else {
-                        target
-                    };
-                    worst = worst.max(start - since);
+                let Some(start) = first else {
+                    continue;
+                };
+                let since = if from_heal {
+                    target.max(fault.heal_ms)
+                } else {
+                    target
+                };
+                if start - since > worst.0 {
+                    let at = format!(
+                        "{} of {} at {}: {} target {}",
+                        fault.kind.name(),
+                        fault.target,
+                        format_ms(fault.start_ms),
+                        job.name,
+                        format_ms(target)
+                    );
+                    worst = (start - since, Some(at));
                 }
             }
         }
     }
     worst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::RunEnd;
+    use crate::nemesis::plan::FaultKind;
+
+    /// 2026-11-23T10:00:00Z; the job fires every 60 s from there, epsilon 10 s.
+    const BASE: i64 = 1_795_428_000_000;
+    const READ: i64 = BASE + 300_000;
+
+    fn job() -> Value {
+        json!({"name": "j", "schedule": "R/2026-11-23T10:00:00Z/PT60S", "epsilon": "PT10S"})
+    }
+
+    fn run(target: i64, start: i64, pid: u32) -> Run {
+        Run {
+            job: "j".into(),
+            start_ms: start,
+            target_ms: Some(target),
+            attempt: Some(0),
+            pid,
+            end: Some(RunEnd {
+                end_ms: start + 5_000,
+                exit_code: 0,
+            }),
+        }
+    }
+
+    fn fault(kind: FaultKind, impact: Impact, start: i64, heal: i64) -> FaultRecord {
+        FaultRecord {
+            kind,
+            target: "x".into(),
+            start_ms: start,
+            heal_ms: heal,
+            impact,
+        }
+    }
+
+    fn verdict(runs: Vec<Run>, faults: &[FaultRecord]) -> Verdict {
+        let listed = [job()];
+        let acked = Acked::default();
+        let mut recorded = Recorded {
+            runs,
+            ..Recorded::default()
+        };
+        recorded.created.insert("j".into(), BASE - 1_000);
+        let places = (1..=9)
+            .map(|pid| {
+                (
+                    ("j".to_string(), pid),
+                    format!("/tmp/n/agent-{pid}/work/runs/1"),
+                )
+            })
+            .collect();
+        judge(Input {
+            listed: &listed,
+            recorded,
+            places,
+            acked: &acked,
+            faults,
+            read_ms: READ,
+            allowance_ms: 1_000,
+            agent_timeout_ms: 10_000,
+        })
+    }
+
+    /// Targets 0..=4 (BASE + k minutes) each run once, 100 ms late, on agent 1.
+    fn on_time() -> Vec<Run> {
+        (0..5)
+            .map(|k| run(BASE + k * 60_000, BASE + k * 60_000 + 100, 1))
+            .collect()
+    }
+
+    #[test]
+    fn a_miss_is_excused_only_inside_an_outage() {
+        let mut runs = on_time();
+        runs.remove(2);
+        let target = BASE + 120_000;
+        let outage = [fault(
+            FaultKind::Pause,
+            Impact::Service,
+            target - 1_000,
+            target + 9_000,
+        )];
+        let excused = verdict(runs.clone(), &outage);
+        assert!(excused.missed.is_empty() && excused.passed());
+        assert_eq!(excused.excused_missed, 1);
+        // One agent down leaves the others: no excuse.
+        let agent = [fault(
+            FaultKind::AgentKill,
+            Impact::Agent(1),
+            target - 1_000,
+            target + 60_000,
+        )];
+        assert_eq!(
+            verdict(runs, &agent).missed,
+            vec![("j".to_string(), target)]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_is_excused_only_when_its_agent_was_cut_off_mid_run() {
+        let target = BASE + 60_000;
+        let mut runs = on_time();
+        // A second run on agent 2, after agent 1 was cut while the first ran.
+        runs.push(run(target, target + 12_000, 2));
+        let cut = [fault(
+            FaultKind::AgentPartition,
+            Impact::Agent(1),
+            target + 1_000,
+            target + 40_000,
+        )];
+        let excused = verdict(runs.clone(), &cut);
+        assert_eq!(excused.duplicates.len(), 1);
+        assert!(excused.passed(), "{:?}", excused.details());
+        // The same runs with the cut on the other agent: not excused.
+        let elsewhere = [fault(
+            FaultKind::AgentPartition,
+            Impact::Agent(3),
+            target + 1_000,
+            target + 40_000,
+        )];
+        let unexcused = verdict(runs, &elsewhere);
+        assert!(!unexcused.passed());
+        assert_eq!(unexcused.excused_duplicates(), 0);
+    }
+
+    #[test]
+    fn a_job_acknowledged_and_gone_is_lost() {
+        let mut recorded = Recorded::default();
+        recorded.created.insert("gone".into(), BASE);
+        let acked = Acked::default();
+        let verdict = judge(Input {
+            listed: &[],
+            recorded,
+            places: HashMap::new(),
+            acked: &acked,
+            faults: &[],
+            read_ms: READ,
+            allowance_ms: 1_000,
+            agent_timeout_ms: 10_000,
+        });
+        assert_eq!(verdict.lost_jobs, vec!["gone".to_string()]);
+        assert!(!verdict.passed());
+    }
 }

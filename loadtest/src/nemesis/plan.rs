@@ -211,15 +211,21 @@ fn plan_jobs(rng: &mut Rng, end_ms: u64) -> Vec<PlannedJob> {
 
 fn plan_events(rng: &mut Rng, jobs: &[PlannedJob], end_ms: u64) -> Vec<PlannedEvent> {
     let mut events = Vec::new();
+    // When each job may have its next event: as Jepsen's intervals, far enough apart that a
+    // run never waits behind the previous one (where dron rightly skips it past epsilon).
+    let mut next_ms: Vec<u64> = jobs.iter().map(|job| job.at_ms + 2_000).collect();
     let mut at_ms = 5_000;
     while at_ms + 10_000 <= end_ms {
         let triggered: Vec<usize> = (0..jobs.len())
-            .filter(|&i| jobs[i].kind == JobKind::Triggered && jobs[i].at_ms + 1_000 < at_ms)
+            .filter(|&i| jobs[i].kind == JobKind::Triggered && next_ms[i] <= at_ms)
             .collect();
         if !triggered.is_empty() {
+            let job = triggered[rng.index(triggered.len())];
+            let spacing = 1 + jobs[job].duration_s + jobs[job].epsilon_s + 5;
+            next_ms[job] = at_ms + spacing * 1000;
             events.push(PlannedEvent {
                 at_ms,
-                job: triggered[rng.index(triggered.len())],
+                job,
                 via_amqp: rng.percent(50),
             });
         }

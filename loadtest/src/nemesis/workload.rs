@@ -102,11 +102,12 @@ impl Workload {
             match done? {
                 Done::Announced { job, acked: false } => acked.unannounced.push(job),
                 Done::Announced { .. } => {}
+                // An event for a job that was never acknowledged is owed nothing.
                 Done::Event {
                     job,
                     at_ms,
                     acked: true,
-                } => acked.events.push((job, at_ms)),
+                } if acked.jobs.contains(&job) => acked.events.push((job, at_ms)),
                 Done::Event { .. } => acked.unacked_events += 1,
             }
         }
