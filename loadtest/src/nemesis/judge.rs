@@ -203,7 +203,14 @@ fn history(input: &Input, triggered: &HashSet<&str>) -> History {
                 .get(name)
                 .copied()
                 .unwrap_or(fallback);
-            job_under_test(json, created).ok().flatten()
+            let mut job = job_under_test(json, created).ok().flatten()?;
+            // A dependent job may use a parent success that ended just before it was
+            // acknowledged: the server learns of an end later than it happens (much later
+            // across a fault). The rule is the issue's: each run follows an unused success.
+            if matches!(job.trigger, Trigger::Parents(_)) {
+                job.created_ms = None;
+            }
+            Some(job)
         })
         .collect();
     History {
@@ -500,6 +507,47 @@ mod tests {
         let unexcused = verdict(runs, &elsewhere);
         assert!(!unexcused.passed());
         assert_eq!(unexcused.excused_duplicates(), 0);
+    }
+
+    /// A child of `j`, acknowledged 100 ms after the parent's run (target BASE) ended, that ran
+    /// once from `child_start`.
+    fn dependency_verdict(child_start: i64) -> Verdict {
+        let child = json!({"name": "c", "parents": ["j"], "epsilon": "PT10S"});
+        let listed = [job(), child];
+        let mut child_run = run(BASE + 5_200, child_start, 2);
+        child_run.job = "c".into();
+        let mut recorded = Recorded {
+            runs: vec![run(BASE, BASE + 100, 1), child_run],
+            ..Recorded::default()
+        };
+        recorded.created.insert("j".into(), BASE - 1_000);
+        recorded.created.insert("c".into(), BASE + 5_200);
+        let acked = Acked::default();
+        judge(Input {
+            listed: &listed,
+            recorded,
+            places: HashMap::new(),
+            acked: &acked,
+            faults: &[],
+            read_ms: BASE + 30_000,
+            allowance_ms: 1_000,
+            agent_timeout_ms: 10_000,
+        })
+    }
+
+    #[test]
+    fn a_dependent_may_use_a_parent_success_that_ended_just_before_it_existed() {
+        let verdict = dependency_verdict(BASE + 5_300);
+        assert!(
+            verdict.dependency_violations.is_empty(),
+            "{:?}",
+            verdict.details()
+        );
+        // Before the parent's success ended: a violation.
+        assert_eq!(
+            dependency_verdict(BASE + 2_000).dependency_violations.len(),
+            1
+        );
     }
 
     #[test]
