@@ -138,7 +138,7 @@ fn build_input(
 
 /// A job from its Chronos JSON; None when it is disabled (nothing is owed). A schedule the
 /// oracle cannot compute makes an unchecked job, not an error: the other jobs are still judged.
-fn job_under_test(json: &Value, created_ms: i64) -> anyhow::Result<Option<JobUnderTest>> {
+pub fn job_under_test(json: &Value, created_ms: i64) -> anyhow::Result<Option<JobUnderTest>> {
     let name = json["name"].as_str().context("a job without a name")?;
     if json["disabled"].as_bool() == Some(true) {
         return Ok(None);
@@ -346,7 +346,7 @@ fn report_json(report: &Report, input: &Input) -> Value {
     })
 }
 
-fn format_ms(ms: i64) -> String {
+pub fn format_ms(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
         .unwrap_or_else(|| ms.to_string())
@@ -385,6 +385,7 @@ mod tests {
             start_ms: 1_795_428_000_100,
             target_ms: None,
             attempt: None,
+            pid: 0,
             end: None,
         };
         Recorded {

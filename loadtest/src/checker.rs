@@ -73,6 +73,8 @@ pub struct Run {
     /// `DRON_TARGET`, when the run had one.
     pub target_ms: Option<i64>,
     pub attempt: Option<u32>,
+    /// The recording shell's pid (0 when unknown).
+    pub pid: u32,
     /// None while running, or when killed.
     pub end: Option<RunEnd>,
 }
@@ -111,6 +113,8 @@ pub struct Params {
     pub allowance_ms: i64,
     /// Targets judged per job at most (a runaway schedule must not exhaust memory).
     pub max_targets_per_job: usize,
+    /// Missed targets listed per job (`JobReport::missed_targets`); the count is always complete.
+    pub listed_missed: usize,
 }
 
 impl Default for Params {
@@ -118,6 +122,7 @@ impl Default for Params {
         Params {
             allowance_ms: 5_000,
             max_targets_per_job: 1_000_000,
+            listed_missed: LISTED_MISSED,
         }
     }
 }
@@ -139,8 +144,10 @@ pub struct JobReport {
     pub failed: u64,
     /// Lateness of each target that has a counted run, sorted.
     pub lateness_ms: Vec<i64>,
-    /// The first few missed targets (Unix ms).
+    /// The first few missed targets (Unix ms; `Params::listed_missed` of them).
     pub missed_targets: Vec<i64>,
+    /// Every target run twice or more (Unix ms).
+    pub duplicate_targets: Vec<i64>,
     /// The job had more targets than `max_targets_per_job`; only the first were judged.
     pub truncated: bool,
     /// Why the job's schedule was not judged, when it was not.
@@ -305,7 +312,7 @@ fn check_scheduled(
         job.epsilon_ms,
         horizon,
     );
-    summarise(&mut report, &targets, &slots);
+    summarise(&mut report, &targets, &slots, params.listed_missed);
     report
 }
 
@@ -349,19 +356,20 @@ fn match_by_start(
     }
 }
 
-fn summarise(report: &mut JobReport, targets: &[i64], slots: &[Slot]) {
+fn summarise(report: &mut JobReport, targets: &[i64], slots: &[Slot], listed_missed: usize) {
     report.targets = targets.len() as u64;
     for (&target, slot) in targets.iter().zip(slots) {
         if slot.in_window {
             report.satisfied += 1;
         } else {
             report.missed += 1;
-            if report.missed_targets.len() < LISTED_MISSED {
+            if report.missed_targets.len() < listed_missed {
                 report.missed_targets.push(target);
             }
         }
         if slot.counted >= 2 {
             report.duplicates += 1;
+            report.duplicate_targets.push(target);
         }
         if let Some(start) = slot.earliest_start {
             report.lateness_ms.push(start - target);
@@ -507,6 +515,7 @@ mod tests {
     const PARAMS: Params = Params {
         allowance_ms: 1_000,
         max_targets_per_job: 1_000_000,
+        listed_missed: LISTED_MISSED,
     };
     /// Read so that the horizon is BASE + 9 s: targets BASE, BASE + 1 s, ..., BASE + 9 s.
     const READ: i64 = BASE + 9_000 + EPSILON + 1_000;
@@ -555,6 +564,7 @@ mod tests {
             start_ms: start,
             target_ms: target,
             attempt: Some(0),
+            pid: 0,
             end: Some(RunEnd {
                 end_ms: start + 10,
                 exit_code: 0,

@@ -1,7 +1,8 @@
 //! `dron-loadtest`: drives a dron server through its public API, reports figures, and checks
 //! what actually ran. Workloads: job creation (`api`), firing (`fire`), the record-and-check
 //! loop (`smoke`), Dron's benchmarks (`saturate`, `highload`), the Facebook-style load
-//! (`facebook`), a million jobs (`million`) and the web UI's reads with many jobs (`ui`); `check` judges the runs recorded in a runs
+//! (`facebook`), a million jobs (`million`), the web UI's reads with many jobs (`ui`) and a
+//! Jepsen-style run under faults (`nemesis`); `check` judges the runs recorded in a runs
 //! directory (see `checker` for the rules and `recorder` for the runs-file format).
 //!
 //! The server is one already running at `--url`, or one the tool starts itself with
@@ -11,6 +12,7 @@
 mod check;
 mod checker;
 mod iso8601;
+mod nemesis;
 mod oracle;
 mod peer;
 mod progress;
@@ -26,6 +28,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use check::CheckOptions;
+use nemesis::{FaultKind, NemesisOptions};
 use peer::CeleryOptions;
 use server::ManagedServer;
 use workloads::Outcome;
@@ -196,6 +199,29 @@ enum Workload {
         #[arg(long)]
         jobs_file: Option<PathBuf>,
     },
+    /// A Jepsen-style run (issue 20): one or three servers and three agents, each in its own
+    /// network namespace (needs root), Jepsen's Chronos workload plus dependent, resource-
+    /// waiting and triggered jobs, and faults one after another; then every target judged
+    /// against the fault timeline. Needs --dron-bin; uses the machine's RabbitMQ.
+    Nemesis {
+        #[arg(long, default_value_t = 120)]
+        duration: u64,
+        /// Seeds the workload and the fault schedule (the same seed, the same run).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Comma-separated faults: kill, pause, amqp, agent-kill, agent-partition,
+        /// leader-kill, leader-pause, leader-partition (default: all but amqp, and the
+        /// leader's only with 3 servers).
+        #[arg(long, value_delimiter = ',', value_parser = FaultKind::parse)]
+        faults: Option<Vec<FaultKind>>,
+        #[arg(long, default_value_t = 1)]
+        servers: usize,
+        /// Seconds of calm after the last heal before the final read.
+        #[arg(long, default_value_t = 45)]
+        quiet: u64,
+        #[arg(long, default_value_t = 5_000)]
+        allowance_ms: i64,
+    },
     /// A peer scheduler in the same run, given the same jobs and recorded commands as dron and
     /// judged by the same checker (no dron server is used).
     Peer {
@@ -259,6 +285,34 @@ async fn start(cli: Cli) -> anyhow::Result<Outcome> {
     } = cli.workload
     {
         return run_peer(celery).await;
+    }
+    if let Workload::Nemesis {
+        duration,
+        seed,
+        faults,
+        servers,
+        quiet,
+        allowance_ms,
+    } = cli.workload
+    {
+        let Some(dron_bin) = cli.dron_bin else {
+            anyhow::bail!("nemesis starts its own servers and agents: give --dron-bin");
+        };
+        let stamp = chrono::Utc::now().timestamp_millis();
+        let dir = cli
+            .data_dir
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("dron-nemesis-{stamp}")));
+        let options = NemesisOptions {
+            dron_bin: std::path::absolute(dron_bin)?,
+            dir: std::path::absolute(dir)?,
+            duration_s: duration,
+            seed,
+            faults,
+            servers,
+            quiet_s: quiet,
+            allowance_ms,
+        };
+        return nemesis::run(options).await;
     }
     let mut managed = match &cli.dron_bin {
         Some(binary) => {
@@ -339,6 +393,7 @@ async fn run(
         Workload::Facebook(args) => workloads::facebook::run(url, args.options(server_pid)).await,
         Workload::Million { .. } => anyhow::bail!("million needs --dron-bin"),
         Workload::Peer { .. } => anyhow::bail!("peer workloads use no dron server"),
+        Workload::Nemesis { .. } => anyhow::bail!("nemesis starts its own servers"),
         Workload::Api { jobs, concurrency } => workloads::api::run(url, jobs, concurrency).await,
         Workload::Ui {
             jobs,

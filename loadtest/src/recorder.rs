@@ -197,6 +197,7 @@ fn parse_start(
         start_ms,
         target_ms,
         attempt,
+        pid,
         end: None,
     });
     true
@@ -255,6 +256,7 @@ mod tests {
                 start_ms: 1_795_428_000_050,
                 target_ms: Some(TARGET_MS),
                 attempt: Some(0),
+                pid: 4242,
                 end: Some(RunEnd {
                     end_ms: 1_795_428_000_090,
                     exit_code: 0

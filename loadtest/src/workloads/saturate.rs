@@ -449,6 +449,7 @@ mod tests {
             start_ms,
             target_ms: Some(target_ms),
             attempt: Some(0),
+            pid: 0,
             end: None,
         }
     }

@@ -1,0 +1,85 @@
+//! CI's nemesis run (issue 20): two minutes of Jepsen's Chronos workload with faults one after
+//! another, on a fixed seed, against real servers and agents in network namespaces. Fails on
+//! any missed target, lost job, dependency violation or unexcused duplicate.
+//!
+//! Needs root and iproute2; elsewhere it says why and returns, unless `DRON_REQUIRE_NETNS` is
+//! set, where it fails. The faults here are those today's dron passes (docs/reliability.md
+//! lists the others and the bugs they find).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The seed and faults of the CI run: see docs/reliability.md for what they make.
+const SEED: &str = "20";
+/// The server faults (kill, pause) are left out until the bugs they find are fixed (see
+/// docs/reliability.md, bugs 1 and 2).
+const FAULTS: &str = "agent-kill,agent-partition";
+
+fn dron_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dron-loadtest")).with_file_name("dron")
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let uid = status.lines().find(|line| line.starts_with("Uid:"))?;
+            uid.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn two_minutes_of_faults_miss_lose_and_duplicate_nothing() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("DRON_REQUIRE_NETNS").is_none(),
+            "DRON_REQUIRE_NETNS is set but the test does not run as root"
+        );
+        eprintln!("skipped: the nemesis puts servers and agents in network namespaces (root)");
+        return;
+    }
+    assert!(dron_bin().exists(), "{} is not built", dron_bin().display());
+    let dir = std::env::temp_dir().join(format!("dron-nemesis-ci-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_dron-loadtest"))
+        .arg("--dron-bin")
+        .arg(dron_bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args([
+            "nemesis",
+            "--duration",
+            "120",
+            "--seed",
+            SEED,
+            "--faults",
+            FAULTS,
+        ])
+        .args(["--quiet", "35"])
+        .output()
+        .expect("running dron-loadtest nemesis");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stdout.lines().last().unwrap_or_default();
+    let report: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}):\n{stdout}\n{stderr}"));
+    let count = |key: &str| report[key].as_u64().unwrap_or(u64::MAX);
+    let context = format!(
+        "{report}\n{stdout}\n{stderr}\n(data kept in {})",
+        dir.display()
+    );
+    assert!(count("faults") >= 3, "too few faults struck: {context}");
+    assert!(count("targets") >= 20, "too few targets judged: {context}");
+    assert_eq!(count("missed"), 0, "missed targets: {context}");
+    assert_eq!(count("lost_jobs"), 0, "lost jobs: {context}");
+    assert_eq!(count("dependency_violations"), 0, "{context}");
+    assert_eq!(
+        count("duplicates"),
+        count("excused_duplicates"),
+        "unexcused duplicates: {context}"
+    );
+    assert!(output.status.success(), "{context}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
