@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use support::Server;
 
-const ENDPOINTS: [(&str, &str); 23] = [
+const ENDPOINTS: [(&str, &str); 25] = [
     ("/health", "get"),
     ("/ping", "get"),
     ("/metrics", "get"),
@@ -30,6 +30,8 @@ const ENDPOINTS: [(&str, &str); 23] = [
     ("/api/cluster", "get"),
     ("/api/notifications", "get"),
     ("/api/notifications/test", "post"),
+    ("/api/gc", "post"),
+    ("/api/backup", "post"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,6 +73,9 @@ async fn the_served_openapi_document_matches_the_routes() {
             ),
             // An out-of-range count is refused (400) without moving any job.
             ("/api/shards", "put") => (concrete, Some(json!({"count": 0}))),
+            ("/api/gc", _) => (concrete, Some(json!({"dryRun": true}))),
+            // A relative directory is refused (400) before anything is written.
+            ("/api/backup", _) => (concrete, Some(json!({"dir": "relative/dir"}))),
             _ => (concrete, None),
         };
         let (status, answer) = server
