@@ -77,7 +77,7 @@ async fn old_runs_resources_and_notices_go_in_the_background_and_the_window_stay
         .await;
     server
         .create(
-            json!({"name": "failing", "command": "exit 3", "schedule": "R//PT1S", "retries": 0}),
+            json!({"name": "failing", "command": "exit 3", "schedule": "R//PT1S", "retries": 0, "owner": "ops@example.com"}),
         )
         .await;
     announce(&server, "r:old", now_ms() - 3_600_000).await;

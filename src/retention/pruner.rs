@@ -284,12 +284,13 @@ impl Pruner {
         } else {
             NOTICES_PER_BATCH
         };
+        let before_ms = cutoffs.notices_before_ms;
         loop {
             let asked = self
                 .notifier
                 .call(
                     |reply| NotifierMsg::Prune {
-                        before_ms: cutoffs.notices_before_ms,
+                        before_ms,
                         limit,
                         dry_run,
                         reply,

@@ -298,8 +298,8 @@ pub fn jobs_with_old_history(
     let mut found = Vec::new();
     let mut from = after.map(history_prefix_end).unwrap_or_default();
     let mut last = None;
+    let mut iter = db.raw_iterator_cf(cf);
     for _ in 0..limit {
-        let mut iter = db.raw_iterator_cf(cf);
         iter.seek(&from);
         let Some(key) = iter.key() else {
             iter.status().map_err(backend("reading history"))?;
