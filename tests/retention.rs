@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use support::cluster::{Cluster, ClusterAgent};
 use support::{Server, dron, wait_for};
 
 fn ms(time: &Value) -> i64 {
@@ -216,4 +217,104 @@ async fn gc_dry_run_says_what_would_go_and_gc_deletes_it() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["field"], "dryRun", "{body}");
+}
+
+/// A cluster's runs, asked of server `index` (a follower forwards to the leader).
+async fn cluster_runs(cluster: &Cluster, index: usize, job: &str) -> Vec<Value> {
+    let path = format!("/api/jobs/{job}/runs?limit=1000");
+    match cluster.request(index, "GET", &path, None).await {
+        Ok((200, body)) => body["runs"].as_array().cloned().unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// The index of the last entry server `index` has applied, as it says.
+async fn applied(cluster: &Cluster, index: usize) -> u64 {
+    let status = cluster.status(index).await.unwrap_or_default();
+    status["lastApplied"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_cluster_the_leader_prunes_through_the_log_and_agents_prune_their_own() {
+    let cluster = Cluster::start(3, BY_HAND).await;
+    let agent_flags = [
+        "--keep-runs",
+        "1",
+        "--max-age",
+        "PT1S",
+        "--prune-every",
+        "PT1S",
+    ];
+    let agent = ClusterAgent::start_with_args(&cluster, "w1", 4.0, &agent_flags);
+    let leader = cluster.wait_for_leader().await;
+    let follower = (leader + 1) % 3;
+    let job = json!({"name": "tick", "command": "echo tick", "schedule": "R//PT1S"});
+    let created = cluster
+        .request(follower, "POST", "/scheduler/iso8601", Some(job))
+        .await;
+    assert!(
+        matches!(created, Ok((204, _))),
+        "{created:?}\n{}",
+        cluster.logs()
+    );
+    wait_for("four runs of tick", Duration::from_secs(30), || async {
+        let runs = cluster_runs(&cluster, follower, "tick").await;
+        runs.iter().filter(|r| r["state"] == "succeeded").count() >= 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let runs = cluster_runs(&cluster, follower, "tick").await;
+    let first_target = runs.iter().map(|r| ms(&r["target"])).min().unwrap();
+
+    // Through a follower, to the leader's pruner, whose deletions go through the log.
+    let (status, report) = cluster
+        .request(follower, "POST", "/api/gc", Some(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert!(report["history"]["count"].as_u64() >= Some(2), "{report}");
+    let oldest = |runs: &[Value]| runs.iter().map(|r| ms(&r["target"])).min().unwrap();
+    assert!(oldest(&cluster_runs(&cluster, follower, "tick").await) > first_target);
+    // The agent deletes its own old run directories.
+    let first_dir = agent
+        .runs_root()
+        .join("tick")
+        .join(format!("{first_target}-0"));
+    wait_for(
+        "the agent to prune its run directories",
+        Duration::from_secs(15),
+        || async { !first_dir.exists() },
+    )
+    .await;
+
+    // The follower applied the deletions too: its own copy, backed up and restored.
+    let committed = applied(&cluster, leader).await;
+    wait_for(
+        "the follower to apply the pruning",
+        Duration::from_secs(10),
+        || async { applied(&cluster, follower).await >= committed },
+    )
+    .await;
+    let backups = tempfile::tempdir().unwrap();
+    let dir = backups.path().join("node");
+    let url = cluster.nodes[follower].url("");
+    let (code, out, err) = dron(&url, &["backup", dir.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let manifest = std::fs::read_to_string(dir.join("backup.json")).unwrap();
+    assert!(manifest.contains("\"cluster-node\""), "{manifest}");
+    drop(agent);
+    drop(cluster);
+    let restored = tempfile::tempdir().unwrap();
+    let restore = std::process::Command::new(env!("CARGO_BIN_EXE_dron"))
+        .arg("restore")
+        .arg(&dir)
+        .arg("--data-dir")
+        .arg(restored.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(restore.status.success(), "{restore:?}");
+    let server = Server::start_on(restored, 2, "").await;
+    let runs = server.runs("tick").await;
+    assert!(!runs.is_empty(), "the job and its runs are there");
+    assert!(oldest(&runs) > first_target, "pruned on the follower too");
 }
