@@ -120,7 +120,8 @@ impl Retention {
         };
         let task = tokio::spawn(async move {
             let period = Duration::from_millis(policy.interval_ms.max(1) as u64);
-            let mut ticks = tokio::time::interval(period);
+            // The first pass one interval after the start: not in the way of a recovery.
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

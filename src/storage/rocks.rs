@@ -419,6 +419,26 @@ impl RocksStoreFactory {
         &self.root
     }
 
+    /// Opens a shard. Retention and backups hold a shard's previous store for a batch or a
+    /// checkpoint (at most a few seconds): a coordinator restarted meanwhile waits for them to
+    /// let its database go rather than fail on RocksDB's lock.
+    fn reopen(&self, index: u32) -> Result<RocksShardStore, StoreError> {
+        let held = || {
+            let open = self.open.lock().expect("open shards lock");
+            open.get(&index)
+                .is_some_and(|store| store.strong_count() > 0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match RocksShardStore::open(&self.shard_dir(index)) {
+                Err(_) if held() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
     fn shard_dir(&self, index: u32) -> PathBuf {
         self.root.join(format!("shard-{index:03}"))
     }
@@ -430,7 +450,7 @@ impl RocksStoreFactory {
 
 impl dron_actors::router::StoreFactory for RocksStoreFactory {
     fn open(&self, index: u32) -> Result<Arc<dyn ShardStore>, StoreError> {
-        let store = Arc::new(RocksShardStore::open(&self.shard_dir(index))?);
+        let store = Arc::new(self.reopen(index)?);
         let mut open = self.open.lock().expect("open shards lock");
         open.retain(|_, store| store.strong_count() > 0);
         open.insert(index, Arc::downgrade(&store));
