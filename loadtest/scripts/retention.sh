@@ -32,10 +32,12 @@ seq 1 "$jobs" | xargs -P 8 -I{} curl -sf -XPOST "$url/scheduler/iso8601" \
   -d '{"name": "ret-{}", "command": "true", "schedule": "R//PT1S", "epsilon": "PT30S"}'
 echo "$jobs jobs every second; retention PT1M; sampling every 30 s for $minutes min" >&2
 
-bytes() { du -s --block-size=1 "$1" 2> /dev/null | cut -f1; }
-inodes() { du -s --inodes "$1" 2> /dev/null | cut -f1; }
+# du fails when a directory goes while it counts (retention deletes them): what it counted
+# is still the figure.
+bytes() { (du -s --block-size=1 "$1" 2> /dev/null || true) | cut -f1; }
+inodes() { (du -s --inodes "$1" 2> /dev/null || true) | cut -f1; }
 finished() {
-  curl -sf "$url/metrics" | awk '/^dron_runs_finished_total/ {n += $2} END {print n + 0}'
+  (curl -sf -m 10 "$url/metrics" || true) | awk '/^dron_runs_finished_total/ {n += $2} END {print n + 0}'
 }
 samples=()
 start=$(date +%s)
