@@ -103,6 +103,15 @@ impl ReplicatedState {
         }
     }
 
+    /// A shard's database if it exists here (unlike [`ReplicatedState::shard`], never made).
+    pub fn existing_shard(&self, index: u32) -> Option<Arc<DB>> {
+        self.shards
+            .read()
+            .expect("shards lock")
+            .get(&index)
+            .cloned()
+    }
+
     /// The resource database, always open.
     pub fn resources_db(&self) -> Arc<DB> {
         self.resources.clone()

@@ -101,7 +101,8 @@ impl crate::retention::PruneStores for ReplicatedPrune {
     }
 
     fn shard(&self, index: u32) -> Option<crate::retention::PrunedShard> {
-        let db = self.0.state.shard(index).ok()?;
+        // Not `shard`, which would make a database a removal has just deleted, here only.
+        let db = self.0.state.existing_shard(index)?;
         let store = Arc::new(ReplicatedShardStore {
             index,
             replicated: self.0.clone(),
