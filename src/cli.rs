@@ -1,13 +1,14 @@
 //! Command-line interface: `dron serve`, the client commands (`dron job ...`, `dron runs`,
 //! `dron shards ...`, `dron logs`, `dron next`, `dron sync`, `dron why`, `dron resource`,
-//! `dron notifications`, `dron agents`, `dron cluster`) talking to a running server over HTTP, `dron agent`
-//! (a remote agent), and the hidden `dron task-shim` and `dron task-launcher`.
-
+//! `dron notifications`, `dron agents`, `dron cluster`, `dron gc`, `dron backup`) talking to
+//! a running server over HTTP, `dron agent` (a remote agent), `dron restore` (offline), and
+//! the hidden `dron task-shim` and `dron task-launcher`.
 mod agents;
 mod client;
 mod cluster;
 mod job;
 mod logs;
+mod maintenance;
 mod next;
 mod notifications;
 mod resources;
@@ -187,6 +188,15 @@ enum Command {
         /// Where the agent keeps its identity, its tasks and their run directories.
         #[arg(long, default_value = "./dron-agent")]
         work_dir: PathBuf,
+        /// Run directories kept per job whatever their age (as the server's retention.keep_runs).
+        #[arg(long, default_value_t = 100)]
+        keep_runs: usize,
+        /// Older run directories (by target, ISO 8601) beyond --keep-runs are deleted.
+        #[arg(long, default_value = "P7D", value_parser = positive_duration)]
+        max_age: i64,
+        /// How often old run directories are looked for (ISO 8601).
+        #[arg(long, default_value = "PT1M", value_parser = positive_duration)]
+        prune_every: i64,
     },
     /// List the server's agents: offered, used and free resources, state, last heartbeat.
     Agents {
@@ -206,6 +216,32 @@ enum Command {
         json: bool,
         #[command(flatten)]
         remote: Remote,
+    },
+    /// Run a retention pass on the server now, or show what one would delete.
+    Gc {
+        /// Print what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the server's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Back up every store of a running server into DIR, on the server's machine.
+    Backup {
+        /// A new or empty directory (a relative path is taken from here).
+        dir: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Prepare a data directory from a backup (offline; then `dron serve --data-dir D`).
+    Restore {
+        /// The backup (made by `dron backup`).
+        dir: PathBuf,
+        /// The data directory to create: new or empty.
+        #[arg(long)]
+        data_dir: PathBuf,
     },
     /// Run one task and record its end (started by the server for each task).
     #[command(hide = true)]
@@ -256,6 +292,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             disk,
             attributes,
             work_dir,
+            keep_runs,
+            max_age,
+            prune_every,
         } => {
             init_tracing();
             let options = crate::agent::AgentOptions {
@@ -267,6 +306,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 disk,
                 attributes,
                 work_dir,
+                retention: crate::agent::retention::RunRetention {
+                    keep_runs,
+                    max_age_ms: max_age,
+                    every: std::time::Duration::from_millis(prune_every as u64),
+                },
             };
             runtime()?.block_on(crate::agent::run(options))?;
             Ok(0)
@@ -327,6 +371,25 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Shards { action, remote } => remote_command(&remote, |client| async move {
             shards::shards(&client, action).await
         }),
+        Command::Gc {
+            dry_run,
+            json,
+            remote,
+        } => remote_command(&remote, |client| async move {
+            maintenance::gc(&client, dry_run, json).await
+        }),
+        Command::Backup { dir, remote } => remote_command(&remote, |client| async move {
+            maintenance::backup(&client, &dir).await
+        }),
+        Command::Restore { dir, data_dir } => Ok(finish(maintenance::restore(&dir, &data_dir))),
+    }
+}
+
+/// An ISO 8601 duration longer than zero, in milliseconds.
+fn positive_duration(text: &str) -> Result<i64, String> {
+    match dron_model::job::parse_duration_ms(text)? {
+        ms if ms > 0 => Ok(ms),
+        _ => Err("must be longer than zero".into()),
     }
 }
 

@@ -29,6 +29,54 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub agents: AgentsConfig,
     pub cluster: ClusterConfig,
+    pub retention: RetentionConfig,
+}
+
+/// What is pruned, and when (src/retention). Durations are ISO 8601 (`P7D`, `PT30S`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// A run (its history entry and its run directory) goes once it is older than `max_age`
+    /// and not among its job's newest `keep_runs`.
+    pub keep_runs: usize,
+    pub max_age: String,
+    /// A satisfied resource goes this long after its logical time.
+    pub resources_max_age: String,
+    /// A delivered notice goes this long after it was made.
+    pub notices_max_age: String,
+    /// How often a pruning pass starts.
+    pub interval: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_runs: 100,
+            max_age: "P7D".into(),
+            resources_max_age: "P30D".into(),
+            notices_max_age: "P30D".into(),
+            interval: "PT1M".into(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The settings in milliseconds, or the first one that is not a positive duration.
+    pub fn policy(&self) -> anyhow::Result<crate::retention::Policy> {
+        let ms = |name: &str, text: &str| -> anyhow::Result<i64> {
+            let ms = dron_model::job::parse_duration_ms(text)
+                .map_err(|error| anyhow::anyhow!("retention.{name} = {text:?}: {error}"))?;
+            anyhow::ensure!(ms > 0, "retention.{name} must be longer than zero");
+            Ok(ms)
+        };
+        Ok(crate::retention::Policy {
+            keep_runs: self.keep_runs,
+            max_age_ms: ms("max_age", &self.max_age)?,
+            resources_max_age_ms: ms("resources_max_age", &self.resources_max_age)?,
+            notices_max_age_ms: ms("notices_max_age", &self.notices_max_age)?,
+            interval_ms: ms("interval", &self.interval)?,
+        })
+    }
 }
 
 /// Where tasks run: the server's own agent, remote `dron agent` processes, or both.
@@ -592,6 +640,7 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             agents: AgentsConfig::default(),
             cluster: ClusterConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -638,6 +687,7 @@ impl Config {
         config.notify.validate()?;
         config.agents.validate()?;
         config.cluster.validate_timing()?;
+        config.retention.policy()?;
         config.agents.local = config.local_agent()?;
         Ok(config)
     }
@@ -700,6 +750,10 @@ mod tests {
         assert_eq!(agents.heartbeat_ms, default_agents.heartbeat_ms);
         assert_eq!(agents.timeout_ms, default_agents.timeout_ms);
         assert!(agents.weights.is_empty());
+        assert_eq!(
+            config.retention.policy().unwrap(),
+            defaults.retention.policy().unwrap()
+        );
         let (cluster, default_cluster) = (&config.cluster, &defaults.cluster);
         assert!(!cluster.enabled() && cluster.node_id.is_none() && cluster.secret_file.is_none());
         assert_eq!(cluster.heartbeat_ms, default_cluster.heartbeat_ms);

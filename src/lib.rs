@@ -18,5 +18,6 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod notify;
+pub mod retention;
 pub mod server;
 pub mod storage;

@@ -3,27 +3,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use serde_json::{Value, json};
-use support::Server;
-
-/// Runs `dron <args> --url <server>`; answers (exit code, stdout, stderr).
-async fn dron(url: &str, args: &[&str]) -> (i32, String, String) {
-    let output: Output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dron"))
-        .args(args)
-        .args(["--url", url])
-        .env_remove("DRON_URL")
-        .env_remove("DRON_TOKEN")
-        .output()
-        .await
-        .expect("running dron");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use support::{Server, dron};
 
 fn write(dir: &Path, file: &str, text: &str) -> PathBuf {
     let path = dir.join(file);

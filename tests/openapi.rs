@@ -33,6 +33,8 @@ const ENDPOINTS: [(&str, &str); 25] = [
     ("/api/cluster/nodes/{id}", "delete"),
     ("/api/notifications", "get"),
     ("/api/notifications/test", "post"),
+    ("/api/gc", "post"),
+    ("/api/backup", "post"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,6 +81,9 @@ async fn the_served_openapi_document_matches_the_routes() {
                 concrete,
                 Some(json!({"id": 4, "address": "http://127.0.0.1:4404"})),
             ),
+            ("/api/gc", _) => (concrete, Some(json!({"dryRun": true}))),
+            // A relative directory is refused (400) before anything is written.
+            ("/api/backup", _) => (concrete, Some(json!({"dir": "relative/dir"}))),
             _ => (concrete, None),
         };
         let (status, answer) = server

@@ -39,6 +39,14 @@ pub enum StoreOp {
     DeleteHistory {
         job: String,
     },
+    /// Retention: deletes the history entries of `job` whose target is before `before_ms`,
+    /// except its newest `keep`. Decided where it is applied (from what is stored then), so an
+    /// entry appended meanwhile is judged too, the same way on every server of a cluster.
+    PruneHistory {
+        job: String,
+        keep: usize,
+        before_ms: i64,
+    },
     /// An event this shard must hand to the event bus (a job run ended), kept until the bus
     /// has recorded it: the shard's outbox.
     PutAnnouncement(ResourceEvent),
@@ -191,6 +199,9 @@ pub enum ResourceOp {
     PutPending(PendingEvent),
     /// By [`ResourceEvent::key`].
     DeletePending(String),
+    /// Retention: forgets a satisfied resource, unless it was satisfied again since this
+    /// record was read (then the store holds another record, which stays).
+    Expire(ResourceRecord),
 }
 
 /// Where satisfied resources live: one store for the server, written by the event bus before

@@ -6,10 +6,12 @@
 //! - [`work_dir`]: what the agent keeps on disk to survive its own restart.
 //! - [`machine`]: this machine's size, the default offer.
 //! - [`output`]: runs' output read here for the server's API.
+//! - [`retention`]: old run directories deleted here.
 
 mod link;
 pub mod machine;
 mod output;
+pub mod retention;
 mod work_dir;
 
 use std::collections::BTreeMap;
@@ -37,6 +39,8 @@ pub struct AgentOptions {
     pub disk: Option<f64>,
     pub attributes: BTreeMap<String, String>,
     pub work_dir: PathBuf,
+    /// Which run directories it keeps.
+    pub retention: retention::RunRetention,
 }
 
 /// Runs the agent until SIGTERM or Ctrl-C. Tasks keep running under their shims when it
@@ -71,6 +75,11 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
             timeout_deadline_ms,
         })?;
     }
+    let pruning = {
+        let tasks = WorkDir::open(&options.work_dir)?;
+        let unacknowledged = move || tasks.tasks().into_iter().map(|(id, _)| id).collect();
+        retention::spawn(dir.runs_root(), options.retention, unacknowledged)
+    };
     let server = options.servers.join(",");
     tracing::info!(name = options.name, %resources, server, "dron agent starting");
     let identity = link::Identity {
@@ -84,6 +93,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         () = session.run(updates) => {}
         () = crate::server::shutdown_signal() => {}
     }
+    pruning.abort();
     tasks.stop(Some("shutdown".into()));
     Ok(())
 }

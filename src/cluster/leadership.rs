@@ -28,7 +28,8 @@ use super::proposer::Proposer;
 use super::raft::{Leadership, Member, RaftNode, RaftSettings};
 use super::state::ReplicatedState;
 use super::stores::{
-    Replicated, ReplicatedNoticeStore, ReplicatedResourceStore, ReplicatedStoreFactory,
+    Replicated, ReplicatedNoticeStore, ReplicatedPrune, ReplicatedResourceStore,
+    ReplicatedStoreFactory,
 };
 use super::view::{Changing, ClusterStatus, ClusterView, NodeId, Role};
 use crate::config::Config;
@@ -107,6 +108,8 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
         scheduling: AtomicBool::new(false),
     });
     let state = state.with_cluster(view.clone());
+    state.set_backup(replicated.clone());
+    let _usage = crate::server::disk_usage(&config)?;
     let address = listener
         .local_addr()
         .context("reading the listening address")?
@@ -216,7 +219,8 @@ async fn start_leading(
     let storage = Storage {
         factory: Arc::new(ReplicatedStoreFactory(shared.clone())),
         resources: Arc::new(ReplicatedResourceStore(shared.clone())),
-        notices: Arc::new(ReplicatedNoticeStore(shared)),
+        notices: Arc::new(ReplicatedNoticeStore(shared.clone())),
+        prune: Arc::new(ReplicatedPrune(shared)),
         known_agents: KnownAgentsRecord::Custom {
             names: replicated.known_agents()?,
             remember,

@@ -103,6 +103,20 @@ impl ReplicatedState {
         }
     }
 
+    /// A shard's database if it exists here (unlike [`ReplicatedState::shard`], never made).
+    pub fn existing_shard(&self, index: u32) -> Option<Arc<DB>> {
+        self.shards
+            .read()
+            .expect("shards lock")
+            .get(&index)
+            .cloned()
+    }
+
+    /// The resource database, always open.
+    pub fn resources_db(&self) -> Arc<DB> {
+        self.resources.clone()
+    }
+
     /// The shards that have a database here.
     pub fn shard_indexes(&self) -> Vec<u32> {
         self.shards
@@ -284,6 +298,93 @@ impl ReplicatedState {
         }
         Ok(())
     }
+}
+
+impl crate::storage::backup::BackupSource for ReplicatedState {
+    /// Checkpoints every database between two applied entries (none is applied meanwhile).
+    fn backup(&self, dir: &Path) -> Result<crate::storage::backup::Manifest, StoreError> {
+        use crate::storage::backup::{self, Part};
+        let shards: Vec<(u32, Arc<DB>)> = self
+            .shards
+            .read()
+            .expect("shards lock")
+            .iter()
+            .map(|(index, db)| (*index, db.clone()))
+            .collect();
+        let mut parts = vec![
+            Part {
+                name: "cluster-meta".into(),
+                db: &self.meta,
+            },
+            Part {
+                name: "resources".into(),
+                db: &self.resources,
+            },
+            Part {
+                name: "notifications".into(),
+                db: &self.notices,
+            },
+        ];
+        for (index, db) in &shards {
+            parts.push(Part {
+                name: format!("shards/shard-{index:03}"),
+                db,
+            });
+        }
+        let (stores, paused_ms) = backup::checkpoint_all(dir, &parts, || {
+            Ok(self.applying.lock().expect("apply lock"))
+        })?;
+        backup::finish(dir, backup::CLUSTER_NODE, stores, paused_ms)
+    }
+}
+
+/// Turns a cluster node's restored state in `data_dir` into a single server's: each database
+/// loses its applied index, and the meta database's shard count and known agents become
+/// `shards/shards.json` and `known-agents`.
+pub fn as_single_server(data_dir: &Path) -> Result<(), StoreError> {
+    let meta_dir = data_dir.join("cluster-meta");
+    let (count, agents) = {
+        let meta = open_db(&meta_dir, &[META, AGENTS, APPLIED], Reads::Scans)?;
+        let count = read_u64(&meta, META, SHARD_COUNT_KEY)?;
+        let mut agents = Vec::new();
+        for item in meta.iterator_cf(family(&meta, AGENTS)?, IteratorMode::Start) {
+            let (key, _) = item.map_err(backend("reading known agents"))?;
+            agents.push(String::from_utf8_lossy(&key).into_owned());
+        }
+        (count, agents)
+    };
+    std::fs::remove_dir_all(&meta_dir).map_err(backend("removing the cluster's meta database"))?;
+    let mut databases = vec![
+        (
+            data_dir.join("resources"),
+            resources::FAMILIES,
+            resources::READS,
+        ),
+        (
+            data_dir.join("notifications"),
+            notices::FAMILIES,
+            Reads::Scans,
+        ),
+    ];
+    for index in existing_shards(&data_dir.join("shards"))? {
+        let dir = data_dir.join("shards").join(format!("shard-{index:03}"));
+        databases.push((dir, rocks::FAMILIES, Reads::Scans));
+    }
+    for (path, families, reads) in databases {
+        let mut db = open_replicated(&path, families, reads)?;
+        db.drop_cf(APPLIED)
+            .map_err(backend("dropping the applied index"))?;
+    }
+    if let Some(count) = count {
+        use dron_actors::router::StoreFactory;
+        let shards = rocks::RocksStoreFactory::new(data_dir.join("shards"))?;
+        shards.save_shard_count(count as u32)?;
+    }
+    if !agents.is_empty() {
+        std::fs::write(data_dir.join("known-agents"), agents.join("\n") + "\n")
+            .map_err(backend("writing known agents"))?;
+    }
+    Ok(())
 }
 
 /// What a snapshot holds: every key of every family of every database.
@@ -481,6 +582,52 @@ mod tests {
         // An empty payload is a barrier: applied, nothing changed.
         state.apply_entry(3, &[]).unwrap();
         assert_eq!(state.last_applied().unwrap(), Some(3));
+    }
+
+    #[test]
+    fn a_nodes_backup_restores_as_a_single_servers_data_directory() {
+        use crate::storage::backup::BackupSource;
+        use dron_actors::router::StoreFactory;
+        use dron_actors::store::ShardStore;
+        let (node, backups, restored) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let state = ReplicatedState::open(node.path()).unwrap();
+        let first = entry(vec![
+            shard_write(1, &[run("a", 1), run("a", 2)]),
+            Command::Meta(MetaChange::ShardCount(2)),
+            Command::Meta(MetaChange::KnownAgent("w1".into())),
+        ]);
+        state.apply_entry(1, &first).unwrap();
+        let backup = backups.path().join("b");
+        let manifest = state.backup(&backup).unwrap();
+        assert_eq!(manifest.kind, "cluster-node");
+        // Applied after the backup: not in it.
+        state
+            .apply_entry(2, &entry(vec![shard_write(1, &[run("a", 3)])]))
+            .unwrap();
+
+        let data = restored.path().join("data");
+        crate::storage::backup::restore(&backup, &data).unwrap();
+        assert!(!data.join("cluster-meta").exists());
+        let shard = rocks::RocksShardStore::open(&data.join("shards/shard-001")).unwrap();
+        let targets: Vec<i64> = shard
+            .history("a", 10)
+            .unwrap()
+            .iter()
+            .map(|h| h.target_ms())
+            .collect();
+        assert_eq!(targets, [2, 1]);
+        let factory = rocks::RocksStoreFactory::new(data.join("shards")).unwrap();
+        assert_eq!(factory.load_shard_count().unwrap(), Some(2));
+        assert_eq!(
+            std::fs::read_to_string(data.join("known-agents")).unwrap(),
+            "w1\n"
+        );
+        crate::storage::resources::RocksResourceStore::open(&data.join("resources"))
+            .expect("opens as a single server's store");
     }
 
     #[test]

@@ -91,6 +91,31 @@ impl NoticeStore for ReplicatedNoticeStore {
     }
 }
 
+/// The replicated stores as the leader's pruner reads (this server's applied copy) and
+/// prunes them (through the log).
+pub struct ReplicatedPrune(pub Replicated);
+
+impl crate::retention::PruneStores for ReplicatedPrune {
+    fn shard_indexes(&self) -> Vec<u32> {
+        self.0.state.shard_indexes()
+    }
+
+    fn shard(&self, index: u32) -> Option<crate::retention::PrunedShard> {
+        // Not `shard`, which would make a database a removal has just deleted, here only.
+        let db = self.0.state.existing_shard(index)?;
+        let store = Arc::new(ReplicatedShardStore {
+            index,
+            replicated: self.0.clone(),
+        });
+        Some(crate::retention::PrunedShard { index, store, db })
+    }
+
+    fn resources(&self) -> (Arc<dyn ResourceStore>, Arc<rocksdb::DB>) {
+        let store = Arc::new(ReplicatedResourceStore(self.0.clone()));
+        (store, self.0.state.resources_db())
+    }
+}
+
 /// Opens replicated shard stores; the shard count and removals go through the log. Its calls
 /// run on blocking threads (the router's `unblocked`), so they may wait for a commit.
 pub struct ReplicatedStoreFactory(pub Replicated);

@@ -4,7 +4,7 @@
 //! servers with stale views cannot bounce it between them.
 //!
 //! Not forwarded: what a server answers about itself (`/health`, `/ping`, `/metrics`,
-//! `/api/cluster`), the agents' WebSocket (`/api/agents/connect` tells an agent where the
+//! `/api/cluster`, `/api/backup` of its own stores), the agents' WebSocket (`/api/agents/connect` tells an agent where the
 //! leader is instead), the cluster's own traffic (`/internal/...`) and the UI's files.
 
 use std::time::Duration;
@@ -57,6 +57,7 @@ pub fn forwarded_path(path: &str) -> bool {
         "/metrics",
         "/api/cluster",
         "/api/agents/connect",
+        "/api/backup",
         "/",
         "/ui",
     ];

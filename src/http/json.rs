@@ -63,7 +63,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// The top-level field of a serde path, as a static name when it is one of the job fields.
 fn field_name(path: &str) -> Option<&'static str> {
     let top = path.split(['.', '[']).next()?;
-    let others = ["statusCode", "email", "webhook"];
+    let others = ["statusCode", "email", "webhook", "dryRun", "dir"];
     let known = dron_model::job::JOB_FIELDS.iter().chain(&others);
     known.copied().find(|field| *field == top)
 }

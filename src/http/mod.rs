@@ -10,6 +10,7 @@ mod cross_site;
 pub mod error;
 mod forward;
 mod json;
+mod maintenance;
 pub mod metrics;
 mod native;
 mod ui;
@@ -55,6 +56,10 @@ pub struct AppState {
     cluster: Option<Arc<dyn ClusterView>>,
     /// Carries requests to the leader, in a cluster.
     forwarder: Option<Arc<forward::Forwarder>>,
+    /// The pruner, set while the scheduler runs here (`POST /api/gc`).
+    retention: Arc<RwLock<Option<crate::retention::pruner::GcHandle>>>,
+    /// This server's stores as a backup sees them (`POST /api/backup`), set once open.
+    backup: Arc<RwLock<Option<Arc<dyn crate::storage::backup::BackupSource>>>>,
 }
 
 /// What a single server calls itself in `GET /api/cluster`.
@@ -86,7 +91,27 @@ impl AppState {
             broker: Arc::default(),
             cluster: None,
             forwarder: None,
+            retention: Arc::default(),
+            backup: Arc::default(),
         }
+    }
+
+    pub fn set_retention(&self, handle: crate::retention::pruner::GcHandle) {
+        write(&self.retention, Some(handle));
+    }
+
+    fn retention(&self) -> Result<crate::retention::pruner::GcHandle, ApiError> {
+        read(&self.retention)
+            .ok_or_else(|| ApiError::unavailable("dron is recovering its shards; retry shortly"))
+    }
+
+    pub fn set_backup(&self, source: Arc<dyn crate::storage::backup::BackupSource>) {
+        write(&self.backup, Some(source));
+    }
+
+    fn backup(&self) -> Result<Arc<dyn crate::storage::backup::BackupSource>, ApiError> {
+        read(&self.backup)
+            .ok_or_else(|| ApiError::unavailable("dron is opening its stores; retry shortly"))
     }
 
     /// This server is one of a cluster: `view` says who leads and whether the scheduler runs
@@ -139,6 +164,7 @@ impl AppState {
         write(&self.scheduler, None);
         write(&self.broker, None);
         write(&self.amqp, None);
+        write(&self.retention, None);
     }
 
     fn scheduler(&self) -> Option<Arc<SchedulerClient>> {
@@ -186,6 +212,7 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .merge(native::routes(fault_injection))
         .merge(agents::routes())
         .merge(cluster::routes())
+        .merge(maintenance::routes())
         .merge(ui::routes())
         .route("/ping", axum::routing::get(ping))
         .route("/metrics", axum::routing::get(metrics::render))

@@ -11,8 +11,12 @@ use dron_actors::broker::KnownAgentsRecord;
 use dron_actors::clock::{SharedClock, SystemClock};
 use tokio::net::TcpListener;
 
+use dron_actors::store::{ResourceStore, StoreError};
+
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::retention::{PruneStores, PrunedShard};
+use crate::storage::backup::{self, BackupSource, Manifest, Part};
 use crate::storage::notices::RocksNoticeStore;
 use crate::storage::resources::RocksResourceStore;
 use crate::storage::rocks::RocksStoreFactory;
@@ -45,7 +49,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     // One clock for every actor (tests give them tokio's).
     let clock: SharedClock = Arc::new(SystemClock);
-    let storage = local_storage(&config)?;
+    let (storage, stores) = local_storage(&config)?;
+    state.set_backup(stores);
+    let _usage = disk_usage(&config)?;
     let amqp_link = amqp(&config)?;
     let mut scheduler =
         Scheduler::start(&config, storage, amqp_link, clock, &state, &address).await?;
@@ -66,11 +72,31 @@ pub fn api(config: &Config, state: AppState, internal: axum::Router) -> axum::Ro
     http::router_with_internal(state, config.fault_injection, internal).layer(axum::Extension(runs))
 }
 
-/// A single server's stores: its own databases in the data directory.
-fn local_storage(config: &Config) -> anyhow::Result<Storage> {
+/// Measures the data directory's disk use for `/metrics` until the answer is dropped.
+pub fn disk_usage(config: &Config) -> anyhow::Result<AbortOnDrop> {
+    let every = std::time::Duration::from_millis(config.retention.policy()?.interval_ms as u64);
+    Ok(AbortOnDrop(crate::retention::usage::spawn(
+        config.data_dir.clone(),
+        every,
+    )))
+}
+
+/// A background task, stopped when this is dropped.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A single server's stores: its own databases in the data directory; and the same stores
+/// as retention and backups reach them.
+fn local_storage(config: &Config) -> anyhow::Result<(Storage, Arc<LocalStores>)> {
     let data = &config.data_dir;
-    Ok(Storage {
-        factory: Arc::new(RocksStoreFactory::new(data.join("shards"))?),
+    let stores = Arc::new(LocalStores {
+        data_dir: data.clone(),
+        shards: Arc::new(RocksStoreFactory::new(data.join("shards"))?),
         resources: Arc::new(
             RocksResourceStore::open(&data.join("resources"))
                 .context("opening the resource store")?,
@@ -79,9 +105,84 @@ fn local_storage(config: &Config) -> anyhow::Result<Storage> {
             RocksNoticeStore::open(&data.join("notifications"))
                 .context("opening the notification store")?,
         ),
+    });
+    let storage = Storage {
+        factory: stores.shards.clone(),
+        resources: stores.resources.clone(),
+        notices: stores.notices.clone(),
         known_agents: KnownAgentsRecord::File(data.join("known-agents")),
         epoch: next_epoch(data)?,
-    })
+        prune: stores.clone(),
+    };
+    Ok((storage, stores))
+}
+
+/// A single server's stores, for retention and backups.
+pub struct LocalStores {
+    data_dir: std::path::PathBuf,
+    shards: Arc<RocksStoreFactory>,
+    resources: Arc<RocksResourceStore>,
+    notices: Arc<RocksNoticeStore>,
+}
+
+impl PruneStores for LocalStores {
+    fn shard_indexes(&self) -> Vec<u32> {
+        self.shards.open_indexes()
+    }
+
+    fn shard(&self, index: u32) -> Option<PrunedShard> {
+        let store = self.shards.open_shard(index)?;
+        Some(PrunedShard {
+            index,
+            db: store.db(),
+            store,
+        })
+    }
+
+    fn resources(&self) -> (Arc<dyn ResourceStore>, Arc<rocksdb::DB>) {
+        (self.resources.clone(), self.resources.db())
+    }
+}
+
+impl BackupSource for LocalStores {
+    fn backup(&self, dir: &std::path::Path) -> Result<Manifest, StoreError> {
+        let shards: Vec<_> = self
+            .shards
+            .open_indexes()
+            .into_iter()
+            .filter_map(|index| Some((index, self.shards.open_shard(index)?)))
+            .collect();
+        let (resources, notices) = (self.resources.db(), self.notices.db());
+        let shard_dbs: Vec<_> = shards
+            .iter()
+            .map(|(index, store)| (*index, store.db()))
+            .collect();
+        let mut parts = vec![
+            Part {
+                name: "resources".into(),
+                db: &resources,
+            },
+            Part {
+                name: "notifications".into(),
+                db: &notices,
+            },
+        ];
+        for (index, db) in &shard_dbs {
+            parts.push(Part {
+                name: format!("shards/shard-{index:03}"),
+                db,
+            });
+        }
+        let (stores, paused_ms) = backup::checkpoint_all(dir, &parts, || {
+            let mut held = vec![self.resources.pause()?, self.notices.pause()?];
+            for (_, store) in &shards {
+                held.push(store.pause()?);
+            }
+            Ok(held)
+        })?;
+        backup::copy_files(&self.data_dir, dir)?;
+        backup::finish(dir, backup::SERVER, stores, paused_ms)
+    }
 }
 
 /// How this server meets RabbitMQ, if `events.amqp_url` is set.

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::events::amqp::{self, AmqpSettings};
 use crate::http::AppState;
+use crate::retention::{PruneStores, Retention};
 
 /// Where the scheduler keeps what it must not lose: a single server's own databases, or a
 /// cluster's replicated ones.
@@ -36,6 +37,8 @@ pub struct Storage {
     pub known_agents: KnownAgentsRecord,
     /// The fencing epoch agents see in every command: above every earlier run's.
     pub epoch: u64,
+    /// The same stores as retention reads and prunes them.
+    pub prune: Arc<dyn PruneStores>,
 }
 
 /// How the scheduler reaches RabbitMQ, if it does.
@@ -50,6 +53,8 @@ pub struct Scheduler {
     bus: ActorRef<BusMsg>,
     notifier: ActorRef<NotifierMsg>,
     handles: Vec<(&'static str, JoinHandle<()>)>,
+    /// Prunes what retention says goes; stopped with the scheduler.
+    retention: Retention,
 }
 
 impl Scheduler {
@@ -68,7 +73,9 @@ impl Scheduler {
             notices,
             known_agents,
             epoch,
+            prune,
         } = storage;
+        let policy = config.retention.policy()?;
         let router_cell = Arc::new(OnceLock::new());
         let status = to_router(router_cell.clone());
         let broker_args = broker_args(config, status, clock.clone(), epoch, known_agents)?;
@@ -102,7 +109,7 @@ impl Scheduler {
         let shards_args = ShardsArgs {
             factory,
             default_shard_count: config.shards,
-            clock,
+            clock: clock.clone(),
             broker: broker.clone(),
             bus: bus.clone(),
             notifier: notifier.clone(),
@@ -132,6 +139,9 @@ impl Scheduler {
             };
             state.set_amqp(amqp::spawn(settings, client.clone(), bus.clone()));
         }
+        let local_runs = config.agents.local.then(|| config.data_dir.join("runs"));
+        let retention = Retention::spawn(policy, prune, notifier.clone(), local_runs, clock);
+        state.set_retention(retention.handle());
         state.set_ready(client);
         started.0.clear(); // all started: they are the scheduler's now
         Ok(Scheduler {
@@ -145,6 +155,7 @@ impl Scheduler {
                 ("the event bus stopped", bus_handle),
                 ("the notifier stopped", notifier_handle),
             ],
+            retention,
         })
     }
 
@@ -162,6 +173,7 @@ impl Scheduler {
     /// Stops every actor and waits for them. Running tasks keep running under their shims;
     /// the next scheduler (after a restart, or on the next leader) adopts them.
     pub async fn stop(self) {
+        drop(self.retention);
         self.router.stop(Some("shutdown".into()));
         self.broker.stop(Some("shutdown".into()));
         self.bus.stop(Some("shutdown".into()));

@@ -3,9 +3,11 @@
 //! cluster carries them in its Raft log, so that every server applies the same bytes
 //! (src/cluster).
 //!
-//! One change still reads the database: trimming a job's history finds the oldest entries to
-//! delete where it is applied. It gives the same result on every server because every server
-//! applies the same entries, in the same groups, to the same state.
+//! Three changes still read the database where they are applied: trimming and pruning a job's
+//! history find the oldest entries to delete, and an expiry deletes a key only if it still
+//! holds the value that was judged expired. They give the same result on every server because
+//! every server applies the same entries, in the same groups, to the same state, and the
+//! time they judge by is in their bytes, never read from a clock where they are applied.
 
 use std::borrow::Cow;
 
@@ -32,6 +34,20 @@ pub enum Change {
     },
     /// Keeps only the newest `keep` history entries of `job` (a shard's history family).
     TrimHistory { job: String, keep: u64 },
+    /// Deletes the history entries of `job` whose target is before `before_ms`, except the
+    /// newest `keep` (retention).
+    PruneHistory {
+        job: String,
+        keep: u64,
+        before_ms: i64,
+    },
+    /// Deletes `key` if it holds exactly `value` (retention: a record written again since it
+    /// was judged expired stays).
+    DeleteIfUnchanged {
+        family: Cow<'static, str>,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
 }
 
 impl Change {
@@ -51,7 +67,7 @@ impl Change {
     }
 }
 
-/// Adds `change` to `batch` (reading `db` only to trim history).
+/// Adds `change` to `batch` (reading `db` only to trim or prune history and to expire).
 pub fn add_change(db: &DB, batch: &mut WriteBatch, change: &Change) -> Result<(), StoreError> {
     match change {
         Change::Put { family, key, value } => batch.put_cf(cf(db, family)?, key, value),
@@ -65,6 +81,26 @@ pub fn add_change(db: &DB, batch: &mut WriteBatch, change: &Change) -> Result<()
             job,
             usize::try_from(*keep).unwrap_or(usize::MAX),
         )?,
+        Change::PruneHistory {
+            job,
+            keep,
+            before_ms,
+        } => super::rocks::prune_history(
+            db,
+            batch,
+            job,
+            usize::try_from(*keep).unwrap_or(usize::MAX),
+            *before_ms,
+        )?,
+        Change::DeleteIfUnchanged { family, key, value } => {
+            let cf = cf(db, family)?;
+            let stored = db
+                .get_pinned_cf(cf, key)
+                .map_err(StoreError::backend("reading a key to expire"))?;
+            if stored.as_deref() == Some(value.as_slice()) {
+                batch.delete_cf(cf, key);
+            }
+        }
     }
     Ok(())
 }

@@ -6,7 +6,9 @@
 //! - [`change`]: a store's write as physical changes (keys, encoded values), which a cluster
 //!   replicates.
 //! - [`writer`]: the group-commit writer thread they all use.
+//! - [`backup`]: online backups (checkpoints of every store at one cut) and restores.
 
+pub mod backup;
 pub mod change;
 pub mod notices;
 pub mod resources;

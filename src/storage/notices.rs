@@ -38,6 +38,16 @@ impl RocksNoticeStore {
         )?;
         Ok(RocksNoticeStore { writer, db })
     }
+
+    /// The database, for backups.
+    pub fn db(&self) -> Arc<DB> {
+        self.db.clone()
+    }
+
+    /// Holds this store's writes (after those queued before) until the guard is dropped.
+    pub fn pause(&self) -> Result<super::writer::Paused, StoreError> {
+        self.writer.pause()
+    }
 }
 
 impl NoticeStore for RocksNoticeStore {

@@ -41,6 +41,16 @@ impl RocksResourceStore {
         )?;
         Ok(RocksResourceStore { writer, db })
     }
+
+    /// The database, for reads outside the event bus (retention, backups).
+    pub fn db(&self) -> Arc<DB> {
+        self.db.clone()
+    }
+
+    /// Holds this store's writes (after those queued before) until the guard is dropped.
+    pub fn pause(&self) -> Result<super::writer::Paused, StoreError> {
+        self.writer.pause()
+    }
 }
 
 impl ResourceStore for RocksResourceStore {
@@ -93,13 +103,88 @@ pub fn change(op: &ResourceOp) -> Change {
             codec::encode(pending),
         ),
         ResourceOp::DeletePending(key) => Change::delete(PENDING, key.as_bytes()),
+        ResourceOp::Expire(record) => Change::DeleteIfUnchanged {
+            family: RESOURCES.into(),
+            key: record.resource.as_bytes().to_vec(),
+            value: codec::encode(record),
+        },
     }
+}
+
+/// Satisfied resources whose time is before `before_ms`, among at most `limit` read from
+/// after the resource `after` (exclusive) on, and the resource to go on after (None: the scan
+/// reached the end).
+pub fn expired_resources(
+    db: &DB,
+    after: Option<&str>,
+    before_ms: i64,
+    limit: usize,
+) -> Result<(Vec<ResourceRecord>, Option<String>), StoreError> {
+    let cf = family(db, RESOURCES)?;
+    let mut iter = db.raw_iterator_cf(cf);
+    match after {
+        Some(after) => {
+            iter.seek(after.as_bytes());
+            if iter.key() == Some(after.as_bytes()) {
+                iter.next();
+            }
+        }
+        None => iter.seek_to_first(),
+    }
+    let mut expired = Vec::new();
+    let mut last = None;
+    for _ in 0..limit {
+        let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
+            iter.status().map_err(backend("scanning resources"))?;
+            return Ok((expired, None));
+        };
+        let resource = String::from_utf8_lossy(key).into_owned();
+        let record: ResourceRecord = codec::decode(value)
+            .map_err(|error| StoreError::decode(format!("{RESOURCES}/{resource}"), error))?;
+        if record.at_ms < before_ms {
+            expired.push(record);
+        }
+        last = Some(resource);
+        iter.next();
+    }
+    Ok((expired, last))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use dron_model::resource::ResourceEvent;
+
+    #[tokio::test]
+    async fn old_resources_are_found_in_batches_and_expire_unless_satisfied_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksResourceStore::open(dir.path()).unwrap();
+        let record = |resource: &str, at_ms: i64, meta: &str| ResourceRecord {
+            resource: resource.into(),
+            at_ms,
+            recorded_ms: at_ms,
+            meta_json: meta.into(),
+        };
+        let ops = ["a", "b", "c"].map(|r| ResourceOp::Satisfy(record(r, 5, "{}")));
+        let mut ops = ops.to_vec();
+        ops.push(ResourceOp::Satisfy(record("young", 50, "{}")));
+        store.submit(ops).await.unwrap().unwrap();
+        let db = store.db();
+        let (first, next) = expired_resources(&db, None, 10, 2).unwrap();
+        assert_eq!(first.len(), 2);
+        assert_eq!(next.as_deref(), Some("b"));
+        let (rest, next) = expired_resources(&db, Some("b"), 10, 10).unwrap();
+        assert_eq!(rest, [record("c", 5, "{}")], "young is read, not expired");
+        assert_eq!(next, None);
+
+        // "b" is satisfied again (another record) between the read and the expiry: it stays.
+        let again = ResourceOp::Satisfy(record("b", 5, "{\"again\":1}"));
+        store.submit(vec![again]).await.unwrap().unwrap();
+        let expire = first.into_iter().map(ResourceOp::Expire).collect();
+        store.submit(expire).await.unwrap().unwrap();
+        assert!(store.get("a").unwrap().is_none());
+        assert_eq!(store.get("b").unwrap().unwrap().meta_json, "{\"again\":1}");
+    }
 
     #[tokio::test]
     async fn satisfied_resources_and_pending_events_survive_reopening() {

@@ -16,8 +16,9 @@
 //! [`super::writer`]): under load many API calls share a sync, and none is acknowledged
 //! before its sync.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use dron_actors::store::{Durable, ShardSnapshot, ShardStore, StoreError, StoreOp};
 use dron_model::codec;
@@ -52,6 +53,16 @@ impl RocksShardStore {
             AfterFailure::RefuseUntilReload,
         )?;
         Ok(RocksShardStore { writer, db })
+    }
+
+    /// The database, for reads outside the coordinator (retention, backups).
+    pub fn db(&self) -> Arc<DB> {
+        self.db.clone()
+    }
+
+    /// Holds this shard's writes (after those queued before) until the guard is dropped.
+    pub fn pause(&self) -> Result<super::writer::Paused, StoreError> {
+        self.writer.pause()
     }
 }
 
@@ -185,6 +196,15 @@ pub fn change(op: &StoreOp) -> Change {
             job: job.clone(),
             keep: *keep as u64,
         },
+        StoreOp::PruneHistory {
+            job,
+            keep,
+            before_ms,
+        } => Change::PruneHistory {
+            job: job.clone(),
+            keep: *keep as u64,
+            before_ms: *before_ms,
+        },
         StoreOp::PutAnnouncement(event) => {
             Change::put(OUTBOX, event.key().as_bytes(), codec::encode(event))
         }
@@ -224,6 +244,124 @@ pub(super) fn trim_history(
     Ok(())
 }
 
+/// Deletes the history entries of `job` with a target before `before_ms`, except the newest
+/// `keep`: one range deletion, from the job's first key to the older of the first kept key
+/// and the first key at `before_ms`.
+pub(super) fn prune_history(
+    db: &DB,
+    batch: &mut WriteBatch,
+    job: &str,
+    keep: usize,
+    before_ms: i64,
+) -> Result<(), StoreError> {
+    let cf = family(db, HISTORY)?;
+    let prefix = history_prefix(job);
+    let mut end = history_key(job, before_ms);
+    if keep > 0 {
+        let newest_first = db.iterator_cf(
+            cf,
+            IteratorMode::From(&history_prefix_end(job), Direction::Reverse),
+        );
+        let mut kept = 0;
+        let mut oldest_kept = None;
+        for item in newest_first {
+            let (key, _) = item.map_err(backend("reading history to prune"))?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            kept += 1;
+            oldest_kept = Some(key);
+            if kept == keep {
+                break;
+            }
+        }
+        match oldest_kept {
+            // Fewer entries than kept: nothing goes.
+            _ if kept < keep => return Ok(()),
+            Some(key) if key.as_ref() < end.as_slice() => end = key.to_vec(),
+            _ => {}
+        }
+    }
+    batch.delete_range_cf(cf, prefix.as_slice(), end.as_slice());
+    Ok(())
+}
+
+/// Jobs of the shard in `db` whose oldest history entry is before `before_ms`, from `after`
+/// (exclusive) on, at most `limit` of them, and the job to go on after. Reads one key per job.
+pub fn jobs_with_old_history(
+    db: &DB,
+    after: Option<&str>,
+    before_ms: i64,
+    limit: usize,
+) -> Result<(Vec<String>, Option<String>), StoreError> {
+    let cf = family(db, HISTORY)?;
+    let mut found = Vec::new();
+    let mut from = after.map(history_prefix_end).unwrap_or_default();
+    let mut last = None;
+    let mut iter = db.raw_iterator_cf(cf);
+    for _ in 0..limit {
+        iter.seek(&from);
+        let Some(key) = iter.key() else {
+            iter.status().map_err(backend("reading history"))?;
+            return Ok((found, None));
+        };
+        let Some(split) = key.iter().position(|b| *b == 0) else {
+            return Ok((found, None)); // not a history key: nothing of ours after it
+        };
+        let job = String::from_utf8_lossy(&key[..split]).into_owned();
+        if key.len() == split + 9 {
+            let target = u64::from_be_bytes(key[split + 1..].try_into().expect("8 bytes"));
+            if ((target ^ (1 << 63)) as i64) < before_ms {
+                found.push(job.clone());
+            }
+        }
+        from = history_prefix_end(&job);
+        last = Some(job);
+    }
+    Ok((found, last))
+}
+
+/// How many history entries `job` has in `db` (for `dron gc --dry-run`), and how many of them
+/// a [`StoreOp::PruneHistory`] with these settings would delete.
+pub fn prunable_history(
+    db: &DB,
+    job: &str,
+    keep: usize,
+    before_ms: i64,
+) -> Result<usize, StoreError> {
+    let cf = family(db, HISTORY)?;
+    let prefix = history_prefix(job);
+    let end = history_key(job, before_ms);
+    let mut old = 0;
+    for item in db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
+        let (key, _) = item.map_err(backend("reading history"))?;
+        if !key.starts_with(&prefix) || key.as_ref() >= end.as_slice() {
+            break;
+        }
+        old += 1;
+    }
+    if old == 0 {
+        return Ok(0);
+    }
+    let total = read_history_count(db, job, old + keep)?;
+    Ok(old.min(total.saturating_sub(keep)))
+}
+
+/// The number of history entries of `job`, counting at most `limit`.
+fn read_history_count(db: &DB, job: &str, limit: usize) -> Result<usize, StoreError> {
+    let cf = family(db, HISTORY)?;
+    let prefix = history_prefix(job);
+    let mut count = 0;
+    for item in db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
+        let (key, _) = item.map_err(backend("reading history"))?;
+        if !key.starts_with(&prefix) || count == limit {
+            break;
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
 fn history_prefix(job: &str) -> Vec<u8> {
     let mut key = job.as_bytes().to_vec();
     key.push(0);
@@ -247,12 +385,58 @@ fn history_key(job: &str, target_ms: i64) -> Vec<u8> {
 /// Opens shards as `<root>/shard-NNN` and keeps the shard count in `<root>/shards.json`.
 pub struct RocksStoreFactory {
     root: PathBuf,
+    /// The shards it opened, while their coordinators hold them: retention and backups reach
+    /// them here, without keeping one open when its coordinator lets it go.
+    open: Mutex<BTreeMap<u32, Weak<RocksShardStore>>>,
 }
 
 impl RocksStoreFactory {
     pub fn new(root: PathBuf) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&root).map_err(backend("creating the shards directory"))?;
-        Ok(RocksStoreFactory { root })
+        Ok(RocksStoreFactory {
+            root,
+            open: Mutex::default(),
+        })
+    }
+
+    /// The indexes of the shards open now.
+    pub fn open_indexes(&self) -> Vec<u32> {
+        let open = self.open.lock().expect("open shards lock");
+        open.iter()
+            .filter(|(_, store)| store.strong_count() > 0)
+            .map(|(index, _)| *index)
+            .collect()
+    }
+
+    /// A shard, if it is open now.
+    pub fn open_shard(&self, index: u32) -> Option<Arc<RocksShardStore>> {
+        let open = self.open.lock().expect("open shards lock");
+        open.get(&index).and_then(Weak::upgrade)
+    }
+
+    /// The directory shards live in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Opens a shard. Retention and backups hold a shard's previous store for a batch or a
+    /// checkpoint (at most a few seconds): a coordinator restarted meanwhile waits for them to
+    /// let its database go rather than fail on RocksDB's lock.
+    fn reopen(&self, index: u32) -> Result<RocksShardStore, StoreError> {
+        let held = || {
+            let open = self.open.lock().expect("open shards lock");
+            open.get(&index)
+                .is_some_and(|store| store.strong_count() > 0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match RocksShardStore::open(&self.shard_dir(index)) {
+                Err(_) if held() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
     }
 
     fn shard_dir(&self, index: u32) -> PathBuf {
@@ -266,7 +450,11 @@ impl RocksStoreFactory {
 
 impl dron_actors::router::StoreFactory for RocksStoreFactory {
     fn open(&self, index: u32) -> Result<Arc<dyn ShardStore>, StoreError> {
-        Ok(Arc::new(RocksShardStore::open(&self.shard_dir(index))?))
+        let store = Arc::new(self.reopen(index)?);
+        let mut open = self.open.lock().expect("open shards lock");
+        open.retain(|_, store| store.strong_count() > 0);
+        open.insert(index, Arc::downgrade(&store));
+        Ok(store)
     }
 
     fn existing(&self) -> Result<Vec<u32>, StoreError> {
@@ -371,6 +559,64 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(store.history("a", 100).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_each_jobs_newest_and_its_young_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksShardStore::open(dir.path()).unwrap();
+        let a = (1..=10).map(|t| StoreOp::AppendHistory(run("a", t * 1000)));
+        let b = (1..=3).map(|t| StoreOp::AppendHistory(run("b", t * 1000)));
+        store.submit(a.chain(b).collect()).await.unwrap().unwrap();
+        let db = store.db();
+        assert_eq!(
+            prunable_history(&db, "a", 3, 6000).unwrap(),
+            5,
+            "1000..5000"
+        );
+        assert_eq!(
+            prunable_history(&db, "a", 8, 6000).unwrap(),
+            2,
+            "beyond the newest 8"
+        );
+        assert_eq!(
+            prunable_history(&db, "b", 3, 6000).unwrap(),
+            0,
+            "only its newest"
+        );
+        let all = jobs_with_old_history(&db, None, 1500, 10).unwrap();
+        assert_eq!(all, (vec!["a".to_string(), "b".to_string()], None));
+        let first = jobs_with_old_history(&db, None, 1500, 1).unwrap();
+        assert_eq!(first, (vec!["a".to_string()], Some("a".to_string())));
+        let second = jobs_with_old_history(&db, Some("a"), 1500, 1).unwrap();
+        assert_eq!(second.0, ["b"]);
+        assert!(
+            jobs_with_old_history(&db, None, 500, 10)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+
+        let prune = |job: &str, keep, before_ms| StoreOp::PruneHistory {
+            job: job.into(),
+            keep,
+            before_ms,
+        };
+        let ops = vec![prune("a", 3, 6000), prune("b", 0, 2500)];
+        store.submit(ops).await.unwrap().unwrap();
+        let targets = |job| -> Vec<i64> {
+            let history = store.history(job, 100).unwrap();
+            history.iter().map(|h| h.target_ms()).collect()
+        };
+        assert_eq!(targets("a"), [10_000, 9_000, 8_000, 7_000, 6_000]);
+        assert_eq!(targets("b"), [3_000]);
+        // Fewer entries than kept: nothing goes, however old.
+        store
+            .submit(vec![prune("b", 2, 99_000)])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(targets("b"), [3_000]);
     }
 
     #[tokio::test]

@@ -41,6 +41,17 @@ enum Request<Op> {
         done: mpsc::Sender<()>,
         reload: bool,
     },
+    /// Answered once every earlier write is applied; then writes nothing until `resume` is
+    /// dropped (a backup's consistent cut).
+    Pause {
+        paused: mpsc::Sender<()>,
+        resume: mpsc::Receiver<()>,
+    },
+}
+
+/// While held, its writer writes nothing: what is submitted meanwhile waits in its queue.
+pub struct Paused {
+    _resume: mpsc::Sender<()>,
 }
 
 pub struct Writer<Op> {
@@ -104,6 +115,23 @@ impl<Op: Send + 'static> Writer<Op> {
         self.wait(false)
     }
 
+    /// Returns once every batch submitted before the call is applied (or refused); later ones
+    /// wait until the answer is dropped. Callers pause a writer for milliseconds (a backup's
+    /// checkpoint): its callers' batches queue meanwhile, none is refused.
+    pub fn pause(&self) -> Result<Paused, StoreError> {
+        let (paused, wait) = mpsc::channel();
+        let (resume, resumed) = mpsc::channel();
+        let requests = self.requests.as_ref().ok_or(STOPPED)?;
+        requests
+            .send(Request::Pause {
+                paused,
+                resume: resumed,
+            })
+            .map_err(|_| STOPPED)?;
+        wait.recv().map_err(|_| STOPPED)?;
+        Ok(Paused { _resume: resume })
+    }
+
     fn wait(&self, reload: bool) -> Result<(), StoreError> {
         let (done, wait) = mpsc::channel();
         let requests = self.requests.as_ref().ok_or(STOPPED)?;
@@ -137,6 +165,7 @@ fn write_loop<Op>(
     while let Ok(first) = queue.recv() {
         let mut group = Vec::new();
         let mut barriers = Vec::new();
+        let mut pause = None;
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
@@ -144,6 +173,10 @@ fn write_loop<Op>(
                 Request::Barrier { done, reload } => {
                     barriers.push((done, reload));
                     break; // a barrier waits for what came before it only
+                }
+                Request::Pause { paused, resume } => {
+                    pause = Some((paused, resume));
+                    break;
                 }
             }
             if group.len() < MAX_GROUP {
@@ -168,6 +201,12 @@ fn write_loop<Op>(
         }
         for (done, _) in barriers {
             let _ = done.send(());
+        }
+        if let Some((paused, resume)) = pause
+            && paused.send(()).is_ok()
+        {
+            // Until the guard is dropped (the sender gone: an error ends the wait).
+            let _ = resume.recv();
         }
     }
 }
@@ -250,6 +289,22 @@ mod tests {
             .unwrap();
         reloaded.unwrap();
         assert_eq!(db.get(b"c").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn a_paused_writer_applies_what_came_before_and_holds_the_rest() {
+        let (_dir, db, writer) = writer(AfterFailure::RefuseUntilReload);
+        let before = writer.submit(vec![TestOp::Put("a")]);
+        let paused = writer.pause().unwrap();
+        assert_eq!(db.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        let mut during = writer.submit(vec![TestOp::Put("b")]);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(during.try_recv().is_err(), "not written while paused");
+        assert_eq!(db.get(b"b").unwrap(), None);
+        drop(paused);
+        before.blocking_recv().unwrap().unwrap();
+        during.blocking_recv().unwrap().unwrap();
+        assert_eq!(db.get(b"b").unwrap().as_deref(), Some(&b"1"[..]));
     }
 
     #[test]

@@ -262,6 +262,16 @@ pub struct ClusterAgent {
 
 impl ClusterAgent {
     pub fn start(cluster: &Cluster, name: &str, cpus: f64) -> ClusterAgent {
+        ClusterAgent::start_with_args(cluster, name, cpus, &[])
+    }
+
+    /// As `start`, with more flags (e.g. retention's).
+    pub fn start_with_args(
+        cluster: &Cluster,
+        name: &str,
+        cpus: f64,
+        extra: &[&str],
+    ) -> ClusterAgent {
         let work_dir = tempfile::tempdir().expect("agent work dir");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -280,6 +290,7 @@ impl ClusterAgent {
             ])
             .arg("--work-dir")
             .arg(work_dir.path().join("work"))
+            .args(extra)
             .env("DRON_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

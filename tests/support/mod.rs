@@ -51,6 +51,21 @@ impl Server {
         server
     }
 
+    /// As `start_with_config`, on a data directory already prepared at `data/data` (e.g. by
+    /// `dron restore`).
+    pub async fn start_on(data: tempfile::TempDir, shards: u32, extra_toml: &str) -> Server {
+        let mut server = Server {
+            data,
+            port: free_port(),
+            shards,
+            child: None,
+            http: reqwest::Client::new(),
+            extra_config: extra_toml.to_string(),
+        };
+        server.spawn().await;
+        server
+    }
+
     /// A scratch directory for the test's own files (job outputs), inside the data dir.
     pub fn scratch(&self) -> PathBuf {
         let dir = self.data.path().join("scratch");
@@ -291,6 +306,23 @@ pub async fn request_json(
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     ))
+}
+
+/// Runs `dron <args> --url <server>`; answers (exit code, stdout, stderr).
+pub async fn dron(url: &str, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dron"))
+        .args(args)
+        .args(["--url", url])
+        .env_remove("DRON_URL")
+        .env_remove("DRON_TOKEN")
+        .output()
+        .await
+        .expect("running dron");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Polls `condition` every 50 ms until it holds; fails the test after `timeout`.

@@ -24,6 +24,14 @@ pub enum NotifierMsg {
         limit: usize,
         reply: RpcReplyPort<Vec<NoticeRecord>>,
     },
+    /// Retention: forgets at most `limit` delivered (or given-up) notices older than
+    /// `before_ms`, oldest first, or with `dry_run` only names them. Answers their keys.
+    Prune {
+        before_ms: i64,
+        limit: usize,
+        dry_run: bool,
+        reply: RpcReplyPort<Vec<String>>,
+    },
     /// Sends a test notice through the channels asked for (or every configured one);
     /// answers once each has been tried once.
     Test {

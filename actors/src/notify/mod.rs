@@ -202,6 +202,14 @@ impl Actor for Notifier {
                 let _ = reply.send(newest.cloned().collect());
             }
             NotifierMsg::Test { request, reply } => state.test(&myself, request, reply),
+            NotifierMsg::Prune {
+                before_ms,
+                limit,
+                dry_run,
+                reply,
+            } => {
+                let _ = reply.send(state.prune(before_ms, limit, dry_run));
+            }
         }
         Ok(())
     }
@@ -627,6 +635,29 @@ impl NotifierState {
             self.store
                 .submit(old.into_iter().map(NoticeOp::Delete).collect()),
         );
+    }
+
+    /// See [`NotifierMsg::Prune`]. In memory, and one write submitted (not awaited): the
+    /// records are time-ordered, so it reads only what it forgets and what it must keep.
+    fn prune(&mut self, before_ms: i64, limit: usize, dry_run: bool) -> Vec<String> {
+        let old = self
+            .records
+            .iter()
+            .take_while(|(_, r)| r.notice.at_ms < before_ms)
+            .filter(|(_, r)| !r.is_pending())
+            .take(limit);
+        let keys: Vec<String> = old.map(|(key, _)| key.clone()).collect();
+        if dry_run || keys.is_empty() {
+            return keys;
+        }
+        for key in &keys {
+            self.records.remove(key);
+        }
+        drop(
+            self.store
+                .submit(keys.iter().cloned().map(NoticeOp::Delete).collect()),
+        );
+        keys
     }
 
     fn publish_gauge(&self) {

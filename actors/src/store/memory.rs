@@ -121,6 +121,19 @@ impl MemoryShard {
             StoreOp::DeleteHistory { job } => {
                 self.history.remove(&job);
             }
+            StoreOp::PruneHistory {
+                job,
+                keep,
+                before_ms,
+            } => {
+                if let Some(entries) = self.history.get_mut(&job) {
+                    let prunable = entries.len().saturating_sub(keep);
+                    let old: Vec<i64> = entries.range(..before_ms).map(|(t, _)| *t).collect();
+                    for target in old.into_iter().take(prunable) {
+                        entries.remove(&target);
+                    }
+                }
+            }
             StoreOp::PutAnnouncement(event) => {
                 self.announcements.insert(event.key(), event);
             }
@@ -159,6 +172,11 @@ impl ResourceStore for MemoryResourceStore {
                 }
                 ResourceOp::DeletePending(key) => {
                     inner.1.remove(&key);
+                }
+                ResourceOp::Expire(record) => {
+                    if inner.0.get(&record.resource) == Some(&record) {
+                        inner.0.remove(&record.resource);
+                    }
                 }
             }
         }
