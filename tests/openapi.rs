@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use support::Server;
 
-const ENDPOINTS: [(&str, &str); 25] = [
+const ENDPOINTS: [(&str, &str); 27] = [
     ("/health", "get"),
     ("/ping", "get"),
     ("/metrics", "get"),
