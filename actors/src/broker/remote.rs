@@ -49,6 +49,10 @@ pub struct Remotes {
     heartbeat_ms: u64,
     timeout_ms: i64,
     started_ms: i64,
+    /// When liveness was last judged (`newly_lost`): a long gap since means this server did
+    /// not run (paused, stopped, starved, or its clock stepped), not that its agents fell
+    /// silent.
+    judged_ms: i64,
     agents: BTreeMap<String, RemoteAgent>,
     connections: HashMap<u64, Connection>,
     awaiting: Vec<AwaitingAdopt>,
@@ -74,6 +78,7 @@ impl Remotes {
             heartbeat_ms,
             timeout_ms,
             started_ms: clock.now_ms(),
+            judged_ms: clock.now_ms(),
             agents: BTreeMap::new(),
             connections: HashMap::new(),
             awaiting: Vec::new(),
@@ -209,8 +214,27 @@ impl Remotes {
     }
 
     /// Agents silent past the timeout, now lost (each answered once).
+    ///
+    /// Silence is only the agents' when this server was there to hear them: after a gap of
+    /// half the timeout or more since the last judgement (the server paused with SIGSTOP or a
+    /// VM pause, starved, or its wall clock stepped forward), every agent still active gets a
+    /// new timeout from now instead, since their heartbeats may be waiting unread (the nemesis
+    /// run found a paused server declaring every agent lost, and relaunching their tasks, the
+    /// moment it resumed).
     pub fn newly_lost(&mut self, now_ms: i64) -> Vec<String> {
         let timeout = self.timeout_ms;
+        let gap = now_ms - std::mem::replace(&mut self.judged_ms, now_ms);
+        if gap >= timeout / 2 {
+            tracing::warn!(
+                gap_ms = gap,
+                "this server did not run for a while (paused, starved, or its clock stepped): agents get a new timeout"
+            );
+            metrics::counter!("dron_broker_stalls_total").increment(1);
+            for agent in self.agents.values_mut() {
+                agent.last_seen_ms = agent.last_seen_ms.max(now_ms);
+            }
+            return Vec::new();
+        }
         let mut lost = Vec::new();
         for (name, agent) in &mut self.agents {
             let silent = now_ms - agent.last_seen_ms > timeout;

@@ -153,3 +153,52 @@ async fn an_adoption_not_found_locally_goes_to_the_known_remote_agents() {
     );
     broker.stop(None);
 }
+
+/// A server that did not run for longer than the agents' timeout (SIGSTOP, a VM pause) does
+/// not declare its agents lost the moment it resumes: their heartbeats may be waiting unread.
+/// They get a new timeout instead, and an agent that then stays silent is lost as before.
+#[tokio::test(start_paused = true)]
+async fn a_paused_server_gives_its_agents_a_new_timeout_instead_of_losing_them() {
+    use dron_task::protocol::{AgentMessage, PROTOCOL_VERSION};
+    let start = chrono::DateTime::from_timestamp_millis(1_000_000).unwrap();
+    let (args, _reported) = broker_args(Arc::new(TokioClock::starting_at(start)));
+    let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
+    let (outbox, _to_agent) = mpsc::unbounded_channel();
+    let send = |message: AgentMessage| {
+        broker
+            .send_message(BrokerMsg::FromAgent {
+                connection: 1,
+                message,
+            })
+            .unwrap()
+    };
+    broker
+        .send_message(BrokerMsg::Connected {
+            connection: 1,
+            outbox,
+        })
+        .unwrap();
+    send(AgentMessage::Register {
+        protocol: PROTOCOL_VERSION,
+        agent_id: "far-id".into(),
+        name: "far".into(),
+        resources: Default::default(),
+        attributes: Default::default(),
+        tasks: Vec::new(),
+        newest_epoch: 0,
+    });
+    let state = || async {
+        let agents = ractor::call!(broker, BrokerMsg::ListAgents).unwrap();
+        let far = agents.into_iter().find(|a| a.name == "far").expect("far");
+        format!("{:?}", far.state)
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(state().await, "Active");
+    // The server stops for 30 s (its timeout is 5 s): no tick, no heartbeat read.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(state().await, "Active", "lost for the server's own pause");
+    // Silent for the timeout after that: lost, as any silent agent is.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(state().await, "Lost");
+}
