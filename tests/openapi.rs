@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use support::Server;
 
-const ENDPOINTS: [(&str, &str); 23] = [
+const ENDPOINTS: [(&str, &str); 26] = [
     ("/health", "get"),
     ("/ping", "get"),
     ("/metrics", "get"),
@@ -27,6 +27,10 @@ const ENDPOINTS: [(&str, &str); 23] = [
     ("/api/shards", "put"),
     ("/api/agents", "get"),
     ("/api/agents/connect", "get"),
+    ("/api/agent-tokens", "get"),
+    // Made, then revoked.
+    ("/api/agent-tokens", "post"),
+    ("/api/agent-tokens/{name}", "delete"),
     ("/api/cluster", "get"),
     ("/api/notifications", "get"),
     ("/api/notifications/test", "post"),
@@ -71,6 +75,7 @@ async fn the_served_openapi_document_matches_the_routes() {
             ),
             // An out-of-range count is refused (400) without moving any job.
             ("/api/shards", "put") => (concrete, Some(json!({"count": 0}))),
+            ("/api/agent-tokens", "post") => (concrete, Some(json!({"name": "hello"}))),
             _ => (concrete, None),
         };
         let (status, answer) = server

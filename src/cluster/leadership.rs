@@ -96,7 +96,13 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
         raft: raft.clone(),
         scheduling: AtomicBool::new(false),
     });
-    let state = state.with_cluster(view.clone());
+    let tokens = super::stores::ReplicatedAgentTokens {
+        state: replicated.clone(),
+        raft: raft.clone(),
+    };
+    let state = state
+        .with_cluster(view.clone())
+        .with_agent_tokens(Arc::new(tokens), config.tokenless_agents());
     let address = listener
         .local_addr()
         .context("reading the listening address")?

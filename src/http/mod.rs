@@ -1,6 +1,7 @@
 //! The HTTP API: Chronos's (under `/scheduler` and `/v1/scheduler`) and dron's own (`/api`),
 //! and the web UI that reads them (`/ui/`).
 
+mod agent_tokens;
 mod agents;
 pub mod auth;
 mod chronos;
@@ -24,6 +25,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 
 use crate::cluster::view::{ClusterStatus, ClusterView, NodeStatus, Role};
+use crate::storage::agent_tokens::AgentTokenStore;
 use error::ApiError;
 pub use json::MAX_BODY_BYTES;
 
@@ -55,6 +57,15 @@ pub struct AppState {
     cluster: Option<Arc<dyn ClusterView>>,
     /// Carries requests to the leader, in a cluster.
     forwarder: Option<Arc<forward::Forwarder>>,
+    /// Remote agents' credentials; None: not opened (unit tests).
+    agent_tokens: Option<Arc<dyn AgentTokenStore>>,
+    /// Whether agents without a credential are accepted: only where the network is trusted
+    /// (no API auth and a loopback address, or `--insecure-no-auth`).
+    tokenless_agents: bool,
+    /// Set on a loopback server: the names its requests' `Host` may carry.
+    host_names: Option<Arc<cross_site::HostNames>>,
+    /// Where the webhooks that jobs and API users give may go.
+    webhook_hosts: Arc<crate::notify::hosts::WebhookHosts>,
 }
 
 /// What a single server calls itself in `GET /api/cluster`.
@@ -86,7 +97,43 @@ impl AppState {
             broker: Arc::default(),
             cluster: None,
             forwarder: None,
+            agent_tokens: None,
+            tokenless_agents: false,
+            host_names: None,
+            webhook_hosts: Arc::default(),
         }
+    }
+
+    pub fn with_webhook_hosts(mut self, hosts: crate::notify::hosts::WebhookHosts) -> Self {
+        self.webhook_hosts = Arc::new(hosts);
+        self
+    }
+
+    /// 400 naming `field` unless `url` is a host webhooks may go to.
+    fn check_webhook(&self, field: &'static str, url: &str) -> Result<(), ApiError> {
+        self.webhook_hosts.check(url).map_err(|message| {
+            let mut error = ApiError::new(StatusCode::BAD_REQUEST, format!("{field}: {message}"));
+            error.field = Some(field);
+            error
+        })
+    }
+
+    /// Refuses requests whose `Host` is not a loopback name or one of `allowed` (for a
+    /// server listening on a loopback address).
+    pub fn with_host_check(mut self, allowed: &[String]) -> Self {
+        self.host_names = Some(Arc::new(cross_site::HostNames::new(allowed)));
+        self
+    }
+
+    /// Where agents' credentials are kept, and whether agents may connect without one.
+    pub fn with_agent_tokens(
+        mut self,
+        store: Arc<dyn AgentTokenStore>,
+        tokenless_agents: bool,
+    ) -> Self {
+        self.agent_tokens = Some(store);
+        self.tokenless_agents = tokenless_agents;
+        self
     }
 
     /// This server is one of a cluster: `view` says who leads and whether the scheduler runs
@@ -183,6 +230,7 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .nest("/v1", chronos::routes())
         .merge(native::routes(fault_injection))
         .merge(agents::routes())
+        .merge(agent_tokens::routes())
         .merge(cluster::routes())
         .merge(ui::routes())
         .route("/ping", axum::routing::get(ping))
@@ -199,11 +247,15 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .layer(axum::middleware::from_fn(
             cross_site::refuse_cross_site_writes,
         ))
-        // Outermost last: every request is timed, refused ones included.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.host_names.clone(),
+            cross_site::refuse_foreign_hosts,
+        ))
+        // Outermost last: every request is timed, refused ones included.
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }

@@ -227,6 +227,7 @@ fn broker_args(
         heartbeat_ms: agents.heartbeat_ms,
         agent_timeout_ms: agents.timeout_ms,
         weights: agents.weights.clone(),
+        max_offer: agents.max_offer,
         known_agents,
         status,
         clock,
