@@ -542,6 +542,9 @@ pub struct EventsConfig {
     /// This server's durable queue; default `dron.<server id>` (the id is kept in the data
     /// directory, so a restarted server finds the events that waited for it).
     pub queue: Option<String>,
+    /// Take `job:` events published on the exchange by others than this server (another
+    /// dron, a tool): off by default, since such an event counts as a job's success.
+    pub outside_job_events: bool,
 }
 
 impl Default for EventsConfig {
@@ -550,6 +553,7 @@ impl Default for EventsConfig {
             amqp_url: None,
             exchange: "dron.resources".to_string(),
             queue: None,
+            outside_job_events: false,
         }
     }
 }

@@ -384,6 +384,13 @@ async fn a_rebinding_host_is_refused_and_the_ui_cannot_be_framed() {
     assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"));
 }
 
+/// A request to /ping with an invented method.
+async fn invent(server: &Server, method: &str) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let sent = server.http.request(method, server.url("/ping")).send();
+    sent.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invented_methods_add_no_metrics_series() {
     let server = Server::start(1).await;
@@ -403,16 +410,11 @@ async fn invented_methods_add_no_metrics_series() {
             .await
             .unwrap()
     };
-    let invent = |name: String| async move {
-        let method = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
-        let sent = server.http.request(method, server.url("/ping")).send();
-        sent.await.unwrap();
-    };
     // One request first, so that the series of its outcome exists.
-    invent("X0".into()).await;
+    invent(&server, "X0").await;
     let before = series(&scrape().await);
     for i in 0..1000 {
-        invent(format!("M{i:04}XYZ")).await;
+        invent(&server, &format!("M{i:04}XYZ")).await;
     }
     let text = scrape().await;
     assert_eq!(series(&text), before, "new series:\n{text}");
@@ -521,4 +523,55 @@ async fn webhooks_go_only_to_allowed_hosts() {
         (400, Some("notifyWebhooks")),
         "{body}"
     );
+}
+
+/// `dron_events_rejected_total`, 0 before the first.
+async fn events_rejected(server: &Server) -> u64 {
+    let text = server.http.get(server.url("/metrics")).send().await;
+    let text = text.unwrap().text().await.unwrap();
+    let series = "dron_events_rejected_total ";
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outsiders_cannot_announce_a_jobs_run_nor_send_huge_events() {
+    let broker = support::amqp::Broker::new("security");
+    let channel = broker.channel().await;
+    let server = Server::start_with_config(1, &broker.config()).await;
+    wait_for("the AMQP link", Duration::from_secs(20), || async {
+        server.ok("GET", "/health", None).await["amqp"] == "connected"
+    })
+    .await;
+    // A forged success of job `export`, and an event whose meta is 100 KB.
+    let forged = json!({"resource": "job:export@2026-11-23", "status": "ready"});
+    broker.publish(&channel, &forged).await.unwrap();
+    let huge = json!({"resource": "hive:huge", "meta": {"blob": "x".repeat(100_000)}});
+    broker.publish(&channel, &huge).await.unwrap();
+    broker
+        .publish(&channel, &json!({"resource": "hive:fine"}))
+        .await
+        .unwrap();
+    wait_for("the good event", Duration::from_secs(20), || async {
+        server.ok("GET", "/api/resources?id=hive:fine", None).await["satisfied"] == true
+    })
+    .await;
+    wait_for("both refusals", Duration::from_secs(20), || async {
+        events_rejected(&server).await >= 2
+    })
+    .await;
+    let forged = server
+        .ok("GET", "/api/resources?id=job:export@2026-11-23", None)
+        .await;
+    assert_eq!(forged["satisfied"], false, "{forged}");
+    // Over HTTP too, meta is capped.
+    let body = json!({"resource": "hive:huge", "meta": {"blob": "x".repeat(20_000)}});
+    let (status, answer) = server.request("POST", "/resources", Some(body)).await;
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (400, Some("meta")),
+        "{answer}"
+    );
+    broker.clean_up(&channel, &[]).await;
 }

@@ -129,6 +129,7 @@ impl Scheduler {
                 exchange: config.events.exchange.clone(),
                 queue: link.queue,
                 publisher_id: link.publisher_id,
+                outside_job_events: config.events.outside_job_events,
             };
             state.set_amqp(amqp::spawn(settings, client.clone(), bus.clone()));
         }
