@@ -575,3 +575,24 @@ async fn outsiders_cannot_announce_a_jobs_run_nor_send_huge_events() {
     );
     broker.clean_up(&channel, &[]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(1).await;
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection is still open after 30 s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}

@@ -109,9 +109,7 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
         .to_string();
     let app = crate::server::api(&config, state.clone(), raft.routes());
     let http_server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(crate::server::shutdown_signal())
-            .await
+        crate::http::serve::serve(listener, app, crate::server::shutdown_signal()).await
     });
     tracing::info!(node = this, listen = %config.listen, data_dir = %config.data_dir.display(), "dron cluster node starting");
     let leading = tokio::spawn(lead_when_elected(

@@ -13,6 +13,7 @@ mod forward;
 mod json;
 pub mod metrics;
 mod native;
+pub mod serve;
 mod ui;
 
 use std::sync::{Arc, RwLock};

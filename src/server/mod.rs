@@ -48,11 +48,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("opening the agent credentials")?;
     let state = state.with_agent_tokens(Arc::new(tokens), config.tokenless_agents());
     let app = api(&config, state.clone(), axum::Router::new());
-    let http_server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-    });
+    let http_server =
+        tokio::spawn(async move { http::serve::serve(listener, app, shutdown_signal()).await });
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "dron starting");
 
     // One clock for every actor (tests give them tokio's).
