@@ -23,7 +23,12 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens the agents' WebSocket with `headers`; Err: the HTTP status of a refusal.
 async fn connect(server: &Server, headers: &[(&str, &str)]) -> Result<Socket, u16> {
-    let url = server.url("/api/agents/connect").replacen("http", "ws", 1);
+    connect_to(&server.url(""), headers).await
+}
+
+/// As `connect`, to the server at `base` (`http://host:port`).
+async fn connect_to(base: &str, headers: &[(&str, &str)]) -> Result<Socket, u16> {
+    let url = format!("{base}/api/agents/connect").replacen("http", "ws", 1);
     let mut request = url.into_client_request().unwrap();
     for (name, value) in headers {
         let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
@@ -594,5 +599,55 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         started.elapsed() >= Duration::from_secs(5),
         "closed after {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_leader_accepts_the_credentials_made_under_the_old_one() {
+    let auth = format!("[auth]\ntokens = [\"{API_TOKEN}\"]\n");
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {API_TOKEN}").parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    let mut cluster = support::cluster::Cluster::start_with_headers(3, &auth, headers).await;
+    let leader = cluster.wait_for_leader().await;
+    // Made through a follower (forwarded to the leader, written through the Raft log).
+    let follower = (leader + 1) % 3;
+    let body = json!({"name": "w1"});
+    let (status, made) = cluster
+        .request(follower, "POST", "/api/agent-tokens", Some(body))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"].as_str().unwrap().to_string();
+
+    cluster.kill9(leader);
+    let bearer = format!("Bearer {token}");
+    wait_for(
+        "a new leader to take the agent",
+        Duration::from_secs(60),
+        || async {
+            for index in (0..3).filter(|i| *i != leader) {
+                let base = cluster.nodes[index].url("");
+                let Ok(mut socket) = connect_to(&base, &[("authorization", bearer.as_str())]).await
+                else {
+                    continue;
+                };
+                let answer = register(&mut socket, "w1", "w1-id", 1.0).await;
+                if matches!(answer, ServerMessage::Registered { .. }) {
+                    return true;
+                }
+            }
+            false
+        },
+    )
+    .await;
+    // And a credential the cluster never made gets nowhere.
+    let forged = format!("Bearer w1.{}", "0".repeat(64));
+    let survivor = cluster.nodes[cluster.wait_for_leader().await].url("");
+    assert_eq!(
+        connect_to(&survivor, &[("authorization", forged.as_str())])
+            .await
+            .err(),
+        Some(401)
     );
 }
