@@ -1,8 +1,10 @@
 //! Command-line interface: `dron serve`, the client commands (`dron job ...`, `dron runs`,
 //! `dron shards ...`, `dron logs`, `dron next`, `dron sync`, `dron why`, `dron resource`,
-//! `dron notifications`, `dron agents`, `dron cluster`, `dron gc`, `dron backup`) talking to
-//! a running server over HTTP, `dron agent` (a remote agent), `dron restore` (offline), and
-//! the hidden `dron task-shim` and `dron task-launcher`.
+//! `dron notifications`, `dron agents`, `dron agent-token`, `dron cluster`, `dron gc`,
+//! `dron backup`) talking to a running server over HTTP, `dron agent` (a remote agent),
+//! `dron restore` (offline), and the hidden `dron task-shim` and `dron task-launcher`.
+
+mod agent_tokens;
 mod agents;
 mod client;
 mod cluster;
@@ -23,6 +25,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use agent_tokens::AgentTokenAction;
 use client::{Client, Remote, finish};
 use job::JobAction;
 use notifications::NotificationsAction;
@@ -73,6 +76,10 @@ enum Command {
         /// ADDRESS` on the cluster) instead of founding a cluster; --peers is not needed.
         #[arg(long)]
         join: bool,
+        /// Serve a non-loopback address without [auth] (refused otherwise): anyone who
+        /// reaches it can run commands. See docs/security.md.
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
     /// Add, list, show, run, kill or delete jobs on a running server.
     Job {
@@ -167,10 +174,13 @@ enum Command {
             value_delimiter = ','
         )]
         server: Vec<String>,
-        /// A bearer token, for a server whose config has `[auth] tokens`.
-        #[arg(long, env = "DRON_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Unique among the server's agents; default: this machine's hostname.
+        /// A file holding this agent's credential (`dron agent-token create NAME` prints
+        /// one); the agent's name is the credential's. Without it, only a server without
+        /// [auth] on a loopback address (or run with --insecure-no-auth) accepts the agent.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Unique among the server's agents; default: the credential's name, else this
+        /// machine's hostname.
         #[arg(long)]
         name: Option<String>,
         /// Cores offered (default: all of this machine's).
@@ -197,6 +207,13 @@ enum Command {
         /// How often old run directories are looked for (ISO 8601).
         #[arg(long, default_value = "PT1M", value_parser = positive_duration)]
         prune_every: i64,
+    },
+    /// Make, revoke or list remote agents' credentials.
+    AgentToken {
+        #[command(subcommand)]
+        action: AgentTokenAction,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// List the server's agents: offered, used and free resources, state, last heartbeat.
     Agents {
@@ -266,6 +283,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             peers,
             cluster_secret_file,
             join,
+            insecure_no_auth,
         } => {
             init_tracing();
             let mut config = Config::load(config.as_deref())?;
@@ -273,6 +291,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             config.listen = listen.unwrap_or(config.listen);
             config.shards = shards.unwrap_or(config.shards);
             config.events.amqp_url = amqp.or(config.events.amqp_url);
+            config.insecure_no_auth |= insecure_no_auth;
             anyhow::ensure!(config.shards >= 1, "--shards must be at least 1");
             let cluster = &mut config.cluster;
             cluster.node_id = node_id.or(cluster.node_id);
@@ -285,7 +304,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Agent {
             server,
-            token,
+            token_file,
             name,
             cpus,
             mem,
@@ -297,6 +316,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             prune_every,
         } => {
             init_tracing();
+            let (token, name) = crate::agent::credential::read_for(token_file.as_deref(), name)?;
             let options = crate::agent::AgentOptions {
                 servers: server,
                 token,
@@ -315,6 +335,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             runtime()?.block_on(crate::agent::run(options))?;
             Ok(0)
         }
+        Command::AgentToken { action, remote } => remote_command(&remote, |client| async move {
+            agent_tokens::agent_token(&client, action).await
+        }),
         Command::Agents { json, remote } => remote_command(&remote, |client| async move {
             agents::agents(&client, json).await
         }),

@@ -25,6 +25,13 @@ pub struct Config {
     /// Enables `POST /api/debug/shards/{n}/panic`. For tests only.
     pub fault_injection: bool,
     pub auth: AuthConfig,
+    /// Serve a non-loopback address without `[auth]` (`--insecure-no-auth`): refused
+    /// otherwise, since anyone who reaches the port could run commands (docs/security.md).
+    pub insecure_no_auth: bool,
+    /// Names (besides loopback ones) that requests to a server listening on a loopback
+    /// address may carry in `Host`, e.g. behind a local reverse proxy; other names are
+    /// refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
     pub events: EventsConfig,
     pub notify: NotifyConfig,
     pub agents: AgentsConfig,
@@ -100,6 +107,9 @@ pub struct AgentsConfig {
     /// Dominant Resource Fairness weights by job owner (default 1): an owner of weight 2
     /// gets twice the dominant share of one of weight 1 when both wait for resources.
     pub weights: std::collections::HashMap<String, f64>,
+    /// The most a remote agent may offer: a registration offering more is refused, so that
+    /// a bogus offer cannot win every placement.
+    pub max_offer: dron_model::demand::Resources,
 }
 
 /// `[agents]` as written: `local` may be left out, and its default depends on the cluster.
@@ -114,6 +124,9 @@ struct AgentsFile {
     timeout_ms: Option<i64>,
     #[serde(default)]
     weights: std::collections::HashMap<String, f64>,
+    max_cpus: Option<f64>,
+    max_mem_mb: Option<f64>,
+    max_disk_mb: Option<f64>,
 }
 
 impl From<AgentsFile> for AgentsConfig {
@@ -128,6 +141,11 @@ impl From<AgentsFile> for AgentsConfig {
             heartbeat_ms: file.heartbeat_ms.unwrap_or(defaults.heartbeat_ms),
             timeout_ms: file.timeout_ms.unwrap_or(defaults.timeout_ms),
             weights: file.weights,
+            max_offer: dron_model::demand::Resources::new(
+                file.max_cpus.unwrap_or(defaults.max_offer.cpus),
+                file.max_mem_mb.unwrap_or(defaults.max_offer.mem),
+                file.max_disk_mb.unwrap_or(defaults.max_offer.disk),
+            ),
         }
     }
 }
@@ -143,6 +161,12 @@ impl Default for AgentsConfig {
             heartbeat_ms: 1000,
             timeout_ms: 15_000,
             weights: Default::default(),
+            // 1,024 cores, 16 TiB of memory, 1 PiB of disk: more than any one machine.
+            max_offer: dron_model::demand::Resources::new(
+                1024.0,
+                16.0 * 1024.0 * 1024.0,
+                1024.0 * 1024.0 * 1024.0,
+            ),
         }
     }
 }
@@ -172,6 +196,13 @@ impl AgentsConfig {
         anyhow::ensure!(
             amounts.iter().all(|v| v.is_finite() && *v >= 0.0),
             "agents.local_* must be numbers >= 0"
+        );
+        let max = self.max_offer;
+        anyhow::ensure!(
+            [max.cpus, max.mem, max.disk]
+                .iter()
+                .all(|v| v.is_finite() && *v > 0.0),
+            "agents.max_cpus, max_mem_mb and max_disk_mb must be positive numbers"
         );
         anyhow::ensure!(
             self.weights.values().all(|w| w.is_finite() && *w > 0.0),
@@ -439,6 +470,10 @@ pub struct NotifyConfig {
     pub stderr_tail_lines: usize,
     pub smtp: Option<SmtpConfig>,
     pub webhooks: Vec<WebhookConfig>,
+    /// Hosts the jobs' webhooks and the notifications test may post to (`name`,
+    /// `*.suffix`, `*`), besides those of `webhooks`; private addresses only when listed by
+    /// name or address. Empty: none.
+    pub webhook_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -500,11 +535,18 @@ impl Default for NotifyConfig {
             stderr_tail_lines: defaults.stderr_tail_lines,
             smtp: None,
             webhooks: Vec::new(),
+            webhook_hosts: Vec::new(),
         }
     }
 }
 
 impl NotifyConfig {
+    /// Where webhooks may go: `webhook_hosts` and the configured webhooks' hosts.
+    pub fn allowed_webhook_hosts(&self) -> crate::notify::hosts::WebhookHosts {
+        let configured = self.webhooks.iter().map(|hook| hook.url.as_str());
+        crate::notify::hosts::WebhookHosts::new(&self.webhook_hosts, configured)
+    }
+
     /// Checks what the types do not: webhook URLs and event names, the SMTP sender.
     fn validate(&self) -> anyhow::Result<()> {
         for hook in &self.webhooks {
@@ -578,6 +620,9 @@ pub struct EventsConfig {
     /// This server's durable queue; default `dron.<server id>` (the id is kept in the data
     /// directory, so a restarted server finds the events that waited for it).
     pub queue: Option<String>,
+    /// Take `job:` events published on the exchange by others than this server (another
+    /// dron, a tool): off by default, since such an event counts as a job's success.
+    pub outside_job_events: bool,
 }
 
 impl Default for EventsConfig {
@@ -586,6 +631,7 @@ impl Default for EventsConfig {
             amqp_url: None,
             exchange: "dron.resources".to_string(),
             queue: None,
+            outside_job_events: false,
         }
     }
 }
@@ -636,6 +682,8 @@ impl Default for Config {
             scheduler: SchedulerConfig::default(),
             fault_injection: false,
             auth: AuthConfig::default(),
+            insecure_no_auth: false,
+            allowed_hosts: Vec::new(),
             events: EventsConfig::default(),
             notify: NotifyConfig::default(),
             agents: AgentsConfig::default(),
@@ -699,7 +747,32 @@ impl Config {
         anyhow::ensure!(self.shards >= 1, "shards must be at least 1");
         self.cluster.validate()?;
         self.agents.local = self.local_agent()?;
+        self.check_exposure()
+    }
+
+    /// Whether the API asks for credentials (`[auth]` has a user or a token).
+    pub fn auth_on(&self) -> bool {
+        !self.auth.basic.is_empty() || !self.auth.tokens.is_empty()
+    }
+
+    /// Refuses to serve, without auth, an address other machines reach: anyone there could
+    /// post a job, a command run as the server's user. `--insecure-no-auth` overrides.
+    fn check_exposure(&self) -> anyhow::Result<()> {
+        let exposed = !self.listen.ip().is_loopback() && !self.auth_on();
+        anyhow::ensure!(
+            !exposed || self.insecure_no_auth,
+            "refusing to listen on {} without authentication: anyone who reaches it could run \
+             commands here. Configure [auth] tokens or basic users (docs/security.md), listen on \
+             127.0.0.1, or pass --insecure-no-auth if the network is trusted",
+            self.listen
+        );
         Ok(())
+    }
+
+    /// Whether remote agents may connect without a credential: only where the server trusts
+    /// its network (no API auth, and a loopback address or `--insecure-no-auth`).
+    pub fn tokenless_agents(&self) -> bool {
+        !self.auth_on() && (self.listen.ip().is_loopback() || self.insecure_no_auth)
     }
 
     /// Whether the server runs a local agent: as configured; by default on for a single

@@ -610,11 +610,16 @@ impl ractor::Actor for HandingBroker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_connection_ends_when_the_broker_stops() {
+    use dron::storage::agent_tokens::RocksAgentTokens;
     use futures_util::StreamExt;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let state = AppState::new(format!("127.0.0.1:{port}"));
+    // Agents without credentials are accepted, as on a loopback server without auth.
+    let tokens_dir = tempfile::tempdir().unwrap();
+    let tokens = RocksAgentTokens::open(&tokens_dir.path().join("agent-tokens")).unwrap();
+    let state = AppState::new(format!("127.0.0.1:{port}"))
+        .with_agent_tokens(std::sync::Arc::new(tokens), true);
     let (to_test, mut outboxes) = tokio::sync::mpsc::unbounded_channel();
     let (broker, _) = ractor::Actor::spawn(None, HandingBroker, to_test)
         .await

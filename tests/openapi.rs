@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use support::Server;
 
-const ENDPOINTS: [(&str, &str); 27] = [
+const ENDPOINTS: [(&str, &str); 30] = [
     ("/health", "get"),
     ("/ping", "get"),
     ("/metrics", "get"),
@@ -27,6 +27,10 @@ const ENDPOINTS: [(&str, &str); 27] = [
     ("/api/shards", "put"),
     ("/api/agents", "get"),
     ("/api/agents/connect", "get"),
+    ("/api/agent-tokens", "get"),
+    // Made, then revoked.
+    ("/api/agent-tokens", "post"),
+    ("/api/agent-tokens/{name}", "delete"),
     ("/api/cluster", "get"),
     // A single server refuses membership changes (400): it is not a cluster.
     ("/api/cluster/nodes", "post"),
@@ -84,6 +88,7 @@ async fn the_served_openapi_document_matches_the_routes() {
             ("/api/gc", _) => (concrete, Some(json!({"dryRun": true}))),
             // A relative directory is refused (400) before anything is written.
             ("/api/backup", _) => (concrete, Some(json!({"dir": "relative/dir"}))),
+            ("/api/agent-tokens", "post") => (concrete, Some(json!({"name": "hello"}))),
             _ => (concrete, None),
         };
         let (status, answer) = server

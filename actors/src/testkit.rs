@@ -101,6 +101,7 @@ impl System {
                     heartbeat_ms: 1000,
                     agent_timeout_ms: 5000,
                     weights: HashMap::new(),
+                    max_offer: dron_model::demand::Resources::new(1e6, 1e9, 1e9),
                     known_agents: crate::broker::KnownAgentsRecord::Memory,
                     status,
                     clock: clock.clone(),

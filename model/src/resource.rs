@@ -79,6 +79,9 @@ pub struct EventMessage {
     pub status: Option<String>,
 }
 
+/// The largest `meta` of an event, as JSON text: it is kept with the resource, and shown.
+pub const MAX_META_BYTES: usize = 16 * 1024;
+
 impl EventMessage {
     /// Parses and validates a JSON body; errors name the field.
     pub fn parse(body: &[u8]) -> Result<ResourceEvent, Invalid> {
@@ -136,6 +139,12 @@ impl EventMessage {
             None | Some(Value::Null) => String::new(),
             Some(meta) => meta.to_string(),
         };
+        if meta_json.len() > MAX_META_BYTES {
+            return Err(Invalid::new(
+                "meta",
+                format!("meta is larger than {MAX_META_BYTES} bytes as JSON"),
+            ));
+        }
         Ok(ResourceEvent {
             resource: self.resource,
             at_ms,

@@ -389,7 +389,9 @@ fn build_command(run_dir: &Path, spec: &TaskSpec) -> Result<Command, String> {
         TaskCommand::Sleep { .. } => return Err("a built-in task has no process".into()),
     };
     enter_work_dir(spec.work_dir.as_deref().unwrap_or(run_dir))?;
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
+    cmd.env_clear()
+        .envs(base_env())
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -400,6 +402,24 @@ fn build_command(run_dir: &Path, spec: &TaskSpec) -> Result<Command, String> {
     // `posix_spawn_file_actions_addchdir_np`, which it looks up at run time and a static shim
     // cannot find.) The hangup handlers of `survive_hangup_signals` reset at exec.
     Ok(cmd)
+}
+
+/// What a task keeps of the environment the shim inherited (from the server or the agent):
+/// these only, so that neither's secrets (an API token, a password) reach every task. The
+/// rest of its environment is its job's variables and the `DRON_*` ones (`spec.env`).
+pub const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "USER"];
+/// PATH when the shim has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+fn base_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut base: Vec<_> = BASE_ENV
+        .iter()
+        .filter_map(|name| Some((name.into(), std::env::var_os(name)?)))
+        .collect();
+    if std::env::var_os("PATH").is_none() {
+        base.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    base
 }
 
 /// Moves the shim into the task's working directory, which the task inherits at spawn. The

@@ -2,12 +2,14 @@
 //! shim, in their own process group, output captured), offers this machine's resources to a
 //! server over a WebSocket, and reports every task's status until the server acknowledges it.
 //!
+//! - [`credential`]: the agent's credential (`NAME.SECRET`), made by the server.
 //! - [`link`]: the connection to the server: registration, heartbeats, commands, statuses.
 //! - [`work_dir`]: what the agent keeps on disk to survive its own restart.
 //! - [`machine`]: this machine's size, the default offer.
 //! - [`output`]: runs' output read here for the server's API.
 //! - [`retention`]: old run directories deleted here.
 
+pub mod credential;
 mod link;
 pub mod machine;
 mod output;
@@ -31,6 +33,8 @@ pub struct AgentOptions {
     /// The server's base URL, e.g. `http://10.0.0.5:4400`; for a cluster, its servers' (the
     /// agent finds the leader among them).
     pub servers: Vec<String>,
+    /// Its credential (`NAME.SECRET`), sent as a bearer token; None: a server that trusts its
+    /// network may take the agent without one.
     pub token: Option<String>,
     pub name: String,
     /// What the agent offers; None: the machine's size.

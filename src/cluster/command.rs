@@ -33,6 +33,12 @@ pub enum MetaChange {
     /// A remote agent's name, remembered so that a new leader waits for it before it gives up
     /// the tasks it may run.
     KnownAgent(String),
+    /// A remote agent's credential is made (`Some`) or revoked (`None`): every server keeps
+    /// them, so that the next leader accepts the same agents.
+    AgentToken {
+        name: String,
+        token: Option<crate::storage::agent_tokens::AgentTokenRecord>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -107,7 +107,13 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
         raft: raft.clone(),
         scheduling: AtomicBool::new(false),
     });
-    let state = state.with_cluster(view.clone());
+    let tokens = super::stores::ReplicatedAgentTokens {
+        state: replicated.clone(),
+        raft: raft.clone(),
+    };
+    let state = state
+        .with_cluster(view.clone())
+        .with_agent_tokens(Arc::new(tokens), config.tokenless_agents());
     state.set_backup(replicated.clone());
     let _usage = crate::server::disk_usage(&config)?;
     let address = listener
@@ -116,9 +122,7 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
         .to_string();
     let app = crate::server::api(&config, state.clone(), raft.routes());
     let http_server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(crate::server::shutdown_signal())
-            .await
+        crate::http::serve::serve(listener, app, crate::server::shutdown_signal()).await
     });
     tracing::info!(node = this, listen = %config.listen, data_dir = %config.data_dir.display(), join = config.cluster.join, "dron cluster node starting");
     let leading = tokio::spawn(lead_when_elected(

@@ -19,6 +19,7 @@ use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
 use super::command::{Command, Db, Entry, MetaChange};
+use crate::storage::agent_tokens::{self, AGENT_TOKENS, AgentTokenRecord};
 use crate::storage::change::{Change, add_change};
 use crate::storage::rocks::{self, Reads, open_db};
 use crate::storage::writer::{backend, family};
@@ -51,7 +52,7 @@ impl ReplicatedState {
             root: data_dir.to_path_buf(),
             meta: open_db(
                 &data_dir.join("cluster-meta"),
-                &[META, AGENTS, APPLIED],
+                &[META, AGENTS, AGENT_TOKENS, APPLIED],
                 Reads::Scans,
             )?,
             resources: Arc::new(open_replicated(
@@ -146,6 +147,15 @@ impl ReplicatedState {
         Ok(names)
     }
 
+    /// A remote agent's credential, as committed.
+    pub fn agent_token(&self, name: &str) -> Result<Option<AgentTokenRecord>, StoreError> {
+        agent_tokens::read_token(&self.meta, name)
+    }
+
+    pub fn agent_tokens(&self) -> Result<Vec<(String, AgentTokenRecord)>, StoreError> {
+        agent_tokens::list_tokens(&self.meta)
+    }
+
     /// The index of the last entry applied to every database.
     pub fn last_applied(&self) -> Result<Option<u64>, StoreError> {
         read_u64(&self.meta, APPLIED, INDEX_KEY)
@@ -236,6 +246,9 @@ impl ReplicatedState {
             MetaChange::KnownAgent(name) => {
                 batch.put_cf(family(&self.meta, AGENTS)?, name.as_bytes(), [])
             }
+            MetaChange::AgentToken { name, token } => {
+                agent_tokens::add_token(&self.meta, batch, name, token.as_ref())?
+            }
             MetaChange::RemoveShard(index) => removed.push(Db::Shard(*index)),
         }
         Ok(())
@@ -258,7 +271,7 @@ impl ReplicatedState {
         let mut dump = Dump {
             applied: self.last_applied()?,
             databases: vec![
-                dump_db(None, &self.meta, &[META, AGENTS])?,
+                dump_db(None, &self.meta, &[META, AGENTS, AGENT_TOKENS])?,
                 dump_db(Some(Db::Resources), &self.resources, resources::FAMILIES)?,
                 dump_db(Some(Db::Notices), &self.notices, notices::FAMILIES)?,
             ],
@@ -652,5 +665,39 @@ mod tests {
         drop(to);
         let again = ReplicatedState::open(to_dir.path()).unwrap();
         assert_eq!(history(&again, 1, "a"), vec![1]);
+    }
+
+    #[test]
+    fn agent_tokens_are_replicated_revoked_and_carried_by_snapshots() {
+        let (from_dir, to_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let from = ReplicatedState::open(from_dir.path()).unwrap();
+        let token = |name: &str, hash: u8| {
+            let token = Some(AgentTokenRecord {
+                hash: [hash; 32],
+                created_ms: 1,
+            });
+            let name = name.to_string();
+            Command::Meta(MetaChange::AgentToken { name, token })
+        };
+        from.apply_entry(1, &entry(vec![token("w1", 1), token("w2", 2)]))
+            .unwrap();
+        let revoke = MetaChange::AgentToken {
+            name: "w2".into(),
+            token: None,
+        };
+        from.apply_entry(2, &entry(vec![Command::Meta(revoke)]))
+            .unwrap();
+        assert_eq!(from.agent_token("w1").unwrap().unwrap().hash, [1; 32]);
+        assert_eq!(from.agent_token("w2").unwrap(), None);
+        let to = ReplicatedState::open(to_dir.path()).unwrap();
+        to.apply_entry(1, &entry(vec![token("w3", 3)])).unwrap();
+        to.restore(2, &from.dump().unwrap()).unwrap();
+        let names: Vec<String> = to
+            .agent_tokens()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, vec!["w1".to_string()]);
     }
 }

@@ -17,6 +17,7 @@ use dron_model::resource::{PendingEvent, ResourceRecord};
 use super::command::{Command, Db, MetaChange};
 use super::proposer::Proposer;
 use super::state::ReplicatedState;
+use crate::storage::agent_tokens::{AgentTokenRecord, AgentTokenStore, Written};
 use crate::storage::{notices, resources, rocks};
 
 /// What the stores share: the proposer of this leadership and the applied state.
@@ -145,5 +146,43 @@ impl StoreFactory for ReplicatedStoreFactory {
     fn save_shard_count(&self, count: u32) -> Result<(), StoreError> {
         let count = Command::Meta(MetaChange::ShardCount(count));
         self.0.proposer.submit_and_wait(vec![count])
+    }
+}
+
+/// Agents' credentials in a cluster: written through the Raft log (on the leader, where the
+/// API's writes are forwarded), read from this server's applied copy.
+pub struct ReplicatedAgentTokens {
+    pub state: Arc<ReplicatedState>,
+    pub raft: Arc<super::raft::RaftNode>,
+}
+
+impl AgentTokenStore for ReplicatedAgentTokens {
+    fn get(&self, name: &str) -> Result<Option<AgentTokenRecord>, StoreError> {
+        self.state.agent_token(name)
+    }
+
+    fn list(&self) -> Result<Vec<(String, AgentTokenRecord)>, StoreError> {
+        self.state.agent_tokens()
+    }
+
+    fn set(&self, name: &str, token: Option<AgentTokenRecord>) -> Written {
+        let change = MetaChange::AgentToken {
+            name: name.to_string(),
+            token,
+        };
+        let payload = super::command::Entry {
+            commands: vec![Command::Meta(change)],
+        }
+        .encode();
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            let failed = StoreError::backend("replicating an agent token");
+            let applied = raft.propose(payload).await.map_err(failed)?;
+            match applied.await {
+                Ok(Ok(_index)) => Ok(()),
+                Ok(Err(error)) => Err(StoreError::backend("replicating an agent token")(error)),
+                Err(_) => Err(StoreError::Stopped("the Raft node")),
+            }
+        })
     }
 }

@@ -48,7 +48,12 @@ pub struct AmqpSettings {
     pub queue: String,
     /// Set as `app_id` on everything this server publishes (its server id).
     pub publisher_id: String,
+    /// Take `job:` events that others published (else they are rejected).
+    pub outside_job_events: bool,
 }
+
+/// The largest event body taken from the exchange; larger ones are rejected.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 /// Whether the link is connected now (for /health and metrics).
 pub type Connected = Arc<AtomicBool>;
@@ -131,7 +136,8 @@ impl Link {
                             metrics::counter!("dron_events_own_echo_total").increment(1);
                             let _ = delivery.acker.ack(BasicAckOptions::default()).await;
                         } else {
-                            tokio::spawn(take_delivery(delivery, self.client.clone()));
+                            let outside_jobs = self.settings.outside_job_events;
+                            tokio::spawn(take_delivery(delivery, self.client.clone(), outside_jobs));
                         }
                     }
                     Some(Err(error)) => return SessionEnd::Failed(error.to_string()),
@@ -270,13 +276,30 @@ fn truncate_to_bytes(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// The event in a delivery from someone else, or why it is refused: too large, malformed, or
+/// a `job:` event (a job's success or failure) while only dron may announce those.
+fn accepted_event(delivery: &Delivery, outside_job_events: bool) -> Result<ResourceEvent, String> {
+    if delivery.data.len() > MAX_EVENT_BYTES {
+        let size = delivery.data.len();
+        return Err(format!("{size} bytes, above the {MAX_EVENT_BYTES} taken"));
+    }
+    let event = EventMessage::parse(&delivery.data).map_err(|invalid| invalid.to_string())?;
+    if event.resource.starts_with("job:") && !outside_job_events {
+        return Err(format!(
+            "'{}' is a job's announcement, which only dron makes ([events] outside_job_events)",
+            event.resource
+        ));
+    }
+    Ok(event)
+}
+
 /// Hands one delivery to the bus; acks it once recorded and applied.
-async fn take_delivery(delivery: Delivery, client: SchedulerClient) {
-    let event = match EventMessage::parse(&delivery.data) {
+async fn take_delivery(delivery: Delivery, client: SchedulerClient, outside_job_events: bool) {
+    let event = match accepted_event(&delivery, outside_job_events) {
         Ok(event) => event,
         Err(invalid) => {
             metrics::counter!("dron_events_rejected_total").increment(1);
-            tracing::warn!(error = %invalid, routing_key = %delivery.routing_key, "rejecting a malformed event");
+            tracing::warn!(error = %invalid, routing_key = %delivery.routing_key, "rejecting an event");
             let reject = BasicNackOptions {
                 requeue: false,
                 ..Default::default()

@@ -1,26 +1,31 @@
 //! Agents: `GET /api/agents` lists them; `GET /api/agents/connect` is where `dron agent`
-//! processes connect (a WebSocket carrying the agent protocol, see
-//! `dron_task::protocol`). Each connection is a task that turns frames into broker
-//! messages and the broker's messages into frames, until either side closes or the broker
-//! stops (this server stopped leading). In a cluster only the leader takes agents: another
+//! processes connect (a WebSocket carrying the agent protocol, see `dron_task::protocol`),
+//! proving who they are with their credential (`agent_tokens.rs`). Each connection is a task
+//! that turns frames into broker messages and the broker's messages into frames, until either
+//! side closes, the agent has not registered within 10 s, or the broker stops (this server
+//! stopped leading). Messages are capped in size and paced. In a cluster only the leader takes agents: another
 //! server answers 503 naming the leader's address.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::header::ORIGIN;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use dron_actors::broker::BrokerMsg;
-use dron_task::protocol::AgentMessage;
+use dron_task::protocol::{AgentMessage, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::AppState;
+use super::agent_tokens::{self, AgentIdentity};
 use super::error::{ApiError, ApiResult};
 
 pub fn routes() -> axum::Router<AppState> {
@@ -38,6 +43,7 @@ async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 
 async fn connect(
     State(state): State<AppState>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let upgrade = upgrade.map_err(|rejection| {
@@ -46,6 +52,13 @@ async fn connect(
             format!("this endpoint is for `dron agent`, over a WebSocket: {rejection}"),
         )
     })?;
+    // Browsers send an Origin with every WebSocket upgrade, and agents never do: a web page
+    // must not open an agent's connection with what the browser can reach.
+    if headers.contains_key(ORIGIN) {
+        let message =
+            "a WebSocket opened by a web page is refused: this endpoint is for `dron agent`";
+        return Err(ApiError::new(StatusCode::FORBIDDEN, message));
+    }
     // In a cluster agents connect to the leader only (it may still be recovering: its
     // coordinators adopt the agents' running tasks). Elsewhere the answer names the leader,
     // where the agent goes next.
@@ -59,15 +72,34 @@ async fn connect(
             ));
         }
     }
+    let identity = agent_tokens::identify(&state, &headers)?;
     let broker = state.broker()?;
-    Ok(upgrade.on_upgrade(move |socket| carry(socket, broker)))
+    let upgrade = upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES);
+    Ok(upgrade.on_upgrade(move |socket| carry(socket, broker, state, identity)))
 }
 
 /// Numbers connections, so the broker can tell an agent's new connection from its old one.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
+/// The largest message an agent may send: an output chunk (1 MiB, base64 in JSON) or a
+/// registration naming many tasks fit well within it.
+const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// A connection that has not registered by then is closed.
+const REGISTER_WITHIN: Duration = Duration::from_secs(10);
+/// Messages an agent may send at once, and each second after: more wait (the connection's
+/// reading pauses), so one agent cannot flood the broker.
+const BURST: f64 = 10_000.0;
+const PER_SECOND: f64 = 2_000.0;
+
 /// Carries one agent connection until either side closes it.
-async fn carry(socket: WebSocket, broker: ActorRef<BrokerMsg>) {
+async fn carry(
+    socket: WebSocket,
+    broker: ActorRef<BrokerMsg>,
+    state: AppState,
+    identity: AgentIdentity,
+) {
     let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let (outbox, mut to_agent) = mpsc::unbounded_channel();
     if broker
@@ -81,12 +113,21 @@ async fn carry(socket: WebSocket, broker: ActorRef<BrokerMsg>) {
     // the agents go to the new leader.
     let broker_gone = broker.wait(None);
     tokio::pin!(broker_gone);
+    let register_deadline = tokio::time::sleep(REGISTER_WITHIN);
+    tokio::pin!(register_deadline);
+    let mut registered = false;
+    let mut rate = Rate::new(BURST, PER_SECOND);
     loop {
         tokio::select! {
             _ = &mut broker_gone => break,
+            () = &mut register_deadline, if !registered => {
+                tracing::warn!(connection, "an agent connection did not register within {REGISTER_WITHIN:?}: closing");
+                break;
+            }
             outgoing = to_agent.recv() => {
                 // None: the broker dropped the connection (the agent went silent).
                 let Some(message) = outgoing else { break };
+                registered |= matches!(message, ServerMessage::Registered { .. });
                 let text = serde_json::to_string(&message).expect("protocol messages encode");
                 if sink.send(Message::Text(text.into())).await.is_err() {
                     break;
@@ -95,7 +136,19 @@ async fn carry(socket: WebSocket, broker: ActorRef<BrokerMsg>) {
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<AgentMessage>(&text) {
                     Ok(message) => {
+                        if let AgentMessage::Register { name, .. } = &message
+                            && let Err(reason) = agent_tokens::check_registration(&state, &identity, name)
+                        {
+                            tracing::warn!(agent = name, reason, "agent registration refused");
+                            let refused = ServerMessage::Refused { reason };
+                            let text = serde_json::to_string(&refused).expect("protocol messages encode");
+                            let _ = sink.send(Message::Text(text.into())).await;
+                            break;
+                        }
                         let _ = broker.send_message(BrokerMsg::FromAgent { connection, message });
+                        if let Some(pause) = rate.take() {
+                            tokio::time::sleep(pause).await;
+                        }
                     }
                     Err(error) => {
                         tracing::warn!(%error, "agent sent a message outside the protocol: closing");
@@ -109,4 +162,44 @@ async fn carry(socket: WebSocket, broker: ActorRef<BrokerMsg>) {
     }
     let _ = sink.close().await;
     let _ = broker.send_message(BrokerMsg::Disconnected { connection });
+}
+
+/// A token bucket: `take` answers how long to wait before the next message, if at all.
+struct Rate {
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    last: Instant,
+}
+
+impl Rate {
+    fn new(burst: f64, per_second: f64) -> Rate {
+        Rate {
+            tokens: burst,
+            burst,
+            per_second,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        let earned = now.duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + earned).min(self.burst) - 1.0;
+        self.last = now;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.per_second))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_lets_a_burst_through_then_paces() {
+        let mut rate = Rate::new(3.0, 1000.0);
+        assert!((0..3).all(|_| rate.take().is_none()));
+        let pause = rate.take().expect("the bucket is empty");
+        assert!(pause <= Duration::from_millis(2), "{pause:?}");
+    }
 }

@@ -1,7 +1,8 @@
 //! Optional authentication: HTTP Basic (what Chronos clients send) or a bearer token, from
 //! the `[auth]` section of the config. With neither configured every endpoint is open;
 //! otherwise all but `/health` and `/ping` need credentials (and the cluster's `/internal/`
-//! routes, which check the cluster secret instead).
+//! routes, which check the cluster secret instead, and `/api/agents/connect`, where agents
+//! prove themselves with their own credentials).
 
 use std::sync::Arc;
 
@@ -14,6 +15,9 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 use crate::config::AuthConfig;
+
+/// Where agents connect, with credentials of their own (`agent_tokens.rs`).
+const AGENTS_CONNECT: &str = "/api/agents/connect";
 
 /// Paths answered without credentials: probes must work for load balancers.
 const OPEN_PATHS: &[&str] = &["/health", "/ping"];
@@ -124,8 +128,10 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         return next.run(request).await;
     };
     let path = request.uri().path();
-    // The cluster's internal routes check the cluster secret themselves.
-    if OPEN_PATHS.contains(&path) || path.starts_with(super::INTERNAL_PREFIX) {
+    // The cluster's internal routes check the cluster secret themselves, and the agents'
+    // endpoint their credentials (never the API's).
+    let own_check = path.starts_with(super::INTERNAL_PREFIX) || path == AGENTS_CONNECT;
+    if OPEN_PATHS.contains(&path) || own_check {
         return next.run(request).await;
     }
     let accepted = request

@@ -56,6 +56,9 @@ async fn put_job(
 ) -> ApiResult<StatusCode> {
     let received = Utc::now();
     let spec = request.validate(kind, received)?;
+    for url in &spec.notify_webhooks {
+        state.check_webhook("notifyWebhooks", url)?;
+    }
     state
         .client()?
         .put_job(spec, received.timestamp_millis())

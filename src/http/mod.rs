@@ -1,6 +1,7 @@
 //! The HTTP API: Chronos's (under `/scheduler` and `/v1/scheduler`) and dron's own (`/api`),
 //! and the web UI that reads them (`/ui/`).
 
+mod agent_tokens;
 mod agents;
 pub mod auth;
 mod chronos;
@@ -13,6 +14,7 @@ mod json;
 mod maintenance;
 pub mod metrics;
 mod native;
+pub mod serve;
 mod ui;
 
 use std::sync::{Arc, RwLock};
@@ -25,6 +27,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 
 use crate::cluster::view::{ClusterStatus, ClusterView, NodeStatus, Role};
+use crate::storage::agent_tokens::AgentTokenStore;
 use error::ApiError;
 pub use json::MAX_BODY_BYTES;
 
@@ -60,6 +63,15 @@ pub struct AppState {
     retention: Arc<RwLock<Option<crate::retention::pruner::GcHandle>>>,
     /// This server's stores as a backup sees them (`POST /api/backup`), set once open.
     backup: Arc<RwLock<Option<Arc<dyn crate::storage::backup::BackupSource>>>>,
+    /// Remote agents' credentials; None: not opened (unit tests).
+    agent_tokens: Option<Arc<dyn AgentTokenStore>>,
+    /// Whether agents without a credential are accepted: only where the network is trusted
+    /// (no API auth and a loopback address, or `--insecure-no-auth`).
+    tokenless_agents: bool,
+    /// Set on a loopback server: the names its requests' `Host` may carry.
+    host_names: Option<Arc<cross_site::HostNames>>,
+    /// Where the webhooks that jobs and API users give may go.
+    webhook_hosts: Arc<crate::notify::hosts::WebhookHosts>,
 }
 
 /// What a single server calls itself in `GET /api/cluster`.
@@ -93,6 +105,10 @@ impl AppState {
             forwarder: None,
             retention: Arc::default(),
             backup: Arc::default(),
+            agent_tokens: None,
+            tokenless_agents: false,
+            host_names: None,
+            webhook_hosts: Arc::default(),
         }
     }
 
@@ -112,6 +128,38 @@ impl AppState {
     fn backup(&self) -> Result<Arc<dyn crate::storage::backup::BackupSource>, ApiError> {
         read(&self.backup)
             .ok_or_else(|| ApiError::unavailable("dron is opening its stores; retry shortly"))
+    }
+
+    pub fn with_webhook_hosts(mut self, hosts: crate::notify::hosts::WebhookHosts) -> Self {
+        self.webhook_hosts = Arc::new(hosts);
+        self
+    }
+
+    /// 400 naming `field` unless `url` is a host webhooks may go to.
+    fn check_webhook(&self, field: &'static str, url: &str) -> Result<(), ApiError> {
+        self.webhook_hosts.check(url).map_err(|message| {
+            let mut error = ApiError::new(StatusCode::BAD_REQUEST, format!("{field}: {message}"));
+            error.field = Some(field);
+            error
+        })
+    }
+
+    /// Refuses requests whose `Host` is not a loopback name or one of `allowed` (for a
+    /// server listening on a loopback address).
+    pub fn with_host_check(mut self, allowed: &[String]) -> Self {
+        self.host_names = Some(Arc::new(cross_site::HostNames::new(allowed)));
+        self
+    }
+
+    /// Where agents' credentials are kept, and whether agents may connect without one.
+    pub fn with_agent_tokens(
+        mut self,
+        store: Arc<dyn AgentTokenStore>,
+        tokenless_agents: bool,
+    ) -> Self {
+        self.agent_tokens = Some(store);
+        self.tokenless_agents = tokenless_agents;
+        self
     }
 
     /// This server is one of a cluster: `view` says who leads and whether the scheduler runs
@@ -211,6 +259,7 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .nest("/v1", chronos::routes())
         .merge(native::routes(fault_injection))
         .merge(agents::routes())
+        .merge(agent_tokens::routes())
         .merge(cluster::routes())
         .merge(maintenance::routes())
         .merge(ui::routes())
@@ -228,11 +277,15 @@ pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
         .layer(axum::middleware::from_fn(
             cross_site::refuse_cross_site_writes,
         ))
-        // Outermost last: every request is timed, refused ones included.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.host_names.clone(),
+            cross_site::refuse_foreign_hosts,
+        ))
+        // Outermost last: every request is timed, refused ones included.
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }

@@ -1,6 +1,8 @@
 //! How notices leave dron: the [`Transport`] the notifier actor sends through, over SMTP
-//! ([`smtp`], lettre) and HTTP ([`webhook`], reqwest with an HMAC signature).
+//! ([`smtp`], lettre) and HTTP ([`webhook`], reqwest with an HMAC signature), to the hosts
+//! allowed ([`hosts`]).
 
+pub mod hosts;
 pub mod smtp;
 pub mod webhook;
 
@@ -25,7 +27,7 @@ impl Transports {
         };
         Ok(Transports {
             mailer,
-            poster: Arc::new(webhook::Poster::new()?),
+            poster: Arc::new(webhook::Poster::new(config.allowed_webhook_hosts())?),
         })
     }
 }

@@ -24,18 +24,27 @@ pub const DELIVERY_HEADER: &str = "x-dron-delivery";
 
 pub struct Poster {
     http: reqwest::Client,
+    hosts: super::hosts::WebhookHosts,
 }
 
 impl Poster {
-    pub fn new() -> anyhow::Result<Poster> {
+    pub fn new(hosts: super::hosts::WebhookHosts) -> anyhow::Result<Poster> {
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
+            // A redirect could lead the POST where no one allowed it to go (an internal
+            // address): it is answered as a failure instead.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("dron/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Poster { http })
+        Ok(Poster { http, hosts })
     }
 
     pub async fn send(&self, url: &str, message: &Outgoing) -> SendResult {
+        // Jobs stored before their host was taken off the list are stopped here too.
+        self.hosts
+            .check_resolved(url)
+            .await
+            .map_err(SendError::permanent)?;
         let mut request = self
             .http
             .post(url)
@@ -54,12 +63,16 @@ impl Poster {
         if status.is_success() {
             return Ok(());
         }
-        let text = format!("{url} answered {status}");
-        // A 4xx says the request is wrong (a bad URL, a revoked hook): retrying cannot help,
-        // except for a timeout or rate limit.
-        let permanent = status.is_client_error()
-            && status != StatusCode::REQUEST_TIMEOUT
-            && status != StatusCode::TOO_MANY_REQUESTS;
+        let text = match status.is_redirection() {
+            true => format!("{url} answered {status}: redirects are not followed"),
+            false => format!("{url} answered {status}"),
+        };
+        // A 4xx says the request is wrong (a bad URL, a revoked hook), and a redirect will
+        // not be followed: retrying cannot help, except for a timeout or rate limit.
+        let permanent = status.is_redirection()
+            || status.is_client_error()
+                && status != StatusCode::REQUEST_TIMEOUT
+                && status != StatusCode::TOO_MANY_REQUESTS;
         Err(SendError {
             message: text,
             permanent,

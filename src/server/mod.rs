@@ -16,6 +16,7 @@ use dron_actors::store::{ResourceStore, StoreError};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::retention::{PruneStores, PrunedShard};
+use crate::storage::agent_tokens::RocksAgentTokens;
 use crate::storage::backup::{self, BackupSource, Manifest, Part};
 use crate::storage::notices::RocksNoticeStore;
 use crate::storage::resources::RocksResourceStore;
@@ -35,16 +36,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .to_string();
     let state = AppState::new(address.clone())
         .with_metrics(http::metrics::install().context("installing the metrics recorder")?)
-        .with_auth(&config.auth);
+        .with_auth(&config.auth)
+        .with_webhook_hosts(config.notify.allowed_webhook_hosts());
+    let state = match config.listen.ip().is_loopback() {
+        true => state.with_host_check(&config.allowed_hosts),
+        false => state,
+    };
+    if !config.auth_on() && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "--insecure-no-auth: the API is open to anyone who reaches this address, and agents connect without credentials");
+    }
     if config.cluster.enabled() {
         return crate::cluster::leadership::serve(config, listener, state).await;
     }
+    let tokens = RocksAgentTokens::open(&config.data_dir.join("agent-tokens"))
+        .context("opening the agent credentials")?;
+    let state = state.with_agent_tokens(Arc::new(tokens), config.tokenless_agents());
     let app = api(&config, state.clone(), axum::Router::new());
-    let http_server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-    });
+    let http_server =
+        tokio::spawn(async move { http::serve::serve(listener, app, shutdown_signal()).await });
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "dron starting");
 
     // One clock for every actor (tests give them tokio's).

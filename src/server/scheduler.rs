@@ -136,6 +136,7 @@ impl Scheduler {
                 exchange: config.events.exchange.clone(),
                 queue: link.queue,
                 publisher_id: link.publisher_id,
+                outside_job_events: config.events.outside_job_events,
             };
             state.set_amqp(amqp::spawn(settings, client.clone(), bus.clone()));
         }
@@ -239,6 +240,7 @@ fn broker_args(
         heartbeat_ms: agents.heartbeat_ms,
         agent_timeout_ms: agents.timeout_ms,
         weights: agents.weights.clone(),
+        max_offer: agents.max_offer,
         known_agents,
         status,
         clock,

@@ -55,7 +55,8 @@ pub enum TaskCommand {
 pub struct TaskSpec {
     pub task_id: String,
     pub command: TaskCommand,
-    /// Added to the environment the shim inherited from the server.
+    /// The task's environment, with PATH, HOME, LANG and USER of the shim's own (nothing
+    /// else of the server's or the agent's).
     pub env: Vec<(String, String)>,
     /// Defaults to the run directory.
     pub work_dir: Option<PathBuf>,

@@ -18,7 +18,7 @@ pub struct Agent {
     pub name: String,
     pub work_dir: tempfile::TempDir,
     server_url: String,
-    /// `--cpus`, `--mem`, `--disk`, `--attributes` as given.
+    /// `--cpus`, `--mem`, `--disk`, `--attributes` as given, and `--token-file` if any.
     offer: Vec<String>,
     child: Option<Child>,
 }
@@ -36,16 +36,17 @@ impl Agent {
         Agent::start_with_servers(server, &server.url(""), name, cpus, mem, attributes).await
     }
 
-    /// As `start`, with `--server servers` (a comma-separated list of URLs); waits until
-    /// `server` lists it as active.
-    pub async fn start_with_servers(
-        server: &Server,
-        servers: &str,
-        name: &str,
-        cpus: f64,
-        mem: f64,
-        attributes: &str,
-    ) -> Agent {
+    /// As `start` (one core, 1 GB), proving itself with the credential in `token_file`.
+    pub async fn start_with_token_file(server: &Server, name: &str, token_file: &Path) -> Agent {
+        let mut agent = Agent::new(&server.url(""), name, 1.0, 1024.0, "");
+        agent.offer.push("--token-file".into());
+        agent.offer.push(token_file.display().to_string());
+        agent.spawn();
+        agent.wait_active(server).await;
+        agent
+    }
+
+    fn new(servers: &str, name: &str, cpus: f64, mem: f64, attributes: &str) -> Agent {
         let offer = [
             "--cpus",
             &cpus.to_string(),
@@ -56,13 +57,26 @@ impl Agent {
             "--attributes",
             attributes,
         ];
-        let mut agent = Agent {
+        Agent {
             name: name.to_string(),
             work_dir: tempfile::tempdir().expect("agent work dir"),
             server_url: servers.to_string(),
             offer: offer.iter().map(|s| s.to_string()).collect(),
             child: None,
-        };
+        }
+    }
+
+    /// As `start`, with `--server servers` (a comma-separated list of URLs); waits until
+    /// `server` lists it as active.
+    pub async fn start_with_servers(
+        server: &Server,
+        servers: &str,
+        name: &str,
+        cpus: f64,
+        mem: f64,
+        attributes: &str,
+    ) -> Agent {
+        let mut agent = Agent::new(servers, name, cpus, mem, attributes);
         agent.spawn();
         agent.wait_active(server).await;
         agent

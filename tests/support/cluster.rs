@@ -50,6 +50,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` servers and waits until they agree on a leader that schedules.
     pub async fn start(size: u64, extra_toml: &str) -> Cluster {
+        Cluster::start_with_headers(size, extra_toml, Default::default()).await
+    }
+
+    /// As `start`, the test's requests carrying `headers` (credentials, for an `[auth]`).
+    pub async fn start_with_headers(
+        size: u64,
+        extra_toml: &str,
+        headers: reqwest::header::HeaderMap,
+    ) -> Cluster {
         let nodes: Vec<Node> = (1..=size)
             .map(|id| Node {
                 id,
@@ -69,6 +78,7 @@ impl Cluster {
             nodes,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .default_headers(headers)
                 .build()
                 .unwrap(),
             peers,

@@ -373,6 +373,8 @@ impl NsCluster {
                 &node.host.namespace,
                 &[
                     "serve",
+                    // A cluster network of test namespaces, without [auth]: trusted.
+                    "--insecure-no-auth",
                     "--listen",
                     &listen,
                     "--node-id",

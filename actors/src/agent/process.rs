@@ -134,12 +134,18 @@ fn spawn_shim(
     ))
 }
 
-/// Creates the run directory and writes `task.json`. Plain blocking calls: a few tens of
-/// microseconds, less than handing each to tokio's blocking pool.
+/// Creates the run directory and writes `task.json`, both for their owner only (the task's
+/// command, environment and output are its job's, not every local user's). Plain blocking
+/// calls: a few tens of microseconds, less than handing each to tokio's blocking pool.
 fn prepare_run_dir(run_dir: &Path, spec: &TaskSpec) -> Result<(), ProcessError> {
-    let created = match std::fs::create_dir(run_dir) {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let private_dir = |path: &Path| std::fs::DirBuilder::new().mode(0o700).create(path);
+    let created = match private_dir(run_dir) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(run_dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = run_dir.parent().unwrap_or(run_dir);
+            std::fs::create_dir_all(parent).and_then(|()| private_dir(run_dir))
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             // A second shim in the same directory would mix two runs' files.
             for name in [SHIM_PID_FILE, STATUS_FILE] {
@@ -156,7 +162,14 @@ fn prepare_run_dir(run_dir: &Path, spec: &TaskSpec) -> Result<(), ProcessError> 
     // short by a crash leaves a run that never started, which adoption reports as lost.
     let bytes = serde_json::to_vec(spec)?;
     let path = run_dir.join(TASK_FILE);
-    std::fs::write(&path, bytes).map_err(io_err(format!("cannot write {}", path.display())))
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| io::Write::write_all(&mut file, &bytes));
+    written.map_err(io_err(format!("cannot write {}", path.display())))
 }
 
 /// After a server restart, a run whose directory exists.

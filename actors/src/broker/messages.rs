@@ -49,6 +49,10 @@ pub enum BrokerMsg {
     Disconnected {
         connection: u64,
     },
+    /// The agent's credential was revoked: close its connection.
+    CloseAgent {
+        name: String,
+    },
     /// Periodic: heartbeats, agent loss, tasks past their start deadline.
     Tick,
     /// For `GET /api/agents`.

@@ -50,6 +50,8 @@ pub struct OfferBrokerArgs {
     pub agent_timeout_ms: i64,
     /// Owners' weights for Dominant Resource Fairness (default 1).
     pub weights: HashMap<String, f64>,
+    /// The most a remote agent may offer; a registration offering more is refused.
+    pub max_offer: Resources,
     /// Where the names of remote agents ever seen are kept.
     pub known_agents: KnownAgentsRecord,
     /// Where status updates go (to the coordinator that owns the task's job, through the
@@ -103,6 +105,7 @@ impl Actor for OfferBroker {
             args.epoch,
             args.heartbeat_ms,
             args.agent_timeout_ms,
+            args.max_offer,
             args.known_agents,
             args.clock.clone(),
         );
@@ -156,6 +159,7 @@ impl Actor for OfferBroker {
                     state.placement.set_active(&name, false);
                 }
             }
+            BrokerMsg::CloseAgent { name } => state.remotes.close(&name),
             BrokerMsg::Tick => state.tick(),
             BrokerMsg::ListAgents(reply) => {
                 let _ = reply.send(state.agent_views());

@@ -5,9 +5,16 @@
 //! presumed running until it has been silent for the agent timeout, then they are declared
 //! lost and their coordinators retry them elsewhere. An agent that returns after that is asked
 //! about every task it reports; those its coordinator no longer counts as current are killed.
+//!
+//! A name has one live connection at a time: a second registration under it is refused
+//! while the first was heard from within two heartbeats. An agent speaks only of the tasks
+//! placed on it: a status, rejection or output answer about another agent's task (or from a
+//! connection that never registered) is dropped and counted in
+//! `dron_agent_messages_dropped_total{kind}`. Offers above the configured maximum are refused.
 
 use std::collections::{BTreeMap, HashMap};
 
+use dron_model::demand::Resources;
 use dron_task::protocol::{AgentMessage, OutputChunk, PROTOCOL_VERSION, ServerMessage};
 use dron_task::{LOCAL_AGENT, TaskEnd, TaskEvent, TaskSpec, TaskUpdate, UpdateAck};
 use ractor::RpcReplyPort;
@@ -48,6 +55,7 @@ pub struct Remotes {
     epoch: u64,
     heartbeat_ms: u64,
     timeout_ms: i64,
+    max_offer: Resources,
     started_ms: i64,
     /// When liveness was last judged (`newly_lost`): a long gap since means this server did
     /// not run (paused, stopped, starved, or its clock stepped), not that its agents fell
@@ -70,6 +78,7 @@ impl Remotes {
         epoch: u64,
         heartbeat_ms: u64,
         timeout_ms: i64,
+        max_offer: Resources,
         known: KnownAgentsRecord,
         clock: SharedClock,
     ) -> Self {
@@ -77,6 +86,7 @@ impl Remotes {
             epoch,
             heartbeat_ms,
             timeout_ms,
+            max_offer,
             started_ms: clock.now_ms(),
             judged_ms: clock.now_ms(),
             agents: BTreeMap::new(),
@@ -127,10 +137,34 @@ impl Remotes {
         }
     }
 
-    fn output_read(&mut self, request: u64, chunk: Result<OutputChunk, String>) {
-        if let Some((_, reply)) = self.reads.remove(&request) {
-            let _ = reply.send(chunk);
+    /// An answer to a read, accepted only from the agent it was asked of.
+    fn output_read(&mut self, agent: &str, request: u64, chunk: Result<OutputChunk, String>) {
+        match self.reads.get(&request) {
+            Some((asked, _)) if asked == agent => {
+                if let Some((_, reply)) = self.reads.remove(&request) {
+                    let _ = reply.send(chunk);
+                }
+            }
+            _ => dropped("output", agent, &format!("read {request}")),
         }
+    }
+
+    /// Closes an agent's connection (its credential was revoked): its outbox is dropped, so
+    /// the connection's task ends and reports it closed.
+    pub fn close(&mut self, name: &str) {
+        let Some(connection) = self.agents.get(name).and_then(|agent| agent.connection) else {
+            return;
+        };
+        if let Some(conn) = self.connections.get_mut(&connection) {
+            conn.outbox = mpsc::unbounded_channel().0;
+        }
+    }
+
+    /// Whether `agent` holds a connection other than `connection` that was heard from within
+    /// two heartbeats.
+    fn live_elsewhere(&self, agent: &RemoteAgent, connection: u64) -> bool {
+        let recent = self.clock.now_ms() - agent.last_seen_ms <= 2 * self.heartbeat_ms as i64;
+        agent.connection.is_some_and(|c| c != connection) && recent
     }
 
     pub fn connected(&mut self, connection: u64, outbox: mpsc::UnboundedSender<ServerMessage>) {
@@ -313,8 +347,11 @@ impl BrokerState {
             }
             AgentMessage::Status { task_id, event } => {
                 let Some(agent) = self.remotes.seen(connection) else {
-                    return tracing::warn!(task_id, "status from an unregistered connection");
+                    return dropped("status", "an unregistered connection", &task_id);
                 };
+                if self.foreign(&agent, &task_id) {
+                    return self.disown(&agent, &task_id, &event);
+                }
                 let ack = self.ack_for(&agent, &task_id, &event);
                 let update = TaskUpdate {
                     task_id,
@@ -323,14 +360,21 @@ impl BrokerState {
                 };
                 self.task_update(&agent, update)
             }
-            AgentMessage::Output { request, chunk } => {
-                self.remotes.seen(connection);
-                self.remotes.output_read(request, chunk);
-            }
+            AgentMessage::Output { request, chunk } => match self.remotes.seen(connection) {
+                Some(agent) => self.remotes.output_read(&agent, request, chunk),
+                None => dropped("output", "an unregistered connection", &request.to_string()),
+            },
             AgentMessage::Rejected { task_id, reason } => {
-                let agent = self.remotes.seen(connection).unwrap_or_default();
+                let Some(agent) = self.remotes.seen(connection) else {
+                    let task = task_id.unwrap_or_default();
+                    return dropped("rejected", "an unregistered connection", &task);
+                };
                 tracing::warn!(agent, ?task_id, reason, "agent refused a command");
                 if let Some(task_id) = task_id {
+                    let placed = self.placement.placed(&task_id);
+                    if placed.is_none_or(|placed| placed.agent != agent) {
+                        return dropped("rejected", &agent, &task_id);
+                    }
                     self.placement.release(&task_id);
                     let why = format!("agent '{agent}' refused it: {reason}");
                     self.report_end(&task_id, TaskEnd::FailedToStart(why));
@@ -343,10 +387,13 @@ impl BrokerState {
         &mut self,
         connection: u64,
         agent: Registration,
-        resources: dron_model::demand::Resources,
+        resources: Resources,
         attributes: BTreeMap<String, String>,
     ) {
-        if let Err(reason) = self.admit(&agent) {
+        let admitted = self
+            .admit(connection, &agent)
+            .and_then(|()| check_offer(resources, self.remotes.max_offer));
+        if let Err(reason) = admitted {
             tracing::warn!(agent = agent.name, reason, "agent registration refused");
             return self
                 .remotes
@@ -369,7 +416,7 @@ impl BrokerState {
         self.place();
     }
 
-    fn admit(&self, agent: &Registration) -> Result<(), String> {
+    fn admit(&self, connection: u64, agent: &Registration) -> Result<(), String> {
         if agent.protocol != PROTOCOL_VERSION {
             return Err(format!(
                 "agent speaks protocol {}, this server speaks {PROTOCOL_VERSION}",
@@ -394,10 +441,37 @@ impl BrokerState {
             ));
         }
         match self.remotes.agents.get(&agent.name) {
-            Some(other) if other.id != agent.agent_id && other.connection.is_some() => {
-                Err(format!("another connected agent is named '{}'", agent.name))
-            }
+            Some(other) if self.remotes.live_elsewhere(other, connection) => Err(format!(
+                "agent '{}' is connected already: a second connection is refused until the \
+                 first closes",
+                agent.name
+            )),
             _ => Ok(()),
+        }
+    }
+
+    /// Whether a message of `agent` about `task_id` comes from elsewhere than where the task
+    /// is: placed on another agent, waiting for an offer, or held for another agent since a
+    /// restart. (A task placed nowhere, e.g. ended or lost, is its coordinator's to judge.)
+    fn foreign(&self, agent: &str, task_id: &str) -> bool {
+        if let Some(placed) = self.placement.placed(task_id) {
+            return placed.agent != agent;
+        }
+        self.placement.is_pending(task_id)
+            || self.remotes.awaiting.iter().any(|held| {
+                held.request.spec.task_id == task_id
+                    && held.agent.as_deref().is_some_and(|other| other != agent)
+            })
+    }
+
+    /// An agent spoke of a task that is not its own: its word is dropped; its copy, if it
+    /// runs one, is not the one that counts, so it is told to forget the update and to stop.
+    fn disown(&mut self, agent: &str, task_id: &str, event: &TaskEvent) {
+        dropped("status", agent, task_id);
+        let started = matches!(event, TaskEvent::Started { .. });
+        self.remotes.ack(agent, task_id, started);
+        if started {
+            self.remotes.kill(agent, task_id);
         }
     }
 
@@ -429,7 +503,13 @@ impl BrokerState {
         }
         for task_id in tasks {
             let here = self.placement.placed(task_id).map(|p| p.agent.as_str());
-            if here != Some(name) {
+            if here != Some(name) && self.foreign(name, task_id) {
+                let event = TaskEvent::Started {
+                    at_ms: self.clock.now_ms(),
+                    agent: name.to_string(),
+                };
+                self.disown(name, task_id, &event);
+            } else if here != Some(name) {
                 let event = TaskEvent::Started {
                     at_ms: self.clock.now_ms(),
                     agent: name.to_string(),
@@ -507,6 +587,11 @@ impl Remotes {
         if let Some(conn) = self.connections.get_mut(&connection) {
             conn.agent = Some(name.clone());
         }
+        // A silent connection it replaces is closed (its outbox dropped).
+        let replaced = self.agents.get(&name).and_then(|agent| agent.connection);
+        if let Some(old) = replaced.filter(|old| *old != connection) {
+            self.connections.remove(&old);
+        }
         self.known.add(&name);
         let agent = self.agents.entry(name).or_insert_with(|| RemoteAgent {
             id: registration.agent_id.clone(),
@@ -521,4 +606,32 @@ impl Remotes {
         agent.state = AgentState::Active;
         std::mem::take(&mut agent.deferred)
     }
+}
+
+/// Counts and logs a message dropped because it did not come from where it should.
+fn dropped(kind: &'static str, from: &str, about: &str) {
+    tracing::warn!(
+        kind,
+        from,
+        about,
+        "agent message dropped: not from the agent the task is placed on"
+    );
+    metrics::counter!("dron_agent_messages_dropped_total", "kind" => kind).increment(1);
+}
+
+/// Why an offer is refused, if it is: amounts must be numbers from 0 to the maximum.
+fn check_offer(offer: Resources, max: Resources) -> Result<(), String> {
+    let amounts = [
+        ("cpus", offer.cpus, max.cpus),
+        ("mem", offer.mem, max.mem),
+        ("disk", offer.disk, max.disk),
+    ];
+    for (what, offered, most) in amounts {
+        if !(offered.is_finite() && (0.0..=most).contains(&offered)) {
+            return Err(format!(
+                "an offer of {offered} {what} is refused: from 0 to {most} (agents.max_*)"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -46,6 +46,7 @@ fn broker_args(clock: SharedClock) -> (OfferBrokerArgs, mpsc::UnboundedReceiver<
         heartbeat_ms: 1000,
         agent_timeout_ms: 5000,
         weights: HashMap::new(),
+        max_offer: dron_model::demand::Resources::new(1e6, 1e9, 1e9),
         known_agents: KnownAgentsRecord::Memory,
         status,
         clock,

@@ -64,6 +64,7 @@ pub async fn test(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<
     }
     if let Some(url) = &body.webhook {
         validate_webhook_url("webhook", url)?;
+        state.check_webhook("webhook", url)?;
     }
     let request = TestRequest {
         email: body.email,
