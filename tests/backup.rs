@@ -46,6 +46,11 @@ fn restore(backup: &std::path::Path, data_dir: &std::path::Path) -> (i32, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_load_restores_every_job_and_run_before_it() {
     let server = Server::start(2).await;
+    // An agent's credential: a restored server must still know it.
+    let (status, body) = server
+        .request("POST", "/api/agent-tokens", Some(json!({"name": "w9"})))
+        .await;
+    assert_eq!(status, 201, "{body}");
     for n in 0..10 {
         let job =
             json!({"name": format!("tick-{n}"), "command": "echo tick", "schedule": "R//PT1S"});
@@ -100,8 +105,8 @@ async fn a_backup_under_load_restores_every_job_and_run_before_it() {
     let (code, out, err) = dron(&server.url(""), &["backup", dir.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{out}{err}\n{}", server.log());
     assert!(
-        out.starts_with("backed up 4 stores"),
-        "two shards, resources, notifications: {out}"
+        out.starts_with("backed up 5 stores"),
+        "two shards, resources, notifications, agent credentials: {out}"
     );
     creating.abort();
     let manifest: Value =
@@ -145,6 +150,8 @@ async fn a_backup_under_load_restores_every_job_and_run_before_it() {
         let lost: Vec<&String> = runs.difference(&after).collect();
         assert!(lost.is_empty(), "runs of {job} before the backup: {lost:?}");
     }
+    let tokens = server.ok("GET", "/api/agent-tokens", None).await;
+    assert_eq!(tokens["agentTokens"][0]["name"], "w9", "{tokens}");
     // And it schedules: the restored jobs run again.
     let seen = finished(&server, "tick-0").await;
     wait_for(

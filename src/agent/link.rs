@@ -111,9 +111,18 @@ impl Servers {
         }
     }
 
-    /// A refusing server named the leader: try it next.
-    fn redirect(&mut self, leader: &str) {
-        self.leader = Some(leader.trim_end_matches('/').to_string());
+    /// A refusing server (`refused_by`) named the leader: try it next. A wildcard address
+    /// (`0.0.0.0`, `[::]`) is where a server listens, not where it is reached: a single
+    /// server listening on one names itself so while it recovers, and is tried again (the
+    /// nemesis run saw agents follow it, fail, and come back 8 s late).
+    fn redirect(&mut self, leader: &str, refused_by: &str) {
+        let leader = leader.trim_end_matches('/');
+        let host = leader.split_once("://").map_or(leader, |(_, rest)| rest);
+        let wildcard = ["0.0.0.0", "[::]"]
+            .iter()
+            .any(|any| host == *any || host.starts_with(&format!("{any}:")));
+        let next = if wildcard { refused_by } else { leader };
+        self.leader = Some(next.to_string());
     }
 }
 
@@ -191,7 +200,7 @@ impl Link {
                     Some(refusal) => {
                         tracing::info!("{refusal}");
                         if let Some(leader) = &refusal.leader {
-                            self.servers.redirect(leader);
+                            self.servers.redirect(leader, &server);
                         }
                     }
                     None => tracing::warn!(server, "{error:#}"),
@@ -555,11 +564,21 @@ mod tests {
     fn a_named_leader_comes_next_even_outside_the_list() {
         let mut servers = servers(&["http://a:1", "http://b:1"]);
         assert_eq!(servers.pick(), "http://a:1");
-        servers.redirect("http://10.0.0.9:4400/");
+        servers.redirect("http://10.0.0.9:4400/", "http://a:1");
         assert_eq!(servers.pick(), "http://10.0.0.9:4400");
         servers.accepted("http://10.0.0.9:4400");
         assert_eq!(servers.pick(), "http://10.0.0.9:4400");
         assert_eq!(servers.pick(), "http://b:1", "then the list where it was");
+    }
+
+    #[test]
+    fn a_leader_named_by_a_wildcard_address_is_the_server_that_refused() {
+        let mut servers = servers(&["http://a:1", "http://b:1"]);
+        assert_eq!(servers.pick(), "http://a:1");
+        servers.redirect("http://0.0.0.0:4400", "http://a:1");
+        assert_eq!(servers.pick(), "http://a:1", "tried again, not 0.0.0.0");
+        servers.redirect("http://[::]:4400/", "http://b:1");
+        assert_eq!(servers.pick(), "http://b:1");
     }
 
     #[test]

@@ -356,15 +356,16 @@ impl crate::storage::backup::BackupSource for ReplicatedState {
 /// `shards/shards.json` and `known-agents`.
 pub fn as_single_server(data_dir: &Path) -> Result<(), StoreError> {
     let meta_dir = data_dir.join("cluster-meta");
-    let (count, agents) = {
-        let meta = open_db(&meta_dir, &[META, AGENTS, APPLIED], Reads::Scans)?;
+    let (count, agents, tokens) = {
+        let families = [META, AGENTS, AGENT_TOKENS, APPLIED];
+        let meta = open_db(&meta_dir, &families, Reads::Scans)?;
         let count = read_u64(&meta, META, SHARD_COUNT_KEY)?;
         let mut agents = Vec::new();
         for item in meta.iterator_cf(family(&meta, AGENTS)?, IteratorMode::Start) {
             let (key, _) = item.map_err(backend("reading known agents"))?;
             agents.push(String::from_utf8_lossy(&key).into_owned());
         }
-        (count, agents)
+        (count, agents, agent_tokens::list_tokens(&meta)?)
     };
     std::fs::remove_dir_all(&meta_dir).map_err(backend("removing the cluster's meta database"))?;
     let mut databases = vec![
@@ -396,6 +397,22 @@ pub fn as_single_server(data_dir: &Path) -> Result<(), StoreError> {
     if !agents.is_empty() {
         std::fs::write(data_dir.join("known-agents"), agents.join("\n") + "\n")
             .map_err(backend("writing known agents"))?;
+    }
+    if !tokens.is_empty() {
+        // The agents' credentials go with them: the single server's own token database.
+        let db = open_db(
+            &data_dir.join("agent-tokens"),
+            &[AGENT_TOKENS],
+            Reads::Scans,
+        )?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for (name, record) in &tokens {
+            agent_tokens::add_token(&db, &mut batch, name, Some(record))?;
+        }
+        let mut synced = rocksdb::WriteOptions::default();
+        synced.set_sync(true);
+        db.write_opt(batch, &synced)
+            .map_err(backend("writing the agents' credentials"))?;
     }
     Ok(())
 }
@@ -612,6 +629,13 @@ mod tests {
             shard_write(1, &[run("a", 1), run("a", 2)]),
             Command::Meta(MetaChange::ShardCount(2)),
             Command::Meta(MetaChange::KnownAgent("w1".into())),
+            Command::Meta(MetaChange::AgentToken {
+                name: "w1".into(),
+                token: Some(AgentTokenRecord {
+                    hash: [7; 32],
+                    created_ms: 1,
+                }),
+            }),
         ]);
         state.apply_entry(1, &first).unwrap();
         let backup = backups.path().join("b");
@@ -641,6 +665,12 @@ mod tests {
         );
         crate::storage::resources::RocksResourceStore::open(&data.join("resources"))
             .expect("opens as a single server's store");
+        // The agents' credentials come along, in the single server's own store.
+        use crate::storage::agent_tokens::AgentTokenStore;
+        let tokens =
+            crate::storage::agent_tokens::RocksAgentTokens::open(&data.join("agent-tokens"))
+                .unwrap();
+        assert_eq!(tokens.get("w1").unwrap().unwrap().hash, [7; 32]);
     }
 
     #[test]

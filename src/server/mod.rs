@@ -48,9 +48,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.cluster.enabled() {
         return crate::cluster::leadership::serve(config, listener, state).await;
     }
-    let tokens = RocksAgentTokens::open(&config.data_dir.join("agent-tokens"))
-        .context("opening the agent credentials")?;
-    let state = state.with_agent_tokens(Arc::new(tokens), config.tokenless_agents());
+    let tokens = Arc::new(
+        RocksAgentTokens::open(&config.data_dir.join("agent-tokens"))
+            .context("opening the agent credentials")?,
+    );
+    let state = state.with_agent_tokens(tokens.clone(), config.tokenless_agents());
     let app = api(&config, state.clone(), axum::Router::new());
     let http_server =
         tokio::spawn(async move { http::serve::serve(listener, app, shutdown_signal()).await });
@@ -58,7 +60,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     // One clock for every actor (tests give them tokio's).
     let clock: SharedClock = Arc::new(SystemClock);
-    let (storage, stores) = local_storage(&config)?;
+    let (storage, stores) = local_storage(&config, tokens.db())?;
     state.set_backup(stores);
     let _usage = disk_usage(&config)?;
     let amqp_link = amqp(&config)?;
@@ -101,7 +103,10 @@ impl Drop for AbortOnDrop {
 
 /// A single server's stores: its own databases in the data directory; and the same stores
 /// as retention and backups reach them.
-fn local_storage(config: &Config) -> anyhow::Result<(Storage, Arc<LocalStores>)> {
+fn local_storage(
+    config: &Config,
+    agent_tokens: Arc<rocksdb::DB>,
+) -> anyhow::Result<(Storage, Arc<LocalStores>)> {
     let data = &config.data_dir;
     let stores = Arc::new(LocalStores {
         data_dir: data.clone(),
@@ -114,6 +119,7 @@ fn local_storage(config: &Config) -> anyhow::Result<(Storage, Arc<LocalStores>)>
             RocksNoticeStore::open(&data.join("notifications"))
                 .context("opening the notification store")?,
         ),
+        agent_tokens,
     });
     let storage = Storage {
         factory: stores.shards.clone(),
@@ -132,6 +138,9 @@ pub struct LocalStores {
     shards: Arc<RocksStoreFactory>,
     resources: Arc<RocksResourceStore>,
     notices: Arc<RocksNoticeStore>,
+    /// The agents' credentials: written one synced batch at a time, with no writer to pause,
+    /// so a checkpoint of it is consistent on its own.
+    agent_tokens: Arc<rocksdb::DB>,
 }
 
 impl PruneStores for LocalStores {
@@ -174,6 +183,10 @@ impl BackupSource for LocalStores {
             Part {
                 name: "notifications".into(),
                 db: &notices,
+            },
+            Part {
+                name: "agent-tokens".into(),
+                db: &self.agent_tokens,
             },
         ];
         for (index, db) in &shard_dbs {

@@ -97,6 +97,11 @@ impl RocksAgentTokens {
         let db = open_db(path, &[AGENT_TOKENS], Reads::Scans)?;
         Ok(RocksAgentTokens { db: Arc::new(db) })
     }
+
+    /// The database, for backups.
+    pub fn db(&self) -> Arc<DB> {
+        self.db.clone()
+    }
 }
 
 impl AgentTokenStore for RocksAgentTokens {

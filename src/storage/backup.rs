@@ -11,7 +11,8 @@
 //! entries (src/cluster/state.rs); it is restored as a single server's data directory.
 //!
 //! Layout of `DIR`: the data directory's own (`shards/shard-NNN`, `shards/shards.json`,
-//! `resources`, `notifications`, `known-agents`, `server-id`), and `backup.json`. Run
+//! `resources`, `notifications`, `agent-tokens`, `known-agents`, `server-id`), and
+//! `backup.json`. Run
 //! directories (task output) are not included.
 
 use std::path::{Path, PathBuf};

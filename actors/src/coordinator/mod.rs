@@ -11,9 +11,12 @@
 //! store as one batch and through the committer once. Idle, a flush follows each message at
 //! once; under load one batch carries a whole mailbox's worth of runs.
 
+mod committer;
 mod messages;
 mod shard;
 mod ticker;
+
+use committer::{Backlog, Commit, Effects, Links, already_durable, spawn_committer};
 
 pub use crate::views::{JobSummary, RunState};
 pub use messages::{
@@ -22,20 +25,17 @@ pub use messages::{
 pub use shard::{Adoption, Applied, Outbox, Shard, ShardConfig};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
-
-use dron_model::notice::Notice;
-use dron_model::resource::ResourceEvent;
 
 use crate::broker::BrokerMsg;
 use crate::bus::BusMsg;
 use crate::clock::SharedClock;
 use crate::notify::NotifierMsg;
 use crate::router::RouterMsg;
-use crate::store::{Durable, ResourceStore, ShardStore, StoreError, StoreOp};
+use crate::store::{ResourceStore, ShardStore, StoreError, StoreOp};
 use crate::trace;
 
 pub struct Coordinator;
@@ -80,23 +80,6 @@ struct Staged {
 
 /// What to do once a change is durable (answer its caller, acknowledge an agent's report).
 type Then = Box<dyn FnOnce() + Send>;
-
-/// A submitted batch and what to do once it is durable.
-struct Commit {
-    durable: Durable,
-    effects: Effects,
-    /// Counted in the shard's [`Backlog`] (it has writes) until its durability resolves.
-    in_backlog: bool,
-}
-
-struct Effects {
-    launches: Vec<crate::broker::LaunchRequest>,
-    kills: Vec<String>,
-    adopts: Vec<Adoption>,
-    announcements: Vec<ResourceEvent>,
-    notices: Vec<Notice>,
-    thens: Vec<Then>,
-}
 
 impl Actor for Coordinator {
     type Msg = CoordinatorMsg;
@@ -543,22 +526,6 @@ fn unavailable(error: crate::store::StoreError) -> crate::error::CommandError {
     crate::error::CommandError::Unavailable(error.to_string())
 }
 
-/// What a shard has submitted and is not durable yet, shared by the coordinator (which
-/// pushes back while it is large) and its committer (which sends the deferred tick once it
-/// has drained to half the limit).
-#[derive(Default)]
-struct Backlog {
-    in_flight: AtomicUsize,
-    tick_deferred: AtomicBool,
-}
-
-/// For effects with nothing to write.
-fn already_durable() -> Durable {
-    let (done, durable) = tokio::sync::oneshot::channel();
-    let _ = done.send(Ok(()));
-    durable
-}
-
 /// Wraps an RPC reply so that it is sent only once the change is durable.
 fn reply_later<T: Send + 'static>(
     reply: Reply<T>,
@@ -569,103 +536,9 @@ fn reply_later<T: Send + 'static>(
     }))
 }
 
-/// Where a commit's effects go.
-struct Links {
-    backlog: Arc<Backlog>,
-    /// The backlog at which a deferred tick is sent.
-    low_water: usize,
-    shard: u32,
-    coordinator: ActorRef<CoordinatorMsg>,
-    broker: ActorRef<BrokerMsg>,
-    bus: ActorRef<BusMsg>,
-    notifier: ActorRef<NotifierMsg>,
-}
-
-/// The task that releases each commit's effects once its batch is durable, in commit order.
-fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
-    let (sender, mut commits) = mpsc::unbounded_channel::<Commit>();
-    tokio::spawn(async move {
-        while let Some(commit) = commits.recv().await {
-            let Commit {
-                durable,
-                effects,
-                in_backlog,
-            } = commit;
-            let resolved = durable.await;
-            if in_backlog {
-                links.backlog.in_flight.fetch_sub(1, Ordering::AcqRel);
-            }
-            let error = match resolved {
-                Ok(Ok(())) => {
-                    release(effects, &links);
-                    links.tick_if_drained();
-                    continue;
-                }
-                Ok(Err(error)) => error,
-                Err(_) => crate::store::StoreError::Stopped("the shard's writer"),
-            };
-            let _ = links
-                .coordinator
-                .send_message(CoordinatorMsg::StoreFailed(error));
-            return;
-        }
-    });
-    sender
-}
-
-impl Links {
-    /// Sends the tick the coordinator deferred while its backlog was large, once it has
-    /// drained to the low-water mark.
-    fn tick_if_drained(&self) {
-        let drained = self.backlog.in_flight.load(Ordering::Acquire) <= self.low_water;
-        if drained && self.backlog.tick_deferred.swap(false, Ordering::AcqRel) {
-            let _ = self.coordinator.send_message(CoordinatorMsg::Tick);
-        }
-    }
-}
-
 impl Staged {
     fn is_empty(&self) -> bool {
         self.thens.is_empty() && self.out.is_empty()
-    }
-}
-
-fn release(effects: Effects, links: &Links) {
-    for request in effects.launches {
-        let _run = trace::enter_on_shard(&request.spec.task_id, links.shard);
-        tracing::debug!("launch released");
-        let _ = links.broker.send_message(BrokerMsg::Launch(request));
-    }
-    for task_id in effects.kills {
-        let _run = trace::enter_on_shard(&task_id, links.shard);
-        tracing::debug!("kill released");
-        let _ = links.broker.send_message(BrokerMsg::Kill { task_id });
-    }
-    for adoption in effects.adopts {
-        let _run = trace::enter_on_shard(&adoption.request.spec.task_id, links.shard);
-        tracing::debug!(agent = adoption.agent.as_deref(), "adoption asked");
-        let _ = links.broker.send_message(BrokerMsg::Adopt {
-            request: adoption.request,
-            agent: adoption.agent,
-            timeout_deadline_ms: adoption.timeout_deadline_ms,
-        });
-    }
-    if !effects.announcements.is_empty() {
-        let coordinator = links.coordinator.clone();
-        let done = move |keys| {
-            let _ = coordinator.send_message(CoordinatorMsg::AnnouncementsDone { keys });
-        };
-        crate::bus::announce(links.bus.clone(), effects.announcements, done);
-    }
-    if !effects.notices.is_empty() {
-        let coordinator = links.coordinator.clone();
-        let done = move |keys| {
-            let _ = coordinator.send_message(CoordinatorMsg::NoticesDone { keys });
-        };
-        crate::notify::hand_over(links.notifier.clone(), effects.notices, done);
-    }
-    for then in effects.thens {
-        then();
     }
 }
 

@@ -14,7 +14,8 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::clock::TokioClock;
 use crate::error::CommandError;
-use crate::store::{MemoryResourceStore, MemoryStore, ShardSnapshot, StoreError};
+use crate::store::{Durable, MemoryResourceStore, MemoryStore, ShardSnapshot, StoreError};
+use dron_model::resource::ResourceEvent;
 use dron_task::{TaskEnd, TaskEvent, TaskUpdate};
 
 const T0: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z

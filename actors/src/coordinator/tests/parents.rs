@@ -8,6 +8,7 @@ use dron_model::ring::Ring;
 use super::*;
 use crate::bus::{EventBus, EventBusArgs};
 use crate::shards::ShardsArgs;
+use crate::store::Durable;
 use crate::testkit::MemoryFactory;
 
 const SHARDS: u32 = 3;

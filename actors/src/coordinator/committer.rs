@@ -1,0 +1,147 @@
+//! The committer: one task per shard that releases each flushed batch's effects (replies,
+//! launches, kills, adoptions, announcements, notices) once the batch is durable, in commit
+//! order, and counts the shard's backlog of batches not durable yet (see `push_back` in
+//! `mod.rs`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use ractor::ActorRef;
+use tokio::sync::mpsc;
+
+use dron_model::notice::Notice;
+use dron_model::resource::ResourceEvent;
+
+use super::{Adoption, CoordinatorMsg, Then};
+use crate::broker::BrokerMsg;
+use crate::bus::BusMsg;
+use crate::notify::NotifierMsg;
+use crate::store::Durable;
+use crate::trace;
+
+/// A submitted batch and what to do once it is durable.
+pub(super) struct Commit {
+    pub(super) durable: Durable,
+    pub(super) effects: Effects,
+    /// Counted in the shard's [`Backlog`] (it has writes) until its durability resolves.
+    pub(super) in_backlog: bool,
+}
+
+pub(super) struct Effects {
+    pub(super) launches: Vec<crate::broker::LaunchRequest>,
+    pub(super) kills: Vec<String>,
+    pub(super) adopts: Vec<Adoption>,
+    pub(super) announcements: Vec<ResourceEvent>,
+    pub(super) notices: Vec<Notice>,
+    pub(super) thens: Vec<Then>,
+}
+
+/// What a shard has submitted and is not durable yet, shared by the coordinator (which
+/// pushes back while it is large) and its committer (which sends the deferred tick once it
+/// has drained to half the limit).
+#[derive(Default)]
+pub(super) struct Backlog {
+    pub(super) in_flight: AtomicUsize,
+    pub(super) tick_deferred: AtomicBool,
+}
+
+/// For effects with nothing to write.
+pub(super) fn already_durable() -> Durable {
+    let (done, durable) = tokio::sync::oneshot::channel();
+    let _ = done.send(Ok(()));
+    durable
+}
+
+/// Where a commit's effects go.
+pub(super) struct Links {
+    pub(super) backlog: Arc<Backlog>,
+    /// The backlog at which a deferred tick is sent.
+    pub(super) low_water: usize,
+    pub(super) shard: u32,
+    pub(super) coordinator: ActorRef<CoordinatorMsg>,
+    pub(super) broker: ActorRef<BrokerMsg>,
+    pub(super) bus: ActorRef<BusMsg>,
+    pub(super) notifier: ActorRef<NotifierMsg>,
+}
+
+/// The task that releases each commit's effects once its batch is durable, in commit order.
+pub(super) fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
+    let (sender, mut commits) = mpsc::unbounded_channel::<Commit>();
+    tokio::spawn(async move {
+        while let Some(commit) = commits.recv().await {
+            let Commit {
+                durable,
+                effects,
+                in_backlog,
+            } = commit;
+            let resolved = durable.await;
+            if in_backlog {
+                links.backlog.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+            let error = match resolved {
+                Ok(Ok(())) => {
+                    release(effects, &links);
+                    links.tick_if_drained();
+                    continue;
+                }
+                Ok(Err(error)) => error,
+                Err(_) => crate::store::StoreError::Stopped("the shard's writer"),
+            };
+            let _ = links
+                .coordinator
+                .send_message(CoordinatorMsg::StoreFailed(error));
+            return;
+        }
+    });
+    sender
+}
+
+impl Links {
+    /// Sends the tick the coordinator deferred while its backlog was large, once it has
+    /// drained to the low-water mark.
+    fn tick_if_drained(&self) {
+        let drained = self.backlog.in_flight.load(Ordering::Acquire) <= self.low_water;
+        if drained && self.backlog.tick_deferred.swap(false, Ordering::AcqRel) {
+            let _ = self.coordinator.send_message(CoordinatorMsg::Tick);
+        }
+    }
+}
+
+fn release(effects: Effects, links: &Links) {
+    for request in effects.launches {
+        let _run = trace::enter_on_shard(&request.spec.task_id, links.shard);
+        tracing::debug!("launch released");
+        let _ = links.broker.send_message(BrokerMsg::Launch(request));
+    }
+    for task_id in effects.kills {
+        let _run = trace::enter_on_shard(&task_id, links.shard);
+        tracing::debug!("kill released");
+        let _ = links.broker.send_message(BrokerMsg::Kill { task_id });
+    }
+    for adoption in effects.adopts {
+        let _run = trace::enter_on_shard(&adoption.request.spec.task_id, links.shard);
+        tracing::debug!(agent = adoption.agent.as_deref(), "adoption asked");
+        let _ = links.broker.send_message(BrokerMsg::Adopt {
+            request: adoption.request,
+            agent: adoption.agent,
+            timeout_deadline_ms: adoption.timeout_deadline_ms,
+        });
+    }
+    if !effects.announcements.is_empty() {
+        let coordinator = links.coordinator.clone();
+        let done = move |keys| {
+            let _ = coordinator.send_message(CoordinatorMsg::AnnouncementsDone { keys });
+        };
+        crate::bus::announce(links.bus.clone(), effects.announcements, done);
+    }
+    if !effects.notices.is_empty() {
+        let coordinator = links.coordinator.clone();
+        let done = move |keys| {
+            let _ = coordinator.send_message(CoordinatorMsg::NoticesDone { keys });
+        };
+        crate::notify::hand_over(links.notifier.clone(), effects.notices, done);
+    }
+    for then in effects.thens {
+        then();
+    }
+}
