@@ -400,6 +400,9 @@ fn server_process(
         path(config),
         "--data-dir".into(),
         path(node_dir.join("data")),
+        // A non-loopback address without auth is refused unless said so: the servers and
+        // agents here are on a private bridge of the run's own namespaces (a trusted network).
+        "--insecure-no-auth".into(),
     ];
     if peers.len() > 1 {
         let secret = node_dir.join("cluster-secret");
