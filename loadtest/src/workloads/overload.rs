@@ -23,6 +23,10 @@ pub struct OverloadOptions {
     pub secs: u64,
 }
 
+/// Extra jobs are added this many at a time...
+const ADDING_CHUNK: usize = 2000;
+/// ...for at most this long.
+const ADDING_LIMIT: Duration = Duration::from_secs(60);
 /// Recovery counts as done at the first one-second window that is held again.
 const RECOVERY_WINDOW: Duration = Duration::from_secs(1);
 /// Recovery not seen by then is reported as null.
@@ -61,14 +65,19 @@ pub async fn run(url: &str, options: OverloadOptions) -> anyhow::Result<Outcome>
     };
     let rss_held = rss();
     // 2. The overload: `factor` times the jobs held, measured over `secs`, RSS sampled.
-    let overload_jobs = (held_jobs as f64 * options.factor).round() as usize;
+    // The extra jobs go in chunks: an overloaded server pushes back on new jobs (503), so
+    // adding stops after ADDING_LIMIT, and the rate offered is what it accepted.
+    let wanted = (held_jobs as f64 * options.factor).round() as usize;
     let mut more = SaturateOptions {
-        step: overload_jobs.saturating_sub(names.len()),
+        step: ADDING_CHUNK,
         ..sat.clone()
     };
-    if more.step > 0 {
+    let adding = Instant::now();
+    while names.len() < wanted && adding.elapsed() < ADDING_LIMIT {
+        more.step = ADDING_CHUNK.min(wanted - names.len());
         names.extend(add_jobs(&client, url, &prefix, names.len(), &more).await?);
     }
+    let overload_jobs = names.len();
     more.step_secs = 1;
     let mut rss_peak = rss_held;
     let (mut started, mut seconds) = (0.0, 0);
@@ -105,6 +114,7 @@ pub async fn run(url: &str, options: OverloadOptions) -> anyhow::Result<Outcome>
         "steps": steps,
         "held_per_s": held_step.offered_per_s.round(),
         "offered_per_s": (overload_jobs as f64 * 1000.0 / sat.period_ms as f64).round(),
+        "wanted_per_s": (wanted as f64 * 1000.0 / sat.period_ms as f64).round(),
         "started_per_s": started_per_s.round(),
         "rss_held_mb": mb(rss_held),
         "rss_peak_mb": mb(rss_peak),
