@@ -8,7 +8,7 @@ use std::path::Path;
 
 use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use serde_json::{Value, json};
-use support::Server;
+use support::{Server, dron};
 
 /// A job as Chronos 3's `JobSerializer` writes it: every field, in its order, with the values
 /// its deserializer fills in (`runAsUser` the server's user, `cpus`/`disk`/`mem` its
@@ -242,23 +242,6 @@ async fn a_chronos_3_export_posted_as_is_is_stored_and_runs() {
         assert_eq!(status, 400, "{field}: {body}");
         assert_eq!(body["field"], field, "{body}");
     }
-}
-
-/// Runs `dron <args> --url <server>`; answers (exit code, stdout, stderr).
-async fn dron(url: &str, args: &[&str]) -> (i32, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dron"))
-        .args(args)
-        .args(["--url", url])
-        .env_remove("DRON_URL")
-        .env_remove("DRON_TOKEN")
-        .output()
-        .await
-        .expect("running dron");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

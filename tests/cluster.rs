@@ -44,6 +44,44 @@ async fn wait_for_agent(cluster: &Cluster, name: &str) {
     .await;
 }
 
+/// `count` recording jobs named `prefix-N`, created through each server in turn (followers
+/// forward to the leader), all acknowledged.
+async fn create_recording_jobs(
+    cluster: &Cluster,
+    out: &std::path::Path,
+    prefix: &str,
+    count: usize,
+    start_ms: i64,
+) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        assert!(create(cluster, i % 3, recording_job(name, out, start_ms)).await);
+    }
+    names
+}
+
+/// Waits until every job has run a target at or after `until_ms`, then checks each ran every
+/// target from `start_ms` to `until_ms` exactly once.
+async fn check_every_target_once(
+    cluster: &Cluster,
+    out: &std::path::Path,
+    names: &[String],
+    start_ms: i64,
+    until_ms: i64,
+) {
+    wait_for(
+        "the last targets to run",
+        Duration::from_secs(30),
+        || async {
+            names
+                .iter()
+                .all(|n| targets(&out.join(n)).iter().any(|t| *t >= until_ms))
+        },
+    )
+    .await;
+    check_targets(out, names, start_ms, until_ms, &cluster.logs());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_killed_under_load_loses_no_acknowledged_job_and_no_target() {
     let mut cluster = Cluster::start(3, "").await;
@@ -175,10 +213,7 @@ async fn every_server_restarted_in_turn_loses_nothing() {
     wait_for_agent(&cluster, "w1").await;
     let out = tempfile::tempdir().unwrap();
     let start_ms = (now_ms() / 1000 + 3) * 1000;
-    let names: Vec<String> = (0..6).map(|i| format!("rolling-{i}")).collect();
-    for (i, name) in names.iter().enumerate() {
-        assert!(create(&cluster, i % 3, recording_job(name, out.path(), start_ms)).await);
-    }
+    let names = create_recording_jobs(&cluster, out.path(), "rolling", 6, start_ms).await;
     for index in 0..3 {
         cluster.kill9(index);
         cluster.wait_for_leader().await;
@@ -204,17 +239,7 @@ async fn every_server_restarted_in_turn_loses_nothing() {
         assert_eq!(status, 200, "{name} lost\n{}", cluster.logs());
     }
     let until_ms = now_ms() - 4000;
-    wait_for(
-        "the last targets to run",
-        Duration::from_secs(30),
-        || async {
-            names
-                .iter()
-                .all(|n| targets(&out.path().join(n)).iter().any(|t| *t >= until_ms))
-        },
-    )
-    .await;
-    check_targets(out.path(), &names, start_ms, until_ms, &cluster.logs());
+    check_every_target_once(&cluster, out.path(), &names, start_ms, until_ms).await;
 }
 
 /// How many consumers RabbitMQ counts on the cluster's queue.
@@ -310,10 +335,7 @@ async fn a_reshard_survives_the_leader_and_moves_every_job_once() {
     wait_for_agent(&cluster, "w1").await;
     let out = tempfile::tempdir().unwrap();
     let start_ms = (now_ms() / 1000 + 3) * 1000;
-    let names: Vec<String> = (0..8).map(|i| format!("moved-{i}")).collect();
-    for (i, name) in names.iter().enumerate() {
-        assert!(create(&cluster, i % 3, recording_job(name, out.path(), start_ms)).await);
-    }
+    let names = create_recording_jobs(&cluster, out.path(), "moved", 8, start_ms).await;
     wait_for("every job to run", Duration::from_secs(30), || async {
         names
             .iter()
@@ -346,15 +368,5 @@ async fn a_reshard_survives_the_leader_and_moves_every_job_once() {
         .sum();
     assert_eq!((shards["count"].as_u64(), jobs), (Some(5), 8), "{shards}");
     let until_ms = now_ms() + 2000;
-    wait_for(
-        "targets after the failover",
-        Duration::from_secs(30),
-        || async {
-            names
-                .iter()
-                .all(|n| targets(&out.path().join(n)).iter().any(|t| *t >= until_ms))
-        },
-    )
-    .await;
-    check_targets(out.path(), &names, start_ms, until_ms, &cluster.logs());
+    check_every_target_once(&cluster, out.path(), &names, start_ms, until_ms).await;
 }

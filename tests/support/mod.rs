@@ -38,17 +38,7 @@ impl Server {
     /// As `start`, with `extra_toml` appended to the config file (new sections, e.g. `[auth]`).
     pub async fn start_with_config(shards: u32, extra_toml: &str) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let mut server = Server {
-            data,
-            port,
-            shards,
-            child: None,
-            http: reqwest::Client::new(),
-            extra_config: extra_toml.to_string(),
-        };
-        server.spawn().await;
-        server
+        Server::start_on(data, shards, extra_toml).await
     }
 
     /// As `start_with_config`, on a data directory already prepared at `data/data` (e.g. by

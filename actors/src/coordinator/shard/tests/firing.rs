@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// The skipped ranges an outbox appends to history.
+fn skipped_ranges(out: &Outbox) -> Vec<&SkippedTargets> {
+    out.ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::AppendHistory(HistoryEntry::Skipped(s)) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_job_fires_each_target_once_at_its_time() {
     let mut shard = empty_shard();
@@ -46,14 +57,7 @@ fn targets_missed_beyond_epsilon_are_recorded_as_one_skipped_range() {
     // Nothing ticked for 10 minutes (the server was down); epsilon is 60 s.
     let now = T0 + 600_000;
     let out = tick(&mut shard, now);
-    let skipped: Vec<&SkippedTargets> = out
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            StoreOp::AppendHistory(HistoryEntry::Skipped(s)) => Some(s),
-            _ => None,
-        })
-        .collect();
+    let skipped = skipped_ranges(&out);
     assert_eq!(skipped.len(), 1);
     assert_eq!(skipped[0].count, 540, "targets T0 .. now-60s");
     // Of the 61 targets whose window is still open, the oldest starts; the job runs one at
@@ -88,14 +92,7 @@ fn queued_targets_past_epsilon_are_skipped_while_the_previous_run_goes_on() {
     let mut out = Outbox::default();
     let now = T0 + 10_500;
     shard.task_update(ended(&first, TaskEnd::Exited(0)), now, &mut out);
-    let skipped: Vec<&SkippedTargets> = out
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            StoreOp::AppendHistory(HistoryEntry::Skipped(s)) => Some(s),
-            _ => None,
-        })
-        .collect();
+    let skipped = skipped_ranges(&out);
     assert_eq!(
         (skipped.len(), skipped[0].first_target_ms, skipped[0].count),
         (1, T0 + 1000, 8),
