@@ -17,8 +17,18 @@ const SEED: &str = "20";
 /// docs/reliability.md, bugs 1 and 2).
 const FAULTS: &str = "agent-kill,agent-partition";
 
+/// A binary of the same build as this test: beside the `deps/` directory the test runs from
+/// (found at run time, so a target directory moved since the build still works).
+fn built(name: &str) -> PathBuf {
+    let test = std::env::current_exe().expect("the test's own path");
+    let deps = test.parent().expect("in deps/");
+    deps.parent()
+        .expect("in the profile's directory")
+        .join(name)
+}
+
 fn dron_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_dron-loadtest")).with_file_name("dron")
+    built("dron")
 }
 
 fn is_root() -> bool {
@@ -43,7 +53,7 @@ fn two_minutes_of_faults_miss_lose_and_duplicate_nothing() {
     }
     assert!(dron_bin().exists(), "{} is not built", dron_bin().display());
     let dir = std::env::temp_dir().join(format!("dron-nemesis-ci-{}", std::process::id()));
-    let output = Command::new(env!("CARGO_BIN_EXE_dron-loadtest"))
+    let output = Command::new(built("dron-loadtest"))
         .arg("--dron-bin")
         .arg(dron_bin())
         .arg("--data-dir")
