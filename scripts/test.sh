@@ -43,6 +43,16 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   apt-get update -qq && apt-get install -y -qq chromium chromium-driver
 fi
 
+# The container tests (tests/containers.rs) run jobs in a tiny image they build from
+# busybox-static's binary, with podman; runc, because podman's default OCI runtime (crun) fails
+# in some VMs.
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
+  || [ ! -x /bin/busybox ] || ! file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then
+  echo "test: installing podman, runc and busybox-static"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq podman runc busybox-static file
+fi
+
 # The partition test (tests/partition.rs) puts servers in network namespaces: as root it must
 # really run, not skip.
 if [ "$(id -u)" = 0 ]; then export DRON_REQUIRE_NETNS=1; fi

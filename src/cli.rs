@@ -198,6 +198,13 @@ enum Command {
         /// Where the agent keeps its identity, its tasks and their run directories.
         #[arg(long, default_value = "./dron-agent")]
         work_dir: PathBuf,
+        /// Run jobs with a `container` with this engine: podman or docker (it must be able to
+        /// start a container here; the agent checks at start-up).
+        #[arg(long, value_parser = ["podman", "docker"])]
+        containers: Option<String>,
+        /// podman's OCI runtime, e.g. runc (default: podman's, or runc when that fails).
+        #[arg(long, requires = "containers")]
+        oci_runtime: Option<String>,
         /// Run directories kept per job whatever their age (as the server's retention.keep_runs).
         #[arg(long, default_value_t = 100)]
         keep_runs: usize,
@@ -311,6 +318,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             disk,
             attributes,
             work_dir,
+            containers,
+            oci_runtime,
             keep_runs,
             max_age,
             prune_every,
@@ -326,6 +335,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 disk,
                 attributes,
                 work_dir,
+                containers: crate::agent::containers::ContainersConfig {
+                    runtime: containers,
+                    oci_runtime,
+                    ..Default::default()
+                },
                 retention: crate::agent::retention::RunRetention {
                     keep_runs,
                     max_age_ms: max_age,

@@ -37,6 +37,8 @@ pub struct Config {
     pub agents: AgentsConfig,
     pub cluster: ClusterConfig,
     pub retention: RetentionConfig,
+    /// Whether and how the local agent runs jobs with a `container` (podman or docker).
+    pub containers: crate::agent::containers::ContainersConfig,
 }
 
 /// What is pruned, and when (src/retention). Durations are ISO 8601 (`P7D`, `PT30S`).
@@ -689,6 +691,7 @@ impl Default for Config {
             agents: AgentsConfig::default(),
             cluster: ClusterConfig::default(),
             retention: RetentionConfig::default(),
+            containers: Default::default(),
         }
     }
 }
@@ -736,6 +739,7 @@ impl Config {
         config.agents.validate()?;
         config.cluster.validate_timing()?;
         config.retention.policy()?;
+        config.containers.validate()?;
         config.agents.local = config.local_agent()?;
         Ok(config)
     }

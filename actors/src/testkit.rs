@@ -94,6 +94,7 @@ impl System {
                         mem: 65_536.0,
                         disk: 65_536.0,
                     },
+                    containers: None,
                 };
                 let broker_args = crate::broker::OfferBrokerArgs {
                     local: Some(local),

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::container::Container;
 use crate::error::Invalid;
 
 /// Chronos's defaults: a task that says nothing takes a tenth of a core, 128 MB and 256 MB.
@@ -134,11 +135,17 @@ impl Constraint {
     }
 }
 
+/// The attribute of an agent that can run containers (its value names the engine, `podman`
+/// or `docker`): agents set it themselves, and only they take jobs with a `container`.
+pub const CONTAINERS_ATTRIBUTE: &str = "containers";
+
 /// What one task of a job asks of the agent that runs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskDemand {
     pub resources: Resources,
     pub constraints: Vec<Constraint>,
+    /// The job's `container`: its tasks run in that image, on agents that can run containers.
+    pub container: Option<Container>,
 }
 
 impl Default for TaskDemand {
@@ -146,12 +153,14 @@ impl Default for TaskDemand {
         TaskDemand {
             resources: Resources::new(DEFAULT_CPUS, DEFAULT_MEM_MB, DEFAULT_DISK_MB),
             constraints: Vec::new(),
+            container: None,
         }
     }
 }
 
 impl TaskDemand {
-    /// Reads and checks `cpus`, `mem`, `disk` and `constraints` from a job's other fields.
+    /// Reads and checks `cpus`, `mem`, `disk`, `constraints` and `container` from a job's
+    /// other fields.
     pub fn from_fields(fields: &Map<String, Value>) -> Result<TaskDemand, Invalid> {
         let resources = Resources::new(
             amount(fields, "cpus", DEFAULT_CPUS)?,
@@ -166,6 +175,7 @@ impl TaskDemand {
         Ok(TaskDemand {
             resources,
             constraints,
+            container: Container::from_fields(fields)?,
         })
     }
 
@@ -178,9 +188,17 @@ impl TaskDemand {
     }
 
     pub fn admits(&self, agent_name: &str, attributes: &BTreeMap<String, String>) -> bool {
-        self.constraints
-            .iter()
-            .all(|c| c.admits(agent_name, attributes))
+        self.runs_on(attributes)
+            && self
+                .constraints
+                .iter()
+                .all(|c| c.admits(agent_name, attributes))
+    }
+
+    /// Whether an agent with these attributes can run the task at all: a container needs
+    /// an agent that runs containers.
+    pub fn runs_on(&self, attributes: &BTreeMap<String, String>) -> bool {
+        self.container.is_none() || attributes.contains_key(CONTAINERS_ATTRIBUTE)
     }
 }
 

@@ -19,7 +19,7 @@ pub const DEFAULT_RETRIES: u32 = 2;
 /// How long an instance of a job without a schedule period waits for its resources.
 pub const DEFAULT_WAIT_TIMEOUT_MS: i64 = 24 * 3_600_000;
 /// The job fields dron acts on: what a validation error's `field` can name.
-pub const JOB_FIELDS: [&str; 24] = [
+pub const JOB_FIELDS: [&str; 25] = [
     "name",
     "command",
     "shell",
@@ -44,6 +44,7 @@ pub const JOB_FIELDS: [&str; 24] = [
     "mem",
     "disk",
     "constraints",
+    "container",
 ];
 /// Fields that are read-only counters in answers; ignored when a client sends them back.
 const OUTPUT_ONLY_FIELDS: [&str; 4] = ["successCount", "errorCount", "lastSuccess", "lastError"];
@@ -1000,7 +1001,7 @@ mod tests {
     }
 
     fn is_demand(field: &str) -> bool {
-        matches!(field, "cpus" | "mem" | "disk" | "constraints")
+        matches!(field, "cpus" | "mem" | "disk" | "constraints" | "container")
     }
 
     #[test]
@@ -1134,7 +1135,7 @@ mod tests {
         use proptest::prelude::*;
 
         /// The fields a validation error may name.
-        const FIELDS: [&str; 24] = JOB_FIELDS;
+        const FIELDS: [&str; 25] = JOB_FIELDS;
         /// Chronos fields kept with the pass-through ones (the first three are checked too).
         const MORE_FIELDS: [&str; 4] = ["mem", "cpus", "constraints", "successCount"];
 

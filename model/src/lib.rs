@@ -4,6 +4,7 @@
 //! - [`job`]: the Chronos job definition and the state dron keeps beside it.
 //! - [`instance`]: runs of a job, their states, and the history of finished and skipped ones.
 //! - [`demand`]: what a task asks of an agent (cpus, mem, disk, constraints), and offers matched.
+//! - [`container`]: a job's `container` (the image its command runs in, volumes, network).
 //! - [`name`]: job-name validation (names reach file paths).
 //! - [`resource`]: resources, events and Dron's dependency language (`dependsOn` templates).
 //! - [`notice`]: what dron tells people about runs (failure mails, webhooks) and their deliveries.
@@ -13,6 +14,7 @@
 //! - [`error`]: the client error every validation returns.
 
 pub mod codec;
+pub mod container;
 pub mod demand;
 pub mod error;
 pub mod ids;

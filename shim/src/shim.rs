@@ -32,6 +32,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::container::{self, ContainerRun};
 use dron_task::{
     SHIM_PID_FILE, STATUS_FILE, STDERR_FILE, STDOUT_FILE, TASK_FILE, TaskCommand, TaskSpec,
     TaskStatus,
@@ -82,11 +83,21 @@ pub fn run_shim_main(run_dir: &Path) -> i32 {
         Ok(spec) => spec,
         Err(why) => return record_failure(run_dir, started_at_ms, why),
     };
-    let task = match start_task(run_dir, pid_file, &spec) {
+    let container = match ContainerRun::of(&spec) {
+        Ok(container) => container,
+        Err(why) => return record_failure(run_dir, now_ms(), why),
+    };
+    if let Some(container) = &container {
+        container::stop_adopting_orphans();
+        if let Err(why) = container.ensure_image() {
+            return record_failure(run_dir, now_ms(), why);
+        }
+    }
+    let task = match start_task(run_dir, pid_file, &spec, container.as_ref()) {
         Ok(task) => task,
         Err(why) => return record_failure(run_dir, now_ms(), why),
     };
-    supervise(run_dir, task)
+    supervise(run_dir, task, container.as_ref())
 }
 
 /// A started task: its pid (= its process group), a pidfd for its end when the kernel has
@@ -106,7 +117,7 @@ enum Ended {
 
 /// Waits for the task while copying its output, records its end and reaps everything it
 /// left behind. One thread: a poll loop over the two pipes and the task's pidfd.
-fn supervise(run_dir: &Path, mut task: Started) -> i32 {
+fn supervise(run_dir: &Path, mut task: Started, container: Option<&ContainerRun>) -> i32 {
     let mut buf = vec![0u8; 64 * 1024];
     let mut ended: Option<(Ended, i64)> = None;
     let mut drain_deadline: Option<Instant> = None;
@@ -120,8 +131,8 @@ fn supervise(run_dir: &Path, mut task: Started) -> i32 {
                 // Cannot happen for our own child; without an end there is nothing to record.
                 Err(_) => return EXIT_NO_RECORD,
             }
-            if ended.is_some() {
-                drain_deadline = Some(after_exit(task.pid));
+            if let Some((end, _)) = &ended {
+                drain_deadline = Some(after_exit(task.pid, end, container));
             }
         }
         if ended.is_some() && all_closed(&task.outputs) {
@@ -149,8 +160,8 @@ fn supervise(run_dir: &Path, mut task: Started) -> i32 {
         if ready.exited {
             match wait_exit_keep_zombie(task.pid, true) {
                 Ok(Some(end)) => {
+                    drain_deadline = Some(after_exit(task.pid, &end, container));
                     ended = Some((end, now_ms()));
-                    drain_deadline = Some(after_exit(task.pid));
                 }
                 Ok(None) => {}
                 Err(_) => return EXIT_NO_RECORD,
@@ -184,9 +195,19 @@ fn supervise(run_dir: &Path, mut task: Started) -> i32 {
 /// A task ends when its main process ends (as a Mesos container does): leftover
 /// background processes of its group are killed, which also closes the output pipes they
 /// hold. The main process is still an unreaped zombie, so its pid (= the group id) cannot
-/// have been reused by an unrelated group. Answers how long the pipes may take to drain.
-fn after_exit(pid: i32) -> Instant {
+/// have been reused by an unrelated group. A container that may outlive its engine's process
+/// (killed, or failed partway) is removed. Answers how long the pipes may take to drain.
+fn after_exit(pid: i32, end: &Ended, container: Option<&ContainerRun>) -> Instant {
     kill_group(pid);
+    let exit_code = match end {
+        Ended::Code(code) => Some(*code),
+        Ended::Signal(_) => None,
+    };
+    if let Some(container) = container
+        && ContainerRun::may_remain(exit_code)
+    {
+        container.remove();
+    }
     Instant::now() + DRAIN_GRACE
 }
 
@@ -330,10 +351,18 @@ fn read_spec(run_dir: &Path) -> Result<TaskSpec, String> {
 
 /// Spawns the task with its output going to pipes drained into the run directory, and
 /// appends its pid to `shim.pid` (`pid_file`, which the claim left open at its end).
-fn start_task(run_dir: &Path, mut pid_file: File, spec: &TaskSpec) -> Result<Started, String> {
-    let mut cmd = build_command(run_dir, spec)?;
+fn start_task(
+    run_dir: &Path,
+    mut pid_file: File,
+    spec: &TaskSpec,
+    container: Option<&ContainerRun>,
+) -> Result<Started, String> {
+    let mut cmd = build_command(run_dir, spec, container)?;
     let started_at_ms = now_ms();
-    let mut child = cmd.spawn().map_err(|e| spawn_error(&spec.command, e))?;
+    let mut child = cmd.spawn().map_err(|e| match container {
+        Some(container) => container.cannot_start(e),
+        None => spawn_error(&spec.command, e),
+    })?;
     let pid = child_pid(&child);
     // One line in one write(2): a reader seeing it cut short retries (`read_task_pid`).
     if let Err(e) = pid_file.write_all(format!("{pid}\n").as_bytes()) {
@@ -373,24 +402,35 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-fn build_command(run_dir: &Path, spec: &TaskSpec) -> Result<Command, String> {
-    let mut cmd = match &spec.command {
-        TaskCommand::Shell(script) => {
+fn build_command(
+    run_dir: &Path,
+    spec: &TaskSpec,
+    container: Option<&ContainerRun>,
+) -> Result<Command, String> {
+    let mut cmd = match (&spec.command, container) {
+        // The engine's process is the task; it passes the job's variables on by name.
+        (_, Some(container)) => container.command(spec)?,
+        (TaskCommand::Shell(script), None) => {
             let mut cmd = Command::new("/bin/sh");
             cmd.arg("-c").arg(script);
             cmd
         }
-        TaskCommand::Argv(argv) => {
+        (TaskCommand::Argv(argv), None) => {
             let (program, args) = argv.split_first().ok_or("empty argv")?;
             let mut cmd = Command::new(program);
             cmd.args(args);
             cmd
         }
-        TaskCommand::Sleep { .. } => return Err("a built-in task has no process".into()),
+        (TaskCommand::Sleep { .. }, None) => return Err("a built-in task has no process".into()),
     };
     enter_work_dir(spec.work_dir.as_deref().unwrap_or(run_dir))?;
     cmd.env_clear()
         .envs(base_env())
+        .envs(
+            container
+                .map(|_| container::engine_env())
+                .unwrap_or_default(),
+        )
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

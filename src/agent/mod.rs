@@ -2,6 +2,7 @@
 //! shim, in their own process group, output captured), offers this machine's resources to a
 //! server over a WebSocket, and reports every task's status until the server acknowledges it.
 //!
+//! - [`containers`]: whether and how this machine runs container jobs (podman or docker).
 //! - [`credential`]: the agent's credential (`NAME.SECRET`), made by the server.
 //! - [`link`]: the connection to the server: registration, heartbeats, commands, statuses.
 //! - [`work_dir`]: what the agent keeps on disk to survive its own restart.
@@ -9,6 +10,7 @@
 //! - [`output`]: runs' output read here for the server's API.
 //! - [`retention`]: old run directories deleted here.
 
+pub mod containers;
 pub mod credential;
 mod link;
 pub mod machine;
@@ -43,6 +45,8 @@ pub struct AgentOptions {
     pub disk: Option<f64>,
     pub attributes: BTreeMap<String, String>,
     pub work_dir: PathBuf,
+    /// Whether and how it runs jobs with a `container`.
+    pub containers: containers::ContainersConfig,
     /// Which run directories it keeps.
     pub retention: retention::RunRetention,
 }
@@ -62,7 +66,13 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     let report: ReportFn = Arc::new(move |update| {
         let _ = updates_tx.send(update);
     });
+    let containers = options.containers.detect(&options.work_dir);
+    let mut attributes = options.attributes.clone();
+    attributes.extend(dron_actors::broker::containers_attribute(
+        containers.as_ref(),
+    ));
     let args = LocalAgentArgs {
+        containers,
         name: options.name.clone(),
         shim_program: crate::server::shim_program()?,
         runs_root: dir.runs_root(),
@@ -90,7 +100,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         agent_id: dir.identity()?,
         name: options.name.clone(),
         resources,
-        attributes: options.attributes.clone(),
+        attributes,
     };
     let session = link::Link::new(servers, options.token, identity, dir, tasks.clone());
     tokio::select! {

@@ -232,6 +232,7 @@ fn broker_args(
             shim_program: super::shim_program()?,
             runs_root: config.data_dir.join("runs"),
             resources: agents.local_resources(&config.data_dir),
+            containers: config.containers.detect(&config.data_dir),
         }),
     };
     Ok(OfferBrokerArgs {

@@ -3,6 +3,7 @@
 //!
 //! - [`spec`]: a task to run (`task.json`), how it ended (`status.json`, [`TaskEnd`]), and the
 //!   files of a run directory. Read by the shim, maybe of another version after an upgrade.
+//! - [`container`]: a task that runs in a container, and how an agent runs containers.
 //! - [`update`]: what an agent reports about a task ([`TaskEvent`], [`TaskUpdate`]) and the
 //!   narrow sink it reports to ([`StatusSink`]).
 //! - [`protocol`]: what a remote agent (`dron agent`) and the server say to each other.
@@ -11,6 +12,7 @@
 //! change (tests/wire.rs pins them). Renaming a Rust item is fine; renaming what serde
 //! writes breaks running agents and the run directories a restarted server adopts.
 
+pub mod container;
 pub mod protocol;
 pub mod spec;
 pub mod update;

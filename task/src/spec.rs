@@ -63,6 +63,10 @@ pub struct TaskSpec {
     pub timeout_ms: Option<u64>,
     /// Cap on each of stdout and stderr.
     pub output_cap_bytes: u64,
+    /// Set for a job with a `container`: the command runs in that image. Absent from the
+    /// JSON of other tasks, whose `task.json` is as before. Boxed: most tasks have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Box<crate::container::ContainerTask>>,
 }
 
 /// What the shim records in `status.json`.

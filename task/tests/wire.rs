@@ -27,6 +27,7 @@ fn spec(command: TaskCommand) -> TaskSpec {
         work_dir: Some("/srv/work".into()),
         timeout_ms: Some(60_000),
         output_cap_bytes: 1_048_576,
+        container: None,
     }
 }
 
@@ -49,10 +50,44 @@ fn task_json_is_pinned() {
         work_dir: None,
         timeout_ms: None,
         output_cap_bytes: 0,
+        container: None,
     };
     pin(
         &minimal,
         r#"{"task_id":"t1","command":{"Argv":["/bin/true","-x"]},"env":[],"work_dir":null,"timeout_ms":null,"output_cap_bytes":0}"#,
+    );
+}
+
+/// A container task's `task.json` (new with containers; tasks without one are written as
+/// before, which `task_json_is_pinned` checks).
+#[test]
+fn a_container_task_json_is_pinned() {
+    use dron_model::container::{Container, Network, Volume};
+    use dron_task::container::{ContainerRuntime, ContainerTask, Engine};
+    let mut task = spec(TaskCommand::Shell("echo hi".into()));
+    task.container = Some(Box::new(ContainerTask {
+        container: Container {
+            image: "busybox:1.36".into(),
+            volumes: vec![Volume {
+                container_path: "/data".into(),
+                host_path: Some("/srv/data".into()),
+                read_only: true,
+            }],
+            network: Network::None,
+            force_pull_image: false,
+            parameters: vec![("user".into(), "nobody".into())],
+        },
+        cpus: 0.5,
+        mem_mb: 64.0,
+        runtime: Some(ContainerRuntime {
+            engine: Engine::Podman,
+            program: "podman".into(),
+            run_options: vec!["--runtime".into(), "runc".into()],
+        }),
+    }));
+    pin(
+        &task,
+        r#"{"task_id":"ct:1700000000000:0:nightly:","command":{"Shell":"echo hi"},"env":[["DRON_JOB","nightly"]],"work_dir":"/srv/work","timeout_ms":60000,"output_cap_bytes":1048576,"container":{"container":{"image":"busybox:1.36","volumes":[{"container_path":"/data","host_path":"/srv/data","read_only":true}],"network":"None","force_pull_image":false,"parameters":[["user","nobody"]]},"cpus":0.5,"mem_mb":64.0,"runtime":{"engine":"Podman","program":"podman","run_options":["--runtime","runc"]}}}"#,
     );
 }
 

@@ -36,6 +36,18 @@ impl Agent {
         Agent::start_with_servers(server, &server.url(""), name, cpus, mem, attributes).await
     }
 
+    /// As `start` (one core, 1 GB, no attributes), with more flags of `dron agent` (e.g.
+    /// `--containers podman`).
+    pub async fn start_with_flags(server: &Server, name: &str, flags: &[&str]) -> Agent {
+        let mut agent = Agent::new(&server.url(""), name, 1.0, 1024.0, "");
+        agent
+            .offer
+            .extend(flags.iter().map(|flag| flag.to_string()));
+        agent.spawn();
+        agent.wait_active(server).await;
+        agent
+    }
+
     /// As `start` (one core, 1 GB), proving itself with the credential in `token_file`.
     pub async fn start_with_token_file(server: &Server, name: &str, token_file: &Path) -> Agent {
         let mut agent = Agent::new(&server.url(""), name, 1.0, 1024.0, "");

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use dron_task::container::ContainerRuntime;
 use dron_task::{
     StatusSink, TASK_FILE, TaskCommand, TaskEnd, TaskEvent, TaskSpec, TaskUpdate, run_dir,
 };
@@ -74,6 +75,9 @@ pub struct LocalAgentArgs {
     /// Where "now" comes from: the times of its status updates and of timeouts of adopted
     /// tasks (the broker's clock in the server; the wall clock in `dron agent`).
     pub clock: SharedClock,
+    /// How this agent runs containers (written into each container task's `task.json`); None:
+    /// it does not, and such a task fails to start saying so.
+    pub containers: Option<ContainerRuntime>,
 }
 
 pub struct LocalAgentState {
@@ -189,8 +193,11 @@ fn spawn_launching(
 }
 
 impl LocalAgentState {
-    fn launch(&mut self, myself: ActorRef<AgentMsg>, spec: TaskSpec) {
+    fn launch(&mut self, myself: ActorRef<AgentMsg>, mut spec: TaskSpec) {
         let task_id = spec.task_id.clone();
+        if let Some(container) = &mut spec.container {
+            container.runtime = self.args.containers.clone();
+        }
         if let TaskCommand::Sleep { ms } = spec.command {
             return self.sleep(myself, task_id, ms);
         }
@@ -394,6 +401,7 @@ mod tests {
             work_dir: None,
             timeout_ms: None,
             output_cap_bytes: 1024,
+            container: None,
         }
     }
 
@@ -414,6 +422,7 @@ mod tests {
                 let _ = updates.send(update);
             }),
             clock: Arc::new(crate::clock::SystemClock),
+            containers: None,
         };
         let (agent, _) = Actor::spawn(None, LocalAgent, args).await.unwrap();
         let slow = spec(task_id("slow", 1, 0), TaskCommand::Shell("true".into()));
@@ -465,6 +474,7 @@ mod tests {
                 let _ = updates.send(update);
             }),
             clock: Arc::new(crate::clock::SystemClock),
+            containers: None,
         };
         let (agent, _) = Actor::spawn(None, LocalAgent, args).await.unwrap();
         let again = spec(id, TaskCommand::Shell("true".into()));
@@ -502,6 +512,7 @@ mod tests {
                 let _ = updates.send(update);
             }),
             clock: Arc::new(crate::clock::TokioClock::starting_at(start)),
+            containers: None,
         };
         let (agent, _) = Actor::spawn(None, LocalAgent, args).await.unwrap();
         let nap = spec(task_id("nap", 1, 0), TaskCommand::Sleep { ms: 60_000 });

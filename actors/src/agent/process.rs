@@ -180,7 +180,8 @@ pub enum Adopted {
 }
 
 /// Picks up a run left behind by a previous server: finished if `status.json` exists,
-/// running if its shim (same pid and start time) is alive, else lost.
+/// running if its shim (same pid and start time) is alive, else lost (and its container, if
+/// it ran in one, removed).
 /// `timeout_deadline` is when its timeout kills it (the launch time plus the task's timeout,
 /// turned into an instant by the caller's clock).
 pub fn adopt(run_dir: &Path, timeout_deadline: Option<Deadline>) -> Adopted {
@@ -194,10 +195,11 @@ pub fn adopt(run_dir: &Path, timeout_deadline: Option<Deadline>) -> Adopted {
             timeout_deadline,
         )),
         // Look again: the shim may have recorded the end and exited between our looks.
-        _ => Adopted::Finished(
-            recorded_end(run_dir)
-                .unwrap_or_else(|| TaskEnd::Lost("shim gone without a status".into())),
-        ),
+        _ => Adopted::Finished(recorded_end(run_dir).unwrap_or_else(|| {
+            // Nobody supervises its container any more (if it has one): it must not run on.
+            dron_shim::container::remove_orphaned(run_dir);
+            TaskEnd::Lost("shim gone without a status".into())
+        })),
     }
 }
 
@@ -293,7 +295,13 @@ impl RunningTask {
         let reason = self.stop.reason();
         let end = match read_status(&self.run_dir) {
             Ok(Some(status)) => end_of_status(&status, reason),
-            Ok(None) => TaskEnd::Lost(shim_end),
+            Ok(None) => {
+                // Its container, if it has one, must not run on unsupervised.
+                let dir = self.run_dir.clone();
+                let removing = move || dron_shim::container::remove_orphaned(&dir);
+                let _ = tokio::task::spawn_blocking(removing).await;
+                TaskEnd::Lost(shim_end)
+            }
             Err(why) => TaskEnd::Lost(why),
         };
         if let Some(reaper) = self.reaper.take() {
@@ -541,6 +549,7 @@ mod tests {
             work_dir: None,
             timeout_ms: None,
             output_cap_bytes: 1 << 20,
+            container: None,
         }
     }
 

@@ -23,12 +23,13 @@ pub use messages::{BrokerMsg, LaunchRequest, TaskEvent, TaskUpdate, UpdateAck};
 pub use placement::Placement;
 pub use view::{AgentState, AgentView};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dron_model::demand::Resources;
+use dron_task::container::ContainerRuntime;
 use dron_task::{LOCAL_AGENT, StatusSink, TaskEnd};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -67,6 +68,8 @@ pub struct LocalAgentConfig {
     pub shim_program: PathBuf,
     pub runs_root: PathBuf,
     pub resources: Resources,
+    /// How the local agent runs containers; None: it does not (container jobs go elsewhere).
+    pub containers: Option<ContainerRuntime>,
 }
 
 pub struct BrokerState {
@@ -96,7 +99,7 @@ impl Actor for OfferBroker {
             None => None,
             Some(config) => {
                 let agent = spawn_local_agent(&myself, &config, args.clock.clone()).await?;
-                let attributes = Default::default();
+                let attributes = containers_attribute(config.containers.as_ref());
                 placement.upsert_agent(LOCAL_AGENT, attributes, config.resources);
                 Some(agent)
             }
@@ -178,6 +181,17 @@ impl Actor for OfferBroker {
     }
 }
 
+/// The attributes an agent that runs containers adds to its own: `containers = <engine>`.
+pub fn containers_attribute(runtime: Option<&ContainerRuntime>) -> BTreeMap<String, String> {
+    runtime
+        .map(|runtime| {
+            let name = dron_model::demand::CONTAINERS_ATTRIBUTE.to_string();
+            (name, runtime.engine.name().to_string())
+        })
+        .into_iter()
+        .collect()
+}
+
 async fn spawn_local_agent(
     broker: &ActorRef<BrokerMsg>,
     config: &LocalAgentConfig,
@@ -193,6 +207,7 @@ async fn spawn_local_agent(
         runs_root: config.runs_root.clone(),
         report,
         clock,
+        containers: config.containers.clone(),
     };
     let (agent, _) = Actor::spawn_linked(
         Some("local-agent".into()),

@@ -303,6 +303,11 @@ fn why_waiting(agents: &BTreeMap<String, AgentSlot>, demand: &TaskDemand) -> Str
     if active.is_empty() {
         return "waiting for resources: no agent is connected".into();
     }
+    if !active.iter().any(|s| demand.runs_on(&s.attributes)) {
+        return "waiting for resources: no connected agent can run containers \
+                (an agent needs podman or docker and [containers] in its configuration)"
+            .into();
+    }
     let admitted: Vec<&&AgentSlot> = active
         .iter()
         .filter(|s| demand.admits(&s.name, &s.attributes))
@@ -333,6 +338,7 @@ mod tests {
                 work_dir: None,
                 timeout_ms: None,
                 output_cap_bytes: 1,
+                container: None,
             },
             demand: Arc::new(TaskDemand::from_fields(fields.as_object().unwrap()).unwrap()),
             owner: owner.into(),
@@ -420,6 +426,30 @@ mod tests {
             ("pinned", "a2")
         );
         assert_eq!((on("a1"), on("a2")), (3, 2), "spread by load");
+    }
+
+    #[test]
+    fn container_jobs_go_only_to_agents_that_run_containers() {
+        let mut placement = Placement::new(HashMap::new());
+        placement.upsert_agent("plain", attrs(&[]), Resources::new(8.0, 1e6, 1e6));
+        let boxed = json!({"cpus": 1, "container": {"type": "DOCKER", "image": "busybox"}});
+        placement.enqueue(request("boxed", "o", boxed.clone()));
+        placement.enqueue(request("plain-job", "o", json!({"cpus": 1})));
+        let placed = placement.place();
+        assert_eq!(placed.len(), 1);
+        assert_eq!(placed[0].0.spec.task_id, "plain-job");
+        let reason = why_waiting(&placement.agents, &request("b", "o", boxed).demand);
+        assert!(
+            reason.contains("no connected agent can run containers"),
+            "{reason}"
+        );
+        let engine = attrs(&[(dron_model::demand::CONTAINERS_ATTRIBUTE, "podman")]);
+        placement.upsert_agent("boxes", engine, Resources::new(1.0, 1e6, 1e6));
+        let placed = placement.place();
+        assert_eq!(
+            (placed[0].0.spec.task_id.as_str(), placed[0].1.as_str()),
+            ("boxed", "boxes")
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ fn request(task_id: &str) -> LaunchRequest {
             work_dir: None,
             timeout_ms: None,
             output_cap_bytes: 1,
+            container: None,
         },
         demand: Arc::new(TaskDemand::default()),
         owner: "alice".into(),
@@ -129,6 +130,7 @@ async fn an_adoption_not_found_locally_goes_to_the_known_remote_agents() {
         shim_program: dir.path().join("no-shim"),
         runs_root: dir.path().join("runs"),
         resources: Default::default(),
+        containers: None,
     });
     args.known_agents = KnownAgentsRecord::Custom {
         names: vec!["far".into()],

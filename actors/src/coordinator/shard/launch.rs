@@ -10,6 +10,7 @@ use dron_model::job::JobSpec;
 
 use super::{Shard, ms_to_time};
 use crate::broker::LaunchRequest;
+use dron_task::container::ContainerTask;
 use dron_task::{TaskCommand, TaskSpec};
 
 impl Shard {
@@ -41,6 +42,7 @@ impl Shard {
                 work_dir: None,
                 timeout_ms: spec.timeout_ms,
                 output_cap_bytes: self.config.output_cap_bytes,
+                container: None,
             };
         } else if spec.shell {
             TaskCommand::Shell(spec.command.clone())
@@ -72,8 +74,20 @@ impl Shard {
             work_dir: None,
             timeout_ms: spec.timeout_ms,
             output_cap_bytes: self.config.output_cap_bytes,
+            container: container_task(&self.jobs[instance.job.as_str()].demand),
         }
     }
+}
+
+/// A container job's container, with its `cpus` and `mem` as the container's limits; the agent
+/// that takes the task says how it runs containers.
+fn container_task(demand: &TaskDemand) -> Option<Box<ContainerTask>> {
+    Some(Box::new(ContainerTask {
+        container: demand.container.clone()?,
+        cpus: demand.resources.cpus,
+        mem_mb: demand.resources.mem,
+        runtime: None,
+    }))
 }
 
 /// Whether an agent is the server's own (local runs record their agent with their end, see
