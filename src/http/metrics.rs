@@ -76,6 +76,10 @@ fn register_at_zero() {
     // Gauges their actors set on a change: nothing waits before the first.
     metrics::gauge!("dron_tasks_waiting_for_offer").set(0.0);
     metrics::gauge!("dron_notifications_queued").set(0.0);
+    // Counted up and down around each hand-over (actors/src/in_flight.rs): none before the
+    // first. Adding zero registers them without touching a count already started.
+    metrics::gauge!("dron_announcements_in_flight").increment(0.0);
+    metrics::gauge!("dron_notices_in_flight").increment(0.0);
 }
 
 /// `GET /metrics`: the Prometheus text format. Per-shard gauges are refreshed first; while
