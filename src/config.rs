@@ -39,6 +39,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Whether and how the local agent runs jobs with a `container` (podman or docker).
     pub containers: crate::agent::containers::ContainersConfig,
+    /// How the server writes its log lines (`--log-format`): text, or JSON lines.
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// What is pruned, and when (src/retention). Durations are ISO 8601 (`P7D`, `PT30S`).
@@ -692,6 +694,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             retention: RetentionConfig::default(),
             containers: Default::default(),
+            log_format: crate::logging::LogFormat::default(),
         }
     }
 }
@@ -808,6 +811,7 @@ mod tests {
         assert_eq!(config.listen, defaults.listen);
         assert_eq!(config.shards, defaults.shards);
         assert_eq!(config.data_dir, defaults.data_dir);
+        assert_eq!(config.log_format, defaults.log_format);
         assert!(config.auth.basic.is_empty() && config.auth.tokens.is_empty());
         let (notify, default_notify) = (&config.notify, &defaults.notify);
         assert_eq!(notify.digest_window_secs, default_notify.digest_window_secs);

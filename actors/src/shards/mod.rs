@@ -283,6 +283,8 @@ impl SupervisorState {
             store,
             restarts: VecDeque::new(),
         });
+        // At zero from the start, so an alert's increase() sees the first restart.
+        metrics::counter!("dron_shard_restarts_total", "shard" => index.to_string()).increment(0);
         Ok(())
     }
 
@@ -328,6 +330,9 @@ impl SupervisorState {
             .into());
         }
         slot.restarts.push_back(now);
+        // Alerted on (docs/monitoring/): a shard that keeps failing is about to give up.
+        let shard = index.to_string();
+        metrics::counter!("dron_shard_restarts_total", "shard" => shard).increment(1);
         let store = slot.store.clone();
         let coordinator = self.spawn_coordinator(myself, index as u32, store).await?;
         tracing::info!(shard = index, "coordinator restarted from storage");
