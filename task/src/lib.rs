@@ -5,6 +5,7 @@
 //!   files of a run directory. Read by the shim, maybe of another version after an upgrade.
 //! - [`update`]: what an agent reports about a task ([`TaskEvent`], [`TaskUpdate`]) and the
 //!   narrow sink it reports to ([`StatusSink`]).
+//! - [`secret`]: a task's secret variables, sealed in `task.json`.
 //! - [`protocol`]: what a remote agent (`dron agent`) and the server say to each other.
 //!
 //! Everything serialized here is a wire or on-disk format: serde names and tags must not
@@ -12,6 +13,7 @@
 //! writes breaks running agents and the run directories a restarted server adopts.
 
 pub mod protocol;
+pub mod secret;
 pub mod spec;
 pub mod update;
 
