@@ -12,6 +12,8 @@ use dron_actors::notify::WebhookTarget;
 use dron_model::notice::{NoticeKind, validate_webhook_url};
 use serde::Deserialize;
 
+pub use crate::http::roles::Role;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -642,11 +644,12 @@ impl Default for EventsConfig {
 
 /// Optional API authentication. With no user and no token, every endpoint is open; with
 /// any, all but `/health` and `/ping` need `Authorization: Basic ..` or `Bearer <token>`.
+/// Each credential has a role (`crate::http::roles`), admin unless said.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub basic: Vec<BasicUser>,
-    pub tokens: Vec<String>,
+    pub tokens: Vec<ApiToken>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -654,6 +657,46 @@ pub struct AuthConfig {
 pub struct BasicUser {
     pub user: String,
     pub password: String,
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// A bearer token: `"TOKEN"` (admin, as every token was before roles) or
+/// `{ token = "TOKEN", role = "read" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ApiToken {
+    Admin(String),
+    WithRole(RoleToken),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleToken {
+    pub token: String,
+    pub role: Role,
+}
+
+impl ApiToken {
+    pub fn secret(&self) -> &str {
+        match self {
+            ApiToken::Admin(token) => token,
+            ApiToken::WithRole(with_role) => &with_role.token,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        match self {
+            ApiToken::Admin(_) => Role::Admin,
+            ApiToken::WithRole(with_role) => with_role.role,
+        }
+    }
+}
+
+impl From<&str> for ApiToken {
+    fn from(token: &str) -> ApiToken {
+        ApiToken::Admin(token.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -735,7 +778,7 @@ impl Config {
             toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
         anyhow::ensure!(config.shards >= 1, "shards must be at least 1");
         anyhow::ensure!(
-            config.auth.tokens.iter().all(|t| !t.is_empty()),
+            config.auth.tokens.iter().all(|t| !t.secret().is_empty()),
             "auth tokens must not be empty"
         );
         config.notify.validate()?;
@@ -883,7 +926,24 @@ mod tests {
         .unwrap();
         assert_eq!(config.auth.basic[0].user, "ops");
         assert_eq!(config.auth.basic[0].password, "pw");
-        assert_eq!(config.auth.tokens, ["t1"]);
+        assert_eq!(config.auth.tokens, [ApiToken::from("t1")]);
+        assert_eq!(config.auth.basic[0].role, Role::Admin);
+        let roles: Config = toml::from_str(
+            "[auth]\ntokens = [\"t1\", { token = \"t2\", role = \"read\" }]\n\
+             basic = [{ user = \"u\", password = \"p\", role = \"operate\" }]",
+        )
+        .unwrap();
+        let token_roles: Vec<Role> = roles.auth.tokens.iter().map(ApiToken::role).collect();
+        assert_eq!(token_roles, [Role::Admin, Role::Read]);
+        assert_eq!(roles.auth.tokens[1].secret(), "t2");
+        assert_eq!(roles.auth.basic[0].role, Role::Operate);
+        for bad in [
+            "[auth]\ntokens = [{ token = \"t\", role = \"root\" }]",
+            "[auth]\ntokens = [{ token = \"t\" }]",
+            "[auth]\nbasic = [{ user = \"u\", password = \"p\", role = \"all\" }]",
+        ] {
+            assert!(toml::from_str::<Config>(bad).is_err(), "{bad}");
+        }
         assert!(toml::from_str::<Config>("[auth]\nbasic = [{ user = \"ops\" }]").is_err());
     }
 

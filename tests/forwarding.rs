@@ -152,7 +152,7 @@ async fn a_follower_forwards_the_api_to_the_leader() {
     let leader = Server::start_with_config(2, &auth).await;
     let auth = AuthConfig {
         basic: Vec::new(),
-        tokens: vec![TOKEN.to_string()],
+        tokens: vec![TOKEN.into()],
     };
     let follower = Follower::start(follower_of(&leader.url("")), &auth).await;
     let http = &follower.http;

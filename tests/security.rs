@@ -651,3 +651,222 @@ async fn a_new_leader_accepts_the_credentials_made_under_the_old_one() {
         Some(401)
     );
 }
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut left = vec![dir.to_path_buf()];
+    while let Some(dir) = left.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                left.push(path);
+            } else if std::fs::read(&path).is_ok_and(|bytes| {
+                bytes
+                    .windows(needle.len())
+                    .any(|window| window == needle.as_bytes())
+            }) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_variable_reaches_its_task_only() {
+    const SECRET: &str = "hunter2-b7f3c1";
+    let server = Server::start(1).await;
+    let out = server.scratch().join("seen.txt");
+    let job = json!({
+        "name": "secretive",
+        "command": format!("printf %s \"$TOKEN\" > {}", out.display()),
+        "schedule": "R1//PT1H",
+        "environmentVariables": [
+            {"name": "TOKEN", "value": SECRET, "secret": true},
+            {"name": "PLAIN", "value": "shown"}
+        ],
+    });
+    server.create(job).await;
+    server.wait_for_run("secretive", "succeeded").await;
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), SECRET);
+
+    // Never answered: the Chronos API, the native API, the job list, the CLI.
+    let answers = [
+        server.job("secretive").await,
+        server.ok("GET", "/api/jobs/secretive", None).await,
+        server.ok("GET", "/scheduler/jobs", None).await,
+    ];
+    for answer in &answers {
+        assert!(!answer.to_string().contains(SECRET), "{answer}");
+    }
+    let shown = &answers[0]["environmentVariables"];
+    assert_eq!(
+        shown[0],
+        json!({"name": "TOKEN", "value": "<secret>", "secret": true})
+    );
+    assert_eq!(shown[1], json!({"name": "PLAIN", "value": "shown"}));
+    let (code, stdout, stderr) =
+        support::dron(&server.url(""), &["job", "show", "secretive"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("<secret>") && !stdout.contains(SECRET),
+        "{stdout}"
+    );
+
+    // Never in a run directory in plain text (task.json holds it sealed), nor in the log.
+    let runs = server.data.path().join("data/runs");
+    let task_json = std::fs::read_to_string(&support::find_files(&runs, "task.json")[0]).unwrap();
+    assert!(task_json.contains("Sealed"), "{task_json}");
+    assert_eq!(
+        files_containing(&runs, SECRET),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert!(!server.log().contains(SECRET));
+
+    // Sent back as answered (placeholder), with a change: the secret is kept.
+    let mut changed = answers[0].clone();
+    changed.as_object_mut().unwrap().remove("parents"); // `[]`: a scheduled job
+    let out2 = server.scratch().join("seen-again.txt");
+    changed["command"] = format!("printf %s \"$TOKEN\" > {}", out2.display()).into();
+    server.create(changed.clone()).await;
+    server.ok("PUT", "/scheduler/job/secretive", None).await;
+    wait_for("the second run", Duration::from_secs(30), || async {
+        std::fs::read_to_string(&out2).is_ok_and(|seen| seen == SECRET)
+    })
+    .await;
+
+    // Imported where no value is held (another job, or another server): refused, never an
+    // empty variable.
+    changed["name"] = "copied".into();
+    let (status, body) = api(&server, "POST", "/scheduler/iso8601", Some(changed)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "environmentVariables", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("TOKEN"), "{body}");
+}
+
+/// `method path` with `authorization` sent from the machine's address `from`; the status, the
+/// `Retry-After` header and the JSON body.
+async fn call_as(
+    server: &Server,
+    from: &str,
+    authorization: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Option<String>, Value) {
+    let client = reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = client
+        .request(method, server.url(path))
+        .header("authorization", authorization);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, retry_after, body)
+}
+
+const ROLES: &str = "[auth]\ntokens = [\"the-api-token\", \
+    { token = \"reader\", role = \"read\" }, { token = \"operator\", role = \"operate\" }, \
+    { token = \"writer\", role = \"write\" }]\n\
+    basic = [{ user = \"viewer\", password = \"pw\", role = \"read\" }]\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_token_may_do_what_its_role_allows_and_no_more() {
+    let server = Server::start_with_config(1, ROLES).await;
+    let job = |name: &str| json!({"name": name, "command": "true", "schedule": "R/2099-01-01T00:00:00Z/P1D"});
+    let as_role = |token: &'static str| format!("Bearer {token}");
+    let call = |token: &'static str, method: &'static str, path: &'static str, body| {
+        let server = &server;
+        async move { call_as(server, "127.0.0.1", &as_role(token), method, path, body).await }
+    };
+
+    // read: GETs only; a job it sends is refused with the role it needs, and not made.
+    let (status, _, _) = call("reader", "GET", "/scheduler/jobs", None).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = call("reader", "POST", "/scheduler/iso8601", Some(job("r"))).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["roleNeeded"], "write", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("write"), "{body}");
+    let (status, _, _) = call("the-api-token", "GET", "/scheduler/job/r", None).await;
+    assert_eq!(status, 404, "the refused job was made");
+    // Basic users carry a role too.
+    let viewer = "Basic dmlld2VyOnB3"; // viewer:pw
+    let (status, _, body) = call_as(
+        &server,
+        "127.0.0.1",
+        viewer,
+        "DELETE",
+        "/scheduler/job/r",
+        None,
+    )
+    .await;
+    assert_eq!((status, body["roleNeeded"].as_str()), (403, Some("write")));
+
+    // write: jobs, not the server; operate: runs, not jobs.
+    let (status, _, body) = call("writer", "POST", "/scheduler/iso8601", Some(job("w"))).await;
+    assert_eq!(status, 204, "{body}");
+    for (method, path) in [("PUT", "/api/shards"), ("POST", "/api/agent-tokens")] {
+        let body = json!({"shards": 2, "name": "x"});
+        let (status, _, answer) = call("writer", method, path, Some(body)).await;
+        assert_eq!(
+            (status, answer["roleNeeded"].as_str()),
+            (403, Some("admin")),
+            "{path}"
+        );
+    }
+    let (status, _, body) = call("operator", "PUT", "/scheduler/job/w", None).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _, body) = call("operator", "DELETE", "/scheduler/job/w", None).await;
+    assert_eq!((status, body["roleNeeded"].as_str()), (403, Some("write")));
+    let (status, _, _) = call("reader", "DELETE", "/scheduler/task/kill/w", None).await;
+    assert_eq!(status, 403);
+
+    // A token without a role is admin, as before roles.
+    let (status, _, body) = call("the-api-token", "GET", "/api/agent-tokens", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = call("writer", "GET", "/api/agent-tokens", None).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_that_keeps_sending_wrong_credentials_is_made_to_wait() {
+    let server = Server::start_with_config(1, ROLES).await;
+    let list_jobs = |from: &'static str, authorization: String| {
+        let server = &server;
+        async move { call_as(server, from, &authorization, "GET", "/scheduler/jobs", None).await }
+    };
+    let attacker = "127.0.0.7";
+    for attempt in 0..10 {
+        let (status, _, _) = list_jobs(attacker, format!("Bearer guess-{attempt}")).await;
+        assert_eq!(status, 401, "attempt {attempt}");
+    }
+    // From now on, even the right token waits, from that address.
+    for token in ["Bearer guess-10", "Bearer reader"] {
+        let (status, retry, body) = list_jobs(attacker, token.to_string()).await;
+        assert_eq!(status, 429, "{body}");
+        let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains("try again"), "{body}");
+    }
+    // Other addresses are not held up, and requests without credentials do not count.
+    let reader = || "Bearer reader".to_string();
+    assert_eq!(list_jobs("127.0.0.8", reader()).await.0, 200);
+    for _ in 0..20 {
+        let response = reqwest::get(server.url("/scheduler/jobs")).await.unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    assert_eq!(list_jobs("127.0.0.1", reader()).await.0, 200);
+}

@@ -109,10 +109,51 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A job's environment variable. A secret one (`"secret": true`) is given to the job's runs
+/// but never shown: answers carry [`SECRET_PLACEHOLDER`] in place of its value, and sending
+/// that placeholder back (or no value) keeps the value the server holds.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvironmentVariable {
     pub name: String,
+    #[serde(default)]
     pub value: String,
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// What answers show in place of a secret variable's value.
+pub const SECRET_PLACEHOLDER: &str = "<secret>";
+
+impl EnvironmentVariable {
+    /// A secret sent without a value of its own: the job keeps the value it has.
+    pub fn keeps_stored_value(&self) -> bool {
+        self.secret && (self.value.is_empty() || self.value == SECRET_PLACEHOLDER)
+    }
+
+    /// The variable as answers show it: a secret's value replaced by the placeholder.
+    pub fn shown(&self) -> Value {
+        match self.secret {
+            true => serde_json::json!({
+                "name": self.name, "value": SECRET_PLACEHOLDER, "secret": true
+            }),
+            false => serde_json::json!({"name": self.name, "value": self.value}),
+        }
+    }
+}
+
+/// Debug output reaches logs: a secret's value never does.
+impl std::fmt::Debug for EnvironmentVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = match self.secret {
+            true => SECRET_PLACEHOLDER,
+            false => self.value.as_str(),
+        };
+        f.debug_struct("EnvironmentVariable")
+            .field("name", &self.name)
+            .field("value", &value)
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 /// Which endpoint a job arrived on: Chronos keeps scheduled and dependent jobs apart.
@@ -376,6 +417,15 @@ fn validate_environment(variables: &[EnvironmentVariable]) -> Result<(), Invalid
                 format!("environment variable '{shown}' is not a valid name=value pair"),
             ));
         }
+        // A secret sent without its value is found again by name: one of each.
+        let same_name = variables.iter().filter(|v| v.name == variable.name);
+        if variable.secret && same_name.count() > 1 {
+            let shown = truncate(&variable.name);
+            return Err(Invalid::new(
+                "environmentVariables",
+                format!("secret environment variable '{shown}' is listed twice"),
+            ));
+        }
     }
     Ok(())
 }
@@ -388,6 +438,43 @@ fn extra_fields_json(mut extra: Map<String, Value>) -> String {
 }
 
 impl JobSpec {
+    /// Whether a secret variable was sent without its value (to keep the stored one).
+    pub fn keeps_secrets(&self) -> bool {
+        self.environment
+            .iter()
+            .any(EnvironmentVariable::keeps_stored_value)
+    }
+
+    /// Gives the secrets sent without a value the values of the same secrets in `stored`, the
+    /// job as the server holds it, so that a job read, changed and sent back keeps its
+    /// secrets. A secret with no stored value is an error, never an empty variable: a job
+    /// exported from one server and imported into another must be given its secrets again.
+    pub fn keep_secrets(&mut self, stored: Option<&JobSpec>) -> Result<(), Invalid> {
+        for variable in &mut self.environment {
+            if !variable.keeps_stored_value() {
+                continue;
+            }
+            let kept = stored.into_iter().flat_map(|spec| &spec.environment);
+            let kept = kept
+                .filter(|old| old.secret && old.name == variable.name)
+                .find(|old| !old.keeps_stored_value());
+            match kept {
+                Some(old) => variable.value = old.value.clone(),
+                None => {
+                    let shown = truncate(&variable.name);
+                    return Err(Invalid::new(
+                        "environmentVariables",
+                        format!(
+                            "secret environment variable '{shown}' has no value: this server \
+                             holds none to keep, send its value"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn parents(&self) -> &[String] {
         match &self.trigger {
             Trigger::Parents(parents) => parents,
@@ -512,10 +599,8 @@ impl JobRecord {
         set("disabled", spec.disabled.into());
         set("concurrent", spec.concurrent.into());
         set("owner", spec.owner.clone().into());
-        set(
-            "environmentVariables",
-            serde_json::to_value(&spec.environment).unwrap_or_default(),
-        );
+        let environment = spec.environment.iter().map(EnvironmentVariable::shown);
+        set("environmentVariables", environment.collect());
         if let Some(timeout) = spec.timeout_ms {
             set("maxCompletionTime", timeout.into());
         }
@@ -535,8 +620,12 @@ impl JobRecord {
 
 impl crate::codec::Stored for JobRecord {
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
-        // Versions 3 and 4 changed instances only: their jobs differ from today's only by
-        // the state's `parent_success_times`.
+        if version == 5 {
+            let old: legacy::JobRecordV5 = postcard::from_bytes(body)?;
+            return Ok(old.into());
+        }
+        // Versions 3 and 4 changed instances only: their jobs differ from version 5's only
+        // by the state's `parent_success_times`.
         if version >= 3 {
             let old: legacy::JobRecordV4 = postcard::from_bytes(body)?;
             return Ok(old.into());
@@ -546,14 +635,97 @@ impl crate::codec::Stored for JobRecord {
     }
 }
 
-/// Job records as format versions 2 (before `notifyWebhooks`) and 3 to 4 (before
-/// `parent_success_times`) wrote them.
+/// Job records as format versions 2 (before `notifyWebhooks`), 3 to 4 (before
+/// `parent_success_times`) and 5 (before secret variables) wrote them.
 mod legacy {
     use super::*;
 
+    /// An environment variable before `secret`: none was.
+    #[derive(Serialize, Deserialize)]
+    pub struct PlainVariable {
+        pub name: String,
+        pub value: String,
+    }
+
+    fn plain(variables: Vec<PlainVariable>) -> Vec<EnvironmentVariable> {
+        let variables = variables.into_iter();
+        variables
+            .map(|v| EnvironmentVariable {
+                name: v.name,
+                value: v.value,
+                secret: false,
+            })
+            .collect()
+    }
+
+    /// A job's definition as versions 3 to 5 wrote it.
+    #[derive(Serialize, Deserialize)]
+    pub struct JobSpecV5 {
+        pub name: String,
+        pub command: String,
+        pub shell: bool,
+        pub arguments: Vec<String>,
+        pub trigger: Trigger,
+        pub epsilon_ms: i64,
+        pub retries: u32,
+        pub is_async: bool,
+        pub disabled: bool,
+        pub concurrent: bool,
+        pub owner: String,
+        pub environment: Vec<PlainVariable>,
+        pub timeout_ms: Option<u64>,
+        pub builtin_sleep_ms: Option<u64>,
+        pub depends_on: Vec<String>,
+        pub wait_timeout_ms: Option<i64>,
+        pub time_zone: String,
+        pub extra_json: String,
+        pub notify_webhooks: Vec<String>,
+    }
+
+    impl From<JobSpecV5> for JobSpec {
+        fn from(s: JobSpecV5) -> JobSpec {
+            JobSpec {
+                name: s.name,
+                command: s.command,
+                shell: s.shell,
+                arguments: s.arguments,
+                trigger: s.trigger,
+                epsilon_ms: s.epsilon_ms,
+                retries: s.retries,
+                is_async: s.is_async,
+                disabled: s.disabled,
+                concurrent: s.concurrent,
+                owner: s.owner,
+                environment: plain(s.environment),
+                timeout_ms: s.timeout_ms,
+                builtin_sleep_ms: s.builtin_sleep_ms,
+                depends_on: s.depends_on,
+                wait_timeout_ms: s.wait_timeout_ms,
+                time_zone: s.time_zone,
+                extra_json: s.extra_json,
+                notify_webhooks: s.notify_webhooks,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub struct JobRecordV5 {
+        spec: JobSpecV5,
+        state: JobState,
+    }
+
+    impl From<JobRecordV5> for JobRecord {
+        fn from(old: JobRecordV5) -> JobRecord {
+            JobRecord {
+                spec: old.spec.into(),
+                state: old.state,
+            }
+        }
+    }
+
     #[derive(Deserialize)]
     pub struct JobRecordV4 {
-        spec: JobSpec,
+        spec: JobSpecV5,
         state: JobStateV4,
     }
 
@@ -589,7 +761,7 @@ mod legacy {
     impl From<JobRecordV4> for JobRecord {
         fn from(old: JobRecordV4) -> JobRecord {
             JobRecord {
-                spec: old.spec,
+                spec: old.spec.into(),
                 state: old.state.into(),
             }
         }
@@ -614,7 +786,7 @@ mod legacy {
         disabled: bool,
         concurrent: bool,
         owner: String,
-        environment: Vec<EnvironmentVariable>,
+        environment: Vec<PlainVariable>,
         timeout_ms: Option<u64>,
         depends_on: Vec<String>,
         wait_timeout_ms: Option<i64>,
@@ -637,7 +809,7 @@ mod legacy {
                 disabled: s.disabled,
                 concurrent: s.concurrent,
                 owner: s.owner,
-                environment: s.environment,
+                environment: plain(s.environment),
                 timeout_ms: s.timeout_ms,
                 builtin_sleep_ms: None,
                 depends_on: s.depends_on,
@@ -873,6 +1045,88 @@ mod tests {
             assert_eq!(record.state.parents_succeeded, state.parents_succeeded);
             assert!(record.state.parent_success_times.is_empty());
         }
+    }
+
+    #[test]
+    fn version_5_job_records_decode_with_plain_variables() {
+        let spec = request(serde_json::json!({
+            "name": "c", "command": "x", "parents": ["p"],
+            "environmentVariables": [{"name": "A", "value": "1"}]
+        }))
+        .validate(JobKind::Dependent, now())
+        .unwrap();
+        let v5: legacy::JobSpecV5 =
+            serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        let state = JobState {
+            success_count: 3,
+            ..Default::default()
+        };
+        let bytes = postcard::to_extend(&(&v5, &state), vec![5]).unwrap();
+        let record: JobRecord = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(record.spec, spec);
+        assert!(!record.spec.environment[0].secret);
+        assert_eq!(record.state.success_count, 3);
+    }
+
+    fn with_secret(value: Option<&str>) -> JobSpec {
+        let mut variable = serde_json::json!({"name": "TOKEN", "secret": true});
+        if let Some(value) = value {
+            variable["value"] = value.into();
+        }
+        request(serde_json::json!({
+            "name": "s", "command": "x", "schedule": "R//PT1S",
+            "environmentVariables": [{"name": "PLAIN", "value": "p"}, variable]
+        }))
+        .validate(JobKind::Scheduled, now())
+        .unwrap()
+    }
+
+    #[test]
+    fn secret_variables_are_never_shown() {
+        let spec = with_secret(Some("hunter2"));
+        let record = JobRecord {
+            spec: spec.clone(),
+            state: JobState::default(),
+        };
+        let json = record.to_chronos_json();
+        assert!(!json.to_string().contains("hunter2"), "{json}");
+        assert_eq!(json["environmentVariables"][1]["value"], SECRET_PLACEHOLDER);
+        assert_eq!(json["environmentVariables"][1]["secret"], true);
+        assert_eq!(json["environmentVariables"][0]["value"], "p");
+        assert!(!format!("{spec:?}").contains("hunter2"));
+        // Stored, the value is kept.
+        let decoded: JobRecord = crate::codec::decode(&crate::codec::encode(&record)).unwrap();
+        assert_eq!(decoded.spec.environment[1].value, "hunter2");
+    }
+
+    #[test]
+    fn a_secret_sent_back_without_its_value_keeps_the_stored_one() {
+        let stored = with_secret(Some("hunter2"));
+        for sent in [None, Some(""), Some(SECRET_PLACEHOLDER)] {
+            let mut spec = with_secret(sent);
+            assert!(spec.keeps_secrets());
+            spec.keep_secrets(Some(&stored)).unwrap();
+            assert_eq!(spec.environment[1].value, "hunter2", "{sent:?}");
+            // Nothing to keep from: refused, never an empty variable.
+            let err = with_secret(sent).keep_secrets(None).unwrap_err();
+            assert_eq!(err.field, "environmentVariables");
+            assert!(err.message.contains("TOKEN"), "{err}");
+        }
+        // A new value replaces the stored one.
+        let mut spec = with_secret(Some("new"));
+        assert!(!spec.keeps_secrets());
+        spec.keep_secrets(Some(&stored)).unwrap();
+        assert_eq!(spec.environment[1].value, "new");
+        // Twice the same secret name: which to keep would be a guess.
+        let twice = request(serde_json::json!({
+            "name": "s", "command": "x", "schedule": "R//PT1S",
+            "environmentVariables": [
+                {"name": "T", "value": "a", "secret": true}, {"name": "T", "value": "b"}
+            ]
+        }))
+        .validate(JobKind::Scheduled, now())
+        .unwrap_err();
+        assert_eq!(twice.field, "environmentVariables");
     }
 
     #[test]

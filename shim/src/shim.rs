@@ -7,7 +7,8 @@
 //! `dron-shim task-shim <run_dir>` when the launcher is down.
 //!
 //! Files in the run directory (names in [`dron_task::spec`]):
-//! - reads `task.json` (a [`TaskSpec`]), written by the server before it starts us;
+//! - reads `task.json` (a [`TaskSpec`]), written by the server before it starts us, and opens
+//!   its sealed secret variables with the key the agent gave us (`DRON_SEAL_KEY`);
 //! - creates `shim.pid` (`"<pid> <starttime>"`) first and exclusively: it claims the run
 //!   directory (a second shim for the same run only waits for the first to end), and
 //!   lets a restarted server tell whether this very shim (not a process that reused its
@@ -33,6 +34,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::container::{self, ContainerRun};
+use dron_task::secret::SealKey;
 use dron_task::{
     SHIM_PID_FILE, STATUS_FILE, STDERR_FILE, STDOUT_FILE, TASK_FILE, TaskCommand, TaskSpec,
     TaskStatus,
@@ -79,10 +81,15 @@ pub fn run_shim_main(run_dir: &Path) -> i32 {
         Err(Claim::Failed(why)) => return record_failure(run_dir, now_ms(), why),
     };
     let started_at_ms = now_ms();
-    let spec = match read_spec(run_dir) {
+    let mut spec = match read_spec(run_dir) {
         Ok(spec) => spec,
         Err(why) => return record_failure(run_dir, started_at_ms, why),
     };
+    // Secret variables are sealed in task.json with a key only the agent hands its shims.
+    match spec.secret_env.open(SealKey::from_env().as_ref()) {
+        Ok(secrets) => spec.env.extend(secrets),
+        Err(why) => return record_failure(run_dir, started_at_ms, why),
+    }
     let container = match ContainerRun::of(&spec) {
         Ok(container) => container,
         Err(why) => return record_failure(run_dir, now_ms(), why),

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
+use dron_model::job::SECRET_PLACEHOLDER;
 use dron_model::schedule::Schedule;
 use reqwest::Method;
 use serde_json::Value;
@@ -230,13 +231,16 @@ fn deletion_order(
     order
 }
 
-/// `field old -> new` for every field of the file that differs on the server.
+/// `field old -> new` for every field of the file that differs on the server. Secret
+/// variables' values are never printed: the file's are masked as the server masks its own,
+/// and since the server's cannot be compared, a file giving one always sends the job.
 fn differences(file: &Value, server: &Value) -> Vec<String> {
     let Some(fields) = file.as_object() else {
         return Vec::new();
     };
     let zone = file["scheduleTimeZone"].as_str();
-    fields
+    let (masked, gives_secrets) = mask_secrets(fields);
+    let mut changes: Vec<String> = masked
         .iter()
         .filter(|(field, _)| !IGNORED.contains(&field.as_str()))
         .filter(|(field, wanted)| {
@@ -255,7 +259,30 @@ fn differences(file: &Value, server: &Value) -> Vec<String> {
                 shown(wanted)
             )
         })
-        .collect()
+        .collect();
+    if gives_secrets && changes.is_empty() {
+        changes.push("environmentVariables: secret values sent (never shown to compare)".into());
+    }
+    changes
+}
+
+/// The file's fields with every secret variable's value replaced by the placeholder the server
+/// answers with; and whether the file gave a secret value (not the placeholder itself).
+fn mask_secrets(fields: &serde_json::Map<String, Value>) -> (serde_json::Map<String, Value>, bool) {
+    let mut masked = fields.clone();
+    let mut gives_secrets = false;
+    let variables = masked
+        .get_mut("environmentVariables")
+        .and_then(Value::as_array_mut);
+    for variable in variables.into_iter().flatten() {
+        if variable["secret"] != Value::Bool(true) {
+            continue;
+        }
+        let value = variable["value"].as_str().unwrap_or_default();
+        gives_secrets |= !value.is_empty() && value != SECRET_PLACEHOLDER;
+        variable["value"] = SECRET_PLACEHOLDER.into();
+    }
+    (masked, gives_secrets)
 }
 
 fn shown(value: &Value) -> String {
@@ -368,6 +395,27 @@ mod tests {
             "schedule": "R5/2026-11-24T02:30:00/P1D", "scheduleTimeZone": "Europe/Paris"
         });
         assert!(differences(&zoned, &answer).is_empty());
+    }
+
+    #[test]
+    fn secret_values_are_never_printed_and_always_sent() {
+        let server = json!({"environmentVariables": [
+            {"name": "T", "value": SECRET_PLACEHOLDER, "secret": true}, {"name": "P", "value": "1"}
+        ]});
+        let exported = server.clone();
+        assert!(differences(&exported, &server).is_empty());
+        let with_value = json!({"environmentVariables": [
+            {"name": "T", "value": "hunter2", "secret": true}, {"name": "P", "value": "2"}
+        ]});
+        let changes = differences(&with_value, &server);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(!changes[0].contains("hunter2") && changes[0].contains("\"2\""));
+        let only_secret = json!({"environmentVariables": [
+            {"name": "T", "value": "hunter2", "secret": true}, {"name": "P", "value": "1"}
+        ]});
+        let changes = differences(&only_secret, &server);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(!changes[0].contains("hunter2"), "{changes:?}");
     }
 
     #[test]

@@ -1,19 +1,26 @@
 //! Optional authentication: HTTP Basic (what Chronos clients send) or a bearer token, from
-//! the `[auth]` section of the config. With neither configured every endpoint is open;
+//! the `[auth]` section of the config, each with a role (`roles.rs`), and a limit on failed
+//! logins per address (`logins.rs`). With neither configured every endpoint is open;
 //! otherwise all but `/health` and `/ping` need credentials (and the cluster's `/internal/`
 //! routes, which check the cluster secret instead, and `/api/agents/connect`, where agents
 //! prove themselves with their own credentials).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::Json;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
+use super::logins::FailedLogins;
+use super::roles::Role;
 use crate::config::AuthConfig;
 
 /// Where agents connect, with credentials of their own (`agent_tokens.rs`).
@@ -22,12 +29,14 @@ const AGENTS_CONNECT: &str = "/api/agents/connect";
 /// Paths answered without credentials: probes must work for load balancers.
 const OPEN_PATHS: &[&str] = &["/health", "/ping"];
 
-/// The accepted credentials, kept as the exact header values they would arrive as.
+/// The accepted credentials, kept as the exact header values they would arrive as, each with
+/// its role; and the failed logins of each client address.
 #[derive(Debug, Default)]
 pub struct Credentials {
     /// `user:password` pairs, decoded form.
-    basic: Vec<Vec<u8>>,
-    tokens: Vec<Vec<u8>>,
+    basic: Vec<(Vec<u8>, Role)>,
+    tokens: Vec<(Vec<u8>, Role)>,
+    failed_logins: FailedLogins,
 }
 
 impl Credentials {
@@ -38,36 +47,49 @@ impl Credentials {
         let basic = config
             .basic
             .iter()
-            .map(|user| format!("{}:{}", user.user, user.password).into_bytes())
+            .map(|user| {
+                let pair = format!("{}:{}", user.user, user.password).into_bytes();
+                (pair, user.role)
+            })
             .collect();
         let tokens = config
             .tokens
             .iter()
-            .map(|t| t.as_bytes().to_vec())
+            .map(|t| (t.secret().as_bytes().to_vec(), t.role()))
             .collect();
-        Some(Arc::new(Credentials { basic, tokens }))
+        Some(Arc::new(Credentials {
+            basic,
+            tokens,
+            failed_logins: FailedLogins::default(),
+        }))
     }
 
-    /// Whether an `Authorization` header value carries accepted credentials. Every
-    /// configured credential is compared, in constant time, whatever matched first.
-    pub fn accepts(&self, header: &[u8]) -> bool {
+    /// The role of the credentials an `Authorization` header value carries; None when none
+    /// is accepted. Every configured credential is compared, in constant time, whatever
+    /// matched first (the same credential listed twice: the higher role).
+    pub fn role_of(&self, header: &[u8]) -> Option<Role> {
         let (scheme, rest) = match header.iter().position(|b| *b == b' ') {
             Some(space) => (&header[..space], trim(&header[space + 1..])),
-            None => return false,
+            None => return None,
         };
         let (candidate, accepted) = if scheme.eq_ignore_ascii_case(b"basic") {
-            match decode_base64(rest) {
-                Some(decoded) => (decoded, &self.basic),
-                None => return false,
-            }
+            (decode_base64(rest)?, &self.basic)
         } else if scheme.eq_ignore_ascii_case(b"bearer") {
             (rest.to_vec(), &self.tokens)
         } else {
-            return false;
+            return None;
         };
-        accepted.iter().fold(false, |found, secret| {
-            found | constant_time_eq(&candidate, secret)
+        accepted.iter().fold(None, |found, (secret, role)| {
+            match constant_time_eq(&candidate, secret) {
+                true => found.max(Some(*role)),
+                false => found,
+            }
         })
+    }
+
+    /// Whether an `Authorization` header value carries accepted credentials.
+    pub fn accepts(&self, header: &[u8]) -> bool {
+        self.role_of(header).is_some()
     }
 }
 
@@ -122,7 +144,8 @@ fn decode_base64(input: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The middleware: lets a request through when auth is off, the path is open, or the
-/// credentials are accepted; answers 401 otherwise.
+/// credentials are accepted and their role allows the call; answers 401, 403 (the role
+/// needed named), or 429 to an address that sent too many refused credentials.
 pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(credentials) = state.auth.as_deref() else {
         return next.run(request).await;
@@ -134,34 +157,79 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     if OPEN_PATHS.contains(&path) || own_check {
         return next.run(request).await;
     }
-    let accepted = request
-        .headers()
-        .get(AUTHORIZATION)
-        .is_some_and(|header| credentials.accepts(header.as_bytes()));
-    if accepted {
-        return next.run(request).await;
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let now = Instant::now();
+    if let Some(wait) = address.and_then(|a| credentials.failed_logins.blocked_for(a, now)) {
+        return too_many_failed_logins(wait);
     }
-    let mut response =
-        ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
-    response.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"dron\""),
+    let header = request.headers().get(AUTHORIZATION);
+    match header.and_then(|header| credentials.role_of(header.as_bytes())) {
+        Some(role) => {
+            let needed = Role::needed(request.method(), path);
+            if role >= needed {
+                return next.run(request).await;
+            }
+            role_refused(role, needed, request.method(), path)
+        }
+        None => {
+            // Only credentials sent and refused count: not a browser's first request.
+            if let (Some(address), Some(_)) = (address, header) {
+                credentials.failed_logins.failed(address, now);
+            }
+            let mut response =
+                ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"dron\""),
+            );
+            response
+        }
+    }
+}
+
+fn role_refused(role: Role, needed: Role, method: &Method, path: &str) -> Response {
+    let error = format!(
+        "the {} role may not {method} {path}: it needs the {} role",
+        role.name(),
+        needed.name()
     );
+    let body = json!({"error": error, "role": role.name(), "roleNeeded": needed.name()});
+    (StatusCode::FORBIDDEN, Json(body)).into_response()
+}
+
+fn too_many_failed_logins(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let error = format!("too many refused credentials from this address: try again in {seconds} s");
+    let mut response =
+        (StatusCode::TOO_MANY_REQUESTS, Json(json!({"error": error}))).into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BasicUser;
+    use crate::config::{ApiToken, BasicUser, RoleToken};
 
     fn credentials() -> Arc<Credentials> {
         Credentials::from_config(&AuthConfig {
             basic: vec![BasicUser {
                 user: "ops".into(),
                 password: "s3cret:x".into(),
+                role: Role::Operate,
             }],
-            tokens: vec!["tok-123".into()],
+            tokens: vec![
+                "tok-123".into(),
+                ApiToken::WithRole(RoleToken {
+                    token: "reader".into(),
+                    role: Role::Read,
+                }),
+            ],
         })
         .unwrap()
     }
@@ -188,6 +256,18 @@ mod tests {
         assert!(!credentials.accepts(b"Basic b3BzOnMzY3JldA=="));
         assert!(!credentials.accepts(b"Bearer"));
         assert!(!credentials.accepts(b"Digest tok-123"));
+    }
+
+    #[test]
+    fn each_credential_carries_its_role() {
+        let credentials = credentials();
+        assert_eq!(credentials.role_of(b"Bearer tok-123"), Some(Role::Admin));
+        assert_eq!(credentials.role_of(b"Bearer reader"), Some(Role::Read));
+        assert_eq!(
+            credentials.role_of(b"Basic b3BzOnMzY3JldDp4"),
+            Some(Role::Operate)
+        );
+        assert_eq!(credentials.role_of(b"Bearer nobody"), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, put};
 use chrono::Utc;
+use dron_actors::error::CommandError;
 use dron_model::ids::parse_task_id;
 use dron_model::job::{JobKind, JobRecord, JobRequest};
 use dron_model::name::validate_job_name;
@@ -55,14 +56,21 @@ async fn put_job(
     kind: JobKind,
 ) -> ApiResult<StatusCode> {
     let received = Utc::now();
-    let spec = request.validate(kind, received)?;
+    let mut spec = request.validate(kind, received)?;
     for url in &spec.notify_webhooks {
         state.check_webhook("notifyWebhooks", url)?;
     }
-    state
-        .client()?
-        .put_job(spec, received.timestamp_millis())
-        .await?;
+    let client = state.client()?;
+    if spec.keeps_secrets() {
+        // A job read (secrets shown as placeholders), changed and sent back keeps them.
+        let stored = match client.job(&spec.name).await {
+            Ok(view) => Some(view.record.spec),
+            Err(CommandError::JobNotFound(_)) => None,
+            Err(error) => return Err(error.into()),
+        };
+        spec.keep_secrets(stored.as_ref())?;
+    }
+    client.put_job(spec, received.timestamp_millis()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

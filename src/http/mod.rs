@@ -11,9 +11,11 @@ mod cross_site;
 pub mod error;
 mod forward;
 mod json;
+mod logins;
 mod maintenance;
 pub mod metrics;
 mod native;
+pub mod roles;
 pub mod serve;
 mod ui;
 

@@ -6,6 +6,7 @@
 //! - [`container`]: a task that runs in a container, and how an agent runs containers.
 //! - [`update`]: what an agent reports about a task ([`TaskEvent`], [`TaskUpdate`]) and the
 //!   narrow sink it reports to ([`StatusSink`]).
+//! - [`secret`]: a task's secret variables, sealed in `task.json`.
 //! - [`protocol`]: what a remote agent (`dron agent`) and the server say to each other.
 //!
 //! Everything serialized here is a wire or on-disk format: serde names and tags must not
@@ -14,6 +15,7 @@
 
 pub mod container;
 pub mod protocol;
+pub mod secret;
 pub mod spec;
 pub mod update;
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use dron_model::ids::parse_task_id;
 use serde::{Deserialize, Serialize};
 
+use crate::secret::SecretEnv;
+
 /// The task to run, written by the server for the shim.
 pub const TASK_FILE: &str = "task.json";
 /// The task's end, written by the shim.
@@ -58,6 +60,10 @@ pub struct TaskSpec {
     /// The task's environment, with PATH, HOME, LANG and USER of the shim's own (nothing
     /// else of the server's or the agent's).
     pub env: Vec<(String, String)>,
+    /// The job's secret variables: in the clear in a launch, sealed in `task.json`
+    /// ([`crate::secret`]). Absent when there are none (as before they existed).
+    #[serde(default, skip_serializing_if = "SecretEnv::is_none")]
+    pub secret_env: SecretEnv,
     /// Defaults to the run directory.
     pub work_dir: Option<PathBuf>,
     pub timeout_ms: Option<u64>,

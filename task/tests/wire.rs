@@ -24,6 +24,7 @@ fn spec(command: TaskCommand) -> TaskSpec {
         task_id: "ct:1700000000000:0:nightly:".into(),
         command,
         env: vec![("DRON_JOB".into(), "nightly".into())],
+        secret_env: Default::default(),
         work_dir: Some("/srv/work".into()),
         timeout_ms: Some(60_000),
         output_cap_bytes: 1_048_576,
@@ -47,6 +48,7 @@ fn task_json_is_pinned() {
         task_id: "t1".into(),
         command: TaskCommand::Argv(vec!["/bin/true".into(), "-x".into()]),
         env: Vec::new(),
+        secret_env: Default::default(),
         work_dir: None,
         timeout_ms: None,
         output_cap_bytes: 0,
@@ -55,6 +57,27 @@ fn task_json_is_pinned() {
     pin(
         &minimal,
         r#"{"task_id":"t1","command":{"Argv":["/bin/true","-x"]},"env":[],"work_dir":null,"timeout_ms":null,"output_cap_bytes":0}"#,
+    );
+    // Secret variables: in the clear in a launch, sealed in task.json; absent when none.
+    let with_secrets = TaskSpec {
+        secret_env: dron_task::secret::SecretEnv::Plain(vec![("T".into(), "v".into())]),
+        ..minimal.clone()
+    };
+    pin(
+        &with_secrets,
+        r#"{"task_id":"t1","command":{"Argv":["/bin/true","-x"]},"env":[],"secret_env":{"Plain":[["T","v"]]},"work_dir":null,"timeout_ms":null,"output_cap_bytes":0}"#,
+    );
+    let sealed = TaskSpec {
+        secret_env: dron_task::secret::SecretEnv::Sealed {
+            stream: 7,
+            check: "00".into(),
+            data: "ff".into(),
+        },
+        ..minimal
+    };
+    pin(
+        &sealed,
+        r#"{"task_id":"t1","command":{"Argv":["/bin/true","-x"]},"env":[],"secret_env":{"Sealed":{"stream":7,"check":"00","data":"ff"}},"work_dir":null,"timeout_ms":null,"output_cap_bytes":0}"#,
     );
 }
 

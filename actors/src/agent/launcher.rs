@@ -127,15 +127,18 @@ impl Launcher {
 
     fn start(&self) -> io::Result<Running> {
         let (ours, theirs) = seqpacket_pair()?;
-        let process = tokio::process::Command::new(&self.program)
+        let mut command = tokio::process::Command::new(&self.program);
+        command
             .args(&self.args_prefix)
             .arg(LAUNCHER_SUBCOMMAND)
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             // Its own group, as a shim: a terminal's ^C aimed at the server misses it.
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        // The shims it forks inherit the key their secrets are sealed with.
+        super::process::give_seal_key(&mut command);
+        let process = command.spawn()?;
         Ok(Running {
             socket: Arc::new(register(ours, Interest::READABLE | Interest::WRITABLE)?),
             process,

@@ -398,6 +398,7 @@ mod tests {
             task_id,
             command,
             env: Vec::new(),
+            secret_env: Default::default(),
             work_dir: None,
             timeout_ms: None,
             output_cap_bytes: 1024,

@@ -10,10 +10,11 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use dron_task::secret::{SEAL_KEY_ENV, SealKey};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
@@ -54,6 +55,23 @@ pub enum ProcessError {
     },
     #[error("cannot encode the task spec: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("cannot seal the task's secret variables: no key (/dev/urandom unreadable)")]
+    NoSealKey,
+}
+
+/// The key this agent seals secret variables in `task.json` with ([`dron_task::secret`]):
+/// made at start, kept in memory, handed to the shims it starts. None if the kernel's
+/// generator cannot be read (tasks with secrets then fail to launch).
+pub fn seal_key() -> Option<&'static SealKey> {
+    static KEY: LazyLock<Option<SealKey>> = LazyLock::new(|| SealKey::generate().ok());
+    KEY.as_ref()
+}
+
+/// Hands a shim (or the launcher that forks shims) the key to open secrets with.
+pub(super) fn give_seal_key(command: &mut Command) {
+    if let Some(key) = seal_key() {
+        command.env(SEAL_KEY_ENV, key.to_hex());
+    }
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ProcessError {
@@ -113,7 +131,8 @@ fn spawn_shim(
     run_dir: &Path,
     spec: &TaskSpec,
 ) -> Result<RunningTask, ProcessError> {
-    let child = Command::new(shim_program)
+    let mut command = Command::new(shim_program);
+    command
         .args(shim_args_prefix)
         .arg(run_dir)
         .stdin(Stdio::null())
@@ -121,12 +140,12 @@ fn spawn_shim(
         .stderr(Stdio::null())
         // Its own group: signals aimed at the server's group (a terminal's ^C)
         // must not reach the shim, which has to outlive the server.
-        .process_group(0)
-        .spawn()
-        .map_err(io_err(format!(
-            "cannot start shim {}",
-            shim_program.display()
-        )))?;
+        .process_group(0);
+    give_seal_key(&mut command);
+    let child = command.spawn().map_err(io_err(format!(
+        "cannot start shim {}",
+        shim_program.display()
+    )))?;
     Ok(RunningTask::new(
         run_dir,
         Shim::Child(Box::new(child)),
@@ -160,7 +179,18 @@ fn prepare_run_dir(run_dir: &Path, spec: &TaskSpec) -> Result<(), ProcessError> 
     created.map_err(io_err(format!("cannot create {}", run_dir.display())))?;
     // No rename needed: the shim starts only once this is written, and a task.json cut
     // short by a crash leaves a run that never started, which adoption reports as lost.
-    let bytes = serde_json::to_vec(spec)?;
+    let bytes = match spec.secret_env.is_none() {
+        true => serde_json::to_vec(spec)?,
+        // Never in plain text on disk: sealed with the key only this agent's shims get.
+        false => {
+            let key = seal_key().ok_or(ProcessError::NoSealKey)?;
+            let sealed = spec.secret_env.sealed(key);
+            serde_json::to_vec(&TaskSpec {
+                secret_env: sealed,
+                ..spec.clone()
+            })?
+        }
+    };
     let path = run_dir.join(TASK_FILE);
     let written = std::fs::OpenOptions::new()
         .write(true)
@@ -476,6 +506,7 @@ impl TaskKiller {
 mod tests {
     use super::super::launcher::LAUNCHER_SUBCOMMAND;
     use super::*;
+    use dron_task::secret::SecretEnv;
 
     /// The shim of these tests is the test binary itself, run with the libtest
     /// arguments that select only [`shim_entry`], followed by `task-shim <run_dir>` as
@@ -546,6 +577,7 @@ mod tests {
             task_id: "t1".into(),
             command,
             env: vec![],
+            secret_env: Default::default(),
             work_dir: None,
             timeout_ms: None,
             output_cap_bytes: 1 << 20,
@@ -595,6 +627,24 @@ mod tests {
         assert!(pgid > 1);
         let rc = unsafe { libc::kill(-pgid, 0) };
         rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+
+    #[tokio::test]
+    async fn secret_variables_reach_the_task_but_never_task_json_in_the_clear() {
+        let mut spec = sh(r#"[ "$TOKEN" = "$(printf '%s%s' hun ter2)" ]"#);
+        spec.secret_env = SecretEnv::Plain(vec![("TOKEN".into(), "hunter2".into())]);
+        let mut launcher = test_launcher();
+        for through_launcher in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let task = match through_launcher {
+                false => start(dir.path(), &spec).await,
+                true => start_through(&mut launcher, dir.path(), &spec).await,
+            };
+            assert_eq!(task.wait().await, TaskEnd::Exited(0), "{through_launcher}");
+            let written = std::fs::read_to_string(dir.path().join(TASK_FILE)).unwrap();
+            assert!(written.contains("Sealed"), "{written}");
+            assert!(!written.contains("hunter2"), "{written}");
+        }
     }
 
     #[tokio::test]

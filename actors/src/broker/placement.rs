@@ -335,6 +335,7 @@ mod tests {
                 task_id: id.into(),
                 command: TaskCommand::Shell("true".into()),
                 env: vec![],
+                secret_env: Default::default(),
                 work_dir: None,
                 timeout_ms: None,
                 output_cap_bytes: 1,

@@ -19,6 +19,7 @@ fn request(task_id: &str) -> LaunchRequest {
             task_id: task_id.into(),
             command: TaskCommand::Shell("true".into()),
             env: Vec::new(),
+            secret_env: Default::default(),
             work_dir: None,
             timeout_ms: None,
             output_cap_bytes: 1,

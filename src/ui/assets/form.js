@@ -61,7 +61,8 @@ function render(view, job) {
       h('label', {}, h('input', { type: 'checkbox', name: 'disabled', checked: !!initial.disabled }), ' Disabled'),
       h('label', {}, h('input', { type: 'checkbox', name: 'concurrent', checked: !!initial.concurrent }), ' Concurrent runs'))),
     row('Other fields (JSON)', 'extra', input('extra', { id: 'f-extra', rows: 8 }),
-      'Any other field of the job, e.g. {"maxCompletionTime": 60000, "environmentVariables": [{"name": "X", "value": "1"}]}.'),
+      'Any other field of the job, e.g. {"maxCompletionTime": 60000, "environmentVariables": [{"name": "X", "value": "1"}]}. ' +
+      'A variable with "secret": true shows its value as "<secret>": leave that to keep the value.'),
     h('div', { class: 'field-error', id: 'form-error', style: 'grid-column: 2' }),
     h('div', { class: 'form-actions' },
       h('button', { type: 'submit', class: 'primary', id: 'save-job' }, editing ? 'Save' : 'Create job'),

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use dron_model::demand::{Resources, TaskDemand};
 use dron_model::instance::{InstanceRecord, RunCause};
-use dron_model::job::JobSpec;
+use dron_model::job::{EnvironmentVariable, JobSpec};
 
 use super::{Shard, ms_to_time};
 use crate::broker::LaunchRequest;
 use dron_task::container::ContainerTask;
+use dron_task::secret::SecretEnv;
 use dron_task::{TaskCommand, TaskSpec};
 
 impl Shard {
@@ -39,6 +40,7 @@ impl Shard {
                 task_id,
                 command: TaskCommand::Sleep { ms },
                 env: Vec::new(),
+                secret_env: SecretEnv::None,
                 work_dir: None,
                 timeout_ms: spec.timeout_ms,
                 output_cap_bytes: self.config.output_cap_bytes,
@@ -53,11 +55,14 @@ impl Shard {
                     .collect(),
             )
         };
-        let mut env: Vec<(String, String)> = spec
-            .environment
-            .iter()
-            .map(|v| (v.name.clone(), v.value.clone()))
-            .collect();
+        // Secret variables travel apart, to be sealed in the run directory (dron_task::secret).
+        let (secret, plain): (Vec<_>, Vec<_>) = spec.environment.iter().partition(|v| v.secret);
+        let pair = |v: &&EnvironmentVariable| (v.name.clone(), v.value.clone());
+        let mut env: Vec<(String, String)> = plain.iter().map(pair).collect();
+        let secret_env = match secret.is_empty() {
+            true => SecretEnv::None,
+            false => SecretEnv::Plain(secret.iter().map(pair).collect()),
+        };
         let target =
             ms_to_time(instance.target_ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         env.extend([
@@ -71,6 +76,7 @@ impl Shard {
             task_id,
             command,
             env,
+            secret_env,
             work_dir: None,
             timeout_ms: spec.timeout_ms,
             output_cap_bytes: self.config.output_cap_bytes,
