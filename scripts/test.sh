@@ -43,9 +43,21 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   apt-get update -qq && apt-get install -y -qq chromium chromium-driver
 fi
 
+# The alert rules (docs/monitoring/) are checked, and unit-tested, with Prometheus's promtool
+# (Debian's prometheus package; its service is not started here).
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "test: installing prometheus (for promtool)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus
+fi
+promtool check rules docs/monitoring/alerts.yml
+(cd docs/monitoring && promtool test rules alerts-test.yml)
+
 # The partition test (tests/partition.rs) puts servers in network namespaces: as root it must
 # really run, not skip.
-if [ "$(id -u)" = 0 ]; then export DRON_REQUIRE_NETNS=1; fi
+# The package test (tests/package.rs) installs and purges the Debian package: as root it must
+# really run too.
+if [ "$(id -u)" = 0 ]; then export DRON_REQUIRE_NETNS=1 DRON_REQUIRE_PACKAGE=1; fi
 
 cargo fmt --all -- --check
 # One profile (release) for build, lint and tests: RocksDB's C++ is compiled once.

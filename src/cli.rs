@@ -2,7 +2,8 @@
 //! `dron shards ...`, `dron logs`, `dron next`, `dron sync`, `dron why`, `dron resource`,
 //! `dron notifications`, `dron agents`, `dron agent-token`, `dron cluster`, `dron gc`,
 //! `dron backup`) talking to a running server over HTTP, `dron agent` (a remote agent),
-//! `dron restore` (offline), and the hidden `dron task-shim` and `dron task-launcher`.
+//! `dron restore` (offline), `dron completions` (shell completion scripts), and the hidden
+//! `dron task-shim` and `dron task-launcher`.
 
 mod agent_tokens;
 mod agents;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::logging::LogFormat;
 use agent_tokens::AgentTokenAction;
 use client::{Client, Remote, finish};
 use job::JobAction;
@@ -32,10 +34,18 @@ use notifications::NotificationsAction;
 use resources::ResourceAction;
 use shards::ShardsAction;
 
+/// `dron --version`: the package version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DRON_BUILD_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "dron",
-    version,
+    version = VERSION,
     about = "A distributed, fault-tolerant job scheduler speaking the Chronos API"
 )]
 pub struct Cli {
@@ -80,6 +90,10 @@ enum Command {
         /// reaches it can run commands. See docs/security.md.
         #[arg(long)]
         insecure_no_auth: bool,
+        /// Log lines as text (colour only on a terminal, never with NO_COLOR) or JSON lines
+        /// (the run's job, task and shard under "span"); default: the config's log_format.
+        #[arg(long, env = "DRON_LOG_FORMAT")]
+        log_format: Option<LogFormat>,
     },
     /// Add, list, show, run, kill or delete jobs on a running server.
     Job {
@@ -207,6 +221,9 @@ enum Command {
         /// How often old run directories are looked for (ISO 8601).
         #[arg(long, default_value = "PT1M", value_parser = positive_duration)]
         prune_every: i64,
+        /// Log lines as text (colour only on a terminal, never with NO_COLOR) or JSON lines.
+        #[arg(long, env = "DRON_LOG_FORMAT", default_value = "text")]
+        log_format: LogFormat,
     },
     /// Make, revoke or list remote agents' credentials.
     AgentToken {
@@ -260,6 +277,9 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Print a completion script for a shell, e.g. `dron completions bash >
+    /// /etc/bash_completion.d/dron` (see docs/cli.md for each shell).
+    Completions { shell: clap_complete::Shell },
     /// Run one task and record its end (started by the server for each task).
     #[command(hide = true)]
     TaskShim { run_dir: PathBuf },
@@ -284,9 +304,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             cluster_secret_file,
             join,
             insecure_no_auth,
+            log_format,
         } => {
-            init_tracing();
             let mut config = Config::load(config.as_deref())?;
+            config.log_format = log_format.unwrap_or(config.log_format);
+            crate::logging::init(config.log_format);
             config.data_dir = data_dir.unwrap_or(config.data_dir);
             config.listen = listen.unwrap_or(config.listen);
             config.shards = shards.unwrap_or(config.shards);
@@ -314,8 +336,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             keep_runs,
             max_age,
             prune_every,
+            log_format,
         } => {
-            init_tracing();
+            crate::logging::init(log_format);
             let (token, name) = crate::agent::credential::read_for(token_file.as_deref(), name)?;
             let options = crate::agent::AgentOptions {
                 servers: server,
@@ -405,6 +428,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             maintenance::backup(&client, &dir).await
         }),
         Command::Restore { dir, data_dir } => Ok(finish(maintenance::restore(&dir, &data_dir))),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "dron", &mut std::io::stdout());
+            Ok(0)
+        }
     }
 }
 
@@ -428,16 +456,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DRON_LOG")
-        // openraft logs every vote at info: a cluster's log would be mostly elections.
-        .unwrap_or_else(|_| "info,openraft=warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Runs a client command on a fresh runtime; prints its failure; answers the exit code.

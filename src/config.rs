@@ -37,6 +37,8 @@ pub struct Config {
     pub agents: AgentsConfig,
     pub cluster: ClusterConfig,
     pub retention: RetentionConfig,
+    /// How the server writes its log lines (`--log-format`): text, or JSON lines.
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// What is pruned, and when (src/retention). Durations are ISO 8601 (`P7D`, `PT30S`).
@@ -689,6 +691,7 @@ impl Default for Config {
             agents: AgentsConfig::default(),
             cluster: ClusterConfig::default(),
             retention: RetentionConfig::default(),
+            log_format: crate::logging::LogFormat::default(),
         }
     }
 }
@@ -804,6 +807,7 @@ mod tests {
         assert_eq!(config.listen, defaults.listen);
         assert_eq!(config.shards, defaults.shards);
         assert_eq!(config.data_dir, defaults.data_dir);
+        assert_eq!(config.log_format, defaults.log_format);
         assert!(config.auth.basic.is_empty() && config.auth.tokens.is_empty());
         let (notify, default_notify) = (&config.notify, &defaults.notify);
         assert_eq!(notify.digest_window_secs, default_notify.digest_window_secs);

@@ -10,6 +10,7 @@
 //! - [`notify`]: how failure notices leave: SMTP mail and signed webhooks.
 //! - [`storage`]: the RocksDB shard, resource and notice stores.
 //! - [`config`]: the `dron.toml` settings.
+//! - [`logging`]: log lines as text or JSON, colour only on a terminal.
 
 pub mod agent;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod logging;
 pub mod notify;
 pub mod retention;
 pub mod server;

@@ -382,3 +382,52 @@ async fn yaml_job_files_are_accepted() {
         "{err}"
     );
 }
+
+/// Runs the dron binary with `args` alone (no server); answers (exit code, stdout, stderr).
+fn dron_offline(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dron"))
+        .args(args)
+        .output()
+        .expect("running dron");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, marks) in [
+        ("bash", ["complete -F _dron", "agent-token"]),
+        ("zsh", ["#compdef dron", "agent-token"]),
+        ("fish", ["complete -c dron", "agent-token"]),
+    ] {
+        let (code, out, err) = dron_offline(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        for mark in marks {
+            assert!(out.contains(mark), "{shell} completions lack {mark:?}");
+        }
+    }
+    let (code, _, err) = dron_offline(&["completions", "tcsh"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bash") && err.contains("fish"), "{err}");
+}
+
+/// `dron --version` names the commit it was built from (build.rs): this checkout's HEAD, or
+/// `unknown` outside a git checkout.
+#[test]
+fn the_version_names_the_commit() {
+    let (code, out, _) = dron_offline(&["--version"]);
+    assert_eq!(code, 0);
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string());
+    let commit = head.unwrap_or_else(|| "unknown".to_string());
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(out, format!("dron {version} (commit {commit})\n"));
+}

@@ -52,6 +52,19 @@ async fn listed(cluster: &Cluster, index: usize) -> BTreeSet<String> {
         .collect()
 }
 
+/// What server `index` lists from its own copy: the leader (`leader`) dies and the third
+/// server's disk is lost, so `index`, the only one left with the whole log, is elected.
+async fn listed_alone(cluster: &mut Cluster, index: usize, leader: usize) -> BTreeSet<String> {
+    let other = 3 - index - leader;
+    cluster.kill9(leader);
+    cluster.kill9(other);
+    cluster.wipe(other);
+    cluster.restart(other);
+    let elected = cluster.wait_for_leader().await;
+    assert_eq!(elected, index, "{}", cluster.logs());
+    listed(cluster, index).await
+}
+
 fn missing(expected: &[String], listed: &BTreeSet<String>) -> Vec<String> {
     expected
         .iter()
@@ -96,13 +109,7 @@ async fn a_follower_killed_and_restarted_catches_up() {
     // Its own copy answers: the others go (the leader dies, the other server's disk is
     // lost), so the restarted follower, the only one with the whole log, is elected and
     // lists the jobs from its own stores.
-    cluster.kill9(leader);
-    cluster.kill9(other);
-    cluster.wipe(other);
-    cluster.restart(other);
-    let elected = cluster.wait_for_leader().await;
-    assert_eq!(elected, follower, "{}", cluster.logs());
-    let lost = missing(&during, &listed(&cluster, follower).await);
+    let lost = missing(&during, &listed_alone(&mut cluster, follower, leader).await);
     assert!(
         lost.is_empty(),
         "jobs created while it was down are missing: {lost:?}"
@@ -215,6 +222,120 @@ async fn a_dead_server_is_replaced_by_a_new_one_that_catches_up_from_a_snapshot(
         .await
         .unwrap();
     assert_eq!((health, &body["role"]), (503, &json!("cut-off")), "{body}");
+}
+
+/// A job whose command carries `bytes` of text that compresses badly (hex of a
+/// pseudo-random sequence), so that a few hundred of them fill megabytes of RocksDB tables.
+fn bulky_job(name: &str, bytes: usize) -> Value {
+    let mut job = later_job(name);
+    let mut seed = name.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let noise: String = (0..bytes / 16)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            format!("{seed:016x}")
+        })
+        .collect();
+    job["command"] = json!(format!("true {noise}"));
+    job
+}
+
+/// openraft's chunks are 1 MiB (`snapshot_max_chunk_size`).
+const MORE_THAN_ONE_CHUNK: u64 = 3 << 19;
+
+/// The largest file in a server's snapshots directory (the current snapshot, packed).
+fn snapshot_file_bytes(cluster: &Cluster, index: usize) -> u64 {
+    let dir = cluster.nodes[index].data.path().join("data/raft/snapshots");
+    std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.metadata().ok())
+                .filter(|meta| meta.is_file())
+                .map(|meta| meta.len())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// openraft sends a snapshot in chunks of 1 MiB: a follower that
+/// was down while megabytes of jobs were written, and the log behind them dropped, catches up
+/// from a snapshot of several chunks, streamed from the leader's file into its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_catches_up_from_a_snapshot_of_several_chunks() {
+    let config = "[cluster]\nsnapshot_after_entries = 50\nentries_kept_after_snapshot = 0\n";
+    let mut cluster = Cluster::start(3, config).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (leader + 1) % 3;
+    let behind = status_number(&cluster, follower, "lastApplied")
+        .await
+        .expect("the follower's last applied entry");
+    cluster.kill9(follower);
+    let jobs = names("bulky", 800);
+    for chunk in jobs.chunks(16) {
+        let creates = chunk.iter().map(|name| {
+            cluster.request(
+                leader,
+                "POST",
+                "/scheduler/iso8601",
+                Some(bulky_job(name, 3000)),
+            )
+        });
+        for (name, answer) in chunk
+            .iter()
+            .zip(futures_util::future::join_all(creates).await)
+        {
+            assert!(
+                matches!(answer, Ok((204, _))),
+                "creating {name}: {answer:?}"
+            );
+        }
+    }
+    let last = status_number(&cluster, leader, "lastApplied")
+        .await
+        .expect("the leader's last applied entry");
+    // Small writes until a snapshot covers every bulky job and the log behind it is dropped
+    // (one entry each: snapshots come every 50 entries, and group commit put the bulky jobs
+    // into fewer).
+    let mut fillers = 0;
+    while status_number(&cluster, leader, "purgedIndex").await < Some(last) {
+        assert!(fillers < 500, "no snapshot after {fillers} more entries");
+        create_all(&cluster, leader, &[format!("filler-{fillers}")]).await;
+        fillers += 1;
+    }
+    let purged = status_number(&cluster, leader, "purgedIndex")
+        .await
+        .unwrap();
+    assert!(purged > behind);
+    let sent = snapshot_file_bytes(&cluster, leader);
+    assert!(
+        sent > MORE_THAN_ONE_CHUNK,
+        "the leader's snapshot is {sent} bytes"
+    );
+
+    cluster.restart(follower);
+    applied(&cluster, follower, last).await;
+    let status = cluster.status(follower).await.unwrap();
+    assert!(
+        status["snapshotIndex"].as_u64() >= Some(purged),
+        "the follower caught up without a snapshot: {status}"
+    );
+    let received = snapshot_file_bytes(&cluster, follower);
+    assert!(
+        received > MORE_THAN_ONE_CHUNK,
+        "the follower keeps no received snapshot of several chunks ({received} bytes)"
+    );
+
+    // Its own copy answers: the leader dies and the other server's disk is lost, so the
+    // follower, the only one with every entry, is elected and lists from its own stores.
+    let lost = missing(&jobs, &listed_alone(&mut cluster, follower, leader).await);
+    assert!(
+        lost.is_empty(),
+        "{} jobs missing after the snapshot, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
 }
 
 /// Sends a membership change to server `index`: its status and JSON body.

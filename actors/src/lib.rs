@@ -33,6 +33,7 @@ pub mod clock;
 pub mod coordinator;
 pub mod error;
 pub mod graph;
+mod in_flight;
 pub mod listing;
 pub mod notify;
 pub mod router;

@@ -84,6 +84,7 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
         .collect();
     let replicated =
         Arc::new(ReplicatedState::open(&config.data_dir).context("opening the replicated state")?);
+    tokio::spawn(keep_durable(Arc::downgrade(&replicated)));
     let settings = RaftSettings {
         heartbeat_ms: config.cluster.heartbeat_ms,
         election_timeout_min_ms: config.cluster.election_timeout_ms,
@@ -143,6 +144,28 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
 
 /// How long a leader that failed to start its scheduler waits before it tries again.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// How often the replicated databases are synced (applying does not sync them).
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Syncs the replicated databases every [`DURABLE_EVERY`] (src/cluster/state.rs: applying
+/// does not), so that after a machine crash about a second of entries at most is applied
+/// again from the log. Ends when the state is dropped.
+async fn keep_durable(state: std::sync::Weak<ReplicatedState>) {
+    let mut every = tokio::time::interval(DURABLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || state.make_durable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot sync the replicated databases"),
+            Err(error) => tracing::warn!(%error, "the replicated databases' sync failed"),
+        }
+    }
+}
 
 /// Runs the scheduler during each of this node's leaderships, forever.
 async fn lead_when_elected(

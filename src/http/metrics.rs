@@ -30,6 +30,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), SECONDS_BUCKETS)?
         .install_recorder()?;
+    register_at_zero();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
@@ -39,6 +40,46 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         }
     });
     Ok(handle)
+}
+
+/// Counters (and gauges) that only move on an event (a failure, a lost agent) are shown at zero from the
+/// start: an alert's `increase(...)` needs a series from before the first event to see it,
+/// and the alert rules' test (tests/monitoring.rs) finds every name they use on a fresh
+/// server. Per-shard restarts are registered by the shard supervisor, which knows the shards.
+fn register_at_zero() {
+    for name in [
+        "dron_launches_total",
+        "dron_retries_total",
+        "dron_skipped_targets_total",
+        "dron_writes_pushed_back_total",
+        "dron_broker_stalls_total",
+        "dron_agents_lost_total",
+        "dron_agent_lost_attempts_total",
+        "dron_instances_expired_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for state in [
+        "succeeded",
+        "failed",
+        "killed",
+        "timed_out",
+        "skipped",
+        "expired",
+    ] {
+        metrics::counter!("dron_runs_finished_total", "state" => state).increment(0);
+    }
+    for channel in ["email", "webhook"] {
+        metrics::counter!("dron_notifications_sent_total", "channel" => channel).increment(0);
+        metrics::counter!("dron_notifications_failed_total", "channel" => channel).increment(0);
+    }
+    // Gauges their actors set on a change: nothing waits before the first.
+    metrics::gauge!("dron_tasks_waiting_for_offer").set(0.0);
+    metrics::gauge!("dron_notifications_queued").set(0.0);
+    // Counted up and down around each hand-over (actors/src/in_flight.rs): none before the
+    // first. Adding zero registers them without touching a count already started.
+    metrics::gauge!("dron_announcements_in_flight").increment(0.0);
+    metrics::gauge!("dron_notices_in_flight").increment(0.0);
 }
 
 /// `GET /metrics`: the Prometheus text format. Per-shard gauges are refreshed first; while

@@ -233,7 +233,9 @@ impl AppState {
         let address = format!("http://{}", self.leader);
         ClusterStatus {
             leader: Some(SINGLE_NODE_ID),
-            leader_address: Some(address.clone()),
+            // A wildcard listen address (0.0.0.0, [::]) is no address to reach it at: agents
+            // told to go there would leave a server they reach.
+            leader_address: (!listens_on_any_address(&self.leader)).then(|| address.clone()),
             term: 0,
             this_node: SINGLE_NODE_ID,
             role: Role::Leader,
@@ -251,6 +253,13 @@ impl AppState {
             }],
         }
     }
+}
+
+/// Whether a listen address (`host:port`) is a wildcard: every interface, no one address.
+fn listens_on_any_address(listen: &str) -> bool {
+    listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|address| address.ip().is_unspecified())
 }
 
 pub fn router(state: AppState, fault_injection: bool) -> axum::Router {
@@ -379,6 +388,20 @@ mod tests {
             assert!(state.broker().is_err());
             assert_eq!(state.amqp_status(), "off");
             assert!(!state.cluster_status().scheduling);
+        }
+    }
+
+    #[test]
+    fn a_single_server_on_a_wildcard_address_advertises_no_leader_address() {
+        let reachable = AppState::new("127.0.0.1:4400").cluster_status();
+        assert_eq!(
+            reachable.leader_address.as_deref(),
+            Some("http://127.0.0.1:4400")
+        );
+        for wildcard in ["0.0.0.0:4400", "[::]:4400"] {
+            let status = AppState::new(wildcard).cluster_status();
+            assert_eq!(status.leader_address, None, "{wildcard}");
+            assert_eq!(status.leader, Some(SINGLE_NODE_ID));
         }
     }
 

@@ -100,17 +100,7 @@ impl Server {
             .spawn()
             .expect("starting dron");
         self.child = Some(child);
-        let health = self.url("/health");
-        let http = self.http.clone();
-        wait_for(
-            "the server to become healthy",
-            Duration::from_secs(60),
-            || {
-                let (http, health) = (http.clone(), health.clone());
-                async move { matches!(http.get(&health).send().await, Ok(r) if r.status() == 200) }
-            },
-        )
-        .await;
+        wait_healthy(&self.http, &self.url("")).await;
     }
 
     /// The server process's pid, while it runs.
@@ -313,6 +303,42 @@ pub async fn dron(url: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Waits until the server at `url` (`http://HOST:PORT`) answers `GET /health` with 200.
+pub async fn wait_healthy(http: &reqwest::Client, url: &str) {
+    let health = format!("{url}/health");
+    wait_for(
+        "the server to become healthy",
+        Duration::from_secs(60),
+        || {
+            let (http, health) = (http.clone(), health.clone());
+            async move { matches!(http.get(&health).send().await, Ok(r) if r.status() == 200) }
+        },
+    )
+    .await;
+}
+
+/// Creates `job` (a Chronos ISO 8601 job running once now) on the server at `url` and waits
+/// until its newest run has succeeded; `log` says what the server logged, for a failure.
+pub async fn run_to_success(
+    http: &reqwest::Client,
+    url: &str,
+    job: Value,
+    log: impl Fn() -> String,
+) {
+    let name = job["name"].as_str().expect("a job name").to_string();
+    let created = request_json(http, "POST", format!("{url}/scheduler/iso8601"), Some(job));
+    assert_eq!(created.await.unwrap().0, 204, "{}", log());
+    let runs = format!("{url}/api/jobs/{name}/runs");
+    wait_for("the run to succeed", Duration::from_secs(30), || {
+        let (http, runs) = (http.clone(), runs.clone());
+        async move {
+            let (_, body) = request_json(&http, "GET", runs, None).await.unwrap();
+            body["runs"][0]["state"] == "succeeded"
+        }
+    })
+    .await;
 }
 
 /// Polls `condition` every 50 ms until it holds; fails the test after `timeout`.

@@ -483,6 +483,7 @@ pub fn announce(
     done: impl FnOnce(Vec<String>) + Send + 'static,
 ) {
     tokio::spawn(async move {
+        let _counted = crate::in_flight::InFlight::start("dron_announcements_in_flight");
         let mut pause = Duration::from_millis(100);
         loop {
             let sent = events.clone();

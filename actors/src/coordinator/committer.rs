@@ -37,12 +37,49 @@ pub(super) struct Effects {
 }
 
 /// What a shard has submitted and is not durable yet, shared by the coordinator (which
-/// pushes back while it is large) and its committer (which sends the deferred tick once it
-/// has drained to half the limit).
+/// pushes back while it is large) and its committer (which sends the deferred tick and flush
+/// once it has drained to half the limit).
 #[derive(Default)]
 pub(super) struct Backlog {
     pub(super) in_flight: AtomicUsize,
     pub(super) tick_deferred: AtomicBool,
+    pub(super) flush_deferred: AtomicBool,
+}
+
+impl Backlog {
+    /// Whether more than `limit` batches wait to be durable.
+    pub(super) fn over(&self, limit: usize) -> bool {
+        self.in_flight.load(Ordering::Acquire) > limit
+    }
+
+    /// Leaves a tick or flush (`deferred` says which) for the committer to send once the
+    /// backlog has drained. Answers true when it drained between the caller's check and
+    /// now: the committer then saw nothing deferred, so the caller goes ahead after all.
+    pub(super) fn defer(&self, deferred: &AtomicBool, limit: usize) -> bool {
+        deferred.store(true, Ordering::Release);
+        !self.over(limit) && deferred.swap(false, Ordering::AcqRel)
+    }
+
+    fn count(&self, shard: u32, change: impl FnOnce(&AtomicUsize)) {
+        change(&self.in_flight);
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        metrics::gauge!("dron_shard_writes_in_flight", "shard" => shard.to_string())
+            .set(in_flight as f64);
+    }
+
+    /// One more batch submitted.
+    pub(super) fn submitted(&self, shard: u32) {
+        self.count(shard, |n| {
+            n.fetch_add(1, Ordering::AcqRel);
+        });
+    }
+
+    /// One batch durable (or failed).
+    fn resolved(&self, shard: u32) {
+        self.count(shard, |n| {
+            n.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
 }
 
 /// For effects with nothing to write.
@@ -80,13 +117,13 @@ pub(super) fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
             } = commit;
             let resolved = durable.await;
             if in_backlog {
-                links.backlog.in_flight.fetch_sub(1, Ordering::AcqRel);
+                links.backlog.resolved(links.shard);
             }
             let written = resolved.unwrap_or(Err(StoreError::Stopped("the shard's writer")));
             let error = match (written, &failed) {
                 (Ok(()), None) => {
                     release(effects, &links);
-                    links.tick_if_drained();
+                    links.send_deferred_if_drained();
                     continue;
                 }
                 (Err(error), _) => error,
@@ -108,11 +145,16 @@ pub(super) fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
 }
 
 impl Links {
-    /// Sends the tick the coordinator deferred while its backlog was large, once it has
-    /// drained to the low-water mark.
-    fn tick_if_drained(&self) {
-        let drained = self.backlog.in_flight.load(Ordering::Acquire) <= self.low_water;
-        if drained && self.backlog.tick_deferred.swap(false, Ordering::AcqRel) {
+    /// Sends the tick and the flush the coordinator deferred while its backlog was large,
+    /// once it has drained to the low-water mark.
+    fn send_deferred_if_drained(&self) {
+        if self.backlog.over(self.low_water) {
+            return;
+        }
+        if self.backlog.flush_deferred.swap(false, Ordering::AcqRel) {
+            let _ = self.coordinator.send_message(CoordinatorMsg::Flush);
+        }
+        if self.backlog.tick_deferred.swap(false, Ordering::AcqRel) {
             let _ = self.coordinator.send_message(CoordinatorMsg::Tick);
         }
     }

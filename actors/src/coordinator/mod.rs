@@ -9,7 +9,8 @@
 //! Changes are staged and flushed together: the first message that changes anything queues
 //! a `Flush` behind the messages already waiting, and everything they change goes to the
 //! store as one batch and through the committer once. Idle, a flush follows each message at
-//! once; under load one batch carries a whole mailbox's worth of runs.
+//! once; under load one batch carries a whole mailbox's worth of runs, and while more than
+//! `max_writes_in_flight` batches wait for the disk the flush itself waits (see `push_back`).
 
 mod committer;
 mod messages;
@@ -373,14 +374,16 @@ impl CoordinatorState {
 
     /// While the store is behind (more than `max_writes_in_flight` batches not durable),
     /// new work is pushed back instead of queued in memory: new jobs and runs are refused with
-    /// a 503 (their callers retry), and a tick waits until the committer has seen the backlog
-    /// drain (it sends the tick then). Ends, kills, deletions and events go on: they free
-    /// resources or must not be lost. Answers the message when it is to be handled.
+    /// a 503 (their callers retry), and a tick and a flush wait until the committer has seen
+    /// the backlog drain (it sends them then). Ends, kills, deletions and events are still
+    /// applied in memory (they free resources or must not be lost) and wait in the staged
+    /// batch. Answers the message when it is to be handled.
     fn push_back(&mut self, message: CoordinatorMsg) -> Option<CoordinatorMsg> {
-        let in_flight = self.backlog.in_flight.load(Ordering::Acquire);
-        if in_flight <= self.max_writes_in_flight {
+        let limit = self.max_writes_in_flight;
+        if !self.backlog.over(limit) {
             return Some(message);
         }
+        let in_flight = self.backlog.in_flight.load(Ordering::Acquire);
         let busy = || {
             let shard = self.shard.index;
             metrics::counter!("dron_writes_pushed_back_total").increment(1);
@@ -393,13 +396,16 @@ impl CoordinatorState {
             CoordinatorMsg::RunNow { reply, .. } => drop(reply.send(Err(busy()))),
             CoordinatorMsg::MarkSuccess { reply, .. } => drop(reply.send(Err(busy()))),
             CoordinatorMsg::Tick => {
-                self.backlog.tick_deferred.store(true, Ordering::Release);
-                // The backlog may have drained between the load above and the store: the
-                // committer then saw no deferred tick, so tick now after all.
-                if self.backlog.in_flight.load(Ordering::Acquire) <= self.max_writes_in_flight
-                    && self.backlog.tick_deferred.swap(false, Ordering::AcqRel)
-                {
+                if self.backlog.defer(&self.backlog.tick_deferred, limit) {
                     return Some(CoordinatorMsg::Tick);
+                }
+            }
+            // What was staged waits, in memory, and goes as one batch when the committer
+            // sends the flush: so the batches in flight stay bounded however fast status
+            // updates come, and each one carries more (a run's start and end may coalesce).
+            CoordinatorMsg::Flush => {
+                if self.backlog.defer(&self.backlog.flush_deferred, limit) {
+                    return Some(CoordinatorMsg::Flush);
                 }
             }
             other => return Some(other),
@@ -486,7 +492,7 @@ impl CoordinatorState {
         };
         let in_backlog = !ops.is_empty();
         let durable = if in_backlog {
-            self.backlog.in_flight.fetch_add(1, Ordering::AcqRel);
+            self.backlog.submitted(self.shard.index);
             self.store.submit(crate::store::coalesce(ops))
         } else {
             already_durable()

@@ -110,6 +110,8 @@ pub struct Shard {
     parked: HashSet<String>,
     /// `triggeredBy` jobs: name → pattern.
     triggered: BTreeMap<String, String>,
+    /// When each job's skipped targets were last told (a notice at most once a minute).
+    skip_notices: notices::SkipNotices,
 }
 
 fn ms_to_time(ms: i64) -> DateTime<chrono::Utc> {
@@ -137,6 +139,7 @@ impl Shard {
             released: HashMap::new(),
             parked: HashSet::new(),
             triggered: BTreeMap::new(),
+            skip_notices: notices::SkipNotices::default(),
         };
         for record in snapshot.jobs {
             shard.insert_job(record);
@@ -211,6 +214,7 @@ impl Shard {
         self.appends_since_trim.remove(name);
         self.triggered.remove(name);
         self.parked.remove(name);
+        self.skip_notices.forget(name);
         Some(entry.record)
     }
 

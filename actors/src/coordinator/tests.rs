@@ -478,3 +478,44 @@ async fn a_shard_behind_its_store_refuses_new_runs_and_defers_its_ticks() {
     harness.store.make_durable();
     assert!(matches!(accepted.await, Ok(Ok(_))));
 }
+
+/// What a shard behind its store still takes (a deletion here) is applied in memory and waits
+/// there: no batch is added to the backlog until it drains, and then one deferred flush writes
+/// it and answers. So the batches in flight stay bounded however many changes come.
+#[tokio::test(start_paused = true)]
+async fn a_shard_behind_its_store_holds_its_next_batch_until_the_backlog_drains() {
+    let config = ShardConfig {
+        max_writes_in_flight: 2,
+        ..ShardConfig::default()
+    };
+    let harness = start_with(Arc::new(MemoryResourceStore::default()), config).await;
+    put_idle_job(&harness, "a").await;
+    put_idle_job(&harness, "b").await;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
+            name: "a".into(),
+            reply,
+        }));
+        settle().await;
+    }
+    assert_eq!(harness.store.held(), 3, "three batches wait for the disk");
+    let mut deleted = ask(&harness.coordinator, |reply| CoordinatorMsg::DeleteJob {
+        name: "b".into(),
+        reply,
+    });
+    settle().await;
+    assert_eq!(harness.store.held(), 3, "the deletion waits in memory");
+    assert!(
+        deleted.try_recv().is_err(),
+        "not acknowledged before durable"
+    );
+    harness.store.make_durable();
+    settle().await;
+    assert_eq!(harness.store.held(), 1, "the deferred flush wrote it");
+    harness.store.make_durable();
+    assert!(matches!(deleted.await, Ok(Ok(()))));
+    for run in runs {
+        assert!(matches!(run.await, Ok(Ok(_))));
+    }
+}

@@ -698,6 +698,7 @@ pub fn hand_over(
     done: impl FnOnce(Vec<String>) + Send + 'static,
 ) {
     tokio::spawn(async move {
+        let _counted = crate::in_flight::InFlight::start("dron_notices_in_flight");
         let mut pause = Duration::from_millis(100);
         loop {
             let sent = notices.clone();

@@ -300,6 +300,8 @@ impl SupervisorState {
             restarts: VecDeque::new(),
             no_space_restart: None,
         });
+        // At zero from the start, so an alert's increase() sees the first restart.
+        metrics::counter!("dron_shard_restarts_total", "shard" => index.to_string()).increment(0);
         Ok(())
     }
 
@@ -354,6 +356,10 @@ impl SupervisorState {
                 .into());
             }
             slot.restarts.push_back(now);
+            // Alerted on (docs/monitoring/): a shard that keeps failing is about to give up.
+            // Restarts for a full disk lead to no giving up: not counted here.
+            let shard = index.to_string();
+            metrics::counter!("dron_shard_restarts_total", "shard" => shard).increment(1);
         }
         let slot = &self.slots[index];
         let store = slot.store.clone();

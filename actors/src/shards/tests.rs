@@ -116,9 +116,11 @@ async fn a_full_disk_refuses_changes_and_scheduling_resumes_when_space_returns()
     };
     let refused = put("new").await;
     assert!(full(&refused), "{refused:?}");
-    wait_until("the rebuilt shard to refuse", Duration::from_secs(5), || async {
-        full(&put("new").await)
-    })
+    wait_until(
+        "the rebuilt shard to refuse",
+        Duration::from_secs(5),
+        || async { full(&put("new").await) },
+    )
     .await;
     // Far more ticks than MAX_RESTARTS failures: the shard refuses, and stays up.
     tokio::time::sleep(Duration::from_secs(30)).await;

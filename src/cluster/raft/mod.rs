@@ -10,6 +10,7 @@
 //! | `db` | the Raft directory's one RocksDB and its column families |
 //! | [`log_store`] | the log, vote, committed and purged pointers (`RaftLogStorage`) |
 //! | [`state_machine`] | applying through the [`Applier`], snapshots (`RaftStateMachine`) |
+//! | `snapshot_file` | a snapshot's files packed into one, unpacked on the receiver |
 //! | [`network`] | RPCs to the other members over HTTP (`RaftNetwork`) |
 //! | [`service`] | the internal routes that receive them, behind the cluster secret |
 //! | [`leadership`] | leadership changes and the cluster's status, from openraft's metrics |
@@ -33,11 +34,12 @@
 //! - Every committed entry reaches the applier, blank and membership entries with an empty
 //!   payload, so the applier's applied index is exact and is the truth after a crash
 //!   ([`state_machine`]).
-//! - Snapshots are the applier's bytes in memory (`SnapshotData = Cursor<Vec<u8>>`), sent in
-//!   openraft's chunks. For a large state that costs memory: the current snapshot is held
-//!   whole, each send copies it, and a receiver holds it whole before installing it; and
-//!   taking it blocks applying for as long as the applier takes to produce it. A later
-//!   version streams RocksDB checkpoints from files instead.
+//! - Snapshots are files (`SnapshotData = tokio::fs::File`): the applier writes its state into
+//!   a directory between two applies (dron: RocksDB checkpoints, hard links), which is packed
+//!   into one file that openraft sends in chunks (`snapshot_max_chunk_size`, 1 MiB) and the
+//!   receiver writes chunk by chunk into a file of its own, unpacks, and hands to the applier
+//!   ([`state_machine`], `snapshot_file`). No snapshot is held in memory, and applying waits
+//!   only while the applier links its files.
 //! - Proposals are answered through openraft's own responder (its membership changes are
 //!   offered with no other): `propose` returns its receiver, mapped to dron's answer as it is
 //!   polled ([`types::Proposal`]), with no task per proposal.
@@ -62,6 +64,7 @@ pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod service;
+mod snapshot_file;
 pub mod state_machine;
 pub mod types;
 
@@ -140,9 +143,10 @@ impl RaftSettings {
 /// What committed entries are applied to (dron's stores on this server).
 pub trait Applier: Send + Sync + 'static {
     /// Applies the committed entry at `index`. Called in log order, on a blocking thread. Must
-    /// be deterministic and durable (synced) when it returns. After a restart, entries at or
-    /// below what `applied_index` returns may be offered again: the applier skips them. An
-    /// empty payload is a no-op entry (still counts as applied).
+    /// be deterministic; it need not be durable when it returns: after a restart, every entry
+    /// after what `applied_index` returns is offered again (and some at or below it may be:
+    /// the applier skips what it has). An empty payload is a no-op entry (still counts as
+    /// applied).
     fn apply(&self, index: u64, payload: &[u8]) -> Result<(), StoreError>;
     /// Applies consecutive committed entries `(index, payload)`, in log order, as `apply` would
     /// one by one (which is what this default does). Override it to make a batch durable with
@@ -154,13 +158,23 @@ pub trait Applier: Send + Sync + 'static {
         }
         Ok(())
     }
-    /// The last index applied (or installed), durably.
+    /// The last index applied (or installed) durably: the log must still hold every entry
+    /// after it (it does: the log is dropped only behind a snapshot, see `snapshot`).
     fn applied_index(&self) -> Result<Option<u64>, StoreError>;
-    /// Everything applied so far, as bytes, for a snapshot. Called between two `apply`s.
-    fn snapshot(&self) -> Result<Vec<u8>, StoreError>;
-    /// Replaces everything with a snapshot's bytes, which include every entry up to `index`;
-    /// `applied_index` answers `index` afterwards. Durable when it returns.
-    fn install(&self, index: u64, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Makes the next [`Applier::snapshot`] quick (dron: flushes memtables), while entries
+    /// are still applied. Nothing by default.
+    fn prepare_snapshot(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Writes everything applied so far as files under `dir` (which does not exist yet), for a
+    /// snapshot. Called between two `apply`s, which wait meanwhile: keep it short (dron links
+    /// RocksDB checkpoints). Everything it holds must be durable when it returns
+    /// (`applied_index` at least its index): the log behind it is dropped next.
+    fn snapshot(&self, dir: &Path) -> Result<(), StoreError>;
+    /// Replaces everything with a snapshot's files in `dir` (what [`Applier::snapshot`] wrote
+    /// on another server), which include every entry up to `index`; `applied_index` answers
+    /// at least `index` afterwards. Durable when it returns. `dir` is removed afterwards.
+    fn install(&self, index: u64, dir: &Path) -> Result<(), StoreError>;
 }
 
 /// This server's member of the Raft cluster. Dropping it does not stop openraft (the routes

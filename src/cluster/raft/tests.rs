@@ -36,6 +36,8 @@ const APPLIED: &[u8] = b"m/applied";
 const DATA: &[u8] = b"d/";
 /// The first key after every `d/` key.
 const DATA_END: &[u8] = b"d0";
+/// The test applier's one snapshot file.
+const KV_FILE: &str = "kv.postcard";
 
 /// Applies `key=value` payloads to a RocksDB database, with its applied index in the same
 /// synced batch, as dron's stores will.
@@ -125,14 +127,20 @@ impl Applier for KvApplier {
         Ok(value.map(|bytes| u64::from_be_bytes(bytes.try_into().expect("8 bytes"))))
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
+    /// One file of postcard-encoded pairs (dron's stores write RocksDB checkpoints).
+    fn snapshot(&self, dir: &Path) -> Result<(), StoreError> {
         let pairs: Vec<(String, String)> = self.contents().into_iter().collect();
-        Ok(postcard::to_stdvec(&pairs).expect("encoding a test snapshot"))
+        let bytes = postcard::to_stdvec(&pairs).expect("encoding a test snapshot");
+        std::fs::create_dir(dir)
+            .and_then(|()| std::fs::write(dir.join(KV_FILE), bytes))
+            .map_err(StoreError::backend("writing a test snapshot"))
     }
 
-    fn install(&self, index: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        let pairs: Vec<(String, String)> =
-            postcard::from_bytes(bytes).map_err(|error| StoreError::decode("a snapshot", error))?;
+    fn install(&self, index: u64, dir: &Path) -> Result<(), StoreError> {
+        let bytes = std::fs::read(dir.join(KV_FILE))
+            .map_err(StoreError::backend("reading a test snapshot"))?;
+        let pairs: Vec<(String, String)> = postcard::from_bytes(&bytes)
+            .map_err(|error| StoreError::decode("a snapshot", error))?;
         let mut batch = WriteBatch::default();
         batch.delete_range(DATA, DATA_END);
         for (key, value) in pairs {

@@ -2,7 +2,6 @@
 //! member's address, and the future that turns openraft's answer to a proposal into ours.
 
 use std::future::Future;
-use std::io::Cursor;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -27,7 +26,7 @@ pub struct Payload(pub Vec<u8>);
 
 openraft::declare_raft_types!(
     /// dron's Raft: opaque payloads, `u64` node ids, members known by their HTTP address,
-    /// snapshots held in memory (`Cursor<Vec<u8>>`, see the module docs for what that costs).
+    /// snapshots in files, sent and received in chunks (see `state_machine`).
     pub TypeConfig:
         D = Payload,
         // Nothing to answer but the entry's log id, which openraft's response carries anyway.
@@ -35,7 +34,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         // openraft's own: its membership changes are offered with this responder only.
         Responder = openraft::raft::responder::OneshotResponder<TypeConfig>,
         AsyncRuntime = openraft::TokioRuntime,

@@ -3,7 +3,7 @@
 use dron_model::ids::instance_id;
 use dron_model::instance::{HistoryEntry, InstanceRecord, InstanceState, RunCause, SkippedTargets};
 
-use super::notices::{push_notice, skipped_notice};
+use super::notices::push_notice;
 use super::status::Ending;
 use super::{Outbox, Shard, ms_to_time};
 use crate::error::CommandError;
@@ -95,7 +95,8 @@ impl Shard {
     }
 
     /// Records the targets of `name` in `[first_ms, until_ms)` as one skipped range (one
-    /// history entry and one notice, whatever their number).
+    /// history entry, whatever their number, and a notice at most once a minute per job:
+    /// see `SkipNotices`).
     fn skip_range(
         &mut self,
         name: &str,
@@ -125,8 +126,9 @@ impl Shard {
         };
         tracing::warn!(job = name, count, reason, "targets skipped");
         metrics::counter!("dron_skipped_targets_total").increment(count);
-        let notice = skipped_notice(&entry.record.spec, &skipped);
-        push_notice(notice, out);
+        if let Some(notice) = self.skip_notices.notice(&entry.record.spec, &skipped) {
+            push_notice(notice, out);
+        }
         self.append_history(HistoryEntry::Skipped(skipped), out);
     }
 

@@ -1,5 +1,7 @@
 //! What people are told about runs: the notices a shard writes to its notice outbox.
 
+use std::collections::HashMap;
+
 use dron_model::instance::{InstanceRecord, InstanceState, SkippedTargets};
 use dron_model::job::{JobRecord, JobSpec, JobState};
 use dron_model::notice::{Notice, NoticeKind};
@@ -50,7 +52,54 @@ fn failing(state: &JobState) -> bool {
     }
 }
 
-pub(super) fn skipped_notice(spec: &JobSpec, skipped: &SkippedTargets) -> Notice {
+/// How often a job's skipped targets are told, at most: see [`SkipNotices`].
+pub(super) const SKIP_NOTICE_EVERY_MS: i64 = 60_000;
+
+/// Skip notices, at most one per job per [`SKIP_NOTICE_EVERY_MS`]. An overloaded server skips
+/// a few of every busy job's targets each time one of its runs ends (those that fell out of
+/// their epsilon meanwhile); a notice for each (written, handed to the notifier, recorded there,
+/// dropped from the shard's outbox) would cost more writes than the run, and make the
+/// overloaded path the expensive one again. Targets skipped in between are counted in the
+/// job's next skip notice; the history keeps every range. (The count held here is lost with a
+/// crash: a notice is a digest for people, the history is the record.)
+#[derive(Default)]
+pub(super) struct SkipNotices {
+    /// Per job: when its last skip notice went, and the targets skipped since.
+    told: HashMap<String, (i64, u64)>,
+}
+
+impl SkipNotices {
+    /// The notice to send for `skipped` now, if one is due.
+    pub(super) fn notice(&mut self, spec: &JobSpec, skipped: &SkippedTargets) -> Option<Notice> {
+        let now_ms = skipped.recorded_ms;
+        if let Some((told_ms, held)) = self.told.get_mut(&skipped.job)
+            && now_ms < *told_ms + SKIP_NOTICE_EVERY_MS
+        {
+            *held += skipped.count;
+            return None;
+        }
+        let held = self
+            .told
+            .insert(skipped.job.clone(), (now_ms, 0))
+            .map_or(0, |(_, held)| held);
+        let mut notice = skipped_notice(spec, skipped);
+        if held > 0 {
+            notice.count += held;
+            notice.message = format!(
+                "{} target(s) {} ({held} more since the last notice)",
+                skipped.count, skipped.reason
+            );
+        }
+        Some(notice)
+    }
+
+    /// Forgets a job that left the shard.
+    pub(super) fn forget(&mut self, job: &str) {
+        self.told.remove(job);
+    }
+}
+
+fn skipped_notice(spec: &JobSpec, skipped: &SkippedTargets) -> Notice {
     Notice {
         job: skipped.job.clone(),
         kind: NoticeKind::Skipped,

@@ -152,6 +152,36 @@ fn skipped_targets_and_expiries_are_noticed() {
     assert_eq!(out.notices[0].kind, NoticeKind::Expired);
 }
 
+/// An overloaded job skips a few targets each time its late run ends: every range goes to
+/// the history, but a notice at most once a minute, counting what was skipped in between.
+#[test]
+fn a_job_skipping_on_every_run_is_noticed_at_most_once_a_minute() {
+    let mut shard = empty_shard();
+    shard.put_job(every_second("a"), T0, &mut Outbox::default());
+    let mut running = tick(&mut shard, T0).launches.remove(0).spec.task_id;
+    tick(&mut shard, T0 + 1000); // parked: its slot is taken
+    let mut end_late = |at_ms: i64| {
+        let mut out = Outbox::default();
+        shard.task_update(ended(&running, TaskEnd::Exited(0)), at_ms, &mut out);
+        running = out.launches[0].spec.task_id.clone();
+        let skipped: u64 = skipped_ranges(&out).iter().map(|s| s.count).sum();
+        (skipped, out.notices)
+    };
+    let (skipped, notices) = end_late(T0 + 120_000);
+    assert_eq!(skipped, 59, "T0 + 1 s .. T0 + 59 s; T0 + 60 s starts");
+    assert_eq!(notices.len(), 1, "the first skip is told at once");
+    assert_eq!(notices[0].count, 59);
+    let (skipped, notices) = end_late(T0 + 125_000);
+    assert_eq!(skipped, 4, "every range still goes to the history");
+    assert!(notices.is_empty(), "no second notice within the minute");
+    let (skipped, notices) = end_late(T0 + 125_000 + notices::SKIP_NOTICE_EVERY_MS);
+    assert_eq!(skipped, 59);
+    let [notice] = notices.as_slice() else {
+        panic!("a notice once the minute is over: {notices:?}");
+    };
+    assert_eq!(notice.count, 63, "with the 4 skipped in between");
+}
+
 #[test]
 fn a_tick_makes_at_most_the_cap_of_instances_and_the_next_tick_the_rest() {
     let config = ShardConfig {
