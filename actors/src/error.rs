@@ -19,4 +19,19 @@ pub enum CommandError {
     /// The server cannot answer now; retrying later may work (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The change cannot be made durable: the disk is full (507). Retrying once space has
+    /// returned works.
+    #[error("{0}")]
+    InsufficientStorage(String),
+}
+
+impl From<crate::store::StoreError> for CommandError {
+    /// A full disk is 507; any other storage failure passes too (a shard is rebuilt from
+    /// storage): 503.
+    fn from(error: crate::store::StoreError) -> Self {
+        match error.is_no_space() {
+            true => CommandError::InsufficientStorage(error.to_string()),
+            false => CommandError::Unavailable(error.to_string()),
+        }
+    }
 }

@@ -109,6 +109,11 @@ pub enum StoreError {
     /// The storage engine or the file system failed while `doing` something.
     #[error("storage failed {doing}: {cause}")]
     Backend { doing: &'static str, cause: Cause },
+    /// The disk (or the user's quota) is full: nothing can be made durable until space
+    /// returns. Kept apart from [`StoreError::Backend`] because it passes, and the API
+    /// answers it 507.
+    #[error("the disk is full: storage failed {doing}: {cause}")]
+    NoSpace { doing: &'static str, cause: Cause },
     /// A stored value (or a stored file) could not be decoded.
     #[error("cannot decode {what}: {cause}")]
     Decode { what: String, cause: Cause },
@@ -130,9 +135,22 @@ impl StoreError {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        move |cause| StoreError::Backend {
-            doing,
-            cause: Arc::new(cause),
+        move |cause| {
+            let no_space = is_no_space(&cause);
+            let cause: Cause = Arc::new(cause);
+            match no_space {
+                true => StoreError::NoSpace { doing, cause },
+                false => StoreError::Backend { doing, cause },
+            }
+        }
+    }
+
+    /// Whether this failure (or the earlier one it was refused for) is a full disk.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StoreError::NoSpace { .. } => true,
+            StoreError::RefusedAfter(earlier) => earlier.is_no_space(),
+            _ => false,
         }
     }
 
@@ -150,13 +168,27 @@ impl StoreError {
     /// The underlying error the store reported, if there is one.
     pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         match self {
-            StoreError::Backend { cause, .. } | StoreError::Decode { cause, .. } => {
-                Some(cause.as_ref())
-            }
+            StoreError::Backend { cause, .. }
+            | StoreError::NoSpace { cause, .. }
+            | StoreError::Decode { cause, .. } => Some(cause.as_ref()),
             StoreError::RefusedAfter(earlier) => earlier.cause(),
             StoreError::MissingFamily(_) | StoreError::Stopped(_) => None,
         }
     }
+}
+
+/// Whether `error` says the disk is full: an I/O error ENOSPC or EDQUOT, or a storage
+/// engine's error whose message says so (RocksDB reports "IO error: No space left on device").
+fn is_no_space(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    let io_kind = error
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind);
+    if matches!(io_kind, Some(StorageFull | QuotaExceeded)) {
+        return true;
+    }
+    let message = error.to_string();
+    message.contains("No space left on device") || message.contains("Disk quota exceeded")
 }
 
 /// Resolves once a submitted batch is durable (synced to the write-ahead log), or failed.
@@ -174,6 +206,16 @@ pub trait ShardStore: Send + Sync + 'static {
     /// that reads after it see them; nothing else. A store that applies a batch as it is
     /// submitted has nothing to wait for.
     fn wait_applied(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Whether the store's last write failed because the disk is full, and no write has
+    /// succeeded since: its coordinator then refuses new work (507) and waits for space.
+    fn out_of_space(&self) -> bool {
+        false
+    }
+    /// Blocks until a small write that changes no data is durable, or failed: `Ok` once the
+    /// disk takes writes again (after every batch submitted before the call).
+    fn probe_space(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }
@@ -267,6 +309,22 @@ mod tests {
                 .is_some_and(|c| c.to_string() == "disk full")
         );
         assert!(StoreError::Stopped("the writer").cause().is_none());
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_failures() {
+        let enospc = std::io::Error::from_raw_os_error(28);
+        let full = StoreError::backend("writing a batch")(enospc);
+        assert!(full.is_no_space(), "{full}");
+        assert!(full.to_string().starts_with("the disk is full: "), "{full}");
+        // As RocksDB reports it: in its message only.
+        let rocks = std::io::Error::other("IO error: No space left on device: While appending");
+        let rocks = StoreError::backend("writing a batch")(rocks);
+        assert!(rocks.is_no_space(), "{rocks}");
+        assert!(StoreError::RefusedAfter(Arc::new(full)).is_no_space());
+        let other = StoreError::backend("writing a batch")(std::io::Error::other("disk error"));
+        assert!(!other.is_no_space());
+        assert!(!StoreError::RefusedAfter(Arc::new(other)).is_no_space());
     }
 
     #[test]

@@ -438,12 +438,34 @@ impl<S: ShardStore + Default> StoreFactory for MemoryFactory<S> {
     }
 }
 
-/// A [`MemoryStore`] whose writes become durable [`WRITE_LATENCY`] later.
+/// A [`MemoryStore`] whose writes become durable [`WRITE_LATENCY`] later; or fail at once,
+/// unapplied, as on a full disk, while [`SlowStore::fill`] holds.
 #[derive(Default)]
-pub struct SlowStore(MemoryStore);
+pub struct SlowStore(MemoryStore, std::sync::atomic::AtomicBool);
+
+impl SlowStore {
+    /// A full disk (`true`) or space back (`false`).
+    pub fn fill(&self, full: bool) {
+        self.1.store(full, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn full(&self) -> Result<(), StoreError> {
+        match self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            true => Err(StoreError::backend("writing a batch")(
+                std::io::Error::from(std::io::ErrorKind::StorageFull),
+            )),
+            false => Ok(()),
+        }
+    }
+}
 
 impl ShardStore for SlowStore {
     fn submit(&self, ops: Vec<StoreOp>) -> Durable {
+        if let Err(full) = self.full() {
+            let (done, durable) = tokio::sync::oneshot::channel();
+            let _ = done.send(Err(full));
+            return durable;
+        }
         let written = self.0.submit(ops);
         let (done, durable) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -455,6 +477,14 @@ impl ShardStore for SlowStore {
 
     fn load(&self) -> Result<ShardSnapshot, StoreError> {
         self.0.load()
+    }
+
+    fn out_of_space(&self) -> bool {
+        self.full().is_err()
+    }
+
+    fn probe_space(&self) -> Result<(), StoreError> {
+        self.full()
     }
 
     fn history(

@@ -265,6 +265,12 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
     }
 }
 
+/// The free space that task output leaves on a filesystem of `size` bytes: a tenth of it, at
+/// most 256 MiB. RocksDB needs room to flush and to start a new write-ahead log.
+fn output_reserve(size: u64) -> u64 {
+    (size / 10).min(256 << 20)
+}
+
 /// One of the task's output pipes, copied into its capped file.
 struct Output {
     /// None once closed (end of file, or a read error).
@@ -308,6 +314,16 @@ impl Output {
         }
         let cap = self.cap;
         let take = (n as u64).min(cap.saturating_sub(self.written)) as usize;
+        if take > 0 && !self.room_for(take as u64) {
+            let note = format!(
+                "\n[dron: output stopped after {} bytes: the disk is nearly full, and what is \
+                 left is kept for dron's stores]\n",
+                self.written
+            );
+            let _ = self.write(note.as_bytes());
+            self.sink_ok = false; // only drained from now on
+            return;
+        }
         if take > 0 {
             self.sink_ok = self.write(&buf[..take]);
             self.written += take as u64;
@@ -317,6 +333,27 @@ impl Output {
             let note = format!("\n[dron: output truncated after {cap} bytes]\n");
             self.sink_ok = self.sink_ok && self.write(note.as_bytes());
         }
+    }
+
+    /// Whether `bytes` more output leave the filesystem of the run directory at least its
+    /// reserve free ([`output_reserve`]): output that fills the disk must not take the
+    /// stores on it down with it. A filesystem that cannot say has room.
+    fn room_for(&self, bytes: u64) -> bool {
+        let Some(dir) = self.path.parent() else {
+            return true;
+        };
+        let Ok(dir) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+            return true;
+        };
+        // SAFETY: a valid C string and a zeroed statvfs for the call to fill.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(dir.as_ptr(), &mut stat) } != 0 {
+            return true;
+        }
+        let block = stat.f_frsize as u64;
+        let free = (stat.f_bavail as u64).saturating_mul(block);
+        let size = (stat.f_blocks as u64).saturating_mul(block);
+        free >= bytes.saturating_add(output_reserve(size))
     }
 
     /// Writes to the output's file, creating it the first time; false on an error.

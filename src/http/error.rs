@@ -50,6 +50,7 @@ impl From<CommandError> for ApiError {
             CommandError::JobNotFound(_) | CommandError::TaskNotFound(_) => StatusCode::NOT_FOUND,
             CommandError::Conflict(_) => StatusCode::CONFLICT,
             CommandError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CommandError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         };
         ApiError::new(status, error.to_string())
     }

@@ -136,6 +136,14 @@ impl ShardStore for RocksShardStore {
         self.writer.applied()
     }
 
+    fn out_of_space(&self) -> bool {
+        self.writer.out_of_space()
+    }
+
+    fn probe_space(&self) -> Result<(), StoreError> {
+        self.writer.probe()
+    }
+
     fn history(&self, job: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
         read_history(&self.db, job, limit)
     }

@@ -6,8 +6,14 @@
 //! batch assumes the ones before it. So after a failed write (a full disk, an I/O error) a
 //! shard's writer refuses every later batch until the shard has reloaded what is durable
 //! ([`AfterFailure::RefuseUntilReload`]): batch N+1 is never made durable without batch N.
+//!
+//! A write that fails because the disk is full ([`StoreError::NoSpace`]) marks the store out
+//! of space (the `dron_disk_full` gauge, one log line) until a write or a [`Writer::probe`]
+//! succeeds again. RocksDB itself stops writing after such a failure and resumes on its own
+//! once there is room again (its SstFileManager polls the free space every 5 seconds).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -41,6 +47,9 @@ enum Request<Op> {
         done: mpsc::Sender<()>,
         reload: bool,
     },
+    /// A small synced write that changes no data (a WAL record only): answered `Ok` once the
+    /// disk takes writes again.
+    Probe(mpsc::Sender<Result<(), StoreError>>),
     /// Answered once every earlier write is applied; then writes nothing until `resume` is
     /// dropped (a backup's consistent cut).
     Pause {
@@ -57,6 +66,50 @@ pub struct Paused {
 pub struct Writer<Op> {
     requests: Option<mpsc::Sender<Request<Op>>>,
     thread: Option<JoinHandle<()>>,
+    space: Arc<Space>,
+}
+
+/// Whether a writer's store is out of space: set by a write that failed for a full disk,
+/// cleared by the next write that succeeds.
+struct Space {
+    /// The store, as `/metrics` and the log name it (`shard-000`, `resource`, `notice`).
+    store: String,
+    full: AtomicBool,
+}
+
+impl Space {
+    fn new(writer_name: &str) -> Self {
+        let store = writer_name
+            .trim_start_matches("shard-writer-")
+            .trim_end_matches("-writer");
+        metrics::gauge!("dron_disk_full", "store" => store.to_string()).set(0.0);
+        Space {
+            store: store.to_string(),
+            full: AtomicBool::new(false),
+        }
+    }
+
+    /// Notes what a write attempt says about the disk.
+    fn note(&self, result: &Result<(), StoreError>) {
+        let full = match result {
+            Ok(()) => false,
+            Err(error) if error.is_no_space() => true,
+            Err(_) => return, // another failure says nothing about space
+        };
+        if self.full.swap(full, Ordering::AcqRel) == full {
+            return;
+        }
+        let store = self.store.as_str();
+        metrics::gauge!("dron_disk_full", "store" => store.to_string()).set(f64::from(full));
+        match result {
+            Err(error) => tracing::error!(
+                store,
+                %error,
+                "the disk is full: writes to this store are refused (507) until space returns"
+            ),
+            Ok(()) => tracing::info!(store, "space returned: this store writes again"),
+        }
+    }
 }
 
 /// `map_err(backend("doing something"))`: a RocksDB or I/O error, kept whole.
@@ -83,14 +136,31 @@ impl<Op: Send + 'static> Writer<Op> {
         after_failure: AfterFailure,
     ) -> Result<Self, StoreError> {
         let (requests, queue) = mpsc::channel();
+        let space = Arc::new(Space::new(&name));
+        let noted = space.clone();
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || write_loop(&db, queue, add_op, after_failure))
+            .spawn(move || write_loop(&db, queue, add_op, after_failure, &noted))
             .map_err(backend("starting the writer thread"))?;
         Ok(Writer {
             requests: Some(requests),
             thread: Some(thread),
+            space,
         })
+    }
+
+    /// Whether the last write failed because the disk is full (and none succeeded since).
+    pub fn out_of_space(&self) -> bool {
+        self.space.full.load(Ordering::Acquire)
+    }
+
+    /// Makes a small record durable that changes no data (after every batch submitted
+    /// before): `Ok` once the disk takes writes again. It leaves a refusal in place.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        let (done, wait) = mpsc::channel();
+        let requests = self.requests.as_ref().ok_or(STOPPED)?;
+        requests.send(Request::Probe(done)).map_err(|_| STOPPED)?;
+        wait.recv().map_err(|_| STOPPED)?
     }
 
     pub fn submit(&self, ops: Vec<Op>) -> Durable {
@@ -157,6 +227,7 @@ fn write_loop<Op>(
     queue: mpsc::Receiver<Request<Op>>,
     add_op: AddOp<Op>,
     after_failure: AfterFailure,
+    space: &Space,
 ) {
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
@@ -166,6 +237,7 @@ fn write_loop<Op>(
         let mut group = Vec::new();
         let mut barriers = Vec::new();
         let mut pause = None;
+        let mut probe = None;
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
@@ -178,6 +250,10 @@ fn write_loop<Op>(
                     pause = Some((paused, resume));
                     break;
                 }
+                Request::Probe(done) => {
+                    probe = Some(done);
+                    break;
+                }
             }
             if group.len() < MAX_GROUP {
                 next = queue.try_recv().ok();
@@ -185,7 +261,13 @@ fn write_loop<Op>(
         }
         let result = match &refusing {
             Some(failure) => Err(StoreError::RefusedAfter(failure.clone())),
-            None => write_group(db, &group, &sync, add_op),
+            None => {
+                let written = write_group(db, &group, &sync, add_op);
+                if !group.is_empty() {
+                    space.note(&written);
+                }
+                written
+            }
         };
         if let Err(failure) = &result
             && refusing.is_none()
@@ -201,6 +283,15 @@ fn write_loop<Op>(
         }
         for (done, _) in barriers {
             let _ = done.send(());
+        }
+        if let Some(done) = probe {
+            let mut record = WriteBatch::default();
+            record.put_log_data(b"dron: probing for space");
+            let written = db
+                .write_opt(record, &sync)
+                .map_err(backend("probing for space"));
+            space.note(&written);
+            let _ = done.send(written);
         }
         if let Some((paused, resume)) = pause
             && paused.send(()).is_ok()
@@ -238,6 +329,8 @@ mod tests {
     enum TestOp {
         Put(&'static str),
         Fail,
+        /// Fails as a full disk does (ENOSPC).
+        NoSpace,
     }
 
     fn add_test_op(_: &DB, batch: &mut WriteBatch, op: &TestOp) -> Result<(), StoreError> {
@@ -246,6 +339,10 @@ mod tests {
             TestOp::Fail => {
                 let injected = std::io::Error::other("injected failure");
                 return Err(backend("adding an operation")(injected));
+            }
+            TestOp::NoSpace => {
+                let full = std::io::Error::from_raw_os_error(28);
+                return Err(backend("adding an operation")(full));
             }
         }
         Ok(())
@@ -289,6 +386,40 @@ mod tests {
             .unwrap();
         reloaded.unwrap();
         assert_eq!(db.get(b"c").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn a_full_disk_marks_the_store_out_of_space_until_a_write_succeeds() {
+        let (_dir, db, writer) = writer(AfterFailure::RefuseUntilReload);
+        assert!(!writer.out_of_space());
+        let failed = writer.submit(vec![TestOp::Put("a"), TestOp::NoSpace]);
+        let error = failed.blocking_recv().unwrap().unwrap_err();
+        assert!(error.is_no_space(), "{error}");
+        assert!(writer.out_of_space());
+        // Later batches are refused, for the full disk, in order, and write nothing.
+        let later = writer.submit(vec![TestOp::Put("b")]);
+        let refused = later.blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(refused, StoreError::RefusedAfter(_)) && refused.is_no_space());
+        // A probe writes no data; it succeeding means the disk takes writes again.
+        writer.probe().unwrap();
+        assert!(!writer.out_of_space());
+        assert_eq!(db.get(b"a").unwrap(), None);
+        assert_eq!(db.get(b"b").unwrap(), None);
+        // The probe left the refusal in place: only a reload ends it.
+        let still = writer
+            .submit(vec![TestOp::Put("c")])
+            .blocking_recv()
+            .unwrap();
+        assert!(still.is_err());
+        assert!(!writer.out_of_space(), "a refused batch tried no write");
+        writer.barrier().unwrap();
+        writer
+            .submit(vec![TestOp::Put("d")])
+            .blocking_recv()
+            .unwrap()
+            .unwrap();
+        assert_eq!(db.get(b"c").unwrap(), None);
+        assert_eq!(db.get(b"d").unwrap().as_deref(), Some(&b"1"[..]));
     }
 
     #[test]

@@ -157,8 +157,13 @@ impl Actor for EventBus {
 /// What stopped when the resource store's acknowledgement of a write is dropped.
 const WRITER: &str = "the resource store's writer";
 
-fn unavailable(error: impl std::fmt::Display) -> CommandError {
-    CommandError::Unavailable(format!("resource store: {error}"))
+/// 507 for a full disk, 503 for any other failure of the resource store.
+fn unavailable(error: StoreError) -> CommandError {
+    let message = format!("resource store: {error}");
+    match error.is_no_space() {
+        true => CommandError::InsufficientStorage(message),
+        false => CommandError::Unavailable(message),
+    }
 }
 
 impl BusState {

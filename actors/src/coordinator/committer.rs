@@ -16,7 +16,7 @@ use super::{Adoption, CoordinatorMsg, Then};
 use crate::broker::BrokerMsg;
 use crate::bus::BusMsg;
 use crate::notify::NotifierMsg;
-use crate::store::Durable;
+use crate::store::{Durable, StoreError};
 use crate::trace;
 
 /// A submitted batch and what to do once it is durable.
@@ -102,9 +102,13 @@ pub(super) struct Links {
 }
 
 /// The task that releases each commit's effects once its batch is durable, in commit order.
+/// After a failed batch it releases nothing more (later batches build on it, and the shard's
+/// writer refuses them): the coordinator is told once, and every waiting caller is answered
+/// with its batch's failure (507 for a full disk) rather than left without an answer.
 pub(super) fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
     let (sender, mut commits) = mpsc::unbounded_channel::<Commit>();
     tokio::spawn(async move {
+        let mut failed: Option<StoreError> = None;
         while let Some(commit) = commits.recv().await {
             let Commit {
                 durable,
@@ -115,19 +119,26 @@ pub(super) fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
             if in_backlog {
                 links.backlog.resolved(links.shard);
             }
-            let error = match resolved {
-                Ok(Ok(())) => {
+            let written = resolved.unwrap_or(Err(StoreError::Stopped("the shard's writer")));
+            let error = match (written, &failed) {
+                (Ok(()), None) => {
                     release(effects, &links);
                     links.send_deferred_if_drained();
                     continue;
                 }
-                Ok(Err(error)) => error,
-                Err(_) => crate::store::StoreError::Stopped("the shard's writer"),
+                (Err(error), _) => error,
+                // Its writes were refused or stand on a failed one (an empty batch).
+                (Ok(()), Some(earlier)) => StoreError::RefusedAfter(Arc::new(earlier.clone())),
             };
-            let _ = links
-                .coordinator
-                .send_message(CoordinatorMsg::StoreFailed(error));
-            return;
+            for then in effects.thens {
+                then(Err(&error));
+            }
+            if failed.is_none() {
+                let _ = links
+                    .coordinator
+                    .send_message(CoordinatorMsg::StoreFailed(error.clone()));
+                failed = Some(error);
+            }
         }
     });
     sender
@@ -184,6 +195,6 @@ fn release(effects: Effects, links: &Links) {
         crate::notify::hand_over(links.notifier.clone(), effects.notices, done);
     }
     for then in effects.thens {
-        then();
+        then(Ok(()));
     }
 }

@@ -124,6 +124,8 @@ pub enum CoordinatorMsg {
     /// Sent by the shard's ticker when the earliest timer is due.
     Tick,
     StoreFailed(StoreError),
+    /// The shard's store takes writes again after a full disk (see `space`).
+    SpaceReturned,
     /// Resharding: hand over the jobs that `ring` places on another shard, and stop
     /// scheduling them. They stay in this shard's storage until `Forget`.
     Release {

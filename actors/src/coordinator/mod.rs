@@ -15,9 +15,11 @@
 mod committer;
 mod messages;
 mod shard;
+mod space;
 mod ticker;
 
 use committer::{Backlog, Commit, Effects, Links, already_durable, spawn_committer};
+use space::OutOfSpace;
 
 pub use crate::views::{JobSummary, RunState};
 pub use messages::{
@@ -34,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use crate::broker::BrokerMsg;
 use crate::bus::BusMsg;
 use crate::clock::SharedClock;
+use crate::error::CommandError;
 use crate::notify::NotifierMsg;
 use crate::router::RouterMsg;
 use crate::store::{ResourceStore, ShardStore, StoreError, StoreOp};
@@ -68,6 +71,8 @@ pub struct CoordinatorState {
     committer: mpsc::UnboundedSender<Commit>,
     /// Changes not flushed yet.
     staged: Staged,
+    /// Set while the shard's disk is full (see `space`).
+    out_of_space: Option<OutOfSpace>,
 }
 
 /// What the messages handled since the last flush changed.
@@ -79,8 +84,9 @@ struct Staged {
     flush_queued: bool,
 }
 
-/// What to do once a change is durable (answer its caller, acknowledge an agent's report).
-type Then = Box<dyn FnOnce() + Send>;
+/// What to do once a change is durable (answer its caller, acknowledge an agent's report),
+/// or once its write failed (answer the caller with the failure).
+type Then = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 impl Actor for Coordinator {
     type Msg = CoordinatorMsg;
@@ -116,6 +122,7 @@ impl Actor for Coordinator {
             notifier: args.notifier,
         };
         let committer = spawn_committer(links);
+        let out_of_space = OutOfSpace::detect(&args.store, args.index, &myself);
         let mut state = CoordinatorState {
             shard,
             backlog,
@@ -127,6 +134,7 @@ impl Actor for Coordinator {
             deadline,
             committer,
             staged: Staged::default(),
+            out_of_space,
         };
         state.stage(&myself, recovered, None);
         // Catch up at once: targets that fell due while the shard was down.
@@ -152,6 +160,13 @@ impl CoordinatorState {
     ) -> Result<(), ActorProcessingErr> {
         let now_ms = self.clock.now_ms();
         let mut out = Outbox::default();
+        let message = match &self.out_of_space {
+            Some(full) => match full.refuse(self.shard.index, message) {
+                Some(message) => message,
+                None => return Ok(()),
+            },
+            None => message,
+        };
         let message = match self.push_back(message) {
             Some(message) => message,
             None => return Ok(()),
@@ -206,7 +221,7 @@ impl CoordinatorState {
                     let history = store
                         .wait_applied()
                         .and_then(|()| store.history(&name, limit));
-                    let _ = reply.send(history.map_err(unavailable));
+                    let _ = reply.send(history.map_err(CommandError::from));
                 });
             }
             CoordinatorMsg::QueryJobs { query, reply } => {
@@ -280,8 +295,13 @@ impl CoordinatorState {
                     return Ok(());
                 }
                 let current = applied == Applied::Current;
-                let then = ack.map(|ack| -> Box<dyn FnOnce() + Send> {
-                    Box::new(move || ack.applied(current))
+                // Not acknowledged if its write fails: the agent reports it again.
+                let then = ack.map(|ack| -> Then {
+                    Box::new(move |written| {
+                        if written.is_ok() {
+                            ack.applied(current)
+                        }
+                    })
                 });
                 self.stage(myself, out, then);
             }
@@ -299,6 +319,16 @@ impl CoordinatorState {
                 // Memory is now ahead of storage: fail, and let the supervisor rebuild this
                 // shard from what is durable. Callers were not acknowledged.
                 return Err(Box::new(error));
+            }
+            CoordinatorMsg::SpaceReturned => {
+                tracing::info!(
+                    shard = self.shard.index,
+                    "space returned: scheduling resumes"
+                );
+                self.out_of_space = None;
+                self.flush(myself);
+                // Catch up with the targets that fell due meanwhile.
+                myself.send_message(CoordinatorMsg::Tick)?;
             }
             CoordinatorMsg::Release { ring, reply } => {
                 // The jobs leave memory now, so nothing handled after this message touches
@@ -431,9 +461,11 @@ impl CoordinatorState {
         });
     }
 
-    /// Hands the staged writes to the store and their effects to the committer.
+    /// Hands the staged writes to the store and their effects to the committer. While the
+    /// disk is full they stay staged (unacknowledged) until space returns: writing them would
+    /// only fail, and rebuild the shard.
     fn flush(&mut self, myself: &ActorRef<CoordinatorMsg>) {
-        if self.staged.is_empty() {
+        if self.staged.is_empty() || self.out_of_space.is_some() {
             // Nothing to write or release (an event nobody here waits for, a tick with
             // nothing due): no trip through the committer.
             return;
@@ -495,10 +527,10 @@ fn run_durations(
     names: Vec<String>,
     limit: usize,
 ) -> Result<Vec<(String, Vec<i64>)>, crate::error::CommandError> {
-    store.wait_applied().map_err(unavailable)?;
+    store.wait_applied()?;
     let mut durations = Vec::with_capacity(names.len());
     for name in names {
-        let history = store.history(&name, limit).map_err(unavailable)?;
+        let history = store.history(&name, limit)?;
         let runs = history.iter().filter_map(crate::stats::run_duration_ms);
         durations.push((name, runs.collect()));
     }
@@ -528,17 +560,15 @@ fn read_histories(store: &dyn ShardStore, moved: &mut [MovedJob]) -> Result<(), 
     Ok(())
 }
 
-fn unavailable(error: crate::store::StoreError) -> crate::error::CommandError {
-    crate::error::CommandError::Unavailable(error.to_string())
-}
-
-/// Wraps an RPC reply so that it is sent only once the change is durable.
+/// Wraps an RPC reply so that it is sent only once the change is durable, or with the
+/// failure if it could not be made durable (507 for a full disk).
 fn reply_later<T: Send + 'static>(
     reply: Reply<T>,
-    result: Result<T, crate::error::CommandError>,
+    result: Result<T, CommandError>,
 ) -> Option<Then> {
-    Some(Box::new(move || {
-        let _ = reply.send(result);
+    Some(Box::new(move |written: Result<(), &StoreError>| {
+        let written = written.map_err(|error| CommandError::from(error.clone()));
+        let _ = reply.send(written.and(result));
     }))
 }
 

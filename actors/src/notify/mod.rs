@@ -263,7 +263,7 @@ impl NotifierState {
         let written = self.write_new(myself, records);
         tokio::spawn(async move {
             let answer = match (written.await, busy) {
-                (Err(error), _) => Err(CommandError::Unavailable(error.to_string())),
+                (Err(error), _) => Err(CommandError::from(error)),
                 // The same notices are being written for an earlier hand-over: ask again.
                 (Ok(()), true) => Err(CommandError::Unavailable("being recorded".into())),
                 (Ok(()), false) => Ok(()),

@@ -3,8 +3,11 @@
 //! It owns the [`StoreFactory`] and every open shard store, spawns each shard's coordinator
 //! (linked to itself) and rebuilds a failed one from its store (one-for-one; more than
 //! [`MAX_RESTARTS`] restarts of a shard within a minute and it gives up, which ends the handle
-//! [`Shards::start`] gives, and the server exits rather than crash-loop). After a restart it
-//! tells the router the shard's new coordinator ([`RouterMsg::SetCoordinator`]).
+//! [`Shards::start`] gives, and the server exits rather than crash-loop). A failure for a full
+//! disk is not counted: the server stays up and answers what it can while the disk is full
+//! (`coordinator::space`); such restarts are only spaced [`NO_SPACE_RESTART_GAP`] apart.
+//! After a restart it tells the router the shard's new coordinator
+//! ([`RouterMsg::SetCoordinator`]).
 //!
 //! It runs reshards, one at a time (`reshard`): it opens the new shards and saves the count
 //! on blocking threads, off the router's path (routing goes on meanwhile), then sends the
@@ -37,12 +40,15 @@ use crate::bus::BusMsg;
 use crate::clock::SharedClock;
 use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg, ShardConfig};
 use crate::router::{FromBus, Resharding, Router, RouterMsg, Table};
-use crate::store::{ResourceStore, ShardStore};
+use crate::store::{ResourceStore, ShardStore, StoreError};
 
 /// Restarts allowed per shard within [`RESTART_WINDOW`] before the supervisor gives up (and
 /// so stops the server loudly rather than crash-looping).
 pub const MAX_RESTARTS: usize = 10;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// The least time between two restarts of a shard for a full disk, which are not counted:
+/// a rebuilt shard whose first write fails again is rebuilt at most this often.
+const NO_SPACE_RESTART_GAP: Duration = Duration::from_secs(1);
 /// The most shards a server may have.
 pub const MAX_SHARDS: u32 = 1024;
 
@@ -147,6 +153,8 @@ struct ShardSlot {
     coordinator: ActorRef<CoordinatorMsg>,
     store: Arc<dyn ShardStore>,
     restarts: VecDeque<Instant>,
+    /// When the shard was last restarted for a full disk.
+    no_space_restart: Option<Instant>,
 }
 
 pub(crate) struct SupervisorState {
@@ -241,8 +249,16 @@ impl Actor for ShardSupervisor {
             }
             SupervisionEvent::ActorFailed(cell, error) => {
                 let shard = state.slot_of(cell.get_id());
-                tracing::error!(?shard, actor = ?cell.get_id(), %error, "coordinator failed");
-                state.restart(&myself, cell.get_id()).await?;
+                let no_space = error
+                    .downcast_ref::<StoreError>()
+                    .is_some_and(StoreError::is_no_space);
+                match no_space {
+                    true => tracing::warn!(?shard, %error, "coordinator failed: the disk is full"),
+                    false => {
+                        tracing::error!(?shard, actor = ?cell.get_id(), %error, "coordinator failed")
+                    }
+                }
+                state.restart(&myself, cell.get_id(), no_space).await?;
             }
             // Coordinators stop only when the supervisor stops them (a shard removed, and
             // then no longer in a slot); any other stop is a failure.
@@ -251,7 +267,7 @@ impl Actor for ShardSupervisor {
             {
                 let shard = state.slot_of(cell.get_id());
                 tracing::error!(?shard, ?reason, "coordinator stopped unexpectedly");
-                state.restart(&myself, cell.get_id()).await?;
+                state.restart(&myself, cell.get_id(), false).await?;
             }
             _ => {}
         }
@@ -282,6 +298,7 @@ impl SupervisorState {
             coordinator,
             store,
             restarts: VecDeque::new(),
+            no_space_restart: None,
         });
         // At zero from the start, so an alert's increase() sees the first restart.
         metrics::counter!("dron_shard_restarts_total", "shard" => index.to_string()).increment(0);
@@ -311,28 +328,40 @@ impl SupervisorState {
     }
 
     /// Rebuilds a failed coordinator from its shard's storage, and points the router to it.
+    /// A failure for a full disk (`no_space`) is not counted against [`MAX_RESTARTS`].
     async fn restart(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         id: ractor::ActorId,
+        no_space: bool,
     ) -> Result<(), ActorProcessingErr> {
         let Some(index) = self.slot_of(id) else {
             return Ok(());
         };
         let slot = &mut self.slots[index];
         let now = Instant::now();
-        slot.restarts
-            .retain(|at| now.duration_since(*at) < RESTART_WINDOW);
-        if slot.restarts.len() >= MAX_RESTARTS {
-            return Err(format!(
-                "shard {index} failed {MAX_RESTARTS} times within a minute; giving up"
-            )
-            .into());
+        if no_space {
+            let since = slot.no_space_restart.map(|at| now.duration_since(at));
+            if let Some(wait) = since.and_then(|since| NO_SPACE_RESTART_GAP.checked_sub(since)) {
+                tokio::time::sleep(wait).await;
+            }
+            slot.no_space_restart = Some(Instant::now());
+        } else {
+            slot.restarts
+                .retain(|at| now.duration_since(*at) < RESTART_WINDOW);
+            if slot.restarts.len() >= MAX_RESTARTS {
+                return Err(format!(
+                    "shard {index} failed {MAX_RESTARTS} times within a minute; giving up"
+                )
+                .into());
+            }
+            slot.restarts.push_back(now);
+            // Alerted on (docs/monitoring/): a shard that keeps failing is about to give up.
+            // Restarts for a full disk lead to no giving up: not counted here.
+            let shard = index.to_string();
+            metrics::counter!("dron_shard_restarts_total", "shard" => shard).increment(1);
         }
-        slot.restarts.push_back(now);
-        // Alerted on (docs/monitoring/): a shard that keeps failing is about to give up.
-        let shard = index.to_string();
-        metrics::counter!("dron_shard_restarts_total", "shard" => shard).increment(1);
+        let slot = &self.slots[index];
         let store = slot.store.clone();
         let coordinator = self.spawn_coordinator(myself, index as u32, store).await?;
         tracing::info!(shard = index, "coordinator restarted from storage");

@@ -92,6 +92,61 @@ async fn a_shard_that_keeps_failing_stops_the_supervisor_and_the_router() {
     .await;
 }
 
+/// A full disk: changes are refused (507) instead of the shard failing until the supervisor
+/// gives up; reads answer; once space returns, changes are taken and scheduling resumes.
+#[tokio::test(start_paused = true)]
+async fn a_full_disk_refuses_changes_and_scheduling_resumes_when_space_returns() {
+    use crate::error::CommandError;
+    use crate::testkit::spec;
+    use dron_model::job::JobKind;
+
+    let system = System::start(1).await;
+    system.put(every_second("tick")).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    system.factory.store(0).fill(true);
+    let put = |name: &str| {
+        let now_ms = system.clock.now_ms();
+        let job = spec(every_second(name), JobKind::Scheduled, now_ms);
+        system.client.put_job(job, now_ms)
+    };
+    // The first refusal answers the failed write itself, later ones the rebuilt shard (while
+    // it is rebuilt, a moment of "restarting").
+    let full = |answer: &Result<_, CommandError>| {
+        matches!(answer, Err(CommandError::InsufficientStorage(_)))
+    };
+    let refused = put("new").await;
+    assert!(full(&refused), "{refused:?}");
+    wait_until(
+        "the rebuilt shard to refuse",
+        Duration::from_secs(5),
+        || async { full(&put("new").await) },
+    )
+    .await;
+    // Far more ticks than MAX_RESTARTS failures: the shard refuses, and stays up.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        !system.shards_handle.is_finished(),
+        "the supervisor goes on"
+    );
+    assert_eq!(
+        system.client.shard_stats().await.unwrap()[0].jobs,
+        1,
+        "reads answer"
+    );
+    let launched = |runs: &crate::testkit::Runs| runs.launches_per_target().len();
+    let before = launched(&system.runs);
+
+    system.factory.store(0).fill(false);
+    wait_until("a change to be taken", Duration::from_secs(5), || async {
+        put("new").await.is_ok()
+    })
+    .await;
+    wait_until("scheduling to resume", Duration::from_secs(5), || async {
+        launched(&system.runs) > before
+    })
+    .await;
+}
+
 /// A restarted coordinator reaches the router (`SetCoordinator`): it routes to the new one,
 /// and to no coordinator the supervisor does not run.
 #[tokio::test(start_paused = true)]
