@@ -276,6 +276,7 @@ mod tests {
             task_id: dron_model::ids::task_id("etl", 1_700_000_000_000, 1),
             command,
             env: vec![("SECRET".into(), "s3cr3t".into())],
+            secret_env: dron_task::secret::SecretEnv::None,
             work_dir: None,
             timeout_ms: None,
             output_cap_bytes: 1024,

@@ -474,40 +474,32 @@ async fn apply_everywhere(shards: &ToShards, events: Vec<ResourceEvent>) -> bool
     )
 }
 
-/// Hands a coordinator's announcements to the bus until it has applied them everywhere, then
-/// calls `done` with their keys (the coordinator drops them from its outbox). Runs in a task
-/// of its own: a slow bus never holds up a shard.
-pub fn announce(
-    bus: ActorRef<BusMsg>,
-    events: Vec<ResourceEvent>,
-    done: impl FnOnce(Vec<String>) + Send + 'static,
-) {
-    tokio::spawn(async move {
-        let _counted = crate::in_flight::InFlight::start("dron_announcements_in_flight");
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let sent = events.clone();
-            let asked = bus
-                .call(
-                    |reply| BusMsg::Announce {
-                        events: sent,
-                        reply,
-                    },
-                    Some(APPLY_TIMEOUT),
-                )
-                .await;
-            match asked {
-                Ok(CallResult::Success(Ok(()))) => {
-                    done(events.iter().map(ResourceEvent::key).collect());
-                    return;
-                }
-                // The bus is gone (shutting down): the outbox keeps them for the next start.
-                Ok(CallResult::SenderError) | Err(_) => return,
-                _ => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(30));
-                }
+/// Hands a shard's announcements to the bus until it has applied them everywhere; answers
+/// their keys (the coordinator drops them from its outbox), or None when the bus is gone
+/// (shutting down: the outbox keeps them for the next start). The shard's announcer awaits
+/// it, one call at a time (`coordinator/announcer.rs`).
+pub async fn announce(bus: &ActorRef<BusMsg>, events: Vec<ResourceEvent>) -> Option<Vec<String>> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let sent = events.clone();
+        let asked = bus
+            .call(
+                |reply| BusMsg::Announce {
+                    events: sent,
+                    reply,
+                },
+                Some(APPLY_TIMEOUT),
+            )
+            .await;
+        match asked {
+            Ok(CallResult::Success(Ok(()))) => {
+                return Some(events.iter().map(ResourceEvent::key).collect());
+            }
+            Ok(CallResult::SenderError) | Err(_) => return None,
+            _ => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
             }
         }
-    });
+    }
 }

@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 use dron_model::notice::Notice;
 use dron_model::resource::ResourceEvent;
 
+use super::announcer::Announcements;
 use super::{Adoption, CoordinatorMsg, Then};
 use crate::broker::BrokerMsg;
-use crate::bus::BusMsg;
 use crate::notify::NotifierMsg;
 use crate::store::{Durable, StoreError};
 use crate::trace;
@@ -39,17 +39,43 @@ pub(super) struct Effects {
 /// What a shard has submitted and is not durable yet, shared by the coordinator (which
 /// pushes back while it is large) and its committer (which sends the deferred tick and flush
 /// once it has drained to half the limit).
+/// Batches of announcements waiting for the event bus count too (see `announcer.rs`).
 #[derive(Default)]
 pub(super) struct Backlog {
     pub(super) in_flight: AtomicUsize,
+    /// Committed batches of announcements the bus has not applied yet.
+    announcing: AtomicUsize,
     pub(super) tick_deferred: AtomicBool,
     pub(super) flush_deferred: AtomicBool,
 }
 
 impl Backlog {
-    /// Whether more than `limit` batches wait to be durable.
+    /// Whether more than `limit` batches wait to be durable or announced.
     pub(super) fn over(&self, limit: usize) -> bool {
-        self.in_flight.load(Ordering::Acquire) > limit
+        self.in_flight.load(Ordering::Acquire) + self.announcing.load(Ordering::Acquire) > limit
+    }
+
+    /// `count` batches of announcements applied by the bus.
+    pub(super) fn announced(&self, count: usize) {
+        self.announcing.fetch_sub(count, Ordering::AcqRel);
+    }
+
+    /// Sends the tick and the flush the coordinator deferred while the backlog was large,
+    /// once it has drained to `low_water`.
+    pub(super) fn send_deferred_if_drained(
+        &self,
+        low_water: usize,
+        coordinator: &ActorRef<CoordinatorMsg>,
+    ) {
+        if self.over(low_water) {
+            return;
+        }
+        if self.flush_deferred.swap(false, Ordering::AcqRel) {
+            let _ = coordinator.send_message(CoordinatorMsg::Flush);
+        }
+        if self.tick_deferred.swap(false, Ordering::AcqRel) {
+            let _ = coordinator.send_message(CoordinatorMsg::Tick);
+        }
     }
 
     /// Leaves a tick or flush (`deferred` says which) for the committer to send once the
@@ -97,7 +123,8 @@ pub(super) struct Links {
     pub(super) shard: u32,
     pub(super) coordinator: ActorRef<CoordinatorMsg>,
     pub(super) broker: ActorRef<BrokerMsg>,
-    pub(super) bus: ActorRef<BusMsg>,
+    /// The shard's announcer, which hands announcements to the event bus.
+    pub(super) announcer: mpsc::UnboundedSender<Announcements>,
     pub(super) notifier: ActorRef<NotifierMsg>,
 }
 
@@ -145,17 +172,17 @@ pub(super) fn spawn_committer(links: Links) -> mpsc::UnboundedSender<Commit> {
 }
 
 impl Links {
-    /// Sends the tick and the flush the coordinator deferred while its backlog was large,
-    /// once it has drained to the low-water mark.
     fn send_deferred_if_drained(&self) {
-        if self.backlog.over(self.low_water) {
-            return;
-        }
-        if self.backlog.flush_deferred.swap(false, Ordering::AcqRel) {
-            let _ = self.coordinator.send_message(CoordinatorMsg::Flush);
-        }
-        if self.backlog.tick_deferred.swap(false, Ordering::AcqRel) {
-            let _ = self.coordinator.send_message(CoordinatorMsg::Tick);
+        self.backlog
+            .send_deferred_if_drained(self.low_water, &self.coordinator);
+    }
+
+    /// Queues a committed batch of announcements for the shard's announcer.
+    fn announce(&self, events: Vec<ResourceEvent>) {
+        self.backlog.announcing.fetch_add(1, Ordering::AcqRel);
+        if self.announcer.send(Announcements::new(events)).is_err() {
+            // The announcer ended with the bus (shutting down): the outbox keeps them.
+            self.backlog.announced(1);
         }
     }
 }
@@ -181,11 +208,7 @@ fn release(effects: Effects, links: &Links) {
         });
     }
     if !effects.announcements.is_empty() {
-        let coordinator = links.coordinator.clone();
-        let done = move |keys| {
-            let _ = coordinator.send_message(CoordinatorMsg::AnnouncementsDone { keys });
-        };
-        crate::bus::announce(links.bus.clone(), effects.announcements, done);
+        links.announce(effects.announcements);
     }
     if !effects.notices.is_empty() {
         let coordinator = links.coordinator.clone();

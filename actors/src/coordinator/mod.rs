@@ -12,12 +12,14 @@
 //! once; under load one batch carries a whole mailbox's worth of runs, and while more than
 //! `max_writes_in_flight` batches wait for the disk the flush itself waits (see `push_back`).
 
+mod announcer;
 mod committer;
 mod messages;
 mod shard;
 mod space;
 mod ticker;
 
+use announcer::{AnnouncerLinks, spawn_announcer};
 use committer::{Backlog, Commit, Effects, Links, already_durable, spawn_committer};
 use space::OutOfSpace;
 
@@ -112,13 +114,19 @@ impl Actor for Coordinator {
         let (deadline, deadline_rx) = watch::channel(None);
         ticker::spawn(myself.clone(), args.clock.clone(), deadline_rx);
         let backlog = Arc::new(Backlog::default());
+        let announcer = spawn_announcer(AnnouncerLinks {
+            bus: args.bus,
+            coordinator: myself.clone(),
+            backlog: backlog.clone(),
+            low_water: max_writes_in_flight / 2,
+        });
         let links = Links {
             backlog: backlog.clone(),
             low_water: max_writes_in_flight / 2,
             shard: args.index,
             coordinator: myself.clone(),
             broker: args.broker,
-            bus: args.bus,
+            announcer,
             notifier: args.notifier,
         };
         let committer = spawn_committer(links);
@@ -388,7 +396,7 @@ impl CoordinatorState {
             let shard = self.shard.index;
             metrics::counter!("dron_writes_pushed_back_total").increment(1);
             crate::error::CommandError::Unavailable(format!(
-                "shard {shard} is overloaded: {in_flight} writes wait for the disk; retry shortly"
+                "shard {shard} is overloaded: its writes wait for the disk or the event bus ({in_flight} batches not durable yet); retry shortly"
             ))
         };
         match message {
