@@ -57,7 +57,9 @@ pub(super) fn spawn_announcer(links: AnnouncerLinks) -> mpsc::UnboundedSender<An
                 .flat_map(|batch| batch.events.iter().cloned())
                 .collect();
             let Some(keys) = crate::bus::announce(&links.bus, events).await else {
-                return; // the bus is gone: the outbox keeps them for the next start
+                // The bus is gone (shutting down): the outbox keeps them for the next start.
+                links.backlog.announced(taken.len());
+                return;
             };
             let _ = links
                 .coordinator

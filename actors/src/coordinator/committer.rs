@@ -45,14 +45,21 @@ pub(super) struct Backlog {
     pub(super) in_flight: AtomicUsize,
     /// Committed batches of announcements the bus has not applied yet.
     announcing: AtomicUsize,
-    pub(super) tick_deferred: AtomicBool,
-    pub(super) flush_deferred: AtomicBool,
+    tick_deferred: AtomicBool,
+    flush_deferred: AtomicBool,
 }
 
 impl Backlog {
-    /// Whether more than `limit` batches wait to be durable or announced.
+    /// Whether more than `limit` batches wait to be durable or announced: new work waits.
     pub(super) fn over(&self, limit: usize) -> bool {
         self.in_flight.load(Ordering::Acquire) + self.announcing.load(Ordering::Acquire) > limit
+    }
+
+    /// Whether more than `limit` batches wait to be durable: the next flush waits. Only the
+    /// writes count here: the bus applies announcements by asking every shard, and a shard
+    /// that held its flush for the bus would never answer it.
+    pub(super) fn writes_over(&self, limit: usize) -> bool {
+        self.in_flight.load(Ordering::Acquire) > limit
     }
 
     /// `count` batches of announcements applied by the bus.
@@ -67,23 +74,26 @@ impl Backlog {
         low_water: usize,
         coordinator: &ActorRef<CoordinatorMsg>,
     ) {
-        if self.over(low_water) {
-            return;
-        }
-        if self.flush_deferred.swap(false, Ordering::AcqRel) {
+        if !self.writes_over(low_water) && self.flush_deferred.swap(false, Ordering::AcqRel) {
             let _ = coordinator.send_message(CoordinatorMsg::Flush);
         }
-        if self.tick_deferred.swap(false, Ordering::AcqRel) {
+        if !self.over(low_water) && self.tick_deferred.swap(false, Ordering::AcqRel) {
             let _ = coordinator.send_message(CoordinatorMsg::Tick);
         }
     }
 
-    /// Leaves a tick or flush (`deferred` says which) for the committer to send once the
-    /// backlog has drained. Answers true when it drained between the caller's check and
-    /// now: the committer then saw nothing deferred, so the caller goes ahead after all.
-    pub(super) fn defer(&self, deferred: &AtomicBool, limit: usize) -> bool {
-        deferred.store(true, Ordering::Release);
-        !self.over(limit) && deferred.swap(false, Ordering::AcqRel)
+    /// Leaves the tick for the committer or the announcer to send once the backlog has
+    /// drained. Answers true when it drained between the caller's check and now: they then saw
+    /// nothing deferred, so the caller goes ahead after all.
+    pub(super) fn defer_tick(&self, limit: usize) -> bool {
+        self.tick_deferred.store(true, Ordering::Release);
+        !self.over(limit) && self.tick_deferred.swap(false, Ordering::AcqRel)
+    }
+
+    /// As `defer_tick`, for the flush, which waits for the writes only.
+    pub(super) fn defer_flush(&self, limit: usize) -> bool {
+        self.flush_deferred.store(true, Ordering::Release);
+        !self.writes_over(limit) && self.flush_deferred.swap(false, Ordering::AcqRel)
     }
 
     fn count(&self, shard: u32, change: impl FnOnce(&AtomicUsize)) {

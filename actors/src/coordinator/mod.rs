@@ -404,7 +404,7 @@ impl CoordinatorState {
             CoordinatorMsg::RunNow { reply, .. } => drop(reply.send(Err(busy()))),
             CoordinatorMsg::MarkSuccess { reply, .. } => drop(reply.send(Err(busy()))),
             CoordinatorMsg::Tick => {
-                if self.backlog.defer(&self.backlog.tick_deferred, limit) {
+                if self.backlog.defer_tick(limit) {
                     return Some(CoordinatorMsg::Tick);
                 }
             }
@@ -412,7 +412,7 @@ impl CoordinatorState {
             // sends the flush: so the batches in flight stay bounded however fast status
             // updates come, and each one carries more (a run's start and end may coalesce).
             CoordinatorMsg::Flush => {
-                if self.backlog.defer(&self.backlog.flush_deferred, limit) {
+                if !self.backlog.writes_over(limit) || self.backlog.defer_flush(limit) {
                     return Some(CoordinatorMsg::Flush);
                 }
             }

@@ -72,40 +72,52 @@ impl ShardStore for GatedStore {
 }
 
 /// Stands in for the broker, router, bus or notifier: notes what it is sent, as text, and
-/// drops the rest (a dropped reply port answers the caller at once).
+/// drops the rest (a dropped reply port answers the caller at once), or with `hold` keeps
+/// it (its caller waits: a receiver that has fallen behind).
 struct Recorder<M> {
     describe: fn(&M) -> Option<String>,
+    hold: bool,
 }
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
 impl<M: ractor::Message> Actor for Recorder<M> {
     type Msg = M;
-    type State = Seen;
+    type State = (Seen, Vec<M>);
     type Arguments = Seen;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<M>,
         seen: Seen,
-    ) -> Result<Seen, ActorProcessingErr> {
-        Ok(seen)
+    ) -> Result<(Seen, Vec<M>), ActorProcessingErr> {
+        Ok((seen, Vec::new()))
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<M>,
         message: M,
-        seen: &mut Seen,
+        (seen, held): &mut (Seen, Vec<M>),
     ) -> Result<(), ActorProcessingErr> {
         seen.lock().unwrap().extend((self.describe)(&message));
+        if self.hold {
+            held.push(message);
+        }
         Ok(())
     }
 }
 
 async fn recorder<M: ractor::Message>(describe: fn(&M) -> Option<String>) -> (ActorRef<M>, Seen) {
+    spawn_recorder(describe, false).await
+}
+
+async fn spawn_recorder<M: ractor::Message>(
+    describe: fn(&M) -> Option<String>,
+    hold: bool,
+) -> (ActorRef<M>, Seen) {
     let seen = Seen::default();
-    let (actor, _) = Actor::spawn(None, Recorder { describe }, seen.clone())
+    let (actor, _) = Actor::spawn(None, Recorder { describe, hold }, seen.clone())
         .await
         .unwrap();
     (actor, seen)
@@ -131,6 +143,15 @@ async fn start_over(resources: Arc<MemoryResourceStore>) -> Harness {
 }
 
 async fn start_with(resources: Arc<MemoryResourceStore>, config: ShardConfig) -> Harness {
+    start_full(resources, config, false).await
+}
+
+/// With `bus_behind`, the bus takes announcements and never answers.
+async fn start_full(
+    resources: Arc<MemoryResourceStore>,
+    config: ShardConfig,
+    bus_behind: bool,
+) -> Harness {
     let store = Arc::new(GatedStore::default());
     let (broker, launches) = recorder(|m: &BrokerMsg| match m {
         BrokerMsg::Launch(request) => Some(request.spec.task_id.clone()),
@@ -138,11 +159,11 @@ async fn start_with(resources: Arc<MemoryResourceStore>, config: ShardConfig) ->
     })
     .await;
     let (router, _) = recorder(|_: &RouterMsg| None).await;
-    let (bus, announced) = recorder(|m: &BusMsg| match m {
+    let describe_bus = |m: &BusMsg| match m {
         BusMsg::Announce { events, .. } => Some(events[0].resource.clone()),
         _ => None,
-    })
-    .await;
+    };
+    let (bus, announced) = spawn_recorder(describe_bus, bus_behind).await;
     let (notifier, _) = recorder(|_: &NotifierMsg| None).await;
     let wall = DateTime::from_timestamp_millis(T0).unwrap();
     let args = CoordinatorArgs {
@@ -518,4 +539,68 @@ async fn a_shard_behind_its_store_holds_its_next_batch_until_the_backlog_drains(
     for run in runs {
         assert!(matches!(run.await, Ok(Ok(_))));
     }
+}
+
+/// Announcements the bus has not applied count in the backlog: new runs are refused. But the
+/// shard still flushes: the bus applies announcements by asking every shard (`ResourceReady`),
+/// and a shard holding its flush until the bus caught up would never answer it (a deadlock the
+/// overload benchmark found: every shard stopped, 64 batches waiting on each).
+#[tokio::test(start_paused = true)]
+async fn a_shard_waiting_for_the_bus_refuses_new_runs_but_still_answers_the_bus() {
+    let config = ShardConfig {
+        max_writes_in_flight: 2,
+        ..ShardConfig::default()
+    };
+    let harness = start_full(Arc::new(MemoryResourceStore::default()), config, true).await;
+    put_idle_job(&harness, "a").await;
+    for _ in 0..3 {
+        let started = ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
+            name: "a".into(),
+            reply,
+        });
+        settle().await;
+        harness.store.make_durable();
+        let Ok(Ok(task_id)) = started.await else {
+            panic!("run now failed");
+        };
+        let end = TaskEvent::Ended {
+            end: TaskEnd::Exited(0),
+            at_ms: T0,
+        };
+        let update = TaskUpdate::new(task_id, end);
+        let message = CoordinatorMsg::TaskUpdate {
+            update,
+            forwarded: false,
+        };
+        harness.coordinator.send_message(message).unwrap();
+        settle().await;
+        harness.store.make_durable();
+        settle().await;
+    }
+    // One call at a time: the bus (which never answers here) has the first; two queue behind.
+    assert_eq!(
+        seen(&harness.announced).len(),
+        1,
+        "one call to the bus at a time"
+    );
+    let mut refused = ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
+        name: "a".into(),
+        reply,
+    });
+    settle().await;
+    assert!(
+        matches!(refused.try_recv(), Ok(Err(CommandError::Unavailable(_)))),
+        "new work waits for the bus"
+    );
+    let mut answered = ask(&harness.coordinator, |reply| {
+        CoordinatorMsg::ResourceReady {
+            events: Vec::new(),
+            reply,
+        }
+    });
+    settle().await;
+    assert!(
+        matches!(answered.try_recv(), Ok(Ok(()))),
+        "the bus is answered"
+    );
 }
