@@ -231,6 +231,31 @@ async fn put_then_fire(harness: &Harness, spec: JobSpec) {
     settle().await;
 }
 
+/// Runs `name` now (its start made durable) and reports the run's success: the end is
+/// submitted, not yet durable.
+async fn run_now_and_succeed(harness: &Harness, name: &str) {
+    let started = ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
+        name: name.into(),
+        reply,
+    });
+    settle().await;
+    harness.store.make_durable();
+    let Ok(Ok(task_id)) = started.await else {
+        panic!("run now failed");
+    };
+    let end = TaskEvent::Ended {
+        end: TaskEnd::Exited(0),
+        at_ms: T0,
+    };
+    let update = TaskUpdate::new(task_id, end);
+    let message = CoordinatorMsg::TaskUpdate {
+        update,
+        forwarded: false,
+    };
+    harness.coordinator.send_message(message).unwrap();
+    settle().await;
+}
+
 /// Puts a job whose first target is far off, its write made durable.
 async fn put_idle_job(harness: &Harness, name: &str) {
     let spec = job(serde_json::json!({
@@ -351,26 +376,7 @@ async fn an_instance_runs_once_the_lookup_finds_its_resource_recorded() {
 async fn a_success_is_announced_only_once_its_end_is_durable() {
     let harness = start().await;
     put_idle_job(&harness, "a").await;
-    let started = ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
-        name: "a".into(),
-        reply,
-    });
-    settle().await;
-    harness.store.make_durable();
-    let Ok(Ok(task_id)) = started.await else {
-        panic!("run now failed");
-    };
-    let end = TaskEvent::Ended {
-        end: TaskEnd::Exited(0),
-        at_ms: T0,
-    };
-    let update = TaskUpdate::new(task_id, end);
-    let message = CoordinatorMsg::TaskUpdate {
-        update,
-        forwarded: false,
-    };
-    harness.coordinator.send_message(message).unwrap();
-    settle().await;
+    run_now_and_succeed(&harness, "a").await;
     assert_eq!(harness.store.held(), 1, "the end was submitted");
     assert!(seen(&harness.announced).is_empty(), "the bus not told yet");
     harness.store.make_durable();
@@ -554,26 +560,7 @@ async fn a_shard_waiting_for_the_bus_refuses_new_runs_but_still_answers_the_bus(
     let harness = start_full(Arc::new(MemoryResourceStore::default()), config, true).await;
     put_idle_job(&harness, "a").await;
     for _ in 0..3 {
-        let started = ask(&harness.coordinator, |reply| CoordinatorMsg::RunNow {
-            name: "a".into(),
-            reply,
-        });
-        settle().await;
-        harness.store.make_durable();
-        let Ok(Ok(task_id)) = started.await else {
-            panic!("run now failed");
-        };
-        let end = TaskEvent::Ended {
-            end: TaskEnd::Exited(0),
-            at_ms: T0,
-        };
-        let update = TaskUpdate::new(task_id, end);
-        let message = CoordinatorMsg::TaskUpdate {
-            update,
-            forwarded: false,
-        };
-        harness.coordinator.send_message(message).unwrap();
-        settle().await;
+        run_now_and_succeed(&harness, "a").await;
         harness.store.make_durable();
         settle().await;
     }
