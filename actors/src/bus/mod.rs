@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dron_model::resource::{EventStatus, PendingEvent, ResourceEvent, ResourceRecord};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
@@ -479,27 +478,10 @@ async fn apply_everywhere(shards: &ToShards, events: Vec<ResourceEvent>) -> bool
 /// (shutting down: the outbox keeps them for the next start). The shard's announcer awaits
 /// it, one call at a time (`coordinator/announcer.rs`).
 pub async fn announce(bus: &ActorRef<BusMsg>, events: Vec<ResourceEvent>) -> Option<Vec<String>> {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        let sent = events.clone();
-        let asked = bus
-            .call(
-                |reply| BusMsg::Announce {
-                    events: sent,
-                    reply,
-                },
-                Some(APPLY_TIMEOUT),
-            )
-            .await;
-        match asked {
-            Ok(CallResult::Success(Ok(()))) => {
-                return Some(events.iter().map(ResourceEvent::key).collect());
-            }
-            Ok(CallResult::SenderError) | Err(_) => return None,
-            _ => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
+    let ask = |reply| BusMsg::Announce {
+        events: events.clone(),
+        reply,
+    };
+    let taken = crate::in_flight::ask_until_taken(bus, ask, APPLY_TIMEOUT).await;
+    taken.then(|| events.iter().map(ResourceEvent::key).collect())
 }

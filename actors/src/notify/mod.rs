@@ -32,7 +32,6 @@ use std::time::Duration;
 use dron_model::error::Invalid;
 use dron_model::notice::{Channel, Delivery, DeliveryState, Notice, NoticeKind, NoticeRecord};
 use dron_task::{STDERR_FILE, run_dir};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::clock::SharedClock;
@@ -699,30 +698,12 @@ pub fn hand_over(
 ) {
     tokio::spawn(async move {
         let _counted = crate::in_flight::InFlight::start("dron_notices_in_flight");
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let sent = notices.clone();
-            let asked = notifier
-                .call(
-                    |reply| NotifierMsg::Record {
-                        notices: sent,
-                        reply,
-                    },
-                    Some(HAND_OVER_TIMEOUT),
-                )
-                .await;
-            match asked {
-                Ok(CallResult::Success(Ok(()))) => {
-                    done(notices.iter().map(Notice::key).collect());
-                    return;
-                }
-                // The notifier is gone (shutting down): the outbox keeps them for next time.
-                Ok(CallResult::SenderError) | Err(_) => return,
-                _ => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(30));
-                }
-            }
+        let ask = |reply| NotifierMsg::Record {
+            notices: notices.clone(),
+            reply,
+        };
+        if crate::in_flight::ask_until_taken(&notifier, ask, HAND_OVER_TIMEOUT).await {
+            done(notices.iter().map(Notice::key).collect());
         }
     });
 }

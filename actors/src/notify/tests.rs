@@ -92,7 +92,7 @@ async fn record(notifier: &ActorRef<NotifierMsg>, notices: Vec<Notice>) {
         .call(|reply| NotifierMsg::Record { notices, reply }, None)
         .await
         .unwrap();
-    assert!(matches!(asked, CallResult::Success(Ok(()))));
+    assert!(matches!(asked, ractor::rpc::CallResult::Success(Ok(()))));
 }
 
 fn states(store: &MemoryNoticeStore) -> Vec<(DeliveryState, u32)> {
