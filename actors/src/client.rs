@@ -29,6 +29,9 @@ use crate::router::{RouterMsg, fanout};
 use crate::search::JobSearch;
 use dron_model::notice::NoticeRecord;
 
+mod job_stream;
+pub use job_stream::JobStream;
+
 /// How long an API call waits for a shard. A durable write takes milliseconds; this bounds
 /// a call that reached a shard just as it failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -267,6 +270,20 @@ impl SchedulerClient {
             .concat();
         jobs.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         Ok(jobs)
+    }
+
+    /// Every job in name order, read from the shards `batch` at a time: for lists too long to
+    /// build in memory at once (see [`JobStream`]).
+    pub async fn job_stream(&self, batch: usize) -> Result<JobStream, CommandError> {
+        let listing = Asked::to("listing jobs");
+        let shards = self.shards(listing).await?;
+        let names = fanout::ask_each(&shards, |reply| CoordinatorMsg::JobNames { reply })
+            .answers(CALL_TIMEOUT)
+            .await
+            .into_iter()
+            .map(|each| answer(listing, Callee::Shards, Ok::<_, Infallible>(each)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(JobStream::new(shards, names, batch))
     }
 
     /// The page `search.offset .. + search.limit` of the jobs matching `search`, by name.
@@ -553,19 +570,24 @@ impl SchedulerClient {
         answer(asked, Callee::ItsShard, routing)
     }
 
+    /// Every shard's coordinator, from the router.
+    async fn shards(
+        &self,
+        asked: Asked<'_>,
+    ) -> Result<Vec<ActorRef<CoordinatorMsg>>, CommandError> {
+        let asking = self
+            .router
+            .call(|reply| RouterMsg::Shards { reply }, Some(CALL_TIMEOUT));
+        answer(asked, Callee::Router, asking.await)
+    }
+
     /// Asks every shard the same question, all at once.
     async fn ask_all<T: Send + 'static>(
         &self,
         asked: Asked<'_>,
         message: impl Fn(RpcReplyPort<T>) -> CoordinatorMsg,
     ) -> Result<Vec<T>, CommandError> {
-        let shards: Vec<ActorRef<CoordinatorMsg>> = answer(
-            asked,
-            Callee::Router,
-            self.router
-                .call(|reply| RouterMsg::Shards { reply }, Some(CALL_TIMEOUT))
-                .await,
-        )?;
+        let shards = self.shards(asked).await?;
         let answers = fanout::ask_each(&shards, message)
             .answers(CALL_TIMEOUT)
             .await;

@@ -14,8 +14,20 @@ fn dron_bin() -> PathBuf {
     loadtest.with_file_name("dron")
 }
 
-/// Runs one workload against a server of its own; answers its last line as JSON.
+/// The tests here load the machine: one at a time, so that none measures under another's load.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs one workload against a server of its own; answers its last line as JSON, after
+/// checking that the tool said the workload passed.
 fn run(args: &[&str]) -> Value {
+    let (passed, last) = run_judged(args);
+    assert!(passed, "{args:?} did not pass: {last}");
+    last
+}
+
+/// Runs one workload against a server of its own; answers whether the tool said it passed,
+/// and its last line as JSON.
+fn run_judged(args: &[&str]) -> (bool, Value) {
     let data = std::env::temp_dir().join(format!(
         "dron-loadtest-smoke-{}-{}",
         std::process::id(),
@@ -32,17 +44,17 @@ fn run(args: &[&str]) -> Value {
         .expect("running dron-loadtest");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{args:?} failed:\n{stdout}\n{stderr}"
-    );
     let last = stdout.lines().last().unwrap_or_default();
     let _ = std::fs::remove_dir_all(&data);
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
+    let last = serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!("{args:?}: the last line is not JSON ({e}):\n{stdout}\n{stderr}")
+    });
+    (output.status.success(), last)
 }
 
 #[test]
 fn every_workload_runs_and_reports() {
+    let _alone = ONE_AT_A_TIME.lock();
     assert!(dron_bin().exists(), "{} is not built", dron_bin().display());
     let api = run(&["api", "--jobs", "200", "--concurrency", "16"]);
     assert!(api["creates_per_s"].as_f64().unwrap() > 0.0, "{api}");
@@ -141,5 +153,59 @@ fn every_workload_runs_and_reports() {
     assert!(
         million["restart_to_first_fire_ms"].as_i64().is_some(),
         "{million}"
+    );
+}
+
+/// Issue 18's overload, short: real processes (their ceiling is low enough to reach in
+/// seconds here), twice the rate held for a few seconds. The figures depend on the machine and
+/// are not judged as targets (docs/benchmarks.md holds the real runs); what is checked is that
+/// nothing collapses. Before the overload work the started rate fell to about 1 % of the rate
+/// held and memory grew without bound; here it must stay at half or more, memory within three
+/// times its held figure, and the server back on time once the load drops (a short epsilon:
+/// each job owes at most one late target then).
+#[test]
+fn overload_does_not_collapse() {
+    let _alone = ONE_AT_A_TIME.lock();
+    assert!(dron_bin().exists(), "{} is not built", dron_bin().display());
+    let (_, overload) = run_judged(&[
+        "overload",
+        "--step",
+        "400",
+        "--step-secs",
+        "2",
+        "--period-ms",
+        "1000",
+        "--max-jobs",
+        "12000",
+        "--limit-ms",
+        "1000",
+        "--epsilon-ms",
+        "2000",
+        "--factor",
+        "2",
+        "--secs",
+        "5",
+    ]);
+    let figure = |name: &str| {
+        overload[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}: {overload}"))
+    };
+    let held = figure("held_per_s");
+    assert!(
+        figure("offered_per_s") >= 1.5 * held,
+        "not overloaded: {overload}"
+    );
+    assert!(
+        figure("started_per_s") >= 0.5 * held,
+        "collapsed: {overload}"
+    );
+    assert!(
+        figure("rss_peak_mb") <= 3.0 * figure("rss_held_mb").max(50.0),
+        "memory ran away: {overload}"
+    );
+    assert!(
+        overload["recovery_ms"].is_u64(),
+        "never back on time: {overload}"
     );
 }

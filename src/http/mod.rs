@@ -17,6 +17,7 @@ pub mod metrics;
 mod native;
 pub mod roles;
 pub mod serve;
+mod streamed;
 mod ui;
 
 use std::sync::{Arc, RwLock};

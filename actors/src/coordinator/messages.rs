@@ -34,6 +34,16 @@ pub enum CoordinatorMsg {
     ListJobs {
         reply: RpcReplyPort<Vec<JobRecord>>,
     },
+    /// The names of the shard's jobs, in no order: a streamed job list sorts them off the
+    /// coordinator, then asks for their records a batch at a time (`JobsNamed`).
+    JobNames {
+        reply: RpcReplyPort<Vec<String>>,
+    },
+    /// The records of those of `names` the shard still holds, in the order given.
+    JobsNamed {
+        names: Vec<String>,
+        reply: RpcReplyPort<Vec<JobRecord>>,
+    },
     /// Start an instance now (Chronos `PUT /scheduler/job/{name}`); answers its task id.
     RunNow {
         name: String,

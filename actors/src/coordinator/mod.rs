@@ -220,6 +220,12 @@ impl CoordinatorState {
             CoordinatorMsg::ListJobs { reply } => {
                 let _ = reply.send(self.shard.job_records());
             }
+            CoordinatorMsg::JobNames { reply } => {
+                let _ = reply.send(self.shard.job_names());
+            }
+            CoordinatorMsg::JobsNamed { names, reply } => {
+                let _ = reply.send(self.shard.jobs_named(&names));
+            }
             CoordinatorMsg::History { name, limit, reply } => {
                 if !self.shard.has_job(&name) {
                     let _ = reply.send(Err(crate::error::CommandError::JobNotFound(name)));

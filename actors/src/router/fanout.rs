@@ -24,7 +24,7 @@ pub struct Asked<T> {
 /// Sends `message` to every coordinator in `shards` now, without waiting for any answer.
 pub fn ask_each<'a, T: Send + 'static>(
     shards: impl IntoIterator<Item = &'a ActorRef<CoordinatorMsg>>,
-    message: impl Fn(RpcReplyPort<T>) -> CoordinatorMsg,
+    mut message: impl FnMut(RpcReplyPort<T>) -> CoordinatorMsg,
 ) -> Asked<T> {
     let replies = shards
         .into_iter()

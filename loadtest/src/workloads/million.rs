@@ -1,8 +1,11 @@
 //! `million`: a million jobs on one server. Creates them (daily schedules far in the future,
 //! so nothing fires), then reports the creation rate, the server's RSS per job, the data
-//! directory's size, and, after a kill -9 and restart, the time to `/health` = 200 and to the
-//! first on-time fire of a probe job that fires every second.
+//! directory's size, the time and server memory `GET /scheduler/jobs` takes to list them all,
+//! and, after a kill -9 and restart, the time to `/health` = 200 and to the first on-time fire
+//! of a probe job that fires every second.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -42,6 +45,7 @@ pub async fn run(server: &mut ManagedServer, options: MillionOptions) -> anyhow:
     create_all(&client, &url, &[probe], 1).await?;
     let loaded = ProcessStats::read(pid).unwrap_or_default();
     let data_bytes = dir_size(&server.data_dir.join("data"));
+    let listed = list_every_job(&client, &url, pid).await?;
 
     let kill_ms = chrono::Utc::now().timestamp_millis();
     let to_health = server.crash_and_restart().await?;
@@ -61,11 +65,69 @@ pub async fn run(server: &mut ManagedServer, options: MillionOptions) -> anyhow:
         "rss_bytes_per_job_after_restart": per_job(restarted).round(),
         "server_rss_mb": (loaded.rss_bytes as f64 / 1_048_576.0).round(),
         "data_dir_mb": (data_bytes as f64 / 1_048_576.0).round(),
+        "list_ms": listed.took.as_millis() as u64,
+        "list_first_byte_ms": listed.first_byte.as_millis() as u64,
+        "list_mb": (listed.bytes as f64 / 1_048_576.0).round(),
+        "list_rss_growth_mb": (listed.rss_peak_bytes.saturating_sub(loaded.rss_bytes) as f64
+            / 1_048_576.0)
+            .round(),
         "restart_to_health_ms": to_health.as_millis() as u64,
         "restart_to_first_fire_ms": to_fire.0,
         "first_fire_late_ms": to_fire.1,
     });
     Ok(Outcome { json, passed: true })
+}
+
+/// What reading `GET /scheduler/jobs` whole cost.
+struct Listed {
+    took: Duration,
+    first_byte: Duration,
+    bytes: u64,
+    /// The server's highest RSS seen while it answered (sampled every 50 ms).
+    rss_peak_bytes: u64,
+}
+
+/// Reads the whole Chronos job list, counting its bytes as they come (never holding them),
+/// while sampling the server's RSS.
+async fn list_every_job(client: &reqwest::Client, url: &str, pid: u32) -> anyhow::Result<Listed> {
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampling = tokio::spawn({
+        let peak = peak.clone();
+        async move {
+            loop {
+                let rss = ProcessStats::read(pid).map_or(0, |stats| stats.rss_bytes);
+                peak.fetch_max(rss, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut response = client
+        .get(format!("{url}/scheduler/jobs"))
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await?
+        .error_for_status()?;
+    let first_byte = started.elapsed();
+    let mut bytes = 0;
+    let mut last = 0u8;
+    while let Some(chunk) = response.chunk().await? {
+        bytes += chunk.len() as u64;
+        last = chunk.last().copied().unwrap_or(last);
+    }
+    let took = started.elapsed();
+    anyhow::ensure!(
+        last == b']',
+        "the job list ended without its closing bracket"
+    );
+    sampling.abort();
+    let rss_peak_bytes = peak.load(Ordering::Relaxed);
+    Ok(Listed {
+        took,
+        first_byte,
+        bytes,
+        rss_peak_bytes,
+    })
 }
 
 /// Waits for the probe's first run started after `kill_ms`; answers (ms from the kill to that

@@ -87,6 +87,14 @@ impl Shard {
             .collect()
     }
 
+    /// The records of those of `names` this shard holds, in the order given.
+    pub fn jobs_named(&self, names: &[String]) -> Vec<JobRecord> {
+        names
+            .iter()
+            .filter_map(|name| Some(self.jobs.get(name.as_str())?.record.clone()))
+            .collect()
+    }
+
     pub fn job_names(&self) -> Vec<String> {
         self.jobs.keys().map(|name| name.to_string()).collect()
     }
