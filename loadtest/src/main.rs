@@ -150,6 +150,9 @@ enum Workload {
         factor: f64,
         #[arg(long, default_value_t = 60)]
         secs: u64,
+        /// How long to wait for on-time fires once the load drops (else recovery_ms is null).
+        #[arg(long, default_value_t = 120)]
+        recovery_secs: u64,
     },
     /// Dron's high-load benchmark: long-running jobs added step by step up to a number running
     /// at once; server CPU and RSS over time.
@@ -364,12 +367,14 @@ async fn run(
             steps,
             factor,
             secs,
+            recovery_secs,
         } => {
             let saturate = steps.options(builtin, None, server_pid);
             let options = OverloadOptions {
                 saturate,
                 factor,
                 secs,
+                recovery_limit: std::time::Duration::from_secs(recovery_secs),
             };
             workloads::overload::run(url, options).await
         }

@@ -21,6 +21,9 @@ pub struct OverloadOptions {
     pub factor: f64,
     /// How long the overload lasts.
     pub secs: u64,
+    /// How long to wait for the server to be back on time once the load drops: recovery not
+    /// seen by then is reported as null.
+    pub recovery_limit: Duration,
 }
 
 /// Extra jobs are added this many at a time...
@@ -29,8 +32,6 @@ const ADDING_CHUNK: usize = 2000;
 const ADDING_LIMIT: Duration = Duration::from_secs(60);
 /// Recovery counts as done at the first one-second window that is held again.
 const RECOVERY_WINDOW: Duration = Duration::from_secs(1);
-/// Recovery not seen by then is reported as null.
-const RECOVERY_LIMIT: Duration = Duration::from_secs(120);
 
 pub async fn run(url: &str, options: OverloadOptions) -> anyhow::Result<Outcome> {
     let client = super::http_client();
@@ -97,9 +98,10 @@ pub async fn run(url: &str, options: OverloadOptions) -> anyhow::Result<Outcome>
     super::delete_all(&client, url, &extra, 64).await?;
     let dropped = Instant::now();
     let mut recovery_ms = None;
-    while dropped.elapsed() < RECOVERY_LIMIT {
+    while dropped.elapsed() < options.recovery_limit {
         more.step_secs = RECOVERY_WINDOW.as_secs();
         let window = measure(&client, url, names.len(), &more).await?;
+        progress.note(&format!("recovering: {}", window.json()));
         if window.held(sat.limit_ms) {
             recovery_ms = Some(dropped.elapsed().as_millis() as u64);
             break;
