@@ -53,6 +53,8 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     /// None: authentication is off.
     auth: Option<Arc<auth::Credentials>>,
+    /// Refused credentials by client address, the API's and agents' alike (`logins.rs`).
+    failed_logins: Arc<logins::FailedLogins>,
     /// Set when the AMQP link runs: whether it is connected.
     amqp: Arc<RwLock<Option<crate::events::amqp::Connected>>>,
     /// The offer broker, set as soon as it runs (agents may connect while shards recover).
@@ -74,6 +76,8 @@ pub struct AppState {
     host_names: Option<Arc<cross_site::HostNames>>,
     /// Where the webhooks that jobs and API users give may go.
     webhook_hosts: Arc<crate::notify::hosts::WebhookHosts>,
+    /// The key this server proves its epoch with to agents (`[agents] epoch_key_file`).
+    epoch_key: Option<Arc<crate::agent::epoch::EpochKey>>,
 }
 
 /// What a single server calls itself in `GET /api/cluster`.
@@ -101,6 +105,7 @@ impl AppState {
             leader: leader.into(),
             metrics: None,
             auth: None,
+            failed_logins: Arc::default(),
             amqp: Arc::default(),
             broker: Arc::default(),
             cluster: None,
@@ -111,6 +116,7 @@ impl AppState {
             tokenless_agents: false,
             host_names: None,
             webhook_hosts: Arc::default(),
+            epoch_key: None,
         }
     }
 
@@ -130,6 +136,12 @@ impl AppState {
     fn backup(&self) -> Result<Arc<dyn crate::storage::backup::BackupSource>, ApiError> {
         read(&self.backup)
             .ok_or_else(|| ApiError::unavailable("dron is opening its stores; retry shortly"))
+    }
+
+    /// Proves this server's epoch to registering agents with `key`.
+    pub fn with_epoch_key(mut self, key: Option<crate::agent::epoch::EpochKey>) -> Self {
+        self.epoch_key = key.map(Arc::new);
+        self
     }
 
     pub fn with_webhook_hosts(mut self, hosts: crate::notify::hosts::WebhookHosts) -> Self {
@@ -166,9 +178,14 @@ impl AppState {
 
     /// This server is one of a cluster: `view` says who leads and whether the scheduler runs
     /// here; where it does not, API requests are forwarded to the leader.
-    pub fn with_cluster(mut self, view: Arc<dyn ClusterView>) -> Self {
+    /// `ca` verifies the other servers' certificates when their addresses are https://.
+    pub fn with_cluster(
+        mut self,
+        view: Arc<dyn ClusterView>,
+        ca: Option<&crate::tls::TrustedCa>,
+    ) -> Self {
         self.cluster = Some(view);
-        self.forwarder = Some(Arc::new(forward::Forwarder::new()));
+        self.forwarder = Some(Arc::new(forward::Forwarder::new(ca)));
         self
     }
 
