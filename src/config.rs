@@ -257,6 +257,14 @@ impl TlsConfig {
         Ok(())
     }
 
+    /// How this server's URLs begin: `https` with a certificate, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        match self.cert {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
+
     /// The server's TLS, read from the files; None: plain HTTP.
     pub fn server(&self) -> anyhow::Result<Option<crate::tls::ServerTls>> {
         match (&self.cert, &self.key) {
@@ -637,8 +645,9 @@ impl NotifyConfig {
         Ok(())
     }
 
-    /// The notifier's settings; `listen` is the API's bound address (for default links).
-    pub fn actor_config(&self, listen: &str) -> dron_actors::notify::NotifyConfig {
+    /// The notifier's settings; `base_url` is the API's (`http(s)://` its bound address), for
+    /// default links.
+    pub fn actor_config(&self, base_url: &str) -> dron_actors::notify::NotifyConfig {
         let webhooks = self.webhooks.iter().map(|hook| WebhookTarget {
             url: hook.url.clone(),
             events: hook
@@ -649,10 +658,7 @@ impl NotifyConfig {
             secret: hook.secret.clone(),
         });
         dron_actors::notify::NotifyConfig {
-            ui_url: self
-                .ui_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{listen}")),
+            ui_url: self.ui_url.clone().unwrap_or_else(|| base_url.to_string()),
             digest_window_ms: (self.digest_window_secs.min(86_400 * 7) * 1000) as i64,
             mail_on_recovery: self.mail_on_recovery,
             email: self.smtp.is_some(),
@@ -1024,7 +1030,7 @@ mod tests {
         "#;
         let config: Config = toml::from_str(text).unwrap();
         config.notify.validate().unwrap();
-        let actor = config.notify.actor_config("127.0.0.1:4400");
+        let actor = config.notify.actor_config("http://127.0.0.1:4400");
         assert!(actor.email);
         assert_eq!(actor.digest_window_ms, 60_000);
         assert_eq!(actor.ui_url, "https://dron.example.com");

@@ -34,6 +34,12 @@ async fn the_api_over_https_is_verified_with_the_ca_and_refused_clearly_without_
     run_to_success(&server.http, &server.url(""), job, || server.log()).await;
 
     let health = server.url("/health");
+    let answer = server.ok("GET", "/health", None).await;
+    assert_eq!(
+        answer["leaderAddress"],
+        server.url(""),
+        "advertised as https://"
+    );
     let no_ca = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

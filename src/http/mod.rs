@@ -49,6 +49,8 @@ pub struct AppState {
     scheduler: Arc<RwLock<Option<Arc<SchedulerClient>>>>,
     /// The address this server listens on, answered as Chronos's leader.
     leader: Arc<str>,
+    /// `https` when the server serves TLS, else `http`: how its address is advertised.
+    scheme: &'static str,
     /// Renders `GET /metrics`; None: the endpoint answers an empty page.
     metrics: Option<PrometheusHandle>,
     /// None: authentication is off.
@@ -103,6 +105,7 @@ impl AppState {
         AppState {
             scheduler: Arc::default(),
             leader: leader.into(),
+            scheme: "http",
             metrics: None,
             auth: None,
             failed_logins: Arc::default(),
@@ -136,6 +139,12 @@ impl AppState {
     fn backup(&self) -> Result<Arc<dyn crate::storage::backup::BackupSource>, ApiError> {
         read(&self.backup)
             .ok_or_else(|| ApiError::unavailable("dron is opening its stores; retry shortly"))
+    }
+
+    /// Advertises this server's address as `scheme://` (`https` when it serves TLS).
+    pub fn with_scheme(mut self, scheme: &'static str) -> Self {
+        self.scheme = scheme;
+        self
     }
 
     /// Proves this server's epoch to registering agents with `key`.
@@ -249,7 +258,7 @@ impl AppState {
         if let Some(view) = &self.cluster {
             return view.status();
         }
-        let address = format!("http://{}", self.leader);
+        let address = format!("{}://{}", self.scheme, self.leader);
         ClusterStatus {
             leader: Some(SINGLE_NODE_ID),
             // A wildcard listen address (0.0.0.0, [::]) is no address to reach it at: agents

@@ -38,7 +38,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_metrics(http::metrics::install().context("installing the metrics recorder")?)
         .with_auth(&config.auth)
         .with_webhook_hosts(config.notify.allowed_webhook_hosts())
-        .with_epoch_key(config.agents.epoch_key()?);
+        .with_epoch_key(config.agents.epoch_key()?)
+        .with_scheme(config.tls.scheme());
     let state = match config.listen.ip().is_loopback() {
         true => state.with_host_check(&config.allowed_hosts),
         false => state,
