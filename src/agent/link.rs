@@ -764,6 +764,26 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_credential_waits_at_least_15_s_or_what_the_server_says() {
+        use tokio_tungstenite::tungstenite::http::Response;
+        let body = br#"{"error": "unknown or revoked agent credential"}"#.to_vec();
+        let revoked = Response::builder().status(401).body(Some(body)).unwrap();
+        let refused = super::CredentialRefused::new("http://a:1", &revoked);
+        assert_eq!(refused.wait, super::CREDENTIAL_REFUSED_PAUSE);
+        assert!(
+            refused.to_string().contains("(401): unknown or revoked"),
+            "{refused}"
+        );
+        let limited = Response::builder()
+            .status(429)
+            .header("retry-after", "42")
+            .body(None)
+            .unwrap();
+        let refused = super::CredentialRefused::new("http://a:1", &limited);
+        assert_eq!(refused.wait, std::time::Duration::from_secs(42));
+    }
+
+    #[test]
     fn connect_urls() {
         let url = super::connect_url("http://10.0.0.5:4400/").unwrap();
         assert_eq!(url, "ws://10.0.0.5:4400/api/agents/connect");
