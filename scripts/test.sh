@@ -63,6 +63,13 @@ fi
 promtool check rules docs/monitoring/alerts.yml
 (cd docs/monitoring && promtool test rules alerts-test.yml)
 
+# The TLS tests (tests/tls.rs) make their certificates with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "test: installing openssl"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq openssl
+fi
+
 # The partition test (tests/partition.rs) puts servers in network namespaces: as root it must
 # really run, not skip.
 # The package test (tests/package.rs) installs and purges the Debian package: as root it must

@@ -90,6 +90,21 @@ enum Command {
         /// reaches it can run commands. See docs/security.md.
         #[arg(long)]
         insecure_no_auth: bool,
+        /// Serve HTTPS (and wss:// to agents) with this certificate chain, PEM; needs
+        /// --tls-key. Default: the config's [tls] cert, else plain HTTP.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key, PEM (PKCS#8).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The CA certificate(s), PEM, this server trusts when it calls the cluster's other
+        /// servers over https:// (default: the config's [tls] ca, else the system's CAs).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// A file holding the key this server proves its epoch with to agents over plain
+        /// ws:// (default: the config's [agents] epoch_key_file).
+        #[arg(long)]
+        agent_epoch_key_file: Option<PathBuf>,
         /// Log lines as text (colour only on a terminal, never with NO_COLOR) or JSON lines
         /// (the run's job, task and shard under "span"); default: the config's log_format.
         #[arg(long, env = "DRON_LOG_FORMAT")]
@@ -193,6 +208,15 @@ enum Command {
         /// [auth] on a loopback address (or run with --insecure-no-auth) accepts the agent.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// The CA certificate(s), PEM, that signed the servers' certificates, for https://
+        /// servers; trusted instead of the system's CAs.
+        #[arg(long, env = "DRON_CA_FILE")]
+        ca_file: Option<PathBuf>,
+        /// A file holding the key the servers prove their epoch with (their [agents]
+        /// epoch_key_file): over plain http:// a new server epoch is believed only with that
+        /// proof. See docs/security.md.
+        #[arg(long)]
+        epoch_key_file: Option<PathBuf>,
         /// Unique among the server's agents; default: the credential's name, else this
         /// machine's hostname.
         #[arg(long)]
@@ -311,6 +335,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             cluster_secret_file,
             join,
             insecure_no_auth,
+            tls_cert,
+            tls_key,
+            ca_file,
+            agent_epoch_key_file,
             log_format,
         } => {
             let mut config = Config::load(config.as_deref())?;
@@ -321,6 +349,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             config.shards = shards.unwrap_or(config.shards);
             config.events.amqp_url = amqp.or(config.events.amqp_url);
             config.insecure_no_auth |= insecure_no_auth;
+            config.tls.cert = tls_cert.or(config.tls.cert.take());
+            config.tls.key = tls_key.or(config.tls.key.take());
+            config.tls.ca = ca_file.or(config.tls.ca.take());
+            config.agents.epoch_key_file =
+                agent_epoch_key_file.or(config.agents.epoch_key_file.take());
             anyhow::ensure!(config.shards >= 1, "--shards must be at least 1");
             let cluster = &mut config.cluster;
             cluster.node_id = node_id.or(cluster.node_id);
@@ -334,6 +367,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Agent {
             server,
             token_file,
+            ca_file,
+            epoch_key_file,
             name,
             cpus,
             mem,
@@ -352,6 +387,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let options = crate::agent::AgentOptions {
                 servers: server,
                 token,
+                ca_file,
+                epoch_key_file,
                 name: name.unwrap_or_else(hostname),
                 cpus,
                 mem,
@@ -478,6 +515,9 @@ where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = client::Outcome>,
 {
-    let client = Client::new(remote);
+    let client = match Client::new(remote) {
+        Ok(client) => client,
+        Err(failure) => return Ok(finish(Err(failure))),
+    };
     Ok(finish(runtime()?.block_on(command(client))))
 }

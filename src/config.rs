@@ -39,6 +39,9 @@ pub struct Config {
     pub agents: AgentsConfig,
     pub cluster: ClusterConfig,
     pub retention: RetentionConfig,
+    /// HTTPS: the server's certificate and key, and the CA its own clients (a cluster's
+    /// servers talking to each other) trust.
+    pub tls: TlsConfig,
     /// Whether and how the local agent runs jobs with a `container` (podman or docker).
     pub containers: crate::agent::containers::ContainersConfig,
     /// How the server writes its log lines (`--log-format`): text, or JSON lines.
@@ -116,6 +119,9 @@ pub struct AgentsConfig {
     /// The most a remote agent may offer: a registration offering more is refused, so that
     /// a bogus offer cannot win every placement.
     pub max_offer: dron_model::demand::Resources,
+    /// A file holding the key this server proves its epoch with to agents that connect over
+    /// plain ws:// (`dron agent --epoch-key-file`, the same key): see docs/security.md.
+    pub epoch_key_file: Option<PathBuf>,
 }
 
 /// `[agents]` as written: `local` may be left out, and its default depends on the cluster.
@@ -133,6 +139,7 @@ struct AgentsFile {
     max_cpus: Option<f64>,
     max_mem_mb: Option<f64>,
     max_disk_mb: Option<f64>,
+    epoch_key_file: Option<PathBuf>,
 }
 
 impl From<AgentsFile> for AgentsConfig {
@@ -152,6 +159,7 @@ impl From<AgentsFile> for AgentsConfig {
                 file.max_mem_mb.unwrap_or(defaults.max_offer.mem),
                 file.max_disk_mb.unwrap_or(defaults.max_offer.disk),
             ),
+            epoch_key_file: file.epoch_key_file,
         }
     }
 }
@@ -173,11 +181,18 @@ impl Default for AgentsConfig {
                 16.0 * 1024.0 * 1024.0,
                 1024.0 * 1024.0 * 1024.0,
             ),
+            epoch_key_file: None,
         }
     }
 }
 
 impl AgentsConfig {
+    /// The key this server proves its epoch with to agents, read from its file.
+    pub fn epoch_key(&self) -> anyhow::Result<Option<crate::agent::epoch::EpochKey>> {
+        let key = self.epoch_key_file.as_deref();
+        key.map(crate::agent::epoch::EpochKey::load).transpose()
+    }
+
     /// The local agent's offer: the configured amounts, the machine's for those left at 0.
     pub fn local_resources(&self, data_dir: &Path) -> dron_model::demand::Resources {
         let machine = crate::agent::machine::machine_resources(data_dir);
@@ -215,6 +230,52 @@ impl AgentsConfig {
             "agents.weights must be positive"
         );
         Ok(())
+    }
+}
+
+/// `[tls]`: HTTPS and wss:// on the server's one port (docs/security.md, docs/operations.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM (`--tls-cert`).
+    pub cert: Option<PathBuf>,
+    /// Its private key, PEM PKCS#8 (`--tls-key`).
+    pub key: Option<PathBuf>,
+    /// The CA certificates (PEM) this server trusts when it calls the cluster's other
+    /// servers (`--ca-file`); none: the system's.
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.cert.is_some() == self.key.is_some(),
+            "tls: give both the certificate and its key (--tls-cert and --tls-key, or cert and \
+             key under [tls]), or neither"
+        );
+        self.peer_ca()?;
+        Ok(())
+    }
+
+    /// How this server's URLs begin: `https` with a certificate, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        match self.cert {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
+
+    /// The server's TLS, read from the files; None: plain HTTP.
+    pub fn server(&self) -> anyhow::Result<Option<crate::tls::ServerTls>> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::tls::ServerTls::load(cert, key)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The CA the server's own clients trust, read from its file; None: the system's.
+    pub fn peer_ca(&self) -> anyhow::Result<Option<crate::tls::TrustedCa>> {
+        crate::tls::TrustedCa::load_optional(self.ca.as_deref()).context("tls: ca")
     }
 }
 
@@ -584,8 +645,9 @@ impl NotifyConfig {
         Ok(())
     }
 
-    /// The notifier's settings; `listen` is the API's bound address (for default links).
-    pub fn actor_config(&self, listen: &str) -> dron_actors::notify::NotifyConfig {
+    /// The notifier's settings; `base_url` is the API's (`http(s)://` its bound address), for
+    /// default links.
+    pub fn actor_config(&self, base_url: &str) -> dron_actors::notify::NotifyConfig {
         let webhooks = self.webhooks.iter().map(|hook| WebhookTarget {
             url: hook.url.clone(),
             events: hook
@@ -596,10 +658,7 @@ impl NotifyConfig {
             secret: hook.secret.clone(),
         });
         dron_actors::notify::NotifyConfig {
-            ui_url: self
-                .ui_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{listen}")),
+            ui_url: self.ui_url.clone().unwrap_or_else(|| base_url.to_string()),
             digest_window_ms: (self.digest_window_secs.min(86_400 * 7) * 1000) as i64,
             mail_on_recovery: self.mail_on_recovery,
             email: self.smtp.is_some(),
@@ -736,6 +795,7 @@ impl Default for Config {
             agents: AgentsConfig::default(),
             cluster: ClusterConfig::default(),
             retention: RetentionConfig::default(),
+            tls: TlsConfig::default(),
             containers: Default::default(),
             log_format: crate::logging::LogFormat::default(),
         }
@@ -796,6 +856,7 @@ impl Config {
     pub fn settle(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.shards >= 1, "shards must be at least 1");
         self.cluster.validate()?;
+        self.tls.validate()?;
         self.agents.local = self.local_agent()?;
         self.check_exposure()
     }
@@ -969,7 +1030,7 @@ mod tests {
         "#;
         let config: Config = toml::from_str(text).unwrap();
         config.notify.validate().unwrap();
-        let actor = config.notify.actor_config("127.0.0.1:4400");
+        let actor = config.notify.actor_config("http://127.0.0.1:4400");
         assert!(actor.email);
         assert_eq!(actor.digest_window_ms, 60_000);
         assert_eq!(actor.ui_url, "https://dron.example.com");
@@ -1014,6 +1075,28 @@ mod tests {
 
     fn error_of(result: anyhow::Result<Config>) -> String {
         format!("{:#}", result.expect_err("refused"))
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key_and_a_readable_ca() {
+        let config = settled("[tls]\n").unwrap();
+        assert!(
+            config.tls.server().unwrap().is_none(),
+            "plain HTTP by default"
+        );
+        let error = error_of(settled("[tls]\ncert = \"/etc/dron/server.pem\"\n"));
+        assert!(
+            error.contains("both the certificate and its key"),
+            "{error}"
+        );
+        let error = error_of(settled("[tls]\nca = \"/nonexistent/ca.pem\"\n"));
+        assert!(
+            error.contains("tls: ca") && error.contains("/nonexistent/ca.pem"),
+            "{error}"
+        );
+        let bad = secret_file("not a certificate");
+        let error = error_of(settled(&format!("[tls]\nca = {:?}\n", bad.path())));
+        assert!(error.contains("no PEM certificate"), "{error}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`notify`]: how failure notices leave: SMTP mail and signed webhooks.
 //! - [`storage`]: the RocksDB shard, resource and notice stores.
 //! - [`config`]: the `dron.toml` settings.
+//! - [`tls`]: HTTPS served, and the CA clients verify it with (the system's OpenSSL).
 //! - [`logging`]: log lines as text or JSON, colour only on a terminal.
 
 pub mod agent;
@@ -23,3 +24,4 @@ pub mod notify;
 pub mod retention;
 pub mod server;
 pub mod storage;
+pub mod tls;

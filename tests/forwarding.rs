@@ -90,7 +90,7 @@ impl Follower {
         let state = AppState::new(format!("127.0.0.1:{port}"))
             .with_metrics(metrics())
             .with_auth(auth)
-            .with_cluster(view.clone());
+            .with_cluster(view.clone(), None);
         let app = dron::http::router(state, false);
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();

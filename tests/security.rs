@@ -72,6 +72,8 @@ fn registration(name: &str, agent_id: &str, cpus: f64) -> AgentMessage {
         attributes: BTreeMap::new(),
         tasks: Vec::new(),
         newest_epoch: 0,
+        nonce: None,
+        epochs_refused: 0,
     }
 }
 
@@ -350,6 +352,35 @@ async fn agents_prove_who_they_are_with_credentials_of_their_own() {
             "a secret is stored in the clear"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_agent_credentials_count_toward_the_failed_login_limit() {
+    let config = format!(
+        "{}[auth]\ntokens = [\"{API_TOKEN}\"]\n",
+        agents_config(10_000)
+    );
+    let mut server = Server::start_with_config(1, &config).await;
+    with_api_token(&mut server);
+    let token = create_token(&server, "w1").await;
+    let forged = format!("Bearer w1.{}", "0".repeat(64));
+    for attempt in 0..10 {
+        let refused = connect(&server, &[("authorization", forged.as_str())]).await;
+        assert_eq!(refused.err(), Some(401), "attempt {attempt}");
+    }
+    // The 11th waits for the minute to end, even with the right credential...
+    let bearer = format!("Bearer {token}");
+    let blocked = connect(&server, &[("authorization", bearer.as_str())]).await;
+    assert_eq!(blocked.err(), Some(429));
+    // ...and so does the API from that address: one limit for both.
+    let api = reqwest::Client::new()
+        .get(server.url("/api/agents"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 429);
+    assert!(api.headers().contains_key("retry-after"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

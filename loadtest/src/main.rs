@@ -50,6 +50,10 @@ struct Cli {
     /// The server's URL (ignored with --dron-bin).
     #[arg(long, global = true, default_value = "http://127.0.0.1:4400")]
     url: String,
+    /// The CA certificate(s), PEM, that signed an https:// --url server's certificate
+    /// (trusted instead of the system's CAs).
+    #[arg(long, global = true, env = "DRON_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Start this dron binary as the server under test (on a free port), instead of --url.
     #[arg(long, global = true)]
     dron_bin: Option<PathBuf>,
@@ -270,6 +274,9 @@ enum PeerWorkload {
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Some(ca_file) = &cli.ca_file {
+        workloads::trust_ca(ca_file)?;
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     let outcome = runtime.block_on(start(cli))?;
     // The last line: one JSON object, for scripts.
@@ -460,7 +467,7 @@ async fn run(
                 since_ms: since,
                 jobs_file,
             };
-            check::run(&reqwest::Client::new(), url, &options).await
+            check::run(&workloads::http_client(), url, &options).await
         }
     }
 }

@@ -9,6 +9,10 @@
 //! Given several servers (a cluster), it connects to the one that last accepted it first,
 //! then the others in turn. A server that does not lead refuses the connection with 503 and
 //! the leader's address, where the next attempt goes ([`Servers`]).
+//!
+//! Over `https://` (`wss://`) the server's certificate is verified (against `--ca-file`, else
+//! the system's CAs); a registration that raises the agent's epoch is believed only from a
+//! server that proved itself ([`super::epoch`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -25,7 +29,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use super::epoch::{self, EpochKey, Proof};
 use super::work_dir::WorkDir;
+use crate::tls::TrustedCa;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -70,7 +76,7 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// Checks each address (plain http://, or a bare host:port).
+    /// Checks each address (http://, https://, ws://, wss://, or a bare host:port).
     pub fn new(list: Vec<String>) -> anyhow::Result<Servers> {
         let list: Vec<String> = list
             .into_iter()
@@ -154,6 +160,65 @@ impl std::fmt::Display for NotLeader {
 
 impl std::error::Error for NotLeader {}
 
+/// How long an agent whose credential was refused waits before it tries again: refused
+/// credentials count toward the server's failed logins per address (10 a minute, then every
+/// request from the address is refused for the rest of the minute, the API's included).
+const CREDENTIAL_REFUSED_PAUSE: Duration = Duration::from_secs(15);
+
+/// A server refused the agent's credential (401, 403) or its address (429, too many refused).
+#[derive(Debug)]
+struct CredentialRefused {
+    server: String,
+    status: u16,
+    message: String,
+    /// Before the next attempt.
+    wait: Duration,
+}
+
+impl CredentialRefused {
+    fn new(
+        server: &str,
+        response: &tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>,
+    ) -> CredentialRefused {
+        let body = response.body().as_deref().unwrap_or_default();
+        let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok()?.trim().parse().ok())
+            .map(Duration::from_secs);
+        CredentialRefused {
+            server: server.to_string(),
+            status: response.status().as_u16(),
+            message: answer["error"].as_str().unwrap_or("refused").to_string(),
+            wait: retry_after
+                .unwrap_or(CREDENTIAL_REFUSED_PAUSE)
+                .max(CREDENTIAL_REFUSED_PAUSE),
+        }
+    }
+}
+
+impl std::fmt::Display for CredentialRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} refused this agent ({}): {}; trying again in {:?}",
+            self.server, self.status, self.message, self.wait
+        )
+    }
+}
+
+impl std::error::Error for CredentialRefused {}
+
+/// How the agent checks the servers it talks to.
+#[derive(Default)]
+pub struct Trust {
+    /// The CA that signed the servers' certificates (`--ca-file`); None: the system's.
+    pub ca: Option<TrustedCa>,
+    /// The key servers prove their epochs with over plain ws:// (`--epoch-key-file`).
+    pub epoch_key: Option<EpochKey>,
+}
+
 pub struct Link {
     servers: Servers,
     token: Option<String>,
@@ -161,7 +226,17 @@ pub struct Link {
     dir: WorkDir,
     tasks: ActorRef<AgentMsg>,
     fence: Fence,
+    /// The epoch the current session's server registered this agent with: its commands carry
+    /// it (a higher one was not proved, and is refused).
+    session_epoch: u64,
     unacked: BTreeMap<String, Unacked>,
+    /// Connects `wss://` trusting `--ca-file`; None: the system's CAs.
+    tls: Option<native_tls::TlsConnector>,
+    /// Asks a refusing server's `/health` who leads, trusting the same CA.
+    http: reqwest::Client,
+    epoch_key: Option<EpochKey>,
+    /// Registrations refused since start for an epoch not proved (told to the next server).
+    epochs_refused: u64,
 }
 
 impl Link {
@@ -171,17 +246,30 @@ impl Link {
         identity: Identity,
         dir: WorkDir,
         tasks: ActorRef<AgentMsg>,
-    ) -> Link {
+        trust: Trust,
+    ) -> anyhow::Result<Link> {
         let fence = dir.fence();
-        Link {
+        let tls = trust.ca.as_ref().map(TrustedCa::connector).transpose()?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2));
+        let http = crate::tls::with_ca(http, trust.ca.as_ref())
+            .build()
+            .context("building the agent's HTTP client")?;
+        Ok(Link {
             servers,
             token,
             identity,
             dir,
             tasks,
             fence,
+            session_epoch: fence.newest_epoch,
             unacked: BTreeMap::new(),
-        }
+            tls,
+            http,
+            epoch_key: trust.epoch_key,
+            epochs_refused: 0,
+        })
     }
 
     /// Runs sessions forever; between them, keeps collecting the tasks' updates.
@@ -194,23 +282,28 @@ impl Link {
         loop {
             let server = self.servers.pick();
             let mut registered = false;
+            let mut pause_for = backoff;
             match self.session(&server, &mut registered, &mut updates).await {
                 Ok(()) => tracing::warn!(server, "server closed the connection"),
-                Err(error) => match error.downcast_ref::<NotLeader>() {
-                    Some(refusal) => {
+                Err(error) => {
+                    if let Some(refusal) = error.downcast_ref::<NotLeader>() {
                         tracing::info!("{refusal}");
                         if let Some(leader) = &refusal.leader {
                             self.servers.redirect(leader, &server);
                         }
+                    } else if let Some(refused) = error.downcast_ref::<CredentialRefused>() {
+                        tracing::error!("{refused}");
+                        pause_for = pause_for.max(refused.wait);
+                    } else {
+                        tracing::warn!(server, "{error:#}");
                     }
-                    None => tracing::warn!(server, "{error:#}"),
-                },
+                }
             }
             if registered {
                 self.servers.accepted(&server);
                 backoff = FIRST_BACKOFF;
             }
-            let pause = tokio::time::sleep(backoff);
+            let pause = tokio::time::sleep(pause_for);
             tokio::pin!(pause);
             loop {
                 tokio::select! {
@@ -228,13 +321,21 @@ impl Link {
         registered: &mut bool,
         updates: &mut UnboundedReceiver<TaskUpdate>,
     ) -> anyhow::Result<()> {
-        let mut request = connect_url(server)?.into_client_request()?;
+        let url = connect_url(server)?;
+        let over_tls = url.starts_with("wss://");
+        let mut request = url.into_client_request()?;
         if let Some(token) = &self.token {
             let value = format!("Bearer {token}").parse()?;
             request.headers_mut().insert("authorization", value);
         }
-        let connecting =
-            tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request));
+        let connector = match (&self.tls, over_tls) {
+            (Some(tls), true) => Some(tokio_tungstenite::Connector::NativeTls(tls.clone())),
+            _ => None,
+        };
+        let connecting = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector),
+        );
         let Ok(connected) = connecting.await else {
             bail!("connecting to {server}: no answer within {CONNECT_TIMEOUT:?}");
         };
@@ -243,14 +344,24 @@ impl Link {
             Err(tokio_tungstenite::tungstenite::Error::Http(response))
                 if response.status() == 503 =>
             {
-                return Err(not_leader(server, response.body().as_deref()).await.into());
+                let body = response.body().as_deref();
+                return Err(not_leader(&self.http, server, body).await.into());
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response))
+                if matches!(response.status().as_u16(), 401 | 403 | 429) =>
+            {
+                return Err(CredentialRefused::new(server, &response).into());
             }
             Err(error) => {
-                return Err(error).with_context(|| format!("connecting to {server}"));
+                let hint = crate::tls::failure_hint(&error.to_string())
+                    .map(|hint| format!(" ({hint})"))
+                    .unwrap_or_default();
+                return Err(error).with_context(|| format!("connecting to {server}{hint}"));
             }
         };
         let (mut sink, mut stream) = socket.split();
-        send(&mut sink, &self.registration()).await?;
+        let nonce = epoch::nonce();
+        send(&mut sink, &self.registration(&nonce)).await?;
         let first = tokio::time::timeout(REGISTER_TIMEOUT, next_message(&mut stream))
             .await
             .context("the server did not answer the registration")??;
@@ -258,9 +369,13 @@ impl Link {
             Some(ServerMessage::Registered {
                 epoch,
                 heartbeat_ms,
+                proof,
             }) => {
+                let proof = self.proof(over_tls, &nonce, epoch, proof.as_deref());
+                self.believe(server, epoch, proof)?;
                 self.admit(epoch)
                     .map_err(|reason| anyhow::anyhow!("refusing this server: {reason}"))?;
+                self.session_epoch = epoch;
                 heartbeat_ms
             }
             Some(ServerMessage::Refused { reason }) => bail!("registration refused: {reason}"),
@@ -304,7 +419,35 @@ impl Link {
         }
     }
 
-    fn registration(&self) -> AgentMessage {
+    /// What the server of this session proved about itself.
+    fn proof(&self, over_tls: bool, nonce: &str, epoch: u64, proof: Option<&str>) -> Proof {
+        match (&self.epoch_key, proof) {
+            _ if over_tls => Proof::Certificate,
+            (None, _) => Proof::Nothing,
+            (Some(key), Some(proof)) if key.verify(nonce, epoch, proof) => Proof::Key,
+            (Some(_), _) => Proof::KeyFailed,
+        }
+    }
+
+    /// Refuses a registration whose epoch would raise the fence without proof (the fence
+    /// stays where it was).
+    fn believe(&mut self, server: &str, epoch: u64, proof: Proof) -> anyhow::Result<()> {
+        let newest = self.fence.newest_epoch;
+        if let Err(reason) = epoch::check_jump(newest, epoch, proof, now_ms().max(0) as u64) {
+            self.epochs_refused += 1;
+            tracing::error!(
+                server,
+                epoch,
+                newest,
+                refused = self.epochs_refused,
+                "refusing this server's epoch: {reason}"
+            );
+            bail!("refusing this server's epoch {epoch}: {reason}");
+        }
+        Ok(())
+    }
+
+    fn registration(&self, nonce: &str) -> AgentMessage {
         let mut tasks: BTreeSet<String> = self.dir.tasks().into_iter().map(|(id, _)| id).collect();
         tasks.extend(self.unacked.keys().cloned());
         AgentMessage::Register {
@@ -315,6 +458,8 @@ impl Link {
             attributes: self.identity.attributes.clone(),
             tasks: tasks.into_iter().collect(),
             newest_epoch: self.fence.newest_epoch,
+            nonce: Some(nonce.to_string()),
+            epochs_refused: self.epochs_refused,
         }
     }
 
@@ -349,7 +494,7 @@ impl Link {
     fn obey(&mut self, message: ServerMessage) -> Option<AgentMessage> {
         match message {
             ServerMessage::Launch { epoch, task } => {
-                if let Err(reason) = self.admit(epoch) {
+                if let Err(reason) = self.admit_command(epoch) {
                     let task_id = Some(task.task_id);
                     return Some(AgentMessage::Rejected { task_id, reason });
                 }
@@ -362,7 +507,7 @@ impl Link {
                 let _ = self.tasks.send_message(AgentMsg::Launch(task));
             }
             ServerMessage::Kill { epoch, task_id } => {
-                if let Err(reason) = self.admit(epoch) {
+                if let Err(reason) = self.admit_command(epoch) {
                     let task_id = Some(task_id);
                     return Some(AgentMessage::Rejected { task_id, reason });
                 }
@@ -373,7 +518,7 @@ impl Link {
                 task_id,
                 timeout_deadline_ms,
             } => {
-                if let Err(reason) = self.admit(epoch) {
+                if let Err(reason) = self.admit_command(epoch) {
                     let task_id = Some(task_id);
                     return Some(AgentMessage::Rejected { task_id, reason });
                 }
@@ -416,6 +561,18 @@ impl Link {
         }
     }
 
+    /// A command's epoch: the session's (a higher one was not what the server registered
+    /// with, so not proved), and not older than the fence.
+    fn admit_command(&mut self, epoch: u64) -> Result<(), String> {
+        if epoch > self.session_epoch {
+            return Err(format!(
+                "server epoch {epoch} is not the one this server registered with ({})",
+                self.session_epoch
+            ));
+        }
+        self.admit(epoch)
+    }
+
     /// The fence: refuses a command from an older server epoch; records a newer one on disk
     /// before obeying it.
     fn admit(&mut self, epoch: u64) -> Result<(), String> {
@@ -443,11 +600,11 @@ fn status_message(update: &TaskUpdate) -> Option<AgentMessage> {
 /// What a server that refused the agent with 503 says: `{"error", "leader"}`, the leader's
 /// address or null. The body comes with the handshake's answer only when it arrived in the
 /// same read; else the server's `/health` (open, small) says who leads.
-async fn not_leader(server: &str, body: Option<&[u8]>) -> NotLeader {
+async fn not_leader(http: &reqwest::Client, server: &str, body: Option<&[u8]>) -> NotLeader {
     let answer = body.and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok());
     let answer = match answer {
         Some(answer) if answer.get("leader").is_some() => answer,
-        _ => health(server).await.unwrap_or_default(),
+        _ => health(http, server).await.unwrap_or_default(),
     };
     let leader = answer["leader"]
         .as_str()
@@ -465,35 +622,35 @@ async fn not_leader(server: &str, body: Option<&[u8]>) -> NotLeader {
 }
 
 /// The server's `GET /health`, whatever its status.
-async fn health(server: &str) -> Option<serde_json::Value> {
-    let base = match server.split_once("://") {
-        Some((_, rest)) => rest,
-        None => server,
-    };
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .ok()?;
+async fn health(http: &reqwest::Client, server: &str) -> Option<serde_json::Value> {
+    let (secure, rest) = split_scheme(server).ok()?;
+    let scheme = if secure { "https" } else { "http" };
     let answer = http
-        .get(format!("http://{base}/health"))
+        .get(format!("{scheme}://{rest}/health"))
         .send()
         .await
         .ok()?;
     answer.json().await.ok()
 }
 
-/// `http://host:port` → `ws://host:port/api/agents/connect`.
-fn connect_url(server: &str) -> anyhow::Result<String> {
+/// Whether `server` is reached over TLS, and its address without the scheme.
+fn split_scheme(server: &str) -> anyhow::Result<(bool, &str)> {
     let base = server.trim_end_matches('/');
-    let rest = match base.split_once("://") {
-        Some(("http" | "ws", rest)) => rest,
+    match base.split_once("://") {
+        Some(("http" | "ws", rest)) => Ok((false, rest)),
+        Some(("https" | "wss", rest)) => Ok((true, rest)),
         Some((scheme, _)) => bail!(
-            "--server {server}: scheme {scheme} is not supported (plain http:// only; see docs/operations.md)"
+            "--server {server}: scheme {scheme} is not supported (http:// or https://; see docs/operations.md)"
         ),
-        None => base,
-    };
-    Ok(format!("ws://{rest}/api/agents/connect"))
+        None => Ok((false, base)),
+    }
+}
+
+/// `http://host:port` → `ws://host:port/api/agents/connect`; `https://` → `wss://`.
+fn connect_url(server: &str) -> anyhow::Result<String> {
+    let (secure, rest) = split_scheme(server)?;
+    let scheme = if secure { "wss" } else { "ws" };
+    Ok(format!("{scheme}://{rest}/api/agents/connect"))
 }
 
 async fn send<S>(sink: &mut S, message: &AgentMessage) -> anyhow::Result<()>
@@ -585,18 +742,20 @@ mod tests {
     fn server_lists_are_checked() {
         assert!(Servers::new(vec![]).is_err());
         assert!(Servers::new(vec![" ".into()]).is_err());
-        let error = Servers::new(vec!["http://a:1".into(), "https://b:1".into()]).unwrap_err();
-        assert!(error.to_string().contains("https"), "{error}");
+        let error = Servers::new(vec!["http://a:1".into(), "ftp://b:1".into()]).unwrap_err();
+        assert!(error.to_string().contains("ftp"), "{error}");
+        assert!(Servers::new(vec!["https://a:1".into(), "wss://b:1".into()]).is_ok());
     }
 
     #[tokio::test]
     async fn a_refusal_names_the_leader() {
         let body =
             br#"{"error": "this server is not the leader", "leader": "http://127.0.0.1:4402"}"#;
-        let refusal = super::not_leader("http://127.0.0.1:4401", Some(body)).await;
+        let http = reqwest::Client::new();
+        let refusal = super::not_leader(&http, "http://127.0.0.1:4401", Some(body)).await;
         assert_eq!(refusal.leader.as_deref(), Some("http://127.0.0.1:4402"));
         let body = br#"{"error": "this server is not the leader", "leader": null}"#;
-        let refusal = super::not_leader("http://127.0.0.1:4401", Some(body)).await;
+        let refusal = super::not_leader(&http, "http://127.0.0.1:4401", Some(body)).await;
         assert_eq!(refusal.leader, None);
         assert!(
             refusal.to_string().contains("no leader is known yet"),
@@ -605,11 +764,35 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_credential_waits_at_least_15_s_or_what_the_server_says() {
+        use tokio_tungstenite::tungstenite::http::Response;
+        let body = br#"{"error": "unknown or revoked agent credential"}"#.to_vec();
+        let revoked = Response::builder().status(401).body(Some(body)).unwrap();
+        let refused = super::CredentialRefused::new("http://a:1", &revoked);
+        assert_eq!(refused.wait, super::CREDENTIAL_REFUSED_PAUSE);
+        assert!(
+            refused.to_string().contains("(401): unknown or revoked"),
+            "{refused}"
+        );
+        let limited = Response::builder()
+            .status(429)
+            .header("retry-after", "42")
+            .body(None)
+            .unwrap();
+        let refused = super::CredentialRefused::new("http://a:1", &limited);
+        assert_eq!(refused.wait, std::time::Duration::from_secs(42));
+    }
+
+    #[test]
     fn connect_urls() {
         let url = super::connect_url("http://10.0.0.5:4400/").unwrap();
         assert_eq!(url, "ws://10.0.0.5:4400/api/agents/connect");
         let url = super::connect_url("127.0.0.1:4400").unwrap();
         assert_eq!(url, "ws://127.0.0.1:4400/api/agents/connect");
-        assert!(super::connect_url("https://dron.example.com").is_err());
+        let url = super::connect_url("https://dron.example.com/").unwrap();
+        assert_eq!(url, "wss://dron.example.com/api/agents/connect");
+        let url = super::connect_url("wss://10.0.0.5:4400").unwrap();
+        assert_eq!(url, "wss://10.0.0.5:4400/api/agents/connect");
+        assert!(super::connect_url("ftp://dron.example.com").is_err());
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! - [`containers`]: whether and how this machine runs container jobs (podman or docker).
 //! - [`credential`]: the agent's credential (`NAME.SECRET`), made by the server.
+//! - [`epoch`]: which server epochs the agent believes (proved by TLS or an epoch key).
 //! - [`link`]: the connection to the server: registration, heartbeats, commands, statuses.
 //! - [`work_dir`]: what the agent keeps on disk to survive its own restart.
 //! - [`machine`]: this machine's size, the default offer.
@@ -12,6 +13,7 @@
 
 pub mod containers;
 pub mod credential;
+pub mod epoch;
 mod link;
 pub mod machine;
 mod output;
@@ -38,6 +40,10 @@ pub struct AgentOptions {
     /// Its credential (`NAME.SECRET`), sent as a bearer token; None: a server that trusts its
     /// network may take the agent without one.
     pub token: Option<String>,
+    /// The CA that signed the servers' certificates (`--ca-file`); None: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The key servers prove their epochs with over plain ws:// (`--epoch-key-file`).
+    pub epoch_key_file: Option<PathBuf>,
     pub name: String,
     /// What the agent offers; None: the machine's size.
     pub cpus: Option<f64>,
@@ -55,6 +61,14 @@ pub struct AgentOptions {
 /// stops; the next start adopts them.
 pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     let servers = link::Servers::new(options.servers.clone())?;
+    let trust = link::Trust {
+        ca: crate::tls::TrustedCa::load_optional(options.ca_file.as_deref())?,
+        epoch_key: options
+            .epoch_key_file
+            .as_deref()
+            .map(epoch::EpochKey::load)
+            .transpose()?,
+    };
     let dir = WorkDir::open(&options.work_dir)?;
     let machine = machine::machine_resources(&options.work_dir);
     let resources = Resources::new(
@@ -102,7 +116,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         resources,
         attributes,
     };
-    let session = link::Link::new(servers, options.token, identity, dir, tasks.clone());
+    let session = link::Link::new(servers, options.token, identity, dir, tasks.clone(), trust)?;
     tokio::select! {
         () = session.run(updates) => {}
         () = crate::server::shutdown_signal() => {}

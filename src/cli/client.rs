@@ -20,6 +20,10 @@ pub struct Remote {
     /// A bearer token, for a server whose config has `[auth] tokens`.
     #[arg(long, env = "DRON_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// The CA certificate(s), PEM, that signed an https:// server's certificate; trusted
+    /// instead of the system's CAs.
+    #[arg(long, env = "DRON_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Why a command failed: printed as `error: <message>`, answered as the exit code.
@@ -59,16 +63,18 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(remote: &Remote) -> Client {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+    pub fn new(remote: &Remote) -> Result<Client, Failure> {
+        let ca = crate::tls::TrustedCa::load_optional(remote.ca_file.as_deref())
+            .map_err(|error| Failure::local(format!("--ca-file: {error:#}")))?;
+        let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        let http = crate::tls::with_ca(builder, ca.as_ref())
             .build()
-            .unwrap_or_default();
-        Client {
+            .map_err(|error| Failure::local(format!("--ca-file: {}", chain(&error))))?;
+        Ok(Client {
             http,
             url: remote.url.trim_end_matches('/').to_string(),
             token: remote.token.clone(),
-        }
+        })
     }
 
     /// Sends one request; answers the JSON body (`Null` when empty, a string when not JSON).
@@ -118,12 +124,15 @@ impl Client {
     }
 
     fn unreachable(&self, error: &reqwest::Error) -> Failure {
+        let causes = chain(error);
+        let hint = crate::tls::failure_hint(&causes)
+            .map(|hint| format!(" ({hint})"))
+            .unwrap_or_default();
         Failure {
             code: 2,
             message: format!(
-                "cannot reach the dron server at {}: {}",
-                self.url,
-                chain(error)
+                "cannot reach the dron server at {}: {causes}{hint}",
+                self.url
             ),
         }
     }

@@ -85,12 +85,14 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
     let replicated =
         Arc::new(ReplicatedState::open(&config.data_dir).context("opening the replicated state")?);
     tokio::spawn(keep_durable(Arc::downgrade(&replicated)));
+    let peer_ca = config.tls.peer_ca()?;
     let settings = RaftSettings {
         heartbeat_ms: config.cluster.heartbeat_ms,
         election_timeout_min_ms: config.cluster.election_timeout_ms,
         election_timeout_max_ms: config.cluster.election_timeout_max_ms(),
         snapshot_after_entries: config.cluster.snapshot_after_entries,
         entries_kept_after_snapshot: config.cluster.entries_kept_after_snapshot,
+        peer_ca: peer_ca.clone(),
     };
     let raft = Arc::new(
         RaftNode::start(
@@ -113,7 +115,7 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
         raft: raft.clone(),
     };
     let state = state
-        .with_cluster(view.clone())
+        .with_cluster(view.clone(), peer_ca.as_ref())
         .with_agent_tokens(Arc::new(tokens), config.tokenless_agents());
     state.set_backup(replicated.clone());
     let _usage = crate::server::disk_usage(&config)?;
@@ -122,8 +124,9 @@ pub async fn serve(config: Config, listener: TcpListener, state: AppState) -> an
         .context("reading the listening address")?
         .to_string();
     let app = crate::server::api(&config, state.clone(), raft.routes());
+    let tls = config.tls.server()?;
     let http_server = tokio::spawn(async move {
-        crate::http::serve::serve(listener, app, crate::server::shutdown_signal()).await
+        crate::http::serve::serve(listener, app, tls, crate::server::shutdown_signal()).await
     });
     tracing::info!(node = this, listen = %config.listen, data_dir = %config.data_dir.display(), join = config.cluster.join, "dron cluster node starting");
     let leading = tokio::spawn(lead_when_elected(

@@ -13,9 +13,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::header::ORIGIN;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::header::{AUTHORIZATION, ORIGIN};
+use axum::http::{Extensions, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dron_actors::broker::BrokerMsg;
 use dron_task::protocol::{AgentMessage, ServerMessage};
@@ -24,9 +24,9 @@ use ractor::ActorRef;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::AppState;
 use super::agent_tokens::{self, AgentIdentity};
 use super::error::{ApiError, ApiResult};
+use super::{AppState, auth};
 
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
@@ -44,6 +44,7 @@ async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 async fn connect(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let upgrade = upgrade.map_err(|rejection| {
@@ -72,12 +73,38 @@ async fn connect(
             ));
         }
     }
-    let identity = agent_tokens::identify(&state, &headers)?;
+    let identity = match identify(&state, &headers, &extensions) {
+        Ok(identity) => identity,
+        Err(refused) => return Ok(*refused),
+    };
     let broker = state.broker()?;
     let upgrade = upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES);
     Ok(upgrade.on_upgrade(move |socket| carry(socket, broker, state, identity)))
+}
+
+/// The connection's agent, by its credential; refused credentials count toward the failed
+/// logins of the client's address, as the API's do (429 once it sent too many).
+fn identify(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<AgentIdentity, Box<Response>> {
+    let address = auth::client_address(extensions);
+    let now = Instant::now();
+    if let Some(wait) = address.and_then(|a| state.failed_logins.blocked_for(a, now)) {
+        return Err(Box::new(auth::too_many_failed_logins(wait)));
+    }
+    agent_tokens::identify(state, headers).map_err(|error| {
+        // Only credentials sent and refused count, as for the API.
+        let refused =
+            error.status == StatusCode::UNAUTHORIZED && headers.contains_key(AUTHORIZATION);
+        if refused && let Some(address) = address {
+            state.failed_logins.failed(address, now);
+        }
+        Box::new(error.into_response())
+    })
 }
 
 /// Numbers connections, so the broker can tell an agent's new connection from its old one.
@@ -116,6 +143,8 @@ async fn carry(
     let register_deadline = tokio::time::sleep(REGISTER_WITHIN);
     tokio::pin!(register_deadline);
     let mut registered = false;
+    // The agent's registration nonce, for the proof of this server's epoch.
+    let mut nonce: Option<String> = None;
     let mut rate = Rate::new(BURST, PER_SECOND);
     loop {
         tokio::select! {
@@ -126,8 +155,11 @@ async fn carry(
             }
             outgoing = to_agent.recv() => {
                 // None: the broker dropped the connection (the agent went silent).
-                let Some(message) = outgoing else { break };
-                registered |= matches!(message, ServerMessage::Registered { .. });
+                let Some(mut message) = outgoing else { break };
+                if let ServerMessage::Registered { epoch, proof, .. } = &mut message {
+                    registered = true;
+                    *proof = prove_epoch(&state, nonce.as_deref(), *epoch);
+                }
                 let text = serde_json::to_string(&message).expect("protocol messages encode");
                 if sink.send(Message::Text(text.into())).await.is_err() {
                     break;
@@ -144,6 +176,10 @@ async fn carry(
                             let text = serde_json::to_string(&refused).expect("protocol messages encode");
                             let _ = sink.send(Message::Text(text.into())).await;
                             break;
+                        }
+                        if let AgentMessage::Register { name, nonce: sent, epochs_refused, .. } = &message {
+                            nonce = sent.clone();
+                            record_refused_epochs(name, *epochs_refused);
                         }
                         let _ = broker.send_message(BrokerMsg::FromAgent { connection, message });
                         if let Some(pause) = rate.take() {
@@ -162,6 +198,26 @@ async fn carry(
     }
     let _ = sink.close().await;
     let _ = broker.send_message(BrokerMsg::Disconnected { connection });
+}
+
+/// The proof of `epoch` for the registration that sent `nonce`, when this server has an
+/// epoch key (agents over plain ws:// believe a new epoch only with it).
+fn prove_epoch(state: &AppState, nonce: Option<&str>, epoch: u64) -> Option<String> {
+    Some(state.epoch_key.as_ref()?.prove(nonce?, epoch))
+}
+
+/// An agent that refused registrations for an epoch nobody proved (a forged epoch, or a
+/// server without the epoch key) says how many when it registers here.
+fn record_refused_epochs(agent: &str, refused: u64) {
+    if refused > 0 {
+        tracing::warn!(
+            agent,
+            refused,
+            "the agent refused server epochs nobody proved since it started: a forged epoch, or a server without the epoch key"
+        );
+        metrics::gauge!("dron_agent_epochs_refused", "agent" => agent.to_string())
+            .set(refused as f64);
+    }
 }
 
 /// A token bucket: `take` answers how long to wait before the next message, if at all.

@@ -5,7 +5,7 @@
 //! routes, which check the cluster secret instead, and `/api/agents/connect`, where agents
 //! prove themselves with their own credentials).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,6 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use super::logins::FailedLogins;
 use super::roles::Role;
 use crate::config::AuthConfig;
 
@@ -30,13 +29,12 @@ const AGENTS_CONNECT: &str = "/api/agents/connect";
 const OPEN_PATHS: &[&str] = &["/health", "/ping"];
 
 /// The accepted credentials, kept as the exact header values they would arrive as, each with
-/// its role; and the failed logins of each client address.
+/// its role.
 #[derive(Debug, Default)]
 pub struct Credentials {
     /// `user:password` pairs, decoded form.
     basic: Vec<(Vec<u8>, Role)>,
     tokens: Vec<(Vec<u8>, Role)>,
-    failed_logins: FailedLogins,
 }
 
 impl Credentials {
@@ -57,11 +55,7 @@ impl Credentials {
             .iter()
             .map(|t| (t.secret().as_bytes().to_vec(), t.role()))
             .collect();
-        Some(Arc::new(Credentials {
-            basic,
-            tokens,
-            failed_logins: FailedLogins::default(),
-        }))
+        Some(Arc::new(Credentials { basic, tokens }))
     }
 
     /// The role of the credentials an `Authorization` header value carries; None when none
@@ -157,12 +151,9 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     if OPEN_PATHS.contains(&path) || own_check {
         return next.run(request).await;
     }
-    let address = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip());
+    let address = client_address(request.extensions());
     let now = Instant::now();
-    if let Some(wait) = address.and_then(|a| credentials.failed_logins.blocked_for(a, now)) {
+    if let Some(wait) = address.and_then(|a| state.failed_logins.blocked_for(a, now)) {
         return too_many_failed_logins(wait);
     }
     let header = request.headers().get(AUTHORIZATION);
@@ -177,7 +168,7 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         None => {
             // Only credentials sent and refused count: not a browser's first request.
             if let (Some(address), Some(_)) = (address, header) {
-                credentials.failed_logins.failed(address, now);
+                state.failed_logins.failed(address, now);
             }
             let mut response =
                 ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
@@ -200,7 +191,15 @@ fn role_refused(role: Role, needed: Role, method: &Method, path: &str) -> Respon
     (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
-fn too_many_failed_logins(wait: Duration) -> Response {
+/// The client's address, as the server's accept loop records it (None in unit tests).
+pub(super) fn client_address(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip())
+}
+
+/// 429 with `Retry-After`: the address sent too many refused credentials (API or agents').
+pub(super) fn too_many_failed_logins(wait: Duration) -> Response {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let error = format!("too many refused credentials from this address: try again in {seconds} s");
     let mut response =

@@ -35,16 +35,15 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new() -> Forwarder {
-        let http = reqwest::Client::builder()
+    pub fn new(ca: Option<&crate::tls::TrustedCa>) -> Forwarder {
+        let builder = reqwest::Client::builder()
             // The leader's answer goes back as it is, redirects included.
             .redirect(reqwest::redirect::Policy::none())
             // Servers reach each other directly, whatever proxy the environment names.
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .build()
-            .unwrap_or_default();
+            .read_timeout(READ_TIMEOUT);
+        let http = crate::tls::with_ca(builder, ca).build().unwrap_or_default();
         Forwarder { http }
     }
 }

@@ -50,10 +50,14 @@ pub struct AppState {
     scheduler: Arc<RwLock<Option<Arc<SchedulerClient>>>>,
     /// The address this server listens on, answered as Chronos's leader.
     leader: Arc<str>,
+    /// `https` when the server serves TLS, else `http`: how its address is advertised.
+    scheme: &'static str,
     /// Renders `GET /metrics`; None: the endpoint answers an empty page.
     metrics: Option<PrometheusHandle>,
     /// None: authentication is off.
     auth: Option<Arc<auth::Credentials>>,
+    /// Refused credentials by client address, the API's and agents' alike (`logins.rs`).
+    failed_logins: Arc<logins::FailedLogins>,
     /// Set when the AMQP link runs: whether it is connected.
     amqp: Arc<RwLock<Option<crate::events::amqp::Connected>>>,
     /// The offer broker, set as soon as it runs (agents may connect while shards recover).
@@ -75,6 +79,8 @@ pub struct AppState {
     host_names: Option<Arc<cross_site::HostNames>>,
     /// Where the webhooks that jobs and API users give may go.
     webhook_hosts: Arc<crate::notify::hosts::WebhookHosts>,
+    /// The key this server proves its epoch with to agents (`[agents] epoch_key_file`).
+    epoch_key: Option<Arc<crate::agent::epoch::EpochKey>>,
 }
 
 /// What a single server calls itself in `GET /api/cluster`.
@@ -100,8 +106,10 @@ impl AppState {
         AppState {
             scheduler: Arc::default(),
             leader: leader.into(),
+            scheme: "http",
             metrics: None,
             auth: None,
+            failed_logins: Arc::default(),
             amqp: Arc::default(),
             broker: Arc::default(),
             cluster: None,
@@ -112,6 +120,7 @@ impl AppState {
             tokenless_agents: false,
             host_names: None,
             webhook_hosts: Arc::default(),
+            epoch_key: None,
         }
     }
 
@@ -131,6 +140,18 @@ impl AppState {
     fn backup(&self) -> Result<Arc<dyn crate::storage::backup::BackupSource>, ApiError> {
         read(&self.backup)
             .ok_or_else(|| ApiError::unavailable("dron is opening its stores; retry shortly"))
+    }
+
+    /// Advertises this server's address as `scheme://` (`https` when it serves TLS).
+    pub fn with_scheme(mut self, scheme: &'static str) -> Self {
+        self.scheme = scheme;
+        self
+    }
+
+    /// Proves this server's epoch to registering agents with `key`.
+    pub fn with_epoch_key(mut self, key: Option<crate::agent::epoch::EpochKey>) -> Self {
+        self.epoch_key = key.map(Arc::new);
+        self
     }
 
     pub fn with_webhook_hosts(mut self, hosts: crate::notify::hosts::WebhookHosts) -> Self {
@@ -167,9 +188,14 @@ impl AppState {
 
     /// This server is one of a cluster: `view` says who leads and whether the scheduler runs
     /// here; where it does not, API requests are forwarded to the leader.
-    pub fn with_cluster(mut self, view: Arc<dyn ClusterView>) -> Self {
+    /// `ca` verifies the other servers' certificates when their addresses are https://.
+    pub fn with_cluster(
+        mut self,
+        view: Arc<dyn ClusterView>,
+        ca: Option<&crate::tls::TrustedCa>,
+    ) -> Self {
         self.cluster = Some(view);
-        self.forwarder = Some(Arc::new(forward::Forwarder::new()));
+        self.forwarder = Some(Arc::new(forward::Forwarder::new(ca)));
         self
     }
 
@@ -233,7 +259,7 @@ impl AppState {
         if let Some(view) = &self.cluster {
             return view.status();
         }
-        let address = format!("http://{}", self.leader);
+        let address = format!("{}://{}", self.scheme, self.leader);
         ClusterStatus {
             leader: Some(SINGLE_NODE_ID),
             // A wildcard listen address (0.0.0.0, [::]) is no address to reach it at: agents

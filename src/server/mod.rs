@@ -37,7 +37,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(address.clone())
         .with_metrics(http::metrics::install().context("installing the metrics recorder")?)
         .with_auth(&config.auth)
-        .with_webhook_hosts(config.notify.allowed_webhook_hosts());
+        .with_webhook_hosts(config.notify.allowed_webhook_hosts())
+        .with_epoch_key(config.agents.epoch_key()?)
+        .with_scheme(config.tls.scheme());
     let state = match config.listen.ip().is_loopback() {
         true => state.with_host_check(&config.allowed_hosts),
         false => state,
@@ -54,8 +56,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let state = state.with_agent_tokens(tokens.clone(), config.tokenless_agents());
     let app = api(&config, state.clone(), axum::Router::new());
+    let tls = config.tls.server()?;
     let http_server =
-        tokio::spawn(async move { http::serve::serve(listener, app, shutdown_signal()).await });
+        tokio::spawn(
+            async move { http::serve::serve(listener, app, tls, shutdown_signal()).await },
+        );
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "dron starting");
 
     // One clock for every actor (tests give them tokio's).

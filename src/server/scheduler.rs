@@ -95,7 +95,9 @@ impl Scheduler {
             .context("starting the event bus")?;
         started.0.push(bus.get_cell());
         let notifier_args = NotifierArgs {
-            config: config.notify.actor_config(address),
+            config: config
+                .notify
+                .actor_config(&format!("{}://{address}", config.tls.scheme())),
             store: notices,
             transport: Arc::new(crate::notify::Transports::new(&config.notify)?),
             clock: clock.clone(),

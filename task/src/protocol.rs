@@ -36,6 +36,14 @@ pub enum AgentMessage {
         /// The newest server epoch the agent has obeyed: a server whose own epoch is older
         /// has been superseded, and refuses the agent rather than command it.
         newest_epoch: u64,
+        /// Fresh for each registration: a server with the epoch key answers a proof of its
+        /// epoch made with it (`Registered::proof`). Absent from older agents.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+        /// Registrations this agent refused since it started because the server's epoch was
+        /// not proved (a forged epoch): the server shows it in its metrics.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        epochs_refused: u64,
     },
     Heartbeat,
     #[serde(rename_all = "camelCase")]
@@ -57,6 +65,10 @@ pub enum AgentMessage {
     },
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Server → agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -65,6 +77,10 @@ pub enum ServerMessage {
     Registered {
         epoch: u64,
         heartbeat_ms: u64,
+        /// HMAC-SHA256 (hex) of the registration's nonce and `epoch` with the epoch key, from a
+        /// server that has one (docs/security.md, "Epochs").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<String>,
     },
     /// Registration refused; the agent says why and retries later.
     #[serde(rename_all = "camelCase")]

@@ -187,10 +187,27 @@ fn agent_messages_are_pinned() {
         attributes: [("rack".to_string(), "r1".to_string())].into(),
         tasks: vec!["t1".into()],
         newest_epoch: 42,
+        nonce: None,
+        epochs_refused: 0,
     };
     pin(
         &register,
         r#"{"type":"register","protocol":1,"agentId":"id-1","name":"a1","resources":{"cpus":2.0,"mem":1024.0,"disk":4096.5},"attributes":{"rack":"r1"},"tasks":["t1"],"newestEpoch":42}"#,
+    );
+    let proving = AgentMessage::Register {
+        protocol: PROTOCOL_VERSION,
+        agent_id: "id-1".into(),
+        name: "a1".into(),
+        resources: Resources::new(2.0, 1024.0, 4096.5),
+        attributes: Default::default(),
+        tasks: vec![],
+        newest_epoch: 42,
+        nonce: Some("n1".into()),
+        epochs_refused: 3,
+    };
+    pin(
+        &proving,
+        r#"{"type":"register","protocol":1,"agentId":"id-1","name":"a1","resources":{"cpus":2.0,"mem":1024.0,"disk":4096.5},"attributes":{},"tasks":[],"newestEpoch":42,"nonce":"n1","epochsRefused":3}"#,
     );
     pin(&AgentMessage::Heartbeat, r#"{"type":"heartbeat"}"#);
     let status = AgentMessage::Status {
@@ -248,10 +265,20 @@ fn server_messages_are_pinned() {
     let registered = ServerMessage::Registered {
         epoch: 42,
         heartbeat_ms: 1000,
+        proof: None,
     };
     pin(
         &registered,
         r#"{"type":"registered","epoch":42,"heartbeatMs":1000}"#,
+    );
+    let proved = ServerMessage::Registered {
+        epoch: 42,
+        heartbeat_ms: 1000,
+        proof: Some("ab".into()),
+    };
+    pin(
+        &proved,
+        r#"{"type":"registered","epoch":42,"heartbeatMs":1000,"proof":"ab"}"#,
     );
     let refused = ServerMessage::Refused {
         reason: "old".into(),

@@ -39,13 +39,26 @@ impl Agent {
     /// As `start` (one core, 1 GB, no attributes), with more flags of `dron agent` (e.g.
     /// `--containers podman`).
     pub async fn start_with_flags(server: &Server, name: &str, flags: &[&str]) -> Agent {
-        let mut agent = Agent::new(&server.url(""), name, 1.0, 1024.0, "");
+        let agent = Agent::spawn_with_flags(&server.url(""), name, flags);
+        agent.wait_active(server).await;
+        agent
+    }
+
+    /// As `start_with_flags` with `--server servers`, without waiting for anything.
+    pub fn spawn_with_flags(servers: &str, name: &str, flags: &[&str]) -> Agent {
+        let mut agent = Agent::new(servers, name, 1.0, 1024.0, "");
         agent
             .offer
             .extend(flags.iter().map(|flag| flag.to_string()));
         agent.spawn();
-        agent.wait_active(server).await;
         agent
+    }
+
+    /// The newest server epoch the agent has recorded (its fence), 0 before any.
+    pub fn fence(&self) -> u64 {
+        let path = self.work_dir.path().join("work/epoch");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.trim().parse().unwrap_or(0)
     }
 
     /// As `start` (one core, 1 GB), proving itself with the credential in `token_file`.

@@ -22,12 +22,14 @@ pub struct Node {
     /// Counted when the servers must agree on a leader: false for a server that was removed
     /// or is not added yet.
     pub member: bool,
+    /// `http`, or `https` for a cluster over TLS.
+    pub scheme: &'static str,
     child: Option<Child>,
 }
 
 impl Node {
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
     pub fn is_running(&self) -> bool {
@@ -59,6 +61,25 @@ impl Cluster {
         extra_toml: &str,
         headers: reqwest::header::HeaderMap,
     ) -> Cluster {
+        let http = reqwest::Client::builder().default_headers(headers);
+        Cluster::start_with_client(size, extra_toml, "http", http).await
+    }
+
+    /// As `start`, every server serving HTTPS with `certs`' server certificate and reaching
+    /// the others at https:// addresses; the test's client trusts their CA.
+    pub async fn start_tls(size: u64, certs: &super::tls::Certs) -> Cluster {
+        let ca = std::fs::read(certs.ca()).unwrap();
+        let ca = reqwest::Certificate::from_pem(&ca).unwrap();
+        let http = reqwest::Client::builder().tls_certs_only([ca]);
+        Cluster::start_with_client(size, &certs.server_toml(), "https", http).await
+    }
+
+    async fn start_with_client(
+        size: u64,
+        extra_toml: &str,
+        scheme: &'static str,
+        http: reqwest::ClientBuilder,
+    ) -> Cluster {
         let nodes: Vec<Node> = (1..=size)
             .map(|id| Node {
                 id,
@@ -66,21 +87,18 @@ impl Cluster {
                 data: tempfile::tempdir().expect("temp dir"),
                 join: false,
                 member: true,
+                scheme,
                 child: None,
             })
             .collect();
         let peers = nodes
             .iter()
-            .map(|n| format!("{}=http://127.0.0.1:{}", n.id, n.port))
+            .map(|n| format!("{}={}", n.id, n.url("")))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Cluster {
             nodes,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .default_headers(headers)
-                .build()
-                .unwrap(),
+            http: http.timeout(Duration::from_secs(10)).build().unwrap(),
             peers,
             extra_config: extra_toml.to_string(),
         };
@@ -165,6 +183,7 @@ impl Cluster {
             data: tempfile::tempdir().expect("temp dir"),
             join: true,
             member: false,
+            scheme: self.nodes[0].scheme,
             child: None,
         });
         let index = self.nodes.len() - 1;

@@ -17,12 +17,15 @@ pub mod cluster;
 pub mod netns;
 pub mod notify;
 pub mod recording;
+pub mod tls;
 pub mod webdriver;
 
 pub struct Server {
     pub data: tempfile::TempDir,
     pub port: u16,
     pub shards: u32,
+    /// `http`, or `https` for a server with `[tls]`.
+    pub scheme: &'static str,
     child: Option<Child>,
     pub http: reqwest::Client,
     /// TOML appended to the config file the server starts with.
@@ -48,9 +51,30 @@ impl Server {
             data,
             port: free_port(),
             shards,
+            scheme: "http",
             child: None,
             http: reqwest::Client::new(),
             extra_config: extra_toml.to_string(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// As `start_with_config`, serving HTTPS with `certs`' server certificate; the test's
+    /// client trusts their CA.
+    pub async fn start_tls(shards: u32, extra_toml: &str, certs: &tls::Certs) -> Server {
+        let mut server = Server {
+            data: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            shards,
+            scheme: "https",
+            child: None,
+            http: tls::client_trusting(&certs.ca()),
+            extra_config: format!(
+                "{extra_toml}
+{}",
+                certs.server_toml()
+            ),
         };
         server.spawn().await;
         server
@@ -64,7 +88,7 @@ impl Server {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
     async fn spawn(&mut self) {
@@ -124,6 +148,12 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `GET /metrics`, the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let answer = self.http.get(self.url("/metrics")).send().await.unwrap();
+        answer.text().await.unwrap()
     }
 
     pub async fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -290,11 +320,20 @@ pub async fn request_json(
 
 /// Runs `dron <args> --url <server>`; answers (exit code, stdout, stderr).
 pub async fn dron(url: &str, args: &[&str]) -> (i32, String, String) {
+    let mut args = args.to_vec();
+    args.extend(["--url", url]);
+    dron_with_env(&args, &[]).await
+}
+
+/// Runs `dron <args>` with `env` and no other `DRON_URL`, `DRON_TOKEN` or `DRON_CA_FILE`;
+/// answers (exit code, stdout, stderr).
+pub async fn dron_with_env(args: &[&str], env: &[(&str, &Path)]) -> (i32, String, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dron"))
         .args(args)
-        .args(["--url", url])
         .env_remove("DRON_URL")
         .env_remove("DRON_TOKEN")
+        .env_remove("DRON_CA_FILE")
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("running dron");

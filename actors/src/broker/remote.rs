@@ -330,6 +330,7 @@ impl BrokerState {
                 attributes,
                 tasks,
                 newest_epoch,
+                ..
             } => {
                 let agent = Registration {
                     protocol,
@@ -402,9 +403,11 @@ impl BrokerState {
         let name = agent.name.clone();
         let deferred = self.remotes.record_registration(connection, &agent);
         let (epoch, heartbeat_ms) = (self.remotes.epoch, self.remotes.heartbeat_ms);
+        // The proof, if any, is added where the connection is carried (src/http/agents.rs).
         let registered = ServerMessage::Registered {
             epoch,
             heartbeat_ms,
+            proof: None,
         };
         self.remotes.reply(connection, registered);
         for message in deferred {

@@ -190,6 +190,8 @@ async fn a_paused_server_gives_its_agents_a_new_timeout_instead_of_losing_them()
         attributes: Default::default(),
         tasks: Vec::new(),
         newest_epoch: 0,
+        nonce: None,
+        epochs_refused: 0,
     });
     let state = || async {
         let agents = ractor::call!(broker, BrokerMsg::ListAgents).unwrap();

@@ -188,11 +188,31 @@ pub fn merge(into: &mut Value, from: Value) {
     }
 }
 
+/// The CA certificates `--ca-file` named, trusted instead of the system's.
+static TRUSTED_CA: std::sync::OnceLock<Vec<reqwest::Certificate>> = std::sync::OnceLock::new();
+
+/// Trusts the CA certificates in `path` (PEM) for every client [`http_client`] makes.
+pub fn trust_ca(path: &std::path::Path) -> anyhow::Result<()> {
+    let pem = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("reading the CA file {}: {e}", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| anyhow::anyhow!("the CA file {}: {e}", path.display()))?;
+    anyhow::ensure!(
+        !certificates.is_empty(),
+        "the CA file {} holds no certificate",
+        path.display()
+    );
+    let _ = TRUSTED_CA.set(certificates);
+    Ok(())
+}
+
 /// The HTTP client every workload uses: a request to an overloaded server fails after a minute
-/// instead of hanging the run.
+/// instead of hanging the run. It trusts `--ca-file`'s CA, if given.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(60))
-        .build()
-        .unwrap_or_default()
+    let builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+    let builder = match TRUSTED_CA.get() {
+        Some(certificates) => builder.tls_certs_only(certificates.iter().cloned()),
+        None => builder,
+    };
+    builder.build().unwrap_or_default()
 }

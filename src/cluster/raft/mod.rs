@@ -103,6 +103,9 @@ pub struct RaftSettings {
     /// Entries kept in the log behind a snapshot, so that a member a little behind catches up
     /// from the log rather than from a snapshot.
     pub entries_kept_after_snapshot: u64,
+    /// The CA the members' certificates are verified with when their addresses are
+    /// https:// (`[tls] ca`); None: the system's.
+    pub peer_ca: Option<crate::tls::TrustedCa>,
 }
 
 impl Default for RaftSettings {
@@ -113,6 +116,7 @@ impl Default for RaftSettings {
             election_timeout_max_ms: 1200,
             snapshot_after_entries: 50_000,
             entries_kept_after_snapshot: 10_000,
+            peer_ca: None,
         }
     }
 }
@@ -245,6 +249,7 @@ impl RaftNode {
             this,
             secret.clone(),
             Duration::from_millis(settings.election_timeout_min_ms),
+            settings.peer_ca.clone(),
         ));
         for (id, member) in &members {
             network

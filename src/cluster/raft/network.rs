@@ -35,6 +35,8 @@ pub struct Network {
     this: NodeId,
     secret: Arc<str>,
     connect_timeout: Duration,
+    /// Verifies https:// members' certificates; None: the system's CAs.
+    ca: Option<crate::tls::TrustedCa>,
     /// By member: the address its client was built for, and the client (or why it could not be
     /// built: openraft's `new_client` cannot fail, so each RPC reports it).
     clients: Mutex<HashMap<NodeId, (String, Built)>>,
@@ -44,11 +46,17 @@ pub struct Network {
 type Built = Result<reqwest::Client, String>;
 
 impl Network {
-    pub fn new(this: NodeId, secret: Arc<str>, connect_timeout: Duration) -> Network {
+    pub fn new(
+        this: NodeId,
+        secret: Arc<str>,
+        connect_timeout: Duration,
+        ca: Option<crate::tls::TrustedCa>,
+    ) -> Network {
         Network {
             this,
             secret,
             connect_timeout,
+            ca,
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -64,12 +72,13 @@ impl Network {
         {
             return client.clone();
         }
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             // Raft traffic goes straight to the members, never through a proxy from the
             // environment.
             .no_proxy()
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        let client = crate::tls::with_ca(builder, self.ca.as_ref())
             .build()
             .map_err(|error| error.to_string());
         clients.insert(target, (address.to_string(), client.clone()));
