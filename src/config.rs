@@ -709,6 +709,8 @@ pub struct SchedulerConfig {
     /// First retry delay in milliseconds; doubles per attempt.
     pub retry_backoff_ms: i64,
     pub retry_backoff_max_ms: i64,
+    /// Targets one backfill (`POST /api/jobs/{name}/backfill`) may have, at most.
+    pub backfill_max_targets: u64,
 }
 
 /// Two shards per core (at least 2, at most 64). Measured on 2 cores with the built-in task
@@ -750,6 +752,7 @@ impl Default for SchedulerConfig {
             history_keep: defaults.history_keep,
             retry_backoff_ms: defaults.retry_backoff_ms,
             retry_backoff_max_ms: defaults.retry_backoff_max_ms,
+            backfill_max_targets: dron_actors::backfill::DEFAULT_MAX_TARGETS,
         }
     }
 }

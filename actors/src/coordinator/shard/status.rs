@@ -129,7 +129,7 @@ impl Shard {
         let instance = self.live.get(id).expect("live instance");
         let epsilon = self.jobs[instance.job.as_str()].record.spec.epsilon_ms;
         let due = instance.ready_ms.unwrap_or(instance.target_ms);
-        let in_window = instance.cause == RunCause::Manual || due + epsilon >= now_ms;
+        let in_window = !instance.cause.bound_by_epsilon() || due + epsilon >= now_ms;
         if !in_window {
             let message = format!("agent lost ({why}) and its epsilon has passed");
             let failed = Ending {
@@ -247,6 +247,10 @@ impl Shard {
         instance.exit_code = exit_code.or(instance.exit_code);
         instance.message = message;
         let name = instance.job.clone();
+        // A backfill's run: its target is done, and its announcement names the backfill.
+        let backfill = (instance.cause == RunCause::Backfill)
+            .then(|| self.backfill_run_ended(&instance, state, out))
+            .map(Option::unwrap_or_default);
         if let Some(entry) = self.jobs.get_mut(name.as_str()) {
             if let Some(notice) = run_notice(&entry.record, &instance, now_ms) {
                 push_notice(notice, out);
@@ -279,12 +283,17 @@ impl Shard {
                 _ => None,
             };
             if let Some(status) = status {
-                let event = run_event(&entry.record.spec, instance.target_ms, status);
+                let mut event = run_event(&entry.record.spec, instance.target_ms, status);
+                if let Some(id) = &backfill {
+                    event.meta_json = dron_model::backfill::announcement_meta(id);
+                }
                 announce(event, out);
             }
         }
         out.ops.push(StoreOp::DeleteInstance(id.to_string()));
         self.append_history(HistoryEntry::Run(instance), out);
+        // A slot of a backfill of the job may have freed, or the target it waited for.
+        self.drive_backfills_of(&name, now_ms, out);
     }
 
     pub(super) fn append_history(&mut self, entry: HistoryEntry, out: &mut Outbox) {
