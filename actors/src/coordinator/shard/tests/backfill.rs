@@ -245,3 +245,37 @@ fn a_deleted_job_takes_its_plans_with_it() {
     let missing = shard.create_backfill(plan("daily", &[], 1), Vec::new(), T0, &mut out);
     assert!(matches!(missing, Err(CommandError::JobNotFound(_))));
 }
+
+#[test]
+fn a_job_moving_shard_takes_its_plans_and_goes_on_there() {
+    let ring = Ring::new(2);
+    let name = (0..)
+        .map(|i| format!("daily-{i}"))
+        .find(|n| ring.owner(n) == 1);
+    let name = name.expect("a job the ring places on shard 1");
+    let (mut source, _) = with_backfill(vec![daily(&name)], vec![plan(&name, &[], 1)]);
+    let moved = source.release(&ring);
+    assert_eq!(moved[0].backfills.len(), 1);
+    assert!(source.backfill_parts(None).is_empty());
+    let mut forgotten = Outbox::default();
+    source.forget(std::slice::from_ref(&name), &mut forgotten);
+    let deleted = forgotten.ops.iter();
+    assert!(
+        deleted
+            .into_iter()
+            .any(|op| matches!(op, StoreOp::DeleteBackfills { .. }))
+    );
+
+    let mut destination = Shard::recover(1, ShardConfig::default(), ShardSnapshot::default(), T0).0;
+    let mut out = Outbox::default();
+    destination.adopt(moved, T0 + 1, &mut out);
+    assert!(out.launches.is_empty(), "day 0 runs where it was launched");
+    assert!(
+        out.ops
+            .iter()
+            .any(|op| matches!(op, StoreOp::PutBackfill(_)))
+    );
+    let mut out = Outbox::default();
+    end(&mut destination, &name, NOV_10, 0, &mut out);
+    assert_eq!(launched(&out, &name), [NOV_10 + DAY], "the plan goes on");
+}
