@@ -415,14 +415,14 @@ async fn scheduled_runs_stay_on_time_during_a_large_backfill() {
     let server = Server::start(2).await;
     let now = || chrono::Utc::now().timestamp_millis();
     let start = rfc3339(now() + 1_000);
-    let ticker = json!({"name": "ticker", "command": "true", "schedule": format!("R/{start}/PT1S"),
+    let ticker = json!({"name": "ticker", "command": "true", "schedule": format!("R/{start}/PT0.2S"),
                         "epsilon": "PT30S", "cpus": 0.1, "mem": 16});
     server.create(ticker).await;
     let hourly = json!({"name": "hourly", "command": "true",
                         "schedule": "R/2026-01-01T00:00:00Z/PT1H", "cpus": 0.1, "mem": 16});
     server.create(hourly).await;
     server.wait_for_run("ticker", "succeeded").await;
-    let targets = 600;
+    let targets = 1_000;
     let to = NOV_10 + (targets - 1) * 3_600_000;
     let body = json!({"from": rfc3339(NOV_10), "to": rfc3339(to), "parallel": 8});
     let began = now();
@@ -443,7 +443,10 @@ async fn scheduled_runs_stay_on_time_during_a_large_backfill() {
         .filter(|r| (began..=ended).contains(&target_ms(r)))
         .filter_map(|r| r["lateMs"].as_i64())
         .collect();
-    assert!(!late.is_empty(), "the ticker ran during the backfill");
+    assert!(
+        late.len() >= 3,
+        "the ticker ran during the backfill: {late:?}"
+    );
     let worst = late.iter().max().copied().unwrap_or(0);
     let mean = late.iter().sum::<i64>() / late.len() as i64;
     eprintln!(
