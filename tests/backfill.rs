@@ -331,6 +331,25 @@ async fn a_cancelled_backfill_starts_nothing_new() {
         "nothing started after the cancel"
     );
     assert!(started <= 2, "{started} runs");
+
+    // Cancelled with --kill: the live run is killed too.
+    let body = json!({"from": day(12), "to": day(15)});
+    let id = start_backfill(&server, "long", body).await;
+    let running = server.wait_for_run("long", "running").await;
+    let (code, stdout, stderr) =
+        dron(&server.url(""), &["backfill", "cancel", &id, "--kill"]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let summary = wait_done(&server, &id, 20).await;
+    assert_eq!(
+        (&summary["state"], &summary["failed"]),
+        (&json!("cancelled"), &json!(1))
+    );
+    let runs = server.runs("long").await;
+    let killed = runs
+        .iter()
+        .find(|r| r["taskId"] == running["taskId"])
+        .unwrap();
+    assert_eq!(killed["state"], "killed", "{killed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

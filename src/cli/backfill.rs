@@ -52,8 +52,13 @@ pub enum BackfillAction {
         #[arg(long, short = 'f')]
         follow: bool,
     },
-    /// Cancel a backfill: nothing new starts; runs already going finish.
-    Cancel { id: String },
+    /// Cancel a backfill: nothing new starts; runs already going finish (or, with --kill,
+    /// are killed).
+    Cancel {
+        id: String,
+        #[arg(long)]
+        kill: bool,
+    },
 }
 
 /// `dron backfill`: starts one (JOB and a range), or looks at them (`action`).
@@ -68,8 +73,9 @@ pub async fn backfill(
             true => follow_backfill(client, &id).await,
             false => show(client, &id, json).await,
         },
-        Some(BackfillAction::Cancel { id }) => {
-            let path = format!("/api/backfills/{}", id_segment(&id)?);
+        Some(BackfillAction::Cancel { id, kill }) => {
+            let kill = if kill { "?kill=true" } else { "" };
+            let path = format!("/api/backfills/{}{kill}", id_segment(&id)?);
             let answer = client.call(Method::DELETE, &path, None).await?;
             println!("backfill {id} cancelled: nothing new starts");
             print_summary(&answer);

@@ -207,13 +207,18 @@ impl SchedulerClient {
     }
 
     /// Cancels a backfill on every shard holding a plan of it: nothing new starts, and runs
-    /// already live finish. Answers where it stands then.
-    pub async fn cancel_backfill(&self, id: &str) -> Result<BackfillSummary, CommandError> {
+    /// already live finish (or, with `kill`, are killed). Answers where it stands then.
+    pub async fn cancel_backfill(
+        &self,
+        id: &str,
+        kill: bool,
+    ) -> Result<BackfillSummary, CommandError> {
         self.backfill_status(id).await?;
         let cancelling = Asked::about("cancelling backfill", id);
         let answers = self
             .ask_all(cancelling, |reply| CoordinatorMsg::CancelBackfill {
                 id: id.to_string(),
+                kill,
                 reply,
             })
             .await?;

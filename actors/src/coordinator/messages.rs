@@ -56,9 +56,11 @@ pub enum CoordinatorMsg {
         left_alone: Vec<i64>,
         reply: Reply<()>,
     },
-    /// Cancel this shard's plans of a backfill; answers how many it held.
+    /// Cancel this shard's plans of a backfill (`kill`: and kill their live runs); answers
+    /// how many it held.
     CancelBackfill {
         id: String,
+        kill: bool,
         reply: Reply<usize>,
     },
     /// This shard's plans of a backfill (`id`), or of every backfill.

@@ -210,8 +210,8 @@ impl CoordinatorState {
                     .create_backfill(plan, left_alone, now_ms, &mut out);
                 self.stage(myself, out, reply_later(reply, result));
             }
-            CoordinatorMsg::CancelBackfill { id, reply } => {
-                let cancelled = self.shard.cancel_backfill(&id, &mut out);
+            CoordinatorMsg::CancelBackfill { id, kill, reply } => {
+                let cancelled = self.shard.cancel_backfill(&id, kill, now_ms, &mut out);
                 self.stage(myself, out, reply_later(reply, Ok(cancelled)));
             }
             CoordinatorMsg::Backfills { id, reply } => {

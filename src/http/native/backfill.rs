@@ -3,7 +3,8 @@
 //! /api/backfills/{id}` (docs/api.md). The shards run them (`dron_actors::backfill`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use dron_actors::backfill::{BackfillRequest, BackfillSummary, Counts, JobProgress};
 use dron_model::error::Invalid;
@@ -106,12 +107,22 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
     Ok(Json(summary_json(&summary)))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelQuery {
+    /// Kill the backfill's live runs too (else they finish).
+    #[serde(default)]
+    kill: bool,
+}
+
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    query: Result<Query<CancelQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     check_id(&id)?;
-    let summary = state.client()?.cancel_backfill(&id).await?;
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let summary = state.client()?.cancel_backfill(&id, query.kill).await?;
     Ok(Json(summary_json(&summary)))
 }
 

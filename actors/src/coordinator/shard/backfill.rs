@@ -63,9 +63,15 @@ impl Shard {
         Ok(())
     }
 
-    /// Cancels this shard's plans of backfill `id`: nothing new starts; live runs finish.
-    /// Answers how many plans it held.
-    pub fn cancel_backfill(&mut self, id: &str, out: &mut Outbox) -> usize {
+    /// Cancels this shard's plans of backfill `id`: nothing new starts; with `kill`, its live
+    /// runs are killed, else they finish. Answers how many plans it held.
+    pub fn cancel_backfill(
+        &mut self,
+        id: &str,
+        kill: bool,
+        now_ms: i64,
+        out: &mut Outbox,
+    ) -> usize {
         let jobs = self.plans.jobs_in(id);
         for job in &jobs {
             let entry = self.plans.get_mut(job, id).expect("plan present");
@@ -73,6 +79,14 @@ impl Shard {
                 entry.plan.cancelled = true;
                 let plan = dron_model::backfill::BackfillEntry::Plan(entry.plan.clone());
                 out.ops.push(StoreOp::PutBackfill(plan));
+            }
+            if kill {
+                let running = entry.targets().iter();
+                let running = running.filter(|(_, s)| **s == TargetState::Running);
+                let live: Vec<String> = running.map(|(t, _)| instance_id(job, *t)).collect();
+                for instance in live {
+                    self.kill_instance(&instance, now_ms, out);
+                }
             }
         }
         jobs.len()

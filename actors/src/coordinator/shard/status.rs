@@ -318,27 +318,35 @@ impl Shard {
         out: &mut Outbox,
     ) -> Result<usize, CommandError> {
         self.ensure_job(name)?;
-        let is_async = self.jobs[name].record.spec.is_async;
         let ids = self.live.ids_of(name);
         for id in &ids {
-            let instance = self.live.get(id).expect("live instance");
-            if instance.state == InstanceState::Running {
-                out.kills.push(instance.task_id());
-                if is_async {
-                    // An async job's process may have exited already, leaving nothing to
-                    // report the kill: record it now.
-                    self.record_end(id, Ending::killed("killed on request"), now_ms, out);
-                } else {
-                    // The end arrives as a status update; it is recorded as killed then.
-                    self.live.request_kill(id);
-                }
-            } else {
-                let ending = Ending::killed("killed on request before it started");
-                self.record_end(id, ending, now_ms, out);
-            }
+            self.kill_instance(id, now_ms, out);
         }
         let dropped = self.drop_parked_targets(name, now_ms, out);
         Ok(ids.len() + dropped as usize)
+    }
+}
+
+impl Shard {
+    /// Kills a live instance: a running attempt is killed on its agent (recorded as killed
+    /// when its end is reported), one not started yet ends killed now.
+    pub(super) fn kill_instance(&mut self, id: &str, now_ms: i64, out: &mut Outbox) {
+        let Some(instance) = self.live.get(id) else {
+            return;
+        };
+        if instance.state != InstanceState::Running {
+            let ending = Ending::killed("killed on request before it started");
+            return self.record_end(id, ending, now_ms, out);
+        }
+        out.kills.push(instance.task_id());
+        if self.jobs[instance.job.as_str()].record.spec.is_async {
+            // An async job's process may have exited already, leaving nothing to report the
+            // kill: record it now.
+            self.record_end(id, Ending::killed("killed on request"), now_ms, out);
+        } else {
+            // The end arrives as a status update; it is recorded as killed then.
+            self.live.request_kill(id);
+        }
     }
 }
 

@@ -133,11 +133,26 @@ fn targets_left_alone_are_passed_and_a_cancelled_backfill_starts_nothing_new() {
     let mut out = Outbox::default();
     end(&mut shard, "daily", NOV_10 + DAY, 0, &mut out);
     assert_eq!(launched(&out, "daily"), [NOV_10 + 3 * DAY], "day 3 passed");
-    assert_eq!(shard.cancel_backfill("bf-1", &mut out), 1);
+    assert_eq!(shard.cancel_backfill("bf-1", false, T0, &mut out), 1);
     let mut out = Outbox::default();
     end(&mut shard, "daily", NOV_10 + 3 * DAY, 0, &mut out);
     assert!(out.launches.is_empty(), "cancelled: nothing new starts");
-    assert_eq!(shard.cancel_backfill("bf-2", &mut out), 0);
+    assert_eq!(shard.cancel_backfill("bf-2", false, T0, &mut out), 0);
+}
+
+#[test]
+fn a_backfill_cancelled_with_kill_kills_its_live_runs() {
+    let (mut shard, _) = with_backfill(vec![daily("daily")], vec![plan("daily", &[], 2)]);
+    let mut out = Outbox::default();
+    assert_eq!(shard.cancel_backfill("bf-1", true, T0, &mut out), 1);
+    assert_eq!(out.kills.len(), 2, "both running days");
+    let mut out = Outbox::default();
+    let task = dron_model::ids::task_id("daily", NOV_10, 5_000);
+    shard.task_update(ended(&task, TaskEnd::Killed), T0 + 1, &mut out);
+    assert_eq!(history_runs(&out)[0].state, InstanceState::Killed);
+    assert!(out.launches.is_empty(), "nothing new starts");
+    let part = &shard.backfill_parts(None)[0];
+    assert_eq!(part.targets[&NOV_10], TargetState::Failed);
 }
 
 #[test]
