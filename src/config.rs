@@ -858,6 +858,10 @@ mod tests {
         assert_eq!(config.shards, defaults.shards);
         assert_eq!(config.data_dir, defaults.data_dir);
         assert_eq!(config.log_format, defaults.log_format);
+        assert_eq!(
+            config.scheduler.backfill_max_targets,
+            defaults.scheduler.backfill_max_targets
+        );
         assert!(config.auth.basic.is_empty() && config.auth.tokens.is_empty());
         let (notify, default_notify) = (&config.notify, &defaults.notify);
         assert_eq!(notify.digest_window_secs, default_notify.digest_window_secs);
