@@ -164,7 +164,7 @@ impl Shard {
         for job in jobs {
             shard.try_start(&job, now_ms, &mut out);
         }
-        let jobs: Vec<String> = shard.jobs.keys().map(|name| name.to_string()).collect();
+        let jobs = shard.plans.jobs();
         shard.resume_backfills(&jobs, now_ms, &mut out);
         (shard, out)
     }

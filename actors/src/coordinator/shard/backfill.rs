@@ -116,6 +116,9 @@ impl Shard {
     /// order, a downstream job's ready ones oldest first. A target whose instance is live
     /// already (a scheduled run of the same time) waits for it to end.
     fn drive_backfill(&mut self, job: &str, id: &str, now_ms: i64, out: &mut Outbox) {
+        if !self.jobs.contains_key(job) {
+            return; // a plan left by a job gone from this shard: nothing to run
+        }
         loop {
             let Some(entry) = self.plans.get(job, id) else {
                 return;

@@ -131,6 +131,11 @@ impl Plans {
             .map(|(id, _)| id.clone())
     }
 
+    /// The jobs of this shard with a plan in any backfill.
+    pub fn jobs(&self) -> Vec<String> {
+        self.by_job.keys().cloned().collect()
+    }
+
     /// The jobs of this shard with a plan in backfill `id`.
     pub fn jobs_in(&self, id: &str) -> Vec<String> {
         let jobs = self.by_job.iter();
