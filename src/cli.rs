@@ -1,4 +1,5 @@
 //! Command-line interface: `dron serve`, the client commands (`dron job ...`, `dron runs`,
+//! `dron backfill`, `dron rerun`,
 //! `dron shards ...`, `dron logs`, `dron next`, `dron sync`, `dron why`, `dron resource`,
 //! `dron notifications`, `dron agents`, `dron agent-token`, `dron cluster`, `dron gc`,
 //! `dron backup`) talking to a running server over HTTP, `dron agent` (a remote agent),
@@ -7,6 +8,7 @@
 
 mod agent_tokens;
 mod agents;
+mod backfill;
 mod client;
 mod cluster;
 mod job;
@@ -114,6 +116,31 @@ enum Command {
     Job {
         #[command(subcommand)]
         action: JobAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run a scheduled job over past logical times (with `--downstream`, the jobs depending
+    /// on it too), or list, show or cancel backfills.
+    #[command(args_conflicts_with_subcommands = true)]
+    Backfill {
+        #[command(subcommand)]
+        action: Option<backfill::BackfillAction>,
+        #[command(flatten)]
+        start: backfill::StartBackfill,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run a job again for one logical time (a target of `dron runs JOB`).
+    Rerun {
+        job: String,
+        /// The run's logical time (RFC 3339, or Unix ms).
+        target: String,
+        /// Also run the jobs downstream of it for that time, each after its upstream.
+        #[arg(long)]
+        downstream: bool,
+        /// Wait until it has finished.
+        #[arg(long, short = 'f')]
+        follow: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -428,6 +455,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 |client| async move { job::job(&client, action).await },
             )
         }
+        Command::Backfill {
+            action,
+            start,
+            remote,
+        } => remote_command(&remote, |client| async move {
+            backfill::backfill(&client, action, start).await
+        }),
+        Command::Rerun {
+            job,
+            target,
+            downstream,
+            follow,
+            remote,
+        } => remote_command(&remote, |client| async move {
+            backfill::rerun(&client, &job, &target, downstream, follow).await
+        }),
         Command::Runs {
             name,
             limit,

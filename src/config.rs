@@ -768,6 +768,8 @@ pub struct SchedulerConfig {
     /// First retry delay in milliseconds; doubles per attempt.
     pub retry_backoff_ms: i64,
     pub retry_backoff_max_ms: i64,
+    /// Targets one backfill (`POST /api/jobs/{name}/backfill`) may have, at most.
+    pub backfill_max_targets: u64,
 }
 
 /// Two shards per core (at least 2, at most 64). Measured on 2 cores with the built-in task
@@ -810,6 +812,7 @@ impl Default for SchedulerConfig {
             history_keep: defaults.history_keep,
             retry_backoff_ms: defaults.retry_backoff_ms,
             retry_backoff_max_ms: defaults.retry_backoff_max_ms,
+            backfill_max_targets: dron_actors::backfill::DEFAULT_MAX_TARGETS,
         }
     }
 }
@@ -916,6 +919,10 @@ mod tests {
         assert_eq!(config.shards, defaults.shards);
         assert_eq!(config.data_dir, defaults.data_dir);
         assert_eq!(config.log_format, defaults.log_format);
+        assert_eq!(
+            config.scheduler.backfill_max_targets,
+            defaults.scheduler.backfill_max_targets
+        );
         assert!(config.auth.basic.is_empty() && config.auth.tokens.is_empty());
         let (notify, default_notify) = (&config.notify, &defaults.notify);
         assert_eq!(notify.digest_window_secs, default_notify.digest_window_secs);

@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use support::Server;
 
-const ENDPOINTS: [(&str, &str); 30] = [
+const ENDPOINTS: [(&str, &str); 35] = [
     ("/health", "get"),
     ("/ping", "get"),
     ("/metrics", "get"),
@@ -19,6 +19,13 @@ const ENDPOINTS: [(&str, &str); 30] = [
     ("/api/jobs/{name}/runs/{taskId}/stderr", "get"),
     ("/api/jobs/{name}/next", "get"),
     ("/api/jobs/{name}/waiting", "get"),
+    // A range the job has no target in: refused (400), nothing created.
+    ("/api/jobs/{name}/backfill", "post"),
+    ("/api/jobs/{name}/runs/{target}/rerun", "post"),
+    ("/api/backfills", "get"),
+    // A rerun made first; then cancelled.
+    ("/api/backfills/{id}", "get"),
+    ("/api/backfills/{id}", "delete"),
     ("/resources", "post"),
     ("/api/resources", "get"),
     ("/api/resources", "post"),
@@ -51,6 +58,10 @@ async fn the_served_openapi_document_matches_the_routes() {
     let run = server.wait_for_run("hello", "succeeded").await;
     let task_id = run["taskId"].as_str().unwrap().to_string();
 
+    let rerun = "/api/jobs/hello/runs/2026-11-23T00:00:00Z/rerun";
+    let backfill = server.ok("POST", rerun, None).await["id"].to_string();
+    let backfill = backfill.trim_matches('"').to_string();
+
     let doc = server.ok("GET", "/api/openapi.json", None).await;
     assert!(doc.is_object(), "the document is JSON: {doc}");
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.0"), "{doc}");
@@ -65,10 +76,15 @@ async fn the_served_openapi_document_matches_the_routes() {
             operation["responses"].is_object(),
             "{method} {path} has responses"
         );
+        let id = match path.starts_with("/api/backfills/") {
+            true => backfill.as_str(),
+            false => "3",
+        };
         let concrete = path
             .replace("{name}", "hello")
             .replace("{taskId}", &task_id)
-            .replace("{id}", "3");
+            .replace("{target}", "2026-11-23T00:00:00Z")
+            .replace("{id}", id);
         let (concrete, body) = match (path, method) {
             ("/api/schedule/preview", _) => (format!("{concrete}?schedule=R//PT1H&n=2"), None),
             ("/api/resources", "get") => (
@@ -86,6 +102,10 @@ async fn the_served_openapi_document_matches_the_routes() {
                 Some(json!({"id": 4, "address": "http://127.0.0.1:4404"})),
             ),
             ("/api/gc", _) => (concrete, Some(json!({"dryRun": true}))),
+            ("/api/jobs/{name}/backfill", _) => (
+                concrete,
+                Some(json!({"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"})),
+            ),
             // A relative directory is refused (400) before anything is written.
             ("/api/backup", _) => (concrete, Some(json!({"dir": "relative/dir"}))),
             ("/api/agent-tokens", "post") => (concrete, Some(json!({"name": "hello"}))),

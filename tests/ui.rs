@@ -43,6 +43,7 @@ async fn the_ui_creates_runs_tails_graphs_and_searches_jobs() {
     waiting_and_daylight_saving(&browser, &server).await;
     failing_filter_and_sort(&browser, &server).await;
     agents_and_shards(&browser, &server).await;
+    backfill_from_the_job_page(&browser, &server).await;
     disable_and_delete(&browser, &server).await;
     browser.close().await;
 }
@@ -313,6 +314,33 @@ async fn agents_and_shards(b: &Browser, server: &Server) {
     )
     .await;
     b.screenshot("agents-and-shards").await;
+}
+
+/// The job page's Backfill dialog (its default range: the last seven days) starts one, and
+/// the backfills page shows it to its end.
+async fn backfill_from_the_job_page(b: &Browser, server: &Server) {
+    let daily = json!({"name": "ui-daily", "command": "true",
+                       "schedule": "R/2026-01-01T00:00:00Z/P1D", "cpus": 0.1, "mem": 16});
+    server.create(daily).await;
+    b.open("#/job/ui-daily").await;
+    b.click("#backfill").await;
+    b.wait_js(
+        "the backfill dialog",
+        "return !!document.querySelector('dialog[open] #backfill-start')",
+    )
+    .await;
+    b.screenshot("backfill-dialog").await;
+    b.click("#backfill-start").await;
+    b.wait_js(
+        "the backfill finished on the backfills page",
+        "const row = document.querySelector('#backfills [data-backfill]');
+         return location.hash === '#/backfills' && row !== null
+             && row.textContent.includes('ui-daily') && row.textContent.includes('finished')",
+    )
+    .await;
+    b.screenshot("backfills").await;
+    let runs = server.runs("ui-daily").await;
+    assert_eq!(runs.len(), 7, "a run for each of the last seven days");
 }
 
 async fn disable_and_delete(b: &Browser, server: &Server) {

@@ -29,6 +29,7 @@ use crate::router::{RouterMsg, fanout};
 use crate::search::JobSearch;
 use dron_model::notice::NoticeRecord;
 
+mod backfill;
 mod job_stream;
 pub use job_stream::JobStream;
 
@@ -41,6 +42,8 @@ pub struct SchedulerClient {
     router: ActorRef<RouterMsg>,
     bus: ActorRef<BusMsg>,
     notifier: Option<ActorRef<NotifierMsg>>,
+    /// Targets one backfill may have, at most.
+    backfill_max_targets: u64,
 }
 
 /// Everything known of one resource, across shards.
@@ -57,7 +60,14 @@ impl SchedulerClient {
             router,
             bus,
             notifier: None,
+            backfill_max_targets: crate::backfill::DEFAULT_MAX_TARGETS,
         }
+    }
+
+    /// Sets how many targets one backfill may have (`[scheduler] backfill_max_targets`).
+    pub fn with_backfill_max_targets(mut self, max_targets: u64) -> Self {
+        self.backfill_max_targets = max_targets.max(1);
+        self
     }
 
     pub fn with_notifier(mut self, notifier: ActorRef<NotifierMsg>) -> Self {

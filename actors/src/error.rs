@@ -13,6 +13,9 @@ pub enum CommandError {
     /// 404.
     #[error("task '{0}' is not running")]
     TaskNotFound(String),
+    /// 404.
+    #[error("backfill '{0}' does not exist")]
+    BackfillNotFound(String),
     /// The request is valid but clashes with the current state (409).
     #[error("{0}")]
     Conflict(String),

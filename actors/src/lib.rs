@@ -22,10 +22,12 @@
 //! - [`clock`]: wall clock, or tokio's for paused-time tests.
 //! - [`trace`]: the `run` span (job, task, shard) each actor on a run's path logs in.
 //! - [`search`], [`stats`]: Chronos's job search and run-time statistics, as plain logic.
+//! - [`backfill`]: backfills and reruns as the API sees them (checks, summaries), as plain logic.
 //! - [`listing`], [`graph`]: the UI's jobs table and dependency graph, computed on the shards
 //!   over the plain [`views`] they answer.
 
 pub mod agent;
+pub mod backfill;
 pub mod broker;
 pub mod bus;
 pub mod client;

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use dron_model::backfill::BackfillEntry;
 use dron_model::instance::{HistoryEntry, InstanceRecord};
 use dron_model::job::JobRecord;
 use dron_model::notice::{Notice, NoticeRecord};
@@ -57,6 +58,50 @@ pub enum StoreOp {
     PutNotice(Notice),
     /// By [`Notice::key`].
     DeleteNotice(String),
+    /// A backfill's plan for a job of this shard, or one of its targets.
+    PutBackfill(BackfillEntry),
+    /// The backfill plans of `job` (with their targets): one (`id`), or all of them.
+    DeleteBackfills {
+        job: String,
+        id: Option<String>,
+    },
+}
+
+/// The key a backfill entry is stored under: `job`, 0x00, `id`, then for a target 0x00 and
+/// its time (8 bytes big-endian, sign bit flipped), so a job's plans, and a plan's targets,
+/// are each one range (ids and names hold neither 0x00 nor 0x01).
+pub fn backfill_key(entry: &BackfillEntry) -> Vec<u8> {
+    match entry {
+        BackfillEntry::Plan(plan) => backfill_prefix(&plan.job, Some(&plan.id)),
+        BackfillEntry::Target(target) => {
+            let mut key = backfill_prefix(&target.job, Some(&target.id));
+            key.push(0);
+            key.extend_from_slice(&((target.target_ms as u64) ^ (1 << 63)).to_be_bytes());
+            key
+        }
+    }
+}
+
+/// `job`, 0x00 and `id` (or `job`, 0x00 alone): what every key of those plans starts with.
+pub fn backfill_prefix(job: &str, id: Option<&str>) -> Vec<u8> {
+    let mut key = job.as_bytes().to_vec();
+    key.push(0);
+    if let Some(id) = id {
+        key.extend_from_slice(id.as_bytes());
+    }
+    key
+}
+
+/// The keys `[from, to)` a [`StoreOp::DeleteBackfills`] deletes.
+pub fn backfill_range(job: &str, id: Option<&str>) -> (Vec<u8>, Vec<u8>) {
+    let from = backfill_prefix(job, id);
+    let mut to = from.clone();
+    match id {
+        // After every key of the plan, before another plan's whose id extends this one.
+        Some(_) => to.push(1),
+        None => *to.last_mut().expect("the 0x00 separator") = 1,
+    }
+    (from, to)
 }
 
 /// Drops the writes of a batch that a later write in the same batch replaces: a job or an
@@ -64,14 +109,15 @@ pub enum StoreOp {
 /// atomic, so what it leaves in storage is the same, with fewer writes: a tick that creates an
 /// instance and starts it puts it twice, and every run's end puts its job again.
 pub fn coalesce(ops: Vec<StoreOp>) -> Vec<StoreOp> {
-    let mut seen: std::collections::HashSet<(u8, String)> = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<(u8, Vec<u8>)> = std::collections::HashSet::new();
     let mut kept: Vec<StoreOp> = Vec::with_capacity(ops.len());
     for op in ops.into_iter().rev() {
         let key = match &op {
-            StoreOp::PutJob(job) => Some((0, job.spec.name.clone())),
-            StoreOp::DeleteJob(name) => Some((0, name.clone())),
-            StoreOp::PutInstance(instance) => Some((1, instance.id())),
-            StoreOp::DeleteInstance(id) => Some((1, id.clone())),
+            StoreOp::PutJob(job) => Some((0, job.spec.name.clone().into_bytes())),
+            StoreOp::DeleteJob(name) => Some((0, name.clone().into_bytes())),
+            StoreOp::PutInstance(instance) => Some((1, instance.id().into_bytes())),
+            StoreOp::DeleteInstance(id) => Some((1, id.clone().into_bytes())),
+            StoreOp::PutBackfill(entry) => Some((2, backfill_key(entry))),
             _ => None,
         };
         if key.is_none_or(|key| seen.insert(key)) {
@@ -92,6 +138,8 @@ pub struct ShardSnapshot {
     pub announcements: Vec<ResourceEvent>,
     /// Notices the notifier has not recorded yet.
     pub notices: Vec<Notice>,
+    /// Backfill plans of its jobs, each followed by its targets.
+    pub backfills: Vec<BackfillEntry>,
 }
 
 /// The error a storage engine reported, kept whole (e.g. a `rocksdb::Error`, which this crate

@@ -6,13 +6,15 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
+/// 7: instances gained `first_attempt` (reruns number their attempts apart); shards gained
+/// a `backfills` family.
 /// 6: jobs' environment variables gained `secret`.
 /// 5: jobs gained the times of their parents' successes counted (`parent_success_times`).
 /// 4: instances gained the agent they run on and their count of attempts lost with an agent.
 /// 3: jobs gained `notifyWebhooks` and `builtinSleepMs`; shards gained an outbox of notices.
 /// 2: jobs gained `dependsOn`, `waitTimeout`, `triggeredBy` and a time zone; instances the
 /// resources they wait for. Version 1 came only from development builds before any release.
-pub const FORMAT_VERSION: u8 = 6;
+pub const FORMAT_VERSION: u8 = 7;
 /// The oldest version this build reads.
 pub const OLDEST_READABLE: u8 = 2;
 

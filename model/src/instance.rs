@@ -63,6 +63,27 @@ pub enum RunCause {
     Parents,
     /// An event matched the job's `triggeredBy`.
     Event,
+    /// A backfill or a rerun ran it for a past logical time (`POST /api/jobs/{name}/backfill`).
+    /// Added last: postcard stores a variant by its index, so older records read unchanged.
+    Backfill,
+}
+
+impl RunCause {
+    /// Whether the run must start within its job's epsilon: an operator's run now and a
+    /// backfill's runs start whenever they can.
+    pub fn bound_by_epsilon(self) -> bool {
+        !matches!(self, RunCause::Manual | RunCause::Backfill)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunCause::Schedule => "schedule",
+            RunCause::Manual => "manual",
+            RunCause::Parents => "parents",
+            RunCause::Event => "event",
+            RunCause::Backfill => "backfill",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +113,21 @@ pub struct InstanceRecord {
     /// Attempts that ended because their agent was lost: relaunched without spending one of
     /// the job's retries.
     pub lost_attempts: u32,
+    /// The number of its first attempt: 0, except for a rerun of a target that ran before (a
+    /// backfill), whose attempts number on from [`rerun_first_attempt`] so that the earlier
+    /// runs' task ids and run directories (`runs/JOB/TARGET-ATTEMPT`) stay theirs.
+    pub first_attempt: u32,
+}
+
+/// Unix ms of 2025-01-01T00:00:00Z: reruns number their attempts in seconds from here.
+const RERUN_EPOCH_MS: i64 = 1_735_689_600_000;
+
+/// The first attempt of a rerun made at `now_ms`: the seconds since 2025 (about 63 million in
+/// 2027; `u32` lasts until 2161). Above any attempt a run counts by itself; the shard keeps a
+/// job's backfills made in the same second apart.
+pub fn rerun_first_attempt(now_ms: i64) -> u32 {
+    let seconds = (now_ms - RERUN_EPOCH_MS) / 1000;
+    u32::try_from(seconds.max(1)).unwrap_or(u32::MAX / 2)
 }
 
 impl InstanceRecord {
@@ -112,12 +148,25 @@ impl InstanceRecord {
             ready_ms: None,
             agent: None,
             lost_attempts: 0,
+            first_attempt: 0,
+        }
+    }
+
+    /// A rerun's instance (a backfill's): its first attempt is `first_attempt`.
+    pub fn rerun(job: &str, target_ms: i64, first_attempt: u32, now_ms: i64) -> Self {
+        InstanceRecord {
+            attempt: first_attempt,
+            first_attempt,
+            ready_ms: Some(now_ms),
+            ..InstanceRecord::new(job, target_ms, RunCause::Backfill, now_ms)
         }
     }
 
     /// Failed attempts so far, which count against the job's retries.
     pub fn failed_attempts(&self) -> u32 {
-        self.attempt.saturating_sub(self.lost_attempts)
+        self.attempt
+            .saturating_sub(self.first_attempt)
+            .saturating_sub(self.lost_attempts)
     }
 
     pub fn id(&self) -> String {
@@ -166,12 +215,18 @@ impl HistoryEntry {
 }
 
 /// The first version that stored instances as today.
-const SAME_INSTANCES_SINCE: u8 = 4;
+const SAME_INSTANCES_SINCE: u8 = 7;
+/// The first version that stored instances with their agent and lost attempts.
+const AGENT_SINCE: u8 = 4;
 
 impl crate::codec::Stored for InstanceRecord {
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
         if version >= SAME_INSTANCES_SINCE {
             return Ok(postcard::from_bytes(body)?);
+        }
+        if version >= AGENT_SINCE {
+            let old: legacy::InstanceRecordV6 = postcard::from_bytes(body)?;
+            return Ok(old.into());
         }
         let old: legacy::InstanceRecordV3 = postcard::from_bytes(body)?;
         Ok(old.into())
@@ -183,6 +238,12 @@ impl crate::codec::Stored for HistoryEntry {
         if version >= SAME_INSTANCES_SINCE {
             return Ok(postcard::from_bytes(body)?);
         }
+        if version >= AGENT_SINCE {
+            return Ok(match postcard::from_bytes(body)? {
+                legacy::HistoryEntryV6::Run(run) => HistoryEntry::Run(run.into()),
+                legacy::HistoryEntryV6::Skipped(skipped) => HistoryEntry::Skipped(skipped),
+            });
+        }
         Ok(match postcard::from_bytes(body)? {
             legacy::HistoryEntryV3::Run(run) => HistoryEntry::Run(run.into()),
             legacy::HistoryEntryV3::Skipped(skipped) => HistoryEntry::Skipped(skipped),
@@ -190,9 +251,58 @@ impl crate::codec::Stored for HistoryEntry {
     }
 }
 
-/// Instances as versions 2 and 3 stored them: without `agent` and `lost_attempts`.
+/// Instances as versions 2 and 3 stored them (without `agent` and `lost_attempts`), and 4 to
+/// 6 (without `first_attempt`).
 mod legacy {
     use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct InstanceRecordV6 {
+        pub job: String,
+        pub target_ms: i64,
+        pub attempt: u32,
+        pub state: InstanceState,
+        pub cause: RunCause,
+        pub created_ms: i64,
+        pub started_ms: Option<i64>,
+        pub ended_ms: Option<i64>,
+        pub exit_code: Option<i32>,
+        pub message: Option<String>,
+        pub retry_at_ms: Option<i64>,
+        pub resources: Vec<String>,
+        pub ready_ms: Option<i64>,
+        pub agent: Option<String>,
+        pub lost_attempts: u32,
+    }
+
+    #[derive(Deserialize)]
+    pub enum HistoryEntryV6 {
+        Run(InstanceRecordV6),
+        Skipped(SkippedTargets),
+    }
+
+    impl From<InstanceRecordV6> for InstanceRecord {
+        fn from(old: InstanceRecordV6) -> Self {
+            InstanceRecord {
+                job: old.job,
+                target_ms: old.target_ms,
+                attempt: old.attempt,
+                state: old.state,
+                cause: old.cause,
+                created_ms: old.created_ms,
+                started_ms: old.started_ms,
+                ended_ms: old.ended_ms,
+                exit_code: old.exit_code,
+                message: old.message,
+                retry_at_ms: old.retry_at_ms,
+                resources: old.resources,
+                ready_ms: old.ready_ms,
+                agent: old.agent,
+                lost_attempts: old.lost_attempts,
+                first_attempt: 0,
+            }
+        }
+    }
 
     #[derive(Serialize, Deserialize)]
     pub struct InstanceRecordV3 {
@@ -235,6 +345,7 @@ mod legacy {
                 ready_ms: old.ready_ms,
                 agent: None,
                 lost_attempts: 0,
+                first_attempt: 0,
             }
         }
     }
@@ -278,14 +389,46 @@ mod tests {
     }
 
     #[test]
-    fn reads_version_4_instances_and_history_as_they_are() {
+    fn reads_versions_4_to_6_instances_and_history_without_a_first_attempt() {
         let mut run = InstanceRecord::new("v4", 5, RunCause::Manual, 1);
         run.agent = Some("worker-1".into());
         run.lost_attempts = 2;
-        let record = postcard::to_extend(&run, vec![4]).unwrap();
-        assert_eq!(decode::<InstanceRecord>(&record).unwrap(), run);
-        let entry = HistoryEntry::Run(run);
-        let stored = postcard::to_extend(&entry, vec![4]).unwrap();
-        assert_eq!(decode::<HistoryEntry>(&stored).unwrap(), entry);
+        let old = legacy::InstanceRecordV6 {
+            job: run.job.clone(),
+            target_ms: run.target_ms,
+            attempt: run.attempt,
+            state: run.state,
+            cause: run.cause,
+            created_ms: run.created_ms,
+            started_ms: None,
+            ended_ms: None,
+            exit_code: None,
+            message: None,
+            retry_at_ms: None,
+            resources: Vec::new(),
+            ready_ms: None,
+            agent: run.agent.clone(),
+            lost_attempts: 2,
+        };
+        for version in [4, 6] {
+            let record = postcard::to_extend(&old, vec![version]).unwrap();
+            assert_eq!(decode::<InstanceRecord>(&record).unwrap(), run);
+            let entry = postcard::to_extend(&old, vec![version, 0]).unwrap();
+            assert_eq!(
+                decode::<HistoryEntry>(&entry).unwrap(),
+                HistoryEntry::Run(run.clone())
+            );
+        }
+        let rerun = InstanceRecord::rerun("v7", 5, 60_000_000, 1);
+        assert_eq!(decode::<InstanceRecord>(&encode(&rerun)).unwrap(), rerun);
+        assert_eq!(rerun.failed_attempts(), 0);
+    }
+
+    #[test]
+    fn a_reruns_attempts_number_above_earlier_runs_and_reruns() {
+        let first = rerun_first_attempt(1_800_000_000_000);
+        assert!(first > 60_000_000, "{first}");
+        assert!(rerun_first_attempt(1_800_000_005_000) >= first + 5);
+        assert_eq!(rerun_first_attempt(0), 1);
     }
 }

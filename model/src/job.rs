@@ -620,6 +620,10 @@ impl JobRecord {
 
 impl crate::codec::Stored for JobRecord {
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
+        // Version 7 changed instances only.
+        if version == 6 {
+            return Ok(postcard::from_bytes(body)?);
+        }
         if version == 5 {
             let old: legacy::JobRecordV5 = postcard::from_bytes(body)?;
             return Ok(old.into());

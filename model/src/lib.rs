@@ -10,9 +10,11 @@
 //! - [`notice`]: what dron tells people about runs (failure mails, webhooks) and their deliveries.
 //! - [`ids`]: instance and task ids derived from (job, target, attempt).
 //! - [`ring`]: the consistent-hash ring placing jobs on shards.
+//! - [`backfill`]: backfills and reruns, as each shard keeps its part of one.
 //! - [`codec`]: how records are encoded for storage.
 //! - [`error`]: the client error every validation returns.
 
+pub mod backfill;
 pub mod codec;
 pub mod container;
 pub mod demand;

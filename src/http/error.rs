@@ -47,7 +47,9 @@ impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
         let status = match &error {
             CommandError::Invalid(invalid) => return invalid.clone().into(),
-            CommandError::JobNotFound(_) | CommandError::TaskNotFound(_) => StatusCode::NOT_FOUND,
+            CommandError::JobNotFound(_)
+            | CommandError::TaskNotFound(_)
+            | CommandError::BackfillNotFound(_) => StatusCode::NOT_FOUND,
             CommandError::Conflict(_) => StatusCode::CONFLICT,
             CommandError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             CommandError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,

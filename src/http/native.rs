@@ -2,6 +2,7 @@
 //! shards and resharding, task output, schedule previews, notifications, and what the UI
 //! reads: the jobs table and the dependency graph.
 
+mod backfill;
 mod graph;
 mod jobs;
 mod notifications;
@@ -38,6 +39,16 @@ pub fn routes(fault_injection: bool) -> axum::Router<AppState> {
             get(output::stderr),
         )
         .route("/api/jobs/{name}/next", get(preview::next))
+        .route("/api/jobs/{name}/backfill", post(backfill::create))
+        .route(
+            "/api/jobs/{name}/runs/{task_id}/rerun",
+            post(backfill::rerun),
+        )
+        .route("/api/backfills", get(backfill::list))
+        .route(
+            "/api/backfills/{id}",
+            get(backfill::show).delete(backfill::cancel),
+        )
         .route("/api/jobs/{name}/waiting", get(resources::waiting))
         .route("/resources", post(resources::announce))
         .route(
@@ -176,7 +187,7 @@ fn run_json(run: &InstanceRecord) -> Value {
         "target": time(Some(run.target_ms)),
         "state": if staging { "staging" } else { run.state.as_str() },
         "attempt": run.attempt,
-        "cause": format!("{:?}", run.cause).to_lowercase(),
+        "cause": run.cause.as_str(),
         "started": time(run.started_ms),
         // How late the attempt started after its target (scheduled runs; null until started).
         "lateMs": run.started_ms.map(|started| started - run.target_ms),

@@ -11,7 +11,8 @@ use serde::Deserialize;
 pub enum Role {
     /// GETs: jobs, runs, output, graphs, metrics, the UI.
     Read,
-    /// Runs: start one now, kill a job's tasks, mark a run done or a job's run succeeded.
+    /// Runs: start one now, kill a job's tasks, mark a run done or a job's run succeeded;
+    /// backfill a job, rerun a run, cancel a backfill.
     Operate,
     /// Jobs: create, change (enable and disable too: a job's `disabled` field), delete;
     /// publish resources.
@@ -53,7 +54,10 @@ impl Role {
             ("PUT", ["scheduler", "job", _])
             | ("PUT", ["scheduler", "job", "success", _])
             | ("PUT", ["scheduler", "task", _])
-            | ("DELETE", ["scheduler", "task", "kill", _]) => Role::Operate,
+            | ("DELETE", ["scheduler", "task", "kill", _])
+            | ("POST", ["api", "jobs", _, "backfill"])
+            | ("POST", ["api", "jobs", _, "runs", _, "rerun"])
+            | ("DELETE", ["api", "backfills", _]) => Role::Operate,
             ("POST" | "PUT", ["scheduler", "iso8601" | "dependency"])
             | ("DELETE", ["scheduler", "job", _])
             | ("POST", ["resources"])
@@ -78,6 +82,14 @@ mod tests {
             (Method::PUT, "/scheduler/job/a", Role::Operate),
             (Method::PUT, "/v1/scheduler/job/a", Role::Operate),
             (Method::PUT, "/scheduler/job/success/a", Role::Operate),
+            (Method::POST, "/api/jobs/a/backfill", Role::Operate),
+            (
+                Method::POST,
+                "/api/jobs/a/runs/2026-11-01T00:00:00Z/rerun",
+                Role::Operate,
+            ),
+            (Method::DELETE, "/api/backfills/bf-1", Role::Operate),
+            (Method::GET, "/api/backfills", Role::Read),
             (Method::PUT, "/scheduler/task/a_1_2", Role::Operate),
             (Method::DELETE, "/scheduler/task/kill/a", Role::Operate),
             (Method::POST, "/scheduler/iso8601", Role::Write),

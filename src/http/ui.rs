@@ -44,6 +44,7 @@ const ASSETS: &[Asset] = assets![
     "form.js",
     "graph.js",
     "cluster.js",
+    "backfills.js",
     "favicon.svg",
     "vendor/README.md",
     "vendor/cytoscape-3.34.4.esm.min.mjs",

@@ -130,8 +130,9 @@ impl Scheduler {
             .await
             .context("starting the router")?
             .context("recovering shards")?;
-        let client =
-            SchedulerClient::new(router.clone(), bus.clone()).with_notifier(notifier.clone());
+        let client = SchedulerClient::new(router.clone(), bus.clone())
+            .with_notifier(notifier.clone())
+            .with_backfill_max_targets(config.scheduler.backfill_max_targets);
         if let (Some(url), Some(link)) = (&config.events.amqp_url, amqp_link) {
             let settings = AmqpSettings {
                 url: url.clone(),

@@ -119,6 +119,7 @@ fn static_family(name: &str) -> &'static str {
         "history",
         "outbox",
         "notices",
+        "backfills",
         "resources",
         "pending",
     ];

@@ -1,4 +1,4 @@
-//! A shard's storage on RocksDB: one database per shard, five column families.
+//! A shard's storage on RocksDB: one database per shard, six column families.
 //!
 //! | family      | key                                   | value                      |
 //! |-------------|---------------------------------------|----------------------------|
@@ -7,6 +7,7 @@
 //! | `history`   | job name, 0x00, target (8 bytes, BE)  | `HistoryEntry`             |
 //! | `outbox`    | event key (`ResourceEvent::key`)      | `ResourceEvent` for the bus |
 //! | `notices`   | notice key (`Notice::key`)            | `Notice` for the notifier  |
+//! | `backfills` | job, 0x00, id [, 0x00, target (BE)]   | `BackfillEntry`: a plan, a target |
 //!
 //! Values are postcard behind a version byte (`dron_model::codec`). There is no timer family:
 //! each job's next fire time is in its record, and the coordinator rebuilds its timer index
@@ -33,8 +34,9 @@ const INSTANCES: &str = "instances";
 const HISTORY: &str = "history";
 const OUTBOX: &str = "outbox";
 const NOTICES: &str = "notices";
+const BACKFILLS: &str = "backfills";
 /// Every column family of a shard's database.
-pub const FAMILIES: &[&str] = &[JOBS, INSTANCES, HISTORY, OUTBOX, NOTICES];
+pub const FAMILIES: &[&str] = &[JOBS, INSTANCES, HISTORY, OUTBOX, NOTICES, BACKFILLS];
 
 pub struct RocksShardStore {
     // Dropped first: the writer finishes its queue while the database is still open.
@@ -156,6 +158,8 @@ pub fn load_shard(db: &DB) -> Result<ShardSnapshot, StoreError> {
         instances: decode_family(db, INSTANCES)?,
         announcements: decode_family(db, OUTBOX)?,
         notices: decode_family(db, NOTICES)?,
+        // Keys sort each plan before its targets.
+        backfills: decode_family(db, BACKFILLS)?,
     })
 }
 
@@ -221,6 +225,19 @@ pub fn change(op: &StoreOp) -> Change {
             Change::put(NOTICES, notice.key().as_bytes(), codec::encode(notice))
         }
         StoreOp::DeleteNotice(key) => Change::delete(NOTICES, key.as_bytes()),
+        StoreOp::PutBackfill(entry) => Change::Put {
+            family: BACKFILLS.into(),
+            key: dron_actors::store::backfill_key(entry),
+            value: codec::encode(entry),
+        },
+        StoreOp::DeleteBackfills { job, id } => {
+            let (from, to) = dron_actors::store::backfill_range(job, id.as_deref());
+            Change::DeleteRange {
+                family: BACKFILLS.into(),
+                from,
+                to,
+            }
+        }
     }
 }
 

@@ -76,4 +76,7 @@ pub struct LaunchRequest {
     pub owner: String,
     /// If no agent can take it by then, it is not launched (its epsilon has passed).
     pub start_deadline_ms: Option<i64>,
+    /// A backfill's run: its owner's other tasks waiting for room go ahead of it, so a
+    /// backfill never holds up scheduled runs.
+    pub backfill: bool,
 }

@@ -137,7 +137,16 @@ impl Placement {
         let demand = request.demand.clone();
         self.unreported.push((request.spec.task_id.clone(), demand));
         let queue = self.queues.entry(request.owner.clone()).or_default();
-        queue.push_back(request);
+        // Ahead of the owner's backfill runs (found from the back: usually none, or a
+        // backfill's `parallel` few), behind its other tasks.
+        let behind = match request.backfill {
+            true => queue.len(),
+            false => queue
+                .iter()
+                .rposition(|r| !r.backfill)
+                .map_or(0, |at| at + 1),
+        };
+        queue.insert(behind, request);
     }
 
     /// Records a task as running on `agent` (a placement, or a task adopted after a restart).
@@ -344,6 +353,7 @@ mod tests {
             demand: Arc::new(TaskDemand::from_fields(fields.as_object().unwrap()).unwrap()),
             owner: owner.into(),
             start_deadline_ms: None,
+            backfill: false,
         }
     }
 
@@ -400,6 +410,27 @@ mod tests {
         let next = placement.place();
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].0.spec.task_id, "t2");
+    }
+
+    #[test]
+    fn an_owners_scheduled_tasks_go_ahead_of_its_backfill_runs() {
+        let mut placement = Placement::new(HashMap::new());
+        placement.upsert_agent("a1", attrs(&[]), Resources::new(1.0, 1e6, 1e6));
+        placement.enqueue(request("first", "o", json!({"cpus": 1})));
+        for i in 0..3 {
+            let mut backfill = request(&format!("backfill{i}"), "o", json!({"cpus": 1}));
+            backfill.backfill = true;
+            placement.enqueue(backfill);
+        }
+        placement.enqueue(request("scheduled", "o", json!({"cpus": 1})));
+        let mut order = Vec::new();
+        for task in ["first", "scheduled", "backfill0", "backfill1"] {
+            let placed = placement.place();
+            assert_eq!(placed.len(), 1, "one at a time: the agent has one cpu");
+            order.push(placed[0].0.spec.task_id.clone());
+            placement.release(task);
+        }
+        assert_eq!(order, ["first", "scheduled", "backfill0", "backfill1"]);
     }
 
     #[test]

@@ -28,6 +28,7 @@ fn request(task_id: &str) -> LaunchRequest {
         demand: Arc::new(TaskDemand::default()),
         owner: "alice".into(),
         start_deadline_ms: None,
+        backfill: false,
     }
 }
 

@@ -1,3 +1,6 @@
+use std::collections::BTreeMap;
+
+use dron_model::backfill::{BackfillPlan, TargetState};
 use dron_model::ids::TaskRef;
 use dron_model::instance::{HistoryEntry, InstanceRecord};
 use dron_model::job::{JobRecord, JobSpec};
@@ -55,6 +58,25 @@ pub enum CoordinatorMsg {
     MarkSuccess {
         name: String,
         reply: Reply<()>,
+    },
+    /// Take this shard's part of a backfill: the plan of one of its jobs (see
+    /// `shard/backfill.rs`), with the root's targets left alone.
+    CreateBackfill {
+        plan: BackfillPlan,
+        left_alone: Vec<i64>,
+        reply: Reply<()>,
+    },
+    /// Cancel this shard's plans of a backfill (`kill`: and kill their live runs); answers
+    /// how many it held.
+    CancelBackfill {
+        id: String,
+        kill: bool,
+        reply: Reply<usize>,
+    },
+    /// This shard's plans of a backfill (`id`), or of every backfill.
+    Backfills {
+        id: Option<String>,
+        reply: RpcReplyPort<Vec<BackfillPart>>,
     },
     /// Kill every live instance of the job; answers how many.
     KillTasks {
@@ -196,6 +218,15 @@ pub struct MovedJob {
     pub record: JobRecord,
     pub live: Vec<InstanceRecord>,
     pub history: Vec<HistoryEntry>,
+    /// Its plans in backfills, with their targets.
+    pub backfills: Vec<super::shard::PlanEntry>,
+}
+
+/// One job's part in a backfill, as its shard answers it.
+#[derive(Debug, Clone)]
+pub struct BackfillPart {
+    pub plan: BackfillPlan,
+    pub targets: BTreeMap<i64, TargetState>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]

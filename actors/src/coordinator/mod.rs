@@ -25,9 +25,9 @@ use space::OutOfSpace;
 
 pub use crate::views::{JobSummary, RunState};
 pub use messages::{
-    CoordinatorMsg, JobView, MovedJob, PutOutcome, Reply, ShardLineage, ShardStats,
+    BackfillPart, CoordinatorMsg, JobView, MovedJob, PutOutcome, Reply, ShardLineage, ShardStats,
 };
-pub use shard::{Adoption, Applied, Outbox, Shard, ShardConfig};
+pub use shard::{Adoption, Applied, Outbox, PlanEntry, Shard, ShardConfig};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -199,6 +199,23 @@ impl CoordinatorState {
             CoordinatorMsg::MarkSuccess { name, reply } => {
                 let result = self.shard.mark_success(&name, now_ms, &mut out);
                 self.stage(myself, out, reply_later(reply, result));
+            }
+            CoordinatorMsg::CreateBackfill {
+                plan,
+                left_alone,
+                reply,
+            } => {
+                let result = self
+                    .shard
+                    .create_backfill(plan, left_alone, now_ms, &mut out);
+                self.stage(myself, out, reply_later(reply, result));
+            }
+            CoordinatorMsg::CancelBackfill { id, kill, reply } => {
+                let cancelled = self.shard.cancel_backfill(&id, kill, now_ms, &mut out);
+                self.stage(myself, out, reply_later(reply, Ok(cancelled)));
+            }
+            CoordinatorMsg::Backfills { id, reply } => {
+                let _ = reply.send(self.shard.backfill_parts(id.as_deref()));
             }
             CoordinatorMsg::KillTasks { name, reply } => {
                 let result = self.shard.kill_tasks(&name, now_ms, &mut out);
@@ -409,6 +426,7 @@ impl CoordinatorState {
             CoordinatorMsg::PutJob { reply, .. } => drop(reply.send(Err(busy()))),
             CoordinatorMsg::RunNow { reply, .. } => drop(reply.send(Err(busy()))),
             CoordinatorMsg::MarkSuccess { reply, .. } => drop(reply.send(Err(busy()))),
+            CoordinatorMsg::CreateBackfill { reply, .. } => drop(reply.send(Err(busy()))),
             CoordinatorMsg::Tick => {
                 if self.backlog.defer_tick(limit) {
                     return Some(CoordinatorMsg::Tick);

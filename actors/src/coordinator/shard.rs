@@ -13,10 +13,12 @@
 //! [`wait::WaitIndex`]: instances waiting for resources, and their deadlines;
 //! [`timers::Timers`]: next targets), and `Shard` composes them. Its handlers sit by concern:
 //! `jobs` (definitions and views), `firing` (ticks and starts), `admit` (new instances),
-//! `status` (task reports, ends, kills), `deps` (parents and resources), `reshard` (moving
-//! jobs between shards); `launch` builds what the broker gets, `notices` what people get.
+//! `status` (task reports, ends, kills), `deps` (parents and resources), `backfill` (runs
+//! over past logical times, with `plans` their index), `reshard` (moving jobs between
+//! shards); `launch` builds what the broker gets, `notices` what people get.
 
 mod admit;
+mod backfill;
 mod deps;
 mod firing;
 mod jobs;
@@ -24,6 +26,7 @@ mod launch;
 mod live;
 mod notices;
 mod outbox;
+mod plans;
 mod reshard;
 mod status;
 mod timers;
@@ -39,6 +42,7 @@ use dron_model::job::JobRecord;
 use dron_model::schedule::Schedule;
 
 pub use outbox::{Adoption, Applied, Outbox};
+pub use plans::PlanEntry;
 
 use crate::store::{ShardSnapshot, StoreOp};
 use live::LiveSet;
@@ -112,6 +116,8 @@ pub struct Shard {
     triggered: BTreeMap<String, String>,
     /// When each job's skipped targets were last told (a notice at most once a minute).
     skip_notices: notices::SkipNotices,
+    /// Backfill plans of its jobs (see `shard/backfill.rs`).
+    plans: plans::Plans,
 }
 
 fn ms_to_time(ms: i64) -> DateTime<chrono::Utc> {
@@ -140,10 +146,12 @@ impl Shard {
             parked: HashSet::new(),
             triggered: BTreeMap::new(),
             skip_notices: notices::SkipNotices::default(),
+            plans: plans::Plans::default(),
         };
         for record in snapshot.jobs {
             shard.insert_job(record);
         }
+        shard.plans.load(snapshot.backfills);
         let mut out = Outbox {
             announcements: snapshot.announcements,
             notices: snapshot.notices,
@@ -156,6 +164,8 @@ impl Shard {
         for job in jobs {
             shard.try_start(&job, now_ms, &mut out);
         }
+        let jobs = shard.plans.jobs();
+        shard.resume_backfills(&jobs, now_ms, &mut out);
         (shard, out)
     }
 

@@ -62,6 +62,8 @@ impl OutOfSpace {
             CoordinatorMsg::MarkSuccess { reply, .. } => drop(reply.send(Err(full()))),
             CoordinatorMsg::KillTasks { reply, .. } => drop(reply.send(Err(full()))),
             CoordinatorMsg::CompleteAsync { reply, .. } => drop(reply.send(Err(full()))),
+            CoordinatorMsg::CreateBackfill { reply, .. } => drop(reply.send(Err(full()))),
+            CoordinatorMsg::CancelBackfill { reply, .. } => drop(reply.send(Err(full()))),
             CoordinatorMsg::Tick => {}
             other => return Some(other),
         }

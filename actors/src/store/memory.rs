@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use dron_model::backfill::BackfillEntry;
 use dron_model::instance::{HistoryEntry, InstanceRecord};
 use dron_model::job::JobRecord;
 use dron_model::notice::{Notice, NoticeRecord};
@@ -58,6 +59,7 @@ struct MemoryShard {
     history: HashMap<String, BTreeMap<i64, HistoryEntry>>,
     announcements: BTreeMap<String, ResourceEvent>,
     notices: BTreeMap<String, Notice>,
+    backfills: BTreeMap<Vec<u8>, BackfillEntry>,
 }
 
 impl ShardStore for MemoryStore {
@@ -78,6 +80,7 @@ impl ShardStore for MemoryStore {
             instances: shard.instances.values().cloned().collect(),
             announcements: shard.announcements.values().cloned().collect(),
             notices: shard.notices.values().cloned().collect(),
+            backfills: shard.backfills.values().cloned().collect(),
         })
     }
 
@@ -145,6 +148,13 @@ impl MemoryShard {
             }
             StoreOp::DeleteNotice(key) => {
                 self.notices.remove(&key);
+            }
+            StoreOp::PutBackfill(entry) => {
+                self.backfills.insert(super::backfill_key(&entry), entry);
+            }
+            StoreOp::DeleteBackfills { job, id } => {
+                let (from, to) = super::backfill_range(&job, id.as_deref());
+                self.backfills.retain(|key, _| *key < from || *key >= to);
             }
         }
     }

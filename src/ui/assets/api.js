@@ -48,6 +48,9 @@ export const graph = (params) => api('/api/graph' + query(params));
 export const shards = () => api('/api/shards');
 export const agents = () => api('/api/agents');
 export const health = () => api('/health');
+export const backfill = (name, body) => api(`/api/jobs/${enc(name)}/backfill`, { method: 'POST', body });
+export const backfills = () => api('/api/backfills');
+export const cancelBackfill = (id) => api(`/api/backfills/${enc(id)}`, { method: 'DELETE' });
 export const preview = (schedule, timeZone, n = 3) =>
   api('/api/schedule/preview' + query({ schedule, timeZone, n }));
 

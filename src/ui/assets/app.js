@@ -1,5 +1,5 @@
 // The UI's entry: a hash router (`#/jobs`, `#/job/NAME`, `#/graph?job=NAME`, `#/new`,
-// `#/edit/NAME`, `#/cluster`) over page modules. Each page's `mount(view, route)` answers a
+// `#/edit/NAME`, `#/cluster`, `#/backfills`) over page modules. Each page's `mount(view, route)` answers a
 // function that stops what it started (timers, live tails, requests), called when the
 // route changes.
 
@@ -11,6 +11,7 @@ import * as job from './job.js';
 import * as form from './form.js';
 import * as graph from './graph.js';
 import * as cluster from './cluster.js';
+import * as backfills from './backfills.js';
 
 const PAGES = [
   [/^\/jobs$/, jobs, 'jobs'],
@@ -19,6 +20,7 @@ const PAGES = [
   [/^\/edit\/([^/]+)$/, form, 'jobs'],
   [/^\/graph$/, graph, 'graph'],
   [/^\/cluster$/, cluster, 'cluster'],
+  [/^\/backfills$/, backfills, 'backfills'],
 ];
 
 let unmount = () => {};

@@ -1,12 +1,13 @@
 // One job: its definition, next fire times (DST changes marked), what its instances wait
 // for, its runs with a duration chart, the log of any run (followed live while it runs), and
-// the actions: run now, kill, enable or disable, edit, delete.
+// the actions: run now, kill, enable or disable, backfill, edit, delete.
 
 import * as api from './api.js';
 import { h, fill, badge, card, notice } from './dom.js';
 import { when, relative, duration, trigger, wallClock } from './format.js';
 import { states } from './jobs.js';
 import { setParams } from './route.js';
+import { backfillDialog } from './backfills.js';
 
 const REFRESH_MS = 2000;
 /** Characters of a log kept on screen; the head of a longer one is dropped. */
@@ -72,6 +73,7 @@ export function mount(view, { name, params }) {
       act('Run now', () => api.runNow(name), { id: 'run-now', class: 'primary' }),
       act('Kill', () => api.kill(name), { id: 'kill', disabled: !view.live.length || undefined, title: running ? 'kill its running and queued runs' : 'kill its queued runs' }),
       act(job.disabled ? 'Enable' : 'Disable', () => setDisabled(!job.disabled), { id: 'toggle-disabled' }),
+      job.schedule && h('button', { id: 'backfill', onclick: () => backfillDialog(name), title: 'run it for past targets' }, 'Backfill'),
       h('a', { class: 'button', href: `#/edit/${encodeURIComponent(name)}`, id: 'edit' }, 'Edit'),
       h('a', { class: 'button', href: `#/graph?job=${encodeURIComponent(name)}` }, 'Graph'),
       h('button', { class: 'danger', id: 'delete', onclick: confirmDelete }, 'Delete'));

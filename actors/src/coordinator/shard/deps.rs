@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use dron_model::backfill::announced_backfill;
 use dron_model::instance::{InstanceRecord, InstanceState, RunCause};
 use dron_model::resource::{EventStatus, ResourceEvent, pattern_matches};
 
@@ -111,6 +112,17 @@ impl Shard {
             return;
         }
         let mut to_start = self.release_waiters(&event.resource, now_ms, out);
+        if let Some(id) = announced_backfill(&event.meta_json) {
+            // A backfill's run: it counts for that backfill's downstream jobs only, never
+            // as a scheduled success (`parents`, `triggeredBy`).
+            for job in to_start {
+                self.try_start(&job, now_ms, out);
+            }
+            if let (Some(upstream), Some(at_ms)) = (announced_job(&event.resource), event.at_ms) {
+                self.backfill_upstream_succeeded(&id, upstream, at_ms, now_ms, out);
+            }
+            return;
+        }
         let matching: Vec<String> = self
             .triggered
             .iter()

@@ -135,12 +135,16 @@ impl Shard {
     /// Whether a job that runs one instance at a time has its slot taken: an instance runs,
     /// waits to retry, or is queued to start. (Instances waiting for resources do not take
     /// it: several targets may wait for their data at once.)
+    ///
+    /// A backfill's runs never take it: they have their own slots (the backfill's
+    /// `parallel`), so a scheduled run never waits behind one.
     fn slot_taken(&self, name: &str) -> bool {
         self.live.instances_of(name).any(|instance| {
-            matches!(
-                instance.state,
-                InstanceState::Running | InstanceState::RetryWait | InstanceState::Queued
-            )
+            instance.cause != RunCause::Backfill
+                && matches!(
+                    instance.state,
+                    InstanceState::Running | InstanceState::RetryWait | InstanceState::Queued
+                )
         })
     }
 
@@ -233,6 +237,14 @@ impl Shard {
             let Some(instance) = self.live.get(&id) else {
                 continue;
             };
+            if instance.cause == RunCause::Backfill {
+                // Admitted within its backfill's `parallel`: it starts once queued, beside
+                // the job's own slot, and has no epsilon.
+                if instance.state == InstanceState::Queued {
+                    self.start(&id, now_ms, out);
+                }
+                continue;
+            }
             match instance.state {
                 InstanceState::Running | InstanceState::RetryWait => {
                     slot_taken = true;
@@ -242,7 +254,7 @@ impl Shard {
                 _ => continue,
             }
             let due = instance.ready_ms.unwrap_or(instance.target_ms);
-            let late = instance.cause != RunCause::Manual && due + epsilon < now_ms;
+            let late = instance.cause.bound_by_epsilon() && due + epsilon < now_ms;
             if late {
                 let message = "could not start within epsilon: the previous run was still running";
                 let skipped = Ending {

@@ -51,6 +51,12 @@ impl Shard {
             }
         }
         self.remove_job(name);
+        // Its part in backfills goes with it (the others' go on without it).
+        self.plans.remove_job(name);
+        out.ops.push(StoreOp::DeleteBackfills {
+            job: name.to_string(),
+            id: None,
+        });
         out.ops.push(StoreOp::DeleteJob(name.to_string()));
         out.ops.push(StoreOp::DeleteHistory {
             job: name.to_string(),

@@ -20,13 +20,14 @@ impl Shard {
         let entry = &self.jobs[instance.job.as_str()];
         let spec = &entry.record.spec;
         // Epsilon bounds how late a target may start, not when a retry after a failure may.
-        let first_try = instance.failed_attempts() == 0 && instance.cause != RunCause::Manual;
+        let first_try = instance.failed_attempts() == 0 && instance.cause.bound_by_epsilon();
         let due = instance.ready_ms.unwrap_or(instance.target_ms);
         LaunchRequest {
             spec: self.task_spec(instance),
             demand: entry.demand.clone(),
             owner: spec.owner.clone(),
             start_deadline_ms: first_try.then(|| due + spec.epsilon_ms),
+            backfill: instance.cause == RunCause::Backfill,
         }
     }
 

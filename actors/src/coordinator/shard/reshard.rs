@@ -24,11 +24,13 @@ impl Shard {
             let live: Vec<InstanceRecord> =
                 ids.iter().filter_map(|id| self.remove_live(id)).collect();
             let record = self.remove_job(&name).expect("job present");
+            let backfills = self.plans.remove_job(&name);
             self.released.insert(name, ids);
             moved.push(MovedJob {
                 record,
                 live,
                 history: Vec::new(),
+                backfills,
             });
         }
         moved
@@ -49,7 +51,12 @@ impl Shard {
             }
             out.ops
                 .extend(moved.history.into_iter().map(StoreOp::AppendHistory));
+            for plan in moved.backfills {
+                out.ops.extend(plan.entries().map(StoreOp::PutBackfill));
+                self.plans.insert(plan);
+            }
             self.try_start(&name, now_ms, out);
+            self.resume_backfills(std::slice::from_ref(&name), now_ms, out);
         }
     }
 
@@ -64,6 +71,10 @@ impl Shard {
             out.ops.extend(ids.into_iter().map(StoreOp::DeleteInstance));
             out.ops.push(StoreOp::DeleteJob(name.clone()));
             out.ops.push(StoreOp::DeleteHistory { job: name.clone() });
+            out.ops.push(StoreOp::DeleteBackfills {
+                job: name.clone(),
+                id: None,
+            });
         }
     }
 }

@@ -129,7 +129,7 @@ impl Shard {
         let instance = self.live.get(id).expect("live instance");
         let epsilon = self.jobs[instance.job.as_str()].record.spec.epsilon_ms;
         let due = instance.ready_ms.unwrap_or(instance.target_ms);
-        let in_window = instance.cause == RunCause::Manual || due + epsilon >= now_ms;
+        let in_window = !instance.cause.bound_by_epsilon() || due + epsilon >= now_ms;
         if !in_window {
             let message = format!("agent lost ({why}) and its epsilon has passed");
             let failed = Ending {
@@ -247,6 +247,10 @@ impl Shard {
         instance.exit_code = exit_code.or(instance.exit_code);
         instance.message = message;
         let name = instance.job.clone();
+        // A backfill's run: its target is done, and its announcement names the backfill.
+        let backfill = (instance.cause == RunCause::Backfill)
+            .then(|| self.backfill_run_ended(&instance, state, out))
+            .map(Option::unwrap_or_default);
         if let Some(entry) = self.jobs.get_mut(name.as_str()) {
             if let Some(notice) = run_notice(&entry.record, &instance, now_ms) {
                 push_notice(notice, out);
@@ -279,12 +283,17 @@ impl Shard {
                 _ => None,
             };
             if let Some(status) = status {
-                let event = run_event(&entry.record.spec, instance.target_ms, status);
+                let mut event = run_event(&entry.record.spec, instance.target_ms, status);
+                if let Some(id) = &backfill {
+                    event.meta_json = dron_model::backfill::announcement_meta(id);
+                }
                 announce(event, out);
             }
         }
         out.ops.push(StoreOp::DeleteInstance(id.to_string()));
         self.append_history(HistoryEntry::Run(instance), out);
+        // A slot of a backfill of the job may have freed, or the target it waited for.
+        self.drive_backfills_of(&name, now_ms, out);
     }
 
     pub(super) fn append_history(&mut self, entry: HistoryEntry, out: &mut Outbox) {
@@ -309,27 +318,35 @@ impl Shard {
         out: &mut Outbox,
     ) -> Result<usize, CommandError> {
         self.ensure_job(name)?;
-        let is_async = self.jobs[name].record.spec.is_async;
         let ids = self.live.ids_of(name);
         for id in &ids {
-            let instance = self.live.get(id).expect("live instance");
-            if instance.state == InstanceState::Running {
-                out.kills.push(instance.task_id());
-                if is_async {
-                    // An async job's process may have exited already, leaving nothing to
-                    // report the kill: record it now.
-                    self.record_end(id, Ending::killed("killed on request"), now_ms, out);
-                } else {
-                    // The end arrives as a status update; it is recorded as killed then.
-                    self.live.request_kill(id);
-                }
-            } else {
-                let ending = Ending::killed("killed on request before it started");
-                self.record_end(id, ending, now_ms, out);
-            }
+            self.kill_instance(id, now_ms, out);
         }
         let dropped = self.drop_parked_targets(name, now_ms, out);
         Ok(ids.len() + dropped as usize)
+    }
+}
+
+impl Shard {
+    /// Kills a live instance: a running attempt is killed on its agent (recorded as killed
+    /// when its end is reported), one not started yet ends killed now.
+    pub(super) fn kill_instance(&mut self, id: &str, now_ms: i64, out: &mut Outbox) {
+        let Some(instance) = self.live.get(id) else {
+            return;
+        };
+        if instance.state != InstanceState::Running {
+            let ending = Ending::killed("killed on request before it started");
+            return self.record_end(id, ending, now_ms, out);
+        }
+        out.kills.push(instance.task_id());
+        if self.jobs[instance.job.as_str()].record.spec.is_async {
+            // An async job's process may have exited already, leaving nothing to report the
+            // kill: record it now.
+            self.record_end(id, Ending::killed("killed on request"), now_ms, out);
+        } else {
+            // The end arrives as a status update; it is recorded as killed then.
+            self.live.request_kill(id);
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The shard's scheduling rules, without actors, storage or processes, by concern.
 
+mod backfill;
 mod deps;
 mod firing;
 mod recovery;
