@@ -38,6 +38,11 @@ use crate::recorder::Recorded;
 /// whose window closed meanwhile counts as missed (the recovery target).
 pub const RECOVERY_GRACE_MS: i64 = 5_000;
 
+/// A run recorded as starting up to this long after its agent was cut off may have been
+/// launched before the cut: the launch reached the agent, its shell started a little later.
+/// (The 30-minute run saw two runs start 7 and 18 ms after a cut began, then run again.)
+const LAUNCHED_BEFORE_MS: i64 = 1_000;
+
 pub struct Input<'a> {
     pub listed: &'a [Value],
     pub recorded: Recorded,
@@ -385,7 +390,8 @@ fn excuse(input: &Input, runs: &[&Run]) -> Option<String> {
             if fault.impact != Impact::Agent(agent) {
                 continue;
             }
-            let in_flight = first.start_ms <= fault.start_ms && end >= fault.start_ms;
+            let in_flight =
+                first.start_ms <= fault.start_ms + LAUNCHED_BEFORE_MS && end >= fault.start_ms;
             let others_after = runs
                 .iter()
                 .filter(|r| !std::ptr::eq(**r, *first))
@@ -632,6 +638,14 @@ mod tests {
         let excused = verdict(runs.clone(), &cut);
         assert_eq!(excused.duplicates.len(), 1);
         assert!(excused.passed(), "{:?}", excused.details());
+        // The first run's shell started just after the cut: launched before it, excused too.
+        let just_after = [fault(
+            FaultKind::AgentPartition,
+            Impact::Agent(1),
+            target + 100 - 20,
+            target + 40_000,
+        )];
+        assert!(verdict(runs.clone(), &just_after).passed());
         // The same runs with the cut on the other agent: not excused.
         let elsewhere = [fault(
             FaultKind::AgentPartition,
