@@ -70,6 +70,16 @@ if ! command -v openssl >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq openssl
 fi
 
+# The daylight-saving test (tests/daylight_saving.rs) and the nemesis's clock-step fault run
+# the server under libfaketime (its wall clock moved; the machine's untouched).
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] \
+  && [ ! -e /usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1 ] \
+  && [ ! -e /usr/lib/faketime/libfaketimeMT.so.1 ]; then
+  echo "test: installing faketime"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq faketime
+fi
+
 # The partition test (tests/partition.rs) puts servers in network namespaces: as root it must
 # really run, not skip.
 # The package test (tests/package.rs) installs and purges the Debian package: as root it must

@@ -57,3 +57,36 @@ impl Clock for TokioClock {
         self.start_wall + chrono::Duration::from_std(elapsed).unwrap_or_default()
     }
 }
+
+/// A [`TokioClock`] whose wall clock a test can step, as NTP steps a real one: tokio's
+/// (monotonic) clock goes on unchanged (for tests and the `testsuite` feature only).
+#[cfg(any(test, feature = "testsuite"))]
+pub struct SteppedClock {
+    tokio: TokioClock,
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+#[cfg(any(test, feature = "testsuite"))]
+impl SteppedClock {
+    pub fn starting_at(start_wall: DateTime<Utc>) -> Self {
+        SteppedClock {
+            tokio: TokioClock::starting_at(start_wall),
+            offset_ms: Default::default(),
+        }
+    }
+
+    /// Moves the wall clock by `by_ms` (negative: back), at once.
+    pub fn step(&self, by_ms: i64) {
+        use std::sync::atomic::Ordering;
+        self.offset_ms.fetch_add(by_ms, Ordering::SeqCst);
+    }
+}
+
+#[cfg(any(test, feature = "testsuite"))]
+impl Clock for SteppedClock {
+    fn now(&self) -> DateTime<Utc> {
+        use std::sync::atomic::Ordering;
+        let offset = self.offset_ms.load(Ordering::SeqCst);
+        self.tokio.now() + chrono::Duration::milliseconds(offset)
+    }
+}

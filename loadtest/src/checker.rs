@@ -146,6 +146,8 @@ pub struct JobReport {
     pub lateness_ms: Vec<i64>,
     /// The first few missed targets (Unix ms; `Params::listed_missed` of them).
     pub missed_targets: Vec<i64>,
+    /// Every satisfied target (Unix ms).
+    pub satisfied_targets: Vec<i64>,
     /// Every target run twice or more (Unix ms).
     pub duplicate_targets: Vec<i64>,
     /// The job had more targets than `max_targets_per_job`; only the first were judged.
@@ -361,6 +363,7 @@ fn summarise(report: &mut JobReport, targets: &[i64], slots: &[Slot], listed_mis
     for (&target, slot) in targets.iter().zip(slots) {
         if slot.in_window {
             report.satisfied += 1;
+            report.satisfied_targets.push(target);
         } else {
             report.missed += 1;
             if report.missed_targets.len() < listed_missed {

@@ -2,20 +2,18 @@
 //! another, on a fixed seed, against real servers and agents in network namespaces. Fails on
 //! any missed target, lost job, dependency violation or unexcused duplicate.
 //!
-//! Needs root and iproute2; elsewhere it says why and returns, unless `DRON_REQUIRE_NETNS` is
-//! set, where it fails. The faults here are those today's dron passes (docs/reliability.md
-//! lists the others and the bugs they find).
+//! Needs root, iproute2 and libfaketime (the clock step; scripts/test.sh installs it);
+//! without root it says why and returns, unless `DRON_REQUIRE_NETNS` is set, where it fails.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
-/// The seed and faults of the CI run: see docs/reliability.md for what they make.
-const SEED: &str = "20";
-/// The server faults (kill, pause) are left out until the bugs they find are fixed (see
-/// docs/reliability.md, bugs 1 and 2).
-const FAULTS: &str = "agent-kill,agent-partition";
+/// The seed and faults of the CI run: see docs/reliability.md for what they make (seed 14
+/// draws a kill, a 30 s pause, a kill, a clock step of 11 s and a 41 s partition of an agent).
+const SEED: &str = "14";
+const FAULTS: &str = "kill,pause,clock-step,agent-kill,agent-partition";
 
 /// A binary of the same build as this test: beside the `deps/` directory the test runs from
 /// (found at run time, so a target directory moved since the build still works).

@@ -30,6 +30,8 @@ pub struct Server {
     pub http: reqwest::Client,
     /// TOML appended to the config file the server starts with.
     extra_config: String,
+    /// Environment variables the server process starts with (e.g. libfaketime's).
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -47,6 +49,16 @@ impl Server {
     /// As `start_with_config`, on a data directory already prepared at `data/data` (e.g. by
     /// `dron restore`).
     pub async fn start_on(data: tempfile::TempDir, shards: u32, extra_toml: &str) -> Server {
+        Server::start_with_env(data, shards, extra_toml, Vec::new()).await
+    }
+
+    /// As `start_on`, the process started with `env` added to its environment.
+    pub async fn start_with_env(
+        data: tempfile::TempDir,
+        shards: u32,
+        extra_toml: &str,
+        env: Vec<(String, String)>,
+    ) -> Server {
         let mut server = Server {
             data,
             port: free_port(),
@@ -55,6 +67,7 @@ impl Server {
             child: None,
             http: reqwest::Client::new(),
             extra_config: extra_toml.to_string(),
+            env,
         };
         server.spawn().await;
         server
@@ -75,6 +88,7 @@ impl Server {
 {}",
                 certs.server_toml()
             ),
+            env: Vec::new(),
         };
         server.spawn().await;
         server
@@ -117,6 +131,7 @@ impl Server {
                 "--shards",
                 &self.shards.to_string(),
             ])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("DRON_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -394,6 +409,29 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// The environment that runs a process under libfaketime with its wall clock `offset_s`
+/// seconds from real time (its monotonic clock untouched, as a wrong or stepped system clock
+/// leaves it). Debian's `faketime` package (scripts/test.sh installs it).
+pub fn faketime_env(offset_s: i64) -> Vec<(String, String)> {
+    let libraries = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+    ];
+    let library = libraries
+        .iter()
+        .find(|lib| Path::new(lib).exists())
+        .expect("libfaketime is not installed (apt-get install faketime; scripts/test.sh does)");
+    [
+        ("LD_PRELOAD", library.to_string()),
+        ("FAKETIME", format!("{offset_s:+}")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Lines of a file the jobs append to (missing file: none).

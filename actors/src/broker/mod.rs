@@ -393,6 +393,7 @@ impl BrokerState {
     /// Declares the tasks of a silent agent lost; their coordinators retry them elsewhere.
     fn agent_lost(&mut self, name: &str) {
         let tasks = self.placement.lose_agent(name);
+        self.remotes.forget_launches_to(name);
         tracing::warn!(agent = name, tasks = tasks.len(), "agent lost");
         metrics::counter!("dron_agents_lost_total").increment(1);
         for task_id in tasks {

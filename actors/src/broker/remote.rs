@@ -67,6 +67,11 @@ pub struct Remotes {
     known: KnownAgents,
     /// Tasks held in `awaiting` that were asked to be killed: killed when an agent claims them.
     kill_on_claim: std::collections::HashSet<String>,
+    /// Launches sent and not yet answered by their agent (a status or a refusal about the
+    /// task), by task id: (agent, task). A launch sent into a connection the agent has
+    /// already given up on (it found this server silent, e.g. after a pause) is lost with it;
+    /// when the agent registers again without naming the task, it is sent again.
+    unanswered: HashMap<String, (String, TaskSpec)>,
     /// Output reads sent to agents, by request number: (agent, who asked).
     reads: HashMap<u64, (String, RpcReplyPort<Result<OutputChunk, String>>)>,
     next_read: u64,
@@ -92,6 +97,7 @@ impl Remotes {
             agents: BTreeMap::new(),
             connections: HashMap::new(),
             awaiting: Vec::new(),
+            unanswered: HashMap::new(),
             known: KnownAgents::load(known),
             reads: HashMap::new(),
             next_read: 0,
@@ -197,7 +203,40 @@ impl Remotes {
 
     pub fn launch(&mut self, agent: &str, task: TaskSpec) {
         let epoch = self.epoch;
+        let unanswered = (agent.to_string(), task.clone());
+        self.unanswered.insert(task.task_id.clone(), unanswered);
         self.send(agent, ServerMessage::Launch { epoch, task });
+    }
+
+    /// The agent is lost: its tasks went with it, launched or not.
+    pub fn forget_launches_to(&mut self, agent: &str) {
+        self.unanswered.retain(|_, (to, _)| to != agent);
+    }
+
+    /// The agent answered about the task: its launch arrived.
+    pub fn answered(&mut self, task_id: &str) {
+        self.unanswered.remove(task_id);
+    }
+
+    /// The launches sent to `agent` that it did not name when it registered (`tasks`), for
+    /// those still placed on it (`placed_here`): they never reached it. Forgets the others.
+    fn undelivered(
+        &mut self,
+        agent: &str,
+        tasks: &[String],
+        placed_here: impl Fn(&str) -> bool,
+    ) -> Vec<TaskSpec> {
+        let mut undelivered = Vec::new();
+        self.unanswered.retain(|task_id, (to, task)| {
+            if to != agent || tasks.contains(task_id) {
+                return to != agent; // named: it arrived; answered or not, it is the agent's now
+            }
+            if placed_here(task_id) {
+                undelivered.push(task.clone());
+            }
+            false
+        });
+        undelivered
     }
 
     pub fn kill(&mut self, agent: &str, task_id: &str) {
@@ -353,6 +392,7 @@ impl BrokerState {
                 if self.foreign(&agent, &task_id) {
                     return self.disown(&agent, &task_id, &event);
                 }
+                self.remotes.answered(&task_id);
                 let ack = self.ack_for(&agent, &task_id, &event);
                 let update = TaskUpdate {
                     task_id,
@@ -372,6 +412,7 @@ impl BrokerState {
                 };
                 tracing::warn!(agent, ?task_id, reason, "agent refused a command");
                 if let Some(task_id) = task_id {
+                    self.remotes.answered(&task_id);
                     let placed = self.placement.placed(&task_id);
                     if placed.is_none_or(|placed| placed.agent != agent) {
                         return dropped("rejected", &agent, &task_id);
@@ -482,6 +523,18 @@ impl BrokerState {
     /// there; the others are checked with their coordinators (stale ones are then killed).
     fn reconcile(&mut self, name: &str, tasks: &[String]) {
         let epoch = self.remotes.epoch;
+        let placement = &self.placement;
+        let placed_here =
+            |task_id: &str| placement.placed(task_id).is_some_and(|p| p.agent == name);
+        for task in self.remotes.undelivered(name, tasks, placed_here) {
+            tracing::warn!(
+                agent = name,
+                task_id = task.task_id,
+                "the agent never received this launch (sent as it left its connection): sent again"
+            );
+            metrics::counter!("dron_launches_resent_total").increment(1);
+            self.remotes.launch(name, task);
+        }
         let (claimed, rest): (Vec<_>, Vec<_>) = self.remotes.awaiting.drain(..).partition(|held| {
             held.agent.as_deref() == Some(name)
                 || (held.agent.is_none() && tasks.contains(&held.request.spec.task_id))

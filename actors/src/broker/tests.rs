@@ -209,3 +209,72 @@ async fn a_paused_server_gives_its_agents_a_new_timeout_instead_of_losing_them()
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(state().await, "Lost");
 }
+
+/// The nemesis's pause then partition (seed 5): a launch the server sent as it resumed went
+/// into a connection the agent had already given up on (it found the server silent); the agent
+/// registered again without it, and the server waited for that task until the agent was lost
+/// and the target's epsilon had passed. A launch the agent does not name when it registers
+/// again is sent again.
+#[tokio::test(start_paused = true)]
+async fn a_launch_lost_with_a_dropped_connection_is_sent_again_when_the_agent_registers() {
+    use dron_task::protocol::{AgentMessage, PROTOCOL_VERSION, ServerMessage};
+    let start = chrono::DateTime::from_timestamp_millis(1_000_000).unwrap();
+    let (args, _reported) = broker_args(Arc::new(TokioClock::starting_at(start)));
+    let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
+    let connect = |connection: u64, tasks: Vec<String>| {
+        if connection > 1 {
+            let closed = BrokerMsg::Disconnected {
+                connection: connection - 1,
+            };
+            broker.send_message(closed).unwrap();
+        }
+        let (outbox, to_agent) = mpsc::unbounded_channel();
+        let connected = BrokerMsg::Connected { connection, outbox };
+        broker.send_message(connected).unwrap();
+        let register = AgentMessage::Register {
+            protocol: PROTOCOL_VERSION,
+            agent_id: "far-id".into(),
+            name: "far".into(),
+            resources: dron_model::demand::Resources::new(4.0, 4096.0, 4096.0),
+            attributes: Default::default(),
+            tasks,
+            newest_epoch: 0,
+            nonce: None,
+            epochs_refused: 0,
+        };
+        let message = BrokerMsg::FromAgent {
+            connection,
+            message: register,
+        };
+        broker.send_message(message).unwrap();
+        to_agent
+    };
+    let launches = |to_agent: &mut mpsc::UnboundedReceiver<ServerMessage>| {
+        std::iter::from_fn(|| to_agent.try_recv().ok())
+            .filter_map(|message| match message {
+                ServerMessage::Launch { task, .. } => Some(task.task_id),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut first = connect(1, Vec::new());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let launch = BrokerMsg::Launch(request("ct:1:0:a:"));
+    broker.send_message(launch).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        launches(&mut first),
+        ["ct:1:0:a:"],
+        "sent on the first connection"
+    );
+    // The agent had left that connection: the launch is lost with it. It registers anew,
+    // naming no task.
+    drop(first);
+    let mut second = connect(2, Vec::new());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(launches(&mut second), ["ct:1:0:a:"], "sent again");
+    // Named at the next registration: it arrived, and is not sent a third time.
+    let mut third = connect(3, vec!["ct:1:0:a:".to_string()]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(launches(&mut third).is_empty());
+}

@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::clock::TokioClock;
+use crate::clock::{SharedClock, SteppedClock, TokioClock};
 use crate::error::CommandError;
 use crate::store::{Durable, MemoryResourceStore, MemoryStore, ShardSnapshot, StoreError};
 use dron_model::resource::ResourceEvent;
@@ -152,6 +152,17 @@ async fn start_full(
     config: ShardConfig,
     bus_behind: bool,
 ) -> Harness {
+    let wall = DateTime::from_timestamp_millis(T0).unwrap();
+    let clock = Arc::new(TokioClock::starting_at(wall));
+    start_on(resources, config, bus_behind, clock).await
+}
+
+async fn start_on(
+    resources: Arc<MemoryResourceStore>,
+    config: ShardConfig,
+    bus_behind: bool,
+    clock: SharedClock,
+) -> Harness {
     let store = Arc::new(GatedStore::default());
     let (broker, launches) = recorder(|m: &BrokerMsg| match m {
         BrokerMsg::Launch(request) => Some(request.spec.task_id.clone()),
@@ -165,11 +176,10 @@ async fn start_full(
     };
     let (bus, announced) = spawn_recorder(describe_bus, bus_behind).await;
     let (notifier, _) = recorder(|_: &NotifierMsg| None).await;
-    let wall = DateTime::from_timestamp_millis(T0).unwrap();
     let args = CoordinatorArgs {
         index: 0,
         store: store.clone(),
-        clock: Arc::new(TokioClock::starting_at(wall)),
+        clock,
         broker,
         router,
         bus,
@@ -330,6 +340,67 @@ async fn a_fired_target_is_launched_only_once_durable() {
     harness.store.make_durable();
     settle().await;
     assert_eq!(seen(&harness.launches), [format!("ct:{}:0:a:", T0 + 1000)]);
+}
+
+/// A harness whose wall clock the test steps.
+async fn start_stepped() -> (Harness, Arc<SteppedClock>) {
+    let clock = Arc::new(SteppedClock::starting_at(
+        DateTime::from_timestamp_millis(T0).unwrap(),
+    ));
+    let resources = Arc::new(MemoryResourceStore::default());
+    let harness = start_on(resources, ShardConfig::default(), false, clock.clone()).await;
+    (harness, clock)
+}
+
+/// A stepped harness with job `a` due at 10:01:00 (epsilon 10 s), 5 s after its creation.
+async fn stepped_with_a_target_at_10_01() -> (Harness, Arc<SteppedClock>) {
+    let (harness, clock) = start_stepped().await;
+    let spec = job(serde_json::json!({
+        "name": "a", "command": "true", "schedule": "R/2026-11-23T10:01:00Z/PT1H",
+        "epsilon": "PT10S"
+    }));
+    put_durable(&harness, spec).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    (harness, clock)
+}
+
+/// The launches so far, each made durable at once (as a store would).
+async fn durable_launches(harness: &Harness) -> Vec<String> {
+    settle().await;
+    harness.store.make_durable();
+    settle().await;
+    seen(&harness.launches)
+}
+
+/// The nemesis's clock-step fault: the wall clock steps forward while the ticker sleeps
+/// toward the next target. The target must fire when the wall clock reaches it (within the
+/// ticker's recheck), not when the sleep armed before the step ends: then it would be late
+/// by the step, past its epsilon, and skipped.
+#[tokio::test(start_paused = true)]
+async fn a_target_fires_on_time_after_the_wall_clock_steps_forward() {
+    let (harness, clock) = stepped_with_a_target_at_10_01().await;
+    clock.step(30_000); // the wall clock reads 10:00:35; the target is 25 s away
+    tokio::time::sleep(Duration::from_secs(25) + ticker::RECHECK).await;
+    assert_eq!(
+        durable_launches(&harness).await,
+        [format!("ct:{}:0:a:", T0 + 60_000)],
+        "fired when the wall clock reached 10:01:00"
+    );
+}
+
+/// The other way: after a step back, a sleep armed before it ends early. The ticker must sleep
+/// again for the time still left by the wall clock, neither firing early nor twice.
+#[tokio::test(start_paused = true)]
+async fn a_target_fires_once_and_not_early_after_the_wall_clock_steps_back() {
+    let (harness, clock) = stepped_with_a_target_at_10_01().await;
+    clock.step(-30_000); // the wall clock reads 09:59:35; the target is 85 s away
+    tokio::time::sleep(Duration::from_secs(84)).await;
+    assert!(durable_launches(&harness).await.is_empty(), "not early");
+    tokio::time::sleep(Duration::from_secs(1) + ticker::RECHECK).await;
+    let once = [format!("ct:{}:0:a:", T0 + 60_000)];
+    assert_eq!(durable_launches(&harness).await, once);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(durable_launches(&harness).await, once, "and only once");
 }
 
 /// The shard reads nothing: an instance whose resource was recorded before it was created

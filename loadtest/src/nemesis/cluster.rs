@@ -25,6 +25,7 @@ const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 struct Process {
     namespace: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
     /// SIGSTOPped: requests skip it (they would only time out).
@@ -36,6 +37,7 @@ impl Process {
         Process {
             namespace: namespace.to_string(),
             args,
+            env: Vec::new(),
             log,
             child: None,
             paused: Arc::new(AtomicBool::new(false)),
@@ -51,6 +53,7 @@ impl Process {
             .args(["netns", "exec", &self.namespace])
             .arg(binary)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("DRON_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -97,6 +100,53 @@ pub struct Node {
     pub id: u64,
     pub host: Host,
     process: Process,
+    /// The libfaketime timestamp file its wall clock reads, when faked (see `FakedClock`).
+    clock: Option<FakedClock>,
+}
+
+/// A server's wall clock under libfaketime: the offset from real time is in a timestamp file
+/// that libfaketime reads at every call (`FAKETIME_NO_CACHE`), so writing the file steps the
+/// clock at once; the monotonic clock is left alone (`FAKETIME_DONT_FAKE_MONOTONIC`), as an
+/// NTP step leaves it, and the machine's clock is untouched.
+pub struct FakedClock {
+    file: PathBuf,
+}
+
+/// Where Debian's libfaketime puts its multithreaded preload library.
+const FAKETIME_LIBS: [&str; 3] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/faketime/libfaketimeMT.so.1",
+];
+
+impl FakedClock {
+    /// A clock file at real time (offset 0), and the environment that makes a process read it.
+    pub fn create(file: PathBuf) -> anyhow::Result<(FakedClock, Vec<(String, String)>)> {
+        let Some(library) = FAKETIME_LIBS.iter().find(|lib| Path::new(lib).exists()) else {
+            bail!("clock faults need libfaketime (Debian: apt-get install faketime)");
+        };
+        let clock = FakedClock { file };
+        clock.set_offset_s(0)?;
+        let env = [
+            ("LD_PRELOAD", library.to_string()),
+            (
+                "FAKETIME_TIMESTAMP_FILE",
+                clock.file.to_string_lossy().into(),
+            ),
+            ("FAKETIME_NO_CACHE", "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ];
+        Ok((clock, env.map(|(k, v)| (k.to_string(), v)).to_vec()))
+    }
+
+    /// Sets the wall clock to real time plus `offset_s` (written whole, then renamed: a read
+    /// never sees half a file).
+    pub fn set_offset_s(&self, offset_s: i64) -> anyhow::Result<()> {
+        let partial = self.file.with_extension("partial");
+        std::fs::write(&partial, format!("{offset_s:+}\n"))?;
+        std::fs::rename(&partial, &self.file)?;
+        Ok(())
+    }
 }
 
 impl Node {
@@ -245,11 +295,14 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `servers` servers and the agents, and waits until a leader schedules and every
     /// agent is active.
+    /// With `faked_clocks`, every server's wall clock runs under libfaketime (at real time
+    /// until a fault steps it).
     pub async fn start(
         binary: &Path,
         dir: &Path,
         servers: usize,
         exchange: &str,
+        faked_clocks: bool,
     ) -> anyhow::Result<Cluster> {
         let mut network = Network::create()?;
         let mut nodes = Vec::new();
@@ -278,14 +331,27 @@ impl Cluster {
             network,
         };
         for (id, host) in nodes {
-            let process = server_process(dir, id, &host, &peers, exchange)?;
+            let mut process = server_process(dir, id, &host, &peers, exchange)?;
+            let clock = if faked_clocks {
+                let file = dir.join(format!("server-{id}")).join("faketime");
+                let (clock, env) = FakedClock::create(file)?;
+                process.env = env;
+                Some(clock)
+            } else {
+                None
+            };
             let ip = host
                 .control_ip
                 .clone()
                 .expect("servers have a control link");
             cluster.api.nodes.push((id, format!("http://{ip}:{PORT}")));
             cluster.api.paused.push(process.paused.clone());
-            cluster.nodes.push(Node { id, host, process });
+            cluster.nodes.push(Node {
+                id,
+                host,
+                process,
+                clock,
+            });
         }
         for node in &mut cluster.nodes {
             node.process.spawn(binary)?;
@@ -362,6 +428,14 @@ impl Cluster {
 
     pub fn resume_server(&mut self, index: usize) {
         self.nodes[index].process.resume();
+    }
+
+    /// Sets server `index`'s wall clock to real time plus `offset_s`.
+    pub fn set_clock_offset(&self, index: usize, offset_s: i64) -> anyhow::Result<()> {
+        match &self.nodes[index].clock {
+            Some(clock) => clock.set_offset_s(offset_s),
+            None => bail!("server {} runs on the real clock", self.nodes[index].id),
+        }
     }
 
     pub fn kill_agent(&mut self, index: usize) {

@@ -20,6 +20,9 @@ pub enum Impact {
     Minority,
     /// RabbitMQ: events over AMQP wait; HTTP goes on.
     Broker,
+    /// A server's wall clock read real time plus this many ms: it schedules by its own clock,
+    /// so the judgement reads the runs in that clock (see `judge`).
+    Clock(i64),
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +44,10 @@ impl FaultRecord {
             "start_ms": self.start_ms,
             "heal_ms": self.heal_ms,
             "impact": format!("{:?}", self.impact),
+            "clock_offset_ms": match self.impact {
+                Impact::Clock(offset) => offset,
+                _ => 0,
+            },
         })
     }
 }
@@ -80,9 +87,11 @@ async fn strike(cluster: &mut Cluster, fault: &PlannedFault) -> anyhow::Result<F
         Impact::Minority
     };
     let server = match fault.kind {
-        FaultKind::LeaderKill | FaultKind::LeaderPause | FaultKind::LeaderPartition => {
-            cluster.api.leader().await.unwrap_or(0)
-        }
+        // A clock step matters where the schedule is kept: the leader's.
+        FaultKind::LeaderKill
+        | FaultKind::LeaderPause
+        | FaultKind::LeaderPartition
+        | FaultKind::ClockStep => cluster.api.leader().await.unwrap_or(0),
         _ => (fault.pick % cluster.nodes.len() as u64) as usize,
     };
     let agent = (fault.pick % cluster.agents.len() as u64) as usize;
@@ -121,6 +130,18 @@ async fn strike(cluster: &mut Cluster, fault: &PlannedFault) -> anyhow::Result<F
             tokio::time::sleep(hold).await;
             cluster.restart_agent(agent)?;
             (agent_name, Impact::Agent(agent))
+        }
+        FaultKind::ClockStep => {
+            // Forward or back, by the parity of the pick.
+            let offset_s = if fault.pick.is_multiple_of(2) {
+                30
+            } else {
+                -30
+            };
+            cluster.set_clock_offset(server, offset_s)?;
+            tokio::time::sleep(hold).await;
+            cluster.set_clock_offset(server, 0)?;
+            (server_name, Impact::Clock(offset_s * 1000))
         }
         FaultKind::AgentPartition => {
             let host = cluster.agents[agent].host.clone();

@@ -13,12 +13,22 @@
 //! - A `triggeredBy` job owes one run per acknowledged event, with the event's `at` as target.
 //! - Recovery: for each server fault, the targets due while it held, from the later of the
 //!   target and the heal (for a cluster's minority fault: the target) to their first run.
+//! - A clock step: the server schedules by its own wall clock, so targets are judged in it
+//!   (`ServerClock`): each run's start (and a job's creation) is read as the server's clock
+//!   read it at that moment. A step forward skips the server's time in between: a window that
+//!   lies wholly inside the skipped time is excused (no clock ever read it open), one that
+//!   reaches past it is owed. A step back makes the server live those seconds again: each
+//!   target still runs once (a second run is a duplicate), and none is owed again. An event
+//!   announced while the server's clock was off is excused if missed: its `at` was judged
+//!   against that clock (stepped forward past its epsilon, the server rightly skips it).
+//!   Dependencies are judged in real time, where the runs' order is.
 
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
 use super::faults::{FaultRecord, Impact};
+use super::picture::{Mark, Outcome};
 use super::workload::Acked;
 use crate::check::{format_ms, job_under_test};
 use crate::checker::{self, History, Params, Run, Trigger};
@@ -27,6 +37,11 @@ use crate::recorder::Recorded;
 /// After a server outage heals, scheduling may take this long to catch up before a target
 /// whose window closed meanwhile counts as missed (the recovery target).
 pub const RECOVERY_GRACE_MS: i64 = 5_000;
+
+/// A run recorded as starting up to this long after its agent was cut off may have been
+/// launched before the cut: the launch reached the agent, its shell started a little later.
+/// (The 30-minute run saw two runs start 7 and 18 ms after a cut began, then run again.)
+const LAUNCHED_BEFORE_MS: i64 = 1_000;
 
 pub struct Input<'a> {
     pub listed: &'a [Value],
@@ -57,6 +72,8 @@ pub struct Verdict {
     pub slowest_recovery: Option<String>,
     pub runs: u64,
     pub unchecked_jobs: u64,
+    /// Every judged target and what became of it (for the picture).
+    pub marks: Vec<Mark>,
 }
 
 impl Verdict {
@@ -130,13 +147,20 @@ pub fn judge(input: Input) -> Verdict {
         listed_missed: usize::MAX,
         ..Params::default()
     };
-    let report = checker::check(&history, params);
+    let clock = ServerClock::new(input.faults);
+    let report = checker::check(&clock.history(&history), params);
+    // Dependencies in real time (no step reorders the runs there).
+    let violations = if clock.steps.is_empty() {
+        report.violations.clone()
+    } else {
+        checker::check(&history, params).violations
+    };
     let epsilons: HashMap<&str, i64> = history
         .jobs
         .iter()
         .map(|job| (job.name.as_str(), job.epsilon_ms))
         .collect();
-    let outages = outages(input.faults);
+    let outages = clock.outages(input.faults);
     let mut verdict = Verdict {
         targets: report.totals.targets,
         satisfied: report.totals.satisfied,
@@ -147,11 +171,22 @@ pub fn judge(input: Input) -> Verdict {
     let runs = runs_by_target(&input.recorded.runs);
     for job in &report.jobs {
         let epsilon = epsilons.get(job.name.as_str()).copied().unwrap_or_default();
+        let mark = |target_ms, outcome| Mark {
+            job: job.name.clone(),
+            target_ms,
+            epsilon_ms: epsilon,
+            outcome,
+        };
+        for &target in &job.satisfied_targets {
+            verdict.marks.push(mark(target, Outcome::Satisfied));
+        }
         for &target in &job.missed_targets {
             if covered(&outages, target, target + epsilon) {
                 verdict.excused_missed += 1;
+                verdict.marks.push(mark(target, Outcome::Excused));
             } else {
                 verdict.missed.push((job.name.clone(), target));
+                verdict.marks.push(mark(target, Outcome::Missed));
             }
         }
         for &target in &job.duplicate_targets {
@@ -163,9 +198,8 @@ pub fn judge(input: Input) -> Verdict {
             verdict.duplicates.push((job.name.clone(), target, excuse));
         }
     }
-    judge_events(&input, &runs, &mut verdict);
-    verdict.dependency_violations = report
-        .violations
+    judge_events(&input, &runs, &clock, &mut verdict);
+    verdict.dependency_violations = violations
         .iter()
         .map(|v| {
             format!(
@@ -255,13 +289,85 @@ fn runs_by_target(runs: &[Run]) -> HashMap<(&str, i64), Vec<&Run>> {
     by_target
 }
 
-/// The periods no server (or no majority) could schedule, each extended by the grace.
-fn outages(faults: &[FaultRecord]) -> Vec<(i64, i64)> {
-    faults
-        .iter()
-        .filter(|f| f.impact == Impact::Service)
-        .map(|f| (f.start_ms, f.heal_ms + RECOVERY_GRACE_MS))
-        .collect()
+/// The scheduling server's wall clock as the clock-step faults set it: real time plus each
+/// step's offset while it held (one fault at a time, so steps never overlap).
+struct ServerClock {
+    /// (from, until, offset): real time in `[from, until)` read `offset` ms off.
+    steps: Vec<(i64, i64, i64)>,
+}
+
+impl ServerClock {
+    fn new(faults: &[FaultRecord]) -> ServerClock {
+        let steps = faults
+            .iter()
+            .filter_map(|f| match f.impact {
+                Impact::Clock(offset) => Some((f.start_ms, f.heal_ms, offset)),
+                _ => None,
+            })
+            .collect();
+        ServerClock { steps }
+    }
+
+    /// What the server's clock read at real time `real_ms`.
+    fn read(&self, real_ms: i64) -> i64 {
+        let step = self
+            .steps
+            .iter()
+            .find(|&&(from, until, _)| from <= real_ms && real_ms < until);
+        real_ms + step.map_or(0, |&(_, _, offset)| offset)
+    }
+
+    /// Whether real time `real_ms` fell inside a step, or within the grace after it.
+    fn stepped_at(&self, real_ms: i64) -> bool {
+        self.steps
+            .iter()
+            .any(|&(from, until, _)| from <= real_ms && real_ms <= until + RECOVERY_GRACE_MS)
+    }
+
+    /// The history with every run's start and end, and every job's creation, as the server's
+    /// clock read them.
+    fn history(&self, history: &History) -> History {
+        let mut history = history.clone();
+        if self.steps.is_empty() {
+            return history;
+        }
+        for run in &mut history.runs {
+            run.start_ms = self.read(run.start_ms);
+            if let Some(end) = &mut run.end {
+                end.end_ms = self.read(end.end_ms);
+            }
+        }
+        for job in &mut history.jobs {
+            job.created_ms = job.created_ms.map(|created| self.read(created));
+        }
+        history
+    }
+
+    /// The periods, in the server's time, in which nothing was owed, each extended by the
+    /// grace: those in which no server (or no majority) could schedule, and the time a step
+    /// forward skipped.
+    fn outages(&self, faults: &[FaultRecord]) -> Vec<(i64, i64)> {
+        let mut outages: Vec<(i64, i64)> = faults
+            .iter()
+            .filter(|f| f.impact == Impact::Service)
+            .map(|f| {
+                (
+                    self.read(f.start_ms),
+                    self.read(f.heal_ms) + RECOVERY_GRACE_MS,
+                )
+            })
+            .collect();
+        for &(from, until, offset) in &self.steps {
+            // Forward at the fault (offset > 0), or forward at its heal (offset < 0).
+            let (at, by) = if offset > 0 {
+                (from, offset)
+            } else {
+                (until + offset, -offset)
+            };
+            outages.push((at, at + by + RECOVERY_GRACE_MS));
+        }
+        outages
+    }
 }
 
 /// Whether `[from, to]` lies inside one of the outages (they never overlap: one fault at a
@@ -284,7 +390,8 @@ fn excuse(input: &Input, runs: &[&Run]) -> Option<String> {
             if fault.impact != Impact::Agent(agent) {
                 continue;
             }
-            let in_flight = first.start_ms <= fault.start_ms && end >= fault.start_ms;
+            let in_flight =
+                first.start_ms <= fault.start_ms + LAUNCHED_BEFORE_MS && end >= fault.start_ms;
             let others_after = runs
                 .iter()
                 .filter(|r| !std::ptr::eq(**r, *first))
@@ -309,7 +416,12 @@ fn excuse(input: &Input, runs: &[&Run]) -> Option<String> {
 }
 
 /// Each acknowledged event owes one run of its triggered job, with the event's `at` as target.
-fn judge_events(input: &Input, runs: &HashMap<(&str, i64), Vec<&Run>>, verdict: &mut Verdict) {
+fn judge_events(
+    input: &Input,
+    runs: &HashMap<(&str, i64), Vec<&Run>>,
+    clock: &ServerClock,
+    verdict: &mut Verdict,
+) {
     for (job, at) in &input.acked.events {
         // An event that came before its job was acknowledged may have found no job.
         if input
@@ -322,16 +434,45 @@ fn judge_events(input: &Input, runs: &HashMap<(&str, i64), Vec<&Run>>, verdict: 
         }
         verdict.targets += 1;
         let these = runs.get(&(job.as_str(), *at)).cloned().unwrap_or_default();
-        match these.len() {
-            0 => verdict.missed.push((job.clone(), *at)),
-            1 => verdict.satisfied += 1,
+        let outcome = match these.len() {
+            0 if clock.stepped_at(*at) => {
+                verdict.excused_missed += 1;
+                Outcome::Excused
+            }
+            0 => {
+                verdict.missed.push((job.clone(), *at));
+                Outcome::Missed
+            }
+            1 => {
+                verdict.satisfied += 1;
+                Outcome::Satisfied
+            }
             _ => {
                 verdict.satisfied += 1;
                 let excuse = excuse(input, &these);
                 verdict.duplicates.push((job.clone(), *at, excuse));
+                Outcome::Satisfied
             }
-        }
+        };
+        verdict.marks.push(Mark {
+            job: job.clone(),
+            target_ms: *at,
+            epsilon_ms: listed_epsilon_ms(input.listed, job),
+            outcome,
+        });
     }
+}
+
+/// A listed job's epsilon as the workload writes it (`PT<n>S`); 10 s if unreadable.
+fn listed_epsilon_ms(listed: &[Value], name: &str) -> i64 {
+    let epsilon = listed
+        .iter()
+        .find(|job| job["name"] == name)
+        .and_then(|job| job["epsilon"].as_str());
+    let seconds = epsilon
+        .and_then(|e| e.strip_prefix("PT")?.strip_suffix('S')?.parse::<i64>().ok())
+        .unwrap_or(10);
+    seconds * 1000
 }
 
 /// The longest wait, after a server fault, for a target due while it held (see the module
@@ -346,7 +487,7 @@ fn max_recovery(
         let from_heal = match fault.impact {
             Impact::Service => true,
             Impact::Minority => false,
-            Impact::Agent(_) | Impact::Broker => continue,
+            Impact::Agent(_) | Impact::Broker | Impact::Clock(_) => continue,
         };
         for job in &history.jobs {
             let Trigger::Schedule(interval) = &job.trigger else {
@@ -497,6 +638,14 @@ mod tests {
         let excused = verdict(runs.clone(), &cut);
         assert_eq!(excused.duplicates.len(), 1);
         assert!(excused.passed(), "{:?}", excused.details());
+        // The first run's shell started just after the cut: launched before it, excused too.
+        let just_after = [fault(
+            FaultKind::AgentPartition,
+            Impact::Agent(1),
+            target + 100 - 20,
+            target + 40_000,
+        )];
+        assert!(verdict(runs.clone(), &just_after).passed());
         // The same runs with the cut on the other agent: not excused.
         let elsewhere = [fault(
             FaultKind::AgentPartition,
@@ -548,6 +697,37 @@ mod tests {
             dependency_verdict(BASE + 2_000).dependency_violations.len(),
             1
         );
+    }
+
+    /// The server's clock 30 s ahead from BASE + 50 s to BASE + 100 s (real): it jumps over
+    /// the target at BASE + 60 s, runs the one at BASE + 120 s at real BASE + 90 s, and
+    /// nothing twice when it steps back.
+    #[test]
+    fn a_clock_step_is_judged_in_the_servers_clock() {
+        let minute = |k: i64| BASE + k * 60_000;
+        let runs = vec![
+            run(minute(0), minute(0) + 100, 1),
+            run(minute(2), minute(2) - 30_000 + 100, 1),
+            run(minute(3), minute(3) + 100, 1),
+            run(minute(4), minute(4) + 100, 1),
+        ];
+        let step = [fault(
+            FaultKind::ClockStep,
+            Impact::Clock(30_000),
+            BASE + 50_000,
+            BASE + 100_000,
+        )];
+        let stepped = verdict(runs.clone(), &step);
+        assert!(stepped.passed(), "{:?}", stepped.details());
+        assert_eq!(stepped.excused_missed, 1, "the window the step jumped over");
+        // Read in real time, the early run misses its window.
+        let real = verdict(runs.clone(), &[]);
+        let missed: Vec<i64> = real.missed.iter().map(|m| m.1).collect();
+        assert_eq!(missed, vec![minute(1), minute(2)]);
+        // A second run of BASE + 120 s when the server lived it again: a duplicate.
+        let mut twice = runs;
+        twice.push(run(minute(2), minute(2) + 100, 2));
+        assert!(!verdict(twice, &step).passed());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod cluster;
 mod faults;
 mod judge;
 mod net;
+mod picture;
 mod plan;
 mod rng;
 mod workload;
@@ -65,9 +66,15 @@ pub async fn run(options: NemesisOptions) -> anyhow::Result<Outcome> {
     );
     let runs_dir = prepare_runs_dir(&options.dir.join("runs"))?;
     let exchange = format!("nemesis-{}-{}", std::process::id(), now_ms());
-    let mut cluster =
-        cluster::Cluster::start(&options.dron_bin, &options.dir, options.servers, &exchange)
-            .await?;
+    let faked_clocks = kinds.contains(&FaultKind::ClockStep);
+    let mut cluster = cluster::Cluster::start(
+        &options.dron_bin,
+        &options.dir,
+        options.servers,
+        &exchange,
+        faked_clocks,
+    )
+    .await?;
     let publisher = Arc::new(amqp::Publisher::new(&exchange));
     let started = Instant::now();
     let workload = workload::Workload {
@@ -98,6 +105,7 @@ pub async fn run(options: NemesisOptions) -> anyhow::Result<Outcome> {
     let listed = list_jobs(&cluster.api.http, &cluster.api.url(leader, "")).await?;
     let read_ms = now_ms();
     let recorded = read_runs_dir(&runs_dir)?;
+    let runs = recorded.runs.clone();
     let places = workload::read_where(&runs_dir);
     let mut acked = acked;
     // An event too recent may still be waiting to run: not judged yet.
@@ -116,6 +124,11 @@ pub async fn run(options: NemesisOptions) -> anyhow::Result<Outcome> {
     });
     for line in verdict.details() {
         println!("  {line}");
+    }
+    let picture = options.dir.join("timeline.png");
+    match picture::draw(&picture, &verdict.marks, &runs, &timeline, read_ms) {
+        Ok(()) => eprintln!("nemesis: the picture is {}", picture.display()),
+        Err(error) => eprintln!("nemesis: could not draw {}: {error}", picture.display()),
     }
     let queues: Vec<String> = cluster
         .nodes

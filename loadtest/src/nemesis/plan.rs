@@ -24,10 +24,13 @@ pub enum FaultKind {
     LeaderPause,
     /// The leader's link cut: it is alone, a minority.
     LeaderPartition,
+    /// A server's wall clock stepped by ±30 s (libfaketime; its monotonic clock and the
+    /// machine's clock untouched), then stepped back.
+    ClockStep,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Amqp,
@@ -36,6 +39,7 @@ impl FaultKind {
         FaultKind::LeaderKill,
         FaultKind::LeaderPause,
         FaultKind::LeaderPartition,
+        FaultKind::ClockStep,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +52,7 @@ impl FaultKind {
             FaultKind::LeaderKill => "leader-kill",
             FaultKind::LeaderPause => "leader-pause",
             FaultKind::LeaderPartition => "leader-partition",
+            FaultKind::ClockStep => "clock-step",
         }
     }
 
@@ -71,6 +76,7 @@ impl FaultKind {
             FaultKind::AgentKill => (2, 10),
             FaultKind::AgentPartition => (30, 90),
             FaultKind::LeaderPartition => (10, 40),
+            FaultKind::ClockStep => (10, 40),
         }
     }
 
