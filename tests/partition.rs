@@ -13,7 +13,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -45,6 +45,7 @@ fn spawn_writer(
     prefix: &'static str,
     out: &Path,
     stop: Arc<AtomicBool>,
+    acknowledged: Arc<AtomicUsize>,
 ) -> tokio::task::JoinHandle<Writes> {
     let http = cluster.http.clone();
     let out = out.to_path_buf();
@@ -74,6 +75,7 @@ fn spawn_writer(
             };
             if answer == "204" {
                 writes.acknowledged.push((name, sent, Instant::now()));
+                acknowledged.fetch_add(1, Ordering::AcqRel);
             }
             *writes.answers.entry(answer).or_default() += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -192,12 +194,14 @@ async fn a_leader_cut_off_stops_the_majority_goes_on_and_the_heal_loses_nothing(
     // and, from the cut, through the cut-off leader: what any of them acknowledges must exist
     // afterwards.
     let stop = Arc::new(AtomicBool::new(false));
+    let majority_acknowledged = Arc::new(AtomicUsize::new(0));
     let majority_writer = spawn_writer(
         &cluster,
         majority.iter().map(|i| cluster.nodes[*i].url("")).collect(),
         "majority",
         out.path(),
         stop.clone(),
+        majority_acknowledged.clone(),
     );
     // The cut.
     let cut_at = Instant::now();
@@ -208,6 +212,7 @@ async fn a_leader_cut_off_stops_the_majority_goes_on_and_the_heal_loses_nothing(
         "minority",
         out.path(),
         stop.clone(),
+        Arc::new(AtomicUsize::new(0)),
     );
 
     eprintln!(
@@ -314,6 +319,22 @@ async fn a_leader_cut_off_stops_the_majority_goes_on_and_the_heal_loses_nothing(
     eprintln!(
         "timeline: the old leader, still cut off, sees itself as {} of term {}",
         status["role"], status["term"]
+    );
+
+    // The majority takes writes while the old leader is cut off: the partition lasts until
+    // one is acknowledged (a write sent just before the cut waits on the old leader until it
+    // times out, and agents may find the new leader before that).
+    wait_or_fail(
+        "a write through the majority to be acknowledged",
+        Duration::from_secs(30),
+        &cluster,
+        &agent,
+        || async { majority_acknowledged.load(Ordering::Acquire) > 0 },
+    )
+    .await;
+    eprintln!(
+        "timeline: +{} ms: the majority acknowledged a write",
+        ms(cut_at.elapsed())
     );
 
     // (3) The heal: the old leader follows the new term.
