@@ -176,7 +176,9 @@ async fn a_container_job_is_killed_at_its_timeout_and_its_container_removed() {
         "ctr-slow",
         "echo started; sleep 60",
         json!({}),
-        json!({"maxCompletionTime": 2000}),
+        // Long enough for podman to start the container on a loaded machine (its start counts
+        // toward the timeout): with 2 s the echo was sometimes never reached.
+        json!({"maxCompletionTime": 6000}),
     );
     server.create(job).await;
     let began = Instant::now();
@@ -187,7 +189,7 @@ async fn a_container_job_is_killed_at_its_timeout_and_its_container_removed() {
     .await;
     server.wait_for_run("ctr-slow", "timed_out").await;
     assert!(
-        began.elapsed() < Duration::from_secs(30),
+        began.elapsed() < Duration::from_secs(40),
         "killed at its timeout"
     );
     assert!(

@@ -82,6 +82,13 @@ enum Workload {
         jobs: usize,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// An open loop instead: send a create every 1/RATE s whatever the answers, and time
+        /// each from when it was due (`--concurrency` then only paces the clean-up).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Leave the jobs on the server (e.g. to fill a cluster's state before a catch-up run).
+        #[arg(long)]
+        keep: bool,
     },
     /// How fast the web UI's reads answer with many jobs: the jobs table's pages and a
     /// job's graph neighbourhood, each asked `requests` times.
@@ -406,7 +413,12 @@ async fn run(
         Workload::Million { .. } => anyhow::bail!("million needs --dron-bin"),
         Workload::Peer { .. } => anyhow::bail!("peer workloads use no dron server"),
         Workload::Nemesis { .. } => anyhow::bail!("nemesis starts its own servers"),
-        Workload::Api { jobs, concurrency } => workloads::api::run(url, jobs, concurrency).await,
+        Workload::Api {
+            jobs,
+            concurrency,
+            rate,
+            keep,
+        } => workloads::api::run(url, jobs, concurrency, rate, keep).await,
         Workload::Ui {
             jobs,
             concurrency,

@@ -58,6 +58,11 @@ fn every_workload_runs_and_reports() {
     assert!(dron_bin().exists(), "{} is not built", dron_bin().display());
     let api = run(&["api", "--jobs", "200", "--concurrency", "16"]);
     assert!(api["creates_per_s"].as_f64().unwrap() > 0.0, "{api}");
+    // The open loop: 100 creates due over half a second, each timed from when it was due.
+    let open = run(&["api", "--jobs", "100", "--rate", "200"]);
+    assert_eq!(open["mode"], "open", "{open}");
+    assert!(open["p99_ms"].as_f64().unwrap() > 0.0, "{open}");
+    assert!(open["p50_ms"].as_f64() <= open["p99_ms"].as_f64(), "{open}");
 
     let saturate = run(&[
         "saturate",

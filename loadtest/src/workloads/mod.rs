@@ -94,7 +94,7 @@ fn retry_after(response: &reqwest::Response) -> Duration {
 }
 
 /// Chronos has one endpoint for scheduled jobs and one for dependent jobs.
-fn create_endpoint(url: &str, job: &Value) -> String {
+pub(crate) fn create_endpoint(url: &str, job: &Value) -> String {
     let dependent = job["parents"].as_array().is_some_and(|p| !p.is_empty());
     let kind = if dependent { "dependency" } else { "iso8601" };
     format!("{url}/scheduler/{kind}")
