@@ -460,9 +460,12 @@ fn parse_offset(text: &str) -> Option<FixedOffset> {
 
 fn parse_wall_clock(text: &str) -> Option<NaiveDateTime> {
     const FORMATS: [&str; 2] = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"];
-    let wall_clock = FORMATS
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+    let wall_clock = plain_wall_clock(text)
+        .or_else(|| {
+            FORMATS
+                .iter()
+                .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+        })
         .or_else(|| {
             let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
             date.and_hms_opt(0, 0, 0)
@@ -474,8 +477,51 @@ fn parse_wall_clock(text: &str) -> Option<NaiveDateTime> {
     plain.then_some(wall_clock)
 }
 
+/// `YYYY-MM-DDTHH:MM:SS` read digit by digit: what every stored schedule holds (its canonical
+/// form), parsed on every job write. chrono's `parse_from_str` interprets its format string
+/// each time, a tenth of a create's instructions (docs/benchmarks.md). Anything else (another
+/// shape, a date or time out of range, a leap second) is left to chrono's formats.
+fn plain_wall_clock(text: &str) -> Option<NaiveDateTime> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 19 {
+        return None;
+    }
+    let number = |from: usize, to: usize| -> Option<u32> {
+        bytes[from..to].iter().try_fold(0u32, |value, byte| {
+            byte.is_ascii_digit()
+                .then(|| value * 10 + u32::from(byte - b'0'))
+        })
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if !separators.iter().all(|(at, byte)| bytes[*at] == *byte) {
+        return None;
+    }
+    let year = i32::try_from(number(0, 4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, number(5, 7)?, number(8, 10)?)?.and_hms_opt(
+        number(11, 13)?,
+        number(14, 16)?,
+        number(17, 19)?,
+    )
+}
+
 fn format_wall_clock(wall_clock: NaiveDateTime) -> String {
-    let mut text = wall_clock.format("%Y-%m-%dT%H:%M:%S").to_string();
+    // A leap second (nanoseconds >= 1e9) is written `:60` by chrono.
+    let plain = (0..=9999).contains(&wall_clock.year()) && wall_clock.nanosecond() < 1_000_000_000;
+    let mut text = if plain {
+        // As chrono's `%Y-%m-%dT%H:%M:%S` writes these years, without interpreting a format.
+        let (date, time) = (wall_clock.date(), wall_clock.time());
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            date.year(),
+            date.month(),
+            date.day(),
+            time.hour(),
+            time.minute(),
+            time.second()
+        )
+    } else {
+        wall_clock.format("%Y-%m-%dT%H:%M:%S").to_string()
+    };
     let millis = wall_clock.nanosecond() / 1_000_000;
     if millis != 0 {
         let _ = write!(text, ".{millis:03}");
@@ -940,6 +986,58 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         utc("2026-01-15T12:00:00Z")
+    }
+
+    /// The digit-by-digit reading and writing of a wall-clock time agree with chrono's
+    /// formats, on the plain shape and around it (what the fast path refuses, chrono decides).
+    #[test]
+    fn plain_wall_clocks_read_and_write_as_chronos_formats_do() {
+        let texts = [
+            "2099-01-01T00:00:00",
+            "2026-02-28T23:59:59",
+            "2024-02-29T12:30:45",
+            "2023-02-29T12:30:45",
+            "0000-01-01T00:00:00",
+            "0001-01-01T00:00:00",
+            "9999-12-31T23:59:59",
+            "2026-13-01T00:00:00",
+            "2026-01-32T00:00:00",
+            "2026-01-01T24:00:00",
+            "2026-01-01T23:60:00",
+            "2026-06-30T23:59:60",
+            "2026-1-01T00:00:000",
+            "2026-01-01 00:00:00",
+            "+2026-01-01T00:00:0",
+            "2026-01-01T00:00:0x",
+        ];
+        for text in texts {
+            let chrono = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").ok();
+            let plain = plain_wall_clock(text);
+            assert!(
+                plain.is_none() || plain == chrono,
+                "{text}: {plain:?} against {chrono:?}"
+            );
+            if let Some(wall_clock) = chrono {
+                // Milliseconds, when any, follow the seconds.
+                let seconds = wall_clock.format("%Y-%m-%dT%H:%M:%S").to_string();
+                assert!(
+                    format_wall_clock(wall_clock).starts_with(&seconds),
+                    "{text}"
+                );
+            }
+        }
+        assert!(plain_wall_clock("2099-01-01T00:00:00").is_some());
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|date| date.and_hms_milli_opt(23, 59, 59, 1_000))
+            .unwrap();
+        assert!(format_wall_clock(leap).starts_with("2016-12-31T23:59:60"));
+        let far = NaiveDate::from_ymd_opt(12_345, 1, 1)
+            .and_then(|date| date.and_hms_opt(0, 0, 0))
+            .unwrap();
+        assert_eq!(
+            format_wall_clock(far),
+            far.format("%Y-%m-%dT%H:%M:%S").to_string()
+        );
     }
 
     fn parse(text: &str, zone: Option<&str>) -> Schedule {

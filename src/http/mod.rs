@@ -45,8 +45,16 @@ pub use json::MAX_BODY_BYTES;
 /// uncontended read lock and cloned out (the scheduler as one `Arc`): about 30 ns a request
 /// on this project's machine, against about 1 ns for the `OnceLock` it replaces (see the
 /// test `reading_the_scheduler_costs_about_a_once_lock`).
+///
+/// One `Arc` around all of it: axum clones the state for every layer that takes it and for
+/// every handler, so a clone is one reference count, not one per field (the clones and drops
+/// of the many `Arc`s inside were about 7 % of a create's CPU: docs/benchmarks.md).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares; its builders (`with_*`) run before the state is shared.
+#[derive(Clone)]
+pub struct Shared {
     scheduler: Arc<RwLock<Option<Arc<SchedulerClient>>>>,
     /// The address this server listens on, answered as Chronos's leader.
     leader: Arc<str>,
@@ -83,6 +91,14 @@ pub struct AppState {
     epoch_key: Option<Arc<crate::agent::epoch::EpochKey>>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 /// What a single server calls itself in `GET /api/cluster`.
 pub const SINGLE_NODE_ID: u64 = 1;
 
@@ -103,7 +119,7 @@ fn write<T>(slot: &RwLock<Option<T>>, value: Option<T>) {
 
 impl AppState {
     pub fn new(leader: impl Into<Arc<str>>) -> Self {
-        AppState {
+        AppState(Arc::new(Shared {
             scheduler: Arc::default(),
             leader: leader.into(),
             scheme: "http",
@@ -121,7 +137,12 @@ impl AppState {
             host_names: None,
             webhook_hosts: Arc::default(),
             epoch_key: None,
-        }
+        }))
+    }
+
+    /// The fields, to set while building (copied first if the state is shared already).
+    fn building(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
     }
 
     pub fn set_retention(&self, handle: crate::retention::pruner::GcHandle) {
@@ -144,18 +165,18 @@ impl AppState {
 
     /// Advertises this server's address as `scheme://` (`https` when it serves TLS).
     pub fn with_scheme(mut self, scheme: &'static str) -> Self {
-        self.scheme = scheme;
+        self.building().scheme = scheme;
         self
     }
 
     /// Proves this server's epoch to registering agents with `key`.
     pub fn with_epoch_key(mut self, key: Option<crate::agent::epoch::EpochKey>) -> Self {
-        self.epoch_key = key.map(Arc::new);
+        self.building().epoch_key = key.map(Arc::new);
         self
     }
 
     pub fn with_webhook_hosts(mut self, hosts: crate::notify::hosts::WebhookHosts) -> Self {
-        self.webhook_hosts = Arc::new(hosts);
+        self.building().webhook_hosts = Arc::new(hosts);
         self
     }
 
@@ -171,7 +192,7 @@ impl AppState {
     /// Refuses requests whose `Host` is not a loopback name or one of `allowed` (for a
     /// server listening on a loopback address).
     pub fn with_host_check(mut self, allowed: &[String]) -> Self {
-        self.host_names = Some(Arc::new(cross_site::HostNames::new(allowed)));
+        self.building().host_names = Some(Arc::new(cross_site::HostNames::new(allowed)));
         self
     }
 
@@ -181,8 +202,9 @@ impl AppState {
         store: Arc<dyn AgentTokenStore>,
         tokenless_agents: bool,
     ) -> Self {
-        self.agent_tokens = Some(store);
-        self.tokenless_agents = tokenless_agents;
+        let shared = self.building();
+        shared.agent_tokens = Some(store);
+        shared.tokenless_agents = tokenless_agents;
         self
     }
 
@@ -194,8 +216,8 @@ impl AppState {
         view: Arc<dyn ClusterView>,
         ca: Option<&crate::tls::TrustedCa>,
     ) -> Self {
-        self.cluster = Some(view);
-        self.forwarder = Some(Arc::new(forward::Forwarder::new(ca)));
+        self.building().cluster = Some(view);
+        self.building().forwarder = Some(Arc::new(forward::Forwarder::new(ca)));
         self
     }
 
@@ -208,12 +230,12 @@ impl AppState {
     }
 
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
-        self.metrics = Some(handle);
+        self.building().metrics = Some(handle);
         self
     }
 
     pub fn with_auth(mut self, config: &crate::config::AuthConfig) -> Self {
-        self.auth = auth::Credentials::from_config(config);
+        self.building().auth = auth::Credentials::from_config(config);
         self
     }
 

@@ -19,17 +19,22 @@ use serde::{Deserialize, Serialize};
 pub enum Change {
     Put {
         family: Cow<'static, str>,
+        #[serde(with = "super::bytes")]
         key: Vec<u8>,
+        #[serde(with = "super::bytes")]
         value: Vec<u8>,
     },
     Delete {
         family: Cow<'static, str>,
+        #[serde(with = "super::bytes")]
         key: Vec<u8>,
     },
     /// Every key in `[from, to)`.
     DeleteRange {
         family: Cow<'static, str>,
+        #[serde(with = "super::bytes")]
         from: Vec<u8>,
+        #[serde(with = "super::bytes")]
         to: Vec<u8>,
     },
     /// Keeps only the newest `keep` history entries of `job` (a shard's history family).
@@ -45,7 +50,9 @@ pub enum Change {
     /// was judged expired stays).
     DeleteIfUnchanged {
         family: Cow<'static, str>,
+        #[serde(with = "super::bytes")]
         key: Vec<u8>,
+        #[serde(with = "super::bytes")]
         value: Vec<u8>,
     },
 }

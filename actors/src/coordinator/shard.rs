@@ -187,6 +187,12 @@ impl Shard {
     }
 
     fn insert_job(&mut self, record: JobRecord) {
+        let schedule = record.spec.schedule();
+        self.insert_parsed_job(record, schedule);
+    }
+
+    /// As `insert_job`, with the record's schedule parsed already (`JobSpec::schedule`).
+    fn insert_parsed_job(&mut self, record: JobRecord, schedule: Option<Schedule>) {
         let name = record.spec.name.clone();
         for parent in record.spec.parents() {
             self.children
@@ -200,7 +206,7 @@ impl Shard {
         if let Some(pattern) = record.spec.trigger_pattern() {
             self.triggered.insert(name.clone(), pattern.to_string());
         }
-        let schedule = record.spec.schedule().map(Box::new);
+        let schedule = schedule.map(Box::new);
         let demand = launch::job_demand(&record.spec);
         let entry = JobEntry {
             record,

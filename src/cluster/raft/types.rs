@@ -21,8 +21,9 @@ pub struct Member {
 }
 
 /// One entry's payload: bytes the layer above encoded. The adapter never looks inside.
+/// Serialized as bytes (the same postcard as a `Vec<u8>`, without a call per byte).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Payload(pub Vec<u8>);
+pub struct Payload(#[serde(with = "crate::storage::bytes")] pub Vec<u8>);
 
 openraft::declare_raft_types!(
     /// dron's Raft: opaque payloads, `u64` node ids, members known by their HTTP address,

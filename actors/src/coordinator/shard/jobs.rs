@@ -21,10 +21,11 @@ impl Shard {
             None => (PutOutcome::Created, JobState::default(), true),
         };
         let mut record = JobRecord { spec, state };
+        // Parsed once, for the next target and the shard's entry.
+        let schedule = record.spec.schedule();
         if reschedule {
-            record.state.next_target_ms = record
-                .spec
-                .schedule()
+            record.state.next_target_ms = schedule
+                .as_ref()
                 .and_then(|s| s.first_at_or_after(ms_to_time(received_ms)))
                 .map(|t| t.timestamp_millis());
         }
@@ -36,7 +37,7 @@ impl Shard {
         let times = &mut record.state.parent_success_times;
         times.retain(|parent, _| parents.contains(parent));
         out.ops.push(StoreOp::PutJob(record.clone()));
-        self.insert_job(record);
+        self.insert_parsed_job(record, schedule);
         outcome
     }
 
