@@ -278,3 +278,85 @@ async fn a_launch_lost_with_a_dropped_connection_is_sent_again_when_the_agent_re
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(launches(&mut third).is_empty());
 }
+
+/// Bug 3 of the nemesis run: a task ended during a short pause of the server (shorter than
+/// the agents' timeout). Its agent, finding the server silent, left its connection with the
+/// end sent and registered again naming the task (the end not acknowledged yet). The server,
+/// resuming, read the end from the old connection first, then the registration: it asked the
+/// coordinator about a task that no longer ran, and killed it "as a stale attempt". Nothing is
+/// asked and nothing killed: the end is known, and the agent's resent end is acknowledged.
+#[tokio::test(start_paused = true)]
+async fn a_task_whose_end_was_read_before_its_agent_registered_again_is_not_killed_as_stale() {
+    use dron_task::protocol::{AgentMessage, PROTOCOL_VERSION, ServerMessage};
+    let start = chrono::DateTime::from_timestamp_millis(1_000_000).unwrap();
+    let (args, mut reported) = broker_args(Arc::new(TokioClock::starting_at(start)));
+    let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
+    let from_agent = |connection: u64, message: AgentMessage| {
+        let message = BrokerMsg::FromAgent {
+            connection,
+            message,
+        };
+        broker.send_message(message).unwrap();
+    };
+    let connect = |connection: u64, tasks: Vec<String>| {
+        let (outbox, to_agent) = mpsc::unbounded_channel();
+        let connected = BrokerMsg::Connected { connection, outbox };
+        broker.send_message(connected).unwrap();
+        let register = AgentMessage::Register {
+            protocol: PROTOCOL_VERSION,
+            agent_id: "far-id".into(),
+            name: "far".into(),
+            resources: dron_model::demand::Resources::new(4.0, 4096.0, 4096.0),
+            attributes: Default::default(),
+            tasks,
+            newest_epoch: 0,
+            nonce: None,
+            epochs_refused: 0,
+        };
+        from_agent(connection, register);
+        to_agent
+    };
+    let task = "ct:1:0:a:".to_string();
+    let _first = connect(1, Vec::new());
+    broker
+        .send_message(BrokerMsg::Launch(request(&task)))
+        .unwrap();
+    let status = |event| AgentMessage::Status {
+        task_id: task.clone(),
+        event,
+    };
+    let started = TaskEvent::Started {
+        at_ms: 1_000_100,
+        agent: "far".into(),
+    };
+    from_agent(1, status(started));
+    let ended = TaskEvent::Ended {
+        end: TaskEnd::Exited(0),
+        at_ms: 1_003_000,
+    };
+    from_agent(1, status(ended));
+    for expected in ["Started", "Ended"] {
+        let update = next(&mut reported).await;
+        assert!(format!("{:?}", update.event).starts_with(expected));
+    }
+    // The old connection closes; the agent registers again, naming the unacknowledged task.
+    let closed = BrokerMsg::Disconnected { connection: 1 };
+    broker.send_message(closed).unwrap();
+    let mut second = connect(2, vec![task.clone()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Asked, the coordinator answers "not current": the instance has ended.
+    let asked: Vec<String> = std::iter::from_fn(|| reported.try_recv().ok())
+        .map(|update| {
+            if let Some(ack) = &update.ack {
+                ack.applied(false);
+            }
+            format!("{:?}", update.event)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kills: Vec<ServerMessage> = std::iter::from_fn(|| second.try_recv().ok())
+        .filter(|message| matches!(message, ServerMessage::Kill { .. }))
+        .collect();
+    assert!(kills.is_empty(), "killed as stale: {kills:?}");
+    assert!(asked.is_empty(), "asked about an ended task: {asked:?}");
+}

@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::clock::{SharedClock, SteppedClock, TokioClock};
+use crate::clock::{Clock, SharedClock, SteppedClock, TokioClock};
 use crate::error::CommandError;
 use crate::store::{Durable, MemoryResourceStore, MemoryStore, ShardSnapshot, StoreError};
 use dron_model::resource::ResourceEvent;
@@ -401,6 +401,49 @@ async fn a_target_fires_once_and_not_early_after_the_wall_clock_steps_back() {
     assert_eq!(durable_launches(&harness).await, once);
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert_eq!(durable_launches(&harness).await, once, "and only once");
+}
+
+/// Job `a` as the 30-minute nemesis run's `j025-s` (every 26 s from 10:01:00, epsilon 11 s):
+/// its first run starts, the wall clock steps forward 30 s, and the run ends after
+/// `ends_after` of real time. Answers the launches then.
+async fn a_run_across_a_step_forward(ends_after: Duration) -> Vec<String> {
+    let (harness, clock) = start_stepped().await;
+    let spec = job(serde_json::json!({
+        "name": "a", "command": "true", "schedule": "R/2026-11-23T10:01:00Z/PT26S",
+        "epsilon": "PT11S"
+    }));
+    put_durable(&harness, spec).await;
+    tokio::time::sleep(Duration::from_secs(60) + ticker::RECHECK).await;
+    let first = format!("ct:{}:0:a:", T0 + 60_000);
+    assert_eq!(durable_launches(&harness).await, [first.clone()]);
+    clock.step(30_000); // 10:01:01 reads 10:01:31: the 10:01:26 target is due, its slot taken
+    tokio::time::sleep(ends_after).await;
+    let end = TaskEvent::Ended {
+        end: TaskEnd::Exited(0),
+        at_ms: clock.now_ms(),
+    };
+    let update = TaskUpdate::new(first, end);
+    let forwarded = false;
+    let message = CoordinatorMsg::TaskUpdate { update, forwarded };
+    harness.coordinator.send_message(message).unwrap();
+    durable_launches(&harness).await
+}
+
+/// Bug 9 of the nemesis run (docs/reliability.md): a step forward lengthens, in the server's
+/// time, a run in flight across it by the step. The job runs one instance at a time, so a
+/// next target whose window closes before that run ends is skipped, rightly (its window
+/// passed, by the clock the server schedules by, while the slot was taken); one whose window
+/// is still open when it ends starts at once.
+#[tokio::test(start_paused = true)]
+async fn after_a_step_forward_a_run_that_outlasts_the_next_window_skips_that_target() {
+    let first = format!("ct:{}:0:a:", T0 + 60_000);
+    let next = format!("ct:{}:0:a:", T0 + 86_000);
+    // Ends at real 10:01:09, read 10:01:39: past 10:01:26 + 11 s.
+    let late = a_run_across_a_step_forward(Duration::from_secs(8)).await;
+    assert_eq!(late, [first.clone()], "10:01:26 skipped");
+    // Ends at real 10:01:05, read 10:01:35: the window is open; it starts then.
+    let in_time = a_run_across_a_step_forward(Duration::from_secs(4)).await;
+    assert_eq!(in_time, [first, next]);
 }
 
 /// The shard reads nothing: an instance whose resource was recorded before it was created

@@ -17,11 +17,14 @@
 //!   (`ServerClock`): each run's start (and a job's creation) is read as the server's clock
 //!   read it at that moment. A step forward skips the server's time in between: a window that
 //!   lies wholly inside the skipped time is excused (no clock ever read it open), one that
-//!   reaches past it is owed. A step back makes the server live those seconds again: each
-//!   target still runs once (a second run is a duplicate), and none is owed again. An event
-//!   announced while the server's clock was off is excused if missed: its `at` was judged
-//!   against that clock (stepped forward past its epsilon, the server rightly skips it).
-//!   Dependencies are judged in real time, where the runs' order is.
+//!   reaches past it is owed, unless the job's own run covered it: a job runs one instance at
+//!   a time, and a run across the jump lasted, in the server's time, the jump longer than it
+//!   really did, so the next target's window may lie inside it (or inside it and an outage
+//!   after it), where the server rightly skips the target. A step back makes the server live
+//!   those seconds again: each target still runs once (a second run is a duplicate), and none
+//!   is owed again. An event announced while the server's clock was off is excused if
+//!   missed: its `at` was judged against that clock (stepped forward past its epsilon, the
+//!   server rightly skips it). Dependencies are judged in real time, where the runs' order is.
 
 use std::collections::{HashMap, HashSet};
 
@@ -161,6 +164,7 @@ pub fn judge(input: Input) -> Verdict {
         .map(|job| (job.name.as_str(), job.epsilon_ms))
         .collect();
     let outages = clock.outages(input.faults);
+    let stretched = clock.stretched_runs(&history.runs);
     let mut verdict = Verdict {
         targets: report.totals.targets,
         satisfied: report.totals.satisfied,
@@ -180,8 +184,10 @@ pub fn judge(input: Input) -> Verdict {
         for &target in &job.satisfied_targets {
             verdict.marks.push(mark(target, Outcome::Satisfied));
         }
+        let mut busy = outages.clone();
+        busy.extend(stretched.get(job.name.as_str()).into_iter().flatten());
         for &target in &job.missed_targets {
-            if covered(&outages, target, target + epsilon) {
+            if covered(&busy, target, target + epsilon) {
                 verdict.excused_missed += 1;
                 verdict.marks.push(mark(target, Outcome::Excused));
             } else {
@@ -343,6 +349,33 @@ impl ServerClock {
         history
     }
 
+    /// The real times at which the server's clock jumped forward: a step forward, or the
+    /// heal of a step back.
+    fn jumps_forward(&self) -> impl Iterator<Item = i64> + '_ {
+        self.steps
+            .iter()
+            .map(|&(from, until, offset)| if offset > 0 { from } else { until })
+    }
+
+    /// Each job's runs across which the server's clock jumped forward, as the server's clock
+    /// read them (by job). A job runs one instance at a time: in the server's time such a run
+    /// lasted the jump longer than it really did, and a next target whose window it covered
+    /// could not start (the server rightly skips it past its epsilon; the workload's spacing
+    /// keeps runs out of the next window only in real time).
+    fn stretched_runs(&self, runs: &[Run]) -> HashMap<String, Vec<(i64, i64)>> {
+        let mut stretched: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+        for run in runs {
+            let Some(end) = run.end.map(|end| end.end_ms) else {
+                continue;
+            };
+            if self.jumps_forward().any(|at| run.start_ms < at && at < end) {
+                let period = (self.read(run.start_ms), self.read(end));
+                stretched.entry(run.job.clone()).or_default().push(period);
+            }
+        }
+        stretched
+    }
+
     /// The periods, in the server's time, in which nothing was owed, each extended by the
     /// grace: those in which no server (or no majority) could schedule, and the time a step
     /// forward skipped.
@@ -370,12 +403,18 @@ impl ServerClock {
     }
 }
 
-/// Whether `[from, to]` lies inside one of the outages (they never overlap: one fault at a
-/// time).
-fn covered(outages: &[(i64, i64)], from: i64, to: i64) -> bool {
-    outages
-        .iter()
-        .any(|&(start, end)| start <= from && to <= end)
+/// Whether `[from, to]` lies inside the periods taken together.
+fn covered(periods: &[(i64, i64)], from: i64, to: i64) -> bool {
+    let mut sorted = periods.to_vec();
+    sorted.sort_unstable();
+    let mut reached = from;
+    for (start, end) in sorted {
+        if start > reached {
+            break;
+        }
+        reached = reached.max(end);
+    }
+    reached >= to
 }
 
 /// Why two or more runs of one target are excused, if they are (see the module comment).
@@ -728,6 +767,42 @@ mod tests {
         let mut twice = runs;
         twice.push(run(minute(2), minute(2) + 100, 2));
         assert!(!verdict(twice, &step).passed());
+    }
+
+    /// Bug 9 (the 30-minute run's `j025-s`): the server's clock stepped forward 30 s while a
+    /// run was in flight, and that run, in the server's time, covered the next target's whole
+    /// window: the job runs one instance at a time, so the server skipped the target, rightly.
+    /// Excused; the same miss without the step, or with the window outlasting the run, is not.
+    #[test]
+    fn a_target_whose_window_a_run_stretched_by_a_step_forward_covered_is_excused() {
+        let minute = |k: i64| BASE + k * 60_000;
+        let with_long_run = |end: i64| {
+            let mut runs = on_time();
+            runs.remove(2);
+            runs[1].end = Some(RunEnd {
+                end_ms: end,
+                exit_code: 0,
+            });
+            runs
+        };
+        // Target 1's run from real 10:01:00.1; the clock 30 s ahead from 10:01:10 to 10:01:50.
+        let step = [fault(
+            FaultKind::ClockStep,
+            Impact::Clock(30_000),
+            minute(1) + 10_000,
+            minute(1) + 50_000,
+        )];
+        // It ends at real 10:01:45, which the server's clock read 10:02:15: past the window of
+        // target 2, [10:02:00, 10:02:10].
+        let covered = verdict(with_long_run(minute(1) + 45_000), &step);
+        assert!(covered.passed(), "{:?}", covered.details());
+        assert_eq!(covered.excused_missed, 1, "target 2");
+        // Ending at real 10:01:35 (10:02:05 to the server), the window was open after it.
+        let short = verdict(with_long_run(minute(1) + 35_000), &step);
+        assert_eq!(short.missed, vec![("j".to_string(), minute(2))]);
+        // No step: a run that long is the workload's, not the clock's; the miss is not excused.
+        let unstepped = verdict(with_long_run(minute(1) + 75_000), &[]);
+        assert_eq!(unstepped.missed, vec![("j".to_string(), minute(2))]);
     }
 
     #[test]
