@@ -122,6 +122,9 @@ pub struct AgentsConfig {
     /// A file holding the key this server proves its epoch with to agents that connect over
     /// plain ws:// (`dron agent --epoch-key-file`, the same key): see docs/security.md.
     pub epoch_key_file: Option<PathBuf>,
+    /// Messages waiting to be written to one agent's connection, at most: while that many
+    /// wait, nothing more is placed on the agent (it reads too slowly, or not at all).
+    pub outbox_messages: usize,
 }
 
 /// `[agents]` as written: `local` may be left out, and its default depends on the cluster.
@@ -140,6 +143,7 @@ struct AgentsFile {
     max_mem_mb: Option<f64>,
     max_disk_mb: Option<f64>,
     epoch_key_file: Option<PathBuf>,
+    outbox_messages: Option<usize>,
 }
 
 impl From<AgentsFile> for AgentsConfig {
@@ -160,6 +164,7 @@ impl From<AgentsFile> for AgentsConfig {
                 file.max_disk_mb.unwrap_or(defaults.max_offer.disk),
             ),
             epoch_key_file: file.epoch_key_file,
+            outbox_messages: file.outbox_messages.unwrap_or(defaults.outbox_messages),
         }
     }
 }
@@ -182,6 +187,7 @@ impl Default for AgentsConfig {
                 1024.0 * 1024.0 * 1024.0,
             ),
             epoch_key_file: None,
+            outbox_messages: dron_actors::broker::AGENT_OUTBOX,
         }
     }
 }
@@ -688,6 +694,9 @@ pub struct EventsConfig {
     /// Take `job:` events published on the exchange by others than this server (another
     /// dron, a tool): off by default, since such an event counts as a job's success.
     pub outside_job_events: bool,
+    /// Events waiting in memory for RabbitMQ to confirm them, at most; the others wait on
+    /// disk (they are recorded before they are published) until there is room.
+    pub publish_queue: usize,
 }
 
 impl Default for EventsConfig {
@@ -697,6 +706,7 @@ impl Default for EventsConfig {
             exchange: "dron.resources".to_string(),
             queue: None,
             outside_job_events: false,
+            publish_queue: dron_actors::bus::PUBLISH_QUEUE,
         }
     }
 }

@@ -5,9 +5,11 @@ mod support;
 
 use std::time::Duration;
 
+use dron_task::protocol::ServerMessage;
 use serde_json::{Value, json};
 use support::agents::{Agent, agent_view, agents_config, newest_run};
 use support::{Server, lines, wait_for};
+use tokio_tungstenite::tungstenite::Message;
 
 /// A job that never fires on its own (run with [`run_now`]), with `fields` added.
 fn job(name: &str, command: &str, fields: Value) -> Value {
@@ -443,4 +445,120 @@ async fn a_kill_waits_for_an_agent_that_is_not_back_after_a_server_restart() {
     assert_eq!(status_file.len(), 1, "the task ended on w1");
     let recorded: Value = serde_json::from_slice(&std::fs::read(&status_file[0]).unwrap()).unwrap();
     assert!(recorded["signal"].is_number(), "killed: {recorded}");
+}
+
+/// A raw agent connection (no `dron agent`) with a receive buffer of a few KB, so that what
+/// the server writes to it and it does not read piles up on the server's side quickly.
+async fn raw_agent(server: &Server, name: &str) -> RawSocket {
+    use futures_util::SinkExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    let stream = socket.connect(address).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/api/agents/connect", server.port);
+    let (mut socket, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let register = dron_task::protocol::AgentMessage::Register {
+        protocol: dron_task::protocol::PROTOCOL_VERSION,
+        agent_id: format!("{name}-id"),
+        name: name.to_string(),
+        resources: dron_model::demand::Resources::new(64.0, 65536.0, 65536.0),
+        attributes: Default::default(),
+        tasks: Vec::new(),
+        newest_epoch: 0,
+        nonce: None,
+        epochs_refused: 0,
+    };
+    let text = serde_json::to_string(&register).unwrap();
+    socket.send(Message::Text(text.into())).await.unwrap();
+    let answer = next_server_message(&mut socket).await;
+    assert!(
+        matches!(answer, Some(ServerMessage::Registered { .. })),
+        "{answer:?}"
+    );
+    socket
+}
+
+type RawSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// The next protocol message on a raw agent connection; None once it is closed.
+async fn next_server_message(socket: &mut RawSocket) -> Option<ServerMessage> {
+    use futures_util::StreamExt;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(20), socket.next()).await;
+        match next.expect("the server said nothing for 20 s") {
+            Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// A metric's value from /metrics (0 when absent).
+async fn metric(server: &Server, series: &str) -> f64 {
+    let text = server.metrics().await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+/// An agent that stops reading its socket while launches keep coming: what waits for it is
+/// bounded (`[agents] outbox_messages`, 2 here). Once its outbox is full nothing more is
+/// placed on it (the other launches wait for an offer); its connection is closed once a
+/// message has waited 10 s to be written, well before the agent timeout (a minute here); and
+/// when it registers again every launch placed on it arrives, then those that waited. The
+/// launches are large (a 900 KB command each), so that a few fill the socket's buffers.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_stops_reading_gets_no_more_tasks_and_loses_no_launch() {
+    let config = format!("{}outbox_messages = 2\n", agents_config(60_000));
+    let server = Server::start_with_config(1, &config).await;
+    let unread = raw_agent(&server, "stuck").await;
+    let command = format!("true # {}", "x".repeat(900_000));
+    let jobs: Vec<String> = (0..16).map(|i| format!("big-{i}")).collect();
+    for name in &jobs {
+        server
+            .create(job(name, &command, json!({"cpus": 0.5})))
+            .await;
+        run_now(&server, name).await;
+    }
+    let full = "dron_agent_outbox_full_total{agent=\"stuck\"}";
+    wait_for(
+        "the stuck agent's outbox to fill",
+        Duration::from_secs(20),
+        || async { metric(&server, full).await >= 1.0 },
+    )
+    .await;
+    wait_for(
+        "launches to wait for an offer",
+        Duration::from_secs(20),
+        || async { metric(&server, "dron_tasks_waiting_for_offer").await >= 4.0 },
+    )
+    .await;
+    assert_eq!(
+        metric(&server, "dron_agent_outbox{agent=\"stuck\"}").await,
+        2.0
+    );
+    wait_for(
+        "the stuck agent's connection to be closed",
+        Duration::from_secs(30),
+        || async { agent_view(&server, "stuck").await["state"] == "disconnected" },
+    )
+    .await;
+    let closed = "dron_agents_disconnected_slow_total{why=\"write_timeout\"}";
+    assert_eq!(metric(&server, closed).await, 1.0);
+    drop(unread);
+
+    // Back, reading: every job's launch arrives (task ids name their job).
+    let mut again = raw_agent(&server, "stuck").await;
+    let expected: std::collections::BTreeSet<String> = jobs.iter().cloned().collect();
+    let mut launched = std::collections::BTreeSet::new();
+    while launched != expected {
+        match next_server_message(&mut again).await {
+            Some(ServerMessage::Launch { task, .. }) => {
+                let job = task.task_id.split(':').nth(3).unwrap_or_default();
+                launched.insert(job.to_string());
+            }
+            Some(_) => {}
+            None => panic!("closed with {launched:?} launched"),
+        }
+    }
 }

@@ -7,9 +7,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::amqp::Broker;
 use support::cluster::{Cluster, ClusterAgent};
+use support::disk::{fill, mount_or_skip};
 use support::recording::{check_targets, now_ms, recording_job};
 use support::{targets, wait_for};
 
@@ -188,22 +189,7 @@ async fn a_leader_killed_under_load_loses_no_acknowledged_job_and_no_target() {
 
     // The old leader comes back as a follower and catches up.
     cluster.restart(old_leader);
-    wait_for(
-        "the old leader to catch up",
-        Duration::from_secs(30),
-        || async {
-            let (Some(mine), Some(leader)) = (
-                cluster.status(old_leader).await,
-                cluster.status(new_leader).await,
-            ) else {
-                return false;
-            };
-            mine["leader"] == leader["leader"]
-                && mine["lastApplied"].as_u64()
-                    >= leader["lastApplied"].as_u64().map(|i| i.saturating_sub(5))
-        },
-    )
-    .await;
+    caught_up(&cluster, old_leader, new_leader).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -369,4 +355,151 @@ async fn a_reshard_survives_the_leader_and_moves_every_job_once() {
     assert_eq!((shards["count"].as_u64(), jobs), (Some(5), 8), "{shards}");
     let until_ms = now_ms() + 2000;
     check_every_target_once(&cluster, out.path(), &names, start_ms, until_ms).await;
+}
+
+/// Waits until server `index` follows `leader` and has applied about as much.
+async fn caught_up(cluster: &Cluster, index: usize, leader: usize) {
+    wait_for(
+        &format!("server {index} to follow and catch up"),
+        Duration::from_secs(60),
+        || async {
+            let (Some(mine), Some(theirs)) =
+                (cluster.status(index).await, cluster.status(leader).await)
+            else {
+                return false;
+            };
+            mine["leader"] == theirs["leader"]
+                && mine["lastApplied"].as_u64()
+                    >= theirs["lastApplied"].as_u64().map(|i| i.saturating_sub(5))
+        },
+    )
+    .await;
+}
+
+/// A job that never fires by itself, large enough that a few use up what RocksDB preallocated.
+fn big_job(name: &str) -> Value {
+    json!({
+        "name": name, "command": "true", "schedule": "R/2099-01-01T00:00:00Z/P1D",
+        "epsilon": "PT1M", "disk": 0, "description": "x".repeat(200_000),
+    })
+}
+
+/// The leader's data directory on a small tmpfs, filled (each server has one; only the
+/// leader's is filled): the full server stays up and answers writes with 507 JSON (or lets
+/// one wait: never another error), and the two others go on, electing a leader with room
+/// when the full one stops heartbeating; once space returns the full server follows the
+/// leader and catches up, and every acknowledged job is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_on_the_leader_moves_the_lead_and_the_server_recovers() {
+    // Declared before the cluster: unmounted after its servers are killed.
+    let mut mounts = Vec::new();
+    let mut skipped = false;
+    let cluster = Cluster::start_prepared(3, "", |node| {
+        let data = node.data.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        match mount_or_skip(&data) {
+            Some(mount) => mounts.push(mount),
+            None => skipped = true,
+        }
+    })
+    .await;
+    if skipped {
+        return;
+    }
+    let full = cluster.wait_for_leader().await;
+    let full_id = cluster.nodes[full].id;
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        let name = format!("before-{i}");
+        assert!(create(&cluster, full, big_job(&name)).await, "{name}");
+        acknowledged.push(name);
+    }
+
+    let filler = fill(&cluster.nodes[full].data.path().join("data"));
+    let others: Vec<usize> = (0..3).filter(|i| *i != full).collect();
+    let (mut refused, mut moved) = (0, None);
+    let filled = Instant::now();
+    for n in 0.. {
+        assert!(
+            filled.elapsed() < Duration::from_secs(90),
+            "neither 507 nor a new leader\n{}",
+            cluster.logs()
+        );
+        let name = format!("during-{n}");
+        match cluster
+            .request(full, "POST", "/scheduler/iso8601", Some(big_job(&name)))
+            .await
+        {
+            Ok((204, _)) => acknowledged.push(name),
+            Ok((507, body)) => {
+                let error = body["error"].as_str().unwrap_or_default();
+                assert!(error.contains("disk is full"), "507 names it: {body}");
+                refused += 1;
+            }
+            // The scheduler restarting, or the request forwarded to a leader being elected.
+            Ok((503, body)) => assert!(body["error"].is_string(), "{body}"),
+            Ok((status, body)) => panic!("the full server answered {status}: {body}"),
+            Err(_) => {} // no answer within the client's 10 s: it waits for space
+        }
+        // The others go on: a write through one of them is taken, by a leader with room.
+        let leader = cluster
+            .status(others[0])
+            .await
+            .and_then(|s| s["leader"].as_u64());
+        let other_leads = leader.is_some_and(|id| id != full_id);
+        if other_leads && create(&cluster, others[0], big_job(&format!("elsewhere-{n}"))).await {
+            acknowledged.push(format!("elsewhere-{n}"));
+            moved = cluster
+                .nodes
+                .iter()
+                .position(|node| Some(node.id) == leader);
+        }
+        // The lead moved, or it stays and its writes are refused with 507: either way the
+        // full server answers JSON and stays up.
+        if moved.is_some() || (refused > 0 && filled.elapsed() > Duration::from_secs(20)) {
+            break;
+        }
+    }
+    eprintln!(
+        "full disk: {refused} writes refused with 507, lead moved: {}, after {:?}",
+        moved.is_some(),
+        filled.elapsed()
+    );
+    assert!(cluster.nodes[full].is_running());
+    let (status, _) = cluster
+        .request(full, "GET", "/api/cluster", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the full server answers");
+    assert!(
+        cluster.nodes[full].log().contains("the disk is full"),
+        "a log line names the full disk"
+    );
+
+    // Space returns: the full server writes again, follows the leader, and catches up.
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    let leader = cluster.wait_for_leader().await;
+    wait_for(
+        "a write to be taken after space returned",
+        Duration::from_secs(60),
+        || async { create(&cluster, full, big_job("after")).await },
+    )
+    .await;
+    acknowledged.push("after".to_string());
+    let leader = cluster.leader().await.unwrap_or(leader);
+    if leader != full {
+        caught_up(&cluster, full, leader).await;
+    }
+    eprintln!(
+        "space returned: writes taken and caught up after {:?}",
+        freed.elapsed()
+    );
+    for name in &acknowledged {
+        let (status, body) = cluster
+            .request(leader, "GET", &format!("/scheduler/job/{name}"), None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "acknowledged {name} is missing: {body}");
+    }
 }

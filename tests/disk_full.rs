@@ -8,67 +8,13 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::disk::{SIZE, fill, small_data_dir};
 use support::{Server, wait_for};
-
-/// The tmpfs. RocksDB resumes writing after a full disk only once the free space exceeds what
-/// its stores may need to flush (64 MB with two shards): freed, this one has that room.
-const SIZE: &str = "256m";
-
-/// A tmpfs mounted on a directory, unmounted on drop (even when the test fails).
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path) -> Result<Tmpfs, String> {
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={SIZE}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .map_err(|error| format!("running mount: {error}"))?;
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
-        }
-        Ok(Tmpfs {
-            path: path.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: whatever still holds a file there, the mount goes.
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
-
-/// Writes a file until the filesystem refuses (ENOSPC); answers its path.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("filler");
-    let mut file = std::fs::File::create(&path).expect("creating the filler");
-    let chunk = vec![0x5a_u8; 256 * 1024];
-    loop {
-        if let Err(error) = file.write_all(&chunk).and_then(|()| file.sync_data()) {
-            assert_eq!(
-                error.kind(),
-                std::io::ErrorKind::StorageFull,
-                "filling: {error}"
-            );
-            break;
-        }
-    }
-    // The last pages: a smaller write may still fit.
-    let small = vec![0x5a_u8; 4096];
-    while file.write_all(&small).is_ok() {}
-    path
-}
 
 /// A job that never fires by itself, with a large description so that a few of them use up
 /// what RocksDB preallocated.
@@ -105,27 +51,6 @@ async fn job_names(server: &Server) -> Vec<String> {
     names
         .map(|job| job["name"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// A temporary directory whose `data` is a new tmpfs, or None (the test skips) where it cannot
-/// be mounted.
-fn small_data_dir() -> Option<(tempfile::TempDir, Tmpfs)> {
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    match Tmpfs::mount(&data) {
-        Ok(tmpfs) => Some((root, tmpfs)),
-        Err(why) => {
-            assert!(
-                std::env::var_os("DRON_REQUIRE_NETNS").is_none(),
-                "cannot mount a tmpfs for the disk-full test: {why}"
-            );
-            eprintln!(
-                "SKIPPED: the disk-full test mounts a tmpfs (root needed), unavailable here: {why}"
-            );
-            None
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::amqp::{Broker, next_message};
+use support::amqp::{Broker, Relay, next_message};
 use support::{Server, lines, wait_for};
 
 /// A daily schedule whose first target is now (the request's time).
@@ -368,4 +368,68 @@ async fn events_published_while_dron_is_down_are_consumed_after_restart() {
     .await;
     assert_eq!(lines(&out), ["2026-11-23T04:00:00.000Z"]);
     broker.clean_up(&channel, &[]).await;
+}
+
+/// RabbitMQ away while 120 events are announced over HTTP, with room for 10 in the publish
+/// queue: the server takes every event (recorded and applied), keeps at most 10 in memory and
+/// the rest on disk, and once RabbitMQ is back publishes every one of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_publish_queue_waits_on_disk_and_loses_nothing() {
+    let broker = Broker::new("spill");
+    let channel = broker.channel().await;
+    let mut observed = broker.observe(&channel, "observer").await;
+    let relay = Relay::start().await;
+    let config = format!(
+        "[events]\namqp_url = \"{}\"\nexchange = \"{}\"\nqueue = \"{}\"\npublish_queue = 10\n",
+        relay.url(),
+        broker.exchange,
+        broker.dron_queue
+    );
+    let server = Server::start_with_config(2, &config).await;
+    let amqp = || async { server.ok("GET", "/health", None).await["amqp"].clone() };
+    wait_for("the AMQP link", Duration::from_secs(20), || async {
+        amqp().await == "connected"
+    })
+    .await;
+    relay.cut();
+    wait_for("the link to fall", Duration::from_secs(20), || async {
+        amqp().await == "disconnected"
+    })
+    .await;
+    let resources: Vec<String> = (0..120).map(|i| format!("spill:{i:03}")).collect();
+    for resource in &resources {
+        let (status, body) = server
+            .request("POST", "/resources", Some(json!({"resource": resource})))
+            .await;
+        assert_eq!(status, 202, "{resource}: {body}");
+    }
+    assert!(metric(&server, "dron_events_publish_queue").await <= 10.0);
+    assert!(
+        metric(&server, "dron_events_publish_spilled_total").await >= 110.0,
+        "{}",
+        server.metrics().await
+    );
+
+    relay.mend();
+    let mut published = std::collections::BTreeSet::new();
+    while published.len() < resources.len() {
+        let message = next_message(&mut observed, Duration::from_secs(60)).await;
+        let message = message.unwrap_or_else(|| {
+            let missing: Vec<_> = resources
+                .iter()
+                .filter(|r| !published.contains(*r))
+                .collect();
+            panic!("not published: {missing:?}")
+        });
+        if let Some(resource) = message["resource"].as_str() {
+            published.insert(resource.to_string());
+        }
+    }
+    assert_eq!(published.into_iter().collect::<Vec<_>>(), resources);
+    assert!(metric(&server, "dron_events_publish_read_back_total").await >= 100.0);
+    wait_for("the queue to empty", Duration::from_secs(20), || async {
+        metric(&server, "dron_events_publish_queue").await == 0.0
+    })
+    .await;
+    broker.clean_up(&channel, &["observer"]).await;
 }

@@ -28,6 +28,17 @@ pub enum CommandError {
     InsufficientStorage(String),
 }
 
+impl CommandError {
+    /// A failure of the store named `store`: 507 for a full disk, 503 otherwise.
+    pub fn storage(store: &str, error: &crate::store::StoreError) -> CommandError {
+        let message = format!("{store}: {error}");
+        match error.is_no_space() {
+            true => CommandError::InsufficientStorage(message),
+            false => CommandError::Unavailable(message),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for CommandError {
     /// A full disk is 507; any other storage failure passes too (a shard is rebuilt from
     /// storage): 503.

@@ -302,7 +302,20 @@ pub trait ResourceStore: Send + Sync + 'static {
     fn submit(&self, ops: Vec<ResourceOp>) -> Durable;
     /// Sees every write whose [`Durable`] has resolved.
     fn get(&self, resource: &str) -> Result<Option<ResourceRecord>, StoreError>;
+    /// Every pending event, in key order, after every batch submitted before the call.
     fn pending(&self) -> Result<Vec<PendingEvent>, StoreError>;
+    /// At most `limit` pending events whose key is after `after` (all: None), in key order,
+    /// after every batch submitted before the call: how the bus reads back the events it
+    /// left on disk while its publish queue was full.
+    fn pending_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        let after = |p: &PendingEvent| after.is_none_or(|after| p.event.key().as_str() > after);
+        let pending = self.pending()?.into_iter().filter(after);
+        Ok(pending.take(limit).collect())
+    }
 }
 
 /// One change to the notifier's store.

@@ -202,7 +202,7 @@ async fn lead_when_elected(
         tracing::info!(node = this, term, "leading: the scheduler runs here");
         let why = lead(
             scheduler,
-            &raft,
+            (&raft, &proposer),
             &mut leadership,
             this,
             term,
@@ -273,7 +273,7 @@ fn next_epoch(previous: Option<u64>) -> u64 {
 #[allow(clippy::too_many_arguments)]
 async fn lead(
     mut scheduler: Scheduler,
-    raft: &RaftNode,
+    (raft, proposer): (&RaftNode, &Proposer),
     leadership: &mut watch::Receiver<Leadership>,
     this: NodeId,
     term: u64,
@@ -283,7 +283,7 @@ async fn lead(
 ) -> &'static str {
     let why = tokio::select! {
         stopped = scheduler.stopped() => stopped,
-        why = lost(raft, leadership, this, term, lease) => why,
+        why = lost(raft, proposer, leadership, this, term, lease) => why,
     };
     // Not ready first, so that no request reaches actors that are stopping.
     view.scheduling.store(false, Ordering::Release);
@@ -294,9 +294,12 @@ async fn lead(
 
 /// Resolves when this node stops leading `term`: another leader or term, or no quorum
 /// confirmed within `lease` (a leader cut off from the majority stops commanding agents
-/// before the majority elects another).
+/// before the majority elects another), or its proposer failed (a full disk): every write of
+/// this leadership would be refused, so the scheduler stops, and starts again on what is
+/// committed if this node still leads (once a write goes through).
 async fn lost(
     raft: &RaftNode,
+    proposer: &Proposer,
     leadership: &mut watch::Receiver<Leadership>,
     this: NodeId,
     term: u64,
@@ -316,6 +319,9 @@ async fn lost(
         tokio::select! {
             changed = leadership.changed() => if changed.is_err() { return "Raft stopped" },
             _ = tokio::time::sleep(check) => {
+                if proposer.failure().is_some() {
+                    return "a write failed (see the log): the scheduler starts again on what is committed";
+                }
                 if !raft.confirm_leadership(lease).await {
                     return "no quorum confirmed this node's lead within the lease";
                 }

@@ -6,9 +6,15 @@
 //! A proposer lives for one leadership: after its first failure (this server lost the lead,
 //! or Raft stopped) it refuses everything after, because the coordinators pipeline batches
 //! that build on each other and batch N+1 must never commit without batch N. The next
-//! leadership starts a new proposer and the scheduler reloads what is committed.
+//! leadership starts a new proposer and the scheduler reloads what is committed; so does a
+//! leader whose proposer failed while it still leads (`leadership.rs`).
+//!
+//! While this server's Raft waits for space (the disk is full: `raft::space`), new writes are
+//! refused at once with [`StoreError::NoSpace`] (507), which fails the proposer as any
+//! failure does, rather than queued behind the write that waits.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use dron_actors::store::{Durable, StoreError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -18,6 +24,8 @@ use super::raft::RaftNode;
 
 /// Commands gathered into one entry at most.
 const MAX_GROUP: usize = 4096;
+/// How often the proposer looks at the disk while it waits for a slot.
+const SPACE_CHECK: Duration = Duration::from_millis(200);
 /// Entries proposed and not yet applied, at most. While they commit, what the stores submit
 /// queues up and goes into the next entry together: each entry costs a synced append on
 /// every server and a synced apply, so under load fewer, larger entries are what keeps the
@@ -31,9 +39,13 @@ struct Submission {
     done: Acknowledge,
 }
 
+/// The first failure of a proposer: everything after it is refused.
+type Failed = Arc<OnceLock<Arc<StoreError>>>;
+
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::UnboundedSender<Submission>,
+    failed: Failed,
 }
 
 impl Proposer {
@@ -41,8 +53,14 @@ impl Proposer {
     /// clone is dropped, after what was queued.
     pub fn start(raft: Arc<RaftNode>) -> Proposer {
         let (queue, submissions) = mpsc::unbounded_channel();
-        tokio::spawn(propose_loop(raft, submissions));
-        Proposer { queue }
+        let failed = Failed::default();
+        tokio::spawn(propose_loop(raft, submissions, failed.clone()));
+        Proposer { queue, failed }
+    }
+
+    /// Why this proposer refuses every write now, if it does.
+    pub fn failure(&self) -> Option<Arc<StoreError>> {
+        self.failed.get().cloned()
     }
 
     /// Queues `commands` as one atomic unit behind everything submitted before.
@@ -73,14 +91,25 @@ impl Proposer {
 
 const STOPPED: StoreError = StoreError::Stopped("the cluster's proposer");
 
-async fn propose_loop(raft: Arc<RaftNode>, mut submissions: mpsc::UnboundedReceiver<Submission>) {
+async fn propose_loop(
+    raft: Arc<RaftNode>,
+    mut submissions: mpsc::UnboundedReceiver<Submission>,
     // The first failure, set here or by a waiter: everything after it is refused.
-    let failed: Arc<OnceLock<Arc<StoreError>>> = Arc::default();
+    failed: Failed,
+) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = submissions.recv().await {
-        // Waiting for a slot lets the next group gather.
-        let Ok(slot) = in_flight.clone().acquire_owned().await else {
-            return;
+        // Waiting for a slot lets the next group gather; None: the disk is full.
+        let slot = loop {
+            if raft.out_of_space() {
+                break None;
+            }
+            let acquire = in_flight.clone().acquire_owned();
+            match tokio::time::timeout(SPACE_CHECK, acquire).await {
+                Ok(Ok(slot)) => break Some(slot),
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -93,6 +122,13 @@ async fn propose_loop(raft: Arc<RaftNode>, mut submissions: mpsc::UnboundedRecei
             answer(group, Err(StoreError::RefusedAfter(failure.clone())));
             continue;
         }
+        let Some(slot) = slot.filter(|_| !raft.out_of_space()) else {
+            metrics::counter!("dron_writes_refused_disk_full_total").increment(group.len() as u64);
+            let error = super::raft::space::Space::refused();
+            let _ = failed.set(Arc::new(error.clone()));
+            answer(group, Err(error));
+            continue;
+        };
         let mut entry = Entry::default();
         let mut waiters = Vec::with_capacity(group.len());
         for submission in group {

@@ -76,6 +76,17 @@ impl ResourceStore for ReplicatedResourceStore {
     fn pending(&self) -> Result<Vec<PendingEvent>, StoreError> {
         resources::read_pending(&*self.0.state.db(Db::Resources)?)
     }
+
+    // Read back by the bus while it publishes (its queue was full): after its deletions of
+    // confirmed events are applied, so none is read back and published twice.
+    fn pending_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        self.0.proposer.wait_barrier()?;
+        resources::read_pending_page(&*self.0.state.db(Db::Resources)?, after, limit)
+    }
 }
 
 pub struct ReplicatedNoticeStore(pub Replicated);

@@ -9,7 +9,9 @@
 //!   bus recorded and applied them before publishing.
 //! - **Out:** events the bus publishes (dron's own `job:NAME@TIME`, and those POSTed over
 //!   HTTP) go to the exchange as persistent messages with publisher confirms; the bus drops
-//!   an event from its pending list only once RabbitMQ has confirmed it.
+//!   an event from its pending list only once RabbitMQ has confirmed it. At most
+//!   `publish_queue` events wait here at once (the channel's size): the bus keeps the others
+//!   on disk until there is room (`dron_actors::bus`'s `outbound.rs`).
 //! - **Faults:** any connection or channel error ends the session; the link reconnects with
 //!   backoff (capped at 10 s) while scheduling goes on, republishes what was not confirmed,
 //!   and RabbitMQ redelivers what was not acked. Nothing is lost either way; a redelivered
@@ -50,6 +52,8 @@ pub struct AmqpSettings {
     pub publisher_id: String,
     /// Take `job:` events that others published (else they are rejected).
     pub outside_job_events: bool,
+    /// Events waiting for the broker's confirmation in memory, at most.
+    pub publish_queue: usize,
 }
 
 /// The largest event body taken from the exchange; larger ones are rejected.
@@ -60,7 +64,7 @@ pub type Connected = Arc<AtomicBool>;
 
 /// Starts the link; it runs until the bus stops.
 pub fn spawn(settings: AmqpSettings, client: SchedulerClient, bus: ActorRef<BusMsg>) -> Connected {
-    let (publisher, outgoing) = mpsc::unbounded_channel();
+    let (publisher, outgoing) = mpsc::channel(settings.publish_queue.max(1));
     let _ = bus.send_message(BusMsg::SetPublisher(publisher));
     let connected = Connected::default();
     let link = Link {
@@ -79,7 +83,7 @@ struct Link {
     settings: AmqpSettings,
     client: SchedulerClient,
     bus: ActorRef<BusMsg>,
-    outgoing: mpsc::UnboundedReceiver<ResourceEvent>,
+    outgoing: mpsc::Receiver<ResourceEvent>,
     /// Events to publish, oldest first; kept across reconnections until confirmed.
     unconfirmed: VecDeque<ResourceEvent>,
     connected: Connected,

@@ -119,6 +119,9 @@ const REGISTER_WITHIN: Duration = Duration::from_secs(10);
 /// reading pauses), so one agent cannot flood the broker.
 const BURST: f64 = 10_000.0;
 const PER_SECOND: f64 = 2_000.0;
+/// A message the agent has not taken from the socket by then: the agent stopped reading
+/// (paused, stuck): its connection is closed, and it is handled as any disconnected agent.
+const WRITE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Carries one agent connection until either side closes it.
 async fn carry(
@@ -128,7 +131,9 @@ async fn carry(
     identity: AgentIdentity,
 ) {
     let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-    let (outbox, mut to_agent) = mpsc::unbounded_channel();
+    // Bounded: while it is full the broker places nothing more on the agent and holds what it
+    // owes it (`broker/remote.rs`).
+    let (outbox, mut to_agent) = mpsc::channel(state.agent_outbox);
     if broker
         .send_message(BrokerMsg::Connected { connection, outbox })
         .is_err()
@@ -161,8 +166,14 @@ async fn carry(
                     *proof = prove_epoch(&state, nonce.as_deref(), *epoch);
                 }
                 let text = serde_json::to_string(&message).expect("protocol messages encode");
-                if sink.send(Message::Text(text.into())).await.is_err() {
-                    break;
+                match tokio::time::timeout(WRITE_WITHIN, sink.send(Message::Text(text.into()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        tracing::warn!(connection, "an agent took no message for {WRITE_WITHIN:?}: closing its connection");
+                        metrics::counter!("dron_agents_disconnected_slow_total", "why" => "write_timeout").increment(1);
+                        break;
+                    }
                 }
             }
             incoming = stream.next() => match incoming {
@@ -196,7 +207,8 @@ async fn carry(
             },
         }
     }
-    let _ = sink.close().await;
+    // An agent that stopped reading would hold the close frame forever.
+    let _ = tokio::time::timeout(WRITE_WITHIN, sink.close()).await;
     let _ = broker.send_message(BrokerMsg::Disconnected { connection });
 }
 

@@ -66,10 +66,11 @@ async fn take_backup(
         })?;
         source.backup(&dir).map_err(|error| {
             // The directory was fine: what failed is the server's (its disk, its stores).
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the backup failed: {error}"),
-            )
+            let status = match error.is_no_space() {
+                true => StatusCode::INSUFFICIENT_STORAGE,
+                false => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            ApiError::new(status, format!("the backup failed: {error}"))
         })
     })
     .await

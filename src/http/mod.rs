@@ -89,6 +89,8 @@ pub struct Shared {
     webhook_hosts: Arc<crate::notify::hosts::WebhookHosts>,
     /// The key this server proves its epoch with to agents (`[agents] epoch_key_file`).
     epoch_key: Option<Arc<crate::agent::epoch::EpochKey>>,
+    /// Messages waiting for one agent's connection, at most (`[agents] outbox_messages`).
+    agent_outbox: usize,
 }
 
 impl std::ops::Deref for AppState {
@@ -137,6 +139,7 @@ impl AppState {
             host_names: None,
             webhook_hosts: Arc::default(),
             epoch_key: None,
+            agent_outbox: dron_actors::broker::AGENT_OUTBOX,
         }))
     }
 
@@ -172,6 +175,12 @@ impl AppState {
     /// Proves this server's epoch to registering agents with `key`.
     pub fn with_epoch_key(mut self, key: Option<crate::agent::epoch::EpochKey>) -> Self {
         self.building().epoch_key = key.map(Arc::new);
+        self
+    }
+
+    /// Disconnects an agent that lets more than `messages` wait for its connection.
+    pub fn with_agent_outbox(mut self, messages: usize) -> Self {
+        self.building().agent_outbox = messages.max(1);
         self
     }
 

@@ -39,6 +39,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_auth(&config.auth)
         .with_webhook_hosts(config.notify.allowed_webhook_hosts())
         .with_epoch_key(config.agents.epoch_key()?)
+        .with_agent_outbox(config.agents.outbox_messages)
         .with_scheme(config.tls.scheme());
     let state = match config.listen.ip().is_loopback() {
         true => state.with_host_check(&config.allowed_hosts),

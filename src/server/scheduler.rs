@@ -140,6 +140,7 @@ impl Scheduler {
                 queue: link.queue,
                 publisher_id: link.publisher_id,
                 outside_job_events: config.events.outside_job_events,
+                publish_queue: config.events.publish_queue,
             };
             state.set_amqp(amqp::spawn(settings, client.clone(), bus.clone()));
         }

@@ -66,6 +66,15 @@ impl ResourceStore for RocksResourceStore {
         self.writer.barrier()?;
         read_pending(&self.db)
     }
+
+    fn pending_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        self.writer.barrier()?;
+        read_pending_page(&self.db, after, limit)
+    }
 }
 
 /// A satisfied resource, as applied in `db`.
@@ -85,6 +94,43 @@ pub fn get_resource(db: &DB, resource: &str) -> Result<Option<ResourceRecord>, S
 /// Events not yet applied everywhere or published, as applied in `db`.
 pub fn read_pending(db: &DB) -> Result<Vec<PendingEvent>, StoreError> {
     decode_family(db, PENDING)
+}
+
+/// At most `limit` pending events after the key `after` (exclusive; None: from the first).
+pub fn read_pending_page(
+    db: &DB,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<PendingEvent>, StoreError> {
+    let cf = family(db, PENDING)?;
+    let mut iter = db.raw_iterator_cf(cf);
+    seek_after(&mut iter, after);
+    let mut page = Vec::new();
+    while page.len() < limit {
+        let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
+            iter.status().map_err(backend("scanning pending events"))?;
+            break;
+        };
+        let pending = codec::decode(value).map_err(|error| {
+            StoreError::decode(format!("{PENDING}/{}", String::from_utf8_lossy(key)), error)
+        })?;
+        page.push(pending);
+        iter.next();
+    }
+    Ok(page)
+}
+
+/// Puts `iter` on the first key after `after` (exclusive), or the first key.
+fn seek_after(iter: &mut rocksdb::DBRawIterator<'_>, after: Option<&str>) {
+    match after {
+        Some(after) => {
+            iter.seek(after.as_bytes());
+            if iter.key() == Some(after.as_bytes()) {
+                iter.next();
+            }
+        }
+        None => iter.seek_to_first(),
+    }
 }
 
 fn add_op(db: &DB, batch: &mut WriteBatch, op: &ResourceOp) -> Result<(), StoreError> {
@@ -122,15 +168,7 @@ pub fn expired_resources(
 ) -> Result<(Vec<ResourceRecord>, Option<String>), StoreError> {
     let cf = family(db, RESOURCES)?;
     let mut iter = db.raw_iterator_cf(cf);
-    match after {
-        Some(after) => {
-            iter.seek(after.as_bytes());
-            if iter.key() == Some(after.as_bytes()) {
-                iter.next();
-            }
-        }
-        None => iter.seek_to_first(),
-    }
+    seek_after(&mut iter, after);
     let mut expired = Vec::new();
     let mut last = None;
     for _ in 0..limit {

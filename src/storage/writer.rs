@@ -10,7 +10,11 @@
 //! A write that fails because the disk is full ([`StoreError::NoSpace`]) marks the store out
 //! of space (the `dron_disk_full` gauge, one log line) until a write or a [`Writer::probe`]
 //! succeeds again. RocksDB itself stops writing after such a failure and resumes on its own
-//! once there is room again (its SstFileManager polls the free space every 5 seconds).
+//! once there is room again (its SstFileManager polls the free space every 5 seconds). A
+//! shard's coordinator probes its own store; the writers of the resource and notice stores
+//! probe by themselves, every [`PROBE_EVERY`] while out of space and idle, so that the gauge
+//! and the log say when space returned even if nothing is written (their callers' writes
+//! meanwhile fail at once, answered 507).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +27,8 @@ use tokio::sync::oneshot;
 
 /// Batches merged into one synced write at most.
 const MAX_GROUP: usize = 4096;
+/// How often an idle writer that does not refuse after a failure probes a full disk.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Adds one operation to a batch (reads of the database allowed, e.g. to trim).
 pub type AddOp<Op> = fn(&DB, &mut WriteBatch, &Op) -> Result<(), StoreError>;
@@ -233,11 +239,26 @@ fn write_loop<Op>(
     sync.set_sync(true);
     // The failure that later batches are refused for, until the next barrier.
     let mut refusing: Option<Arc<StoreError>> = None;
-    while let Ok(first) = queue.recv() {
+    let probes_itself = after_failure == AfterFailure::Continue;
+    loop {
+        let first = match probes_itself && space.full.load(Ordering::Acquire) {
+            true => match queue.recv_timeout(PROBE_EVERY) {
+                Ok(request) => request,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = probe(db, &sync, space);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+            false => match queue.recv() {
+                Ok(request) => request,
+                Err(_) => return,
+            },
+        };
         let mut group = Vec::new();
         let mut barriers = Vec::new();
         let mut pause = None;
-        let mut probe = None;
+        let mut probe_asked = None;
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
@@ -251,7 +272,7 @@ fn write_loop<Op>(
                     break;
                 }
                 Request::Probe(done) => {
-                    probe = Some(done);
+                    probe_asked = Some(done);
                     break;
                 }
             }
@@ -284,14 +305,8 @@ fn write_loop<Op>(
         for (done, _) in barriers {
             let _ = done.send(());
         }
-        if let Some(done) = probe {
-            let mut record = WriteBatch::default();
-            record.put_log_data(b"dron: probing for space");
-            let written = db
-                .write_opt(record, &sync)
-                .map_err(backend("probing for space"));
-            space.note(&written);
-            let _ = done.send(written);
+        if let Some(done) = probe_asked {
+            let _ = done.send(probe(db, &sync, space));
         }
         if let Some((paused, resume)) = pause
             && paused.send(()).is_ok()
@@ -300,6 +315,17 @@ fn write_loop<Op>(
             let _ = resume.recv();
         }
     }
+}
+
+/// A small synced write that changes no data (a WAL record only), noted.
+fn probe(db: &DB, sync: &WriteOptions, space: &Space) -> Result<(), StoreError> {
+    let mut record = WriteBatch::default();
+    record.put_log_data(b"dron: probing for space");
+    let written = db
+        .write_opt(record, sync)
+        .map_err(backend("probing for space"));
+    space.note(&written);
+    written
 }
 
 fn write_group<Op>(
@@ -420,6 +446,27 @@ mod tests {
             .unwrap();
         assert_eq!(db.get(b"c").unwrap(), None);
         assert_eq!(db.get(b"d").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn a_resource_or_notice_writer_probes_a_full_disk_by_itself() {
+        let (_dir, db, writer) = writer(AfterFailure::Continue);
+        let failed = writer.submit(vec![TestOp::Put("a"), TestOp::NoSpace]);
+        assert!(failed.blocking_recv().unwrap().unwrap_err().is_no_space());
+        assert!(writer.out_of_space());
+        // Nothing is submitted: its own probe finds that the disk takes writes.
+        let since = std::time::Instant::now();
+        while writer.out_of_space() {
+            let waited = since.elapsed();
+            assert!(waited < std::time::Duration::from_secs(10), "no probe");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(db.get(b"a").unwrap(), None, "a probe writes no data");
+        writer
+            .submit(vec![TestOp::Put("b")])
+            .blocking_recv()
+            .unwrap()
+            .unwrap();
     }
 
     #[test]

@@ -155,3 +155,52 @@ pub async fn next_message(consumer: &mut lapin::Consumer, timeout: Duration) -> 
     delivery.acker.ack(BasicAckOptions::default()).await.ok()?;
     serde_json::from_slice(&delivery.data).ok()
 }
+
+/// A TCP relay to RabbitMQ that a test can cut: cut, it closes every connection it carries
+/// and every one that arrives, so dron's AMQP link is down (as when RabbitMQ is away) without
+/// stopping the RabbitMQ the other tests share.
+pub struct Relay {
+    pub port: u16,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    pub async fn start() -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (open, watch) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    continue; // dropped: closed at once
+                }
+                let mut cut = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect("127.0.0.1:5672").await
+                    else {
+                        return;
+                    };
+                    let (mut inbound, mut outbound) = (inbound, outbound);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Relay { port, open }
+    }
+
+    /// The URL dron connects to RabbitMQ through.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn mend(&self) {
+        self.open.send_replace(true);
+    }
+}

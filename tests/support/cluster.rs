@@ -62,7 +62,7 @@ impl Cluster {
         headers: reqwest::header::HeaderMap,
     ) -> Cluster {
         let http = reqwest::Client::builder().default_headers(headers);
-        Cluster::start_with_client(size, extra_toml, "http", http).await
+        Cluster::start_with_client(size, extra_toml, "http", http, |_| {}).await
     }
 
     /// As `start`, every server serving HTTPS with `certs`' server certificate and reaching
@@ -71,7 +71,18 @@ impl Cluster {
         let ca = std::fs::read(certs.ca()).unwrap();
         let ca = reqwest::Certificate::from_pem(&ca).unwrap();
         let http = reqwest::Client::builder().tls_certs_only([ca]);
-        Cluster::start_with_client(size, &certs.server_toml(), "https", http).await
+        Cluster::start_with_client(size, &certs.server_toml(), "https", http, |_| {}).await
+    }
+
+    /// As `start`, with `prepare` called on each server before it first starts (to mount a
+    /// filesystem of its own on its data directory, `<node.data>/data`).
+    pub async fn start_prepared(
+        size: u64,
+        extra_toml: &str,
+        prepare: impl FnMut(&Node),
+    ) -> Cluster {
+        let http = reqwest::Client::builder();
+        Cluster::start_with_client(size, extra_toml, "http", http, prepare).await
     }
 
     async fn start_with_client(
@@ -79,6 +90,7 @@ impl Cluster {
         extra_toml: &str,
         scheme: &'static str,
         http: reqwest::ClientBuilder,
+        mut prepare: impl FnMut(&Node),
     ) -> Cluster {
         let nodes: Vec<Node> = (1..=size)
             .map(|id| Node {
@@ -103,6 +115,7 @@ impl Cluster {
             extra_config: extra_toml.to_string(),
         };
         for index in 0..cluster.nodes.len() {
+            prepare(&cluster.nodes[index]);
             cluster.spawn(index);
         }
         cluster.wait_for_leader().await;

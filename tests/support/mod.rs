@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod agents;
 pub mod amqp;
 pub mod cluster;
+pub mod disk;
 pub mod netns;
 pub mod notify;
 pub mod recording;

@@ -39,7 +39,7 @@ pub enum BrokerMsg {
     /// A remote agent's connection opened: what the broker sends to it goes to `outbox`.
     Connected {
         connection: u64,
-        outbox: mpsc::UnboundedSender<ServerMessage>,
+        outbox: mpsc::Sender<ServerMessage>,
     },
     /// A message a remote agent sent on a connection.
     FromAgent {

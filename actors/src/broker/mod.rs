@@ -21,6 +21,7 @@ mod view;
 pub use known_agents::KnownAgentsRecord;
 pub use messages::{BrokerMsg, LaunchRequest, TaskEvent, TaskUpdate, UpdateAck};
 pub use placement::Placement;
+pub use remote::AGENT_OUTBOX;
 pub use view::{AgentState, AgentView};
 
 use std::collections::{BTreeMap, HashMap};
@@ -177,6 +178,7 @@ impl Actor for OfferBroker {
                 .remotes
                 .read_output(&agent, task_id, file, offset, reply),
         }
+        state.settle_congestion();
         Ok(())
     }
 }
@@ -368,8 +370,24 @@ impl BrokerState {
         }
     }
 
+    /// Agents whose outbox filled take no more tasks; those whose outbox drained take them
+    /// again (see `remote`).
+    fn settle_congestion(&mut self) {
+        let mut drained = false;
+        for (name, congested) in self.remotes.take_congestion() {
+            let active = !congested && self.remotes.is_connected(&name);
+            self.placement.set_active(&name, active);
+            drained |= active;
+        }
+        if drained {
+            self.place();
+            self.settle_congestion();
+        }
+    }
+
     fn tick(&mut self) {
         let now = self.clock.now_ms();
+        self.remotes.drain();
         for name in self.remotes.newly_lost(now) {
             self.agent_lost(&name);
         }
@@ -441,5 +459,10 @@ impl BrokerState {
             gauge("dron_agent_active", if slot.active { 1.0 } else { 0.0 });
         }
         metrics::gauge!("dron_tasks_waiting_for_offer").set(self.placement.waiting_count() as f64);
+        for (agent, depth, waiting) in self.remotes.outbox_depths() {
+            metrics::gauge!("dron_agent_outbox", "agent" => agent.to_string()).set(depth as f64);
+            metrics::gauge!("dron_agent_deferred", "agent" => agent.to_string())
+                .set(waiting as f64);
+        }
     }
 }

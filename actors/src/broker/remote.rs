@@ -11,6 +11,18 @@
 //! placed on it: a status, rejection or output answer about another agent's task (or from a
 //! connection that never registered) is dropped and counted in
 //! `dron_agent_messages_dropped_total{kind}`. Offers above the configured maximum are refused.
+//!
+//! What waits to be written to an agent's connection is bounded (`[agents] outbox_messages`).
+//! When its outbox is full the agent is *congested* (it reads slower than it is sent to, or
+//! not at all): nothing more is placed on it, and the commands that did not fit (launches,
+//! kills, adoptions) wait in its `deferred` list, in order, moved into the outbox as it drains
+//! (at each broker tick); acknowledgements are dropped (the agent resends what was not
+//! acknowledged) and output reads refused. That list holds only what the agent is owed for the
+//! tasks already placed on it, so memory stays bounded. An agent that stopped reading has its
+//! connection closed by the connection's task (a message not written within 10 s,
+//! `src/http/agents.rs`), and then it is a disconnected agent as any other. No launch is
+//! dropped: a launch is also kept until its agent answers about the task, and sent again if
+//! the agent registers without naming it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +31,7 @@ use dron_task::protocol::{AgentMessage, OutputChunk, PROTOCOL_VERSION, ServerMes
 use dron_task::{LOCAL_AGENT, TaskEnd, TaskEvent, TaskSpec, TaskUpdate, UpdateAck};
 use ractor::RpcReplyPort;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::BrokerState;
 use super::known_agents::{KnownAgents, KnownAgentsRecord};
@@ -36,8 +49,13 @@ struct RemoteAgent {
     deferred: Vec<ServerMessage>,
 }
 
+/// The default of `[agents] outbox_messages`: messages waiting for one agent's connection.
+/// Above what a live agent lets wait (the largest burst is one message per task it runs: its
+/// adoptions when it registers again), and a message is a few hundred bytes.
+pub const AGENT_OUTBOX: usize = 16_384;
+
 struct Connection {
-    outbox: mpsc::UnboundedSender<ServerMessage>,
+    outbox: mpsc::Sender<ServerMessage>,
     /// Set once the agent on it registered.
     agent: Option<String>,
 }
@@ -79,6 +97,11 @@ pub struct Remotes {
     /// Output reads sent to agents, by request number: (agent, who asked).
     reads: HashMap<u64, (String, RpcReplyPort<Result<OutputChunk, String>>)>,
     next_read: u64,
+    /// Connected agents whose outbox filled, with commands waiting in `deferred`.
+    congested: std::collections::HashSet<String>,
+    /// Agents that became congested (true) or drained (false) since the broker last asked
+    /// ([`Remotes::take_congestion`]): placement stops and resumes with them.
+    congestion: Vec<(String, bool)>,
     clock: SharedClock,
 }
 
@@ -106,6 +129,8 @@ impl Remotes {
             known: KnownAgents::load(known),
             reads: HashMap::new(),
             next_read: 0,
+            congested: Default::default(),
+            congestion: Vec::new(),
             kill_on_claim: Default::default(),
             clock,
         }
@@ -133,19 +158,23 @@ impl Remotes {
     ) {
         self.next_read += 1;
         let request = self.next_read;
-        let Some(outbox) = self.outbox(agent) else {
-            let _ = reply.send(Err(format!("agent '{agent}' is not connected")));
-            return;
-        };
         let read = ServerMessage::ReadOutput {
             request,
             task_id,
             file,
             offset,
         };
-        if outbox.send(read).is_ok() {
-            self.reads.insert(request, (agent.to_string(), reply));
-        }
+        let refused = match self.connection_of(agent) {
+            None => format!("agent '{agent}' is not connected"),
+            Some(connection) => match self.deliver(connection, read) {
+                Ok(()) => {
+                    self.reads.insert(request, (agent.to_string(), reply));
+                    return;
+                }
+                Err(_) => format!("agent '{agent}' is not reading what it is sent; retry later"),
+            },
+        };
+        let _ = reply.send(Err(refused));
     }
 
     /// An answer to a read, accepted only from the agent it was asked of.
@@ -167,7 +196,7 @@ impl Remotes {
             return;
         };
         if let Some(conn) = self.connections.get_mut(&connection) {
-            conn.outbox = mpsc::unbounded_channel().0;
+            conn.outbox = mpsc::channel(1).0;
         }
     }
 
@@ -178,7 +207,7 @@ impl Remotes {
         agent.connection.is_some_and(|c| c != connection) && recent
     }
 
-    pub fn connected(&mut self, connection: u64, outbox: mpsc::UnboundedSender<ServerMessage>) {
+    pub fn connected(&mut self, connection: u64, outbox: mpsc::Sender<ServerMessage>) {
         let agent = None;
         self.connections
             .insert(connection, Connection { outbox, agent });
@@ -192,6 +221,7 @@ impl Remotes {
         let agent = self.agents.get_mut(&name)?;
         if agent.connection == Some(connection) {
             agent.connection = None;
+            self.congested.remove(&name);
             if agent.state == AgentState::Active {
                 agent.state = AgentState::Disconnected;
             }
@@ -264,34 +294,117 @@ impl Remotes {
         }
         let task_id = task_id.to_string();
         // Not deferred: an agent resends what was not acknowledged when it reconnects.
-        if let Some(outbox) = self.outbox(agent) {
-            let _ = outbox.send(ServerMessage::Ack { task_id, started });
+        if let Some(connection) = self.connection_of(agent) {
+            let _ = self.deliver(connection, ServerMessage::Ack { task_id, started });
         }
     }
 
-    /// Sends to the agent now, or when it registers again.
+    /// Sends to the agent now, or once its outbox has room, or when it registers again; in
+    /// order.
     fn send(&mut self, agent: &str, message: ServerMessage) {
-        match self.outbox(agent) {
-            Some(outbox) => {
-                let _ = outbox.send(message);
-            }
-            None => {
-                if let Some(remote) = self.agents.get_mut(agent) {
-                    remote.deferred.push(message);
+        let waiting = self
+            .agents
+            .get(agent)
+            .is_some_and(|a| !a.deferred.is_empty());
+        let message = match self.connection_of(agent) {
+            Some(connection) if !waiting => match self.deliver(connection, message) {
+                Ok(()) => return,
+                Err(message) => message,
+            },
+            _ => message,
+        };
+        if let Some(remote) = self.agents.get_mut(agent) {
+            remote.deferred.push(message);
+        }
+        if self.connection_of(agent).is_some() && self.congested.insert(agent.to_string()) {
+            metrics::counter!("dron_agent_outbox_full_total", "agent" => agent.to_string())
+                .increment(1);
+            tracing::warn!(
+                agent,
+                "the agent's outbox is full (it reads slower than it is sent to, or not at all): nothing more is placed on it until it drains"
+            );
+            self.congestion.push((agent.to_string(), true));
+        }
+    }
+
+    /// Moves what waits for each congested agent into its outbox, as far as there is room;
+    /// an agent whose list empties takes tasks again.
+    pub fn drain(&mut self) {
+        let congested: Vec<String> = self.congested.iter().cloned().collect();
+        for agent in congested {
+            let Some(connection) = self.connection_of(&agent) else {
+                self.congested.remove(&agent);
+                continue;
+            };
+            let Some(remote) = self.agents.get_mut(&agent) else {
+                continue;
+            };
+            let mut waiting = std::mem::take(&mut remote.deferred).into_iter();
+            let mut left = Vec::new();
+            for message in waiting.by_ref() {
+                if let Err(message) = self.deliver(connection, message) {
+                    left.push(message);
+                    break;
                 }
             }
+            left.extend(waiting);
+            let drained = left.is_empty();
+            if let Some(remote) = self.agents.get_mut(&agent) {
+                remote.deferred = left;
+            }
+            if drained {
+                self.congested.remove(&agent);
+                tracing::info!(agent, "the agent's outbox drained: it takes tasks again");
+                self.congestion.push((agent, false));
+            }
         }
     }
 
-    fn outbox(&self, agent: &str) -> Option<&mpsc::UnboundedSender<ServerMessage>> {
+    /// Agents that became congested (true) or drained (false) since the last call.
+    pub fn take_congestion(&mut self) -> Vec<(String, bool)> {
+        std::mem::take(&mut self.congestion)
+    }
+
+    /// The agent's live connection, if it has one.
+    fn connection_of(&self, agent: &str) -> Option<u64> {
         let connection = self.agents.get(agent)?.connection?;
-        Some(&self.connections.get(&connection)?.outbox)
+        self.connections
+            .contains_key(&connection)
+            .then_some(connection)
+    }
+
+    pub fn is_connected(&self, agent: &str) -> bool {
+        self.connection_of(agent).is_some()
+    }
+
+    /// Puts `message` in the connection's outbox, or answers it back: the connection is gone,
+    /// or its outbox is full.
+    // The refused message is handed back to be queued in order: boxing it would cost an
+    // allocation per message on the common path, where it is not refused.
+    #[allow(clippy::result_large_err)]
+    fn deliver(&self, connection: u64, message: ServerMessage) -> Result<(), ServerMessage> {
+        let Some(conn) = self.connections.get(&connection) else {
+            return Err(message);
+        };
+        conn.outbox.try_send(message).map_err(|error| match error {
+            TrySendError::Closed(message) | TrySendError::Full(message) => message,
+        })
+    }
+
+    /// Messages waiting in each remote agent's outbox (0 when it is not connected), and
+    /// commands waiting for room there.
+    pub fn outbox_depths(&self) -> impl Iterator<Item = (&str, usize, usize)> {
+        self.agents.iter().map(|(name, agent)| {
+            let depth = agent
+                .connection
+                .and_then(|c| self.connections.get(&c))
+                .map_or(0, |c| c.outbox.max_capacity() - c.outbox.capacity());
+            (name.as_str(), depth, agent.deferred.len())
+        })
     }
 
     fn reply(&self, connection: u64, message: ServerMessage) {
-        if let Some(conn) = self.connections.get(&connection) {
-            let _ = conn.outbox.send(message);
-        }
+        let _ = self.deliver(connection, message);
     }
 
     /// The registered agent on a connection, marked as heard from now.
@@ -472,7 +585,7 @@ impl BrokerState {
         };
         self.remotes.reply(connection, registered);
         for message in deferred {
-            self.remotes.reply(connection, message);
+            self.remotes.send(&name, message);
         }
         self.placement.upsert_agent(&name, attributes, resources);
         tracing::info!(agent = name, %resources, tasks = agent.tasks.len(), "agent registered");
@@ -543,9 +656,11 @@ impl BrokerState {
     /// there; the others are checked with their coordinators (stale ones are then killed).
     fn reconcile(&mut self, name: &str, tasks: &[String]) {
         // An end the agent no longer names was acknowledged (or is gone with its work dir).
+        // A set: an agent may name thousands of tasks, and so many ends may wait.
+        let named: std::collections::HashSet<&str> = tasks.iter().map(String::as_str).collect();
         self.remotes
             .ended_unacked
-            .retain(|task_id, on| on != name || tasks.contains(task_id));
+            .retain(|task_id, on| on != name || named.contains(task_id.as_str()));
         let epoch = self.remotes.epoch;
         let placement = &self.placement;
         let placed_here =
@@ -618,7 +733,7 @@ impl BrokerState {
         deadline_ms: Option<i64>,
     ) {
         if let Some(name) = &agent
-            && self.remotes.outbox(name).is_some()
+            && self.remotes.is_connected(name)
         {
             let task_id = request.spec.task_id.clone();
             let resources = request.demand.resources;
@@ -679,6 +794,7 @@ impl Remotes {
         if let Some(old) = replaced.filter(|old| *old != connection) {
             self.connections.remove(&old);
         }
+        self.congested.remove(&name);
         self.known.add(&name);
         let agent = self.agents.entry(name).or_insert_with(|| RemoteAgent {
             id: registration.agent_id.clone(),

@@ -168,7 +168,7 @@ async fn a_paused_server_gives_its_agents_a_new_timeout_instead_of_losing_them()
     let start = chrono::DateTime::from_timestamp_millis(1_000_000).unwrap();
     let (args, _reported) = broker_args(Arc::new(TokioClock::starting_at(start)));
     let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
-    let (outbox, _to_agent) = mpsc::unbounded_channel();
+    let (outbox, _to_agent) = mpsc::channel(64);
     let send = |message: AgentMessage| {
         broker
             .send_message(BrokerMsg::FromAgent {
@@ -217,46 +217,10 @@ async fn a_paused_server_gives_its_agents_a_new_timeout_instead_of_losing_them()
 /// again is sent again.
 #[tokio::test(start_paused = true)]
 async fn a_launch_lost_with_a_dropped_connection_is_sent_again_when_the_agent_registers() {
-    use dron_task::protocol::{AgentMessage, PROTOCOL_VERSION, ServerMessage};
     let start = chrono::DateTime::from_timestamp_millis(1_000_000).unwrap();
     let (args, _reported) = broker_args(Arc::new(TokioClock::starting_at(start)));
     let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
-    let connect = |connection: u64, tasks: Vec<String>| {
-        if connection > 1 {
-            let closed = BrokerMsg::Disconnected {
-                connection: connection - 1,
-            };
-            broker.send_message(closed).unwrap();
-        }
-        let (outbox, to_agent) = mpsc::unbounded_channel();
-        let connected = BrokerMsg::Connected { connection, outbox };
-        broker.send_message(connected).unwrap();
-        let register = AgentMessage::Register {
-            protocol: PROTOCOL_VERSION,
-            agent_id: "far-id".into(),
-            name: "far".into(),
-            resources: dron_model::demand::Resources::new(4.0, 4096.0, 4096.0),
-            attributes: Default::default(),
-            tasks,
-            newest_epoch: 0,
-            nonce: None,
-            epochs_refused: 0,
-        };
-        let message = BrokerMsg::FromAgent {
-            connection,
-            message: register,
-        };
-        broker.send_message(message).unwrap();
-        to_agent
-    };
-    let launches = |to_agent: &mut mpsc::UnboundedReceiver<ServerMessage>| {
-        std::iter::from_fn(|| to_agent.try_recv().ok())
-            .filter_map(|message| match message {
-                ServerMessage::Launch { task, .. } => Some(task.task_id),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-    };
+    let connect = |connection, tasks| connect_far(&broker, connection, tasks, 64);
     let mut first = connect(1, Vec::new());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let launch = BrokerMsg::Launch(request("ct:1:0:a:"));
@@ -299,7 +263,7 @@ async fn a_task_whose_end_was_read_before_its_agent_registered_again_is_not_kill
         broker.send_message(message).unwrap();
     };
     let connect = |connection: u64, tasks: Vec<String>| {
-        let (outbox, to_agent) = mpsc::unbounded_channel();
+        let (outbox, to_agent) = mpsc::channel(64);
         let connected = BrokerMsg::Connected { connection, outbox };
         broker.send_message(connected).unwrap();
         let register = AgentMessage::Register {
@@ -359,4 +323,95 @@ async fn a_task_whose_end_was_read_before_its_agent_registered_again_is_not_kill
         .collect();
     assert!(kills.is_empty(), "killed as stale: {kills:?}");
     assert!(asked.is_empty(), "asked about an ended task: {asked:?}");
+}
+
+/// Connects the agent `far` on `connection` with an outbox of `capacity` (closing the one
+/// before) and registers it naming `tasks`: answers what the broker sends it.
+fn connect_far(
+    broker: &ractor::ActorRef<BrokerMsg>,
+    connection: u64,
+    tasks: Vec<String>,
+    capacity: usize,
+) -> mpsc::Receiver<dron_task::protocol::ServerMessage> {
+    use dron_task::protocol::{AgentMessage, PROTOCOL_VERSION};
+    if connection > 1 {
+        let closed = BrokerMsg::Disconnected {
+            connection: connection - 1,
+        };
+        broker.send_message(closed).unwrap();
+    }
+    let (outbox, to_agent) = mpsc::channel(capacity);
+    let connected = BrokerMsg::Connected { connection, outbox };
+    broker.send_message(connected).unwrap();
+    let register = AgentMessage::Register {
+        protocol: PROTOCOL_VERSION,
+        agent_id: "far-id".into(),
+        name: "far".into(),
+        resources: dron_model::demand::Resources::new(4.0, 4096.0, 4096.0),
+        attributes: Default::default(),
+        tasks,
+        newest_epoch: 0,
+        nonce: None,
+        epochs_refused: 0,
+    };
+    let message = BrokerMsg::FromAgent {
+        connection,
+        message: register,
+    };
+    broker.send_message(message).unwrap();
+    to_agent
+}
+
+/// The task ids of the launches waiting in an agent's outbox.
+fn launches(to_agent: &mut mpsc::Receiver<dron_task::protocol::ServerMessage>) -> Vec<String> {
+    std::iter::from_fn(|| to_agent.try_recv().ok())
+        .filter_map(|message| match message {
+            dron_task::protocol::ServerMessage::Launch { task, .. } => Some(task.task_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An agent that reads slower than it is sent to fills its outbox: nothing more is placed on
+/// it, the commands that did not fit wait in order, and reach it as the outbox drains; then it
+/// takes tasks again.
+#[tokio::test(start_paused = true)]
+async fn an_agent_whose_outbox_fills_gets_no_more_tasks_until_it_drains() {
+    let start = chrono::DateTime::from_timestamp_millis(1_000_000).unwrap();
+    let (args, _reported) = broker_args(Arc::new(TokioClock::starting_at(start)));
+    let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
+    // Room for its registration's answer and one launch: `a` fits, `b` is placed but waits
+    // (the agent is congested from then on).
+    let mut slow = connect_far(&broker, 1, Vec::new(), 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for task in ["ct:1:0:a:", "ct:1:0:b:", "ct:1:0:c:", "ct:1:0:d:"] {
+        broker
+            .send_message(BrokerMsg::Launch(request(task)))
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let placed = || async {
+        let agents = ractor::call!(broker, BrokerMsg::ListAgents).unwrap();
+        agents
+            .into_iter()
+            .find(|a| a.name == "far")
+            .expect("far")
+            .tasks
+    };
+    // Congested: `c` and `d` are not placed on it, though they would fit.
+    assert_eq!(placed().await, 2);
+    // It reads: what waited arrives, in order, and then `c` and `d` are placed.
+    // (Heartbeats keep it from being lost meanwhile.)
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got.extend(launches(&mut slow));
+        let heartbeat = BrokerMsg::FromAgent {
+            connection: 1,
+            message: dron_task::protocol::AgentMessage::Heartbeat,
+        };
+        broker.send_message(heartbeat).unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    assert_eq!(got, ["ct:1:0:a:", "ct:1:0:b:", "ct:1:0:c:", "ct:1:0:d:"]);
+    assert_eq!(placed().await, 4);
 }

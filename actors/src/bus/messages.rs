@@ -6,8 +6,9 @@ use crate::error::CommandError;
 
 pub enum BusMsg {
     /// The link to the message broker: events to publish go down this channel, and the link
-    /// answers [`BusMsg::Published`] once the broker has confirmed one.
-    SetPublisher(mpsc::UnboundedSender<ResourceEvent>),
+    /// answers [`BusMsg::Published`] once the broker has confirmed one. The channel's size
+    /// bounds the events waiting in memory; the others wait on disk (`outbound.rs`).
+    SetPublisher(mpsc::Sender<ResourceEvent>),
     /// An event from outside (HTTP, or RabbitMQ). Answers once the event is
     /// recorded and applied to every coordinator (or was a duplicate).
     Ingest {

@@ -22,10 +22,12 @@
 
 mod applier;
 mod messages;
+mod outbound;
 #[cfg(test)]
 mod tests;
 
 pub use messages::{ApplyEverywhere, BusMsg, Ingested, Origin, ToShards};
+pub use outbound::PUBLISH_QUEUE;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -33,7 +35,6 @@ use std::time::Duration;
 
 use dron_model::resource::{EventStatus, PendingEvent, ResourceEvent, ResourceRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::mpsc;
 
 use crate::clock::SharedClock;
 use crate::error::CommandError;
@@ -66,13 +67,12 @@ pub struct BusState {
     shards: ToShards,
     /// Applies recorded events to every coordinator.
     applier: applier::Applier,
-    publisher: Option<mpsc::UnboundedSender<ResourceEvent>>,
+    /// Events to publish, handed to the broker's link (bounded; see `outbound`).
+    outbound: outbound::Outbound,
     /// Resources being recorded and applied, with the senders of duplicates waiting on them.
     in_flight: HashMap<String, Vec<IngestReply>>,
     /// Events not applied everywhere yet, by key.
     to_apply: BTreeMap<String, PendingEvent>,
-    /// Events handed to the publisher and not confirmed yet, by key.
-    to_publish: BTreeMap<String, ResourceEvent>,
     retry_scheduled: bool,
 }
 
@@ -92,10 +92,9 @@ impl Actor for EventBus {
             publishing: args.publishing,
             applier: applier::spawn(args.shards.clone(), myself.clone()),
             shards: args.shards,
-            publisher: None,
+            outbound: outbound::Outbound::new(),
             in_flight: HashMap::new(),
             to_apply: BTreeMap::new(),
-            to_publish: BTreeMap::new(),
             retry_scheduled: false,
         };
         // What a previous run recorded but did not finish.
@@ -104,7 +103,7 @@ impl Actor for EventBus {
             if pending.apply {
                 state.to_apply.insert(key, pending);
             } else if pending.publish {
-                state.to_publish.insert(key, pending.event);
+                state.outbound.publish(pending.event);
             }
         }
         state.apply_pending(&myself);
@@ -118,12 +117,7 @@ impl Actor for EventBus {
         state: &mut BusState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            BusMsg::SetPublisher(publisher) => {
-                for event in state.to_publish.values() {
-                    let _ = publisher.send(event.clone());
-                }
-                state.publisher = Some(publisher);
-            }
+            BusMsg::SetPublisher(publisher) => state.outbound.set_publisher(publisher),
             BusMsg::Ingest {
                 event,
                 origin,
@@ -137,12 +131,21 @@ impl Actor for EventBus {
             } => state.applied(&myself, batch, applied, announced),
             BusMsg::Published { key } => {
                 metrics::counter!("dron_events_published_total").increment(1);
-                state.to_publish.remove(&key);
-                drop(state.store.submit(vec![ResourceOp::DeletePending(key)]));
+                drop(
+                    state
+                        .store
+                        .submit(vec![ResourceOp::DeletePending(key.clone())]),
+                );
+                if state.outbound.confirmed(&key) {
+                    state.refill(&myself);
+                }
             }
             BusMsg::RetryPending => {
                 state.retry_scheduled = false;
                 state.apply_pending(&myself);
+                if state.outbound.wants_refill() {
+                    state.refill(&myself);
+                }
             }
             BusMsg::Lookup { resource, reply } => {
                 let found = state.store.get(&resource).map_err(unavailable);
@@ -158,11 +161,7 @@ const WRITER: &str = "the resource store's writer";
 
 /// 507 for a full disk, 503 for any other failure of the resource store.
 fn unavailable(error: StoreError) -> CommandError {
-    let message = format!("resource store: {error}");
-    match error.is_no_space() {
-        true => CommandError::InsufficientStorage(message),
-        false => CommandError::Unavailable(message),
-    }
+    CommandError::storage("resource store", &error)
 }
 
 impl BusState {
@@ -407,10 +406,16 @@ impl BusState {
     }
 
     fn publish(&mut self, event: ResourceEvent) {
-        if let Some(publisher) = &self.publisher {
-            let _ = publisher.send(event.clone());
+        self.outbound.publish(event);
+    }
+
+    /// Reads events to publish back from the store (`outbound`); tried again shortly if the
+    /// store fails.
+    fn refill(&mut self, myself: &ActorRef<BusMsg>) {
+        if let Err(error) = self.outbound.refill(&*self.store) {
+            tracing::warn!(%error, "reading events to publish back from the store failed");
+            self.schedule_retry(myself);
         }
-        self.to_publish.insert(event.key(), event);
     }
 
     fn apply_pending(&mut self, myself: &ActorRef<BusMsg>) {

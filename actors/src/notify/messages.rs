@@ -11,8 +11,11 @@ pub enum NotifierMsg {
         notices: Vec<Notice>,
         reply: RpcReplyPort<Result<(), CommandError>>,
     },
-    /// Sent by the notifier's own task once new records are durable: deliver them.
-    Recorded { keys: Vec<String>, written: bool },
+    /// Sent by the notifier's own task once new records are durable (deliver them), or not.
+    Recorded {
+        keys: Vec<String>,
+        written: Result<(), crate::store::StoreError>,
+    },
     /// A flood-control window of (job, channel) ends: send what it gathered.
     WindowEnd { job: String, channel: Channel },
     /// Sent by a delivery task: how an attempt to send batch `batch` went.

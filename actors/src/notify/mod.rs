@@ -296,23 +296,26 @@ impl NotifierState {
             }
             let recorded = NotifierMsg::Recorded {
                 keys,
-                written: written.is_ok(),
+                written: written.clone(),
             };
             let _ = myself.send_message(recorded);
             written
         }
     }
 
-    fn recorded(&mut self, myself: &ActorRef<NotifierMsg>, keys: Vec<String>, written: bool) {
+    fn recorded(
+        &mut self,
+        myself: &ActorRef<NotifierMsg>,
+        keys: Vec<String>,
+        written: Result<(), StoreError>,
+    ) {
         for key in keys {
             let Some(record) = self.recording.remove(&key) else {
                 continue;
             };
-            if !written {
-                self.answer_test(
-                    &key,
-                    Err(CommandError::Unavailable("notice store failed".into())),
-                );
+            if let Err(error) = &written {
+                let refused = CommandError::storage("notice store", error);
+                self.answer_test(&key, Err(refused));
                 continue;
             }
             self.records.insert(key.clone(), record);

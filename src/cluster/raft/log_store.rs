@@ -8,7 +8,8 @@
 //! truncations and purges are synced before they return: they are rare, and openraft relies
 //! on the vote being durable. Every write is one `WriteBatch` on a blocking thread, awaited,
 //! so writes reach the WAL in the order openraft issued them (it requires vote and log IO to
-//! be serialized), and a synced write also makes every earlier unsynced one durable.
+//! be serialized), and a synced write also makes every earlier unsynced one durable. A write
+//! that meets a full disk waits for space instead of failing ([`super::space`]).
 
 use std::fmt::Debug;
 use std::io;
@@ -24,6 +25,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
 use super::db::{
     self, COMMITTED, COMMITTED_KEY, LOG, PURGED, PURGED_KEY, RaftDb, VOTE, VOTE_KEY, index_key,
 };
+use super::space::Space;
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// The log store openraft owns. Cloning it is cheap (the database is shared).
@@ -31,6 +33,7 @@ use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 pub struct LogStore {
     db: Arc<RaftDb>,
     syncer: mpsc::Sender<LogFlushed<TypeConfig>>,
+    space: Arc<Space>,
 }
 
 /// Reads the log for replication tasks, concurrently with the store's writes.
@@ -42,24 +45,27 @@ pub struct LogReader {
 impl LogStore {
     /// The store over `db`, with its syncer thread (which ends once every clone of the store
     /// is dropped).
-    pub fn new(db: Arc<RaftDb>) -> Result<LogStore, StoreError> {
+    pub fn new(db: Arc<RaftDb>, space: Arc<Space>) -> Result<LogStore, StoreError> {
         let (syncer, callbacks) = mpsc::channel();
-        let sync_db = db.clone();
+        let (sync_db, sync_space) = (db.clone(), space.clone());
         std::thread::Builder::new()
             .name("raft-log-sync".to_string())
-            .spawn(move || sync_appends(&sync_db, &callbacks))
+            .spawn(move || sync_appends(&sync_db, &sync_space, &callbacks))
             .map_err(StoreError::backend("starting the Raft log's sync thread"))?;
-        Ok(LogStore { db, syncer })
+        Ok(LogStore { db, syncer, space })
     }
 }
 
 /// The syncer thread: one WAL sync for every append queued since the last one, then their
 /// callbacks, in order.
-fn sync_appends(db: &RaftDb, callbacks: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn sync_appends(db: &RaftDb, space: &Space, callbacks: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = callbacks.recv() {
         let mut waiting = vec![first];
         waiting.extend(callbacks.try_iter());
-        let synced = db.db().flush_wal(true);
+        let synced = space.retry("syncing the Raft log", || {
+            let sync = db.db().flush_wal(true);
+            sync.map_err(StoreError::backend("syncing the Raft log"))
+        });
         for callback in waiting {
             callback.log_io_completed(
                 synced
@@ -85,15 +91,16 @@ fn synced() -> WriteOptions {
     options
 }
 
-/// Runs a write on a blocking thread and waits for it.
+/// Runs a write on a blocking thread and waits for it (and, while the disk is full, for
+/// space).
 async fn write_blocking(
-    db: &Arc<RaftDb>,
+    store: &LogStore,
     doing: &'static str,
-    write: impl FnOnce(&RaftDb) -> Result<(), StoreError> + Send + 'static,
+    write: impl Fn(&RaftDb) -> Result<(), StoreError> + Send + 'static,
     error: fn(StoreError) -> StorageError,
 ) -> Result<(), StorageError> {
-    let db = db.clone();
-    tokio::task::spawn_blocking(move || write(&db))
+    let (db, space) = (store.db.clone(), store.space.clone());
+    tokio::task::spawn_blocking(move || space.retry(doing, || write(&db)))
         .await
         .map_err(|join| error(StoreError::backend(doing)(join)))?
         .map_err(error)
@@ -191,12 +198,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let value = db::encode(vote);
         write_blocking(
-            &self.db,
+            self,
             "saving the vote",
             move |db| {
                 let cf = db.family(VOTE)?;
                 db.db()
-                    .put_cf_opt(cf, VOTE_KEY, value, &synced())
+                    .put_cf_opt(cf, VOTE_KEY, &value, &synced())
                     .map_err(StoreError::backend("saving the vote"))
             },
             |error| StorageIOError::write_vote(AnyError::new(&error)).into(),
@@ -214,11 +221,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not synced, nor on a blocking thread (no sync, so a memtable write): a committed log
         // id lost in a crash only means fewer entries re-applied at start-up; the next synced
         // write of the log makes it durable anyway (one WAL).
+        // Nor is it waited for on a full disk: skipped, for the same reason.
         let cf = self.db.family(COMMITTED).map_err(write_error)?;
-        self.db
+        let written = self
+            .db
             .db()
             .put_cf(cf, COMMITTED_KEY, db::encode(&committed))
-            .map_err(write_error)
+            .map_err(StoreError::backend("saving the committed log id"));
+        match written {
+            Err(error) if error.is_no_space() => Ok(()),
+            written => written.map_err(write_error),
+        }
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -241,13 +254,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|entry| (entry.log_id.index, db::encode(&entry)))
             .collect();
         write_blocking(
-            &self.db,
+            self,
             "appending to the Raft log",
             move |db| {
                 let cf = db.family(LOG)?;
                 let mut batch = WriteBatch::default();
-                for (index, value) in entries {
-                    batch.put_cf(cf, index_key(index), value);
+                for (index, value) in &entries {
+                    batch.put_cf(cf, index_key(*index), value);
                 }
                 // Unsynced: the syncer thread syncs before the callback.
                 db.db()
@@ -267,7 +280,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         write_blocking(
-            &self.db,
+            self,
             "truncating the Raft log",
             move |db| {
                 let cf = db.family(LOG)?;
@@ -286,13 +299,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let purged = db::encode(&log_id);
         write_blocking(
-            &self.db,
+            self,
             "purging the Raft log",
             move |db| {
                 let log = db.family(LOG)?;
                 let mut batch = WriteBatch::default();
                 // The marker and the deletion in one batch: the log never has a hole.
-                batch.put_cf(db.family(PURGED)?, PURGED_KEY, purged);
+                batch.put_cf(db.family(PURGED)?, PURGED_KEY, &purged);
                 batch.delete_range_cf(log, index_key(0), index_key(log_id.index));
                 batch.delete_cf(log, index_key(log_id.index));
                 db.db()

@@ -65,6 +65,7 @@ pub mod membership;
 pub mod network;
 pub mod service;
 mod snapshot_file;
+pub mod space;
 pub mod state_machine;
 pub mod types;
 
@@ -193,6 +194,8 @@ pub struct RaftNode {
     lease: Duration,
     /// Raised once the Raft directory's database is closed.
     db_closed: watch::Receiver<bool>,
+    /// Whether a write of the log or the state waits for space ([`space`]).
+    space: Arc<space::Space>,
 }
 
 /// How long `shutdown` waits for openraft's tasks to let go of the database.
@@ -242,8 +245,10 @@ impl RaftNode {
             source,
         };
         let (db, db_closed) = db::RaftDb::open(dir).map_err(open)?;
-        let log_store = log_store::LogStore::new(db.clone()).map_err(open)?;
-        let state_machine = state_machine::StateMachine::open(db, applier).map_err(open)?;
+        let space = Arc::new(space::Space::default());
+        let log_store = log_store::LogStore::new(db.clone(), space.clone()).map_err(open)?;
+        let state_machine =
+            state_machine::StateMachine::open(db, applier, space.clone()).map_err(open)?;
         // A connection that takes longer than a vote's deadline is as good as refused.
         let network = Arc::new(network::Network::new(
             this,
@@ -289,12 +294,18 @@ impl RaftNode {
             lag,
             lease: Duration::from_millis(settings.election_timeout_min_ms),
             db_closed,
+            space,
         })
     }
 
     /// This server's node id.
     pub fn id(&self) -> NodeId {
         self.this
+    }
+
+    /// Whether this server's Raft log or state waits for space (the disk is full).
+    pub fn out_of_space(&self) -> bool {
+        self.space.is_full()
     }
 
     /// Queues `payload` behind every earlier proposal (the await only queues: openraft's

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::Applier;
 use super::db::{self, APPLIED_KEY, LOG, PURGED, PURGED_KEY, RaftDb, STATE_MACHINE, index_key};
 use super::snapshot_file;
+use super::space::Space;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -76,6 +77,9 @@ struct Shared {
     /// Makes snapshot ids and file names unique within a process (with the last log id,
     /// across processes: two snapshots at one log id hold the same state).
     built: AtomicU64,
+    /// Applies wait here while the disk is full (an entry applied again is skipped where it
+    /// was applied: see `Applier`).
+    space: Arc<Space>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,7 +145,13 @@ impl StateMachine {
     /// The state machine over `db`'s `state_machine` family, applying to `applier`, with its
     /// snapshots in `snapshots/` beside the database's files (emptied here: see the module
     /// docs).
-    pub fn open(db: Arc<RaftDb>, applier: Arc<dyn Applier>) -> Result<StateMachine, StoreError> {
+    /// The state machine over `db`, applying through `applier`; while the disk is full its
+    /// applies wait for space (`space`).
+    pub fn open(
+        db: Arc<RaftDb>,
+        applier: Arc<dyn Applier>,
+        space: Arc<Space>,
+    ) -> Result<StateMachine, StoreError> {
         let applied = db.get(STATE_MACHINE, APPLIED_KEY)?.unwrap_or_default();
         let snapshots = db.db().path().join("snapshots");
         remove(&snapshots)
@@ -157,6 +167,7 @@ impl StateMachine {
                 snapshots,
                 receiving: Mutex::new(None),
                 built: AtomicU64::new(0),
+                space,
             }),
         })
     }
@@ -239,17 +250,23 @@ impl Shared {
             };
             batch.push((entry.log_id.index, payload));
         }
-        self.applier.apply_all(&batch).map_err(|error| {
-            // Raft stops here; after a restart the applier's index says how far it got.
-            let cause = AnyError::new(&error)
-                .add_context(|| format!("applying entries {}..={}", first.index, last.index));
-            StorageIOError::apply(last, cause)
-        })?;
+        let applying = || self.applier.apply_all(&batch);
+        self.space
+            .retry("applying entries", applying)
+            .map_err(|error| {
+                // Raft stops here; after a restart the applier's index says how far it got.
+                let cause = AnyError::new(&error)
+                    .add_context(|| format!("applying entries {}..={}", first.index, last.index));
+                StorageIOError::apply(last, cause)
+            })?;
         if let Some(membership) = membership {
             applied.membership = membership;
         }
         applied.last = Some(last);
-        self.record(&applied).map_err(sm_write_error)?;
+        let recording = || self.record(&applied);
+        self.space
+            .retry("recording the last applied log id", recording)
+            .map_err(sm_write_error)?;
         Ok(vec![(); entries.len()])
     }
 

@@ -758,8 +758,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
         .expect("temporary directory");
         let (db, _closed) = RaftDb::open(&dir.path().join("raft")).expect("opening");
         let applier = KvApplier::open(&dir.path().join("kv"));
-        let log = LogStore::new(db.clone()).expect("log store");
-        let state_machine = StateMachine::open(db, applier).expect("state machine");
+        let log = LogStore::new(db.clone(), Default::default()).expect("log store");
+        let state_machine =
+            StateMachine::open(db, applier, Default::default()).expect("state machine");
         Ok((dir, log, state_machine))
     }
 }
@@ -878,7 +879,7 @@ async fn an_applier_behind_the_record_is_offered_entries_again() {
             .unwrap();
     }
     let ahead = KvApplier::open(&dir.path().join("kv-ahead"));
-    let mut sm = StateMachine::open(db.clone(), ahead).unwrap();
+    let mut sm = StateMachine::open(db.clone(), ahead, Default::default()).unwrap();
     sm.apply(entries.clone()).await.unwrap();
     assert_eq!(
         sm.applied_state().await.unwrap().0.map(|id| id.index),
@@ -893,7 +894,7 @@ async fn an_applier_behind_the_record_is_offered_entries_again() {
         };
         behind.apply(e.log_id.index, &payload.0).unwrap();
     }
-    let mut sm = StateMachine::open(db.clone(), behind.clone()).unwrap();
+    let mut sm = StateMachine::open(db.clone(), behind.clone(), Default::default()).unwrap();
     let (last, _) = sm.applied_state().await.unwrap();
     assert_eq!(last, Some(entries[1].log_id));
     sm.apply(entries[2..].to_vec()).await.unwrap();
@@ -911,7 +912,8 @@ async fn an_applier_behind_the_record_is_offered_entries_again() {
     db.db()
         .put_cf(sm_cf, super::db::APPLIED_KEY, record(&entries[0]))
         .unwrap();
-    let mut sm = StateMachine::open(db.clone(), ahead_of_record.clone()).unwrap();
+    let mut sm =
+        StateMachine::open(db.clone(), ahead_of_record.clone(), Default::default()).unwrap();
     assert_eq!(sm.applied_state().await.unwrap().0, Some(entries[0].log_id));
     sm.apply(entries[1..].to_vec()).await.unwrap();
     let contents = ahead_of_record.contents();
@@ -929,7 +931,7 @@ async fn an_applier_behind_the_record_is_offered_entries_again() {
         )
         .unwrap();
     let empty = KvApplier::open(&dir.path().join("kv-empty"));
-    let mut sm = StateMachine::open(db, empty).unwrap();
+    let mut sm = StateMachine::open(db, empty, Default::default()).unwrap();
     let error = sm.applied_state().await.unwrap_err().to_string();
     assert!(error.contains("older than its log"), "{error}");
 }
