@@ -479,7 +479,17 @@ async fn a_full_disk_on_the_leader_moves_the_lead_and_the_server_recovers() {
     // Space returns: the full server writes again, follows the leader, and catches up.
     std::fs::remove_file(&filler).unwrap();
     let freed = Instant::now();
-    let leader = cluster.wait_for_leader().await;
+    let mut leader = None;
+    while leader.is_none() {
+        assert!(
+            freed.elapsed() < Duration::from_secs(60),
+            "no leader agreed on after space returned\n{}",
+            cluster.logs()
+        );
+        leader = cluster.leader().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = leader.unwrap();
     wait_for(
         "a write to be taken after space returned",
         Duration::from_secs(60),
@@ -492,8 +502,9 @@ async fn a_full_disk_on_the_leader_moves_the_lead_and_the_server_recovers() {
         caught_up(&cluster, full, leader).await;
     }
     eprintln!(
-        "space returned: writes taken and caught up after {:?}",
-        freed.elapsed()
+        "space returned: writes taken and caught up after {:?} (restarted in place: {})",
+        freed.elapsed(),
+        cluster.nodes[full].log().contains("restarting in place")
     );
     for name in &acknowledged {
         let (status, body) = cluster

@@ -40,7 +40,7 @@ pub fn spawn(data_dir: PathBuf, every: Duration) -> JoinHandle<()> {
 /// writers (statvfs); None if it cannot be asked.
 // The casts are no-ops on 64-bit Linux; the fields are narrower on some 32-bit targets.
 #[allow(clippy::unnecessary_cast)]
-fn filesystem_space(dir: &Path) -> Option<(u64, u64)> {
+pub fn filesystem_space(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();

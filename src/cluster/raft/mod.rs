@@ -245,7 +245,7 @@ impl RaftNode {
             source,
         };
         let (db, db_closed) = db::RaftDb::open(dir).map_err(open)?;
-        let space = Arc::new(space::Space::default());
+        let space = Arc::new(space::Space::on(dir));
         let log_store = log_store::LogStore::new(db.clone(), space.clone()).map_err(open)?;
         let state_machine =
             state_machine::StateMachine::open(db, applier, space.clone()).map_err(open)?;

@@ -11,7 +11,17 @@
 //! - [`Space::is_full`] is up: the proposer refuses new writes with [`StoreError::NoSpace`]
 //!   (507) at once rather than queue them behind the write that waits, and `/metrics` shows
 //!   `dron_disk_full{store="raft"} 1`.
+//!
+//! RocksDB does not always resume by itself: a write-ahead log append that failed unsynced
+//! (the replicated databases apply entries unsynced) leaves its log writer refusing every
+//! later write ("Writer has previous error"), and the C API has no `Resume()`. Reopening the
+//! databases would do, but their handles are shared by every store of the server. So once
+//! the filesystem has room again and a write is still refused, the server restarts in place
+//! ([`restart_in_place`]: the same process id, binary and arguments, as a `kill -9` and a
+//! restart would, without its supervisor); it then catches up from the log as after any
+//! restart.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -19,14 +29,44 @@ use dron_actors::store::StoreError;
 
 /// How often a write that met a full disk is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Free space from which a write still refused after a full disk means RocksDB will not
+/// resume by itself (it needs room to flush its memtables: 64 MB with two shards).
+const ROOM_TO_RESUME: u64 = 64 << 20;
+
+/// Whether the storage engine refused the write (not, say, an entry that failed to decode).
+fn is_backend(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Backend { .. } | StoreError::NoSpace { .. }
+    )
+}
 
 /// Writes waiting for space, shared by the log store, the state machine and the proposer.
 #[derive(Debug, Default)]
 pub struct Space {
     waiting: AtomicUsize,
+    /// A directory on the filesystem the writes go to (none: never restarts in place).
+    dir: Option<PathBuf>,
 }
 
 impl Space {
+    /// Writes to the filesystem that holds `dir`.
+    pub fn on(dir: &Path) -> Space {
+        Space {
+            waiting: AtomicUsize::new(0),
+            dir: Some(dir.to_path_buf()),
+        }
+    }
+
+    /// Whether the filesystem has room again.
+    fn has_room(&self) -> bool {
+        let space = self
+            .dir
+            .as_deref()
+            .and_then(crate::retention::usage::filesystem_space);
+        space.is_some_and(|(_, available)| available >= ROOM_TO_RESUME)
+    }
+
     /// Whether a write of this server's Raft log or state waits for space now.
     pub fn is_full(&self) -> bool {
         self.waiting.load(Ordering::Acquire) > 0
@@ -41,10 +81,16 @@ impl Space {
         let mut waited = false;
         loop {
             match write() {
-                Err(error) if error.is_no_space() => {
+                // Once a write met a full disk, RocksDB refuses the next ones with other
+                // words ("Writer has previous error") until it has resumed by itself, which
+                // it does once there is room again (its SstFileManager polls the free space):
+                // those are waited out too.
+                Err(error) if error.is_no_space() || (waited && is_backend(&error)) => {
                     if !waited {
                         waited = true;
                         self.enter(what, &error);
+                    } else if !error.is_no_space() && self.has_room() {
+                        restart_in_place(what, &error);
                     }
                     std::thread::sleep(RETRY_EVERY);
                 }
@@ -89,6 +135,25 @@ impl Space {
     }
 }
 
+/// Replaces this process with a fresh run of the same binary and arguments (same process id:
+/// whoever supervises it sees it still running). Returns only if that fails.
+fn restart_in_place(what: &'static str, error: &StoreError) {
+    use std::os::unix::process::CommandExt;
+    tracing::warn!(
+        what,
+        %error,
+        "space returned but this server's databases still refuse writes (RocksDB does not \
+         resume a log that failed unsynced): restarting in place to reopen them"
+    );
+    let failed = match std::env::current_exe() {
+        Ok(binary) => std::process::Command::new(binary)
+            .args(std::env::args_os().skip(1))
+            .exec(),
+        Err(error) => error,
+    };
+    tracing::error!(error = %failed, "restarting in place failed: restart this server");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +174,20 @@ mod tests {
         // Other failures are not retried.
         let failed: Result<(), _> = space.retry("testing", || Err(StoreError::Stopped("x")));
         assert!(failed.is_err());
+        // After a full disk, the engine's other refusals are waited out too (RocksDB answers
+        // "Writer has previous error" until it has resumed).
+        let mut tries = 0;
+        let written = space.retry("testing", || {
+            tries += 1;
+            match tries {
+                1 => Err(Space::refused()),
+                2 => Err(StoreError::backend("testing")(std::io::Error::other(
+                    "IO error: Writer has previous error.",
+                ))),
+                _ => Ok(tries),
+            }
+        });
+        assert_eq!(written.unwrap(), 3);
+        assert!(!space.is_full());
     }
 }
