@@ -224,8 +224,9 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Comma-separated faults: kill, pause, amqp, agent-kill, agent-partition,
-        /// leader-kill, leader-pause, leader-partition, clock-step (default: all but amqp and
-        /// clock-step, which needs libfaketime, and the leader's only with 3 servers).
+        /// leader-kill, leader-pause, leader-partition, clock-step, disk-full (default: all
+        /// but amqp, clock-step (it needs libfaketime) and disk-full, and the leader's only
+        /// with 3 servers).
         #[arg(long, value_delimiter = ',', value_parser = FaultKind::parse)]
         faults: Option<Vec<FaultKind>>,
         #[arg(long, default_value_t = 1)]

@@ -288,21 +288,30 @@ pub struct Cluster {
     pub api: Api,
     /// The AMQP exchange of this run (the servers' queues are `<exchange>.n<id>`).
     pub exchange: String,
+    /// Each server's data directory's own filesystem, by node index (for `disk-full`);
+    /// dropped after the processes.
+    disks: Vec<super::disk::Tmpfs>,
     /// Dropped last: the processes die before their namespaces go.
     pub network: Network,
+}
+
+/// What the planned faults need of the servers.
+pub struct Needs {
+    /// Every server's wall clock under libfaketime (at real time until a fault steps it).
+    pub faked_clocks: bool,
+    /// Every server's data directory on a small filesystem of its own.
+    pub small_disks: bool,
 }
 
 impl Cluster {
     /// Starts `servers` servers and the agents, and waits until a leader schedules and every
     /// agent is active.
-    /// With `faked_clocks`, every server's wall clock runs under libfaketime (at real time
-    /// until a fault steps it).
     pub async fn start(
         binary: &Path,
         dir: &Path,
         servers: usize,
         exchange: &str,
-        faked_clocks: bool,
+        needs: Needs,
     ) -> anyhow::Result<Cluster> {
         let mut network = Network::create()?;
         let mut nodes = Vec::new();
@@ -328,11 +337,16 @@ impl Cluster {
                     .build()?,
             },
             exchange: exchange.to_string(),
+            disks: Vec::new(),
             network,
         };
         for (id, host) in nodes {
             let mut process = server_process(dir, id, &host, &peers, exchange)?;
-            let clock = if faked_clocks {
+            if needs.small_disks {
+                let data = dir.join(format!("server-{id}")).join("data");
+                cluster.disks.push(super::disk::Tmpfs::mount(&data)?);
+            }
+            let clock = if needs.faked_clocks {
                 let file = dir.join(format!("server-{id}")).join("faketime");
                 let (clock, env) = FakedClock::create(file)?;
                 process.env = env;
@@ -388,6 +402,12 @@ impl Cluster {
             .wait_for_agents(agents, Duration::from_secs(60))
             .await?;
         Ok(cluster)
+    }
+
+    /// Fills the server's data directory's filesystem; answers the file to remove to heal.
+    pub fn fill_disk(&self, index: usize) -> anyhow::Result<PathBuf> {
+        let disk = self.disks.get(index).context("no small disk: plan disk-full first")?;
+        disk.fill()
     }
 
     pub fn kill_server(&mut self, index: usize) {

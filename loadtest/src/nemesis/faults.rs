@@ -143,6 +143,12 @@ async fn strike(cluster: &mut Cluster, fault: &PlannedFault) -> anyhow::Result<F
             cluster.set_clock_offset(server, 0)?;
             (server_name, Impact::Clock(offset_s * 1000))
         }
+        FaultKind::DiskFull => {
+            let filler = cluster.fill_disk(server)?;
+            tokio::time::sleep(hold).await;
+            std::fs::remove_file(&filler)?;
+            (server_name, server_impact)
+        }
         FaultKind::AgentPartition => {
             let host = cluster.agents[agent].host.clone();
             cluster.network.cut(&host)?;

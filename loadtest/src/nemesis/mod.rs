@@ -1,12 +1,14 @@
 //! `nemesis`: a Jepsen-style run (issue 20). Servers and three agents, each in a network
 //! namespace of its own (`net`), run Jepsen's Chronos workload and more (`plan`, `workload`)
 //! while faults come one after another (`faults`): kill -9 and SIGSTOP of a server (or of the
-//! leader), RabbitMQ stopped, kill -9 of an agent, an agent or the leader cut off. After the
+//! leader), RabbitMQ stopped, kill -9 of an agent, an agent or the leader cut off, a server's
+//! wall clock stepped, its data directory's filesystem full (`disk`). After the
 //! last heal and a quiet period the runs the jobs recorded are judged against the fault
 //! timeline (`judge`). Everything random comes from one seed.
 
 mod amqp;
 mod cluster;
+mod disk;
 mod faults;
 mod judge;
 mod net;
@@ -66,13 +68,15 @@ pub async fn run(options: NemesisOptions) -> anyhow::Result<Outcome> {
     );
     let runs_dir = prepare_runs_dir(&options.dir.join("runs"))?;
     let exchange = format!("nemesis-{}-{}", std::process::id(), now_ms());
-    let faked_clocks = kinds.contains(&FaultKind::ClockStep);
     let mut cluster = cluster::Cluster::start(
         &options.dron_bin,
         &options.dir,
         options.servers,
         &exchange,
-        faked_clocks,
+        cluster::Needs {
+            faked_clocks: kinds.contains(&FaultKind::ClockStep),
+            small_disks: kinds.contains(&FaultKind::DiskFull),
+        },
     )
     .await?;
     let publisher = Arc::new(amqp::Publisher::new(&exchange));

@@ -27,10 +27,13 @@ pub enum FaultKind {
     /// A server's wall clock stepped by ±30 s (libfaketime; its monotonic clock and the
     /// machine's clock untouched), then stepped back.
     ClockStep,
+    /// A server's data directory's filesystem filled, then freed (a tmpfs of its own; not
+    /// in the default list, so that the documented runs keep their plans).
+    DiskFull,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Amqp,
@@ -40,6 +43,7 @@ impl FaultKind {
         FaultKind::LeaderPause,
         FaultKind::LeaderPartition,
         FaultKind::ClockStep,
+        FaultKind::DiskFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +57,7 @@ impl FaultKind {
             FaultKind::LeaderPause => "leader-pause",
             FaultKind::LeaderPartition => "leader-partition",
             FaultKind::ClockStep => "clock-step",
+            FaultKind::DiskFull => "disk-full",
         }
     }
 
@@ -77,6 +82,7 @@ impl FaultKind {
             FaultKind::AgentPartition => (30, 90),
             FaultKind::LeaderPartition => (10, 40),
             FaultKind::ClockStep => (10, 40),
+            FaultKind::DiskFull => (10, 40),
         }
     }
 

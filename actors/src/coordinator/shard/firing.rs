@@ -9,6 +9,24 @@ use super::{Outbox, Shard, ms_to_time};
 use crate::error::CommandError;
 use crate::store::StoreOp;
 
+/// Why due targets are fired late, for the reason a skipped range gives.
+#[derive(Clone, Copy)]
+enum Late {
+    /// Their timer fired late: the server was down, paused or busy.
+    Server,
+    /// The job was parked behind its own run (one at a time), which ended only now.
+    OwnRun,
+}
+
+impl Late {
+    fn reason(self) -> &'static str {
+        match self {
+            Late::Server => "could not start within epsilon (server down or busy)",
+            Late::OwnRun => "could not start within epsilon: the previous run was still running",
+        }
+    }
+}
+
 impl Shard {
     /// Fires every due target and retry, and expires every wait that ran out.
     pub fn tick(&mut self, now_ms: i64, out: &mut Outbox) {
@@ -16,7 +34,7 @@ impl Shard {
         // this loop, which would otherwise pop it again at once and pass the cap.
         let mut capped = Vec::new();
         while let Some(name) = self.timers.pop_due(now_ms) {
-            if let Some(due) = self.fire_due_targets(&name, now_ms, out) {
+            if let Some(due) = self.fire_due_targets(&name, now_ms, Late::Server, out) {
                 capped.push((due, name));
             }
         }
@@ -43,7 +61,13 @@ impl Shard {
     /// range and the oldest still open starts. So an overloaded server, whose runs end late,
     /// writes nothing per waiting target (queued instances cost a write when queued and
     /// another when skipped): the overloaded path is the cheap one.
-    fn fire_due_targets(&mut self, name: &str, now_ms: i64, out: &mut Outbox) -> Option<i64> {
+    fn fire_due_targets(
+        &mut self,
+        name: &str,
+        now_ms: i64,
+        late: Late,
+        out: &mut Outbox,
+    ) -> Option<i64> {
         let cap = self.config.max_instances_per_tick;
         let entry = self.jobs.get_mut(name)?;
         let schedule = entry.schedule.clone()?;
@@ -55,8 +79,7 @@ impl Shard {
             next = schedule
                 .first_at_or_after(ms_to_time(open_from))
                 .map(|t| t.timestamp_millis());
-            let reason = "could not start within epsilon (server down or busy)";
-            self.skip_range(name, first_due, open_from, reason, now_ms, out);
+            self.skip_range(name, first_due, open_from, late.reason(), now_ms, out);
         }
         let mut created = 0;
         let mut capped = None;
@@ -218,7 +241,7 @@ impl Shard {
             // Its slot is free: fire its implicit targets now (which starts the oldest open
             // one, through here again).
             self.parked.remove(name);
-            if let Some(due) = self.fire_due_targets(name, now_ms, out) {
+            if let Some(due) = self.fire_due_targets(name, now_ms, Late::OwnRun, out) {
                 self.timers.insert(due, name);
             }
         }
