@@ -406,7 +406,10 @@ impl Cluster {
 
     /// Fills the server's data directory's filesystem; answers the file to remove to heal.
     pub fn fill_disk(&self, index: usize) -> anyhow::Result<PathBuf> {
-        let disk = self.disks.get(index).context("no small disk: plan disk-full first")?;
+        let disk = self
+            .disks
+            .get(index)
+            .context("no small disk: plan disk-full first")?;
         disk.fill()
     }
 

@@ -255,6 +255,7 @@ impl RaftNode {
             secret.clone(),
             Duration::from_millis(settings.election_timeout_min_ms),
             settings.peer_ca.clone(),
+            space.clone(),
         ));
         for (id, member) in &members {
             network

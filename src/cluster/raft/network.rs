@@ -40,6 +40,8 @@ pub struct Network {
     /// By member: the address its client was built for, and the client (or why it could not be
     /// built: openraft's `new_client` cannot fail, so each RPC reports it).
     clients: Mutex<HashMap<NodeId, (String, Built)>>,
+    /// Whether this server's Raft waits for disk space: it then sends nothing (see `Peer::call`).
+    space: Arc<super::space::Space>,
 }
 
 /// A member's client, or why it could not be built.
@@ -51,6 +53,7 @@ impl Network {
         secret: Arc<str>,
         connect_timeout: Duration,
         ca: Option<crate::tls::TrustedCa>,
+        space: Arc<super::space::Space>,
     ) -> Network {
         Network {
             this,
@@ -58,6 +61,7 @@ impl Network {
             connect_timeout,
             ca,
             clients: Mutex::new(HashMap::new()),
+            space,
         }
     }
 
@@ -96,6 +100,7 @@ impl RaftNetworkFactory<TypeConfig> for Arc<Network> {
             member: member.clone(),
             client: self.client(target, &member.address),
             secret: self.secret.clone(),
+            space: self.space.clone(),
         }
     }
 }
@@ -107,6 +112,7 @@ pub struct Peer {
     member: Member,
     client: Built,
     secret: Arc<str>,
+    space: Arc<super::space::Space>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, Member, RaftError<NodeId, E>>>;
@@ -128,6 +134,8 @@ enum Failure {
     Timeout(NodeId, String, &'static str, String),
     #[error("the request to node {0} ({1}) failed: {2}")]
     Transport(NodeId, String, String),
+    #[error("not sent to node {0}: this server's disk is full")]
+    DiskFull(NodeId),
 }
 
 /// An error with its causes (reqwest's own message does not say why: "error sending request").
@@ -153,7 +161,9 @@ impl Failure {
         match self {
             // Refused, no route, no answer to the connection, or a stopped Raft (503): back
             // off as from a dead server.
-            Failure::Connect(..) => RPCError::Unreachable(Unreachable::new(&self)),
+            Failure::Connect(..) | Failure::DiskFull(_) => {
+                RPCError::Unreachable(Unreachable::new(&self))
+            }
             Failure::Status(_, _, StatusCode::SERVICE_UNAVAILABLE, _, _) => {
                 RPCError::Unreachable(Unreachable::new(&self))
             }
@@ -182,6 +192,13 @@ impl Peer {
         Resp: DeserializeOwned,
         W: DeserializeOwned,
     {
+        // A server whose disk is full sends nothing: as leader it would go on heartbeating
+        // while it cannot apply (its log appends may still fit), and so keep a lead under
+        // which nothing is scheduled; silent, the others elect a leader with room, whose
+        // higher term deposes it. As a follower it asks for no votes until it has room.
+        if self.space.is_full() {
+            return Err(Failure::DiskFull(self.target));
+        }
         let client = self
             .client
             .as_ref()

@@ -5,9 +5,11 @@
 //! not fail for it: each is tried again every second until it goes through (RocksDB takes
 //! writes again by itself once there is room). Meanwhile:
 //!
-//! - a leader whose log append waits stops heartbeating (openraft appends on its core task),
-//!   so the others elect a leader with room; a follower whose append waits stops answering,
-//!   and the others go on without it. Either catches up once space returns;
+//! - while any of its writes waits, the server sends no Raft request (`network.rs`): a leader
+//!   stops heartbeating even when its log appends still fit and only applying waits, so the
+//!   others elect a leader with room, whose higher term deposes it; a follower asks for no
+//!   votes, and its appends wait, so the others go on without it. Either catches up once
+//!   space returns;
 //! - [`Space::is_full`] is up: the proposer refuses new writes with [`StoreError::NoSpace`]
 //!   (507) at once rather than queue them behind the write that waits, and `/metrics` shows
 //!   `dron_disk_full{store="raft"} 1`.
