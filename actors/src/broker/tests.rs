@@ -251,7 +251,7 @@ async fn a_launch_lost_with_a_dropped_connection_is_sent_again_when_the_agent_re
 /// asked and nothing killed: the end is known, and the agent's resent end is acknowledged.
 #[tokio::test(start_paused = true)]
 async fn a_task_whose_end_was_read_before_its_agent_registered_again_is_not_killed_as_stale() {
-    use dron_task::protocol::{AgentMessage, PROTOCOL_VERSION, ServerMessage};
+    use dron_task::protocol::{AgentMessage, ServerMessage};
     let start = chrono::DateTime::from_timestamp_millis(1_000_000).unwrap();
     let (args, mut reported) = broker_args(Arc::new(TokioClock::starting_at(start)));
     let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
@@ -262,24 +262,9 @@ async fn a_task_whose_end_was_read_before_its_agent_registered_again_is_not_kill
         };
         broker.send_message(message).unwrap();
     };
-    let connect = |connection: u64, tasks: Vec<String>| {
-        let (outbox, to_agent) = mpsc::channel(64);
-        let connected = BrokerMsg::Connected { connection, outbox };
-        broker.send_message(connected).unwrap();
-        let register = AgentMessage::Register {
-            protocol: PROTOCOL_VERSION,
-            agent_id: "far-id".into(),
-            name: "far".into(),
-            resources: dron_model::demand::Resources::new(4.0, 4096.0, 4096.0),
-            attributes: Default::default(),
-            tasks,
-            newest_epoch: 0,
-            nonce: None,
-            epochs_refused: 0,
-        };
-        from_agent(connection, register);
-        to_agent
-    };
+    // The old connection stays open: its end is read before the new one's registration.
+    let connect =
+        |connection: u64, tasks: Vec<String>| register_far(&broker, connection, tasks, 64);
     let task = "ct:1:0:a:".to_string();
     let _first = connect(1, Vec::new());
     broker
@@ -333,13 +318,24 @@ fn connect_far(
     tasks: Vec<String>,
     capacity: usize,
 ) -> mpsc::Receiver<dron_task::protocol::ServerMessage> {
-    use dron_task::protocol::{AgentMessage, PROTOCOL_VERSION};
     if connection > 1 {
         let closed = BrokerMsg::Disconnected {
             connection: connection - 1,
         };
         broker.send_message(closed).unwrap();
     }
+    register_far(broker, connection, tasks, capacity)
+}
+
+/// Opens `connection` for the agent `far` with an outbox of `capacity` and registers it naming
+/// `tasks` (leaving its earlier connections as they are): answers what the broker sends it.
+fn register_far(
+    broker: &ractor::ActorRef<BrokerMsg>,
+    connection: u64,
+    tasks: Vec<String>,
+    capacity: usize,
+) -> mpsc::Receiver<dron_task::protocol::ServerMessage> {
+    use dron_task::protocol::{AgentMessage, PROTOCOL_VERSION};
     let (outbox, to_agent) = mpsc::channel(capacity);
     let connected = BrokerMsg::Connected { connection, outbox };
     broker.send_message(connected).unwrap();
