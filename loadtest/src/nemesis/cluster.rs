@@ -1,6 +1,7 @@
 //! The processes under test: one or three `dron serve` and three `dron agent`, each in its
 //! own namespace (see `net`), which the faults kill, pause, cut off and restart.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -58,6 +59,11 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            // A process group of its own: had it stayed in the run's group, a paused server
+            // would die of the SIGHUP the kernel sends a stopped member of a group that is
+            // orphaned (the shell that started the run exiting while a pause held killed
+            // the server of a 30-minute run, silently).
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting {} in {}", binary.display(), self.namespace))?;
         self.child = Some(child);
