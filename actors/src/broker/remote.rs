@@ -316,7 +316,13 @@ impl Remotes {
         if let Some(remote) = self.agents.get_mut(agent) {
             remote.deferred.push(message);
         }
-        if self.connection_of(agent).is_some() && self.congested.insert(agent.to_string()) {
+        // Congested only if its connection still reads: a closed one (its agent gone, the
+        // server told of it next) is not a slow reader; what waits goes at its registration.
+        let open = self
+            .connection_of(agent)
+            .and_then(|connection| self.connections.get(&connection))
+            .is_some_and(|connection| !connection.outbox.is_closed());
+        if open && self.congested.insert(agent.to_string()) {
             metrics::counter!("dron_agent_outbox_full_total", "agent" => agent.to_string())
                 .increment(1);
             tracing::warn!(

@@ -411,3 +411,28 @@ async fn an_agent_whose_outbox_fills_gets_no_more_tasks_until_it_drains() {
     assert_eq!(got, ["ct:1:0:a:", "ct:1:0:b:", "ct:1:0:c:", "ct:1:0:d:"]);
     assert_eq!(placed().await, 4);
 }
+
+/// A launch sent to a connection its agent just left (the server not told yet) waits for the
+/// agent's registration, and does not mark the agent congested: it still takes tasks (a closed
+/// connection is not a slow reader; the nemesis's pauses logged false "outbox is full").
+#[tokio::test(start_paused = true)]
+async fn a_launch_to_a_connection_just_closed_does_not_congest_the_agent() {
+    let start = chrono::DateTime::from_timestamp_millis(1_000_000).unwrap();
+    let (args, _reported) = broker_args(Arc::new(TokioClock::starting_at(start)));
+    let (broker, _) = Actor::spawn(None, OfferBroker, args).await.unwrap();
+    let gone = connect_far(&broker, 1, Vec::new(), 64);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(gone);
+    for task in ["ct:1:0:a:", "ct:1:0:b:"] {
+        broker
+            .send_message(BrokerMsg::Launch(request(task)))
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let agents = ractor::call!(broker, BrokerMsg::ListAgents).unwrap();
+    let far = agents.into_iter().find(|a| a.name == "far").expect("far");
+    assert_eq!(
+        far.tasks, 2,
+        "both placed on it: it was not taken for congested"
+    );
+}
