@@ -1,6 +1,8 @@
 use clap::Parser;
 
-// See Cargo.toml: the allocator is part of the scheduler's speed.
+// See Cargo.toml: the allocator is part of the scheduler's speed. Heap profilers (heaptrack)
+// see only malloc: build with `--features system-allocator` to profile memory.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

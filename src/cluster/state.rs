@@ -591,8 +591,7 @@ fn copy_db(from: &DB, to: &DB, families: &[&'static str], applied: u64) -> Resul
         };
         add_change(to, &mut batch, &everything)?;
         let target = family(to, name)?;
-        let mut scan = rocksdb::ReadOptions::default();
-        scan.fill_cache(false);
+        let scan = crate::storage::rocks::scan_once();
         for item in from.iterator_cf_opt(family(from, name)?, scan, IteratorMode::Start) {
             let (key, value) = item.map_err(backend("reading a snapshot's checkpoint"))?;
             batch.put_cf(target, key, value);

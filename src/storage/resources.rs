@@ -15,7 +15,7 @@ use dron_model::resource::{PendingEvent, ResourceRecord};
 use rocksdb::{DB, WriteBatch};
 
 use super::change::{Change, add_change};
-use super::rocks::{Reads, decode_family, open_db};
+use super::rocks::{Reads, decode_family, open_db, scan_once};
 use super::writer::{AfterFailure, Writer, backend, family};
 
 const RESOURCES: &str = "resources";
@@ -167,7 +167,7 @@ pub fn expired_resources(
     limit: usize,
 ) -> Result<(Vec<ResourceRecord>, Option<String>), StoreError> {
     let cf = family(db, RESOURCES)?;
-    let mut iter = db.raw_iterator_cf(cf);
+    let mut iter = db.raw_iterator_cf_opt(cf, scan_once());
     seek_after(&mut iter, after);
     let mut expired = Vec::new();
     let mut last = None;

@@ -73,6 +73,18 @@ const MEMTABLE_BYTES: usize = 4 << 20;
 /// All memtables of one database together.
 const DB_MEMTABLES_BYTES: usize = 16 << 20;
 
+/// The block cache every database of the process shares. Without one RocksDB gives each
+/// database a 32 MB cache of its own: a single server has seven databases (four shards,
+/// resources, notices, agent tokens), a cluster server more, and history trims and
+/// retention's scans filled them all: ~160 MB of a server's heap, profiled with heaptrack
+/// under overload (docs/benchmarks.md, fourteenth session).
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+
+fn block_cache() -> &'static rocksdb::Cache {
+    static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES))
+}
+
 /// How a database is read besides full scans.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Reads {
@@ -94,27 +106,33 @@ pub fn open_db(path: &Path, families: &[&str], reads: Reads) -> Result<DB, Store
     // of a million jobs hold ~200 MB of them. Smaller ones flush sooner, bounded per database.
     options.set_write_buffer_size(MEMTABLE_BYTES);
     options.set_db_write_buffer_size(DB_MEMTABLES_BYTES);
+    let mut tables = rocksdb::BlockBasedOptions::default();
+    tables.set_block_cache(block_cache());
     if reads == Reads::PointLookups {
-        let mut tables = rocksdb::BlockBasedOptions::default();
         tables.set_bloom_filter(10.0, false);
-        options.set_block_based_table_factory(&tables);
         options.set_memtable_whole_key_filtering(true);
         options.set_memtable_prefix_bloom_ratio(0.05);
     }
+    options.set_block_based_table_factory(&tables);
     let families = families
         .iter()
         .map(|name| rocksdb::ColumnFamilyDescriptor::new(*name, options.clone()));
     DB::open_cf_descriptors(&options, path, families).map_err(backend("opening the database"))
 }
 
+/// Read options for a scan that reads each block once (recovery, retention's passes): its
+/// blocks would only push out of the shared cache those that are read again.
+pub fn scan_once() -> rocksdb::ReadOptions {
+    let mut scan = rocksdb::ReadOptions::default();
+    scan.fill_cache(false);
+    scan
+}
+
 /// Every value of a column family, decoded.
 pub fn decode_family<T: codec::Stored>(db: &DB, name: &'static str) -> Result<Vec<T>, StoreError> {
     let cf = family(db, name)?;
     let mut values = Vec::new();
-    // A full scan (recovery) would fill the block cache with every record, once.
-    let mut scan = rocksdb::ReadOptions::default();
-    scan.fill_cache(false);
-    for item in db.iterator_cf_opt(cf, scan, IteratorMode::Start) {
+    for item in db.iterator_cf_opt(cf, scan_once(), IteratorMode::Start) {
         let (key, value) = item.map_err(backend("scanning"))?;
         let record = codec::decode(&value).map_err(|error| {
             StoreError::decode(format!("{name}/{}", String::from_utf8_lossy(&key)), error)
@@ -323,7 +341,7 @@ pub fn jobs_with_old_history(
     let mut found = Vec::new();
     let mut from = after.map(history_prefix_end).unwrap_or_default();
     let mut last = None;
-    let mut iter = db.raw_iterator_cf(cf);
+    let mut iter = db.raw_iterator_cf_opt(cf, scan_once());
     for _ in 0..limit {
         iter.seek(&from);
         let Some(key) = iter.key() else {

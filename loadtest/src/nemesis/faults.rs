@@ -16,7 +16,7 @@ pub enum Impact {
     Service,
     /// One agent was cut off or dead: the others could still run everything.
     Agent(usize),
-    /// One server of a cluster: the majority goes on.
+    /// One server of a cluster, or the link between two: a majority goes on.
     Minority,
     /// RabbitMQ: events over AMQP wait; HTTP goes on.
     Broker,
@@ -91,6 +91,7 @@ async fn strike(cluster: &mut Cluster, fault: &PlannedFault) -> anyhow::Result<F
         FaultKind::LeaderKill
         | FaultKind::LeaderPause
         | FaultKind::LeaderPartition
+        | FaultKind::SplitMajority
         | FaultKind::ClockStep => cluster.api.leader().await.unwrap_or(0),
         _ => (fault.pick % cluster.nodes.len() as u64) as usize,
     };
@@ -118,6 +119,21 @@ async fn strike(cluster: &mut Cluster, fault: &PlannedFault) -> anyhow::Result<F
             tokio::time::sleep(hold).await;
             cluster.network.heal(&host)?;
             (server_name, server_impact)
+        }
+        FaultKind::SplitMajority => {
+            // The leader and one of the others (by the pick) lose each other; the third
+            // bridges them.
+            let others: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != server).collect();
+            let cut_from = others[(fault.pick % others.len() as u64) as usize];
+            let (a, b) = (
+                cluster.nodes[server].host.clone(),
+                cluster.nodes[cut_from].host.clone(),
+            );
+            cluster.network.cut_between(&a, &b)?;
+            tokio::time::sleep(hold).await;
+            cluster.network.heal_between(&a, &b)?;
+            let name = format!("{server_name}|n{}", cluster.nodes[cut_from].id);
+            (name, Impact::Minority)
         }
         FaultKind::Amqp => {
             rabbitmqctl("stop_app").await?;

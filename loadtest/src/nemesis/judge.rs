@@ -8,8 +8,9 @@
 //! - A target run twice is excused only where an agent was cut off (partitioned, or killed
 //!   with its task left running) while one of the runs was in flight there, and the other run
 //!   started after the cut: the server cannot know the first run's fate. Each is listed.
-//! - Every acknowledged job must be listed at the end (else *lost*); a dependent job's runs
-//!   must each follow a success of its parent (the checker's dependency rule).
+//! - Every acknowledged job must be listed at the end (else *lost*), with the last definition
+//!   acknowledged for it or one sent later without an answer (else *stale*); a dependent
+//!   job's runs must each follow a success of its parent (the checker's dependency rule).
 //! - A `triggeredBy` job owes one run per acknowledged event, with the event's `at` as target.
 //! - Recovery: for each server fault, the targets due while it held, from the later of the
 //!   target and the heal (for a cluster's minority fault: the target) to their first run.
@@ -41,9 +42,10 @@ use crate::recorder::Recorded;
 /// whose window closed meanwhile counts as missed (the recovery target).
 pub const RECOVERY_GRACE_MS: i64 = 5_000;
 
-/// A run recorded as starting up to this long after its agent was cut off may have been
-/// launched before the cut: the launch reached the agent, its shell started a little later.
-/// (The 30-minute run saw two runs start 7 and 18 ms after a cut began, then run again.)
+/// A run recorded as starting up to this long after its agent was cut off (or after a step of
+/// the server's clock began or healed) may have been launched before: the launch reached the
+/// agent, its shell started a little later. (The 30-minute run saw two runs start 7 and 18 ms
+/// after a cut began, then run again.)
 const LAUNCHED_BEFORE_MS: i64 = 1_000;
 
 pub struct Input<'a> {
@@ -69,6 +71,8 @@ pub struct Verdict {
     /// Targets run twice or more, each with why it is excused (None: not).
     pub duplicates: Vec<(String, i64, Option<String>)>,
     pub lost_jobs: Vec<String>,
+    /// Jobs listed with a definition other than their last acknowledged one: one line each.
+    pub stale_definitions: Vec<String>,
     pub dependency_violations: Vec<String>,
     pub max_recovery_ms: i64,
     /// Where `max_recovery_ms` was measured: the fault, the job and the target.
@@ -83,6 +87,7 @@ impl Verdict {
     pub fn passed(&self) -> bool {
         self.missed.is_empty()
             && self.lost_jobs.is_empty()
+            && self.stale_definitions.is_empty()
             && self.dependency_violations.is_empty()
             && self
                 .duplicates
@@ -104,6 +109,7 @@ impl Verdict {
             "excused_duplicates": self.excused_duplicates(),
             "lost_jobs": self.lost_jobs.len(),
             "max_recovery_ms": self.max_recovery_ms,
+            "stale_definitions": self.stale_definitions.len(),
             "excused_missed": self.excused_missed,
             "dependency_violations": self.dependency_violations.len(),
             "runs": self.runs,
@@ -126,6 +132,7 @@ impl Verdict {
             ));
         }
         lines.extend(self.lost_jobs.iter().map(|job| format!("lost: {job}")));
+        lines.extend(self.stale_definitions.iter().cloned());
         lines.extend(self.dependency_violations.iter().cloned());
         if let Some(at) = &self.slowest_recovery {
             lines.push(format!(
@@ -219,6 +226,7 @@ pub fn judge(input: Input) -> Verdict {
         })
         .collect();
     verdict.lost_jobs = lost_jobs(&input);
+    verdict.stale_definitions = stale_definitions(&input);
     let (worst, at) = max_recovery(&input, &history, &runs);
     verdict.max_recovery_ms = worst;
     verdict.slowest_recovery = at;
@@ -279,6 +287,32 @@ fn lost_jobs(input: &Input) -> Vec<String> {
     lost
 }
 
+/// The acknowledged jobs listed with a definition they should not have (see `Definition`).
+fn stale_definitions(input: &Input) -> Vec<String> {
+    let mut stale = Vec::new();
+    for name in &input.acked.jobs {
+        let Some(listed) = input.listed.iter().find(|j| j["name"] == name.as_str()) else {
+            continue; // lost, counted there
+        };
+        let definition = input
+            .acked
+            .definitions
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        let allowed = definition.allowed_owners();
+        let owner = listed["owner"].as_str().unwrap_or_default();
+        if !allowed.iter().any(|a| a == owner) {
+            stale.push(format!(
+                "stale: {name} ends with owner '{owner}', expected {}",
+                allowed.join(" or ")
+            ));
+        }
+    }
+    stale.sort();
+    stale
+}
+
 /// The counted runs (exit 0) of each (job, target).
 fn runs_by_target(runs: &[Run]) -> HashMap<(&str, i64), Vec<&Run>> {
     let mut by_target: HashMap<(&str, i64), Vec<&Run>> = HashMap::new();
@@ -323,6 +357,21 @@ impl ServerClock {
         real_ms + step.map_or(0, |&(_, _, offset)| offset)
     }
 
+    /// What the server's clock read when it launched a run whose shell started at real time
+    /// `start_ms`. A step that began or healed just before the start may have come between
+    /// the launch and the start (the launch reaches the agent, the shell starts a little
+    /// later): then the reading before it is as likely, and of the two readings at or after
+    /// the run's target the earlier is taken. (The cluster's 30-minute run: a run launched
+    /// inside its window as a step back held, its shell started 74 ms after the heal.)
+    fn read_start(&self, start_ms: i64, target_ms: Option<i64>) -> i64 {
+        let now = self.read(start_ms);
+        let launched = self.read(start_ms - LAUNCHED_BEFORE_MS) + LAUNCHED_BEFORE_MS;
+        match target_ms {
+            Some(target) if target <= launched && launched < now => launched,
+            _ => now,
+        }
+    }
+
     /// Whether real time `real_ms` fell inside a step, or within the grace after it.
     fn stepped_at(&self, real_ms: i64) -> bool {
         self.steps
@@ -338,7 +387,7 @@ impl ServerClock {
             return history;
         }
         for run in &mut history.runs {
-            run.start_ms = self.read(run.start_ms);
+            run.start_ms = self.read_start(run.start_ms, run.target_ms);
             if let Some(end) = &mut run.end {
                 end.end_ms = self.read(end.end_ms);
             }
@@ -567,6 +616,7 @@ mod tests {
     use super::*;
     use crate::checker::RunEnd;
     use crate::nemesis::plan::FaultKind;
+    use crate::nemesis::workload::{Definition, owner};
 
     /// 2026-11-23T10:00:00Z; the job fires every 60 s from there, epsilon 10 s.
     const BASE: i64 = 1_795_428_000_000;
@@ -769,6 +819,31 @@ mod tests {
         assert!(!verdict(twice, &step).passed());
     }
 
+    /// The cluster's 30-minute run (`j426-s`): the leader's clock stepped back 30 s, the
+    /// target came due in its clock just before the step healed, and the run's shell started
+    /// 74 ms after the heal. Launched inside its window: on time. A start 1.5 s after the
+    /// heal was launched after it, 30 s late: missed.
+    #[test]
+    fn a_run_launched_just_before_a_step_healed_is_read_in_the_steps_clock() {
+        let minute = |k: i64| BASE + k * 60_000;
+        let heal = minute(2) + 30_400;
+        let step = [fault(
+            FaultKind::ClockStep,
+            Impact::Clock(-30_000),
+            BASE + 70_000,
+            heal,
+        )];
+        let runs = |late_start| {
+            let mut runs = on_time();
+            runs[2] = run(minute(2), late_start, 1);
+            runs
+        };
+        let launched_before = verdict(runs(heal + 74), &step);
+        assert!(launched_before.passed(), "{:?}", launched_before.details());
+        let launched_after = verdict(runs(heal + 1_500), &step);
+        assert_eq!(launched_after.missed, vec![("j".to_string(), minute(2))]);
+    }
+
     /// Bug 9 (the 30-minute run's `j025-s`): the server's clock stepped forward 30 s while a
     /// run was in flight, and that run, in the server's time, covered the next target's whole
     /// window: the job runs one instance at a time, so the server skipped the target, rightly.
@@ -805,22 +880,57 @@ mod tests {
         assert_eq!(unstepped.missed, vec![("j".to_string(), minute(2))]);
     }
 
-    #[test]
-    fn a_job_acknowledged_and_gone_is_lost() {
-        let mut recorded = Recorded::default();
-        recorded.created.insert("gone".into(), BASE);
-        let acked = Acked::default();
-        let verdict = judge(Input {
-            listed: &[],
+    /// The judgement of `listed` and `recorded` with no fault and no run's place.
+    fn judge_without_faults(listed: &[Value], recorded: Recorded, acked: &Acked) -> Verdict {
+        judge(Input {
+            listed,
             recorded,
             places: HashMap::new(),
-            acked: &acked,
+            acked,
             faults: &[],
             read_ms: READ,
             allowance_ms: 1_000,
             agent_timeout_ms: 10_000,
-        });
+        })
+    }
+
+    #[test]
+    fn a_job_acknowledged_and_gone_is_lost() {
+        let mut recorded = Recorded::default();
+        recorded.created.insert("gone".into(), BASE);
+        let verdict = judge_without_faults(&[], recorded, &Acked::default());
         assert_eq!(verdict.lost_jobs, vec!["gone".to_string()]);
+        assert!(!verdict.passed());
+    }
+
+    #[test]
+    fn a_job_must_end_with_its_last_acknowledged_definition() {
+        let job = |name: &str, version: u32| json!({"name": name, "owner": owner(version)});
+        let listed = [
+            job("kept", 2),
+            job("unsure", 3),
+            job("reverted", 1),
+            job("plain", 0),
+        ];
+        let mut acked = Acked {
+            jobs: ["kept", "unsure", "reverted", "plain"]
+                .map(String::from)
+                .to_vec(),
+            ..Acked::default()
+        };
+        let definition = |acked, unsure: &[u32]| Definition {
+            acked,
+            unsure: unsure.to_vec(),
+        };
+        for name in ["kept", "unsure", "reverted"] {
+            let unsure = if name == "unsure" { &[3][..] } else { &[1][..] };
+            acked.definitions.insert(name.into(), definition(2, unsure));
+        }
+        let verdict = judge_without_faults(&listed, Recorded::default(), &acked);
+        // Version 1 was sent before the acknowledged 2: ending with it lost an update.
+        let expected =
+            "stale: reverted ends with owner 'v1@nemesis.example', expected v2@nemesis.example";
+        assert_eq!(verdict.stale_definitions, vec![expected.to_string()]);
         assert!(!verdict.passed());
     }
 }

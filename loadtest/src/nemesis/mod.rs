@@ -56,6 +56,9 @@ pub async fn run(options: NemesisOptions) -> anyhow::Result<Outcome> {
         .faults
         .clone()
         .unwrap_or_else(|| FaultKind::defaults(options.servers));
+    if kinds.contains(&FaultKind::SplitMajority) && options.servers != 3 {
+        bail!("the split-majority fault needs a majority to split: --servers 3");
+    }
     let plan = plan::plan(options.seed, options.duration_s, &kinds);
     eprintln!(
         "nemesis: seed {}: {} jobs, {} events, {} faults over {} s; data in {}",

@@ -2,7 +2,10 @@
 //! joined by veth pairs to a bridge (in a namespace too), so that a partition is a real cut
 //! of a link, not a killed process. As root, with iproute2.
 //!
-//! - Cluster network 10.78.0.0/24 on the bridge: agent-to-server and Raft traffic.
+//! - Cluster network 10.78.0.0/24 on the bridge: agent-to-server and Raft traffic. A host is
+//!   cut off by setting its bridge port down; two hosts are cut from each other only (each
+//!   keeping its other links) by pointing each one's neighbour entry for the other at a MAC
+//!   no host has.
 //! - Each server's namespace also has a control veth to the root namespace (a /30 of its own
 //!   in a free 10.1xx.x.0/24), through which this tool reaches it even while it is cut off.
 //! - RabbitMQ listens on the root namespace's loopback only (and its `guest` user may only
@@ -21,6 +24,8 @@ use anyhow::{Context, bail};
 const PREFIX: &str = "dnem-";
 const CLUSTER_NET: &str = "10.78.0";
 const AMQP_PORT: u16 = 5672;
+/// A locally administered MAC that no host of the run has (see `Network::cut_between`).
+const NOWHERE_MAC: &str = "02:00:00:00:00:01";
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new("ip")
@@ -219,6 +224,45 @@ impl Network {
 
     pub fn heal(&self, host: &Host) -> anyhow::Result<()> {
         ip(&["-n", &self.bridge, "link", "set", &host.port, "up"])
+    }
+
+    /// Cuts the link between `a` and `b` only, both ways, each keeping its other links: each
+    /// is told that the other's address is at a MAC no host has, so what they send each
+    /// other is flooded by the bridge and dropped by every host, silently (this VM's kernel
+    /// has no netfilter or tc actions to drop it with).
+    pub fn cut_between(&self, a: &Host, b: &Host) -> anyhow::Result<()> {
+        for (from, to) in [(a, b), (b, a)] {
+            ip(&[
+                "-n",
+                &from.namespace,
+                "neigh",
+                "replace",
+                &to.cluster_ip,
+                "lladdr",
+                NOWHERE_MAC,
+                "dev",
+                "c0",
+                "nud",
+                "permanent",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Undoes `cut_between`: each finds the other again by ARP.
+    pub fn heal_between(&self, a: &Host, b: &Host) -> anyhow::Result<()> {
+        for (from, to) in [(a, b), (b, a)] {
+            ip(&[
+                "-n",
+                &from.namespace,
+                "neigh",
+                "del",
+                &to.cluster_ip,
+                "dev",
+                "c0",
+            ])?;
+        }
+        Ok(())
     }
 }
 

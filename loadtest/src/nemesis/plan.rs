@@ -24,6 +24,11 @@ pub enum FaultKind {
     LeaderPause,
     /// The leader's link cut: it is alone, a minority.
     LeaderPartition,
+    /// A partition that splits the majority (three servers): the leader and one follower
+    /// cut from each other, both still linked to the third, so each side of the cut is a
+    /// majority through it (Jepsen's "bridge"). Needs three servers; not in the default list,
+    /// so that the documented cluster runs keep their plans.
+    SplitMajority,
     /// A server's wall clock stepped by ±30 s (libfaketime; its monotonic clock and the
     /// machine's clock untouched), then stepped back.
     ClockStep,
@@ -33,7 +38,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Amqp,
@@ -42,6 +47,7 @@ impl FaultKind {
         FaultKind::LeaderKill,
         FaultKind::LeaderPause,
         FaultKind::LeaderPartition,
+        FaultKind::SplitMajority,
         FaultKind::ClockStep,
         FaultKind::DiskFull,
     ];
@@ -56,6 +62,7 @@ impl FaultKind {
             FaultKind::LeaderKill => "leader-kill",
             FaultKind::LeaderPause => "leader-pause",
             FaultKind::LeaderPartition => "leader-partition",
+            FaultKind::SplitMajority => "split-majority",
             FaultKind::ClockStep => "clock-step",
             FaultKind::DiskFull => "disk-full",
         }
@@ -80,7 +87,7 @@ impl FaultKind {
             FaultKind::Amqp => (5, 20),
             FaultKind::AgentKill => (2, 10),
             FaultKind::AgentPartition => (30, 90),
-            FaultKind::LeaderPartition => (10, 40),
+            FaultKind::LeaderPartition | FaultKind::SplitMajority => (10, 40),
             FaultKind::ClockStep => (10, 40),
             FaultKind::DiskFull => (10, 40),
         }
@@ -148,11 +155,23 @@ pub struct PlannedFault {
     pub pick: u64,
 }
 
+/// A job's definition changed (its `owner`, to version `version`): the judgement checks that
+/// every job ends with the last definition acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedUpdate {
+    pub at_ms: u64,
+    /// An index into the plan's jobs.
+    pub job: usize,
+    pub version: u32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub jobs: Vec<PlannedJob>,
     pub events: Vec<PlannedEvent>,
     pub faults: Vec<PlannedFault>,
+    /// In time order.
+    pub updates: Vec<PlannedUpdate>,
 }
 
 /// No job is created in the run's last this-many ms: its first target (10 s after) still
@@ -167,10 +186,13 @@ pub fn plan(seed: u64, duration_s: u64, faults: &[FaultKind]) -> Plan {
     let jobs = plan_jobs(&mut rng, end_ms);
     let events = plan_events(&mut rng, &jobs, end_ms);
     let faults = plan_faults(&mut rng, faults, end_ms);
+    // Drawn last, so that the jobs, events and faults of a seed are those of earlier versions.
+    let updates = plan_updates(&mut rng, &jobs, end_ms);
     Plan {
         jobs,
         events,
         faults,
+        updates,
     }
 }
 
@@ -246,6 +268,29 @@ fn plan_events(rng: &mut Rng, jobs: &[PlannedJob], end_ms: u64) -> Vec<PlannedEv
     events
 }
 
+/// A third of the jobs have their definition changed once or twice while the run goes on.
+fn plan_updates(rng: &mut Rng, jobs: &[PlannedJob], end_ms: u64) -> Vec<PlannedUpdate> {
+    let mut updates = Vec::new();
+    for (job, planned) in jobs.iter().enumerate() {
+        if !rng.percent(33) {
+            continue;
+        }
+        let mut at_ms = planned.at_ms;
+        for version in 1..=rng.range(1, 2) as u32 {
+            at_ms += rng.range(2_000, 60_000);
+            if at_ms + LAST_JOB_BEFORE_END_MS <= end_ms {
+                updates.push(PlannedUpdate {
+                    at_ms,
+                    job,
+                    version,
+                });
+            }
+        }
+    }
+    updates.sort_by_key(|update| update.at_ms);
+    updates
+}
+
 fn plan_faults(rng: &mut Rng, kinds: &[FaultKind], end_ms: u64) -> Vec<PlannedFault> {
     let mut faults = Vec::new();
     if kinds.is_empty() {
@@ -299,5 +344,14 @@ mod tests {
         let last = plan_a.faults.last().unwrap();
         assert!(last.at_ms + last.hold_ms <= 300_000, "healed by the end");
         assert!(!plan_a.faults.is_empty() && !plan_a.events.is_empty());
+        assert!(!plan_a.updates.is_empty());
+        for update in &plan_a.updates {
+            assert!(
+                update.at_ms > plan_a.jobs[update.job].at_ms,
+                "after its creation"
+            );
+        }
+        let in_order = plan_a.updates.windows(2).all(|w| w[0].at_ms <= w[1].at_ms);
+        assert!(in_order);
     }
 }

@@ -3,8 +3,9 @@
 //! events the triggered jobs run on, over AMQP or HTTP as planned, and remembers what the
 //! servers (or RabbitMQ) acknowledged: only that is owed.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -14,7 +15,7 @@ use tokio::task::JoinSet;
 use super::amqp::Publisher;
 use super::cluster::Api;
 use super::now_ms;
-use super::plan::{JobKind, Plan, PlannedJob};
+use super::plan::{JobKind, Plan, PlannedJob, PlannedUpdate};
 use crate::recorder::{record_created, recorded_command};
 use crate::workloads::start_soon;
 
@@ -34,7 +35,37 @@ pub struct Acked {
     pub unacked_events: usize,
     /// Waiting jobs whose resource no announcement got acknowledged: not judged.
     pub unannounced: Vec<String>,
+    /// The definitions of the jobs whose definition was changed, by job.
+    pub definitions: HashMap<String, Definition>,
 }
+
+/// What a job's definition must be at the end: its `owner` names the version.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Definition {
+    /// The last version acknowledged (0: the one created).
+    pub acked: u32,
+    /// Later versions sent without an answer: each may or may not have been applied.
+    pub unsure: Vec<u32>,
+}
+
+impl Definition {
+    /// The owners the job may end with.
+    pub fn allowed_owners(&self) -> Vec<String> {
+        let later = self.unsure.iter().filter(|v| **v > self.acked);
+        std::iter::once(&self.acked)
+            .chain(later)
+            .map(|v| owner(*v))
+            .collect()
+    }
+}
+
+/// The `owner` of a job's definition at `version`.
+pub fn owner(version: u32) -> String {
+    format!("v{version}@nemesis.example")
+}
+
+/// The acknowledged jobs' endpoints and definitions, by name, for their updates.
+type Created = Arc<Mutex<HashMap<String, (&'static str, Value)>>>;
 
 pub struct Workload {
     pub api: Api,
@@ -61,6 +92,11 @@ impl Workload {
         let this = Arc::new(self);
         let mut acked = Acked::default();
         let mut background = JoinSet::new();
+        let created: Created = Arc::default();
+        let updates = tokio::spawn(
+            this.clone()
+                .update_all(plan.clone(), created.clone(), started),
+        );
         let mut events = plan.events.iter().peekable();
         for job in &plan.jobs {
             // Events due before this job are sent first, in the background.
@@ -84,6 +120,8 @@ impl Workload {
             let body = this.job_json(job, parent)?;
             if this.create(job, &body).await? {
                 acked.jobs.push(job.name.clone());
+                let entry = (endpoint(job), body);
+                created.lock().unwrap().insert(job.name.clone(), entry);
                 if let JobKind::Waiting { via_amqp, delay_ms } = job.kind {
                     let at_ms = job.at_ms + delay_ms;
                     let name = job.name.clone();
@@ -111,7 +149,52 @@ impl Workload {
                 Done::Event { .. } => acked.unacked_events += 1,
             }
         }
+        acked.definitions = updates.await??;
         Ok(acked)
+    }
+
+    /// Changes the definitions as planned (one at a time, in time order), each resent whole
+    /// with the next `owner`; answers what each changed job's definition must end as.
+    async fn update_all(
+        self: Arc<Self>,
+        plan: Plan,
+        created: Created,
+        started: Instant,
+    ) -> anyhow::Result<HashMap<String, Definition>> {
+        let mut definitions: HashMap<String, Definition> = HashMap::new();
+        for update in &plan.updates {
+            sleep_until(started, update.at_ms).await;
+            let name = &plan.jobs[update.job].name;
+            // A job not (yet) acknowledged is not changed.
+            let Some((endpoint, mut body)) = created.lock().unwrap().get(name).cloned() else {
+                continue;
+            };
+            body["owner"] = json!(owner(update.version));
+            let definition = definitions.entry(name.clone()).or_default();
+            match self.update(endpoint, &body, update).await? {
+                true => definition.acked = update.version,
+                false => definition.unsure.push(update.version),
+            }
+        }
+        Ok(definitions)
+    }
+
+    /// Sends one change; true when a server acknowledged it.
+    async fn update(
+        &self,
+        endpoint: &str,
+        body: &Value,
+        update: &PlannedUpdate,
+    ) -> anyhow::Result<bool> {
+        match self.api.request(Method::POST, endpoint, body).await {
+            Some((204, _)) => Ok(true),
+            Some((status, answer)) if status < 500 => anyhow::bail!(
+                "changing {} to version {} was refused ({status}): {answer}",
+                body["name"],
+                update.version
+            ),
+            _ => Ok(false),
+        }
     }
 
     fn resource(&self, kind: &str, job: &str) -> String {
@@ -134,6 +217,7 @@ impl Workload {
             "retries": 1,
             "cpus": 0.1,
             "mem": 16,
+            "owner": owner(0),
         });
         let start = start_soon(START_AHEAD_S).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let schedule = format!("R{}/{start}/PT{}S", job.count, job.interval_s);
@@ -151,11 +235,7 @@ impl Workload {
 
     /// Creates the job; true when a server acknowledged it (its `created` line is written).
     async fn create(&self, job: &PlannedJob, body: &Value) -> anyhow::Result<bool> {
-        let endpoint = match job.kind {
-            JobKind::Dependent { .. } => "/scheduler/dependency",
-            _ => "/scheduler/iso8601",
-        };
-        let answer = self.api.request(Method::POST, endpoint, body).await;
+        let answer = self.api.request(Method::POST, endpoint(job), body).await;
         match answer {
             Some((204, _)) => {
                 record_created(&self.runs_dir, &job.name, now_ms())?;
@@ -213,6 +293,14 @@ impl Workload {
         }
         let answer = self.api.request(Method::POST, "/resources", event).await;
         matches!(answer, Some((200 | 202, _)))
+    }
+}
+
+/// Where a job is created (and changed).
+fn endpoint(job: &PlannedJob) -> &'static str {
+    match job.kind {
+        JobKind::Dependent { .. } => "/scheduler/dependency",
+        _ => "/scheduler/iso8601",
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::Outcome;
-use super::saturate::{SaturateOptions, Step, add_jobs, measure};
+use super::create_accepted;
+use super::saturate::{SaturateOptions, Step, add_jobs, job_bodies, measure};
 use crate::progress::Progress;
 use crate::server::ProcessStats;
 
@@ -28,8 +29,12 @@ pub struct OverloadOptions {
 
 /// Extra jobs are added this many at a time...
 const ADDING_CHUNK: usize = 2000;
-/// ...for at most this long.
+/// ...for at most this long...
 const ADDING_LIMIT: Duration = Duration::from_secs(60);
+/// ...each create tried this many times while answered 503 (then left out: the server
+/// refuses new jobs while its writes are behind, which under overload may be most of the
+/// time).
+const ADDING_TRIES: u32 = 3;
 /// Recovery counts as done at the first one-second window that is held again.
 const RECOVERY_WINDOW: Duration = Duration::from_secs(1);
 
@@ -67,16 +72,23 @@ pub async fn run(url: &str, options: OverloadOptions) -> anyhow::Result<Outcome>
     let rss_held = rss();
     // 2. The overload: `factor` times the jobs held, measured over `secs`, RSS sampled.
     // The extra jobs go in chunks: an overloaded server pushes back on new jobs (503), so
-    // adding stops after ADDING_LIMIT, and the rate offered is what it accepted.
+    // adding stops after ADDING_LIMIT, and the rate offered is what it accepted (the creates
+    // it still refused after ADDING_TRIES are counted, not retried).
     let wanted = (held_jobs as f64 * options.factor).round() as usize;
     let mut more = SaturateOptions {
         step: ADDING_CHUNK,
         ..sat.clone()
     };
     let adding = Instant::now();
+    let mut refused = 0;
+    let mut next = names.len();
     while names.len() < wanted && adding.elapsed() < ADDING_LIMIT {
         more.step = ADDING_CHUNK.min(wanted - names.len());
-        names.extend(add_jobs(&client, url, &prefix, names.len(), &more).await?);
+        let jobs = job_bodies(&prefix, next, &more);
+        next += jobs.len();
+        let (acks, chunk_refused) = create_accepted(&client, url, &jobs, 64, ADDING_TRIES).await?;
+        names.extend(acks.into_iter().map(|ack| ack.name));
+        refused += chunk_refused;
     }
     let overload_jobs = names.len();
     more.step_secs = 1;
@@ -117,6 +129,7 @@ pub async fn run(url: &str, options: OverloadOptions) -> anyhow::Result<Outcome>
         "held_per_s": held_step.offered_per_s.round(),
         "offered_per_s": (overload_jobs as f64 * 1000.0 / sat.period_ms as f64).round(),
         "wanted_per_s": (wanted as f64 * 1000.0 / sat.period_ms as f64).round(),
+        "creates_refused": refused,
         "started_per_s": started_per_s.round(),
         "rss_held_mb": mb(rss_held),
         "rss_peak_mb": mb(rss_peak),

@@ -364,12 +364,19 @@ pub(crate) async fn add_jobs(
     from: usize,
     options: &SaturateOptions,
 ) -> anyhow::Result<Vec<String>> {
+    let jobs = job_bodies(prefix, from, options);
+    let acks = create_all(client, url, &jobs, 64).await?;
+    Ok(acks.into_iter().map(|ack| ack.name).collect())
+}
+
+/// Jobs `from..from + options.step` of a saturate run, to create.
+pub(crate) fn job_bodies(prefix: &str, from: usize, options: &SaturateOptions) -> Vec<Value> {
     let period = options.period_ms as i64;
     // Spread the jobs' targets over the period, starting a period from now.
     let base = chrono::Utc::now().timestamp_millis() / 1000 * 1000 + period;
     let epsilon = crate::iso8601::format_duration_ms(options.epsilon_ms);
     let schedule_period = crate::iso8601::format_duration_ms(period);
-    let jobs: Vec<Value> = (from..from + options.step)
+    (from..from + options.step)
         .map(|i| {
             let offset = (i as i64 * 7919) % period; // a fixed scatter, not a clump
             let start = chrono::DateTime::from_timestamp_millis(base + offset).expect("in range");
@@ -385,9 +392,7 @@ pub(crate) async fn add_jobs(
             }
             job
         })
-        .collect();
-    let acks = create_all(client, url, &jobs, 64).await?;
-    Ok(acks.into_iter().map(|ack| ack.name).collect())
+        .collect()
 }
 
 /// One step's figures, between two scrapes `step_secs` apart (plus the exporter's upkeep).
