@@ -74,9 +74,9 @@ const MEMTABLE_BYTES: usize = 4 << 20;
 const DB_MEMTABLES_BYTES: usize = 16 << 20;
 
 /// The block cache every database of the process shares. Without one RocksDB gives each
-/// database a 32 MB cache of its own: a single server has seven databases (four shards,
-/// resources, notices, agent tokens), a cluster server more, and history trims and
-/// retention's scans filled them all: ~160 MB of a server's heap, profiled with heaptrack
+/// database a 32 MB cache of its own: a single server has one database per shard (two per
+/// core by default, up to 64) plus resources, notices and agent tokens (seven on two cores),
+/// a cluster server more, and history trims and retention's scans filled them all: ~160 MB of a server's heap, profiled with heaptrack
 /// under overload (docs/benchmarks.md, fourteenth session).
 const BLOCK_CACHE_BYTES: usize = 32 << 20;
 

@@ -311,3 +311,90 @@ pub fn forward_amqp(ns: &str) -> anyhow::Result<()> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::{Host, Network, unavailable};
+
+    /// Whether `from` opens a TCP connection to `to`'s port 8000 within a second.
+    fn connects(from: &Host, to: &Host) -> bool {
+        let script = format!("exec 3<>/dev/tcp/{}/8000", to.cluster_ip);
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &from.namespace,
+                "timeout",
+                "1",
+                "bash",
+                "-c",
+            ])
+            .arg(script)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
+    fn connects_within(from: &Host, to: &Host, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if connects(from, to) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn listen(host: &Host) -> Child {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host.namespace,
+                "python3",
+                "-m",
+                "http.server",
+            ])
+            .args(["8000", "--bind", &host.cluster_ip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 starts")
+    }
+
+    /// The split of a majority: two hosts cut from each other stay linked to a third.
+    #[test]
+    fn a_cut_between_two_hosts_leaves_their_other_links() {
+        if let Some(why) = unavailable() {
+            assert!(std::env::var_os("DRON_REQUIRE_NETNS").is_none(), "{why}");
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let mut network = Network::create().unwrap();
+        let a = network.host("ta", 201, false).unwrap();
+        let b = network.host("tb", 202, false).unwrap();
+        let c = network.host("tc", 203, false).unwrap();
+        let mut listeners = [listen(&b), listen(&c)];
+        let wait = Duration::from_secs(10);
+        assert!(connects_within(&a, &b, wait) && connects_within(&a, &c, wait));
+        network.cut_between(&a, &b).unwrap();
+        assert!(!connects(&a, &b), "a still reaches b");
+        assert!(
+            connects(&a, &c) && connects(&c, &b),
+            "a cut took other links"
+        );
+        network.heal_between(&a, &b).unwrap();
+        assert!(
+            connects_within(&a, &b, wait),
+            "the heal did not restore a to b"
+        );
+        for listener in &mut listeners {
+            let _ = listener.kill();
+            let _ = listener.wait();
+        }
+    }
+}
