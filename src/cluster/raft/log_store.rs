@@ -165,26 +165,31 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
+/// The id of the last entry written to the log (with every entry purged, the last purged one).
+pub fn last_log_id(db: &RaftDb) -> Result<Option<LogId>, StoreError> {
+    let cf = db.family(LOG)?;
+    let last = match db.db().iterator_cf(cf, IteratorMode::End).next() {
+        None => None,
+        Some(item) => {
+            let (_, value) = item.map_err(StoreError::backend("reading the Raft log"))?;
+            let entry: Entry = db::decode(&value, "a Raft log entry")?;
+            Some(entry.log_id)
+        }
+    };
+    match last {
+        Some(last) => Ok(Some(last)),
+        None => db.get(PURGED, PURGED_KEY),
+    }
+}
+
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> =
             self.db.get(PURGED, PURGED_KEY).map_err(read_error)?;
-        let cf = self.db.family(LOG).map_err(read_error)?;
-        let last = match self.db.db().iterator_cf(cf, IteratorMode::End).next() {
-            None => None,
-            Some(item) => {
-                let (_, value) = item
-                    .map_err(StoreError::backend("reading the Raft log"))
-                    .map_err(read_error)?;
-                let entry: Entry = db::decode(&value, "a Raft log entry").map_err(read_error)?;
-                Some(entry.log_id)
-            }
-        };
         Ok(LogState {
-            // With every entry purged, the last log id is the last purged one.
-            last_log_id: last.or(last_purged_log_id),
+            last_log_id: last_log_id(&self.db).map_err(read_error)?,
             last_purged_log_id,
         })
     }

@@ -26,7 +26,8 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::service::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use super::election::{PreVoteRequest, PreVoteResponse};
+use super::service::{APPEND_PATH, PREVOTE_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use super::types::{Member, TypeConfig};
 use crate::cluster::view::NodeId;
 
@@ -88,12 +89,8 @@ impl Network {
         clients.insert(target, (address.to_string(), client.clone()));
         client
     }
-}
 
-impl RaftNetworkFactory<TypeConfig> for Arc<Network> {
-    type Network = Peer;
-
-    async fn new_client(&mut self, target: NodeId, member: &Member) -> Peer {
+    fn peer(&self, target: NodeId, member: &Member) -> Peer {
         Peer {
             this: self.this,
             target,
@@ -102,6 +99,35 @@ impl RaftNetworkFactory<TypeConfig> for Arc<Network> {
             secret: self.secret.clone(),
             space: self.space.clone(),
         }
+    }
+
+    /// Asks `target` whether it would vote for this server ([`super::election`]), or why it
+    /// gave no answer within `deadline`.
+    pub async fn pre_vote(
+        &self,
+        target: NodeId,
+        member: &Member,
+        request: &PreVoteRequest,
+        deadline: Duration,
+    ) -> Result<PreVoteResponse, String> {
+        let option = RPCOption::new(deadline);
+        match self
+            .peer(target, member)
+            .call::<_, _, Infallible>(PREVOTE_PATH, request, &option)
+            .await
+        {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(never)) => match never {},
+            Err(failure) => Err(failure.to_string()),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Arc<Network> {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, member: &Member) -> Peer {
+        self.peer(target, member)
     }
 }
 

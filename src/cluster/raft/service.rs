@@ -16,28 +16,33 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use openraft::error::RaftError;
+use openraft::error::{Infallible, RaftError};
 use serde::Serialize;
 
+use super::election;
 use super::types::Raft;
 use crate::cluster::view::NodeId;
 
 pub const APPEND_PATH: &str = "/internal/raft/append";
 pub const VOTE_PATH: &str = "/internal/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/internal/raft/snapshot";
+/// dron's own: would this member vote for the candidate ([`super::election`])?
+pub const PREVOTE_PATH: &str = "/internal/raft/prevote";
 
 /// The largest request body: an append of `max_payload_entries` entries, or a snapshot chunk
 /// (1 MiB, see `RaftSettings`). A larger append is answered 413, and openraft retries it in
 /// smaller pieces.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
 
-/// The routes, with their state: merge them into the server's router.
-pub fn routes(raft: Raft, secret: &str) -> Router {
+/// The routes, with their state: merge them into the server's router. `voter` answers
+/// pre-votes.
+pub fn routes(raft: Raft, secret: &str, voter: election::Voter) -> Router {
     let expected: Arc<[u8]> = Arc::from(format!("Bearer {secret}").into_bytes());
     Router::new()
         .route(APPEND_PATH, post(append))
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(snapshot))
+        .route(PREVOTE_PATH, post(move |body: Bytes| pre_vote(voter, body)))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Runs before the handlers read the body.
         .route_layer(middleware::from_fn_with_state(expected, authorize))
@@ -119,6 +124,16 @@ async fn vote(State(raft): State<Raft>, body: Bytes) -> Response {
     match postcard::from_bytes(&body) {
         Ok(request) => answer(raft.vote(request).await),
         Err(error) => undecodable("vote", error),
+    }
+}
+
+async fn pre_vote(voter: election::Voter, body: Bytes) -> Response {
+    match postcard::from_bytes(&body) {
+        Ok(request) => {
+            let result = voter.answer(&request).await;
+            answer::<_, Infallible>(result.map_err(RaftError::Fatal))
+        }
+        Err(error) => undecodable("pre-vote", error),
     }
 }
 
