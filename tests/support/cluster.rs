@@ -181,6 +181,15 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP (`pause: true`) or SIGCONT of one server, as a VM pause would.
+    pub fn pause(&self, index: usize, pause: bool) {
+        let child = self.nodes[index].child.as_ref().expect("a running server");
+        let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on our own child's pid, which is not reaped while `child` is held.
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "signalling server {index}");
+    }
+
     /// Starts a killed server again on its data directory and port (no wait).
     pub fn restart(&mut self, index: usize) {
         self.kill9(index);
