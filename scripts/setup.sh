@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
 # Installs what dron needs to build on a fresh Debian machine (run as root), idempotently.
+# Sourced (to export CARGO_TARGET_DIR), it stops at the first failure, then gives the calling
+# shell its own options back: a caller without `set -e` is not left with it.
+# (Not `$(set +o)`: a command substitution does not see errexit.)
+_dron_setup_flags=$-
+_dron_setup_pipefail=off
+if shopt -qo pipefail; then _dron_setup_pipefail=on; fi
 set -euo pipefail
 
 need_apt=()
@@ -26,3 +32,8 @@ fi
 # (its C++ takes about 45 minutes cold on two cores).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dron-target}"
 mkdir -p "$CARGO_TARGET_DIR"
+
+case $_dron_setup_flags in *e*) set -e ;; *) set +e ;; esac
+case $_dron_setup_flags in *u*) set -u ;; *) set +u ;; esac
+if [ "$_dron_setup_pipefail" = on ]; then set -o pipefail; else set +o pipefail; fi
+unset _dron_setup_flags _dron_setup_pipefail
