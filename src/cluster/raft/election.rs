@@ -21,14 +21,13 @@
 //! collide again.
 
 use std::collections::BTreeSet;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use openraft::error::Fatal;
-use openraft::{LogId, ServerState};
+use openraft::{Config, LogId, ServerState, TokioRuntime};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -67,7 +66,7 @@ pub enum Refusal {
 }
 
 /// The timings the pre-vote uses, from [`RaftSettings`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Timing {
     /// openraft's leader lease: how long after hearing from its leader a voter refuses votes.
     pub lease: Duration,
@@ -75,30 +74,24 @@ pub struct Timing {
     pub timeout_max: Duration,
     /// How often the task looks at its Raft's state.
     pub tick: Duration,
+    config: Arc<Config>,
 }
 
 impl Timing {
-    pub fn of(settings: &RaftSettings) -> Timing {
+    /// From the settings, and openraft's `config` made of them (it draws the timeouts).
+    pub fn of(settings: &RaftSettings, config: Arc<Config>) -> Timing {
         Timing {
             lease: Duration::from_millis(settings.election_timeout_max_ms),
             timeout_min: Duration::from_millis(settings.election_timeout_min_ms),
             timeout_max: Duration::from_millis(settings.election_timeout_max_ms),
             tick: Duration::from_millis((settings.heartbeat_ms / 2).max(10)),
+            config,
         }
     }
 
-    /// A random election timeout in `[min, max)`.
+    /// A random election timeout in `[min, max)`, drawn as openraft draws its own.
     fn random_timeout(&self) -> Duration {
-        let spread = self.timeout_max.saturating_sub(self.timeout_min);
-        if spread.is_zero() {
-            return self.timeout_min;
-        }
-        // std's hasher keys are random per `RandomState`: enough for a jitter, without a
-        // dependency on a random number crate.
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u8(0);
-        let fraction = hasher.finish() as f64 / u64::MAX as f64;
-        self.timeout_min + spread.mul_f64(fraction)
+        Duration::from_millis(self.config.new_rand_election_timeout::<TokioRuntime>())
     }
 }
 
@@ -227,6 +220,11 @@ pub async fn run(
     let mut last_attempt: Option<Instant> = None;
     loop {
         tokio::time::sleep(timing.tick).await;
+        // The metrics are a watch: a leader (most ticks of a busy server) costs no message
+        // to openraft's core.
+        if raft.metrics().borrow().state == ServerState::Leader {
+            continue;
+        }
         let Ok(standing) = standing(&raft).await else {
             return;
         };
@@ -416,7 +414,8 @@ mod tests {
 
     #[test]
     fn timeouts_are_drawn_in_their_range() {
-        let timing = Timing::of(&RaftSettings::default());
+        let settings = RaftSettings::default();
+        let timing = Timing::of(&settings, Arc::new(settings.config().unwrap()));
         let drawn: BTreeSet<Duration> = (0..50).map(|_| timing.random_timeout()).collect();
         assert!(
             drawn

@@ -270,6 +270,7 @@ impl RaftNode {
                 .map_err(|cause| ClusterError::Client { id: *id, cause })?;
         }
 
+        let election_config = config.clone();
         let raft = Raft::new(this, config, network.clone(), log_store, state_machine)
             .await
             .map_err(|fatal| ClusterError::Start(fatal.to_string()))?;
@@ -279,7 +280,7 @@ impl RaftNode {
             log.clone(),
             network,
             space.clone(),
-            election::Timing::of(&settings),
+            election::Timing::of(&settings, election_config),
         ));
 
         let initialize = |cause: String| ClusterError::Initialize {
