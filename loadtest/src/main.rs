@@ -164,6 +164,10 @@ enum Workload {
         /// How long to wait for on-time fires once the load drops (else recovery_ms is null).
         #[arg(long, default_value_t = 120)]
         recovery_secs: u64,
+        /// After the overload the load drops this share under the held rate (0: to the held
+        /// rate itself, where recovery has only the margin the steps left).
+        #[arg(long, default_value_t = 0.0)]
+        recovery_margin: f64,
     },
     /// Dron's high-load benchmark: long-running jobs added step by step up to a number running
     /// at once; server CPU and RSS over time.
@@ -383,6 +387,7 @@ async fn run(
             factor,
             secs,
             recovery_secs,
+            recovery_margin,
         } => {
             let saturate = steps.options(builtin, None, server_pid);
             let options = OverloadOptions {
@@ -390,6 +395,7 @@ async fn run(
                 factor,
                 secs,
                 recovery_limit: std::time::Duration::from_secs(recovery_secs),
+                recovery_margin,
             };
             workloads::overload::run(url, options).await
         }

@@ -36,6 +36,10 @@ pub(super) struct Effects {
     pub(super) thens: Vec<Then>,
 }
 
+/// How many times `max_writes_in_flight` batches of announcements may wait for the bus before
+/// the shard holds new work back (see [`Backlog::holding`]).
+const ANNOUNCING_HOLD_FACTOR: usize = 4;
+
 /// What a shard has submitted and is not durable yet, shared by the coordinator (which
 /// pushes back while it is large) and its committer (which sends the deferred tick and flush
 /// once it has drained to half the limit).
@@ -63,6 +67,17 @@ impl Backlog {
     /// that held its flush for the bus would never answer it.
     pub(super) fn writes_over(&self, limit: usize) -> bool {
         self.in_flight.load(Ordering::Acquire) > limit
+    }
+
+    /// Whether new work is held back: the writes are over `limit`, or the announcements
+    /// far over it. New jobs and runs are refused (503) and a job whose run ended waits for
+    /// the next tick to start its next target. The bus takes bursts of announcements behind
+    /// by design (the ticks wait for it past `limit`), so only a backlog of several times the
+    /// limit, which means it cannot keep up with the runs, holds the rest: API writes still
+    /// go through while the runs alone saturate the bus.
+    pub(super) fn holding(&self, limit: usize) -> bool {
+        self.writes_over(limit)
+            || self.announcing.load(Ordering::Acquire) > ANNOUNCING_HOLD_FACTOR * limit
     }
 
     /// `count` batches of announcements applied by the bus.

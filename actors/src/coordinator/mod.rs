@@ -179,6 +179,8 @@ impl CoordinatorState {
             Some(message) => message,
             None => return Ok(()),
         };
+        self.shard
+            .hold_starts(self.backlog.holding(self.max_writes_in_flight));
         match message {
             CoordinatorMsg::PutJob {
                 spec,
@@ -403,15 +405,28 @@ impl CoordinatorState {
         Ok(())
     }
 
-    /// While the store is behind (more than `max_writes_in_flight` batches not durable),
-    /// new work is pushed back instead of queued in memory: new jobs and runs are refused with
-    /// a 503 (their callers retry), and a tick and a flush wait until the committer has seen
-    /// the backlog drain (it sends them then). Ends, kills, deletions and events are still
-    /// applied in memory (they free resources or must not be lost) and wait in the staged
-    /// batch. Answers the message when it is to be handled.
+    /// While the store or the bus is behind (more than `max_writes_in_flight` batches not
+    /// durable or not announced), new work is pushed back instead of queued in memory: a tick
+    /// and a flush wait until the committer has seen the backlog drain (it sends them then).
+    /// New jobs and runs are refused with a 503 (their callers retry) while the backlog is
+    /// [`Backlog::holding`]: the writes behind, or the announcements far behind (so an API
+    /// write still goes through while the runs alone keep the bus busy). Ends, kills,
+    /// deletions and events are still applied in memory (they free resources or must not be
+    /// lost) and wait in the staged batch; while holding, an end starts nothing (see
+    /// `Shard::hold_starts`). Answers the message when it is to be handled.
     fn push_back(&mut self, message: CoordinatorMsg) -> Option<CoordinatorMsg> {
         let limit = self.max_writes_in_flight;
         if !self.backlog.over(limit) {
+            return Some(message);
+        }
+        let new_work = matches!(
+            message,
+            CoordinatorMsg::PutJob { .. }
+                | CoordinatorMsg::RunNow { .. }
+                | CoordinatorMsg::MarkSuccess { .. }
+                | CoordinatorMsg::CreateBackfill { .. }
+        );
+        if new_work && !self.backlog.holding(limit) {
             return Some(message);
         }
         let in_flight = self.backlog.in_flight.load(Ordering::Acquire);

@@ -65,6 +65,12 @@ pub struct ShardConfig {
     /// back: it refuses new jobs and runs (503) and defers its ticks until the store has
     /// caught up, rather than queue work in memory faster than the disk takes it.
     pub max_writes_in_flight: usize,
+    /// Runs started and not yet reported running by an agent (their launch on its way),
+    /// beyond which due targets wait, implicit in their jobs' next targets, instead of
+    /// becoming runs queued on the way: an overloaded server otherwise keeps a run (its
+    /// record, launch and report in flight) for every overdue job. See
+    /// `Shard::launches_capped`.
+    pub max_launching: usize,
 }
 
 impl Default for ShardConfig {
@@ -76,6 +82,7 @@ impl Default for ShardConfig {
             retry_backoff_max_ms: 60_000,
             max_instances_per_tick: 1000,
             max_writes_in_flight: 64,
+            max_launching: 2048,
         }
     }
 }
@@ -118,6 +125,10 @@ pub struct Shard {
     skip_notices: notices::SkipNotices,
     /// Backfill plans of its jobs (see `shard/backfill.rs`).
     plans: plans::Plans,
+    /// Whether a job whose run ended waits for the next tick to start its next due target
+    /// (set by the coordinator while its backlog is over its limit: see
+    /// `Shard::rearm_due_timer` in `shard/firing.rs`).
+    starts_held: bool,
 }
 
 fn ms_to_time(ms: i64) -> DateTime<chrono::Utc> {
@@ -147,6 +158,7 @@ impl Shard {
             triggered: BTreeMap::new(),
             skip_notices: notices::SkipNotices::default(),
             plans: plans::Plans::default(),
+            starts_held: false,
         };
         for record in snapshot.jobs {
             shard.insert_job(record);
@@ -241,9 +253,23 @@ impl Shard {
         Some(instance)
     }
 
+    /// Holds (or lets go) the start of a job's next due target as its run ends: the
+    /// coordinator holds them while its writes or announcements are behind, when its ticks
+    /// wait too.
+    pub fn hold_starts(&mut self, held: bool) {
+        self.starts_held = held;
+    }
+
+    /// Whether due targets wait for launches already on their way to be taken up
+    /// ([`ShardConfig::max_launching`]). The job timers then give no deadline: the report of a
+    /// launch taken up changes the deadline, which wakes the ticker.
+    fn launches_capped(&self) -> bool {
+        self.live.launching() >= self.config.max_launching
+    }
+
     /// When the shard next needs a tick.
     pub fn next_deadline(&self) -> Option<i64> {
-        let timer = self.timers.next_ms();
+        let timer = self.timers.next_ms().filter(|_| !self.launches_capped());
         let retry = self.live.next_retry_ms();
         let expiry = self.waits.next_expiry_ms();
         timer.into_iter().chain(retry).chain(expiry).min()

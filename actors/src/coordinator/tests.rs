@@ -664,10 +664,11 @@ async fn a_shard_behind_its_store_holds_its_next_batch_until_the_backlog_drains(
     }
 }
 
-/// Announcements the bus has not applied count in the backlog: new runs are refused. But the
-/// shard still flushes: the bus applies announcements by asking every shard (`ResourceReady`),
-/// and a shard holding its flush until the bus caught up would never answer it (a deadlock the
-/// overload benchmark found: every shard stopped, 64 batches waiting on each).
+/// Announcements the bus has not applied count in the backlog: past the limit the ticks wait,
+/// and past four times the limit new runs are refused too. But the shard still flushes: the
+/// bus applies announcements by asking every shard (`ResourceReady`), and a shard holding its
+/// flush until the bus caught up would never answer it (a deadlock the overload benchmark
+/// found: every shard stopped, 64 batches waiting on each).
 #[tokio::test(start_paused = true)]
 async fn a_shard_waiting_for_the_bus_refuses_new_runs_but_still_answers_the_bus() {
     let config = ShardConfig {
@@ -676,12 +677,14 @@ async fn a_shard_waiting_for_the_bus_refuses_new_runs_but_still_answers_the_bus(
     };
     let harness = start_full(Arc::new(MemoryResourceStore::default()), config, true).await;
     put_idle_job(&harness, "a").await;
-    for _ in 0..3 {
+    // Three batches behind (over the limit of 2): an API write still goes through, up to
+    // nine (over four times the limit).
+    for _ in 0..9 {
         run_now_and_succeed(&harness, "a").await;
         harness.store.make_durable();
         settle().await;
     }
-    // One call at a time: the bus (which never answers here) has the first; two queue behind.
+    // One call at a time: the bus (which never answers here) has the first; the rest queue.
     assert_eq!(
         seen(&harness.announced).len(),
         1,

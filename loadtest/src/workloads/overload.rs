@@ -1,10 +1,17 @@
 //! `overload`: what dron does past its ceiling (issue 18). It first finds the rate held as
-//! `saturate` does (jobs added a step at a time until a step is not held), then offers
-//! `factor` times that rate for `secs` seconds, then takes the extra jobs away and times how
-//! long the server needs to fire on time again. Its last JSON line:
-//! `{"held_per_s", "offered_per_s", "started_per_s", "rss_held_mb", "rss_peak_mb",
-//! "recovery_ms"}`, plus the steps. Graceful overload means the started rate stays near the
-//! held one, memory stays near its held figure and recovery takes seconds.
+//! `saturate` does (jobs added a step at a time until a step is not held, then the step that
+//! was not held taken away again), then offers `factor` times that rate for `secs` seconds,
+//! then lets the load drop back to the held rate (or `recovery_margin` under it) and times
+//! how long the server needs to fire on time again. Its last JSON line: `{"held_per_s", "offered_per_s", "started_per_s",
+//! "rss_held_mb", "rss_peak_mb", "recovery_ms"}`, plus the steps. Graceful overload means the
+//! started rate stays near the held one, memory stays near its held figure and recovery takes
+//! seconds.
+//!
+//! The extra load is jobs created *before* the overload, while the server still keeps up, all
+//! with their first target at one start a few seconds ahead and `secs` seconds of targets
+//! (an ISO 8601 schedule with a repetition count): the overload begins and ends on time by
+//! itself. (An overloaded server refuses new jobs with 503, so jobs added during the overload
+//! would offer only what it lets in, and taking them away would wait behind its backlog.)
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +19,7 @@ use serde_json::json;
 
 use super::Outcome;
 use super::create_accepted;
-use super::saturate::{SaturateOptions, Step, add_jobs, job_bodies, measure};
+use super::saturate::{SaturateOptions, Step, add_jobs, measure, periodic_job_bodies};
 use crate::progress::Progress;
 use crate::server::ProcessStats;
 
@@ -25,32 +32,161 @@ pub struct OverloadOptions {
     /// How long to wait for the server to be back on time once the load drops: recovery not
     /// seen by then is reported as null.
     pub recovery_limit: Duration,
+    /// The share of the held rate the load drops *under* after the overload (0: back to the
+    /// held rate itself). Back at a rate with no margin under the ceiling, the targets owed
+    /// (oldest first) are paid back only with what margin there is, so recovery measures the
+    /// margin; this states it.
+    pub recovery_margin: f64,
 }
 
-/// Extra jobs are added this many at a time...
-const ADDING_CHUNK: usize = 2000;
-/// ...for at most this long...
-const ADDING_LIMIT: Duration = Duration::from_secs(60);
-/// ...each create tried this many times while answered 503 (then left out: the server
-/// refuses new jobs while its writes are behind, which under overload may be most of the
-/// time).
+/// Each extra create is tried this many times while answered 503 (then left out).
 const ADDING_TRIES: u32 = 3;
 /// Recovery counts as done at the first one-second window that is held again.
 const RECOVERY_WINDOW: Duration = Duration::from_secs(1);
+
+/// The rate held, found step by step as `saturate` does.
+struct Held {
+    jobs: usize,
+    step: Step,
+    /// Creates per second while the last held step's jobs were added.
+    create_per_s: f64,
+}
 
 pub async fn run(url: &str, options: OverloadOptions) -> anyhow::Result<Outcome> {
     let client = super::http_client();
     let sat = &options.saturate;
     let prefix = format!("lt-over-{}-", chrono::Utc::now().timestamp_millis());
     let mut progress = Progress::new("overload", sat.max_jobs as u64);
-    // 1. The rate held: steps until one is not held, then back to the last held.
     let mut names: Vec<String> = Vec::new();
-    let mut held: Option<(usize, Step)> = None;
     let mut steps = Vec::new();
+    let held = find_held(
+        &client,
+        url,
+        &prefix,
+        sat,
+        &mut names,
+        &mut steps,
+        &mut progress,
+    )
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("not even the first step ({} jobs) was held", sat.step))?;
+    // Back to the held load: the step that was not held goes, and the server gets back on
+    // time before the held figures are read.
+    let not_held = names.split_off(held.jobs);
+    super::delete_all(&client, url, &not_held, 64).await?;
+    let settled = Instant::now();
+    let settled_ms = until_held(&client, url, names.len(), sat, &options, &mut progress)
+        .await?
+        .then(|| settled.elapsed().as_millis() as u64);
+    let rss = || {
+        sat.server_pid
+            .and_then(ProcessStats::read)
+            .map(|s| s.rss_bytes)
+    };
+    let rss_held = rss();
+    // With a recovery margin, that share of the held jobs goes (the load after the overload),
+    // and the extra jobs make up for them during it.
+    let margin_jobs = (held.jobs as f64 * options.recovery_margin.clamp(0.0, 1.0)).round();
+    let margin_names = names.split_off(held.jobs - margin_jobs as usize);
+    super::delete_all(&client, url, &margin_names, 64).await?;
+    let after_jobs = names.len();
+
+    // The extra jobs, created while the server keeps up, all starting at `start`.
+    let wanted = (held.jobs as f64 * options.factor).round() as usize;
+    let extra = wanted.saturating_sub(after_jobs);
+    // Creates are slower now than while the steps were added (the server is at its ceiling):
+    // a lead of four times the steps' pace lets them all in before the start.
+    let lead_ms = 2_000 + (4_000.0 * extra as f64 / held.create_per_s.max(1.0)) as i64;
+    let start_ms = (chrono::Utc::now().timestamp_millis() + lead_ms) / 1000 * 1000 + 1000;
+    let repetitions = (options.secs * 1000 / sat.period_ms).max(1);
+    let bodies = periodic_job_bodies(
+        &prefix,
+        names.len()..names.len() + extra,
+        sat,
+        start_ms,
+        Some(repetitions),
+    );
+    let (acks, refused) = create_accepted(&client, url, &bodies, 64, ADDING_TRIES).await?;
+    let late_creates = acks.iter().filter(|ack| ack.acked_ms > start_ms).count();
+    names.extend(acks.into_iter().map(|ack| ack.name));
+    let overload_jobs = names.len();
+
+    // The overload: from the extra jobs' first period (every one of them has fired once)
+    // to their end, in one-second windows, RSS sampled at each.
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).expect("in range");
+    let drop_ms = start_ms + repetitions as i64 * sat.period_ms as i64;
+    super::sleep_until(at(start_ms + sat.period_ms as i64)).await;
+    let window = SaturateOptions {
+        step_secs: 1,
+        ..sat.clone()
+    };
+    let mut rss_peak = rss_held;
+    let (mut started, mut windows) = (0.0, 0);
+    while chrono::Utc::now().timestamp_millis() + 1000 <= drop_ms {
+        let second = measure(&client, url, overload_jobs, &window).await?;
+        progress.note(&format!("overloaded: {}", second.json()));
+        started += second.started_per_s;
+        windows += 1;
+        rss_peak = rss_peak.max(rss());
+    }
+    let started_per_s = started / f64::from(windows.max(1));
+    progress.note(&format!(
+        "{overload_jobs} jobs offered: started {started_per_s:.0}/s"
+    ));
+
+    // The load drops by itself (the extra jobs have no targets left): the time from their
+    // last period's end until a one-second window is held again.
+    super::sleep_until(at(drop_ms)).await;
+    let dropped = Instant::now();
+    let recovery_ms = until_held(&client, url, after_jobs, sat, &options, &mut progress)
+        .await?
+        .then(|| dropped.elapsed().as_millis() as u64);
+    rss_peak = rss_peak.max(rss());
+    progress.finish();
+    let mb = |bytes: Option<u64>| bytes.map(|b| b / (1024 * 1024));
+    let held_per_s = held.step.offered_per_s;
+    let json = json!({
+        "workload": "overload",
+        "task": if sat.builtin { "builtin" } else { "process" },
+        "factor": options.factor,
+        "steps": steps,
+        "settled_ms": settled_ms,
+        "held_per_s": held_per_s.round(),
+        "offered_per_s": (overload_jobs as f64 * 1000.0 / sat.period_ms as f64).round(),
+        "creates_refused": refused,
+        "creates_after_start": late_creates,
+        "started_per_s": started_per_s.round(),
+        "rss_held_mb": mb(rss_held),
+        "rss_peak_mb": mb(rss_peak),
+        "recovery_per_s": (after_jobs as f64 * 1000.0 / sat.period_ms as f64).round(),
+        "recovery_ms": recovery_ms,
+    });
+    let graceful = started_per_s >= 0.9 * held_per_s && recovery_ms.is_some();
+    Ok(Outcome {
+        json,
+        passed: graceful,
+    })
+}
+
+/// Adds steps of jobs until one is not held (or `max_jobs`); answers the last held step, if
+/// any. `names` gets every job added, the step that was not held included.
+async fn find_held(
+    client: &reqwest::Client,
+    url: &str,
+    prefix: &str,
+    sat: &SaturateOptions,
+    names: &mut Vec<String>,
+    steps: &mut Vec<serde_json::Value>,
+    progress: &mut Progress,
+) -> anyhow::Result<Option<Held>> {
+    let mut held = None;
     while names.len() < sat.max_jobs {
-        names.extend(add_jobs(&client, url, &prefix, names.len(), sat).await?);
+        let adding = Instant::now();
+        let added = add_jobs(client, url, prefix, names.len(), sat).await?;
+        let create_per_s = added.len() as f64 / adding.elapsed().as_secs_f64().max(1e-3);
+        names.extend(added);
         tokio::time::sleep(Duration::from_millis(sat.period_ms)).await;
-        let step = measure(&client, url, names.len(), sat).await?;
+        let step = measure(client, url, names.len(), sat).await?;
         progress.note(&format!(
             "{} jobs: started {:.0}/s",
             step.jobs, step.started_per_s
@@ -59,85 +195,36 @@ pub async fn run(url: &str, options: OverloadOptions) -> anyhow::Result<Outcome>
         if !step.held(sat.limit_ms) {
             break;
         }
-        held = Some((names.len(), step));
+        held = Some(Held {
+            jobs: names.len(),
+            step,
+            create_per_s,
+        });
     }
-    let Some((held_jobs, held_step)) = held else {
-        anyhow::bail!("not even the first step ({} jobs) was held", sat.step);
-    };
-    let rss = || {
-        sat.server_pid
-            .and_then(ProcessStats::read)
-            .map(|s| s.rss_bytes)
-    };
-    let rss_held = rss();
-    // 2. The overload: `factor` times the jobs held, measured over `secs`, RSS sampled.
-    // The extra jobs go in chunks: an overloaded server pushes back on new jobs (503), so
-    // adding stops after ADDING_LIMIT, and the rate offered is what it accepted (the creates
-    // it still refused after ADDING_TRIES are counted, not retried).
-    let wanted = (held_jobs as f64 * options.factor).round() as usize;
-    let mut more = SaturateOptions {
-        step: ADDING_CHUNK,
+    Ok(held)
+}
+
+/// Measures one-second windows of `jobs` jobs until one is held, for at most the recovery
+/// limit: answers whether one was.
+async fn until_held(
+    client: &reqwest::Client,
+    url: &str,
+    jobs: usize,
+    sat: &SaturateOptions,
+    options: &OverloadOptions,
+    progress: &mut Progress,
+) -> anyhow::Result<bool> {
+    let window = SaturateOptions {
+        step_secs: RECOVERY_WINDOW.as_secs(),
         ..sat.clone()
     };
-    let adding = Instant::now();
-    let mut refused = 0;
-    let mut next = names.len();
-    while names.len() < wanted && adding.elapsed() < ADDING_LIMIT {
-        more.step = ADDING_CHUNK.min(wanted - names.len());
-        let jobs = job_bodies(&prefix, next, &more);
-        next += jobs.len();
-        let (acks, chunk_refused) = create_accepted(&client, url, &jobs, 64, ADDING_TRIES).await?;
-        names.extend(acks.into_iter().map(|ack| ack.name));
-        refused += chunk_refused;
-    }
-    let overload_jobs = names.len();
-    more.step_secs = 1;
-    let mut rss_peak = rss_held;
-    let (mut started, mut seconds) = (0.0, 0);
-    while seconds < options.secs {
-        let second = measure(&client, url, names.len(), &more).await?;
-        started += second.started_per_s;
-        seconds += 1;
-        rss_peak = rss_peak.max(rss());
-    }
-    let started_per_s = started / options.secs.max(1) as f64;
-    progress.note(&format!(
-        "{} jobs offered: started {started_per_s:.0}/s",
-        names.len()
-    ));
-    // 3. Back to the held rate: the time until a one-second window is held again.
-    let extra = names.split_off(held_jobs);
-    super::delete_all(&client, url, &extra, 64).await?;
-    let dropped = Instant::now();
-    let mut recovery_ms = None;
-    while dropped.elapsed() < options.recovery_limit {
-        more.step_secs = RECOVERY_WINDOW.as_secs();
-        let window = measure(&client, url, names.len(), &more).await?;
-        progress.note(&format!("recovering: {}", window.json()));
-        if window.held(sat.limit_ms) {
-            recovery_ms = Some(dropped.elapsed().as_millis() as u64);
-            break;
+    let began = Instant::now();
+    while began.elapsed() < options.recovery_limit {
+        let second = measure(client, url, jobs, &window).await?;
+        progress.note(&format!("recovering: {}", second.json()));
+        if second.held(sat.limit_ms) {
+            return Ok(true);
         }
     }
-    progress.finish();
-    let mb = |bytes: Option<u64>| bytes.map(|b| b / (1024 * 1024));
-    let json = json!({
-        "workload": "overload",
-        "task": if sat.builtin { "builtin" } else { "process" },
-        "factor": options.factor,
-        "steps": steps,
-        "held_per_s": held_step.offered_per_s.round(),
-        "offered_per_s": (overload_jobs as f64 * 1000.0 / sat.period_ms as f64).round(),
-        "wanted_per_s": (wanted as f64 * 1000.0 / sat.period_ms as f64).round(),
-        "creates_refused": refused,
-        "started_per_s": started_per_s.round(),
-        "rss_held_mb": mb(rss_held),
-        "rss_peak_mb": mb(rss_peak),
-        "recovery_ms": recovery_ms,
-    });
-    let graceful = started_per_s >= 0.9 * held_step.offered_per_s && recovery_ms.is_some();
-    Ok(Outcome {
-        json,
-        passed: graceful,
-    })
+    Ok(false)
 }

@@ -369,19 +369,35 @@ pub(crate) async fn add_jobs(
     Ok(acks.into_iter().map(|ack| ack.name).collect())
 }
 
-/// Jobs `from..from + options.step` of a saturate run, to create.
+/// Jobs `from..from + options.step` of a saturate run, to create: their first targets a
+/// period from now, and no end.
 pub(crate) fn job_bodies(prefix: &str, from: usize, options: &SaturateOptions) -> Vec<Value> {
     let period = options.period_ms as i64;
-    // Spread the jobs' targets over the period, starting a period from now.
     let base = chrono::Utc::now().timestamp_millis() / 1000 * 1000 + period;
+    periodic_job_bodies(prefix, from..from + options.step, options, base, None)
+}
+
+/// Periodic jobs numbered `numbers`, every `options.period_ms` from `base_ms` (each shifted
+/// by a fixed scatter within the period, so their targets do not clump), for `repetitions`
+/// targets (without end if `None`).
+pub(crate) fn periodic_job_bodies(
+    prefix: &str,
+    numbers: std::ops::Range<usize>,
+    options: &SaturateOptions,
+    base_ms: i64,
+    repetitions: Option<u64>,
+) -> Vec<Value> {
+    let period = options.period_ms as i64;
     let epsilon = crate::iso8601::format_duration_ms(options.epsilon_ms);
     let schedule_period = crate::iso8601::format_duration_ms(period);
-    (from..from + options.step)
+    let repeat = repetitions.map_or(String::new(), |n| n.to_string());
+    numbers
         .map(|i| {
-            let offset = (i as i64 * 7919) % period; // a fixed scatter, not a clump
-            let start = chrono::DateTime::from_timestamp_millis(base + offset).expect("in range");
+            let offset = (i as i64 * 7919) % period;
+            let start =
+                chrono::DateTime::from_timestamp_millis(base_ms + offset).expect("in range");
             let schedule = format!(
-                "R/{}/{schedule_period}",
+                "R{repeat}/{}/{schedule_period}",
                 start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             );
             let mut job = json!({"name": format!("{prefix}{i}"), "schedule": schedule,

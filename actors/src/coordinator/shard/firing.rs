@@ -33,7 +33,9 @@ impl Shard {
         // A job stopped at the cap still has a due target: its timer goes back only after
         // this loop, which would otherwise pop it again at once and pass the cap.
         let mut capped = Vec::new();
-        while let Some(name) = self.timers.pop_due(now_ms) {
+        while !self.launches_capped()
+            && let Some(name) = self.timers.pop_due(now_ms)
+        {
             if let Some(due) = self.fire_due_targets(&name, now_ms, Late::Server, out) {
                 capped.push((due, name));
             }
@@ -147,10 +149,16 @@ impl Shard {
             recorded_ms: now_ms,
             reason: reason.to_string(),
         };
-        tracing::warn!(job = name, count, reason, "targets skipped");
         metrics::counter!("dron_skipped_targets_total").increment(count);
-        if let Some(notice) = self.skip_notices.notice(&entry.record.spec, &skipped) {
-            push_notice(notice, out);
+        // Logged as the notice goes, at most once a minute per job with the count since: an
+        // overloaded server skips a range for every busy job about every run, and a line for
+        // each (a million lines a minute) made the overloaded path the expensive one.
+        match self.skip_notices.notice(&entry.record.spec, &skipped) {
+            Some(notice) => {
+                tracing::warn!(job = name, count = notice.count, reason, "targets skipped");
+                push_notice(notice, out);
+            }
+            None => tracing::debug!(job = name, count, reason, "targets skipped"),
         }
         self.append_history(HistoryEntry::Skipped(skipped), out);
     }
@@ -238,12 +246,34 @@ impl Shard {
     pub(super) fn try_start(&mut self, name: &str, now_ms: i64, out: &mut Outbox) {
         self.start_queued(name, now_ms, out);
         if self.parked.contains(name) && !self.slot_taken(name) {
+            self.parked.remove(name);
+            if self.starts_held || self.launches_capped() {
+                return self.rearm_due_timer(name);
+            }
             // Its slot is free: fire its implicit targets now (which starts the oldest open
             // one, through here again).
-            self.parked.remove(name);
             if let Some(due) = self.fire_due_targets(name, now_ms, Late::OwnRun, out) {
                 self.timers.insert(due, name);
             }
+        }
+    }
+
+    /// While the shard's writes or announcements are behind ([`Shard::hold_starts`]), or
+    /// launches on their way are at their cap ([`Shard::launches_capped`]), a job whose run
+    /// ended does not start its next due target at once, or an overloaded server would start
+    /// runs as fast as they end, faster than it can record, launch and announce them, and its
+    /// queues would grow without bound. Its targets stay implicit in its durable next target;
+    /// its timer goes back, already due, for the next tick (which waits for the backlog to
+    /// drain) to fire: the most overdue job first.
+    fn rearm_due_timer(&mut self, name: &str) {
+        let Some(entry) = self.jobs.get(name) else {
+            return;
+        };
+        if let (Some(next), false) = (
+            entry.record.state.next_target_ms,
+            entry.record.spec.disabled,
+        ) {
+            self.timers.insert(next, name);
         }
     }
 

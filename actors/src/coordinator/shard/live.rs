@@ -27,6 +27,17 @@ pub(super) struct LiveSet {
     kill_requested: HashSet<String>,
     /// (retry time, instance id) of instances waiting to retry.
     retries: BTreeSet<(i64, String)>,
+    /// How many are [`launching`]: kept by every change made here.
+    launching: usize,
+}
+
+/// Whether an instance is launching: started here, and no agent has said it runs or that it
+/// waits for an offer yet. Its launch sits in a queue on the way (the committer, the broker,
+/// an agent's launcher) or its report on the way back.
+fn launching(instance: &InstanceRecord) -> bool {
+    instance.state == InstanceState::Running
+        && instance.agent.is_none()
+        && instance.message.is_none()
 }
 
 impl LiveSet {
@@ -42,12 +53,16 @@ impl LiveSet {
             .entry(instance.job.clone())
             .or_default()
             .insert(instance.target_ms);
-        self.instances.insert(id, instance);
+        self.launching += usize::from(launching(&instance));
+        if let Some(before) = self.instances.insert(id, instance) {
+            self.launching -= usize::from(launching(&before));
+        }
     }
 
     /// Takes an instance out of every index.
     pub(super) fn remove(&mut self, id: &str) -> Option<InstanceRecord> {
         let instance = self.instances.remove(id)?;
+        self.launching -= usize::from(launching(&instance));
         self.kill_requested.remove(id);
         if let Some(targets) = self.by_job.get_mut(&instance.job) {
             targets.remove(&instance.target_ms);
@@ -78,6 +93,7 @@ impl LiveSet {
         change: impl FnOnce(&mut InstanceRecord) -> R,
     ) -> Option<R> {
         let instance = self.instances.get_mut(id)?;
+        let was_launching = launching(instance);
         #[cfg(debug_assertions)]
         let keys = (
             instance.job.clone(),
@@ -95,6 +111,8 @@ impl LiveSet {
             ),
             "an update changed the keys of live instance {id}"
         );
+        self.launching =
+            self.launching + usize::from(launching(instance)) - usize::from(was_launching);
         Some(answer)
     }
 
@@ -104,8 +122,11 @@ impl LiveSet {
         if let Some(at) = instance.retry_at_ms.take() {
             self.retries.remove(&(at, id.to_string()));
         }
+        let was_launching = launching(instance);
         instance.state = InstanceState::Running;
         instance.started_ms = Some(now_ms);
+        self.launching =
+            self.launching + usize::from(launching(instance)) - usize::from(was_launching);
         Some(instance)
     }
 
@@ -115,6 +136,7 @@ impl LiveSet {
         if let Some(before) = instance.retry_at_ms.replace(at_ms) {
             self.retries.remove(&(before, id.to_string()));
         }
+        self.launching -= usize::from(launching(instance));
         instance.state = InstanceState::RetryWait;
         self.retries.insert((at_ms, id.to_string()));
         Some(instance)
@@ -180,6 +202,12 @@ impl LiveSet {
 
     pub(super) fn len(&self) -> usize {
         self.instances.len()
+    }
+
+    /// How many instances are launching: started, and not reported running (or waiting for
+    /// an offer) by any agent yet.
+    pub(super) fn launching(&self) -> usize {
+        self.launching
     }
 }
 
@@ -248,5 +276,34 @@ mod tests {
         assert_eq!(live.get(&id).unwrap().state, InstanceState::Running);
         live.request_kill("not live");
         assert!(!live.kill_requested("not live"));
+    }
+
+    #[test]
+    fn launching_counts_runs_started_until_an_agent_reports_them() {
+        let mut live = LiveSet::default();
+        for target in [1, 2, 3] {
+            live.insert(instance("a", target), 0);
+            live.start(&instance_id("a", target), 10);
+        }
+        live.insert(instance("b", 1), 0); // queued: not launching
+        assert_eq!(live.launching(), 3);
+        live.update(&instance_id("a", 1), |i| i.agent = Some("local".into()));
+        live.update(&instance_id("a", 2), |i| {
+            i.message = Some("no offer fits".into())
+        });
+        assert_eq!(live.launching(), 1, "one runs, one waits for an offer");
+        live.retry_at(&instance_id("a", 3), 100);
+        assert_eq!(live.launching(), 0, "waiting to retry");
+        live.start(&instance_id("a", 3), 100);
+        assert_eq!(live.launching(), 1, "the retry launches");
+        live.remove(&instance_id("a", 3));
+        live.remove(&instance_id("a", 1));
+        assert_eq!(live.launching(), 0);
+        // Inserted running (recovered or moved in, no agent recorded yet): counted.
+        let mut running = instance("c", 1);
+        running.state = InstanceState::Running;
+        live.insert(running.clone(), 0);
+        live.insert(running, 0);
+        assert_eq!(live.launching(), 1, "inserted twice, counted once");
     }
 }

@@ -107,6 +107,70 @@ fn queued_targets_past_epsilon_are_skipped_while_the_previous_run_goes_on() {
 }
 
 #[test]
+fn a_run_ending_while_starts_are_held_leaves_its_next_target_to_the_next_tick() {
+    let mut shard = empty_shard();
+    let job = spec(
+        serde_json::json!({"name": "a", "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1S", "epsilon": "PT2S"}),
+        JobKind::Scheduled,
+    );
+    shard.put_job(job, T0, &mut Outbox::default());
+    let first = tick(&mut shard, T0).launches.remove(0).spec.task_id;
+    assert!(tick(&mut shard, T0 + 1000).launches.is_empty(), "parked");
+    // The coordinator's backlog is over its limit: the end is recorded, nothing starts.
+    shard.hold_starts(true);
+    let mut out = Outbox::default();
+    shard.task_update(ended(&first, TaskEnd::Exited(0)), T0 + 1500, &mut out);
+    assert!(out.launches.is_empty(), "no start while held");
+    assert_eq!(shard.stats().live_instances, 0);
+    assert_eq!(
+        shard.next_deadline(),
+        Some(T0 + 1000),
+        "its due target waits for a tick"
+    );
+    // The backlog drained: the next tick starts it (still inside its epsilon).
+    shard.hold_starts(false);
+    let out = tick(&mut shard, T0 + 1600);
+    assert_eq!(out.launches.len(), 1);
+    assert_eq!(
+        out.launches[0].spec.task_id,
+        format!("ct:{}:0:a:", T0 + 1000)
+    );
+}
+
+#[test]
+fn due_targets_wait_while_launches_on_their_way_are_at_the_cap() {
+    let config = ShardConfig {
+        max_launching: 2,
+        ..ShardConfig::default()
+    };
+    let mut shard = Shard::recover(0, config, ShardSnapshot::default(), T0).0;
+    for name in ["a", "b", "c"] {
+        shard.put_job(every_second(name), T0, &mut Outbox::default());
+    }
+    let out = tick(&mut shard, T0);
+    assert_eq!(out.launches.len(), 2, "two launches on their way: the cap");
+    assert_eq!(shard.stats().live_instances, 2, "the third stays implicit");
+    assert_eq!(
+        shard.next_deadline(),
+        None,
+        "no tick until a launch is taken up"
+    );
+    assert!(tick(&mut shard, T0 + 10).launches.is_empty());
+    // An agent reports the first running: the third's target is due again, and starts.
+    let first = &out.launches[0].spec.task_id;
+    let started = TaskEvent::Started {
+        at_ms: T0 + 20,
+        agent: "local".into(),
+    };
+    let mut reported = Outbox::default();
+    shard.task_update(TaskUpdate::new(first, started), T0 + 20, &mut reported);
+    assert_eq!(shard.next_deadline(), Some(T0));
+    let out = tick(&mut shard, T0 + 30);
+    assert_eq!(out.launches.len(), 1);
+    assert!(out.launches[0].spec.task_id.ends_with(":c:"));
+}
+
+#[test]
 fn summaries_say_whether_a_job_is_idle_queued_or_running() {
     let mut shard = empty_shard();
     shard.put_job(every_second("a"), T0, &mut Outbox::default());
