@@ -82,7 +82,7 @@ impl Default for ShardConfig {
             retry_backoff_max_ms: 60_000,
             max_instances_per_tick: 1000,
             max_writes_in_flight: 64,
-            max_launching: 2048,
+            max_launching: 4096,
         }
     }
 }
