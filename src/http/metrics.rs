@@ -93,8 +93,9 @@ pub async fn render(State(state): State<AppState>) -> Response {
         for shard in stats {
             let label = shard.shard.to_string();
             metrics::gauge!("dron_jobs", "shard" => label.clone()).set(shard.jobs as f64);
-            metrics::gauge!("dron_live_instances", "shard" => label)
+            metrics::gauge!("dron_live_instances", "shard" => label.clone())
                 .set(shard.live_instances as f64);
+            metrics::gauge!("dron_runs_launching", "shard" => label).set(shard.launching as f64);
         }
     }
     let body = state

@@ -234,5 +234,8 @@ pub struct ShardStats {
     pub shard: u32,
     pub jobs: usize,
     pub live_instances: usize,
+    /// Runs launching: started and not yet reported running by an agent (at
+    /// `ShardConfig::max_launching` the shard's due targets wait).
+    pub launching: usize,
     pub timers: usize,
 }

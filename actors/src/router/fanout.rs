@@ -96,6 +96,7 @@ mod tests {
                         shard,
                         jobs: 0,
                         live_instances: 0,
+                        launching: 0,
                         timers: 0,
                     };
                     let _ = reply.send(stats);

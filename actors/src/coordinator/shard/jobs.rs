@@ -158,6 +158,7 @@ impl Shard {
             shard: self.index,
             jobs: self.jobs.len(),
             live_instances: self.live.len(),
+            launching: self.live.launching(),
             timers: self.timers.len(),
         }
     }
