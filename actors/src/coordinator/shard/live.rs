@@ -40,6 +40,15 @@ fn launching(instance: &InstanceRecord) -> bool {
         && instance.message.is_none()
 }
 
+/// Keeps `count` of launching instances across one instance's change from `was` to `is`.
+fn recount(count: &mut usize, was: bool, is: bool) {
+    match (was, is) {
+        (false, true) => *count += 1,
+        (true, false) => *count -= 1,
+        _ => {}
+    }
+}
+
 impl LiveSet {
     /// Indexes an instance. One recorded as waiting to retry but with no retry time (written
     /// by an older version, say) retries at `now_ms`.
@@ -53,16 +62,18 @@ impl LiveSet {
             .entry(instance.job.clone())
             .or_default()
             .insert(instance.target_ms);
-        self.launching += usize::from(launching(&instance));
-        if let Some(before) = self.instances.insert(id, instance) {
-            self.launching -= usize::from(launching(&before));
-        }
+        let is = launching(&instance);
+        let was = self
+            .instances
+            .insert(id, instance)
+            .is_some_and(|b| launching(&b));
+        recount(&mut self.launching, was, is);
     }
 
     /// Takes an instance out of every index.
     pub(super) fn remove(&mut self, id: &str) -> Option<InstanceRecord> {
         let instance = self.instances.remove(id)?;
-        self.launching -= usize::from(launching(&instance));
+        recount(&mut self.launching, launching(&instance), false);
         self.kill_requested.remove(id);
         if let Some(targets) = self.by_job.get_mut(&instance.job) {
             targets.remove(&instance.target_ms);
@@ -111,8 +122,7 @@ impl LiveSet {
             ),
             "an update changed the keys of live instance {id}"
         );
-        self.launching =
-            self.launching + usize::from(launching(instance)) - usize::from(was_launching);
+        recount(&mut self.launching, was_launching, launching(instance));
         Some(answer)
     }
 
@@ -125,8 +135,7 @@ impl LiveSet {
         let was_launching = launching(instance);
         instance.state = InstanceState::Running;
         instance.started_ms = Some(now_ms);
-        self.launching =
-            self.launching + usize::from(launching(instance)) - usize::from(was_launching);
+        recount(&mut self.launching, was_launching, launching(instance));
         Some(instance)
     }
 
@@ -136,7 +145,7 @@ impl LiveSet {
         if let Some(before) = instance.retry_at_ms.replace(at_ms) {
             self.retries.remove(&(before, id.to_string()));
         }
-        self.launching -= usize::from(launching(instance));
+        recount(&mut self.launching, launching(instance), false);
         instance.state = InstanceState::RetryWait;
         self.retries.insert((at_ms, id.to_string()));
         Some(instance)

@@ -13,6 +13,14 @@ fn skipped_ranges(out: &Outbox) -> Vec<&SkippedTargets> {
         .collect()
 }
 
+/// A job every second whose targets may start up to 2 s late.
+fn every_second_within_2s(name: &str) -> JobSpec {
+    spec(
+        serde_json::json!({"name": name, "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1S", "epsilon": "PT2S"}),
+        JobKind::Scheduled,
+    )
+}
+
 #[test]
 fn a_job_fires_each_target_once_at_its_time() {
     let mut shard = empty_shard();
@@ -74,11 +82,7 @@ fn targets_missed_beyond_epsilon_are_recorded_as_one_skipped_range() {
 #[test]
 fn queued_targets_past_epsilon_are_skipped_while_the_previous_run_goes_on() {
     let mut shard = empty_shard();
-    let job = spec(
-        serde_json::json!({"name": "a", "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1S", "epsilon": "PT2S"}),
-        JobKind::Scheduled,
-    );
-    shard.put_job(job, T0, &mut Outbox::default());
+    shard.put_job(every_second_within_2s("a"), T0, &mut Outbox::default());
     let first = tick(&mut shard, T0).launches.remove(0).spec.task_id; // keeps running
     for second in 1..=10 {
         let out = tick(&mut shard, T0 + second * 1000);
@@ -109,11 +113,7 @@ fn queued_targets_past_epsilon_are_skipped_while_the_previous_run_goes_on() {
 #[test]
 fn a_run_ending_while_starts_are_held_leaves_its_next_target_to_the_next_tick() {
     let mut shard = empty_shard();
-    let job = spec(
-        serde_json::json!({"name": "a", "command": "true", "schedule": "R/2026-11-23T10:00:00Z/PT1S", "epsilon": "PT2S"}),
-        JobKind::Scheduled,
-    );
-    shard.put_job(job, T0, &mut Outbox::default());
+    shard.put_job(every_second_within_2s("a"), T0, &mut Outbox::default());
     let first = tick(&mut shard, T0).launches.remove(0).spec.task_id;
     assert!(tick(&mut shard, T0 + 1000).launches.is_empty(), "parked");
     // The coordinator's backlog is over its limit: the end is recorded, nothing starts.
@@ -150,6 +150,15 @@ fn due_targets_wait_while_launches_on_their_way_are_at_the_cap() {
     let out = tick(&mut shard, T0);
     assert_eq!(out.launches.len(), 2, "two launches on their way: the cap");
     assert_eq!(shard.stats().live_instances, 2, "the third stays implicit");
+    let c = shard
+        .summaries()
+        .into_iter()
+        .find(|s| s.record.spec.name == "c");
+    assert_eq!(
+        c.map(|s| s.run_state),
+        Some(RunState::Idle),
+        "shown idle though due (docs/api.md)"
+    );
     assert_eq!(
         shard.next_deadline(),
         None,
