@@ -97,6 +97,10 @@ async fn a_run_shows_in_the_metrics() {
     assert_eq!(sum(&text, "dron_live_instances"), 0.0, "{text}");
     assert!(text.contains("dron_runs_launching{shard=\"1\"}"), "{text}");
     assert_eq!(sum(&text, "dron_runs_launching"), 0.0, "{text}");
+    assert!(
+        text.contains("dron_shard_behind_seconds{shard=\"1\"}"),
+        "{text}"
+    );
     // Every API request is timed, by method and status.
     assert!(
         sample(

@@ -162,14 +162,16 @@ fn every_workload_runs_and_reports() {
 }
 
 /// Issue 18's overload, short: real processes (their ceiling is low enough to reach in
-/// seconds here), twice the rate held for a few seconds. The figures depend on the machine and
-/// are not judged as targets (docs/benchmarks.md holds the real runs); what is checked is that
-/// nothing collapses while overloaded. Before the overload work the started rate fell to about
-/// 1 % of the rate held and memory grew without bound; here it must stay at half or more, and
-/// memory within twice its held figure (the issue's bar; at this scale the cap of launches on
-/// their way, which bounds the built-in overload's memory, is not reached, so the built-in run
-/// in docs/benchmarks.md is what shows the cap at work). The time back to on-time fires is printed, not judged: on a
-/// shared two-core machine it depends on what else runs (docs/benchmarks.md).
+/// seconds here), twice the rate held for a few seconds, then the load drops to 60 % of it.
+/// The figures depend on the machine and are not judged as targets (docs/benchmarks.md holds
+/// the real runs); what is checked is that nothing collapses while overloaded and that the
+/// server gets back on time by itself. Before the overload work the started rate fell to
+/// about 1 % of the rate held and memory grew without bound; here it must stay at half or
+/// more, memory within twice its held figure (the issue's bar; at this scale the cap of
+/// launches on their way, which bounds the built-in overload's memory, is not reached, so
+/// the built-in run in docs/benchmarks.md is what shows the cap at work), and a second must
+/// be held again within 30 s of the drop (about 6 s here; the time itself is not judged: it
+/// goes with the margin under what the server can do, on a shared two-core machine).
 #[test]
 fn overload_does_not_collapse() {
     let _alone = ONE_AT_A_TIME.lock();
@@ -193,7 +195,9 @@ fn overload_does_not_collapse() {
         "--secs",
         "5",
         "--recovery-secs",
-        "20",
+        "30",
+        "--recovery-margin",
+        "0.4",
     ]);
     eprintln!("overload: {overload}");
     let figure = |name: &str| {
@@ -213,5 +217,9 @@ fn overload_does_not_collapse() {
     assert!(
         figure("rss_peak_mb") <= 2.0 * figure("rss_held_mb").max(50.0),
         "memory ran away: {overload}"
+    );
+    assert!(
+        overload["recovery_ms"].is_u64(),
+        "not back on time within 30 s of the drop: {overload}"
     );
 }

@@ -95,7 +95,10 @@ pub async fn render(State(state): State<AppState>) -> Response {
             metrics::gauge!("dron_jobs", "shard" => label.clone()).set(shard.jobs as f64);
             metrics::gauge!("dron_live_instances", "shard" => label.clone())
                 .set(shard.live_instances as f64);
-            metrics::gauge!("dron_runs_launching", "shard" => label).set(shard.launching as f64);
+            metrics::gauge!("dron_runs_launching", "shard" => label.clone())
+                .set(shard.launching as f64);
+            metrics::gauge!("dron_shard_behind_seconds", "shard" => label)
+                .set(shard.behind_ms as f64 / 1000.0);
         }
     }
     let body = state

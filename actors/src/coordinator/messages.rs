@@ -238,4 +238,7 @@ pub struct ShardStats {
     /// `ShardConfig::max_launching` the shard's due targets wait).
     pub launching: usize,
     pub timers: usize,
+    /// How far behind its schedule the shard is: the time since its most overdue timer fell
+    /// due, 0 when none is due. Targets parked behind a job's own run are not counted.
+    pub behind_ms: i64,
 }

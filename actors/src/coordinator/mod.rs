@@ -108,7 +108,7 @@ impl Actor for Coordinator {
         let (shard, recovered) = Shard::recover(args.index, args.config, snapshot, now_ms);
         tracing::info!(
             shard = args.index,
-            jobs = shard.stats().jobs,
+            jobs = shard.stats(now_ms).jobs,
             "shard recovered"
         );
         let (deadline, deadline_rx) = watch::channel(None);
@@ -392,7 +392,7 @@ impl CoordinatorState {
                 self.stage(myself, out, reply_later(reply, Ok(())));
             }
             CoordinatorMsg::Stats { reply } => {
-                let _ = reply.send(self.shard.stats());
+                let _ = reply.send(self.shard.stats(now_ms));
             }
             CoordinatorMsg::Flush => {
                 self.staged.flush_queued = false;

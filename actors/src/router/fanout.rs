@@ -98,6 +98,7 @@ mod tests {
                         live_instances: 0,
                         launching: 0,
                         timers: 0,
+                        behind_ms: 0,
                     };
                     let _ = reply.send(stats);
                 });

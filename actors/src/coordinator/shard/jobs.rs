@@ -153,13 +153,14 @@ impl Shard {
             .collect()
     }
 
-    pub fn stats(&self) -> ShardStats {
+    pub fn stats(&self, now_ms: i64) -> ShardStats {
         ShardStats {
             shard: self.index,
             jobs: self.jobs.len(),
             live_instances: self.live.len(),
             launching: self.live.launching(),
             timers: self.timers.len(),
+            behind_ms: self.timers.next_ms().map_or(0, |due| (now_ms - due).max(0)),
         }
     }
 }

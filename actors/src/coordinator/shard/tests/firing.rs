@@ -70,7 +70,7 @@ fn targets_missed_beyond_epsilon_are_recorded_as_one_skipped_range() {
     assert_eq!(skipped[0].count, 540, "targets T0 .. now-60s");
     // Of the 61 targets whose window is still open, the oldest starts; the job runs one at
     // a time, so the others stay implicit in its next target (no instance, no write).
-    assert_eq!(shard.stats().live_instances, 1);
+    assert_eq!(shard.stats(0).live_instances, 1);
     assert_eq!(
         out.launches[0].spec.task_id,
         format!("ct:{}:0:a:", now - 60_000)
@@ -89,7 +89,7 @@ fn queued_targets_past_epsilon_are_skipped_while_the_previous_run_goes_on() {
         assert!(out.ops.is_empty(), "a parked job writes nothing per target");
     }
     // Its targets wait implicitly, with no instance and no timer.
-    assert_eq!(shard.stats().live_instances, 1);
+    assert_eq!(shard.stats(0).live_instances, 1);
     assert_eq!(shard.next_deadline(), None);
     // When the run ends, the targets past their 2 s window are skipped as one range and the
     // oldest still inside it starts at once.
@@ -107,7 +107,7 @@ fn queued_targets_past_epsilon_are_skipped_while_the_previous_run_goes_on() {
         out.launches[0].spec.task_id,
         format!("ct:{}:0:a:", T0 + 9000)
     );
-    assert_eq!(shard.stats().live_instances, 1, "T0 + 10 s stays implicit");
+    assert_eq!(shard.stats(0).live_instances, 1, "T0 + 10 s stays implicit");
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn a_run_ending_while_starts_are_held_leaves_its_next_target_to_the_next_tick() 
     let mut out = Outbox::default();
     shard.task_update(ended(&first, TaskEnd::Exited(0)), T0 + 1500, &mut out);
     assert!(out.launches.is_empty(), "no start while held");
-    assert_eq!(shard.stats().live_instances, 0);
+    assert_eq!(shard.stats(0).live_instances, 0);
     assert_eq!(
         shard.next_deadline(),
         Some(T0 + 1000),
@@ -149,7 +149,7 @@ fn due_targets_wait_while_launches_on_their_way_are_at_the_cap() {
     }
     let out = tick(&mut shard, T0);
     assert_eq!(out.launches.len(), 2, "two launches on their way: the cap");
-    assert_eq!(shard.stats().live_instances, 2, "the third stays implicit");
+    assert_eq!(shard.stats(0).live_instances, 2, "the third stays implicit");
     let c = shard
         .summaries()
         .into_iter()
@@ -165,6 +165,11 @@ fn due_targets_wait_while_launches_on_their_way_are_at_the_cap() {
         "no tick until a launch is taken up"
     );
     assert!(tick(&mut shard, T0 + 10).launches.is_empty());
+    assert_eq!(
+        shard.stats(T0 + 10).behind_ms,
+        10,
+        "c's target is 10 ms overdue"
+    );
     // An agent reports the first running: the third's target is due again, and starts.
     let first = &out.launches[0].spec.task_id;
     let started = TaskEvent::Started {
@@ -177,6 +182,7 @@ fn due_targets_wait_while_launches_on_their_way_are_at_the_cap() {
     let out = tick(&mut shard, T0 + 30);
     assert_eq!(out.launches.len(), 1);
     assert!(out.launches[0].spec.task_id.ends_with(":c:"));
+    assert_eq!(shard.stats(T0 + 30).behind_ms, 0, "nothing overdue now");
 }
 
 #[test]

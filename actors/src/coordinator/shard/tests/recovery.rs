@@ -48,8 +48,8 @@ fn release_and_adopt_move_a_job_with_its_live_instances() {
         out.launches.is_empty(),
         "running instances keep running where they are"
     );
-    assert_eq!(destination.stats().jobs, moved.len());
-    assert_eq!(source.stats().jobs + destination.stats().jobs, 50);
+    assert_eq!(destination.stats(0).jobs, moved.len());
+    assert_eq!(source.stats(0).jobs + destination.stats(0).jobs, 50);
     // Adopting the same jobs again (an interrupted move redone) changes nothing.
     let mut again = Outbox::default();
     destination.adopt(moved, T0 + 200, &mut again);

@@ -23,7 +23,7 @@ fn failed_attempts_retry_with_backoff_then_fail() {
     assert_eq!(retry, format!("ct:{T0}:1:f:"));
     let mut out = Outbox::default();
     shard.task_update(ended(&retry, TaskEnd::Exited(1)), T0 + 1020, &mut out);
-    assert_eq!(shard.stats().live_instances, 0);
+    assert_eq!(shard.stats(0).live_instances, 0);
     let view = shard.job_view("f").unwrap();
     assert_eq!(view.record.state.error_count, 1);
     assert_eq!(
@@ -155,7 +155,7 @@ fn kill_ends_queued_runs_and_signals_running_ones() {
         out.launches.is_empty(),
         "the dropped target does not start either"
     );
-    assert_eq!(shard.stats().live_instances, 0);
+    assert_eq!(shard.stats(0).live_instances, 0);
     assert_eq!(shard.job_view("a").unwrap().record.state.error_count, 1);
     assert_eq!(
         shard.next_deadline(),
@@ -176,12 +176,12 @@ fn killing_an_async_run_ends_it_even_after_its_process_exited() {
     let mut out = Outbox::default();
     shard.task_update(ended(&task, TaskEnd::Exited(0)), T0 + 10, &mut out);
     assert_eq!(
-        shard.stats().live_instances,
+        shard.stats(0).live_instances,
         1,
         "async: waiting for its report"
     );
     shard.kill_tasks("a", T0 + 20, &mut out).unwrap();
-    assert_eq!(shard.stats().live_instances, 0);
+    assert_eq!(shard.stats(0).live_instances, 0);
     let reference = parse_task_id(&task).unwrap();
     let late_report = shard.complete_async(&reference, 0, T0 + 30, &mut Outbox::default());
     assert!(matches!(late_report, Err(CommandError::TaskNotFound(_))));
@@ -196,7 +196,7 @@ fn only_async_jobs_take_completion_reports() {
     let report = shard.complete_async(&reference, 0, T0 + 30, &mut Outbox::default());
     assert!(matches!(report, Err(CommandError::Conflict(_))));
     assert_eq!(
-        shard.stats().live_instances,
+        shard.stats(0).live_instances,
         1,
         "still running until its process ends"
     );
