@@ -60,6 +60,7 @@ async fn a_run_shows_in_the_metrics() {
     let ready = |text: &str| {
         sample(text, "dron_runs_finished_total{state=\"succeeded\"}") == Some(1.0)
             && sample(text, "dron_start_lateness_seconds_count") == Some(1.0)
+            && sample(text, "dron_launch_delay_seconds_count") == Some(1.0)
     };
     for _ in 0..150 {
         text = scrape(&server).await;
@@ -80,6 +81,14 @@ async fn a_run_shows_in_the_metrics() {
     );
     let lateness = sample(&text, "dron_start_lateness_seconds_sum").unwrap();
     assert!((0.0..5.0).contains(&lateness), "lateness {lateness}");
+    // Its launch, from the shard's start to the agent's report, timed once.
+    assert_eq!(
+        sample(&text, "dron_launch_delay_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+    let delay = sample(&text, "dron_launch_delay_seconds_sum").unwrap();
+    assert!((0.0..5.0).contains(&delay), "launch delay {delay}");
     // Nothing failed, retried or was skipped.
     assert_eq!(
         sample(&text, "dron_runs_finished_total{state=\"failed\"}").unwrap_or(0.0),

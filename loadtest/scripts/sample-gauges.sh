@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Samples a running dron server every SECONDS (2) until it exits: its RSS and the gauges of its queues
-# (writes and announcements in flight, live and launching runs, notices), summed over the
-# shards, and how far behind its schedule each shard is, one line a sample.
-# How the overload runs of docs/benchmarks.md (sixteenth session) were watched:
-#   loadtest/scripts/sample-gauges.sh PID http://127.0.0.1:PORT > samples.log
+# Samples a running dron server every SECONDS (default 2) until it exits: its RSS, the gauges
+# of its queues (writes and announcements in flight, live and launching runs, notices) summed
+# over the shards, and how far behind its schedule each shard is; one line a sample.
+# How the overload runs of docs/benchmarks.md (sixteenth and seventeenth sessions) were watched:
+#   loadtest/scripts/sample-gauges.sh PID http://127.0.0.1:PORT 1 > samples.log
 set -uo pipefail
 pid=${1:?usage: sample-gauges.sh PID URL [SECONDS]}
 url=${2:?usage: sample-gauges.sh PID URL [SECONDS]}

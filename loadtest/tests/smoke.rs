@@ -162,7 +162,7 @@ fn every_workload_runs_and_reports() {
 }
 
 /// Issue 18's overload, short: real processes (their ceiling is low enough to reach in
-/// seconds here), twice the rate held for a few seconds, then the load drops to 60 % of it.
+/// seconds here), twice the rate held for a few seconds, then the load drops to 40 % of it.
 /// The figures depend on the machine and are not judged as targets (docs/benchmarks.md holds
 /// the real runs); what is checked is that nothing collapses while overloaded and that the
 /// server gets back on time by itself. Before the overload work the started rate fell to
@@ -170,8 +170,10 @@ fn every_workload_runs_and_reports() {
 /// more, memory within twice its held figure (the issue's bar; at this scale the cap of
 /// launches on their way, which bounds the built-in overload's memory, is not reached, so
 /// the built-in run in docs/benchmarks.md is what shows the cap at work), and a second must
-/// be held again within 30 s of the drop (about 6 s here; the time itself is not judged: it
-/// goes with the margin under what the server can do, on a shared two-core machine).
+/// be held again within 30 s of the drop (about 6 s here). The margin is wide because the
+/// held step overstates what processes sustain (the 2 s steps end before the agent's
+/// launcher queue fills: 1,130-1,620 a second started while overloaded against 1,600 held),
+/// and recovery time goes with the margin under that (docs/benchmarks.md).
 #[test]
 fn overload_does_not_collapse() {
     let _alone = ONE_AT_A_TIME.lock();
@@ -197,7 +199,7 @@ fn overload_does_not_collapse() {
         "--recovery-secs",
         "30",
         "--recovery-margin",
-        "0.4",
+        "0.6",
     ]);
     eprintln!("overload: {overload}");
     let figure = |name: &str| {

@@ -129,6 +129,9 @@ pub struct Shard {
     /// (set by the coordinator while its backlog is over its limit: see
     /// `Shard::rearm_due_timer` in `shard/firing.rs`).
     starts_held: bool,
+    /// When this shard was rebuilt from storage: a run started before then is adopted, and
+    /// its agent's report that it runs says nothing of how long its launch took.
+    recovered_ms: i64,
 }
 
 fn ms_to_time(ms: i64) -> DateTime<chrono::Utc> {
@@ -159,6 +162,7 @@ impl Shard {
             skip_notices: notices::SkipNotices::default(),
             plans: plans::Plans::default(),
             starts_held: false,
+            recovered_ms: now_ms,
         };
         for record in snapshot.jobs {
             shard.insert_job(record);

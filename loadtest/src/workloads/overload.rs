@@ -4,9 +4,9 @@
 //! then lets the load drop back to the held rate (or `recovery_margin` under it) and times
 //! how long the server needs to fire on time again. Its last JSON line: `{"held_per_s",
 //! "offered_per_s", "started_per_s", "rss_held_mb", "rss_peak_mb", "recovery_ms"}`, plus the
-//! steps and `recovery_load` (the load after the drop over the rate started while saturated). Graceful overload means the
-//! started rate stays near the held one, memory stays near its held figure and recovery takes
-//! seconds.
+//! steps and `recovery_load` (the load after the drop over the rate started while saturated).
+//! Graceful overload means the started rate stays near the held one, memory stays near its
+//! held figure and recovery takes seconds.
 //!
 //! The extra load is jobs created *before* the overload, while the server still keeps up, all
 //! with their first target at one start a few seconds ahead and `secs` seconds of targets

@@ -48,7 +48,7 @@ impl Shard {
             return Applied::Stale; // a report about an earlier attempt: already handled
         }
         match update.event {
-            TaskEvent::Started { agent, .. } => self.started_on(&id, agent, out),
+            TaskEvent::Started { agent, .. } => self.started_on(&id, agent, now_ms, out),
             TaskEvent::WaitingForOffer { reason } => {
                 // Shown in views; not worth a write.
                 self.live
@@ -66,11 +66,22 @@ impl Shard {
     /// Records the agent an attempt runs on. Written at once for a remote agent: after a
     /// restart its tasks are looked for there. A local run's agent is written with its end
     /// (a restart finds local runs by their run directory), sparing a write per launch.
-    fn started_on(&mut self, id: &str, agent: String, out: &mut Outbox) {
+    ///
+    /// The first report of an attempt started by this shard also times its launch
+    /// (`dron_launch_delay_seconds`): the start lateness is taken when the shard starts a
+    /// run, and a launch may then wait for an offer or in its agent's launcher queue.
+    fn started_on(&mut self, id: &str, agent: String, now_ms: i64, out: &mut Outbox) {
+        let recovered_ms = self.recovered_ms;
         self.live.update(id, |instance| {
             instance.message = None;
             if instance.agent.as_deref() == Some(agent.as_str()) {
                 return;
+            }
+            if let (None, Some(started_ms)) = (&instance.agent, instance.started_ms)
+                && started_ms >= recovered_ms
+            {
+                let delay = (now_ms - started_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!("dron_launch_delay_seconds").record(delay);
             }
             let remote = !is_local_agent(&agent);
             instance.agent = Some(agent);
