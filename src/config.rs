@@ -780,6 +780,9 @@ pub struct SchedulerConfig {
     pub retry_backoff_max_ms: i64,
     /// Targets one backfill (`POST /api/jobs/{name}/backfill`) may have, at most.
     pub backfill_max_targets: u64,
+    /// Runs each shard may have launching (started, not yet reported running by an agent);
+    /// past it the shard's due targets wait in their jobs' next targets (at least 1).
+    pub max_launching: usize,
 }
 
 /// Two shards per core (at least 2, at most 64). Measured on 2 cores with the built-in task
@@ -823,6 +826,7 @@ impl Default for SchedulerConfig {
             retry_backoff_ms: defaults.retry_backoff_ms,
             retry_backoff_max_ms: defaults.retry_backoff_max_ms,
             backfill_max_targets: dron_actors::backfill::DEFAULT_MAX_TARGETS,
+            max_launching: defaults.max_launching,
         }
     }
 }
@@ -834,6 +838,7 @@ impl SchedulerConfig {
             history_keep: self.history_keep.max(1),
             retry_backoff_ms: self.retry_backoff_ms.max(0),
             retry_backoff_max_ms: self.retry_backoff_max_ms.max(0),
+            max_launching: self.max_launching.max(1),
             ..Default::default()
         }
     }
@@ -932,6 +937,10 @@ mod tests {
         assert_eq!(
             config.scheduler.backfill_max_targets,
             defaults.scheduler.backfill_max_targets
+        );
+        assert_eq!(
+            config.scheduler.max_launching,
+            defaults.scheduler.max_launching
         );
         assert!(config.auth.basic.is_empty() && config.auth.tokens.is_empty());
         let (notify, default_notify) = (&config.notify, &defaults.notify);

@@ -27,17 +27,21 @@ pub(super) struct LiveSet {
     kill_requested: HashSet<String>,
     /// (retry time, instance id) of instances waiting to retry.
     retries: BTreeSet<(i64, String)>,
+    /// Running instances whose current attempt the broker said waits for an offer (no agent
+    /// fits yet): not launching, as they sit in no queue on the way. Kept apart from the
+    /// instance's `message`, which also says why an attempt was retried or relaunched.
+    awaiting_offer: HashSet<String>,
     /// How many are [`launching`]: kept by every change made here.
     launching: usize,
 }
 
-/// Whether an instance is launching: started here, and no agent has said it runs or that it
-/// waits for an offer yet. Its launch sits in a queue on the way (the committer, the broker,
-/// an agent's launcher) or its report on the way back.
-fn launching(instance: &InstanceRecord) -> bool {
+/// Whether an instance is launching: its current attempt started here, and no agent has said
+/// it runs yet (nor the broker that it waits for an offer). Its launch sits in a queue on the
+/// way (the committer, the broker, an agent's launcher) or its report on the way back.
+fn launching(awaiting_offer: &HashSet<String>, id: &str, instance: &InstanceRecord) -> bool {
     instance.state == InstanceState::Running
         && instance.agent.is_none()
-        && instance.message.is_none()
+        && !awaiting_offer.contains(id)
 }
 
 /// Keeps `count` of launching instances across one instance's change from `was` to `is`.
@@ -62,18 +66,23 @@ impl LiveSet {
             .entry(instance.job.clone())
             .or_default()
             .insert(instance.target_ms);
-        let is = launching(&instance);
+        let is = launching(&self.awaiting_offer, &id, &instance);
         let was = self
             .instances
-            .insert(id, instance)
-            .is_some_and(|b| launching(&b));
+            .insert(id.clone(), instance)
+            .is_some_and(|before| launching(&self.awaiting_offer, &id, &before));
         recount(&mut self.launching, was, is);
     }
 
     /// Takes an instance out of every index.
     pub(super) fn remove(&mut self, id: &str) -> Option<InstanceRecord> {
         let instance = self.instances.remove(id)?;
-        recount(&mut self.launching, launching(&instance), false);
+        recount(
+            &mut self.launching,
+            launching(&self.awaiting_offer, id, &instance),
+            false,
+        );
+        self.awaiting_offer.remove(id);
         self.kill_requested.remove(id);
         if let Some(targets) = self.by_job.get_mut(&instance.job) {
             targets.remove(&instance.target_ms);
@@ -104,7 +113,7 @@ impl LiveSet {
         change: impl FnOnce(&mut InstanceRecord) -> R,
     ) -> Option<R> {
         let instance = self.instances.get_mut(id)?;
-        let was_launching = launching(instance);
+        let was_launching = launching(&self.awaiting_offer, id, instance);
         #[cfg(debug_assertions)]
         let keys = (
             instance.job.clone(),
@@ -122,21 +131,40 @@ impl LiveSet {
             ),
             "an update changed the keys of live instance {id}"
         );
-        recount(&mut self.launching, was_launching, launching(instance));
+        let is_launching = launching(&self.awaiting_offer, id, instance);
+        recount(&mut self.launching, was_launching, is_launching);
         Some(answer)
     }
 
-    /// Marks an instance running from `now_ms` (its retry, if any, is spent); answers it.
+    /// Marks an instance's current attempt running from `now_ms`: its retry, if any, is
+    /// spent, and it has no agent until one reports it (a retry's or a relaunch's agent may
+    /// differ from the last attempt's, and a restart then looks for it everywhere); answers it.
     pub(super) fn start(&mut self, id: &str, now_ms: i64) -> Option<&InstanceRecord> {
         let instance = self.instances.get_mut(id)?;
         if let Some(at) = instance.retry_at_ms.take() {
             self.retries.remove(&(at, id.to_string()));
         }
-        let was_launching = launching(instance);
+        let was_launching = launching(&self.awaiting_offer, id, instance);
+        self.awaiting_offer.remove(id);
         instance.state = InstanceState::Running;
         instance.started_ms = Some(now_ms);
-        recount(&mut self.launching, was_launching, launching(instance));
+        instance.agent = None;
+        recount(&mut self.launching, was_launching, true);
         Some(instance)
+    }
+
+    /// Records that a running instance's attempt waits for an offer (`reason` is shown in
+    /// views): it no longer counts as launching.
+    pub(super) fn await_offer(&mut self, id: &str, reason: String) {
+        let Some(instance) = self.instances.get_mut(id) else {
+            return;
+        };
+        let was_launching = launching(&self.awaiting_offer, id, instance);
+        instance.message = Some(reason);
+        if instance.state == InstanceState::Running && instance.agent.is_none() {
+            self.awaiting_offer.insert(id.to_string());
+        }
+        recount(&mut self.launching, was_launching, false);
     }
 
     /// Makes an instance wait to retry at `at_ms`; answers it.
@@ -145,7 +173,12 @@ impl LiveSet {
         if let Some(before) = instance.retry_at_ms.replace(at_ms) {
             self.retries.remove(&(before, id.to_string()));
         }
-        recount(&mut self.launching, launching(instance), false);
+        recount(
+            &mut self.launching,
+            launching(&self.awaiting_offer, id, instance),
+            false,
+        );
+        self.awaiting_offer.remove(id);
         instance.state = InstanceState::RetryWait;
         self.retries.insert((at_ms, id.to_string()));
         Some(instance)
@@ -297,15 +330,31 @@ mod tests {
         live.insert(instance("b", 1), 0); // queued: not launching
         assert_eq!(live.launching(), 3);
         live.update(&instance_id("a", 1), |i| i.agent = Some("local".into()));
-        live.update(&instance_id("a", 2), |i| {
-            i.message = Some("no offer fits".into())
-        });
+        live.await_offer(&instance_id("a", 2), "no offer fits".into());
         assert_eq!(live.launching(), 1, "one runs, one waits for an offer");
         live.retry_at(&instance_id("a", 3), 100);
         assert_eq!(live.launching(), 0, "waiting to retry");
         live.start(&instance_id("a", 3), 100);
         assert_eq!(live.launching(), 1, "the retry launches");
         live.remove(&instance_id("a", 3));
+        // A retry of a run an agent reported, explained in its message: launching again,
+        // with no agent until one reports the new attempt.
+        live.update(&instance_id("a", 1), |i| {
+            i.message = Some("attempt 0 exited with 1; retrying".into())
+        });
+        live.retry_at(&instance_id("a", 1), 200);
+        let retry = live.start(&instance_id("a", 1), 200).unwrap();
+        assert_eq!(
+            retry.agent, None,
+            "the new attempt's agent is not known yet"
+        );
+        assert!(retry.message.is_some(), "why it retries is still shown");
+        assert_eq!(live.launching(), 1, "a retry counts against the launch cap");
+        // The one waiting for an offer is relaunched (its agent lost, say): launching again.
+        live.start(&instance_id("a", 2), 300);
+        assert_eq!(live.launching(), 2);
+        live.await_offer(&instance_id("a", 2), "no offer fits".into());
+        live.remove(&instance_id("a", 2));
         live.remove(&instance_id("a", 1));
         assert_eq!(live.launching(), 0);
         // Inserted running (recovered or moved in, no agent recorded yet): counted.

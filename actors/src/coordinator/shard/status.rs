@@ -51,8 +51,7 @@ impl Shard {
             TaskEvent::Started { agent, .. } => self.started_on(&id, agent, now_ms, out),
             TaskEvent::WaitingForOffer { reason } => {
                 // Shown in views; not worth a write.
-                self.live
-                    .update(&id, |instance| instance.message = Some(reason));
+                self.live.await_offer(&id, reason);
             }
             TaskEvent::NeverLaunched => {
                 let instance = self.live.get(&id).expect("running instance").clone();

@@ -140,6 +140,50 @@ fn a_remote_agent_is_recorded_at_once_and_the_local_one_with_the_end() {
 }
 
 #[test]
+fn a_retry_launches_afresh_and_records_its_own_agent() {
+    let mut shard = empty_shard();
+    let mut job = every_second("a");
+    job.retries = 1;
+    shard.put_job(job, T0, &mut Outbox::default());
+    let first = tick(&mut shard, T0).launches.remove(0).spec.task_id;
+    let started = |task: &str, agent: &str| {
+        let agent = agent.to_string();
+        TaskUpdate::new(task, TaskEvent::Started { at_ms: T0, agent })
+    };
+    shard.task_update(started(&first, "w1"), T0, &mut Outbox::default());
+    assert_eq!(shard.stats(0).launching, 0, "w1 runs it");
+    shard.task_update(
+        ended(&first, TaskEnd::Exited(1)),
+        T0 + 10,
+        &mut Outbox::default(),
+    );
+    let mut out = tick(&mut shard, T0 + 1010);
+    let retry = out.launches.remove(0).spec.task_id;
+    assert_eq!(
+        shard.stats(0).launching,
+        1,
+        "the retry is on its way: it counts against the launch cap"
+    );
+    let unplaced = out
+        .ops
+        .iter()
+        .any(|op| matches!(op, StoreOp::PutInstance(i) if i.attempt == 1 && i.agent.is_none()));
+    assert!(
+        unplaced,
+        "the retry is not recorded on the last attempt's agent"
+    );
+    // The same agent takes the retry: recorded again, for a restart to look for it there.
+    let mut out = Outbox::default();
+    shard.task_update(started(&retry, "w1"), T0 + 1020, &mut out);
+    let written = out
+        .ops
+        .iter()
+        .any(|op| matches!(op, StoreOp::PutInstance(i) if i.agent.as_deref() == Some("w1")));
+    assert!(written);
+    assert_eq!(shard.stats(0).launching, 0);
+}
+
+#[test]
 fn kill_ends_queued_runs_and_signals_running_ones() {
     let mut shard = empty_shard();
     shard.put_job(every_second("a"), T0, &mut Outbox::default());
