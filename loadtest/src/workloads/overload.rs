@@ -42,8 +42,6 @@ pub struct OverloadOptions {
 
 /// Each extra create is tried this many times while answered 503 (then left out).
 const ADDING_TRIES: u32 = 3;
-/// How long the held load's RSS is watched (see `held_rss`).
-const HELD_RSS_WINDOWS: usize = 5;
 /// Recovery counts as done at the first one-second window that is held again.
 const RECOVERY_WINDOW: Duration = Duration::from_secs(1);
 
@@ -86,7 +84,16 @@ pub async fn run(url: &str, options: OverloadOptions) -> anyhow::Result<Outcome>
             .and_then(ProcessStats::read)
             .map(|s| s.rss_bytes)
     };
-    let rss_held = held_rss(&client, url, names.len(), sat, &mut progress, &rss).await?;
+    let rss_held = held_rss(
+        &client,
+        url,
+        names.len(),
+        sat,
+        options.secs,
+        &mut progress,
+        &rss,
+    )
+    .await?;
     // With a recovery margin, that share of the held jobs goes (the load after the overload),
     // and the extra jobs make up for them during it.
     let margin_jobs = (held.jobs as f64 * options.recovery_margin.clamp(0.0, 1.0)).round();
@@ -162,6 +169,9 @@ pub async fn run(url: &str, options: OverloadOptions) -> anyhow::Result<Outcome>
         "started_per_s": started_per_s.round(),
         "rss_held_mb": mb(rss_held),
         "rss_peak_mb": mb(rss_peak),
+        "rss_ratio": rss_held
+            .zip(rss_peak)
+            .map(|(held, peak)| (peak as f64 / held.max(1) as f64 * 100.0).round() / 100.0),
         "recovery_per_s": recovery_per_s.round(),
         // The load after the drop as a share of what the server started while saturated (its
         // capacity then): recovery time goes with the margin under that, not under the held
@@ -176,15 +186,18 @@ pub async fn run(url: &str, options: OverloadOptions) -> anyhow::Result<Outcome>
     })
 }
 
-/// The most RSS seen over `HELD_RSS_WINDOWS` one-second windows at the held load: the peak
-/// under overload is the most of many samples, so it is set against the most of several
-/// here, not one sample (at the held load RSS swings by a fifth within seconds: 245-291 MB
-/// in one run of docs/benchmarks.md).
+/// The most RSS seen over `secs` one-second windows at the held load, as long as the
+/// overload lasts: the peak under overload is the most of that many samples, so it is set
+/// against the most of as many here. At a steady load RSS swings by a fifth within seconds
+/// (245-291 MB in one run of docs/benchmarks.md), and it climbs for a minute or two while
+/// RocksDB's memtables and block cache fill to their budgets: read sooner, the held figure
+/// left that climb to be counted against the overload.
 async fn held_rss(
     client: &reqwest::Client,
     url: &str,
     jobs: usize,
     sat: &SaturateOptions,
+    secs: u64,
     progress: &mut Progress,
     rss: impl Fn() -> Option<u64>,
 ) -> anyhow::Result<Option<u64>> {
@@ -193,7 +206,7 @@ async fn held_rss(
         ..sat.clone()
     };
     let mut most = rss();
-    for _ in 0..HELD_RSS_WINDOWS {
+    for _ in 0..secs.max(1) {
         let second = measure(client, url, jobs, &window).await?;
         progress.note(&format!("held: {}", second.json()));
         most = most.max(rss());
