@@ -66,7 +66,7 @@ impl Server {
             shards,
             scheme: "http",
             child: None,
-            http: reqwest::Client::new(),
+            http: test_client(),
             extra_config: extra_toml.to_string(),
             env,
         };
@@ -361,6 +361,18 @@ pub async fn dron_with_env(args: &[&str], env: &[(&str, &Path)]) -> (i32, String
 }
 
 /// Waits until the server at `url` (`http://HOST:PORT`) answers `GET /health` with 200.
+/// The HTTP client of a test's server. No idle connections are kept: tests kill -9 and restart
+/// servers on the same port, and once a GET after such a restart waited forever with no
+/// socket open (the suite at c526b98). The timeout turns any such wait into a failure that
+/// says so, instead of a suite that never ends.
+pub fn test_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("an HTTP client")
+}
+
 pub async fn wait_healthy(http: &reqwest::Client, url: &str) {
     let health = format!("{url}/health");
     wait_for(
