@@ -164,9 +164,11 @@ enum Workload {
         /// How long to wait for on-time fires once the load drops (else recovery_ms is null).
         #[arg(long, default_value_t = 120)]
         recovery_secs: u64,
-        /// After the overload the load drops this share under the held rate (0: to the held
-        /// rate itself, where recovery has only the margin the steps left).
-        #[arg(long, default_value_t = 0.0)]
+        /// After the overload the load drops this share under the held rate. The default
+        /// leaves about two-thirds of the capacity, where catching up takes seconds; at the
+        /// held rate itself (0) recovery has only the margin the steps left, and at the
+        /// capacity it never ends (docs/operations.md, "Overload").
+        #[arg(long, default_value_t = 0.35)]
         recovery_margin: f64,
     },
     /// Dron's high-load benchmark: long-running jobs added step by step up to a number running

@@ -1,8 +1,8 @@
 //! `overload`: what dron does past its ceiling (issue 18). It first finds the rate held as
 //! `saturate` does (jobs added a step at a time until a step is not held, then the step that
 //! was not held taken away again), then offers `factor` times that rate for `secs` seconds,
-//! then lets the load drop back to the held rate (or `recovery_margin` under it) and times
-//! how long the server needs to fire on time again. Its last JSON line: `{"held_per_s",
+//! then lets the load drop `recovery_margin` under the held rate (35 % by default: about
+//! two-thirds of the capacity) and times how long the server needs to fire on time again. Its last JSON line: `{"held_per_s",
 //! "offered_per_s", "started_per_s", "rss_held_mb", "rss_peak_mb", "recovery_ms"}`, plus the
 //! steps and `recovery_load` (the load after the drop over the rate started while saturated).
 //! Graceful overload means the started rate stays near the held one, memory stays near its
