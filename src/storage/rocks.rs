@@ -82,10 +82,7 @@ const BLOCK_CACHE_BYTES: usize = 32 << 20;
 
 fn block_cache() -> &'static rocksdb::Cache {
     static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
-    CACHE.get_or_init(|| {
-        limit_malloc_arenas();
-        rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES)
-    })
+    CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES))
 }
 
 /// glibc malloc arenas RocksDB's C++ may use (dron's own heap is mimalloc's). glibc gives
@@ -95,8 +92,8 @@ fn block_cache() -> &'static rocksdb::Cache {
 /// (docs/benchmarks.md, eighteenth session).
 const MALLOC_ARENAS: i32 = 2;
 
-/// Caps glibc's arenas (before the first database starts its threads), unless the operator
-/// set `MALLOC_ARENA_MAX` (which glibc then reads itself).
+/// Caps glibc's arenas (called once, before the first database starts its threads), unless
+/// the operator set `MALLOC_ARENA_MAX` (which glibc then reads itself).
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -118,6 +115,8 @@ pub enum Reads {
 
 /// Opens (or creates) a database with these column families, LZ4-compressed.
 pub fn open_db(path: &Path, families: &[&str], reads: Reads) -> Result<DB, StoreError> {
+    static ARENAS_LIMITED: std::sync::Once = std::sync::Once::new();
+    ARENAS_LIMITED.call_once(limit_malloc_arenas);
     let mut options = rocksdb::Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
